@@ -1,0 +1,116 @@
+# Sluice build. `make` builds build/sluiced, build/sluicectl, build/sluice-upstream.
+# Sources are discovered by folder: every userspace/**/*.cc except the three
+# *_main.cc files goes into build/libsluice.a; tests/unit/**/*_test.cc and
+# tests/integration/**/*_test.cc become one gtest binary each.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := all
+BUILD ?= build
+SAN ?=
+
+CXX ?= g++
+CLANG ?= clang
+BPFTOOL ?= bpftool
+PKGS := liburing libbpf yaml-0.1 yaml-cpp re2 fmt openssl
+DEPS_STAMP := $(BUILD)/.deps-ok
+
+CXXFLAGS_BASE := -std=c++2b -O2 -g -Wall -Wextra -Werror -Wno-missing-field-initializers \
+  -fno-omit-frame-pointer -MMD -MP -Iinclude -Iuserspace -I$(BUILD)/bpf
+ifeq ($(SAN),1)
+  CXXFLAGS_BASE += -fsanitize=address,undefined -fno-sanitize-recover=undefined -O1
+  LDFLAGS_SAN := -fsanitize=address,undefined
+endif
+CXXFLAGS ?=
+CXXFLAGS += $(CXXFLAGS_BASE)
+# Recursively expanded: pkg-config may only exist once install-deps has run.
+LDLIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lxxhash -lpthread
+LDFLAGS += $(LDFLAGS_SAN)
+
+MAINS := userspace/daemon/sluiced_main.cc userspace/cli/sluicectl_main.cc \
+         userspace/upstream_server/upstream_main.cc
+LIB_SRCS := $(filter-out $(MAINS),$(shell find userspace -name '*.cc' | sort))
+LIB_OBJS := $(LIB_SRCS:%.cc=$(BUILD)/obj/%.o)
+UNIT_SRCS := $(shell find tests/unit -name '*_test.cc' 2>/dev/null | sort)
+INTEG_SRCS := $(shell find tests/integration -name '*.cc' 2>/dev/null | sort)
+BPFTEST_SRCS := $(shell find tests/bpf -name '*.cc' 2>/dev/null | sort)
+FUZZ_SRCS := $(shell find tests/fuzz -name '*_fuzz.cc' 2>/dev/null | sort)
+
+BPF_SRCS := $(wildcard bpf/*.bpf.c)
+BPF_OBJS := $(BPF_SRCS:bpf/%.bpf.c=$(BUILD)/bpf/%.bpf.o)
+BPF_SKELS := $(BPF_SRCS:bpf/%.bpf.c=$(BUILD)/bpf/%.skel.h)
+
+BINS := $(BUILD)/sluiced $(BUILD)/sluicectl $(BUILD)/sluice-upstream
+
+# Keep generated BPF objects and skeletons: they are not throw-away
+# intermediates (deleting them would rebuild every C++ object each time).
+.SECONDARY:
+
+.PHONY: all deps run test test-unit test-integration test-bpf test-asan bench clean fuzz
+all: $(DEPS_STAMP) $(BINS)
+
+# Installs packages only when one is missing (install-deps.sh is idempotent).
+$(DEPS_STAMP): scripts/install-deps.sh
+	@bash scripts/install-deps.sh
+	@mkdir -p $(@D) && touch $@
+deps:
+	bash scripts/install-deps.sh
+
+# --- eBPF: vmlinux.h from the running kernel's BTF, then objects and skeletons.
+$(BUILD)/bpf/vmlinux.h: | $(DEPS_STAMP)
+	@mkdir -p $(@D)
+	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
+$(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c $(BUILD)/bpf/vmlinux.h $(wildcard bpf/lib/*.h) $(wildcard include/sluice/*.h)
+	$(CLANG) -target bpf -D__TARGET_ARCH_x86 -g -O2 -Wall -Werror -I$(BUILD)/bpf -Iinclude -Ibpf -c $< -o $@
+$(BUILD)/bpf/%.skel.h: $(BUILD)/bpf/%.bpf.o
+	$(BPFTOOL) gen skeleton $< name sluice_$* > $@.tmp && mv $@.tmp $@
+
+# --- C++
+# Skeletons are order-only: the first build needs them to exist; after that
+# -MMD records which objects really include them.
+$(BUILD)/obj/%.o: %.cc | $(BPF_SKELS) $(DEPS_STAMP)
+	@mkdir -p $(@D)
+	$(CXX) $(CXXFLAGS) -c $< -o $@
+# `ar qc` appends every member, even two objects that share a basename.
+$(BUILD)/libsluice.a: $(LIB_OBJS)
+	@rm -f $@
+	ar qc $@ $^ && ranlib $@
+$(BUILD)/sluiced: $(BUILD)/obj/userspace/daemon/sluiced_main.o $(BUILD)/libsluice.a
+	$(CXX) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+$(BUILD)/sluicectl: $(BUILD)/obj/userspace/cli/sluicectl_main.o $(BUILD)/libsluice.a
+	$(CXX) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+$(BUILD)/sluice-upstream: $(BUILD)/obj/userspace/upstream_server/upstream_main.o $(BUILD)/libsluice.a
+	$(CXX) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+GTEST_LIBS := -lgtest -lgmock -lgtest_main
+$(BUILD)/unit_tests: $(UNIT_SRCS:%.cc=$(BUILD)/obj/%.o) $(BUILD)/libsluice.a
+	$(CXX) $(LDFLAGS) $^ -o $@ $(GTEST_LIBS) $(LDLIBS)
+$(BUILD)/integration_tests: $(INTEG_SRCS:%.cc=$(BUILD)/obj/%.o) $(BUILD)/libsluice.a
+	$(CXX) $(LDFLAGS) $^ -o $@ $(GTEST_LIBS) $(LDLIBS)
+$(BUILD)/bpf_tests: $(BPFTEST_SRCS:%.cc=$(BUILD)/obj/%.o) $(BUILD)/libsluice.a
+	$(CXX) $(LDFLAGS) $^ -o $@ $(GTEST_LIBS) $(LDLIBS)
+
+TEST_BINS := $(BUILD)/unit_tests $(BUILD)/integration_tests $(if $(BPFTEST_SRCS),$(BUILD)/bpf_tests)
+test: all $(TEST_BINS)
+	@bash scripts/run-tests.sh $(BUILD)
+
+test-asan:
+	$(MAKE) BUILD=build-asan SAN=1 test
+
+run: all
+	@bash scripts/demo.sh $(BUILD)
+
+bench: all
+	@bash scripts/bench.sh $(BUILD)
+
+# Fuzz targets build with clang's libFuzzer when asked: `make fuzz`.
+fuzz: | $(DEPS_STAMP)
+	@mkdir -p $(BUILD)/fuzz
+	@for f in $(FUZZ_SRCS); do n=$$(basename $$f .cc); \
+	  echo "clang++ $$f"; \
+	  clang++ -std=c++2b -O1 -g -fsanitize=fuzzer,address,undefined -Iinclude -Iuserspace $$f \
+	    $$(find userspace/http -name '*.cc') -o $(BUILD)/fuzz/$$n $(LDLIBS) || exit 1; done
+
+clean:
+	rm -rf build build-asan
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,229 @@
+#!/usr/bin/env bash
+# `make bench`: sluiced (1 worker) against HAProxy (1 thread) and nginx
+# (1 worker) on the same 90/10 split over the same two sluice-upstream
+# backends, plus the backend alone ("direct"), interleaved round by round
+# with wrk -t1 -c32 (keep-alive). Prints medians of requests/s, p50, p99,
+# the proxy's CPU microseconds per request and RSS, then sluiced/HAProxy and
+# sluiced/nginx ratios against the targets. Writes BUILD/bench-results.md.
+#
+# Pinning (2 cores assumed): the proxy under test runs on CPU 0, the backends
+# and wrk share CPU 1, so every proxy gets one whole core and the same load
+# generator. "direct" runs wrk against the v1 backend with the proxy core idle.
+#
+# Env: ROUNDS (5), DURATION seconds per run (5), CONNS (32), PROXY_CPU (0),
+# LOAD_CPU (1), NICE (-20 as root). Loopback only: 127.0.0.1, and a
+# 127.10.0.1 VIP that only appears in the config.
+set -euo pipefail
+BUILD=${1:-build}
+cd "$(dirname "$0")/.."
+. scripts/bench/lib.sh
+
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-5}
+CONNS=${CONNS:-32}
+PROXY_CPU=${PROXY_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+# Every measured process runs in its own session at the same raised priority
+# (root only; see bench/run-pinned.sh), so a compile elsewhere on the machine
+# disturbs all peers alike, and less. setsid does not fork here (a script's
+# background jobs are not group leaders), so $! stays the measured pid.
+NICE=${NICE:-$( [ "$(id -u)" = 0 ] && echo -20 || echo 0)}
+ON_PROXY=(setsid scripts/bench/run-pinned.sh "$PROXY_CPU" "$NICE")
+ON_LOAD=(setsid scripts/bench/run-pinned.sh "$LOAD_CPU" "$NICE")
+REQ_PATH=/reviews/1
+HOST_HEADER='Host: reviews:9080'
+
+for tool in wrk haproxy nginx taskset curl; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool missing (run scripts/install-deps.sh)" >&2; exit 1; }
+done
+for bin in sluiced sluice-upstream; do
+  [ -x "$BUILD/$bin" ] || { echo "bench: $BUILD/$bin missing (make BUILD=$BUILD)" >&2; exit 1; }
+done
+if [ "$(nproc)" -lt 2 ]; then
+  echo "bench: needs 2 CPUs for the proxy/load pinning; found $(nproc)" >&2; exit 1
+fi
+load=$(cut -d" " -f1 /proc/loadavg)
+busy=$(awk -v l="$load" -v n="$(nproc)" 'BEGIN { print (l > n / 2) ? 1 : 0 }')
+[ "$busy" = 1 ] && echo "bench: warning: load average $load on $(nproc) CPUs before starting; expect noisy numbers" >&2
+
+work=$(mktemp -d /tmp/sluice-bench.XXXXXX)
+pids=()
+cleanup() {
+  trap - INT TERM EXIT
+  if [ -n "${wrk_pid:-}" ]; then kill "$wrk_pid" 2>/dev/null || true; fi
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+freePort V1_PORT; freePort V2_PORT
+freePort SLUICE_PORT; freePort ADMIN_PORT
+freePort HAPROXY_PORT; freePort NGINX_PORT
+
+# --- backends (CPU LOAD_CPU, one thread each)
+"${ON_LOAD[@]}" "$BUILD/sluice-upstream" --listen "127.0.0.1:$V1_PORT" --name reviews-v1 --threads 1 \
+  2>"$work/v1.log" & pids+=($!)
+"${ON_LOAD[@]}" "$BUILD/sluice-upstream" --listen "127.0.0.1:$V2_PORT" --name reviews-v2 --threads 1 \
+  2>"$work/v2.log" & pids+=($!)
+v1_pid=${pids[0]}
+waitHttp "http://127.0.0.1:$V1_PORT/__counter"
+waitHttp "http://127.0.0.1:$V2_PORT/__counter"
+
+# --- proxies (CPU PROXY_CPU), none daemonized: children of this script
+mkdir -p "$work/sluice"
+render scripts/bench/sluice.yaml.in V1_PORT="$V1_PORT" V2_PORT="$V2_PORT" > "$work/sluice/reviews.yaml"
+"${ON_PROXY[@]}" "$BUILD/sluiced" --config-dir "$work/sluice" --outbound "127.0.0.1:$SLUICE_PORT" \
+  --admin "127.0.0.1:$ADMIN_PORT" --workers 1 --bpf off >"$work/sluiced.log" 2>&1 & pids+=($!)
+sluiced_pid=$!
+
+render scripts/bench/haproxy.cfg.in PROXY_PORT="$HAPROXY_PORT" V1_PORT="$V1_PORT" V2_PORT="$V2_PORT" \
+  > "$work/haproxy.cfg"
+"${ON_PROXY[@]}" haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 & pids+=($!)
+haproxy_pid=$!
+
+mkdir -p "$work/nginx"
+render scripts/bench/nginx.conf.in PROXY_PORT="$NGINX_PORT" V1_PORT="$V1_PORT" V2_PORT="$V2_PORT" \
+  PREFIX="$work/nginx" > "$work/nginx/nginx.conf"
+"${ON_PROXY[@]}" nginx -p "$work/nginx" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf" \
+  >"$work/nginx.log" 2>&1 & pids+=($!)
+nginx_pid=$!
+
+if ! waitHttp "http://127.0.0.1:$ADMIN_PORT/ready" 200; then
+  echo "bench: sluiced not ready; its log:" >&2; cat "$work/sluiced.log" >&2; exit 1
+fi
+waitHttp "http://127.0.0.1:$HAPROXY_PORT/" || { cat "$work/haproxy.log" >&2; exit 1; }
+waitHttp "http://127.0.0.1:$NGINX_PORT/" || { cat "$work/nginx/error.log" >&2; exit 1; }
+
+url_of() {
+  case $1 in
+    direct) echo "http://127.0.0.1:$V1_PORT$REQ_PATH" ;;
+    sluiced) echo "http://127.0.0.1:$SLUICE_PORT$REQ_PATH" ;;
+    haproxy) echo "http://127.0.0.1:$HAPROXY_PORT$REQ_PATH" ;;
+    nginx) echo "http://127.0.0.1:$NGINX_PORT$REQ_PATH" ;;
+  esac
+}
+# The processes whose CPU and memory a run is charged to. For "direct" that
+# is the backend itself: a floor for what serving one request costs.
+pids_of() {
+  case $1 in
+    direct) echo "$v1_pid" ;;
+    sluiced) echo "$sluiced_pid" ;;
+    haproxy) echo "$haproxy_pid" ;;
+    nginx) withChildren "$nginx_pid" ;;
+  esac
+}
+
+# A request through every proxy must succeed before measuring anything.
+for t in direct sluiced haproxy nginx; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "$HOST_HEADER" "$(url_of "$t")")
+  if [ "$code" != 200 ]; then
+    echo "bench: $t answered $code to a probe request" >&2
+    [ "$t" = sluiced ] && cat "$work/sluiced.log" >&2
+    exit 1
+  fi
+done
+
+# In the background so INT/TERM reach the traps without waiting for wrk.
+wrkRun() {
+  "${ON_LOAD[@]}" wrk -t1 -c"$CONNS" -d"$1"s --latency -H "$HOST_HEADER" "$2" &
+  wrk_pid=$!
+  wait "$wrk_pid"
+}
+
+# setsid must not have forked, or the pids measured below are not the peers.
+for pid in "${pids[@]}"; do
+  case $(cat "/proc/$pid/comm" 2>/dev/null) in
+    setsid|nice|taskset|run-pinned.sh|bash|"") echo "bench: pid $pid is not a peer (setsid forked?)" >&2; exit 1 ;;
+  esac
+done
+echo "bench: warm-up (1 s per target)"
+for t in direct sluiced haproxy nginx; do wrkRun 1 "$(url_of "$t")" >/dev/null; done
+
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+# Ticks to microseconds per request of the run just measured ($reqs).
+perReq() { awk -v d="$1" -v tick="$TICK_US" -v n="$reqs" 'BEGIN { printf "%.3f", d * tick / n }'; }
+targets=(direct sluiced haproxy nginx)
+: > "$work/results"  # target rps p50 p99 cpu_us_per_req rss_kib non2xx sockerrs v1 v2 user_us sys_us
+for round in $(seq "$ROUNDS"); do
+  # Rotate the order so no target always runs first or after the same peer.
+  for i in 0 1 2 3; do
+    t=${targets[$(((i + round - 1) % 4))]}
+    curl -s -o /dev/null -X POST "http://127.0.0.1:$V1_PORT/__reset"
+    curl -s -o /dev/null -X POST "http://127.0.0.1:$V2_PORT/__reset"
+    mapfile -t tp < <(pids_of "$t")
+    read -r u0 s0 < <(cpuTicks "${tp[@]}")
+    wrkRun "$DURATION" "$(url_of "$t")" > "$work/wrk.out"
+    read -r u1 s1 < <(cpuTicks "${tp[@]}")
+    rss=$(rssKib "${tp[@]}")
+    read -r rps p50 p99 reqs non2xx errs < <(parseWrk < "$work/wrk.out")
+    if [ -z "$reqs" ] || [ "$reqs" -eq 0 ]; then
+      echo "bench: $t round $round: wrk reported no requests" >&2; cat "$work/wrk.out" >&2; exit 1
+    fi
+    cpu=$(perReq $((u1 + s1 - u0 - s0))); ucpu=$(perReq $((u1 - u0))); scpu=$(perReq $((s1 - s0)))
+    v1=$(backendCount "$V1_PORT"); v2=$(backendCount "$V2_PORT")
+    echo "$t $rps $(toMs "$p50") $(toMs "$p99") $cpu $rss $non2xx $errs ${v1:-0} ${v2:-0} $ucpu $scpu" >> "$work/results"
+    printf 'bench: round %d %-8s %10.0f req/s  p50 %6s  p99 %6s  cpu %7.2f us/req%s\n' \
+      "$round" "$t" "$rps" "$p50" "$p99" "$cpu" \
+      "$( [ "$non2xx$errs" = 00 ] || echo "  ERRORS non2xx=$non2xx socket=$errs")"
+    if ! kill -0 "$sluiced_pid" 2>/dev/null; then
+      echo "bench: sluiced exited during the run; its log:" >&2; tail -50 "$work/sluiced.log" >&2; exit 1
+    fi
+  done
+done
+
+# --- summary
+col() { awk -v t="$1" -v c="$2" '$1 == t { print $c }' "$work/results" | median; }
+sum() { awk -v t="$1" -v c="$2" '$1 == t { s += $c } END { print s + 0 }' "$work/results"; }
+declare -A RPS P50 P99 CPU RSS
+for t in "${targets[@]}"; do
+  RPS[$t]=$(col "$t" 2); P50[$t]=$(col "$t" 3); P99[$t]=$(col "$t" 4)
+  CPU[$t]=$(col "$t" 5); RSS[$t]=$(awk -v k="$(col "$t" 6)" 'BEGIN { printf "%.1f", k / 1024 }')
+done
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "nan"; else printf "%.2f", a / b }'; }
+verdict() { awk -v v="$1" -v op="$2" -v lim="$3" 'BEGIN {
+  ok = (op == ">=") ? v >= lim : v <= lim; print (ok ? "met" : "NOT met") }'; }
+
+{
+  echo "## sluice bench: ${ROUNDS} rounds x ${DURATION}s, wrk -t1 -c${CONNS} keep-alive, medians"
+  echo
+  echo "Proxy pinned to CPU $PROXY_CPU; backends and wrk to CPU $LOAD_CPU. 90/10 split v1/v2."
+  echo "CPU and RSS are the proxy's (for direct: the v1 backend's). $(date -u +%FT%TZ), $(uname -r)."
+  echo "Load average before the run: $load on $(nproc) CPUs$( [ "$busy" = 1 ] && echo " (BUSY: numbers are noisy)")."
+  echo
+  echo "| target | req/s (median) | p50 ms | p99 ms | CPU us/req | RSS MiB |"
+  echo "|---|---:|---:|---:|---:|---:|"
+  for t in "${targets[@]}"; do
+    printf '| %s | %.0f | %.3f | %.3f | %.2f | %s |\n' "$t" "${RPS[$t]}" "${P50[$t]}" "${P99[$t]}" "${CPU[$t]}" "${RSS[$t]}"
+  done
+  echo
+  printf 'CPU us/req split user + kernel (medians):'
+  for t in "${targets[@]}"; do printf ' %s %.1f + %.1f;' "$t" "$(col "$t" 11)" "$(col "$t" 12)"; done
+  echo; echo
+  for peer in haproxy nginx; do
+    r=$(ratio "${RPS[sluiced]}" "${RPS[$peer]}")
+    c=$(ratio "${CPU[sluiced]}" "${CPU[$peer]}")
+    p=$(ratio "${P99[sluiced]}" "${P99[$peer]}")
+    echo "- sluiced/$peer: req/s ${r}x, CPU/req ${c}x, p99 ${p}x"
+  done
+  r=$(ratio "${RPS[sluiced]}" "${RPS[haproxy]}")
+  c=$(ratio "${CPU[sluiced]}" "${CPU[haproxy]}")
+  p=$(ratio "${P99[sluiced]}" "${P99[haproxy]}")
+  echo "- target req/s >= 1.3x HAProxy: $(verdict "$r" '>=' 1.3) (${r}x)"
+  echo "- target CPU/req <= 0.75x HAProxy: $(verdict "$c" '<=' 0.75) (${c}x)"
+  echo "- target p99 no worse than HAProxy: $(verdict "$p" '<=' 1.0) (${p}x)"
+  echo
+  echo "Split (share of v1 over all measured runs, expect ~90%):"
+  for t in sluiced haproxy nginx; do
+    v1=$(sum "$t" 9); v2=$(sum "$t" 10)
+    echo "- $t: v1 $v1, v2 $v2, v1 share $(awk -v a="$v1" -v b="$v2" 'BEGIN { if (a + b) printf "%.1f%%", 100 * a / (a + b); else print "n/a" }')"
+  done
+  errors=$(awk '$7 + $8 > 0 { printf "%s(non2xx=%d socket=%d) ", $1, $7, $8 }' "$work/results")
+  echo
+  echo "Errors: ${errors:-none (no non-2xx responses, no socket errors)}"
+} | tee "$work/summary.md"
+echo
+cp "$work/summary.md" "$BUILD/bench-results.md"
+echo "bench: wrote $BUILD/bench-results.md"

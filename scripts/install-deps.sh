@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs every Debian package that Sluice's build, tests, demo and benchmarks
+# need. Idempotent: does nothing when everything is present. apt only.
+set -euo pipefail
+
+PACKAGES=(
+  # build
+  make g++ clang llvm pkg-config libbpf-dev bpftool
+  liburing-dev libssl-dev libyaml-dev libyaml-cpp-dev libre2-dev libnghttp2-dev
+  libhiredis-dev libxxhash-dev libcli11-dev nlohmann-json3-dev libfmt-dev
+  # tests
+  libgtest-dev libgmock-dev libbenchmark-dev curl redis-server openssl
+  iproute2 procps
+  # benchmark peers
+  haproxy nginx-light wrk nghttp2-client
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing packages: ${missing[*]} (run as root to install)" >&2
+  exit 1
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# The peers are benchmark tools here, not services: keep their packaged
+# daemons from holding ports the tests use.
+for svc in nginx haproxy redis-server; do
+  if command -v systemctl >/dev/null 2>&1; then systemctl disable --now "$svc" >/dev/null 2>&1 || true; fi
+done

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs every test binary `make test` built and prints one summary line.
+# Unit tests first (fast), then integration tests (real processes on
+# loopback), then BPF tests (root; they skip with a reason elsewhere, and fail
+# instead of skipping when CI=true).
+set -uo pipefail
+BUILD=${1:-build}
+cd "$(dirname "$0")/.."
+export SLUICE_BUILD=$BUILD
+
+passed=0; failed=0; skipped=0; status=0
+run() {
+  local bin=$1; shift
+  [ -x "$bin" ] || return 0
+  echo "=== $bin"
+  local xml; xml=$(mktemp)
+  "$bin" --gtest_output="xml:$xml" "$@"
+  local rc=$?
+  if [ -s "$xml" ]; then
+    local t f s
+    t=$(grep -m1 -o 'tests="[0-9]*"' "$xml" | grep -o '[0-9]*')
+    f=$(grep -m1 -o 'failures="[0-9]*"' "$xml" | grep -o '[0-9]*')
+    s=$(grep -c '<skipped' "$xml")
+    passed=$((passed + t - f - s)); failed=$((failed + f)); skipped=$((skipped + s))
+  fi
+  if [ $rc -ne 0 ]; then
+    status=1
+    [ -s "$xml" ] || failed=$((failed + 1))  # crashed before writing results
+  fi
+  rm -f "$xml"
+}
+
+run "$BUILD/unit_tests"
+run "$BUILD/integration_tests"
+run "$BUILD/bpf_tests"
+
+echo "tests: $passed passed, $failed failed, $skipped skipped"
+exit $status

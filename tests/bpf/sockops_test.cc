@@ -1,0 +1,260 @@
+// Attaches the real sockops program to a cgroup this test creates, runs real
+// 127.0.0.1 connections from a child inside it and from the test process
+// outside it, and checks the kernel's counts, then that nothing is left behind.
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <sys/statfs.h>
+#include <linux/magic.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <optional>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "bpf/cgroup.h"
+#include "bpf/sockops_loader.h"
+#include "bpf_test_env.h"
+
+namespace sluice::bpf {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::ConnectorChild;
+using testing::Listener;
+
+const bool kCleanupInstalled = [] {
+  testing::installEmergencyCleanup();
+  return true;
+}();
+
+// Owns a fresh cgroup under the cgroup2 mount plus its emergency entry.
+struct TestCgroup {
+  std::string mount;
+  std::optional<Cgroup> cg;
+
+  std::expected<void, std::string> create(const std::string& suffix) {
+    auto m = findCgroup2Mount();
+    if (!m) return std::unexpected(m.error());
+    mount = *m;
+    auto c = Cgroup::create(mount, "sluice-test-" + std::to_string(::getpid()) + suffix);
+    if (!c) return std::unexpected(c.error());
+    cg.emplace(std::move(*c));
+    testing::trackCgroup(cg->path());
+    return {};
+  }
+  std::string relative() const { return cg->path().substr(mount.size()); }
+  ~TestCgroup() {
+    if (cg) {
+      std::string p = cg->path();
+      cg.reset();
+      testing::untrackCgroup(p);
+    }
+  }
+};
+
+// Runs `n` connections from a child moved into `cg`; the test process serves.
+void connectFromInside(const TestCgroup& tc, Listener& listener, int n) {
+  auto child = ConnectorChild::spawn(listener.port(), n);
+  ASSERT_TRUE(child) << child.error();
+  auto moved = tc.cg->movePid(child->pid());
+  ASSERT_TRUE(moved) << moved.error();
+  auto where = testing::cgroupOfPid(child->pid());
+  ASSERT_TRUE(where) << where.error();
+  ASSERT_EQ(*where, tc.relative()) << "child is not in the test cgroup";
+  ASSERT_TRUE(child->go());
+  auto served = listener.serve(n, 5s);
+  ASSERT_TRUE(served) << served.error();
+  auto status = child->wait(5s);
+  ASSERT_TRUE(status) << status.error();
+  ASSERT_EQ(*status, 0) << "child connect failed (10+i = i-th connection)";
+}
+
+// Closes finish in softirq after the last FIN; poll for them, bounded.
+SockopsCounters waitForClosed(const SockopsProgram& prog, std::uint64_t closed) {
+  SockopsCounters c;
+  for (int i = 0; i < 250; ++i) {
+    auto r = prog.counters();
+    EXPECT_TRUE(r) << r.error();
+    if (!r) break;
+    c = *r;
+    if (c.closed() >= closed) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  return c;
+}
+
+bool programExists(std::uint32_t id) {
+  int fd = bpf_prog_get_fd_by_id(id);
+  if (fd < 0) return false;
+  ::close(fd);
+  return true;
+}
+
+TEST(SockopsBpf, CountsOnlyConnectionsFromItsCgroupAndCleansUp) {
+  SLUICE_REQUIRE_BPF();
+
+  TestCgroup tc;
+  auto created = tc.create("");
+  ASSERT_TRUE(created) << created.error();
+  const std::string cgPath = tc.cg->path();
+
+  std::optional<SockopsProgram> prog;
+  {
+    auto p = SockopsProgram::load();
+    ASSERT_TRUE(p) << p.error();
+    prog.emplace(std::move(*p));
+  }
+  auto info = prog->info();
+  ASSERT_TRUE(info) << info.error();
+  std::printf("[ sockops  ] prog id %u: %zu insns in ELF, %u xlated insns, %u JIT bytes, "
+              "%u insns verified\n",
+              info->id, info->elfInsns, info->xlatedInsns, info->jitedBytes,
+              info->verifiedInsns);
+  ::testing::Test::RecordProperty("xlated_insns", static_cast<int>(info->xlatedInsns));
+  EXPECT_GT(info->xlatedInsns, 0u);
+
+  auto attached = prog->attach(tc.cg->fd());
+  ASSERT_TRUE(attached) << attached.error();
+  auto ids = attachedProgramIds(tc.cg->fd(), sockopsAttachType());
+  ASSERT_TRUE(ids) << ids.error();
+  EXPECT_EQ(*ids, std::vector<std::uint32_t>{info->id});
+
+  auto listener = Listener::open();
+  ASSERT_TRUE(listener) << listener.error();
+  const std::uint16_t portBe = htons(listener->port());
+  const std::uint32_t loBe = htonl(INADDR_LOOPBACK);
+
+  auto before = prog->counters();
+  ASSERT_TRUE(before) << before.error();
+  EXPECT_EQ(before->raw, (std::array<std::uint64_t, SLUICE_CNT_MAX>{}));
+
+  // 1. Five connections from a child inside the cgroup.
+  connectFromInside(tc, *listener, 5);
+  if (HasFatalFailure()) return;
+  SockopsCounters c = waitForClosed(*prog, 5);
+  EXPECT_EQ(c.openedActive(), 5u);
+  EXPECT_EQ(c.openedPassive(), 0u) << "accepted sockets belong to the listener's cgroup";
+  EXPECT_EQ(c.closed(), 5u);
+  EXPECT_EQ(c.active(), 0);
+  for (auto r : {SLUICE_CNT_CB_FLAGS_FAILED, SLUICE_CNT_PEER_NOT_IPV4, SLUICE_CNT_PEER_MAP_FULL,
+                 SLUICE_CNT_PEER_MISSING})
+    EXPECT_EQ(c.at(r), 0u) << "reason counter " << r;
+  auto peer = prog->peer(loBe, portBe);
+  ASSERT_TRUE(peer) << peer.error();
+  ASSERT_TRUE(peer->has_value()) << "no entry for 127.0.0.1:" << listener->port();
+  EXPECT_EQ((*peer)->opened, 5u);
+  EXPECT_EQ((*peer)->closed, 5u);
+  EXPECT_EQ((*peer)->active, 0);
+  auto all = prog->peers();
+  ASSERT_TRUE(all) << all.error();
+  ASSERT_EQ(all->size(), 1u);
+  EXPECT_EQ((*all)[0].portBe, portBe);
+  EXPECT_EQ((*all)[0].addrBe, loBe);
+
+  // 2. A connection from the test process (outside the cgroup) is invisible;
+  //    one more from inside afterwards proves the program was still counting.
+  auto outside = testing::connectOnce(listener->port());
+  ASSERT_TRUE(outside) << outside.error();
+  ASSERT_TRUE(listener->serve(1, 5s));
+  connectFromInside(tc, *listener, 1);
+  if (HasFatalFailure()) return;
+  c = waitForClosed(*prog, 6);
+  EXPECT_EQ(c.openedActive(), 6u);
+  EXPECT_EQ(c.openedPassive(), 0u);
+  EXPECT_EQ(c.closed(), 6u);
+  EXPECT_EQ(c.active(), 0);
+  peer = prog->peer(loBe, portBe);
+  ASSERT_TRUE(peer && peer->has_value());
+  EXPECT_EQ((*peer)->opened, 6u);
+
+  // 3. Detached: nothing attached to the cgroup, inside connections not seen.
+  prog->detach();
+  ids = attachedProgramIds(tc.cg->fd(), sockopsAttachType());
+  ASSERT_TRUE(ids) << ids.error();
+  EXPECT_TRUE(ids->empty());
+  connectFromInside(tc, *listener, 2);
+  if (HasFatalFailure()) return;
+  std::this_thread::sleep_for(100ms);
+  auto after = prog->counters();
+  ASSERT_TRUE(after) << after.error();
+  EXPECT_EQ(after->openedActive(), 6u);
+  EXPECT_EQ(after->closed(), 6u);
+
+  // 4. Destroyed: the kernel frees the program (deferred, so poll), then the
+  //    cgroup, now empty, is removed.
+  prog.reset();
+  bool gone = false;
+  for (int i = 0; i < 200 && !gone; ++i) {
+    gone = !programExists(info->id);
+    if (!gone) std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_TRUE(gone) << "program " << info->id << " still loaded after destroy";
+  auto members = tc.cg->pids();
+  ASSERT_TRUE(members) << members.error();
+  EXPECT_TRUE(members->empty());
+  auto removed = tc.cg->remove();
+  EXPECT_TRUE(removed) << removed.error();
+  EXPECT_NE(::access(cgPath.c_str(), F_OK), 0) << cgPath << " still exists";
+}
+
+TEST(SockopsBpf, TrackPeersOffKeepsGlobalCountsOnly) {
+  SLUICE_REQUIRE_BPF();
+  TestCgroup tc;
+  auto created = tc.create("-nopeers");
+  ASSERT_TRUE(created) << created.error();
+  auto prog = SockopsProgram::load({.trackPeers = false});
+  ASSERT_TRUE(prog) << prog.error();
+  ASSERT_TRUE(prog->attach(tc.cg->fd()));
+  auto listener = Listener::open();
+  ASSERT_TRUE(listener) << listener.error();
+
+  connectFromInside(tc, *listener, 2);
+  if (HasFatalFailure()) return;
+  SockopsCounters c = waitForClosed(*prog, 2);
+  EXPECT_EQ(c.openedActive(), 2u);
+  EXPECT_EQ(c.closed(), 2u);
+  auto all = prog->peers();
+  ASSERT_TRUE(all) << all.error();
+  EXPECT_TRUE(all->empty());
+}
+
+TEST(SockopsBpf, RefusesToAdoptAnExistingCgroup) {
+  SLUICE_REQUIRE_BPF();
+  TestCgroup tc;
+  auto created = tc.create("-adopt");
+  ASSERT_TRUE(created) << created.error();
+  auto name = tc.cg->path().substr(tc.cg->path().find_last_of('/') + 1);
+  auto again = Cgroup::create(tc.mount, name);
+  ASSERT_FALSE(again);
+  EXPECT_NE(again.error().find("refusing to adopt"), std::string::npos) << again.error();
+  EXPECT_EQ(::access(tc.cg->path().c_str(), F_OK), 0) << "the original must survive";
+}
+
+TEST(SockopsBpf, PinsMapsInPerRunDirectoryAndUnpins) {
+  SLUICE_REQUIRE_BPF();
+  struct statfs fs {};
+  if (::statfs("/sys/fs/bpf", &fs) != 0 || fs.f_type != BPF_FS_MAGIC)
+    GTEST_SKIP() << "/sys/fs/bpf is not a bpffs mount; this test does not mount one";
+  const std::string dir = "/sys/fs/bpf/sluice-test-" + std::to_string(::getpid());
+  {
+    auto prog = SockopsProgram::load({.pinDir = dir});
+    ASSERT_TRUE(prog) << prog.error();
+    ASSERT_EQ(prog->pinnedPaths().size(), 2u);
+    for (const auto& p : prog->pinnedPaths()) {
+      EXPECT_EQ(p.rfind(dir + "/", 0), 0u) << p;
+      EXPECT_EQ(::access(p.c_str(), F_OK), 0) << p;
+    }
+  }
+  EXPECT_NE(::access(dir.c_str(), F_OK), 0) << dir << " left behind";
+}
+
+TEST(SockopsBpf, ProbeSaysBpfIsUsable) {
+  SLUICE_REQUIRE_BPF();  // itself built on probeBpf(); this pins the contract
+  EXPECT_EQ(probeBpf(), std::nullopt);
+}
+
+}  // namespace
+}  // namespace sluice::bpf

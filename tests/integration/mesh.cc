@@ -1,0 +1,171 @@
+#include "mesh.h"
+
+#include <fstream>
+#include <sstream>
+
+namespace sluice::itest {
+
+Mesh::Mesh(const TempDir& tmp) : dir_(tmp.path()), configDir_(tmp.path() / "config") {
+  std::error_code ec;
+  fs::create_directories(configDir_, ec);
+}
+
+Mesh::~Mesh() {
+  daemon_.stop();
+  for (auto& [name, p] : upstreams_) p.stop();
+}
+
+std::expected<void, std::string> Mesh::startUpstreams(const std::vector<std::string>& names) {
+  const fs::path bin = binaryPath("sluice-upstream");
+  if (!fs::exists(bin)) return std::unexpected(bin.string() + " not built (run make)");
+  for (const auto& name : names) {
+    if (ports_.contains(name)) return std::unexpected("upstream " + name + " started twice");
+    uint16_t port = freePort();
+    auto p = Process::start({bin.string(), "--listen", "127.0.0.1:" + std::to_string(port), "--name", name},
+                            dir_ / ("upstream-" + name + ".log"));
+    if (!p) return std::unexpected(p.error());
+    ports_[name] = port;
+    upstreams_.emplace(name, std::move(*p));
+  }
+  // Start all first, then wait: they come up in parallel.
+  for (const auto& name : names) {
+    Process& p = upstreams_.at(name);
+    if (!p.waitForLog("sluice-upstream " + name + " listening", 5000ms)) {
+      return std::unexpected("sluice-upstream " + name + " did not report listening:\n" + p.logText());
+    }
+  }
+  return {};
+}
+
+uint16_t Mesh::upstreamPort(const std::string& name) const {
+  auto it = ports_.find(name);
+  return it == ports_.end() ? 0 : it->second;
+}
+
+Process* Mesh::upstream(const std::string& name) {
+  auto it = upstreams_.find(name);
+  return it == upstreams_.end() ? nullptr : &it->second;
+}
+
+std::map<std::string, std::string> Mesh::vars() const {
+  std::map<std::string, std::string> v = extraVars_;
+  for (const auto& [name, port] : ports_) v[portVar(name)] = std::to_string(port);
+  return v;
+}
+
+std::expected<void, std::string> Mesh::addSeed(const std::string& file) {
+  auto text = seedFile(file);
+  if (!text) return std::unexpected(text.error());
+  return writeConfig(fs::path(file).filename().string(), *text);
+}
+
+std::expected<void, std::string> Mesh::addServiceTemplate(const std::string& file) {
+  auto text = seedFile("services/" + file);
+  if (!text) return std::unexpected(text.error());
+  auto rendered = renderTemplate(*text, vars());
+  if (!rendered) return std::unexpected(file + ": " + rendered.error());
+  // A distinct name so it cannot collide with a seed example of the same name.
+  return writeConfig("services-" + file, *rendered);
+}
+
+std::expected<void, std::string> Mesh::writeConfig(const std::string& file, std::string_view content) {
+  return writeFileAtomic(configDir_ / file, content);
+}
+
+std::expected<void, std::string> Mesh::startDaemon(int workers, Millis readyTimeout) {
+  const fs::path bin = binaryPath("sluiced");
+  if (!fs::exists(bin)) return std::unexpected(bin.string() + " not built (run make)");
+  outboundPort_ = freePort();
+  adminPort_ = freePort();
+  auto p = Process::start({bin.string(), "--config-dir", configDir_.string(), "--outbound",
+                           "127.0.0.1:" + std::to_string(outboundPort_), "--admin",
+                           "127.0.0.1:" + std::to_string(adminPort_), "--workers", std::to_string(workers),
+                           "--bpf", "off"},
+                          dir_ / "sluiced.log");
+  if (!p) return std::unexpected(p.error());
+  daemon_ = std::move(*p);
+  if (!waitForHttp("http://127.0.0.1:" + std::to_string(adminPort_) + "/ready", readyTimeout)) {
+    return std::unexpected("sluiced not ready within " + std::to_string(readyTimeout.count()) + " ms" +
+                           (daemon_.running() ? "" : " (it exited)") + "; log:\n" + daemon_.logText());
+  }
+  return {};
+}
+
+std::expected<Response, std::string> Mesh::get(const std::string& host, const std::string& target,
+                                               std::vector<Header> headers) {
+  headers.insert(headers.begin(), {"Host", host});
+  return httpRequest(outboundPort_, {.method = "GET", .target = target, .headers = std::move(headers)});
+}
+
+std::string Mesh::servedBy(const std::string& host, const std::string& target, std::vector<Header> headers) {
+  auto r = get(host, target, std::move(headers));
+  if (!r) return "error: " + r.error();
+  if (r->status != 200) return "status " + std::to_string(r->status);
+  std::string name = upstreamName(*r);
+  return name.empty() ? "status 200 without upstream name" : name;
+}
+
+std::expected<nlohmann::json, std::string> Mesh::configDump() {
+  auto r = httpRequest(adminPort_, {.method = "GET", .target = "/config_dump"});
+  if (!r) return std::unexpected(r.error());
+  if (r->status != 200) return std::unexpected("/config_dump: " + r->summary());
+  auto j = r->json();
+  if (j.is_discarded()) return std::unexpected("/config_dump is not JSON: " + r->body.substr(0, 200));
+  return j;
+}
+
+int64_t Mesh::configVersion() {
+  auto j = configDump();
+  if (!j || !j->contains("version") || !(*j)["version"].is_number_integer()) return -1;
+  return (*j)["version"].get<int64_t>();
+}
+
+std::string Mesh::lastError() {
+  auto j = configDump();
+  if (!j) return "<" + j.error() + ">";
+  if (!j->contains("last_error") || !(*j)["last_error"].is_string()) return "<no last_error field>";
+  return (*j)["last_error"].get<std::string>();
+}
+
+int64_t Mesh::counter(const std::string& name) {
+  auto r = httpRequest(upstreamPort(name), {.method = "GET", .target = "/__counter"});
+  if (!r || r->status != 200) return -1;
+  auto j = r->json();
+  if (j.is_discarded() || !j.contains("requests")) return -1;
+  return j["requests"].get<int64_t>();
+}
+
+std::map<std::string, int64_t> Mesh::counters() {
+  std::map<std::string, int64_t> out;
+  for (const auto& [name, port] : ports_) out[name] = counter(name);
+  return out;
+}
+
+void Mesh::resetCounters() {
+  for (const auto& [name, port] : ports_) {
+    (void)httpRequest(port, {.method = "GET", .target = "/__reset"});
+  }
+}
+
+std::string Mesh::logs(size_t tailBytes) const {
+  std::ostringstream out;
+  auto tail = [&](const std::string& label, const fs::path& p) {
+    std::string t = readFile(p).value_or("");
+    if (t.size() > tailBytes) t = "..." + t.substr(t.size() - tailBytes);
+    out << "---- " << label << " (" << p.string() << ")\n" << t << "\n";
+  };
+  if (!daemon_.logPath().empty()) tail("sluiced", daemon_.logPath());
+  for (const auto& [name, p] : upstreams_) tail("upstream " + name, p.logPath());
+  return out.str();
+}
+
+std::string upstreamName(const Response& r) {
+  if (auto h = r.header("x-upstream-name")) return *h;
+  auto j = r.json();
+  if (!j.is_discarded() && j.is_object() && j.contains("name") && j["name"].is_string()) {
+    return j["name"].get<std::string>();
+  }
+  return "";
+}
+
+}  // namespace sluice::itest

@@ -1,0 +1,88 @@
+// A small mesh on loopback: N sluice-upstreams, a config dir, and sluiced in
+// explicit-proxy mode (--bpf off). Tests start the upstreams first (their
+// ports go into the generated ServiceEntry/WorkloadEntry files), then write
+// the config, then start the daemon.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "harness.h"
+
+namespace sluice::itest {
+
+// Fails the current test with `expr`'s error when it holds one.
+#define ASSERT_OK(expr)                                   \
+  do {                                                    \
+    auto&& sluice_itest_r = (expr);                       \
+    ASSERT_TRUE(sluice_itest_r) << sluice_itest_r.error(); \
+  } while (0)
+
+class Mesh {
+ public:
+  explicit Mesh(const TempDir& tmp);
+  ~Mesh();  // stops the daemon first, then the upstreams
+
+  // Starts one sluice-upstream per name, each on its own free port, and waits
+  // for its "listening" line. Can be called more than once.
+  std::expected<void, std::string> startUpstreams(const std::vector<std::string>& names);
+  uint16_t upstreamPort(const std::string& name) const;
+  // ${NAME_PORT} for every started upstream, plus any set with setVar().
+  std::map<std::string, std::string> vars() const;
+  void setVar(const std::string& name, const std::string& value) { extraVars_[name] = value; }
+  Process* upstream(const std::string& name);
+
+  const fs::path& configDir() const { return configDir_; }
+  // configs/seed/<file>, copied byte for byte into the config dir.
+  std::expected<void, std::string> addSeed(const std::string& file);
+  // configs/seed/services/<file> with its ${..._PORT} placeholders filled.
+  std::expected<void, std::string> addServiceTemplate(const std::string& file);
+  // Writes (atomically) a file of the test's own into the config dir.
+  std::expected<void, std::string> writeConfig(const std::string& file, std::string_view content);
+
+  // Starts sluiced on fresh outbound/admin ports and waits for /ready.
+  std::expected<void, std::string> startDaemon(int workers = 2, Millis readyTimeout = 10000ms);
+  Process& daemon() { return daemon_; }
+  uint16_t outboundPort() const { return outboundPort_; }
+  uint16_t adminPort() const { return adminPort_; }
+
+  // A request through the daemon's outbound listener on a fresh connection,
+  // origin-form with `Host: host`.
+  std::expected<Response, std::string> get(const std::string& host, const std::string& target = "/",
+                                           std::vector<Header> headers = {});
+  // Which upstream served the request: its name, or "status NNN" when the
+  // daemon answered itself, or "error: ..." on a transport failure.
+  std::string servedBy(const std::string& host, const std::string& target = "/",
+                       std::vector<Header> headers = {});
+
+  // Admin API.
+  std::expected<nlohmann::json, std::string> configDump();
+  // "version" from /config_dump, -1 when unavailable.
+  int64_t configVersion();
+  std::string lastError();
+
+  // The upstream's own request counter (GET /__counter), -1 on error.
+  int64_t counter(const std::string& name);
+  std::map<std::string, int64_t> counters();
+  void resetCounters();
+
+  // Tail of every log, for failure messages.
+  std::string logs(size_t tailBytes = 3000) const;
+
+ private:
+  fs::path dir_;
+  fs::path configDir_;
+  std::map<std::string, uint16_t> ports_;
+  std::map<std::string, Process> upstreams_;
+  std::map<std::string, std::string> extraVars_;
+  Process daemon_;
+  uint16_t outboundPort_ = 0;
+  uint16_t adminPort_ = 0;
+};
+
+// Upstream name from a response: the x-upstream-name header, else the JSON
+// body's "name"; empty when neither is present.
+std::string upstreamName(const Response& r);
+
+}  // namespace sluice::itest

@@ -1,0 +1,400 @@
+#include "proxy/request_util.h"
+
+#include <gtest/gtest.h>
+
+#include <regex>
+#include <set>
+#include <string>
+
+namespace sluice::proxy {
+namespace {
+
+// A parsed request head together with the bytes its views point into.
+struct ParsedRequest {
+  std::string raw;
+  http::RequestHead head;
+};
+
+std::unique_ptr<ParsedRequest> parseRequest(std::string raw) {
+  auto p = std::make_unique<ParsedRequest>();
+  p->raw = std::move(raw);
+  http::ParseError err;
+  auto st = http::parseRequestHead(p->raw.data(), p->raw.size(), http::Limits{}, p->head, err);
+  EXPECT_EQ(st, http::ParseStatus::Complete) << err.reason << "\n" << p->raw;
+  return p;
+}
+
+struct ParsedResponse {
+  std::string raw;
+  http::ResponseHead head;
+};
+
+std::unique_ptr<ParsedResponse> parseResponse(std::string raw) {
+  auto p = std::make_unique<ParsedResponse>();
+  p->raw = std::move(raw);
+  http::ParseError err;
+  auto st = http::parseResponseHead(p->raw.data(), p->raw.size(), http::Limits{}, false, p->head, err);
+  EXPECT_EQ(st, http::ParseStatus::Complete) << err.reason << "\n" << p->raw;
+  return p;
+}
+
+// Header lines of a serialised head, lower-cased names, in order.
+std::vector<std::string> headerLines(const std::string& head) {
+  std::vector<std::string> out;
+  size_t pos = head.find("\r\n") + 2;
+  while (pos < head.size()) {
+    size_t eol = head.find("\r\n", pos);
+    if (eol == std::string::npos || eol == pos) break;
+    std::string line = head.substr(pos, eol - pos);
+    size_t colon = line.find(':');
+    for (size_t i = 0; i < colon && i < line.size(); ++i) line[i] = char(std::tolower(line[i]));
+    out.push_back(line);
+    pos = eol + 2;
+  }
+  return out;
+}
+
+size_t countPrefix(const std::vector<std::string>& lines, const std::string& prefix) {
+  size_t n = 0;
+  for (const auto& l : lines) n += l.rfind(prefix, 0) == 0;
+  return n;
+}
+
+bool hasLine(const std::vector<std::string>& lines, const std::string& line) {
+  return std::find(lines.begin(), lines.end(), line) != lines.end();
+}
+
+// ------------------------------------------------------------ splitTarget
+
+TEST(SplitTarget, OriginFormTakesAuthorityFromHost) {
+  TargetParts t;
+  ASSERT_TRUE(splitTarget("/api/v1?x=1", "reviews:9080", t));
+  EXPECT_EQ(t.authority, "reviews:9080");
+  EXPECT_EQ(t.host, "reviews");
+  EXPECT_EQ(t.port, 9080u);
+  EXPECT_EQ(t.path, "/api/v1?x=1");
+  EXPECT_FALSE(t.absolute);
+
+  ASSERT_TRUE(splitTarget("/", "reviews", t));
+  EXPECT_EQ(t.host, "reviews");
+  EXPECT_EQ(t.port, 0u);
+
+  ASSERT_TRUE(splitTarget("/", "", t)) << "HTTP/1.0 without Host";
+  EXPECT_EQ(t.host, "");
+  EXPECT_EQ(t.authority, "");
+}
+
+TEST(SplitTarget, AbsoluteForm) {
+  TargetParts t;
+  ASSERT_TRUE(splitTarget("http://reviews:9080/api?q=1", "ignored:1", t));
+  EXPECT_TRUE(t.absolute);
+  EXPECT_EQ(t.authority, "reviews:9080");
+  EXPECT_EQ(t.host, "reviews");
+  EXPECT_EQ(t.port, 9080u);
+  EXPECT_EQ(t.path, "/api?q=1");
+
+  ASSERT_TRUE(splitTarget("HTTP://Reviews", "", t)) << "scheme is case-insensitive";
+  EXPECT_EQ(t.host, "Reviews");
+  EXPECT_EQ(t.path, "/");
+
+  ASSERT_TRUE(splitTarget("http://reviews:9080?q=1", "", t));
+  EXPECT_EQ(t.path, "/?q=1");
+  EXPECT_EQ(t.port, 9080u);
+
+  ASSERT_TRUE(splitTarget("https://secure.example.com/x", "", t));
+  EXPECT_EQ(t.host, "secure.example.com");
+  EXPECT_EQ(t.path, "/x");
+
+  EXPECT_FALSE(splitTarget("http:///nohost", "", t));
+  EXPECT_FALSE(splitTarget("http://user@reviews/", "", t)) << "userinfo is refused";
+}
+
+TEST(SplitTarget, AbsoluteFormSynthesisedPathSurvivesCopyOfTheTarget) {
+  // pathStorage backs `path` when "/" has to be added before a query.
+  TargetParts t;
+  ASSERT_TRUE(splitTarget("http://h:1?a=b", "", t));
+  EXPECT_EQ(t.path.data(), t.pathStorage.data());
+  EXPECT_EQ(std::string(t.path), "/?a=b");
+}
+
+TEST(SplitTarget, AsteriskForm) {
+  TargetParts t;
+  ASSERT_TRUE(splitTarget("*", "reviews:9080", t));
+  EXPECT_EQ(t.path, "*");
+  EXPECT_EQ(t.host, "reviews");
+  EXPECT_EQ(t.port, 9080u);
+}
+
+TEST(SplitTarget, AuthorityFormIsRefused) {
+  TargetParts t;
+  EXPECT_FALSE(splitTarget("reviews:443", "reviews:443", t));
+  EXPECT_FALSE(splitTarget("", "reviews", t));
+}
+
+TEST(SplitTarget, Ipv6Literals) {
+  TargetParts t;
+  ASSERT_TRUE(splitTarget("/", "[::1]:8080", t));
+  EXPECT_EQ(t.host, "[::1]");
+  EXPECT_EQ(t.port, 8080u);
+  ASSERT_TRUE(splitTarget("http://[fe80::1]/p", "", t));
+  EXPECT_EQ(t.host, "[fe80::1]");
+  EXPECT_EQ(t.port, 0u);
+  EXPECT_EQ(t.path, "/p");
+  EXPECT_FALSE(splitTarget("/", "[::1", t)) << "unclosed bracket";
+  EXPECT_FALSE(splitTarget("/", "[::1]8080", t)) << "junk after the bracket";
+  EXPECT_FALSE(splitTarget("/", "[::1]:", t)) << "empty port";
+}
+
+TEST(SplitTarget, BadPorts) {
+  TargetParts t;
+  for (std::string_view host : {"reviews:", "reviews:0", "reviews:65536", "reviews:99999",
+                                "reviews:12a", "reviews:-1", "reviews:+80", "reviews:123456", ":80"}) {
+    EXPECT_FALSE(splitTarget("/", host, t)) << "Host: " << host;
+  }
+  ASSERT_TRUE(splitTarget("/", "reviews:65535", t));
+  EXPECT_EQ(t.port, 65535u);
+  ASSERT_TRUE(splitTarget("/", "reviews:1", t));
+  EXPECT_EQ(t.port, 1u);
+}
+
+TEST(LowerHost, FoldsCaseAndDropsRootDot) {
+  EXPECT_EQ(lowerHost("Reviews.Default.SVC.cluster.local."), "reviews.default.svc.cluster.local");
+  EXPECT_EQ(lowerHost(""), "");
+}
+
+// ------------------------------------------------------ buildUpstreamHead
+
+TEST(BuildUpstreamHead, StripsHopByHopAndConnectionListedHeaders) {
+  auto p = parseRequest(
+      "POST /api HTTP/1.1\r\n"
+      "Host: reviews:9080\r\n"
+      "Connection: keep-alive, X-Secret-Hop\r\n"
+      "Keep-Alive: timeout=5\r\n"
+      "Proxy-Connection: keep-alive\r\n"
+      "TE: trailers\r\n"
+      "Upgrade: h2c\r\n"
+      "X-Secret-Hop: 1\r\n"
+      "Expect: 100-continue\r\n"
+      "Transfer-Encoding: chunked\r\n"
+      "X-Custom: kept\r\n"
+      "\r\n");
+  TargetParts t;
+  ASSERT_TRUE(splitTarget(p->head.target, p->head.host, t));
+  std::string out = buildUpstreamHead(p->head, t, "rid-1");
+  EXPECT_EQ(out.substr(0, out.find("\r\n")), "POST /api HTTP/1.1");
+  ASSERT_TRUE(out.ends_with("\r\n\r\n"));
+  auto lines = headerLines(out);
+  for (std::string gone : {"connection:", "keep-alive:", "proxy-connection:", "te:", "upgrade:",
+                           "x-secret-hop:", "expect:"}) {
+    EXPECT_EQ(countPrefix(lines, gone), 0u) << gone << " was forwarded:\n" << out;
+  }
+  EXPECT_TRUE(hasLine(lines, "transfer-encoding: chunked")) << "the body keeps its framing:\n" << out;
+  EXPECT_TRUE(hasLine(lines, "x-custom: kept")) << out;
+  EXPECT_TRUE(hasLine(lines, "host: reviews:9080")) << out;
+  EXPECT_EQ(countPrefix(lines, "host:"), 1u) << out;
+  EXPECT_TRUE(hasLine(lines, "x-request-id: rid-1")) << out;
+  EXPECT_TRUE(hasLine(lines, "x-forwarded-proto: http")) << out;
+}
+
+TEST(BuildUpstreamHead, AbsoluteFormSetsHostFromTheUri) {
+  auto p = parseRequest(
+      "GET http://reviews:9080/api/reviews?x=1 HTTP/1.1\r\n"
+      "Host: wrong.example\r\n"
+      "\r\n");
+  TargetParts t;
+  ASSERT_TRUE(splitTarget(p->head.target, p->head.host, t));
+  std::string out = buildUpstreamHead(p->head, t, "rid");
+  EXPECT_EQ(out.substr(0, out.find("\r\n")), "GET /api/reviews?x=1 HTTP/1.1") << "origin-form upstream";
+  auto lines = headerLines(out);
+  EXPECT_EQ(countPrefix(lines, "host:"), 1u) << out;
+  EXPECT_TRUE(hasLine(lines, "host: reviews:9080")) << out;
+}
+
+TEST(BuildUpstreamHead, AbsoluteFormWithoutHostHeaderGetsOne) {
+  auto p = parseRequest("GET http://ratings/x HTTP/1.0\r\n\r\n");
+  TargetParts t;
+  ASSERT_TRUE(splitTarget(p->head.target, p->head.host, t));
+  auto lines = headerLines(buildUpstreamHead(p->head, t, "rid"));
+  EXPECT_TRUE(hasLine(lines, "host: ratings"));
+}
+
+TEST(BuildUpstreamHead, RequestIdAddedOnlyWhenAbsent) {
+  auto withId = parseRequest("GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: client-chosen\r\n\r\n");
+  TargetParts t;
+  ASSERT_TRUE(splitTarget(withId->head.target, withId->head.host, t));
+  auto lines = headerLines(buildUpstreamHead(withId->head, t, "generated"));
+  EXPECT_EQ(countPrefix(lines, "x-request-id:"), 1u);
+  EXPECT_TRUE(hasLine(lines, "x-request-id: client-chosen"));
+
+  auto empty = parseRequest("GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id:\r\n\r\n");
+  ASSERT_TRUE(splitTarget(empty->head.target, empty->head.host, t));
+  lines = headerLines(buildUpstreamHead(empty->head, t, "generated"));
+  EXPECT_EQ(countPrefix(lines, "x-request-id:"), 1u) << "an empty id is replaced, not duplicated";
+  EXPECT_TRUE(hasLine(lines, "x-request-id: generated"));
+
+  auto proto = parseRequest("GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: https\r\n\r\n");
+  ASSERT_TRUE(splitTarget(proto->head.target, proto->head.host, t));
+  lines = headerLines(buildUpstreamHead(proto->head, t, "generated"));
+  EXPECT_EQ(countPrefix(lines, "x-forwarded-proto:"), 1u);
+  EXPECT_TRUE(hasLine(lines, "x-forwarded-proto: https"));
+}
+
+TEST(BuildUpstreamHead, Http10RequestGoesUpstreamAsHttp11) {
+  auto p = parseRequest("GET /old HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n");
+  TargetParts t;
+  ASSERT_TRUE(splitTarget(p->head.target, p->head.host, t));
+  std::string out = buildUpstreamHead(p->head, t, "r");
+  EXPECT_EQ(out.substr(0, out.find("\r\n")), "GET /old HTTP/1.1");
+  EXPECT_EQ(countPrefix(headerLines(out), "connection:"), 0u);
+}
+
+// ---------------------------------------------------- buildDownstreamHead
+
+TEST(BuildDownstreamHead, StripsHopByHopAndAddsServiceTime) {
+  auto r = parseResponse(
+      "HTTP/1.1 201 Created\r\n"
+      "Content-Length: 5\r\n"
+      "Connection: keep-alive, X-Hop\r\n"
+      "Keep-Alive: timeout=5\r\n"
+      "X-Hop: 1\r\n"
+      "X-App: yes\r\n"
+      "\r\n");
+  std::string out = buildDownstreamHead(r->head, 17, false, false, false);
+  EXPECT_EQ(out.substr(0, out.find("\r\n")), "HTTP/1.1 201 Created");
+  auto lines = headerLines(out);
+  EXPECT_EQ(countPrefix(lines, "connection:"), 0u) << out;
+  EXPECT_EQ(countPrefix(lines, "keep-alive:"), 0u) << out;
+  EXPECT_EQ(countPrefix(lines, "x-hop:"), 0u) << out;
+  EXPECT_TRUE(hasLine(lines, "x-app: yes")) << out;
+  EXPECT_TRUE(hasLine(lines, "content-length: 5")) << out;
+  EXPECT_TRUE(hasLine(lines, "x-envoy-upstream-service-time: 17")) << out;
+  EXPECT_TRUE(out.ends_with("\r\n\r\n"));
+}
+
+TEST(BuildDownstreamHead, ConnectionHeaderForCloseAndHttp10) {
+  auto r = parseResponse("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+  EXPECT_TRUE(hasLine(headerLines(buildDownstreamHead(r->head, 0, true, false, false)), "connection: close"));
+  EXPECT_TRUE(hasLine(headerLines(buildDownstreamHead(r->head, 0, true, true, false)), "connection: close"));
+  EXPECT_TRUE(hasLine(headerLines(buildDownstreamHead(r->head, 0, false, true, false)), "connection: keep-alive"))
+      << "an HTTP/1.0 client needs an explicit keep-alive";
+  EXPECT_EQ(countPrefix(headerLines(buildDownstreamHead(r->head, 0, false, false, false)), "connection:"), 0u);
+}
+
+TEST(BuildDownstreamHead, DechunkDropsTransferEncoding) {
+  auto r = parseResponse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n");
+  auto kept = headerLines(buildDownstreamHead(r->head, 0, false, false, false));
+  EXPECT_TRUE(hasLine(kept, "transfer-encoding: chunked"));
+  auto dechunked = headerLines(buildDownstreamHead(r->head, 0, true, true, true));
+  EXPECT_EQ(countPrefix(dechunked, "transfer-encoding:"), 0u);
+  EXPECT_EQ(countPrefix(dechunked, "content-length:"), 0u) << "close-delimited";
+  EXPECT_TRUE(hasLine(dechunked, "connection: close"));
+  EXPECT_TRUE(hasLine(dechunked, "x-a: b"));
+}
+
+TEST(BuildDownstreamHead, EmptyReasonGetsTheStandardPhrase) {
+  auto r = parseResponse("HTTP/1.1 404 \r\nContent-Length: 0\r\n\r\n");
+  std::string out = buildDownstreamHead(r->head, 0, false, false, false);
+  EXPECT_EQ(out.substr(0, out.find("\r\n")), "HTTP/1.1 404 Not Found");
+}
+
+// --------------------------------------------------------- buildLocalReply
+
+TEST(BuildLocalReply, BodyAndLength) {
+  std::string out = buildLocalReply(503, "no healthy upstream", false, false, {});
+  EXPECT_EQ(out,
+            "HTTP/1.1 503 Service Unavailable\r\n"
+            "content-length: 19\r\n"
+            "content-type: text/plain\r\n"
+            "\r\n"
+            "no healthy upstream");
+}
+
+TEST(BuildLocalReply, HeadGetsTheLengthButNoBody) {
+  std::string out = buildLocalReply(404, "nope", true, true, {});
+  EXPECT_EQ(out,
+            "HTTP/1.1 404 Not Found\r\n"
+            "content-length: 4\r\n"
+            "content-type: text/plain\r\n"
+            "connection: close\r\n"
+            "\r\n");
+}
+
+TEST(BuildLocalReply, NoContentHasNoLengthAndNoBody) {
+  std::string out = buildLocalReply(204, "ignored", false, false, {});
+  EXPECT_EQ(out, "HTTP/1.1 204 No Content\r\n\r\n");
+  out = buildLocalReply(304, "ignored", false, false, {});
+  EXPECT_EQ(out, "HTTP/1.1 304 Not Modified\r\n\r\n");
+}
+
+TEST(BuildLocalReply, ExtraHeadersAndEmptyBody) {
+  std::string out = buildLocalReply(301, "", false, false, "location: http://a/b\r\n");
+  EXPECT_EQ(out,
+            "HTTP/1.1 301 Moved Permanently\r\n"
+            "content-length: 0\r\n"
+            "location: http://a/b\r\n"
+            "\r\n");
+}
+
+// -------------------------------------------------------- redirectLocation
+
+TEST(RedirectLocation, KeepsHostPortAndPathByDefault) {
+  TargetParts t;
+  ASSERT_TRUE(splitTarget("/old?x=1", "reviews:9080", t));
+  config::HTTPRedirect r;
+  EXPECT_EQ(redirectLocation(r, t, 9080), "http://reviews:9080/old?x=1");
+  r.uri = "/new";
+  EXPECT_EQ(redirectLocation(r, t, 9080), "http://reviews:9080/new?x=1") << "query carried over";
+  r.uri = "/new?y=2";
+  EXPECT_EQ(redirectLocation(r, t, 9080), "http://reviews:9080/new?y=2") << "the rule's query wins";
+}
+
+TEST(RedirectLocation, AuthoritySchemeAndPorts) {
+  TargetParts t;
+  ASSERT_TRUE(splitTarget("/p", "reviews:9080", t));
+  config::HTTPRedirect r;
+  r.authority = "new.example.com";
+  EXPECT_EQ(redirectLocation(r, t, 9080), "http://new.example.com/p") << "a new authority drops the port";
+  r.port = 8443;
+  r.scheme = "https";
+  EXPECT_EQ(redirectLocation(r, t, 9080), "https://new.example.com:8443/p");
+  r.port = 443;
+  EXPECT_EQ(redirectLocation(r, t, 9080), "https://new.example.com/p") << "default port omitted";
+  r.port.reset();
+  r.authority.clear();
+  r.scheme.clear();
+  r.derivePort = "FROM_PROTOCOL_DEFAULT";
+  EXPECT_EQ(redirectLocation(r, t, 9080), "http://reviews/p");
+
+  TargetParts noPort;
+  ASSERT_TRUE(splitTarget("/p", "reviews", noPort));
+  r.derivePort = "FROM_REQUEST_PORT";
+  EXPECT_EQ(redirectLocation(r, noPort, 9080), "http://reviews:9080/p");
+}
+
+// --------------------------------------------------------------- misc
+
+TEST(NewRequestId, IsAVersion4Uuid) {
+  core::Rng rng(42);
+  const std::regex uuid("^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$");
+  std::set<std::string> seen;
+  for (int i = 0; i < 1000; ++i) {
+    std::string id = newRequestId(rng);
+    ASSERT_TRUE(std::regex_match(id, uuid)) << id;
+    seen.insert(id);
+  }
+  EXPECT_EQ(seen.size(), 1000u);
+}
+
+TEST(ReasonPhrase, KnownAndUnknown) {
+  EXPECT_EQ(reasonPhrase(431), "Request Header Fields Too Large");
+  EXPECT_EQ(reasonPhrase(504), "Gateway Timeout");
+  EXPECT_EQ(reasonPhrase(299), "Unknown");
+}
+
+TEST(FormatLogTime, Rfc3339Milliseconds) {
+  const std::regex ts("^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}\\.\\d{3}Z$");
+  EXPECT_TRUE(std::regex_match(formatLogTime(), ts)) << formatLogTime();
+}
+
+}  // namespace
+}  // namespace sluice::proxy

@@ -1,0 +1,336 @@
+// Document-level loading: YAML syntax, apiVersion/kind dispatch, metadata,
+// duplicate detection and the directory walk. Spec parsing lives in
+// parse_<kind>.cc.
+#include "config/loader.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <unordered_map>
+
+#include "config/parse_util.h"
+
+namespace sluice::config {
+
+using detail::Ctx;
+using yaml::Node;
+
+std::string ConfigError::str() const {
+  std::string out = file;
+  if (line > 0) out += ":" + std::to_string(line);
+  auto part = [&](const std::string& s) {
+    if (s.empty()) return;
+    if (!out.empty()) out += ": ";
+    out += s;
+  };
+  part(resource);
+  part(path);
+  part(message);
+  return out;
+}
+
+std::string expandHost(std::string_view host, std::string_view ns) {
+  std::string h = detail::lower(host);
+  if (h.empty() || h.find('.') != std::string::npos || h.find('*') != std::string::npos) return h;
+  h += '.';
+  h += ns;
+  h += ".svc.cluster.local";
+  return h;
+}
+
+namespace {
+
+bool isIstioNetworking(std::string_view apiVersion) {
+  return apiVersion == "networking.istio.io/v1" || apiVersion == "networking.istio.io/v1beta1" ||
+         apiVersion == "networking.istio.io/v1alpha3";
+}
+
+// Kubernetes DNS-1123 subdomain (resource names) / label (namespaces).
+bool validK8sName(std::string_view s, size_t max, bool allowDots) {
+  if (s.empty() || s.size() > max) return false;
+  auto alnum = [](char ch) { return std::islower(static_cast<unsigned char>(ch)) || std::isdigit(static_cast<unsigned char>(ch)); };
+  if (!alnum(s.front()) || !alnum(s.back())) return false;
+  return std::all_of(s.begin(), s.end(), [&](char ch) { return alnum(ch) || ch == '-' || (allowDots && ch == '.'); });
+}
+
+void parseMetadata(Ctx& c, const Node& n, ObjectMeta& out) {
+  forFields(c, n, "metadata", [&](const std::string& key, const Node& v, const std::string& p) {
+    if (key == "name") {
+      if (readString(c, v, p, out.name) && !validK8sName(out.name, 253, true))
+        c.error(v, p, "invalid name \"" + out.name + "\" (want a lower-case DNS-1123 subdomain)");
+    } else if (key == "namespace") {
+      if (readString(c, v, p, out.namespace_) && !validK8sName(out.namespace_, 63, false))
+        c.error(v, p, "invalid namespace \"" + out.namespace_ + "\" (want a lower-case DNS-1123 label)");
+    } else if (key == "labels") {
+      readStringMap(c, v, p, out.labels);
+    } else if (key == "annotations") {
+      readStringMap(c, v, p, out.annotations);
+    } else if (key == "uid" || key == "resourceVersion" || key == "generation" || key == "creationTimestamp" ||
+               key == "managedFields" || key == "finalizers" || key == "ownerReferences" ||
+               key == "generateName" || key == "deletionTimestamp" || key == "selfLink") {
+      // Server-populated fields, present in `kubectl get -o yaml` output.
+    } else {
+      return false;
+    }
+    return true;
+  });
+}
+
+std::optional<std::string> scalarField(const Node& map, std::string_view key) {
+  for (const auto& [k, v] : map.entries())
+    if (k.scalar() == key) return v.isScalar() ? std::optional<std::string>(v.scalar()) : std::nullopt;
+  return std::nullopt;
+}
+
+struct DocHeader {
+  std::string apiVersion, kind;
+  Node metadata, spec;
+  bool hasMetadata = false, hasSpec = false;
+  int line = 0;
+};
+
+// Appends the resource of one document to `out`; errors go through `c`.
+void loadDocument(Ctx& c, const Node& doc, LoadReport& out) {
+  const int docLine = c.line(doc);
+  c.setResource("", docLine);
+  if (doc.isNull()) return;  // empty document ("---" with nothing after it)
+  if (!doc.isMap()) {
+    c.error(doc, "", "document must be a map with apiVersion and kind");
+    return;
+  }
+  DocHeader h;
+  h.line = docLine;
+  for (const auto& [k, v] : doc.entries()) {
+    const std::string& key = k.scalar();
+    if (key == "apiVersion") h.apiVersion = v.scalar();
+    else if (key == "kind") h.kind = v.scalar();
+    else if (key == "metadata") h.metadata.reset(v), h.hasMetadata = true;
+    else if (key == "spec") h.spec.reset(v), h.hasSpec = true;
+  }
+  if (h.kind.empty() || h.apiVersion.empty()) {
+    c.error(doc, h.kind.empty() ? "kind" : "apiVersion", "is required");
+    return;
+  }
+  const bool networking = isIstioNetworking(h.apiVersion);
+  const bool known = networking && (h.kind == "VirtualService" || h.kind == "DestinationRule" ||
+                                    h.kind == "Gateway" || h.kind == "ServiceEntry" || h.kind == "WorkloadEntry");
+  const bool envoyFilter = h.kind == "EnvoyFilter" && h.apiVersion == "networking.istio.io/v1alpha3";
+  if (!known && !envoyFilter) {
+    std::string name = scalarField(h.metadata, "name").value_or("");
+    out.warnings.push_back(c.file() + ":" + std::to_string(docLine) + ": skipping unsupported resource " +
+                           h.apiVersion + " " + h.kind + (name.empty() ? "" : " " + name));
+    return;
+  }
+
+  // Name the resource before validating metadata so those errors carry it too.
+  std::string rawName, rawNs = "default";
+  if (auto v = scalarField(h.metadata, "name")) rawName = *v;
+  if (auto v = scalarField(h.metadata, "namespace")) rawNs = *v;
+  c.setResource(h.kind + " " + rawNs + "/" + rawName, docLine);
+  ObjectMeta meta;
+  if (!h.hasMetadata) {
+    c.error(doc, "metadata", "is required");
+  } else {
+    parseMetadata(c, h.metadata, meta);
+  }
+  c.setNamespace(meta.namespace_);
+  if (meta.name.empty() && h.hasMetadata) c.error(h.metadata, "metadata.name", "is required");
+
+  // Top-level keys are checked here, once the resource has a name for the message.
+  forFields(c, doc, "", [&](const std::string& key, const Node&, const std::string&) {
+    return key == "apiVersion" || key == "kind" || key == "metadata" || key == "spec" || key == "status";
+  });
+
+  // A missing spec validates like an empty one, so required fields are reported.
+  static const yaml::NodeData kEmptyMap{yaml::Kind::Map};
+  Node spec(&kEmptyMap);
+  if (h.hasSpec && !h.spec.isNull()) {
+    if (!h.spec.isMap()) {
+      c.error(h.spec, "spec", "must be a map");
+      return;
+    }
+    spec.reset(h.spec);
+  }
+  const SourceRef src{c.file(), docLine};
+
+  if (h.kind == "VirtualService") {
+    VirtualService vs;
+    vs.metadata = std::move(meta);
+    vs.source = src;
+    detail::parseVirtualServiceSpec(c, spec, vs);
+    out.resources.virtualServices.push_back(std::move(vs));
+  } else if (h.kind == "DestinationRule") {
+    DestinationRule dr;
+    dr.metadata = std::move(meta);
+    dr.source = src;
+    detail::parseDestinationRuleSpec(c, spec, dr);
+    out.resources.destinationRules.push_back(std::move(dr));
+  } else if (h.kind == "Gateway") {
+    Gateway gw;
+    gw.metadata = std::move(meta);
+    gw.source = src;
+    detail::parseGatewaySpec(c, spec, gw);
+    out.resources.gateways.push_back(std::move(gw));
+  } else if (h.kind == "ServiceEntry") {
+    ServiceEntry se;
+    se.metadata = std::move(meta);
+    se.source = src;
+    detail::parseServiceEntrySpec(c, spec, se);
+    out.resources.serviceEntries.push_back(std::move(se));
+  } else if (h.kind == "WorkloadEntry") {
+    WorkloadEntry we;
+    we.metadata = std::move(meta);
+    we.source = src;
+    detail::parseWorkloadEntrySpec(c, spec, "spec", we);
+    out.resources.workloadEntries.push_back(std::move(we));
+  } else {
+    EnvoyFilter ef;
+    ef.metadata = std::move(meta);
+    ef.source = src;
+    ef.specYaml = spec.dump();
+    out.resources.envoyFilters.push_back(std::move(ef));
+  }
+}
+
+// Per-kind counts, so duplicate checks can look only at what a call added.
+struct Counts {
+  size_t vs = 0, dr = 0, gw = 0, se = 0, we = 0, ef = 0;
+};
+Counts countsOf(const Resources& r) {
+  return {r.virtualServices.size(), r.destinationRules.size(), r.gateways.size(),
+          r.serviceEntries.size(), r.workloadEntries.size(),   r.envoyFilters.size()};
+}
+
+// Reports resources at index >= from.<kind> whose kind/namespace/name was
+// already taken (by an earlier resource, old or new).
+void checkDuplicates(const Resources& r, const Counts& from, std::vector<ConfigError>& errors) {
+  auto check = [&](const auto& list, size_t start, const char* kind) {
+    std::unordered_map<std::string, const SourceRef*> seen;
+    seen.reserve(list.size());
+    for (size_t i = 0; i < list.size(); ++i) {
+      const auto& res = list[i];
+      std::string key = res.metadata.namespace_ + "/" + res.metadata.name;
+      auto [it, inserted] = seen.emplace(key, &res.source);
+      if (!inserted && i >= start) {
+        errors.push_back(ConfigError{res.source.file, res.source.line, std::string(kind) + " " + key, "",
+                                     "duplicate resource, also defined at " + it->second->file + ":" +
+                                         std::to_string(it->second->line)});
+      }
+    }
+  };
+  check(r.virtualServices, from.vs, "VirtualService");
+  check(r.destinationRules, from.dr, "DestinationRule");
+  check(r.gateways, from.gw, "Gateway");
+  check(r.serviceEntries, from.se, "ServiceEntry");
+  check(r.workloadEntries, from.we, "WorkloadEntry");
+  check(r.envoyFilters, from.ef, "EnvoyFilter");
+}
+
+std::vector<ConfigError> loadYamlNoDuplicateCheck(std::string_view text, const std::string& file, LoadReport& out) {
+  std::vector<ConfigError> errors;
+  yaml::ParseResult parsed = yaml::parseAll(text);
+  if (parsed.error) {
+    errors.push_back(ConfigError{file, parsed.error->line, "", "", "YAML syntax error: " + parsed.error->message});
+    return errors;
+  }
+  Ctx c(file, errors, out.warnings);
+  for (const auto& doc : parsed.documents) loadDocument(c, doc->root, out);
+  return errors;
+}
+
+bool hasYamlExtension(const std::string& name) {
+  return name.ends_with(".yaml") || name.ends_with(".yml");
+}
+
+// Collects config files below `dir`. Every dot-prefixed entry is skipped: that
+// covers the ConfigMap `..<timestamp>` dirs and the `..data` link (whose files
+// are reached through the visible top-level symlinks) and editor temp files.
+void walk(const std::string& dir, int depth, std::set<std::pair<dev_t, ino_t>>& visited,
+          std::vector<std::string>& files, std::vector<ConfigError>& errors) {
+  struct stat st{};
+  if (::stat(dir.c_str(), &st) != 0) {
+    errors.push_back(ConfigError{dir, 0, "", "", std::string("cannot read directory: ") + std::strerror(errno)});
+    return;
+  }
+  if (!visited.insert({st.st_dev, st.st_ino}).second) return;  // symlink loop
+  if (depth > 32) {
+    errors.push_back(ConfigError{dir, 0, "", "", "directory nesting too deep"});
+    return;
+  }
+  std::error_code ec;
+  std::filesystem::directory_iterator it(dir, ec), end;
+  if (ec) {
+    errors.push_back(ConfigError{dir, 0, "", "", "cannot read directory: " + ec.message()});
+    return;
+  }
+  std::vector<std::string> names;
+  for (; it != end; it.increment(ec)) {
+    if (ec) break;
+    names.push_back(it->path().filename().string());
+  }
+  if (ec) {
+    errors.push_back(ConfigError{dir, 0, "", "", "cannot read directory: " + ec.message()});
+    return;
+  }
+  std::sort(names.begin(), names.end());
+  for (const std::string& name : names) {
+    if (name.starts_with(".")) continue;
+    std::string path = dir + "/" + name;
+    struct stat est{};
+    if (::stat(path.c_str(), &est) != 0) {
+      // A dangling symlink mid-swap; the watcher fires again when it settles.
+      if (hasYamlExtension(name))
+        errors.push_back(ConfigError{path, 0, "", "", std::string("cannot read file: ") + std::strerror(errno)});
+      continue;
+    }
+    if (S_ISDIR(est.st_mode)) walk(path, depth + 1, visited, files, errors);
+    else if (S_ISREG(est.st_mode) && hasYamlExtension(name)) files.push_back(path);
+  }
+}
+
+}  // namespace
+
+std::vector<ConfigError> loadYaml(std::string_view text, const std::string& file, LoadReport& out) {
+  const Counts before = countsOf(out.resources);
+  std::vector<ConfigError> errors = loadYamlNoDuplicateCheck(text, file, out);
+  checkDuplicates(out.resources, before, errors);
+  return errors;
+}
+
+std::expected<LoadReport, std::vector<ConfigError>> loadDirectory(const std::string& dirIn) {
+  std::string dir = dirIn;
+  while (dir.size() > 1 && dir.ends_with('/')) dir.pop_back();
+  std::vector<ConfigError> errors;
+  std::vector<std::string> files;
+  std::set<std::pair<dev_t, ino_t>> visited;
+  walk(dir, 0, visited, files, errors);
+  if (!errors.empty()) return std::unexpected(std::move(errors));
+  std::sort(files.begin(), files.end());
+
+  LoadReport report;
+  for (const std::string& f : files) {
+    std::ifstream in(f, std::ios::binary);
+    std::stringstream buf;
+    if (in) buf << in.rdbuf();
+    if (!in || in.bad()) {
+      errors.push_back(ConfigError{f, 0, "", "", std::string("cannot read file: ") + std::strerror(errno)});
+      continue;
+    }
+    auto errs = loadYamlNoDuplicateCheck(buf.str(), f, report);
+    errors.insert(errors.end(), std::make_move_iterator(errs.begin()), std::make_move_iterator(errs.end()));
+    report.resources.files.push_back(f);
+  }
+  checkDuplicates(report.resources, Counts{}, errors);
+  if (!errors.empty()) return std::unexpected(std::move(errors));
+  return report;
+}
+
+}  // namespace sluice::config

@@ -1,0 +1,51 @@
+// Loads and validates Istio YAML into the typed model (model.h).
+//
+// Validation follows Istio's admission webhook: unknown fields, wrong types,
+// bad durations, invalid RE2 regexes, negative weights, empty route lists and
+// conflicting fields are errors. Each error names the file, the line, the
+// resource and the field path, e.g.
+//   configs/x.yaml:14: VirtualService default/reviews: spec.http[0].route[1].weight: must not be negative
+#pragma once
+
+#include <expected>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "config/model.h"
+
+namespace sluice::config {
+
+struct ConfigError {
+  std::string file;
+  int line = 0;          // 1-based, 0 when unknown
+  std::string resource;  // "VirtualService default/reviews", may be empty
+  std::string path;      // "spec.http[0].route[1].weight", may be empty
+  std::string message;
+  // "<file>:<line>: <resource>: <path>: <message>" with empty parts left out.
+  std::string str() const;
+};
+
+struct LoadReport {
+  Resources resources;
+  std::vector<std::string> warnings;  // unknown kinds skipped, etc.
+};
+
+// Parses one YAML text (possibly multi-document) named `file` and appends its
+// resources to `out`. Returns every error found (not just the first).
+std::vector<ConfigError> loadYaml(std::string_view text, const std::string& file, LoadReport& out);
+
+// Loads every *.yaml / *.yml below `dir` (recursively, following the
+// Kubernetes ConfigMap `..data` symlink layout, skipping hidden `..<ts>` dirs
+// so files are not read twice). Any error rejects the whole load.
+std::expected<LoadReport, std::vector<ConfigError>> loadDirectory(const std::string& dir);
+
+// Go-style duration ("30ms", "1.5s", "2h45m"). Istio's minimum for most
+// fields is 1ms; that check belongs to the caller.
+std::expected<Duration, std::string> parseDuration(std::string_view text);
+
+// `reviews` in namespace `default` -> `reviews.default.svc.cluster.local`.
+// Names containing a dot and wildcards are kept as written (lower-cased).
+std::string expandHost(std::string_view host, std::string_view ns);
+
+}  // namespace sluice::config

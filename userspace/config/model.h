@@ -1,0 +1,430 @@
+// Typed model of the Istio networking API kinds Sluice reads.
+//
+// Field names follow istio/api (networking/v1alpha3/*.proto) so a reader can
+// go from YAML to struct without a lookup table. Optional scalars are
+// std::optional where "absent" and "zero" mean different things to Istio
+// (mirrorPercentage, retries, timeout, ...). Everything here is plain data:
+// the loader (loader.h) fills it and validates it; route/ compiles it.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace re2 {
+class RE2;
+}
+
+namespace sluice::config {
+
+using Duration = std::chrono::nanoseconds;
+
+// Where a value came from, for error messages and /config_dump.
+struct SourceRef {
+  std::string file;
+  int line = 0;  // 1-based; 0 when unknown
+};
+
+struct ObjectMeta {
+  std::string name;
+  std::string namespace_ = "default";
+  std::map<std::string, std::string> labels;
+  std::map<std::string, std::string> annotations;
+};
+
+// StringMatch: exactly one of exact/prefix/regex, or none (a presence match
+// when used for headers/queryParams).
+struct StringMatch {
+  enum class Kind { Exact, Prefix, Regex, Present };
+  Kind kind = Kind::Present;
+  std::string value;
+  std::shared_ptr<const re2::RE2> regex;  // compiled when kind == Regex
+};
+
+struct Percent {
+  double value = 0;  // 0..100
+};
+
+struct PortSelector {
+  uint32_t number = 0;
+};
+
+struct Destination {
+  std::string host;  // expanded to FQDN by the loader
+  std::string subset;
+  std::optional<PortSelector> port;
+};
+
+struct HeaderOperations {
+  std::map<std::string, std::string> set;
+  std::map<std::string, std::string> add;
+  std::vector<std::string> remove;
+};
+
+struct Headers {
+  std::optional<HeaderOperations> request;
+  std::optional<HeaderOperations> response;
+};
+
+struct HTTPMatchRequest {
+  std::string name;
+  std::optional<StringMatch> uri;
+  std::optional<StringMatch> scheme;
+  std::optional<StringMatch> method;
+  std::optional<StringMatch> authority;
+  std::map<std::string, StringMatch> headers;         // keys lower-cased
+  std::map<std::string, StringMatch> withoutHeaders;  // keys lower-cased
+  std::map<std::string, StringMatch> queryParams;
+  std::optional<uint32_t> port;
+  std::map<std::string, std::string> sourceLabels;
+  std::vector<std::string> gateways;
+  std::string sourceNamespace;
+  std::optional<StringMatch> statPrefix;  // unused; kept for completeness
+  bool ignoreUriCase = false;
+};
+
+struct HTTPRouteDestination {
+  Destination destination;
+  int32_t weight = 0;
+  bool weightSet = false;
+  std::optional<Headers> headers;
+};
+
+struct HTTPRedirect {
+  std::string uri;
+  std::string authority;
+  std::optional<uint32_t> port;
+  std::string derivePort;  // "", FROM_PROTOCOL_DEFAULT, FROM_REQUEST_PORT
+  std::string scheme;
+  uint32_t redirectCode = 301;
+};
+
+struct HTTPDirectResponse {
+  uint32_t status = 0;
+  std::optional<std::string> body;  // string or decoded bytes
+};
+
+struct RegexRewrite {
+  std::string match;
+  std::string rewrite;
+  std::shared_ptr<const re2::RE2> regex;
+};
+
+struct HTTPRewrite {
+  std::string uri;
+  std::string authority;
+  std::optional<RegexRewrite> uriRegexRewrite;
+};
+
+struct HTTPRetry {
+  int32_t attempts = 0;
+  std::optional<Duration> perTryTimeout;
+  std::string retryOn;  // comma-separated, as written
+  bool retryRemoteLocalities = false;
+  std::optional<bool> retryIgnorePreviousHosts;
+  std::optional<Duration> backoff;
+};
+
+struct HTTPFaultInjection {
+  struct Delay {
+    std::optional<Duration> fixedDelay;
+    std::optional<Percent> percentage;
+    std::optional<int32_t> percent;  // deprecated integer form
+  };
+  struct Abort {
+    uint32_t httpStatus = 0;
+    std::string grpcStatus;
+    std::optional<Percent> percentage;
+  };
+  std::optional<Delay> delay;
+  std::optional<Abort> abort;
+};
+
+struct HTTPMirrorPolicy {
+  Destination destination;
+  std::optional<Percent> percentage;
+};
+
+struct CorsPolicy {
+  std::vector<StringMatch> allowOrigins;
+  std::vector<std::string> allowMethods;
+  std::vector<std::string> allowHeaders;
+  std::vector<std::string> exposeHeaders;
+  std::optional<Duration> maxAge;
+  std::optional<bool> allowCredentials;
+  std::string unmatchedPreflights;  // "", FORWARD, IGNORE
+};
+
+struct Delegate {
+  std::string name;
+  std::string namespace_;
+};
+
+struct HTTPRoute {
+  std::string name;
+  std::vector<HTTPMatchRequest> match;
+  std::vector<HTTPRouteDestination> route;
+  std::optional<HTTPRedirect> redirect;
+  std::optional<HTTPDirectResponse> directResponse;
+  std::optional<Delegate> delegate;
+  std::optional<HTTPRewrite> rewrite;
+  std::optional<Duration> timeout;
+  std::optional<HTTPRetry> retries;
+  std::optional<HTTPFaultInjection> fault;
+  std::optional<Destination> mirror;
+  std::optional<Percent> mirrorPercentage;
+  std::optional<int32_t> mirrorPercent;  // deprecated integer form
+  std::vector<HTTPMirrorPolicy> mirrors;
+  std::optional<CorsPolicy> corsPolicy;
+  std::optional<Headers> headers;
+  SourceRef source;  // the line of this http[] entry
+};
+
+struct L4MatchAttributes {
+  std::vector<std::string> destinationSubnets;
+  std::optional<uint32_t> port;
+  std::map<std::string, std::string> sourceLabels;
+  std::vector<std::string> gateways;
+  std::string sourceNamespace;
+};
+
+struct RouteDestination {
+  Destination destination;
+  int32_t weight = 0;
+};
+
+struct TCPRoute {
+  std::vector<L4MatchAttributes> match;
+  std::vector<RouteDestination> route;
+};
+
+struct TLSMatchAttributes {
+  std::vector<std::string> sniHosts;
+  std::vector<std::string> destinationSubnets;
+  std::optional<uint32_t> port;
+  std::map<std::string, std::string> sourceLabels;
+  std::vector<std::string> gateways;
+  std::string sourceNamespace;
+};
+
+struct TLSRoute {
+  std::vector<TLSMatchAttributes> match;
+  std::vector<RouteDestination> route;
+};
+
+struct VirtualService {
+  ObjectMeta metadata;
+  std::vector<std::string> hosts;     // expanded (FQDN) where short
+  std::vector<std::string> gateways;  // as written, namespace-qualified by loader
+  std::vector<HTTPRoute> http;
+  std::vector<TLSRoute> tls;
+  std::vector<TCPRoute> tcp;
+  std::vector<std::string> exportTo;
+  SourceRef source;
+};
+
+// --- DestinationRule
+
+struct LoadBalancerSettings {
+  enum class Simple { Unspecified, LeastRequest, RoundRobin, Random, Passthrough, LeastConn };
+  struct ConsistentHash {
+    struct HttpCookie {
+      std::string name;
+      std::string path;
+      std::optional<Duration> ttl;
+    };
+    std::string httpHeaderName;
+    std::optional<HttpCookie> httpCookie;
+    bool useSourceIp = false;
+    std::string httpQueryParameterName;
+    std::optional<uint64_t> ringHashMinimumRingSize;  // ringHash.minimumRingSize
+    std::optional<uint64_t> maglevTableSize;          // maglev.tableSize
+    bool maglev = false;
+    uint64_t minimumRingSize = 0;  // deprecated top-level field
+  };
+  struct LocalityLbSetting {
+    bool enabled = true;
+    std::optional<bool> enabledSet;
+  };
+  std::optional<Simple> simple;
+  std::optional<ConsistentHash> consistentHash;
+  std::optional<LocalityLbSetting> localityLbSetting;
+  std::optional<Duration> warmupDurationSecs;
+};
+
+struct ConnectionPoolSettings {
+  struct TCP {
+    std::optional<int32_t> maxConnections;
+    std::optional<Duration> connectTimeout;
+    struct Keepalive {
+      std::optional<uint32_t> probes;
+      std::optional<Duration> time;
+      std::optional<Duration> interval;
+    };
+    std::optional<Keepalive> tcpKeepalive;
+    std::optional<Duration> maxConnectionDuration;
+    std::optional<Duration> idleTimeout;
+  };
+  struct HTTP {
+    std::optional<int32_t> http1MaxPendingRequests;
+    std::optional<int32_t> http2MaxRequests;
+    std::optional<int32_t> maxRequestsPerConnection;
+    std::optional<int32_t> maxRetries;
+    std::optional<Duration> idleTimeout;
+    std::string h2UpgradePolicy;
+    bool useClientProtocol = false;
+    std::optional<int32_t> maxConcurrentStreams;
+  };
+  std::optional<TCP> tcp;
+  std::optional<HTTP> http;
+};
+
+struct OutlierDetection {
+  std::optional<bool> splitExternalLocalOriginErrors;
+  std::optional<uint32_t> consecutiveLocalOriginFailures;
+  std::optional<uint32_t> consecutiveGatewayErrors;
+  std::optional<uint32_t> consecutive5xxErrors;
+  std::optional<Duration> interval;
+  std::optional<Duration> baseEjectionTime;
+  std::optional<int32_t> maxEjectionPercent;
+  std::optional<int32_t> minHealthPercent;
+};
+
+struct ClientTLSSettings {
+  std::string mode;  // DISABLE, SIMPLE, MUTUAL, ISTIO_MUTUAL
+  std::string clientCertificate;
+  std::string privateKey;
+  std::string caCertificates;
+  std::string credentialName;
+  std::vector<std::string> subjectAltNames;
+  std::string sni;
+  std::optional<bool> insecureSkipVerify;
+};
+
+struct TrafficPolicy {
+  struct PortTrafficPolicy {
+    std::optional<PortSelector> port;
+    std::optional<LoadBalancerSettings> loadBalancer;
+    std::optional<ConnectionPoolSettings> connectionPool;
+    std::optional<OutlierDetection> outlierDetection;
+    std::optional<ClientTLSSettings> tls;
+  };
+  std::optional<LoadBalancerSettings> loadBalancer;
+  std::optional<ConnectionPoolSettings> connectionPool;
+  std::optional<OutlierDetection> outlierDetection;
+  std::optional<ClientTLSSettings> tls;
+  std::vector<PortTrafficPolicy> portLevelSettings;
+};
+
+struct Subset {
+  std::string name;
+  std::map<std::string, std::string> labels;
+  std::optional<TrafficPolicy> trafficPolicy;
+};
+
+struct DestinationRule {
+  ObjectMeta metadata;
+  std::string host;  // expanded
+  std::optional<TrafficPolicy> trafficPolicy;
+  std::vector<Subset> subsets;
+  std::vector<std::string> exportTo;
+  std::map<std::string, std::string> workloadSelector;
+  SourceRef source;
+};
+
+// --- Gateway
+
+struct ServerTLSSettings {
+  bool httpsRedirect = false;
+  std::string mode;  // PASSTHROUGH, SIMPLE, MUTUAL, AUTO_PASSTHROUGH, ISTIO_MUTUAL, OPTIONAL_MUTUAL
+  std::string serverCertificate;
+  std::string privateKey;
+  std::string caCertificates;
+  std::string credentialName;
+  std::vector<std::string> credentialNames;
+  std::vector<std::string> subjectAltNames;
+  std::string minProtocolVersion;
+  std::string maxProtocolVersion;
+  std::vector<std::string> cipherSuites;
+};
+
+struct Server {
+  struct Port {
+    uint32_t number = 0;
+    std::string protocol;  // HTTP, HTTPS, HTTP2, GRPC, TCP, TLS, MONGO
+    std::string name;
+    uint32_t targetPort = 0;
+  };
+  Port port;
+  std::string bind;
+  std::vector<std::string> hosts;
+  std::optional<ServerTLSSettings> tls;
+  std::string defaultEndpoint;
+  std::string name;
+};
+
+struct Gateway {
+  ObjectMeta metadata;
+  std::vector<Server> servers;
+  std::map<std::string, std::string> selector;
+  SourceRef source;
+};
+
+// --- ServiceEntry / WorkloadEntry
+
+struct ServicePort {
+  uint32_t number = 0;
+  std::string protocol;
+  std::string name;
+  uint32_t targetPort = 0;
+};
+
+struct WorkloadEntry {
+  ObjectMeta metadata;
+  std::string address;
+  std::map<std::string, uint32_t> ports;  // port name -> number
+  std::map<std::string, std::string> labels;
+  std::string network;
+  std::string locality;
+  uint32_t weight = 0;
+  std::string serviceAccount;
+  SourceRef source;
+};
+
+struct ServiceEntry {
+  ObjectMeta metadata;
+  std::vector<std::string> hosts;
+  std::vector<std::string> addresses;
+  std::vector<ServicePort> ports;
+  std::string location;    // MESH_EXTERNAL, MESH_INTERNAL
+  std::string resolution;  // NONE, STATIC, DNS, DNS_ROUND_ROBIN
+  std::vector<WorkloadEntry> endpoints;  // inline endpoints (metadata unused)
+  std::map<std::string, std::string> workloadSelector;
+  std::vector<std::string> exportTo;
+  std::vector<std::string> subjectAltNames;
+  SourceRef source;
+};
+
+// EnvoyFilter is accepted and kept verbatim (as YAML text) for the rate-limit work.
+struct EnvoyFilter {
+  ObjectMeta metadata;
+  std::string specYaml;
+  SourceRef source;
+};
+
+// Every resource of one consistent configuration.
+struct Resources {
+  std::vector<VirtualService> virtualServices;
+  std::vector<DestinationRule> destinationRules;
+  std::vector<Gateway> gateways;
+  std::vector<ServiceEntry> serviceEntries;
+  std::vector<WorkloadEntry> workloadEntries;
+  std::vector<EnvoyFilter> envoyFilters;
+  std::vector<std::string> files;  // every file read, sorted
+};
+
+}  // namespace sluice::config

@@ -1,0 +1,205 @@
+#include "daemon/config_manager.h"
+
+#include <fmt/format.h>
+
+#include <nlohmann/json.hpp>
+
+#include "config/loader.h"
+#include "proxy/request_util.h"
+#include "route/match.h"
+
+namespace sluice::daemon {
+
+using nlohmann::json;
+
+ConfigManager::ConfigManager(std::string dir, proxy::Engine& engine)
+    : dir_(std::move(dir)), engine_(engine) {}
+
+bool ConfigManager::reload() {
+  auto fail = [&](const std::vector<config::ConfigError>& errs) {
+    std::string text;
+    for (const auto& e : errs) text += e.str() + "\n";
+    if (!text.empty()) text.pop_back();
+    fprintf(stderr, "sluiced: config rejected, keeping the last good configuration (version %lu):\n%s\n",
+            static_cast<unsigned long>(version()), text.c_str());
+    std::lock_guard lock(mu_);
+    lastError_ = text;
+    lastErrorTime_ = proxy::formatLogTime();
+    engine_.stats().configReloadFail++;
+    return false;
+  };
+  auto loaded = config::loadDirectory(dir_);
+  if (!loaded) return fail(loaded.error());
+  for (const std::string& w : loaded->warnings) fprintf(stderr, "sluiced: config: %s\n", w.c_str());
+  uint64_t next;
+  {
+    std::lock_guard lock(mu_);
+    next = version_ + 1;
+  }
+  auto compiled = route::compile(std::move(loaded->resources), next);
+  if (!compiled) return fail(compiled.error());
+  for (const std::string& w : (*compiled)->warnings) fprintf(stderr, "sluiced: config: %s\n", w.c_str());
+  {
+    std::lock_guard lock(mu_);
+    snapshot_ = *compiled;
+    version_ = next;
+    loaded_ = true;
+    lastError_.clear();
+    loadedAt_ = proxy::formatLogTime();
+  }
+  engine_.publish(*compiled);
+  engine_.stats().configReloadOk++;
+  const auto& r = (*compiled)->resources;
+  fprintf(stderr,
+          "sluiced: config version %lu loaded: %zu VirtualService, %zu DestinationRule, %zu ServiceEntry, "
+          "%zu WorkloadEntry, %zu Gateway\n",
+          static_cast<unsigned long>(next), r.virtualServices.size(), r.destinationRules.size(),
+          r.serviceEntries.size(), r.workloadEntries.size(), r.gateways.size());
+  return true;
+}
+
+bool ConfigManager::loadedOnce() const {
+  std::lock_guard lock(mu_);
+  return loaded_;
+}
+
+uint64_t ConfigManager::version() const {
+  std::lock_guard lock(mu_);
+  return version_;
+}
+
+std::string ConfigManager::lastError() const {
+  std::lock_guard lock(mu_);
+  return lastError_;
+}
+
+std::shared_ptr<const route::Snapshot> ConfigManager::snapshot() const {
+  std::lock_guard lock(mu_);
+  return snapshot_;
+}
+
+namespace {
+
+const char* lbName(route::LbPolicy p) {
+  switch (p) {
+    case route::LbPolicy::RoundRobin: return "ROUND_ROBIN";
+    case route::LbPolicy::Random: return "RANDOM";
+    case route::LbPolicy::LeastRequest: return "LEAST_REQUEST";
+  }
+  return "LEAST_REQUEST";
+}
+
+json meta(const config::ObjectMeta& m, const config::SourceRef& src) {
+  return {{"name", m.name}, {"namespace", m.namespace_}, {"file", src.file}, {"line", src.line}};
+}
+
+}  // namespace
+
+std::string ConfigManager::dumpJson() const {
+  std::lock_guard lock(mu_);
+  json j;
+  j["version"] = version_;
+  j["last_error"] = lastError_;
+  j["last_error_time"] = lastErrorTime_;
+  j["loaded_at"] = loadedAt_;
+  if (!snapshot_) {
+    j["resources"] = json::object();
+    return j.dump(2);
+  }
+  const route::Snapshot& s = *snapshot_;
+  json res;
+  res["files"] = s.resources.files;
+  for (const auto& vs : s.resources.virtualServices) {
+    json v = meta(vs.metadata, vs.source);
+    v["hosts"] = vs.hosts;
+    v["gateways"] = vs.gateways;
+    v["http_routes"] = vs.http.size();
+    res["virtual_services"].push_back(v);
+  }
+  for (const auto& dr : s.resources.destinationRules) {
+    json v = meta(dr.metadata, dr.source);
+    v["host"] = dr.host;
+    json subsets = json::array();
+    for (const auto& sub : dr.subsets) subsets.push_back({{"name", sub.name}, {"labels", sub.labels}});
+    v["subsets"] = subsets;
+    res["destination_rules"].push_back(v);
+  }
+  for (const auto& se : s.resources.serviceEntries) {
+    json v = meta(se.metadata, se.source);
+    v["hosts"] = se.hosts;
+    v["addresses"] = se.addresses;
+    json ports = json::array();
+    for (const auto& p : se.ports) ports.push_back({{"number", p.number}, {"protocol", p.protocol}, {"name", p.name}});
+    v["ports"] = ports;
+    res["service_entries"].push_back(v);
+  }
+  for (const auto& we : s.resources.workloadEntries) {
+    json v = meta(we.metadata, we.source);
+    v["address"] = we.address;
+    v["labels"] = we.labels;
+    res["workload_entries"].push_back(v);
+  }
+  for (const auto& gw : s.resources.gateways) res["gateways"].push_back(meta(gw.metadata, gw.source));
+  for (const auto& ef : s.resources.envoyFilters) res["envoy_filters"].push_back(meta(ef.metadata, ef.source));
+  j["resources"] = res;
+
+  json routes = json::array();
+  std::vector<uint32_t> ports;
+  for (const auto& [port, rc] : s.routeConfigs) ports.push_back(port);
+  std::sort(ports.begin(), ports.end());
+  for (uint32_t port : ports) {
+    const route::RouteConfig& rc = s.routeConfigs.at(port);
+    std::vector<const route::VirtualHost*> vhs;
+    for (const auto& [host, vh] : rc.exact) {
+      if (std::find(vhs.begin(), vhs.end(), vh) == vhs.end()) vhs.push_back(vh);
+    }
+    for (const auto& [suffix, vh] : rc.wildcards) {
+      if (std::find(vhs.begin(), vhs.end(), vh) == vhs.end()) vhs.push_back(vh);
+    }
+    if (rc.star && std::find(vhs.begin(), vhs.end(), rc.star) == vhs.end()) vhs.push_back(rc.star);
+    std::sort(vhs.begin(), vhs.end(), [](auto* a, auto* b) { return a->name < b->name; });
+    json jv = json::array();
+    for (const route::VirtualHost* vh : vhs) {
+      json rs = json::array();
+      for (const route::Route& r : vh->routes) {
+        json cl = json::array();
+        for (const auto& wc : r.clusters) cl.push_back({{"cluster", wc.cluster->name}, {"weight", wc.weight}});
+        json jr = {{"name", r.name}, {"matches", r.matches.size()}, {"clusters", cl}};
+        if (r.timeout) jr["timeout_ms"] = r.timeout->count() / 1'000'000;
+        if (r.spec && r.spec->redirect) jr["redirect"] = true;
+        if (r.spec && r.spec->directResponse) jr["direct_response"] = r.spec->directResponse->status;
+        rs.push_back(jr);
+      }
+      jv.push_back({{"name", vh->name}, {"domains", vh->domains}, {"routes", rs}});
+    }
+    routes.push_back({{"port", port}, {"virtual_hosts", jv}});
+  }
+  j["routes"] = routes;
+  j["warnings"] = s.warnings;
+  return j.dump(2);
+}
+
+std::string ConfigManager::clustersJson() const {
+  auto snap = snapshot();
+  auto active = engine_.activeRequests();
+  json out = json::array();
+  if (snap) {
+    for (const auto& c : snap->clusters) {
+      json eps = json::array();
+      for (const auto& ep : c->endpoints) {
+        auto it = active.find(ep.key);
+        eps.push_back({{"address", ep.key},
+                       {"labels", ep.labels},
+                       {"weight", ep.weight},
+                       {"health", "HEALTHY"},
+                       {"ejected", false},
+                       {"active_requests", it == active.end() ? 0 : it->second}});
+      }
+      out.push_back({{"name", c->name}, {"service", c->serviceHost}, {"subset", c->subset}, {"port", c->port},
+                     {"lb_policy", lbName(c->lb)}, {"missing", c->missing}, {"endpoints", eps}});
+    }
+  }
+  return json{{"clusters", out}}.dump(2);
+}
+
+}  // namespace sluice::daemon

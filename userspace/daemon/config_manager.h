@@ -1,0 +1,46 @@
+// Owns the configuration life cycle of the daemon: load the directory,
+// validate, compile, publish to the engine; on failure keep the last good
+// snapshot serving and remember why, for /config_dump and the log.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "proxy/engine.h"
+#include "route/table.h"
+
+namespace sluice::daemon {
+
+class ConfigManager {
+ public:
+  ConfigManager(std::string dir, proxy::Engine& engine);
+
+  // Loads, compiles and publishes. Returns false (and keeps the previous
+  // snapshot) when anything fails; the errors are logged to stderr.
+  bool reload();
+
+  bool loadedOnce() const;
+  uint64_t version() const;
+  std::string lastError() const;
+  std::shared_ptr<const route::Snapshot> snapshot() const;
+  // JSON text for /config_dump.
+  std::string dumpJson() const;
+  // JSON text for /clusters.
+  std::string clustersJson() const;
+
+ private:
+  std::string dir_;
+  proxy::Engine& engine_;
+  mutable std::mutex mu_;
+  std::shared_ptr<const route::Snapshot> snapshot_;
+  uint64_t version_ = 0;
+  bool loaded_ = false;
+  std::string lastError_;
+  std::string lastErrorTime_;
+  std::string loadedAt_;
+};
+
+}  // namespace sluice::daemon

@@ -1,0 +1,167 @@
+#include "proxy/connection.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "proxy/worker.h"
+
+namespace sluice::proxy {
+
+Connection::Connection(Worker& worker, int fd) : worker_(worker), fd_(fd) {}
+
+Connection::~Connection() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void Connection::track(core::IoOp&) { ++inflight_; }
+
+void Connection::startReading() {
+  paused_ = false;
+  if (recvArmed_ || closing_ || peerClosed_) return;
+  io_uring_sqe* s = worker_.ring().sqeFor(recvOp_);
+  io_uring_prep_recv_multishot(s, fd_, nullptr, 0, 0);
+  s->flags |= IOSQE_BUFFER_SELECT;
+  s->buf_group = worker_.buffers().groupId();
+  recvArmed_ = true;
+  ++inflight_;
+}
+
+void Connection::pauseReading() {
+  if (paused_) return;
+  paused_ = true;
+  if (!recvArmed_) return;
+  io_uring_sqe* s = worker_.ring().sqe();
+  io_uring_prep_cancel(s, &recvOp_, 0);
+  io_uring_sqe_set_data(s, nullptr);
+}
+
+void Connection::write(std::string_view data) {
+  if (closing_ || data.empty()) return;
+  pending_.append(data);
+  if (!sendInFlight_) submitSend();
+}
+
+void Connection::write(std::string&& data) {
+  if (closing_ || data.empty()) return;
+  if (pending_.empty()) {
+    pending_ = std::move(data);
+  } else {
+    pending_.append(data);
+  }
+  if (!sendInFlight_) submitSend();
+}
+
+void Connection::submitSend() {
+  if (sentOff_ >= sending_.size()) {
+    sending_.clear();
+    sentOff_ = 0;
+    if (pending_.empty()) return;
+    sending_.swap(pending_);
+  }
+  io_uring_sqe* s = worker_.ring().sqeFor(sendOp_);
+  io_uring_prep_send(s, fd_, sending_.data() + sentOff_, sending_.size() - sentOff_, MSG_NOSIGNAL);
+  sendInFlight_ = true;
+  ++inflight_;
+}
+
+void Connection::close() {
+  if (closing_) return;
+  closing_ = true;
+  if (inflight_ > 0) {
+    // Shut the socket so in-flight recv/send complete promptly, then cancel
+    // whatever is still queued.
+    ::shutdown(fd_, SHUT_RDWR);
+    io_uring_sqe* s = worker_.ring().sqe();
+    io_uring_prep_cancel_fd(s, fd_, IORING_ASYNC_CANCEL_ALL);
+    io_uring_sqe_set_data(s, nullptr);
+  } else if (!destroyQueued_) {
+    destroyQueued_ = true;
+    worker_.destroyLater(this);
+  }
+}
+
+void Connection::closeAfterFlush() {
+  closeAfterFlush_ = true;
+  pauseReading();
+  if (unsentBytes() == 0) close();
+}
+
+void Connection::finishOp() {
+  if (--inflight_ == 0 && closing_ && !destroyQueued_) {
+    destroyQueued_ = true;
+    worker_.destroyLater(this);
+  }
+}
+
+void Connection::onCompletion(uint8_t op, int32_t res, uint32_t flags) {
+  switch (op) {
+    case kRecv:
+      handleRecv(res, flags);
+      break;
+    case kSend:
+      handleSend(res);
+      break;
+    default:
+      if (!closing_) onOtherCompletion(op, res);
+      finishOp();
+      break;
+  }
+}
+
+void Connection::handleRecv(int32_t res, uint32_t flags) {
+  bool more = flags & IORING_CQE_F_MORE;
+  if (!more) recvArmed_ = false;
+  if (res > 0) {
+    uint16_t bid = uint16_t(flags >> IORING_CQE_BUFFER_SHIFT);
+    if (!closing_) {
+      input_.append(worker_.buffers().buffer(bid), size_t(res));
+      bytesIn_ += uint64_t(res);
+    }
+    worker_.buffers().recycle(bid);
+  }
+  if (!more) finishOp();
+  if (closing_) return;
+  if (res > 0) {
+    onData();
+    // onData may have paused or closed us; otherwise keep the recv armed
+    // (a multishot recv ends when the buffer group runs dry).
+    if (!closing_ && !more && !paused_ && !peerClosed_) startReading();
+    return;
+  }
+  if (res == -ENOBUFS) {
+    worker_.noteBufferExhaustion();
+    if (!paused_) startReading();
+    return;
+  }
+  if (res == -ECANCELED) {
+    if (!paused_ && !closing_) startReading();  // cancelled, then resumed
+    return;
+  }
+  peerClosed_ = true;
+  onPeerClosed(res == 0 ? 0 : res);
+}
+
+void Connection::handleSend(int32_t res) {
+  sendInFlight_ = false;
+  finishOp();
+  if (closing_) return;
+  if (res < 0) {
+    peerClosed_ = true;
+    onPeerClosed(res);
+    return;
+  }
+  sentOff_ += size_t(res);
+  bytesOut_ += uint64_t(res);
+  submitSend();
+  if (!sendInFlight_) {
+    if (closeAfterFlush_) {
+      close();
+      return;
+    }
+    onDrained();
+  }
+}
+
+}  // namespace sluice::proxy

@@ -1,0 +1,89 @@
+// A TCP socket driven by the worker's io_uring: multishot recv into the
+// worker's provided buffers, one send in flight with a second buffer filling
+// behind it, and deferred destruction once no operation references it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "core/ring.h"
+
+namespace sluice::proxy {
+
+class Worker;
+
+class Connection : public core::CompletionHandler {
+ public:
+  Connection(Worker& worker, int fd);
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // Arms (or re-arms) multishot recv. Idempotent.
+  void startReading();
+  // Stops delivering data until startReading(); bytes wait in the kernel.
+  void pauseReading();
+  bool readingPaused() const { return paused_; }
+
+  void write(std::string_view data);
+  void write(std::string&& data);
+  // Bytes accepted by write() and not yet acknowledged by the kernel.
+  size_t unsentBytes() const { return (sending_.size() - sentOff_) + pending_.size(); }
+
+  // Starts teardown: cancels every operation, closes the fd when the last
+  // completion arrives, then deletes the object. Safe to call repeatedly.
+  void close();
+  // Closes once every written byte has been sent.
+  void closeAfterFlush();
+  bool closing() const { return closing_ || closeAfterFlush_; }
+  int fd() const { return fd_; }
+
+ protected:
+  virtual ~Connection();
+  // New bytes were appended to input_.
+  virtual void onData() = 0;
+  // The peer closed (err == 0) or the socket failed (err = -errno).
+  virtual void onPeerClosed(int err) = 0;
+  // Everything written so far has been sent.
+  virtual void onDrained() {}
+  // Called once, just before deletion.
+  virtual void onDestroy() {}
+  // Extra completions (connect) for subclasses.
+  virtual void onOtherCompletion(uint8_t, int32_t) {}
+
+  void consumeInput(size_t n) { input_.erase(0, n); }
+  void track(core::IoOp& op);  // counts a subclass op as in flight
+
+  Worker& worker_;
+  std::string input_;
+  int fd_;
+  uint64_t bytesIn_ = 0;
+  uint64_t bytesOut_ = 0;
+
+  enum OpKind : uint8_t { kRecv = 1, kSend = 2, kConnect = 3 };
+
+ private:
+  friend class Worker;
+  void onCompletion(uint8_t op, int32_t res, uint32_t flags) override;
+  void handleRecv(int32_t res, uint32_t flags);
+  void handleSend(int32_t res);
+  void submitSend();
+  void finishOp();
+
+  core::IoOp recvOp_{this, kRecv};
+  core::IoOp sendOp_{this, kSend};
+  std::string sending_;  // owned by the kernel while a send is in flight
+  std::string pending_;  // appended to while `sending_` is in flight
+  size_t sentOff_ = 0;
+  int inflight_ = 0;
+  bool recvArmed_ = false;
+  bool sendInFlight_ = false;
+  bool paused_ = false;
+  bool closing_ = false;
+  bool closeAfterFlush_ = false;
+  bool peerClosed_ = false;
+  bool destroyQueued_ = false;
+};
+
+}  // namespace sluice::proxy

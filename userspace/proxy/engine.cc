@@ -1,0 +1,60 @@
+#include "proxy/engine.h"
+
+#include "proxy/access_log.h"
+#include "proxy/worker.h"
+
+namespace sluice::proxy {
+
+Engine::Engine(EngineOptions opts) : opts_(std::move(opts)) {}
+
+Engine::~Engine() {
+  stop();
+  join();
+}
+
+std::expected<void, std::string> Engine::start() {
+  if (!opts_.accessLogPath.empty()) {
+    std::string err;
+    accessLog_ = AccessLog::open(opts_.accessLogPath, &err);
+    if (!accessLog_) return std::unexpected(err);
+  }
+  int n = opts_.workers > 0 ? opts_.workers : 1;
+  for (int i = 0; i < n; ++i) {
+    auto w = std::make_unique<Worker>(*this, i);
+    if (auto r = w->init(opts_.outbound); !r) return std::unexpected(r.error());
+    registry_.add(&w->stats());
+    workers_.push_back(std::move(w));
+  }
+  for (auto& w : workers_) threads_.emplace_back([wp = w.get()] { wp->run(); });
+  return {};
+}
+
+void Engine::publish(std::shared_ptr<const route::Snapshot> s) {
+  {
+    std::lock_guard lock(snapMu_);
+    snapshot_ = std::move(s);
+  }
+  version_.fetch_add(1, std::memory_order_acq_rel);
+}
+
+std::shared_ptr<const route::Snapshot> Engine::current() const {
+  std::lock_guard lock(snapMu_);
+  return snapshot_;
+}
+
+void Engine::join() {
+  for (auto& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+  threads_.clear();
+  // Workers (and their stats shards) stay until the engine is destroyed:
+  // the admin thread may still read them.
+}
+
+std::unordered_map<std::string, uint64_t> Engine::activeRequests() const {
+  std::unordered_map<std::string, uint64_t> out;
+  for (const auto& w : workers_) w->collectActive(out);
+  return out;
+}
+
+}  // namespace sluice::proxy

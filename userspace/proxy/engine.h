@@ -1,0 +1,69 @@
+// The L7 engine: N workers, the current route snapshot, graceful drain.
+#pragma once
+
+#include <netinet/in.h>
+
+#include <atomic>
+#include <cstdint>
+#include <expected>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "route/table.h"
+#include "stats/stats.h"
+
+namespace sluice::proxy {
+
+class Worker;
+class AccessLog;
+
+struct EngineOptions {
+  sockaddr_in outbound{};
+  int workers = 1;
+  std::string accessLogPath;  // "" = none, "-" = stdout
+  uint64_t drainTimeoutNs = 10'000'000'000ull;
+  uint64_t connectTimeoutNs = 10'000'000'000ull;  // Istio's default connectTimeout
+  uint64_t idleTimeoutNs = 3600'000'000'000ull;   // Istio's default idle timeout
+};
+
+class Engine {
+ public:
+  explicit Engine(EngineOptions opts);
+  ~Engine();
+
+  // Binds every worker's listener and starts the threads.
+  std::expected<void, std::string> start();
+  // Makes `s` the snapshot for new requests on every worker.
+  void publish(std::shared_ptr<const route::Snapshot> s);
+  std::shared_ptr<const route::Snapshot> current() const;
+  uint64_t publishedVersion() const { return version_.load(std::memory_order_acquire); }
+
+  // Stop accepting, let in-flight requests finish (up to drainTimeout), exit.
+  void stop() { stopping_.store(true, std::memory_order_release); }
+  bool stopping() const { return stopping_.load(std::memory_order_acquire); }
+  void join();
+
+  const EngineOptions& options() const { return opts_; }
+  stats::Registry& stats() { return registry_; }
+  AccessLog* accessLog() { return accessLog_.get(); }
+  // For /clusters: requests in flight per endpoint ("address:port"),
+  // summed over workers.
+  std::unordered_map<std::string, uint64_t> activeRequests() const;
+
+ private:
+  EngineOptions opts_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::vector<std::thread> threads_;
+  mutable std::mutex snapMu_;
+  std::shared_ptr<const route::Snapshot> snapshot_;
+  std::atomic<uint64_t> version_{0};
+  std::atomic<bool> stopping_{false};
+  stats::Registry registry_;
+  std::unique_ptr<AccessLog> accessLog_;
+};
+
+}  // namespace sluice::proxy

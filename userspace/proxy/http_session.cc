@@ -1,0 +1,658 @@
+#include "proxy/http_session.h"
+
+#include <fmt/format.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "proxy/engine.h"
+#include "proxy/request_util.h"
+#include "proxy/worker.h"
+
+namespace sluice::proxy {
+
+namespace {
+
+// Past this many unsent bytes on the far side, stop reading from the near
+// side: bodies stream with bounded memory instead of being buffered whole.
+constexpr size_t kHighWater = 1 << 20;
+// Bytes of pipelined requests we are willing to hold while one is in flight.
+constexpr size_t kMaxBufferedInput = 128 * 1024;
+
+using stats::Counter;
+
+}  // namespace
+
+struct DownstreamConn::Exchange {
+  std::shared_ptr<const route::Snapshot> snapshot;
+  const route::Route* route = nullptr;
+  const route::Cluster* cluster = nullptr;
+  std::string method, authority, path, requestId, userAgent, forwardedFor;
+  std::string upstreamHead;
+  bool isHead = false;
+  bool http10 = false;
+  bool keepAlive = true;
+  http::BodyFramer reqBody;
+  bool reqDone = false;
+  uint64_t reqBodySent = 0;
+  http::BodyFramer respBody;
+  bool respHeadDone = false;
+  bool respStarted = false;  // bytes of the response went downstream
+  bool dechunk = false;
+  bool closeAfter = false;
+  int endpoint = -1;
+  EndpointState* ep = nullptr;
+  std::string upstreamHost;
+  int retriesLeft = 2;        // Istio's default policy: attempts 2 on connect-failure
+  bool raceRetried = false;   // one silent retry for a reused connection closed under us
+  uint64_t startNs = 0;
+  uint64_t upstreamSentNs = 0;
+  uint64_t serviceTimeMs = 0;
+  int status = 0;
+  std::string flags = "-";
+  uint64_t respBytes = 0;
+};
+
+// ---------------------------------------------------------------- upstream
+
+UpstreamConn::UpstreamConn(Worker& worker, int fd, const route::Endpoint& ep, EndpointState& state)
+    : Connection(worker, fd), state_(state), addr_(ep.sockaddr), key_(ep.key) {
+  worker_.stats().inc(Counter::UpstreamCxTotal);
+  worker_.stats().inc(Counter::UpstreamCxActive);
+}
+
+void UpstreamConn::connect() {
+  io_uring_sqe* s = worker_.ring().sqeFor(connectOp_);
+  io_uring_prep_connect(s, fd_, reinterpret_cast<const sockaddr*>(&addr_), sizeof(addr_));
+  track(connectOp_);
+  worker_.timers().schedule(connectTimer_, worker_.engine().options().connectTimeoutNs);
+}
+
+void UpstreamConn::onOtherCompletion(uint8_t op, int32_t res) {
+  if (op != kConnect) return;
+  connectTimer_.cancel();
+  if (res < 0) {
+    worker_.stats().inc(Counter::UpstreamCxConnectFail);
+    DownstreamConn* o = owner_;
+    owner_ = nullptr;
+    close();
+    if (o) o->onUpstreamConnectFailed(false);
+    return;
+  }
+  connected_ = true;
+  if (owner_) owner_->onUpstreamConnected();
+}
+
+void UpstreamConn::onConnectTimeout() {
+  worker_.stats().inc(Counter::UpstreamCxConnectTimeout);
+  worker_.stats().inc(Counter::UpstreamCxConnectFail);
+  DownstreamConn* o = owner_;
+  owner_ = nullptr;
+  close();
+  if (o) o->onUpstreamConnectFailed(true);
+}
+
+void UpstreamConn::attach(DownstreamConn* owner) {
+  if (pooled_) removeFromPool();
+  idleTimer_.cancel();
+  owner_ = owner;
+  if (requestsServed > 0) {
+    reused_ = true;
+    worker_.stats().inc(Counter::UpstreamCxReused);
+  }
+}
+
+void UpstreamConn::release() {
+  owner_ = nullptr;
+  ++requestsServed;
+  pooled_ = true;
+  state_.idle.push_back(this);
+  // Keep reading while idle: a close from the server (or stray bytes) must
+  // take the connection out of the pool before a request is sent on it.
+  startReading();
+  worker_.timers().schedule(idleTimer_, worker_.engine().options().idleTimeoutNs);
+}
+
+void UpstreamConn::removeFromPool() {
+  auto& idle = state_.idle;
+  for (size_t i = 0; i < idle.size(); ++i) {
+    if (idle[i] == this) {
+      idle[i] = idle.back();
+      idle.pop_back();
+      break;
+    }
+  }
+  pooled_ = false;
+}
+
+void UpstreamConn::onIdleTimeout() {
+  if (pooled_) {
+    removeFromPool();
+    close();
+  }
+}
+
+void UpstreamConn::onData() {
+  if (owner_) {
+    owner_->onUpstreamData();
+  } else if (pooled_) {
+    // An idle HTTP/1.1 connection must be silent; bytes here mean the
+    // server is confused. Drop the connection rather than mis-attribute them.
+    removeFromPool();
+    close();
+  }
+}
+
+void UpstreamConn::onPeerClosed(int err) {
+  if (pooled_) removeFromPool();
+  DownstreamConn* o = owner_;
+  owner_ = nullptr;
+  close();
+  if (o) o->onUpstreamClosed(err);
+}
+
+void UpstreamConn::onDrained() {
+  if (owner_) owner_->onUpstreamDrained();
+}
+
+void UpstreamConn::onDestroy() {
+  if (pooled_) removeFromPool();
+  worker_.stats().dec(Counter::UpstreamCxActive);
+}
+
+// -------------------------------------------------------------- downstream
+
+DownstreamConn::DownstreamConn(Worker& worker, int fd, const sockaddr_in& peer)
+    : Connection(worker, fd), peer_(peer) {
+  worker_.stats().inc(Counter::DownstreamCxTotal);
+  worker_.stats().inc(Counter::DownstreamCxActive);
+  worker_.addDownstream(this);
+}
+
+void DownstreamConn::start() {
+  startReading();
+  worker_.timers().schedule(idleTimer_, worker_.engine().options().idleTimeoutNs);
+}
+
+void DownstreamConn::drain() {
+  draining_ = true;
+  if (!ex_ && input_.empty()) close();
+}
+
+void DownstreamConn::onDestroy() {
+  if (ex_) abortExchange("DC");
+  worker_.stats().dec(Counter::DownstreamCxActive);
+  worker_.removeDownstream(this);
+}
+
+void DownstreamConn::onIdleTimeout() {
+  if (!ex_) close();
+}
+
+void DownstreamConn::onData() { processInput(); }
+
+void DownstreamConn::onPeerClosed(int) {
+  // The client went away. Whatever is in flight is abandoned: Envoy's
+  // "downstream connection termination" (DC).
+  if (ex_) abortExchange("DC");
+  close();
+}
+
+void DownstreamConn::onDrained() {
+  if (up_ && up_->readingPaused() && ex_ && ex_->respHeadDone) {
+    up_->startReading();
+    forwardResponseBody();
+  }
+}
+
+void DownstreamConn::processInput() {
+  if (inProcess_) return;  // the running loop below picks up new work
+  inProcess_ = true;
+  struct Guard {
+    bool& flag;
+    ~Guard() { flag = false; }
+  } guard{inProcess_};
+  while (!closing()) {
+    if (!ex_) {
+      if (input_.empty()) return;
+      if (!startRequest()) return;
+      continue;  // a local reply may have finished the exchange already
+    }
+    if (!ex_->reqDone && up_ && up_->connected() && ex_->upstreamSentNs) forwardRequestBody();
+    // Bound what pipelined clients can make us hold.
+    if (ex_ && input_.size() > kMaxBufferedInput) pauseReading();
+    return;
+  }
+}
+
+bool DownstreamConn::startRequest() {
+  http::ParseError err;
+  head_.headers.clear();
+  http::ParseStatus st = http::parseRequestHead(input_.data(), input_.size(), limits_, head_, err);
+  if (st == http::ParseStatus::Incomplete) return false;
+  idleTimer_.cancel();
+  ex_ = std::make_unique<Exchange>();
+  Exchange& ex = *ex_;
+  ex.startNs = worker_.clock().nowNs();
+  worker_.stats().inc(Counter::DownstreamRqTotal);
+  if (st == http::ParseStatus::Error) {
+    worker_.stats().inc(Counter::DownstreamRqBad);
+    ex.keepAlive = false;
+    ex.reqDone = true;
+    input_.clear();
+    localReply(err.status, err.reason, "DPE");
+    return false;
+  }
+
+  ex.snapshot = worker_.snapshot();
+  ex.method.assign(head_.method);
+  ex.isHead = head_.method == "HEAD";
+  ex.http10 = head_.versionMinor == 0;
+  ex.keepAlive = head_.keepAlive;
+  ex.reqBody.reset(head_.framing);
+  ex.reqDone = head_.framing.kind == http::Framing::Kind::None;
+
+  TargetParts target;
+  if (!splitTarget(head_.target, head_.host, target)) {
+    ex.keepAlive = ex.keepAlive && ex.reqDone;
+    consumeInput(head_.headBytes);
+    localReply(head_.method == "CONNECT" ? 501 : 400,
+               head_.method == "CONNECT" ? "CONNECT is not supported" : "invalid request target",
+               "DPE");
+    return !closing();
+  }
+  ex.authority.assign(target.authority);
+  ex.path.assign(target.path);
+  if (const http::Header* h = head_.find("user-agent")) ex.userAgent.assign(h->value);
+  if (const http::Header* h = head_.find("x-forwarded-for")) ex.forwardedFor.assign(h->value);
+  const http::Header* rid = head_.find("x-request-id");
+  ex.requestId = rid && !rid->value.empty() ? std::string(rid->value) : newRequestId(worker_.rng());
+
+  // Route: virtual host by destination port + Host, then the first match.
+  const route::Snapshot* snap = ex.snapshot.get();
+  const route::VirtualHost* vh = nullptr;
+  uint32_t port = target.port;
+  if (snap) vh = snap->findVirtualHost(target.port, lowerHost(target.host), &port);
+  route::RequestView view;
+  view.method = head_.method;
+  view.path = target.path;
+  view.authority = target.authority;
+  view.port = port;
+  view.headers = &head_.headers;
+  if (vh) ex.route = vh->match(view);
+
+  bool expect = head_.expectContinue;
+  ex.upstreamHead = buildUpstreamHead(head_, target, ex.requestId);
+  consumeInput(head_.headBytes);
+
+  if (!ex.route) {
+    worker_.stats().inc(Counter::NoRoute);
+    if (!ex.reqDone) ex.keepAlive = false;
+    localReply(404, "", "NR");
+    return !closing();
+  }
+  const config::HTTPRoute* spec = ex.route->spec;
+  if (spec && (spec->directResponse || spec->redirect)) {
+    if (!ex.reqDone) ex.keepAlive = false;
+    if (spec->directResponse) {
+      localReply(int(spec->directResponse->status), spec->directResponse->body.value_or(""), "-");
+    } else {
+      std::string location = redirectLocation(*spec->redirect, target, port);
+      localReply(int(spec->redirect->redirectCode), "", "-", "location: " + location + "\r\n");
+    }
+    return !closing();
+  }
+  const route::WeightedCluster* wc = ex.route->pick(worker_.rng().next());
+  ex.cluster = wc ? wc->cluster : nullptr;
+  if (!ex.cluster || ex.cluster->missing || ex.cluster->endpoints.empty()) {
+    worker_.stats().inc(Counter::NoHealthyUpstream);
+    if (!ex.reqDone) ex.keepAlive = false;
+    if (ex.cluster && !ex.cluster->missing) {
+      localReply(503, "no healthy upstream", "UH");
+    } else {
+      localReply(503, "no healthy upstream", "NC");
+    }
+    return !closing();
+  }
+  if (expect) write(std::string_view("HTTP/1.1 100 Continue\r\n\r\n"));
+  if (ex.route->timeout && ex.route->timeout->count() > 0) {
+    worker_.timers().schedule(routeTimer_, uint64_t(ex.route->timeout->count()));
+  }
+  dispatch();
+  return !closing();
+}
+
+void DownstreamConn::dispatch() {
+  Exchange& ex = *ex_;
+  int avoid = ex.endpoint;
+  ex.endpoint = worker_.pickEndpoint(*ex.cluster, avoid);
+  const route::Endpoint& ep = ex.cluster->endpoints[size_t(ex.endpoint)];
+  ex.ep = &worker_.endpointState(ep);
+  ex.ep->incActive();
+  ex.upstreamHost = ep.key;
+  worker_.stats().inc(Counter::UpstreamRqTotal);
+  if (!ex.ep->idle.empty()) {
+    up_ = ex.ep->idle.back();
+    up_->attach(this);
+    sendUpstreamHead();
+    return;
+  }
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    ex.ep->decActive();
+    ex.ep = nullptr;
+    retryOrFail("UF", 503, "upstream connect error or disconnect/reset before headers. reset reason: local socket error");
+    return;
+  }
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  up_ = new UpstreamConn(worker_, fd, ep, *ex.ep);
+  up_->attach(this);
+  up_->connect();
+}
+
+void DownstreamConn::onUpstreamConnected() {
+  if (ex_) sendUpstreamHead();
+}
+
+void DownstreamConn::sendUpstreamHead() {
+  Exchange& ex = *ex_;
+  ex.upstreamSentNs = worker_.clock().nowNs();
+  up_->write(std::string_view(ex.upstreamHead));
+  up_->startReading();
+  forwardRequestBody();
+  // processInput pauses reading once kMaxBufferedInput bytes of body pile up
+  // while the connect is in flight; nothing else would resume it, and the
+  // request would hang with its body half read.
+  if (ex_ && !ex_->reqDone && !closing() && readingPaused() && !pausedForUpstream_) startReading();
+}
+
+void DownstreamConn::forwardRequestBody() {
+  Exchange& ex = *ex_;
+  if (!ex.reqDone && !input_.empty()) {
+    http::BodyFramer::Step step = ex.reqBody.consume(input_.data(), input_.size());
+    if (step.status == http::BodyFramer::Status::Error) {
+      worker_.stats().inc(Counter::DownstreamRqBad);
+      // The client gets a 400 (the upstream, which saw a truncated body, is
+      // closed by localReply); after the response has started it gets a reset.
+      ex.keepAlive = false;
+      input_.clear();
+      localReply(400, "invalid request body", "DPE");
+      return;
+    }
+    if (step.consumed > 0) {
+      up_->write(std::string_view(input_.data(), step.consumed));
+      ex.reqBodySent += step.consumed;
+      consumeInput(step.consumed);
+    }
+    if (step.status == http::BodyFramer::Status::Done) ex.reqDone = true;
+  }
+  if (!ex.reqDone && up_->unsentBytes() > kHighWater) {
+    pausedForUpstream_ = true;
+    pauseReading();
+  }
+}
+
+void DownstreamConn::onUpstreamDrained() {
+  if (pausedForUpstream_) {
+    pausedForUpstream_ = false;
+    startReading();
+    if (ex_ && !ex_->reqDone && up_) forwardRequestBody();
+  }
+}
+
+void DownstreamConn::onUpstreamData() {
+  if (!ex_ || !up_) return;
+  if (!ex_->respHeadDone && !handleResponseHead()) return;
+  forwardResponseBody();
+}
+
+bool DownstreamConn::handleResponseHead() {
+  Exchange& ex = *ex_;
+  for (;;) {
+    http::ParseError err;
+    resp_.headers.clear();
+    std::string& in = up_->input();
+    http::ParseStatus st = http::parseResponseHead(in.data(), in.size(), limits_, ex.isHead, resp_, err);
+    if (st == http::ParseStatus::Incomplete) return false;
+    if (st == http::ParseStatus::Error) {
+      releaseUpstream(false);
+      ex.keepAlive = ex.keepAlive && ex.reqDone;
+      localReply(502, "upstream sent an invalid response", "UPE");
+      return false;
+    }
+    if (resp_.status >= 100 && resp_.status < 200) {
+      // Interim responses: 100 Continue was already answered by us.
+      up_->consume(resp_.headBytes);
+      continue;
+    }
+    break;
+  }
+  ex.respHeadDone = true;
+  ex.status = resp_.status;
+  ex.serviceTimeMs = (worker_.clock().nowNs() - ex.upstreamSentNs) / 1'000'000;
+  ex.dechunk = ex.http10 && resp_.framing.kind == http::Framing::Kind::Chunked;
+  bool untilClose = resp_.framing.kind == http::Framing::Kind::UntilClose;
+  ex.closeAfter = !ex.keepAlive || draining_ || ex.dechunk || untilClose;
+  ex.respBody.reset(resp_.framing);
+  std::string head = buildDownstreamHead(resp_, ex.serviceTimeMs, ex.closeAfter, ex.http10, ex.dechunk);
+  up_->consume(resp_.headBytes);
+  ex.respBytes += head.size();
+  ex.respStarted = true;
+  routeTimer_.cancel();
+  write(std::move(head));
+  return true;
+}
+
+void DownstreamConn::forwardResponseBody() {
+  Exchange& ex = *ex_;
+  std::string& in = up_->input();
+  if (!ex.respBody.done() && !in.empty()) {
+    std::vector<std::string_view> payload;
+    http::BodyFramer::Step step =
+        ex.respBody.consume(in.data(), in.size(), ex.dechunk ? &payload : nullptr);
+    if (step.status == http::BodyFramer::Status::Error) {
+      abortExchange("UPE");
+      close();
+      return;
+    }
+    if (ex.dechunk) {
+      for (std::string_view p : payload) write(p);
+    } else if (step.consumed > 0) {
+      write(std::string_view(in.data(), step.consumed));
+    }
+    ex.respBytes += step.consumed;
+    up_->consume(step.consumed);
+  }
+  if (ex.respBody.done()) {
+    // Leftover bytes after a complete response mean the server broke
+    // framing: never reuse such a connection.
+    finishExchange(resp_.keepAlive && ex.reqDone && in.empty());
+    return;
+  }
+  if (unsentBytes() > kHighWater) up_->pauseReading();
+}
+
+void DownstreamConn::onUpstreamClosed(int err) {
+  const bool wasReused = up_ && up_->reused();
+  up_ = nullptr;  // the connection closed itself
+  if (!ex_) return;
+  Exchange& ex = *ex_;
+  if (ex.ep) {
+    ex.ep->decActive();
+    ex.ep = nullptr;
+  }
+  if (ex.respHeadDone) {
+    if (err == 0 && ex.respBody.framing().kind == http::Framing::Kind::UntilClose) {
+      finishExchange(false);
+    } else {
+      abortExchange("UC");
+      close();
+    }
+    return;
+  }
+  worker_.stats().inc(Counter::UpstreamRqResetBeforeResponse);
+  // A pooled connection the server closed just as we reused it: the request
+  // never reached the application, so send it again on a new connection.
+  // A fresh connection closed by the server means the application saw the
+  // request and refused it: sending it again would duplicate it (Istio's
+  // default retryOn has no "reset").
+  if (wasReused && !ex.raceRetried && ex.reqBodySent == 0) {
+    ex.raceRetried = true;
+    worker_.stats().inc(Counter::UpstreamRqRetry);
+    ex.endpoint = -1;
+    dispatch();
+    return;
+  }
+  if (!ex.reqDone) ex.keepAlive = false;
+  localReply(503, "upstream connect error or disconnect/reset before headers. reset reason: connection termination", "UC");
+}
+
+void DownstreamConn::onUpstreamConnectFailed(bool timeout) {
+  up_ = nullptr;
+  if (!ex_) return;
+  if (ex_->ep) {
+    ex_->ep->decActive();
+    ex_->ep = nullptr;
+  }
+  retryOrFail("UF", 503,
+              timeout ? "upstream connect error or disconnect/reset before headers. reset reason: connection timeout"
+                      : "upstream connect error or disconnect/reset before headers. reset reason: connection failure");
+}
+
+void DownstreamConn::retryOrFail(std::string_view flags, int status, std::string_view body) {
+  Exchange& ex = *ex_;
+  if (ex.retriesLeft > 0 && ex.reqBodySent == 0) {
+    ex.retriesLeft--;
+    worker_.stats().inc(Counter::UpstreamRqRetry);
+    // Envoy's back-off: full jitter over a 25 ms base.
+    uint64_t backoffNs = worker_.rng().below(25'000'000) + 1;
+    worker_.timers().schedule(retryTimer_, backoffNs);
+    return;
+  }
+  if (!ex.reqDone) ex.keepAlive = false;
+  ex.flags = std::string(flags) == "UF" && ex.retriesLeft < 2 ? "URX,UF" : std::string(flags);
+  localReply(status, body, ex.flags);
+}
+
+void DownstreamConn::onRetryTimer() {
+  if (ex_ && !up_) dispatch();
+}
+
+void DownstreamConn::onRouteTimeout() {
+  if (!ex_ || ex_->respStarted) return;
+  worker_.stats().inc(Counter::UpstreamRqTimeout);
+  releaseUpstream(false);
+  retryTimer_.cancel();
+  if (!ex_->reqDone) ex_->keepAlive = false;
+  localReply(504, "upstream request timeout", "UT");
+}
+
+void DownstreamConn::releaseUpstream(bool reusable) {
+  Exchange* ex = ex_.get();
+  if (ex && ex->ep) {
+    ex->ep->decActive();
+    ex->ep = nullptr;
+  }
+  if (!up_) return;
+  UpstreamConn* up = up_;
+  up_ = nullptr;
+  if (reusable && !draining_) {
+    up->release();
+  } else {
+    up->detach();
+    up->close();
+  }
+}
+
+void DownstreamConn::localReply(int status, std::string_view body, std::string_view flags,
+                                std::string_view extraHeaders) {
+  Exchange& ex = *ex_;
+  routeTimer_.cancel();
+  retryTimer_.cancel();
+  if (ex.respStarted) {
+    // Too late for a clean answer: the client sees a reset.
+    abortExchange(flags);
+    close();
+    return;
+  }
+  ex.status = status;
+  ex.flags.assign(flags);
+  ex.closeAfter = !ex.keepAlive || draining_;
+  std::string out = buildLocalReply(status, body, ex.closeAfter, ex.isHead, extraHeaders);
+  ex.respBytes += out.size();
+  ex.respStarted = true;
+  write(std::move(out));
+  finishExchange(false);
+}
+
+void DownstreamConn::finishExchange(bool upstreamReusable) {
+  Exchange& ex = *ex_;
+  routeTimer_.cancel();
+  retryTimer_.cancel();
+  releaseUpstream(upstreamReusable);
+  logAndCount();
+  bool keep = ex.keepAlive && ex.reqDone && !ex.closeAfter && !draining_;
+  ex_.reset();
+  if (!keep) {
+    closeAfterFlush();
+    return;
+  }
+  worker_.timers().schedule(idleTimer_, worker_.engine().options().idleTimeoutNs);
+  if (readingPaused() && !pausedForUpstream_) startReading();
+  // Pipelined requests already buffered are picked up by processInput's loop
+  // when we were called from it, or here when called from an upstream event.
+  if (!input_.empty()) processInput();
+}
+
+void DownstreamConn::abortExchange(std::string_view flags) {
+  if (!ex_) return;
+  if (ex_->status == 0 || !ex_->respStarted) ex_->status = 0;
+  ex_->flags.assign(flags);
+  routeTimer_.cancel();
+  retryTimer_.cancel();
+  releaseUpstream(false);
+  logAndCount();
+  ex_.reset();
+}
+
+void DownstreamConn::logAndCount() {
+  Exchange& ex = *ex_;
+  uint64_t durUs = (worker_.clock().nowNs() - ex.startNs) / 1000;
+  int cls = ex.status / 100;
+  switch (cls) {
+    case 1: worker_.stats().inc(Counter::DownstreamRq1xx); break;
+    case 2: worker_.stats().inc(Counter::DownstreamRq2xx); break;
+    case 3: worker_.stats().inc(Counter::DownstreamRq3xx); break;
+    case 4: worker_.stats().inc(Counter::DownstreamRq4xx); break;
+    case 5: worker_.stats().inc(Counter::DownstreamRq5xx); break;
+    default: break;
+  }
+  stats::RequestKey key;
+  if (ex.cluster) {
+    key.destinationService = ex.cluster->serviceHost;
+    key.destinationVersion = ex.cluster->subset.empty() ? "unknown" : ex.cluster->subset;
+    key.cluster = ex.cluster->name;
+  } else {
+    key.destinationService = "unknown";
+    key.destinationVersion = "unknown";
+  }
+  key.responseCode = uint16_t(ex.status);
+  key.responseFlags = ex.flags;
+  worker_.stats().recordRequest(key, durUs, ex.reqBodySent, ex.respBytes);
+  if (worker_.accessLog()) {
+    worker_.logLine(fmt::format(
+        "[{}] \"{} {} HTTP/1.{}\" {} {} {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {}\n",
+        formatLogTime(), ex.method, ex.path, ex.http10 ? 0 : 1, ex.status, ex.flags, ex.reqBodySent,
+        ex.respBytes, durUs / 1000, ex.respHeadDone ? std::to_string(ex.serviceTimeMs) : "-",
+        ex.forwardedFor.empty() ? "-" : ex.forwardedFor, ex.userAgent.empty() ? "-" : ex.userAgent,
+        ex.requestId, ex.authority, ex.upstreamHost.empty() ? "-" : ex.upstreamHost,
+        ex.cluster ? ex.cluster->name : "-"));
+  }
+}
+
+}  // namespace sluice::proxy

@@ -1,0 +1,116 @@
+// One downstream HTTP/1.1 connection and the upstream connection serving its
+// current request. Requests on a connection are handled one at a time, in
+// order (pipelined requests wait in the input buffer); bodies stream through
+// in both directions with back-pressure instead of being buffered whole.
+#pragma once
+
+#include <netinet/in.h>
+
+#include <memory>
+#include <string>
+
+#include "core/timer_wheel.h"
+#include "http/parser.h"
+#include "proxy/connection.h"
+#include "route/table.h"
+
+namespace sluice::proxy {
+
+class DownstreamConn;
+struct EndpointState;
+
+class UpstreamConn final : public Connection {
+ public:
+  UpstreamConn(Worker& worker, int fd, const route::Endpoint& ep, EndpointState& state);
+
+  void connect();
+  // Binds to a request; the connection was idle in the pool.
+  void attach(DownstreamConn* owner);
+  // Returns the connection to its endpoint's idle pool.
+  void release();
+  bool connected() const { return connected_; }
+  bool reused() const { return reused_; }
+  const std::string& endpointKey() const { return key_; }
+  std::string& input() { return input_; }
+  void consume(size_t n) { consumeInput(n); }
+  void detach() { owner_ = nullptr; }
+  uint64_t requestsServed = 0;
+
+ private:
+  void onData() override;
+  void onPeerClosed(int err) override;
+  void onDrained() override;
+  void onDestroy() override;
+  void onOtherCompletion(uint8_t op, int32_t res) override;
+  void onConnectTimeout();
+  void onIdleTimeout();
+  void removeFromPool();
+
+  DownstreamConn* owner_ = nullptr;
+  EndpointState& state_;
+  sockaddr_in addr_;
+  std::string key_;
+  core::IoOp connectOp_{this, kConnect};
+  core::MemberTimer<UpstreamConn, &UpstreamConn::onConnectTimeout> connectTimer_{this};
+  core::MemberTimer<UpstreamConn, &UpstreamConn::onIdleTimeout> idleTimer_{this};
+  bool connected_ = false;
+  bool reused_ = false;
+  bool pooled_ = false;
+};
+
+class DownstreamConn final : public Connection {
+ public:
+  DownstreamConn(Worker& worker, int fd, const sockaddr_in& peer);
+  void start();
+  // Drain: close now if idle, else after the current response.
+  void drain();
+
+  // Upstream events, forwarded by UpstreamConn.
+  void onUpstreamConnected();
+  void onUpstreamConnectFailed(bool timeout);
+  void onUpstreamData();
+  void onUpstreamClosed(int err);
+  void onUpstreamDrained();
+
+ private:
+  struct Exchange;
+  void onData() override;
+  void onPeerClosed(int err) override;
+  void onDrained() override;
+  void onDestroy() override;
+
+  void processInput();
+  // Parses and routes the head at the start of input_. False when the
+  // connection is done (error reply sent) or more bytes are needed.
+  bool startRequest();
+  void dispatch();
+  void sendUpstreamHead();
+  void forwardRequestBody();
+  bool handleResponseHead();
+  void forwardResponseBody();
+  void localReply(int status, std::string_view body, std::string_view flags,
+                  std::string_view extraHeaders = {});
+  void finishExchange(bool upstreamReusable);
+  void abortExchange(std::string_view flags);
+  void releaseUpstream(bool reusable);
+  void retryOrFail(std::string_view flags, int status, std::string_view body);
+  void onRouteTimeout();
+  void onRetryTimer();
+  void onIdleTimeout();
+  void logAndCount();
+
+  std::unique_ptr<Exchange> ex_;
+  UpstreamConn* up_ = nullptr;
+  sockaddr_in peer_;
+  http::Limits limits_;
+  http::RequestHead head_;     // reused across requests (keeps capacity)
+  http::ResponseHead resp_;
+  bool draining_ = false;
+  bool pausedForUpstream_ = false;
+  bool inProcess_ = false;
+  core::MemberTimer<DownstreamConn, &DownstreamConn::onRouteTimeout> routeTimer_{this};
+  core::MemberTimer<DownstreamConn, &DownstreamConn::onRetryTimer> retryTimer_{this};
+  core::MemberTimer<DownstreamConn, &DownstreamConn::onIdleTimeout> idleTimer_{this};
+};
+
+}  // namespace sluice::proxy

@@ -1,0 +1,236 @@
+#include "proxy/request_util.h"
+
+#include <fmt/format.h>
+
+#include <charconv>
+#include <ctime>
+#include <sys/time.h>
+
+namespace sluice::proxy {
+
+namespace {
+
+bool parsePort(std::string_view s, uint32_t& port) {
+  if (s.empty() || s.size() > 5) return false;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), port);
+  return ec == std::errc() && p == s.data() + s.size() && port > 0 && port <= 65535;
+}
+
+bool splitAuthority(std::string_view authority, std::string_view& host, uint32_t& port) {
+  port = 0;
+  if (authority.empty()) {
+    host = {};
+    return true;
+  }
+  if (authority.front() == '[') {  // IPv6 literal
+    size_t close = authority.find(']');
+    if (close == std::string_view::npos) return false;
+    host = authority.substr(0, close + 1);
+    std::string_view rest = authority.substr(close + 1);
+    if (rest.empty()) return true;
+    return rest.front() == ':' && parsePort(rest.substr(1), port);
+  }
+  size_t colon = authority.rfind(':');
+  if (colon == std::string_view::npos) {
+    host = authority;
+    return true;
+  }
+  host = authority.substr(0, colon);
+  return !host.empty() && parsePort(authority.substr(colon + 1), port);
+}
+
+bool startsWithCi(std::string_view s, std::string_view prefix) {
+  return s.size() >= prefix.size() && http::iequals(s.substr(0, prefix.size()), prefix);
+}
+
+// Header names listed in Connection are hop-by-hop for this message.
+bool namedInConnection(const std::vector<http::Header>& headers, std::string_view name) {
+  for (const http::Header& h : headers) {
+    if (http::iequals(h.name, "connection") && http::headerHasToken(h.value, name)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+bool splitTarget(std::string_view target, std::string_view hostHeader, TargetParts& out) {
+  out = TargetParts{};
+  if (!target.empty() && target.front() == '/') {
+    out.authority = hostHeader;
+    out.path = target;
+  } else if (target == "*") {
+    out.authority = hostHeader;
+    out.path = target;
+  } else if (startsWithCi(target, "http://") || startsWithCi(target, "https://")) {
+    std::string_view rest = target.substr(target.find("//") + 2);
+    size_t end = rest.find_first_of("/?");
+    out.authority = rest.substr(0, end);
+    out.absolute = true;
+    if (out.authority.empty() || out.authority.find('@') != std::string_view::npos) return false;
+    if (end == std::string_view::npos) {
+      out.path = "/";
+    } else if (rest[end] == '?') {
+      out.pathStorage = "/" + std::string(rest.substr(end));
+      out.path = out.pathStorage;
+    } else {
+      out.path = rest.substr(end);
+    }
+  } else {
+    return false;
+  }
+  return splitAuthority(out.authority, out.host, out.port);
+}
+
+std::string lowerHost(std::string_view host) {
+  std::string s(host);
+  for (char& c : s) {
+    if (c >= 'A' && c <= 'Z') c = char(c - 'A' + 'a');
+  }
+  if (!s.empty() && s.back() == '.') s.pop_back();  // FQDN with root dot
+  return s;
+}
+
+std::string newRequestId(core::Rng& rng) {
+  uint64_t a = rng.next(), b = rng.next();
+  a = (a & 0xffffffffffff0fffull) | 0x0000000000004000ull;  // version 4
+  b = (b & 0x3fffffffffffffffull) | 0x8000000000000000ull;  // variant 10
+  return fmt::format("{:08x}-{:04x}-{:04x}-{:04x}-{:012x}", uint32_t(a >> 32), uint16_t(a >> 16),
+                     uint16_t(a), uint16_t(b >> 48), b & 0xffffffffffffull);
+}
+
+std::string buildUpstreamHead(const http::RequestHead& head, const TargetParts& target,
+                              std::string_view requestId) {
+  std::string out;
+  out.reserve(head.headBytes + 128);
+  out.append(head.method).append(" ").append(target.path).append(" HTTP/1.1\r\n");
+  bool hostWritten = false, ridPresent = false, protoPresent = false;
+  for (const http::Header& h : head.headers) {
+    if (http::iequals(h.name, "host")) {
+      if (target.absolute) continue;  // the URI's authority wins (RFC 9112 3.2.2)
+      hostWritten = true;
+    } else if (http::iequals(h.name, "transfer-encoding")) {
+      // Kept: the body is forwarded in the framing it arrived in.
+    } else if (http::isHopByHop(h.name) || http::iequals(h.name, "expect") ||
+               namedInConnection(head.headers, h.name)) {
+      continue;
+    } else if (http::iequals(h.name, "x-request-id")) {
+      if (h.value.empty()) continue;
+      ridPresent = true;
+    } else if (http::iequals(h.name, "x-forwarded-proto")) {
+      protoPresent = true;
+    }
+    out.append(h.name).append(": ").append(h.value).append("\r\n");
+  }
+  if (!hostWritten && !target.authority.empty()) out.append("host: ").append(target.authority).append("\r\n");
+  if (!ridPresent) out.append("x-request-id: ").append(requestId).append("\r\n");
+  if (!protoPresent) out.append("x-forwarded-proto: http\r\n");
+  out.append("\r\n");
+  return out;
+}
+
+std::string buildDownstreamHead(const http::ResponseHead& resp, uint64_t serviceTimeMs, bool close,
+                                bool http10, bool dechunk) {
+  std::string out;
+  out.reserve(resp.headBytes + 96);
+  out.append("HTTP/1.1 ").append(std::to_string(resp.status)).append(" ");
+  out.append(resp.reason.empty() ? reasonPhrase(resp.status) : resp.reason).append("\r\n");
+  for (const http::Header& h : resp.headers) {
+    if (http::iequals(h.name, "transfer-encoding")) {
+      if (dechunk) continue;
+    } else if (http::isHopByHop(h.name) || namedInConnection(resp.headers, h.name)) {
+      continue;
+    }
+    out.append(h.name).append(": ").append(h.value).append("\r\n");
+  }
+  out.append("x-envoy-upstream-service-time: ").append(std::to_string(serviceTimeMs)).append("\r\n");
+  if (close) {
+    out.append("connection: close\r\n");
+  } else if (http10) {
+    out.append("connection: keep-alive\r\n");
+  }
+  out.append("\r\n");
+  return out;
+}
+
+std::string buildLocalReply(int status, std::string_view body, bool close, bool isHead,
+                            std::string_view extraHeaders) {
+  bool noBody = status == 204 || status == 304 || (status >= 100 && status < 200);
+  std::string out = fmt::format("HTTP/1.1 {} {}\r\n", status, reasonPhrase(status));
+  if (!noBody) {
+    out += fmt::format("content-length: {}\r\n", body.size());
+    if (!body.empty()) out += "content-type: text/plain\r\n";
+  }
+  out.append(extraHeaders);
+  if (close) out += "connection: close\r\n";
+  out += "\r\n";
+  if (!isHead && !noBody) out.append(body);
+  return out;
+}
+
+std::string redirectLocation(const config::HTTPRedirect& r, const TargetParts& target,
+                             uint32_t requestPort) {
+  std::string scheme = r.scheme.empty() ? "http" : r.scheme;
+  std::string host = r.authority.empty() ? std::string(target.host) : r.authority;
+  uint32_t port = target.port;
+  if (!r.authority.empty()) port = 0;
+  if (r.port) port = *r.port;
+  if (r.derivePort == "FROM_REQUEST_PORT") port = requestPort;
+  if (r.derivePort == "FROM_PROTOCOL_DEFAULT") port = 0;
+  if ((scheme == "http" && port == 80) || (scheme == "https" && port == 443)) port = 0;
+  std::string path;
+  if (r.uri.empty()) {
+    path = target.path;
+  } else {
+    path = r.uri;
+    size_t q = target.path.find('?');
+    if (path.find('?') == std::string::npos && q != std::string_view::npos) path += target.path.substr(q);
+  }
+  std::string out = scheme + "://" + host;
+  if (port) out += ":" + std::to_string(port);
+  return out + path;
+}
+
+std::string_view reasonPhrase(int status) {
+  switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Payload Too Large";
+    case 414: return "URI Too Long";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+  }
+}
+
+std::string formatLogTime() {
+  timeval tv;
+  gettimeofday(&tv, nullptr);
+  tm t;
+  gmtime_r(&tv.tv_sec, &t);
+  char buf[40];
+  size_t n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &t);
+  return fmt::format("{}.{:03d}Z", std::string_view(buf, n), int(tv.tv_usec / 1000));
+}
+
+}  // namespace sluice::proxy

@@ -1,0 +1,49 @@
+// Pure helpers of the HTTP session: request-target parsing and the
+// serialisation of the heads a proxy writes. Kept free of I/O so they are
+// unit-tested directly.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "config/model.h"
+#include "core/clock.h"
+#include "http/parser.h"
+
+namespace sluice::proxy {
+
+struct TargetParts {
+  std::string_view authority;  // "reviews:9080" as sent (URI authority or Host)
+  std::string_view host;       // "reviews"
+  uint32_t port = 0;           // 0 when the authority names none
+  std::string_view path;       // origin-form path + query
+  bool absolute = false;       // request-target was absolute-form
+  std::string pathStorage;     // backs `path` when it had to be synthesised
+};
+
+// Splits a request target (origin, absolute or asterisk form) and the Host
+// header into authority/host/port/path. False for authority-form (CONNECT)
+// and malformed authorities.
+bool splitTarget(std::string_view target, std::string_view hostHeader, TargetParts& out);
+
+std::string lowerHost(std::string_view host);
+std::string newRequestId(core::Rng& rng);
+
+// The head sent upstream: origin-form target, hop-by-hop headers removed,
+// Host set from an absolute-form target, x-request-id added when absent.
+std::string buildUpstreamHead(const http::RequestHead& head, const TargetParts& target,
+                              std::string_view requestId);
+// The head sent downstream for an upstream response.
+std::string buildDownstreamHead(const http::ResponseHead& resp, uint64_t serviceTimeMs, bool close,
+                                bool http10, bool dechunk);
+// A response the proxy answers itself (errors, direct responses, redirects).
+std::string buildLocalReply(int status, std::string_view body, bool close, bool isHead,
+                            std::string_view extraHeaders);
+std::string redirectLocation(const config::HTTPRedirect& r, const TargetParts& target,
+                             uint32_t requestPort);
+std::string_view reasonPhrase(int status);
+// "2026-11-27T03:13:49.123Z", as Envoy's %START_TIME%.
+std::string formatLogTime();
+
+}  // namespace sluice::proxy

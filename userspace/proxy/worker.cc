@@ -1,0 +1,233 @@
+#include "proxy/worker.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "proxy/access_log.h"
+#include "proxy/engine.h"
+#include "proxy/http_session.h"
+
+namespace sluice::proxy {
+
+namespace {
+constexpr unsigned kRingEntries = 1024;
+constexpr unsigned kBufferCount = 1024;   // per worker
+constexpr unsigned kBufferSize = 16384;   // one TLS record / typical head+body chunk
+constexpr uint64_t kMaxWaitNs = 50'000'000;  // bounds reaction to stop and config swaps
+}  // namespace
+
+// SO_REUSEPORT listener with one multishot accept; the kernel spreads
+// connections over the workers' listeners.
+class Worker::Listener final : public core::CompletionHandler {
+ public:
+  explicit Listener(Worker& w) : worker_(w) {}
+  ~Listener() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  std::expected<void, std::string> bind(const sockaddr_in& addr) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd_ < 0) return std::unexpected(std::string("socket: ") + strerror(errno));
+    int one = 1;
+    setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    setsockopt(fd_, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    if (::bind(fd_, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) < 0) {
+      char ip[INET_ADDRSTRLEN];
+      inet_ntop(AF_INET, &addr.sin_addr, ip, sizeof(ip));
+      return std::unexpected(std::string("bind ") + ip + ":" + std::to_string(ntohs(addr.sin_port)) +
+                             ": " + strerror(errno));
+    }
+    if (::listen(fd_, 4096) < 0) return std::unexpected(std::string("listen: ") + strerror(errno));
+    return {};
+  }
+
+  void arm() {
+    if (armed_ || fd_ < 0) return;
+    io_uring_sqe* s = worker_.ring().sqeFor(op_);
+    io_uring_prep_multishot_accept(s, fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    armed_ = true;
+  }
+
+  void stop() {
+    if (fd_ < 0) return;
+    if (armed_) {
+      io_uring_sqe* s = worker_.ring().sqe();
+      io_uring_prep_cancel(s, &op_, 0);
+      io_uring_sqe_set_data(s, nullptr);
+    }
+    stopped_ = true;
+  }
+  bool idle() const { return !armed_; }
+
+  void onCompletion(uint8_t, int32_t res, uint32_t flags) override {
+    if (!(flags & IORING_CQE_F_MORE)) armed_ = false;
+    if (res >= 0) {
+      if (stopped_) {
+        ::close(res);
+      } else {
+        int one = 1;
+        setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        sockaddr_in peer{};
+        socklen_t len = sizeof(peer);
+        getpeername(res, reinterpret_cast<sockaddr*>(&peer), &len);
+        auto* c = new DownstreamConn(worker_, res, peer);
+        c->start();
+      }
+    }
+    if (!armed_ && !stopped_) arm();
+    if (stopped_ && !armed_ && fd_ >= 0) {
+      ::close(fd_);
+      fd_ = -1;
+    }
+  }
+
+ private:
+  Worker& worker_;
+  core::IoOp op_{this, 0};
+  int fd_ = -1;
+  bool armed_ = false;
+  bool stopped_ = false;
+};
+
+Worker::Worker(Engine& engine, int index)
+    : engine_(engine), index_(index), timers_(clock_),
+      rng_(clock_.nowNs() ^ (uint64_t(index + 1) * 0x9e3779b97f4a7c15ull)),
+      lb_(rng_.next()) {}
+
+Worker::~Worker() {
+  // Connections still alive at exit (drain timeout) are force-closed and
+  // their memory freed; pending completions die with the ring.
+  for (Connection* c : downstreams_) delete c;
+  downstreams_.clear();
+  for (auto& [key, st] : endpoints_) {
+    for (UpstreamConn* c : st.idle) delete c;
+    st.idle.clear();
+  }
+}
+
+AccessLog* Worker::accessLog() { return engine_.accessLog(); }
+
+std::expected<void, std::string> Worker::init(const sockaddr_in& listenAddr) {
+  listener_ = std::make_unique<Listener>(*this);
+  if (auto r = listener_->bind(listenAddr); !r) return r;
+  return {};
+}
+
+void Worker::addDownstream(Connection* c) { downstreams_.push_back(c); }
+
+void Worker::removeDownstream(Connection* c) {
+  auto it = std::find(downstreams_.begin(), downstreams_.end(), c);
+  if (it != downstreams_.end()) {
+    *it = downstreams_.back();
+    downstreams_.pop_back();
+  }
+}
+
+EndpointState& Worker::endpointState(const route::Endpoint& ep) {
+  auto it = endpoints_.find(ep.key);
+  if (it != endpoints_.end()) return it->second;
+  std::lock_guard lock(endpointsMu_);
+  return endpoints_[ep.key];
+}
+
+void Worker::collectActive(std::unordered_map<std::string, uint64_t>& out) const {
+  std::lock_guard lock(endpointsMu_);
+  for (const auto& [key, st] : endpoints_) out[key] += st.active.load(std::memory_order_relaxed);
+}
+
+int Worker::pickEndpoint(const route::Cluster& cluster, int avoid) {
+  auto active = [&](size_t i) { return endpointState(cluster.endpoints[i]).active.load(std::memory_order_relaxed); };
+  if (avoid >= 0 && cluster.endpoints.size() > 1) {
+    // A retry prefers another host (Istio's retryIgnorePreviousHosts default).
+    auto excluded = [&](size_t i) { return int(i) == avoid; };
+    int idx = lb_.pick(cluster, active, excluded);
+    if (idx >= 0) return idx;
+  }
+  return lb_.pick(cluster, active);
+}
+
+void Worker::adoptSnapshotIfChanged() {
+  uint64_t v = engine_.publishedVersion();
+  if (v == snapshotVersion_) return;
+  snapshotVersion_ = v;
+  snapshot_ = engine_.current();
+  if (snapshot_) {
+    lb_.retainClusters([&](const std::string& name) { return snapshot_->findCluster(name) != nullptr; });
+  }
+}
+
+void Worker::beginDrain() {
+  draining_ = true;
+  drainDeadlineNs_ = clock_.nowNs() + engine_.options().drainTimeoutNs;
+  listener_->stop();
+  // Copy: drain() may close and unregister connections.
+  std::vector<Connection*> conns = downstreams_;
+  for (Connection* c : conns) static_cast<DownstreamConn*>(c)->drain();
+  for (auto& [key, st] : endpoints_) {
+    std::vector<UpstreamConn*> idle = st.idle;
+    for (UpstreamConn* c : idle) c->close();
+  }
+}
+
+void Worker::reap() {
+  while (!graveyard_.empty()) {
+    std::vector<Connection*> dead;
+    dead.swap(graveyard_);
+    for (Connection* c : dead) {
+      c->onDestroy();
+      delete c;
+    }
+  }
+}
+
+void Worker::flushLog() {
+  if (logBuf_.empty()) return;
+  if (AccessLog* log = engine_.accessLog()) log->write(logBuf_);
+  logBuf_.clear();
+}
+
+void Worker::run() {
+  if (auto r = ring_.init(kRingEntries); !r) {
+    fprintf(stderr, "sluiced: worker %d: %s\n", index_, r.error().c_str());
+    return;
+  }
+  if (auto r = buffers_.init(ring_, 1, kBufferCount, kBufferSize); !r) {
+    fprintf(stderr, "sluiced: worker %d: %s\n", index_, r.error().c_str());
+    return;
+  }
+  adoptSnapshotIfChanged();
+  listener_->arm();
+  for (;;) {
+    ring_.submitAndWait(timers_.nextTimeoutNs(kMaxWaitNs));
+    ring_.drain([](core::IoOp* op, int32_t res, uint32_t flags) {
+      if (op && op->owner) op->owner->onCompletion(op->kind, res, flags);
+    });
+    timers_.advance();
+    reap();
+    flushLog();
+    adoptSnapshotIfChanged();
+    if (engine_.stopping() && !draining_) beginDrain();
+    if (draining_) {
+      if (downstreams_.empty() && listener_->idle()) break;
+      if (clock_.nowNs() > drainDeadlineNs_) break;
+    }
+  }
+  // Let cancellations settle so fds close cleanly.
+  for (int i = 0; i < 3; ++i) {
+    ring_.submitAndWait(1'000'000);
+    ring_.drain([](core::IoOp* op, int32_t res, uint32_t flags) {
+      if (op && op->owner) op->owner->onCompletion(op->kind, res, flags);
+    });
+    reap();
+  }
+  flushLog();
+}
+
+}  // namespace sluice::proxy

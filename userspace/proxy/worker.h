@@ -1,0 +1,113 @@
+// One worker thread: its io_uring, provided buffers, timer wheel, listener
+// (SO_REUSEPORT), upstream connection pools and stats shard. Nothing here is
+// touched by another thread except through Engine's atomics and the stats
+// shard's relaxed counters.
+#pragma once
+
+#include <netinet/in.h>
+
+#include <cstdint>
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/clock.h"
+#include "core/ring.h"
+#include "core/timer_wheel.h"
+#include "route/table.h"
+#include "stats/stats.h"
+#include "upstream/load_balancer.h"
+
+namespace sluice::proxy {
+
+class Connection;
+class Engine;
+class UpstreamConn;
+class AccessLog;
+
+// Per-worker view of one endpoint (keyed by "address:port", so it survives
+// config reloads): active requests for LEAST_REQUEST and idle keep-alive
+// connections.
+struct EndpointState {
+  // Written only by the owning worker; relaxed atomic so /clusters can read
+  // it from the admin thread without a lock on the request path.
+  std::atomic<uint32_t> active{0};
+  std::vector<UpstreamConn*> idle;
+  void incActive() { active.store(active.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed); }
+  void decActive() { active.store(active.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed); }
+};
+
+class Worker {
+ public:
+  Worker(Engine& engine, int index);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  std::expected<void, std::string> init(const sockaddr_in& listenAddr);
+  // Runs the event loop until the engine stops and every connection is gone.
+  void run();
+
+  core::Ring& ring() { return ring_; }
+  core::BufferRing& buffers() { return buffers_; }
+  core::TimerWheel& timers() { return timers_; }
+  const core::Clock& clock() const { return clock_; }
+  core::Rng& rng() { return rng_; }
+  stats::StatsShard& stats() { return stats_; }
+  Engine& engine() { return engine_; }
+  int index() const { return index_; }
+  AccessLog* accessLog();
+  // Buffers an access-log line; flushed once per event-loop turn.
+  void logLine(std::string_view line) { logBuf_.append(line); }
+  bool draining() const { return draining_; }
+
+  // The snapshot new requests route with; in-flight requests keep theirs.
+  const std::shared_ptr<const route::Snapshot>& snapshot() const { return snapshot_; }
+
+  void destroyLater(Connection* c) { graveyard_.push_back(c); }
+  void noteBufferExhaustion() { stats_.inc(stats::Counter::RecvBufferExhausted); }
+
+  EndpointState& endpointState(const route::Endpoint& ep);
+  void collectActive(std::unordered_map<std::string, uint64_t>& out) const;
+  // Picks an endpoint of `cluster`, skipping `avoid` when another exists.
+  // Returns -1 when the cluster has no endpoint.
+  int pickEndpoint(const route::Cluster& cluster, int avoid);
+
+  // Connection registry, for draining and shutdown.
+  void addDownstream(Connection* c);
+  void removeDownstream(Connection* c);
+
+ private:
+  class Listener;
+  void adoptSnapshotIfChanged();
+  void beginDrain();
+  void reap();
+  void flushLog();
+
+  Engine& engine_;
+  int index_;
+  core::SteadyClock clock_;
+  core::Ring ring_;
+  core::BufferRing buffers_;
+  core::TimerWheel timers_;
+  core::Rng rng_;
+  stats::StatsShard stats_;
+  std::unique_ptr<Listener> listener_;
+  std::shared_ptr<const route::Snapshot> snapshot_;
+  uint64_t snapshotVersion_ = 0;
+  // Inserted into only by this worker, under endpointsMu_ so the admin
+  // thread can iterate it; lookups on the request path take no lock.
+  std::unordered_map<std::string, EndpointState> endpoints_;
+  mutable std::mutex endpointsMu_;
+  upstream::LoadBalancer lb_;
+  std::vector<Connection*> graveyard_;
+  std::vector<Connection*> downstreams_;
+  std::string logBuf_;
+  bool draining_ = false;
+  uint64_t drainDeadlineNs_ = 0;
+};
+
+}  // namespace sluice::proxy

@@ -1,0 +1,619 @@
+// compile(): Istio resources -> Snapshot, the way Istio builds a sidecar's
+// outbound routes and clusters (see route/README.md for the rules).
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <unordered_set>
+
+#include "route/match.h"
+#include "route/table.h"
+
+namespace sluice::route {
+
+namespace {
+
+std::string lowerCopy(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return out;
+}
+
+bool isWildcard(std::string_view host) { return !host.empty() && host[0] == '*'; }
+
+bool hasMesh(const std::vector<std::string>& gateways) {
+  return gateways.empty() || std::find(gateways.begin(), gateways.end(), "mesh") != gateways.end();
+}
+
+bool labelsContain(const std::map<std::string, std::string>& have,
+                   const std::map<std::string, std::string>& want) {
+  for (const auto& [k, v] : want) {
+    auto it = have.find(k);
+    if (it == have.end() || it->second != v) return false;
+  }
+  return true;
+}
+
+// Protocols whose traffic a sidecar routes with HTTP route tables; an unset
+// protocol is sniffed by Istio and so is HTTP-routable too.
+bool isHttpProtocol(std::string_view p) {
+  std::string l = lowerCopy(p);
+  return l.empty() || l == "http" || l == "http2" || l == "grpc" || l == "grpc-web" ||
+         l == "http_proxy";
+}
+
+std::string clusterName(uint32_t port, std::string_view subset, std::string_view host) {
+  std::string n = "outbound|";
+  n += std::to_string(port);
+  n += '|';
+  n += subset;
+  n += '|';
+  n += host;
+  return n;
+}
+
+// Each dot-suffix of `host` as a wildcard host, longest first:
+// "a.b.com" -> "*.b.com", "*.com".
+template <class F>
+void forEachWildcardForm(std::string_view host, F&& f) {
+  for (size_t dot = host.find('.', 1); dot != std::string_view::npos; dot = host.find('.', dot + 1)) {
+    std::string wc = "*";
+    wc.append(host.substr(dot));
+    if (f(wc)) return;
+  }
+}
+
+struct Service {
+  std::string host;  // lower case
+  const config::ServiceEntry* se = nullptr;
+};
+
+class Compiler {
+ public:
+  explicit Compiler(Snapshot& snap) : snap_(snap) {}
+  std::vector<config::ConfigError> run();
+
+ private:
+  struct DomainEntry {
+    uint32_t port;
+    std::string form;
+    const VirtualHost* vh;
+    const std::string* owner;  // the host whose virtual host this is (stable storage)
+    bool primary;
+  };
+
+  void indexServices();
+  void indexDestinationRules();
+  void indexVirtualServices();
+  const config::VirtualService* virtualServiceFor(const std::string& host);
+  const config::DestinationRule* destinationRuleFor(const std::string& host) const;
+  const std::vector<Endpoint>& serviceEndpoints(const Service& svc, const config::ServicePort& sp);
+  void addEndpoint(const config::WorkloadEntry& e, const config::ServiceEntry& se,
+                   const config::ServicePort& sp, std::vector<Endpoint>& out);
+  const Cluster* cluster(const config::Destination& d, uint32_t vhostPort, const std::string& context);
+  const Cluster* serviceCluster(const std::string& host, uint32_t port, const std::string& context);
+  std::optional<config::TrafficPolicy> effectivePolicy(const config::DestinationRule* dr,
+                                                       const config::Subset* subset, uint32_t port);
+  VirtualHost* newVirtualHost(const std::string& host, uint32_t port);
+  void addRoutes(VirtualHost& vh, const config::VirtualService& vs, uint32_t port);
+  void addDefaultRoute(VirtualHost& vh, const std::string& host, uint32_t port);
+  void addDomains(const std::string& host, const std::vector<std::string>& vips, uint32_t port,
+                  VirtualHost& vh);
+  void buildServiceHosts();
+  void buildVirtualServiceOnlyHosts();
+  void publishDomains();
+  // The same VirtualService is compiled once per host and port: say each
+  // thing once.
+  void warn(std::string msg) {
+    if (warned_.insert(msg).second) snap_.warnings.push_back(std::move(msg));
+  }
+
+  Snapshot& snap_;
+  std::vector<config::ConfigError> errors_;
+  std::unordered_map<std::string, Service> services_;
+  std::vector<const Service*> serviceOrder_;
+  std::unordered_map<std::string, std::vector<const config::WorkloadEntry*>> workloadsByNs_;
+  std::unordered_map<std::string, const config::DestinationRule*> drByHost_;
+  std::unordered_map<std::string, const config::VirtualService*> vsByHost_;
+  std::vector<std::string> vsHostOrder_;  // hosts claimed by a VS, in load order
+  std::unordered_set<std::string> vsHostsUsed_;
+  std::unordered_map<std::string, std::vector<Endpoint>> endpointCache_;  // "host|port"
+  std::unordered_set<const config::WorkloadEntry*> badEndpointsWarned_;
+  std::unordered_map<const config::HTTPMatchRequest*, std::shared_ptr<const CompiledMatch>> matchCache_;
+  std::unordered_set<const config::HTTPMatchRequest*> badMatches_;
+  std::vector<DomainEntry> domains_;
+  std::unordered_set<std::string> warned_;
+};
+
+std::string resourceName(const char* kind, const config::ObjectMeta& m) {
+  return std::string(kind) + " " + m.namespace_ + "/" + m.name;
+}
+
+void Compiler::indexServices() {
+  for (const config::WorkloadEntry& we : snap_.resources.workloadEntries) {
+    workloadsByNs_[we.metadata.namespace_].push_back(&we);
+  }
+  for (const config::ServiceEntry& se : snap_.resources.serviceEntries) {
+    if (se.ports.empty()) {
+      warn(resourceName("ServiceEntry", se.metadata) + ": no ports; ignored");
+      continue;
+    }
+    for (const std::string& raw : se.hosts) {
+      std::string host = lowerCopy(raw);
+      auto [it, inserted] = services_.try_emplace(host, Service{host, &se});
+      if (!inserted) {
+        warn(resourceName("ServiceEntry", se.metadata) + ": host " + host + " already defined by " +
+             resourceName("ServiceEntry", it->second.se->metadata) + "; ignored");
+        continue;
+      }
+      serviceOrder_.push_back(&it->second);
+    }
+  }
+}
+
+void Compiler::indexDestinationRules() {
+  for (const config::DestinationRule& dr : snap_.resources.destinationRules) {
+    auto [it, inserted] = drByHost_.try_emplace(lowerCopy(dr.host), &dr);
+    if (!inserted) {
+      warn(resourceName("DestinationRule", dr.metadata) + ": host " + dr.host + " already has " +
+           resourceName("DestinationRule", it->second->metadata) + "; ignored");
+    }
+  }
+}
+
+void Compiler::indexVirtualServices() {
+  for (const config::VirtualService& vs : snap_.resources.virtualServices) {
+    // A VirtualService bound only to gateways is not part of sidecar routing;
+    // one with only tcp/tls routes leaves HTTP traffic to the default route.
+    if (!hasMesh(vs.gateways) || vs.http.empty()) continue;
+    for (const std::string& raw : vs.hosts) {
+      std::string host = lowerCopy(raw);
+      auto [it, inserted] = vsByHost_.try_emplace(host, &vs);
+      if (!inserted) {
+        if (it->second != &vs) {
+          warn(resourceName("VirtualService", vs.metadata) + ": host " + host + " is already routed by " +
+               resourceName("VirtualService", it->second->metadata) +
+               "; only the first loaded applies to a sidecar");
+        }
+        continue;
+      }
+      vsHostOrder_.push_back(host);
+    }
+  }
+}
+
+// Exact host first, then the longest wildcard covering it, then `*`.
+const config::VirtualService* Compiler::virtualServiceFor(const std::string& host) {
+  if (auto it = vsByHost_.find(host); it != vsByHost_.end()) return it->second;
+  const config::VirtualService* found = nullptr;
+  std::string_view h = host;
+  if (isWildcard(h)) h.remove_prefix(1);  // "*.a.com" is covered by "*.com"
+  forEachWildcardForm(isWildcard(host) ? "x" + std::string(h) : host, [&](const std::string& wc) {
+    auto it = vsByHost_.find(wc);
+    if (it == vsByHost_.end()) return false;
+    found = it->second;
+    vsHostsUsed_.insert(wc);
+    return true;
+  });
+  if (found) return found;
+  if (auto it = vsByHost_.find("*"); it != vsByHost_.end()) {
+    vsHostsUsed_.insert("*");
+    return it->second;
+  }
+  return nullptr;
+}
+
+const config::DestinationRule* Compiler::destinationRuleFor(const std::string& host) const {
+  if (auto it = drByHost_.find(host); it != drByHost_.end()) return it->second;
+  const config::DestinationRule* found = nullptr;
+  forEachWildcardForm(host, [&](const std::string& wc) {
+    auto it = drByHost_.find(wc);
+    if (it == drByHost_.end()) return false;
+    found = it->second;
+    return true;
+  });
+  if (found) return found;
+  auto it = drByHost_.find("*");
+  return it == drByHost_.end() ? nullptr : it->second;
+}
+
+void Compiler::addEndpoint(const config::WorkloadEntry& e, const config::ServiceEntry& se,
+                           const config::ServicePort& sp, std::vector<Endpoint>& out) {
+  Endpoint ep;
+  if (inet_pton(AF_INET, e.address.c_str(), &ep.sockaddr.sin_addr) != 1) {
+    if (badEndpointsWarned_.insert(&e).second) {
+      warn(resourceName("ServiceEntry", se.metadata) + ": endpoint address \"" + e.address +
+           "\" is not an IPv4 address; skipped (only STATIC IPv4 endpoints are supported)");
+    }
+    return;
+  }
+  ep.address = e.address;
+  if (auto it = e.ports.find(sp.name); !sp.name.empty() && it != e.ports.end()) {
+    ep.port = static_cast<uint16_t>(it->second);
+  } else {
+    ep.port = static_cast<uint16_t>(sp.targetPort ? sp.targetPort : sp.number);
+  }
+  ep.sockaddr.sin_family = AF_INET;
+  ep.sockaddr.sin_port = htons(ep.port);
+  ep.labels = e.labels;
+  ep.weight = e.weight ? e.weight : 1;
+  ep.key = ep.address + ":" + std::to_string(ep.port);
+  out.push_back(std::move(ep));
+}
+
+const std::vector<Endpoint>& Compiler::serviceEndpoints(const Service& svc, const config::ServicePort& sp) {
+  std::string key = svc.host + "|" + std::to_string(sp.number);
+  auto [it, inserted] = endpointCache_.try_emplace(key);
+  if (!inserted) return it->second;
+  const config::ServiceEntry& se = *svc.se;
+  for (const config::WorkloadEntry& e : se.endpoints) addEndpoint(e, se, sp, it->second);
+  if (!se.workloadSelector.empty()) {
+    if (auto ws = workloadsByNs_.find(se.metadata.namespace_); ws != workloadsByNs_.end()) {
+      for (const config::WorkloadEntry* we : ws->second) {
+        if (labelsContain(we->labels, se.workloadSelector)) addEndpoint(*we, se, sp, it->second);
+      }
+    }
+  }
+  return it->second;
+}
+
+// Istio's order: top-level portLevelSettings replace the top-level policy for
+// the port, subset fields override field by field, then the subset's own
+// portLevelSettings replace again. Port-level entries do not inherit: what
+// they leave out falls back to defaults.
+std::optional<config::TrafficPolicy> Compiler::effectivePolicy(const config::DestinationRule* dr,
+                                                               const config::Subset* subset,
+                                                               uint32_t port) {
+  auto applyPortLevel = [port](config::TrafficPolicy& p, const config::TrafficPolicy& from) {
+    for (const auto& pls : from.portLevelSettings) {
+      if (pls.port && pls.port->number == port) {
+        p.loadBalancer = pls.loadBalancer;
+        p.connectionPool = pls.connectionPool;
+        p.outlierDetection = pls.outlierDetection;
+        p.tls = pls.tls;
+        break;
+      }
+    }
+    p.portLevelSettings.clear();  // resolved for this cluster's port
+  };
+  if (!dr) return std::nullopt;
+  std::optional<config::TrafficPolicy> out;
+  if (dr->trafficPolicy) {
+    out = *dr->trafficPolicy;
+    applyPortLevel(*out, *dr->trafficPolicy);
+  }
+  if (subset && subset->trafficPolicy) {
+    const config::TrafficPolicy& s = *subset->trafficPolicy;
+    if (!out) out.emplace();
+    if (s.loadBalancer) out->loadBalancer = s.loadBalancer;
+    if (s.connectionPool) out->connectionPool = s.connectionPool;
+    if (s.outlierDetection) out->outlierDetection = s.outlierDetection;
+    if (s.tls) out->tls = s.tls;
+    applyPortLevel(*out, s);
+  }
+  return out;
+}
+
+const Cluster* Compiler::cluster(const config::Destination& d, uint32_t vhostPort,
+                                 const std::string& context) {
+  std::string host = lowerCopy(d.host);
+  auto svcIt = services_.find(host);
+  const Service* svc = svcIt == services_.end() ? nullptr : &svcIt->second;
+  uint32_t port = vhostPort;
+  if (d.port && d.port->number) {
+    port = d.port->number;
+  } else if (svc && svc->se->ports.size() == 1) {
+    port = svc->se->ports[0].number;
+  }
+  std::string name = clusterName(port, d.subset, host);
+  if (auto it = snap_.clusterIndex.find(name); it != snap_.clusterIndex.end()) return it->second;
+
+  auto c = std::make_unique<Cluster>();
+  c->name = name;
+  c->serviceHost = host;
+  c->subset = d.subset;
+  c->port = port;
+  c->index = snap_.clusters.size();
+  const config::ServicePort* sp = nullptr;
+  if (svc) {
+    for (const auto& p : svc->se->ports) {
+      if (p.number == port) sp = &p;
+    }
+  }
+  if (!svc) {
+    c->missing = true;
+    warn(context + ": destination host " + host + " matches no ServiceEntry; " + name + " has no endpoints");
+  } else if (!sp) {
+    c->missing = true;
+    warn(context + ": " + host + " has no port " + std::to_string(port) + "; " + name + " has no endpoints");
+  } else {
+    const config::DestinationRule* dr = destinationRuleFor(host);
+    const config::Subset* subset = nullptr;
+    if (!d.subset.empty()) {
+      if (dr) {
+        for (const auto& s : dr->subsets) {
+          if (s.name == d.subset) subset = &s;
+        }
+      }
+      if (!subset) {
+        c->missing = true;
+        warn(context + ": subset " + d.subset + " of " + host + " is not defined by a DestinationRule; " +
+             name + " has no endpoints");
+      }
+    }
+    if (!c->missing) {
+      for (const Endpoint& ep : serviceEndpoints(*svc, *sp)) {
+        if (!subset || labelsContain(ep.labels, subset->labels)) c->endpoints.push_back(ep);
+      }
+      for (const Endpoint& ep : c->endpoints) {
+        if (ep.weight != c->endpoints.front().weight) c->unequalWeights = true;
+      }
+      c->policy = effectivePolicy(dr, subset, port);
+      if (c->policy && c->policy->loadBalancer && c->policy->loadBalancer->simple) {
+        using Simple = config::LoadBalancerSettings::Simple;
+        switch (*c->policy->loadBalancer->simple) {
+          case Simple::RoundRobin: c->lb = LbPolicy::RoundRobin; break;
+          case Simple::Random: c->lb = LbPolicy::Random; break;
+          case Simple::Passthrough:
+            warn(name + ": loadBalancer PASSTHROUGH is not supported; using LEAST_REQUEST");
+            break;
+          default: break;  // LEAST_REQUEST, LEAST_CONN, unset: least request
+        }
+      }
+      // consistentHash stays in `policy`; until it is implemented the
+      // cluster balances by least request, Istio's default.
+    }
+  }
+  const Cluster* out = c.get();
+  snap_.clusterIndex.emplace(name, out);
+  snap_.clusters.push_back(std::move(c));
+  return out;
+}
+
+const Cluster* Compiler::serviceCluster(const std::string& host, uint32_t port, const std::string& context) {
+  config::Destination d;
+  d.host = host;
+  d.port = config::PortSelector{port};
+  return cluster(d, port, context);
+}
+
+VirtualHost* Compiler::newVirtualHost(const std::string& host, uint32_t port) {
+  auto vh = std::make_unique<VirtualHost>();
+  vh->name = host + ":" + std::to_string(port);
+  VirtualHost* out = vh.get();
+  snap_.virtualHosts.push_back(std::move(vh));
+  snap_.routeConfigs[port].port = port;
+  return out;
+}
+
+void Compiler::addRoutes(VirtualHost& vh, const config::VirtualService& vs, uint32_t port) {
+  std::string resource = resourceName("VirtualService", vs.metadata);
+  for (size_t i = 0; i < vs.http.size(); ++i) {
+    const config::HTTPRoute& http = vs.http[i];
+    std::string path = "spec.http[" + std::to_string(i) + "]";
+    if (http.delegate) {
+      warn(resource + ": " + path + ": delegate is not supported; route skipped");
+      continue;
+    }
+    Route r;
+    r.name = http.name.empty() ? vs.metadata.name + "." + std::to_string(i) : http.name;
+    r.spec = &http;
+    r.virtualService = &vs;
+    r.timeout = http.timeout;
+    bool ok = true;
+    for (size_t j = 0; j < http.match.size(); ++j) {
+      const config::HTTPMatchRequest* m = &http.match[j];
+      if (badMatches_.contains(m)) {
+        ok = false;
+        continue;
+      }
+      auto cached = matchCache_.find(m);
+      if (cached == matchCache_.end()) {
+        auto compiled = CompiledMatch::compile(*m);
+        if (!compiled) {
+          badMatches_.insert(m);
+          errors_.push_back(config::ConfigError{
+              http.source.file.empty() ? vs.source.file : http.source.file,
+              http.source.line ? http.source.line : vs.source.line, resource,
+              path + ".match[" + std::to_string(j) + "]", compiled.error()});
+          ok = false;
+          continue;
+        }
+        cached = matchCache_.emplace(m, std::move(*compiled)).first;
+      }
+      const CompiledMatch& cm = *cached->second;
+      // Blocks that cannot match on this port or for mesh traffic are left
+      // out, as Istio leaves them out of a sidecar's routes.
+      if (!cm.reachable() || (cm.port() && *cm.port() != port)) continue;
+      r.matches.push_back(cached->second);
+    }
+    if (!ok) continue;
+    if (!http.match.empty() && r.matches.empty()) continue;  // nothing left that can match here
+    if (!http.redirect && !http.directResponse) {
+      for (size_t k = 0; k < http.route.size(); ++k) {
+        const config::HTTPRouteDestination& d = http.route[k];
+        WeightedCluster wc;
+        wc.cluster = cluster(d.destination, port, resource + ": " + path + ".route[" + std::to_string(k) + "]");
+        wc.spec = &d;
+        // One destination takes all traffic whatever its weight says;
+        // among several, weight/sum and zero-weight ones get nothing.
+        if (http.route.size() == 1) {
+          wc.weight = d.weightSet && d.weight > 0 ? static_cast<uint32_t>(d.weight) : 100;
+        } else {
+          wc.weight = d.weight > 0 ? static_cast<uint32_t>(d.weight) : 0;
+        }
+        r.totalWeight += wc.weight;
+        r.clusters.push_back(wc);
+      }
+      if (!r.clusters.empty() && r.totalWeight == 0) {
+        warn(resource + ": " + path + ": every destination has weight 0; requests get 503");
+      }
+    }
+    vh.routes.push_back(std::move(r));
+  }
+}
+
+void Compiler::addDefaultRoute(VirtualHost& vh, const std::string& host, uint32_t port) {
+  auto spec = std::make_unique<config::HTTPRoute>();
+  spec->name = "default";
+  config::HTTPRouteDestination d;
+  d.destination.host = host;
+  d.destination.port = config::PortSelector{port};
+  spec->route.push_back(std::move(d));
+  Route r;
+  r.name = "default";
+  r.spec = spec.get();
+  r.clusters.push_back(WeightedCluster{serviceCluster(host, port, host), 100, &spec->route[0]});
+  r.totalWeight = 100;
+  vh.routes.push_back(std::move(r));
+  snap_.syntheticRoutes.push_back(std::move(spec));
+}
+
+void Compiler::addDomains(const std::string& host, const std::vector<std::string>& vips, uint32_t port,
+                          VirtualHost& vh) {
+  std::string suffix = ":" + std::to_string(port);
+  auto both = [&](const std::string& f) {
+    vh.domains.push_back(f);
+    vh.domains.push_back(f + suffix);
+  };
+  both(host);
+  if (host == "*") {
+    RouteConfig& rc = snap_.routeConfigs[port];
+    if (!rc.star) rc.star = &vh;
+    return;
+  }
+  if (isWildcard(host)) {
+    RouteConfig& rc = snap_.routeConfigs[port];
+    if (rc.wildcardIndex.try_emplace(host.substr(1), &vh).second) {
+      rc.wildcards.emplace_back(host.substr(1), &vh);
+    }
+    return;
+  }
+  domains_.push_back(DomainEntry{port, host, &vh, &host, true});
+  for (const std::string& vip : vips) {
+    if (vip.find('/') != std::string::npos) continue;  // a CIDR range is not a Host value
+    std::string v = lowerCopy(vip);
+    both(v);
+    domains_.push_back(DomainEntry{port, v, &vh, &host, true});
+  }
+  // name.ns.svc.cluster.local also answers to name, name.ns and name.ns.svc.
+  constexpr std::string_view kSvc = ".svc.cluster.local";
+  if (host.size() > kSvc.size() && host.ends_with(kSvc)) {
+    std::string_view nameNs = std::string_view(host).substr(0, host.size() - kSvc.size());
+    size_t dot = nameNs.find('.');
+    if (dot != std::string_view::npos && dot > 0 && nameNs.find('.', dot + 1) == std::string_view::npos) {
+      for (std::string alias : {std::string(nameNs.substr(0, dot)), std::string(nameNs),
+                                std::string(nameNs) + ".svc"}) {
+        both(alias);
+        domains_.push_back(DomainEntry{port, std::move(alias), &vh, &host, false});
+      }
+    }
+  }
+}
+
+void Compiler::buildServiceHosts() {
+  for (const Service* svc : serviceOrder_) {
+    const config::VirtualService* vs = virtualServiceFor(svc->host);
+    if (vs) vsHostsUsed_.insert(svc->host);
+    for (const config::ServicePort& sp : svc->se->ports) {
+      // Every port gets its service-wide cluster (TCP proxying needs it too).
+      serviceCluster(svc->host, sp.number, resourceName("ServiceEntry", svc->se->metadata));
+      if (!isHttpProtocol(sp.protocol)) continue;
+      VirtualHost* vh = newVirtualHost(svc->host, sp.number);
+      addDomains(svc->host, svc->se->addresses, sp.number, *vh);
+      if (vs) {
+        addRoutes(*vh, *vs, sp.number);
+      } else {
+        addDefaultRoute(*vh, svc->host, sp.number);
+      }
+    }
+  }
+}
+
+// A VirtualService host that names no ServiceEntry still gets a virtual host,
+// on port 80 and the ports of the services it routes to, so it is reachable.
+void Compiler::buildVirtualServiceOnlyHosts() {
+  for (const std::string& host : vsHostOrder_) {
+    if (vsHostsUsed_.contains(host) || services_.contains(host)) continue;
+    const config::VirtualService* vs = vsByHost_.at(host);
+    std::vector<uint32_t> ports{80};
+    auto addPort = [&](uint32_t p) {
+      if (std::find(ports.begin(), ports.end(), p) == ports.end()) ports.push_back(p);
+    };
+    for (const config::HTTPRoute& http : vs->http) {
+      for (const config::HTTPRouteDestination& d : http.route) {
+        if (d.destination.port && d.destination.port->number) {
+          addPort(d.destination.port->number);
+        } else if (auto it = services_.find(lowerCopy(d.destination.host)); it != services_.end()) {
+          for (const auto& sp : it->second.se->ports) {
+            if (isHttpProtocol(sp.protocol)) addPort(sp.number);
+          }
+        }
+      }
+    }
+    for (uint32_t port : ports) {
+      VirtualHost* vh = newVirtualHost(host, port);
+      addDomains(host, {}, port, *vh);
+      addRoutes(*vh, *vs, port);
+    }
+  }
+}
+
+// Real names and VIPs claim a Host form before short aliases do, so
+// `reviews.default` never hides a service actually called that; among equals
+// the first loaded wins, on every port alike.
+void Compiler::publishDomains() {
+  std::unordered_map<std::string_view, const std::string*> owner;
+  owner.reserve(domains_.size());
+  for (const DomainEntry& d : domains_) {
+    if (d.primary) owner.try_emplace(d.form, d.owner);
+  }
+  for (const DomainEntry& d : domains_) {
+    if (!d.primary) owner.try_emplace(d.form, d.owner);
+  }
+  for (const DomainEntry& d : domains_) {
+    if (*owner[d.form] != *d.owner) continue;
+    snap_.routeConfigs[d.port].exact.try_emplace(d.form, d.vh);
+    std::vector<uint32_t>& ports = snap_.servicePorts[d.form];
+    if (std::find(ports.begin(), ports.end(), d.port) == ports.end()) ports.push_back(d.port);
+  }
+  for (auto& [port, rc] : snap_.routeConfigs) {
+    std::stable_sort(rc.wildcards.begin(), rc.wildcards.end(),
+                     [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
+  }
+}
+
+std::vector<config::ConfigError> Compiler::run() {
+  // Sized up front: rehashing tables of tens of thousands of strings is a
+  // large share of compile time at 10k services.
+  const config::Resources& res = snap_.resources;
+  services_.reserve(res.serviceEntries.size());
+  endpointCache_.reserve(res.serviceEntries.size());
+  drByHost_.reserve(res.destinationRules.size());
+  vsByHost_.reserve(res.virtualServices.size());
+  snap_.clusterIndex.reserve(2 * res.serviceEntries.size() + 2 * res.virtualServices.size());
+  domains_.reserve(5 * res.serviceEntries.size());
+  indexServices();
+  indexDestinationRules();
+  indexVirtualServices();
+  buildServiceHosts();
+  buildVirtualServiceOnlyHosts();
+  publishDomains();
+  return std::move(errors_);
+}
+
+}  // namespace
+
+std::expected<std::shared_ptr<const Snapshot>, std::vector<config::ConfigError>> compile(
+    config::Resources resources, uint64_t version) {
+  auto snap = std::make_shared<Snapshot>();
+  // Routes point into the resources, so they move in first and never move again.
+  snap->resources = std::move(resources);
+  snap->version = version;
+  std::vector<config::ConfigError> errors = Compiler(*snap).run();
+  if (!errors.empty()) return std::unexpected(std::move(errors));
+  return std::shared_ptr<const Snapshot>(std::move(snap));
+}
+
+}  // namespace sluice::route

@@ -1,0 +1,103 @@
+// Request-path lookups over a compiled Snapshot. compile() lives in
+// compile.cc.
+#include <algorithm>
+
+#include "route/match.h"
+#include "route/table.h"
+
+namespace sluice::route {
+
+namespace {
+
+// Lower-cases `host` into a per-thread buffer (capacity is kept, so no
+// allocation after warm-up) and drops a trailing root dot.
+const std::string& normalizedHost(std::string_view host) {
+  thread_local std::string buf;
+  buf.assign(host.data(), host.size());
+  for (char& c : buf) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  if (!buf.empty() && buf.back() == '.') buf.pop_back();
+  return buf;
+}
+
+}  // namespace
+
+bool Route::matches_request(const RequestView& req) const {
+  if (matches.empty()) return true;
+  for (const auto& m : matches) {
+    if (m->matches(req)) return true;
+  }
+  return false;
+}
+
+const WeightedCluster* Route::pick(uint64_t random) const {
+  if (totalWeight == 0) return nullptr;
+  // Multiply-shift maps the 64-bit value onto [0, totalWeight) without the
+  // bias of `%` and without a division.
+  uint64_t r = static_cast<uint64_t>((static_cast<unsigned __int128>(random) * totalWeight) >> 64);
+  for (const WeightedCluster& wc : clusters) {
+    if (r < wc.weight) return &wc;
+    r -= wc.weight;
+  }
+  return nullptr;  // unreachable while totalWeight is the sum of weights
+}
+
+const Route* VirtualHost::match(const RequestView& req) const {
+  for (const Route& r : routes) {
+    if (r.matches_request(req)) return &r;
+  }
+  return nullptr;
+}
+
+const VirtualHost* RouteConfig::find(std::string_view host) const {
+  const std::string& h = normalizedHost(host);
+  if (auto it = exact.find(h); it != exact.end()) return it->second;
+  if (!wildcardIndex.empty()) {
+    // Leftmost dot first = longest suffix first. "*.example.com" needs at
+    // least one label before ".example.com", which a dot at index 0 lacks.
+    for (size_t dot = h.find('.', 1); dot != std::string::npos; dot = h.find('.', dot + 1)) {
+      // unordered_map<std::string> has no heterogeneous find here; the
+      // suffix copy is small and stays in SSO for most names.
+      if (auto it = wildcardIndex.find(h.substr(dot)); it != wildcardIndex.end()) return it->second;
+    }
+  }
+  return star;
+}
+
+const VirtualHost* Snapshot::findVirtualHost(uint32_t port, std::string_view hostNoPort,
+                                             uint32_t* resolvedPort) const {
+  auto lookup = [&](uint32_t p) -> const VirtualHost* {
+    auto it = routeConfigs.find(p);
+    if (it == routeConfigs.end()) return nullptr;
+    const VirtualHost* vh = it->second.find(hostNoPort);
+    if (vh && resolvedPort) *resolvedPort = p;
+    return vh;
+  };
+  if (port != 0) return lookup(port);
+
+  // Port unknown: the service's only port, else port 80 if it has one.
+  auto choose = [](const std::vector<uint32_t>& ports) -> uint32_t {
+    if (ports.size() == 1) return ports[0];
+    return std::find(ports.begin(), ports.end(), 80u) != ports.end() ? 80u : 0u;
+  };
+  if (auto it = servicePorts.find(normalizedHost(hostNoPort)); it != servicePorts.end()) {
+    uint32_t p = choose(it->second);
+    return p ? lookup(p) : nullptr;
+  }
+  // Not a known name: a wildcard or `*` virtual host may still take it. The
+  // number of distinct ports is small, so scanning the route configs is cheap.
+  std::vector<uint32_t> candidates;
+  for (const auto& [p, rc] : routeConfigs) {
+    if (rc.find(hostNoPort)) candidates.push_back(p);
+  }
+  uint32_t p = choose(candidates);
+  return p ? lookup(p) : nullptr;
+}
+
+const Cluster* Snapshot::findCluster(std::string_view name) const {
+  auto it = clusterIndex.find(std::string(name));
+  return it == clusterIndex.end() ? nullptr : it->second;
+}
+
+}  // namespace sluice::route

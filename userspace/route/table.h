@@ -1,0 +1,133 @@
+// Compiled routing state: what a worker consults for every request.
+//
+// compile() turns validated Istio resources into an immutable Snapshot:
+// per destination port, a hash of host -> virtual host (exact names and every
+// alias form of a service), a list of wildcard suffixes (longest first) and a
+// `*` fallback; per virtual host, the HTTP routes in order with their matchers
+// compiled; per route, the weighted clusters; per cluster, its endpoints and
+// load-balancing policy. Workers share one Snapshot read-only and swap to a
+// new one between requests.
+#pragma once
+
+#include <netinet/in.h>
+
+#include <cstdint>
+#include <expected>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "config/loader.h"
+#include "config/model.h"
+#include "http/parser.h"
+
+namespace sluice::route {
+
+struct Endpoint {
+  std::string address;  // IPv4 literal as configured
+  uint16_t port = 0;
+  sockaddr_in sockaddr{};  // ready for connect()
+  std::map<std::string, std::string> labels;
+  uint32_t weight = 1;
+  std::string key;  // "address:port", stable across snapshots (pool key)
+};
+
+enum class LbPolicy { LeastRequest, RoundRobin, Random };
+
+struct Cluster {
+  std::string name;         // outbound|9080|v1|reviews.default.svc.cluster.local
+  std::string serviceHost;  // reviews.default.svc.cluster.local
+  std::string subset;       // "" for the whole service
+  uint32_t port = 0;
+  std::vector<Endpoint> endpoints;
+  LbPolicy lb = LbPolicy::LeastRequest;
+  // Effective policy after subset/port-level inheritance (for later issues).
+  std::optional<config::TrafficPolicy> policy;
+  size_t index = 0;  // dense index into Snapshot::clusters, for per-worker state
+  // Endpoints differ in weight: balancers use their weighted forms. Set by
+  // compile(); whoever builds a Cluster by hand sets it too.
+  bool unequalWeights = false;
+  bool missing = false;  // referenced but not resolvable (unknown subset/service)
+};
+
+// What matchers look at. Views into the request head.
+struct RequestView {
+  std::string_view method;
+  std::string_view path;       // path + query, origin form ("/a/b?x=1")
+  std::string_view authority;  // Host / :authority as sent (may include :port)
+  std::string_view scheme = "http";
+  uint32_t port = 0;           // destination port the request was routed by
+  const std::vector<http::Header>* headers = nullptr;
+};
+
+struct WeightedCluster {
+  const Cluster* cluster = nullptr;
+  uint32_t weight = 0;
+  const config::HTTPRouteDestination* spec = nullptr;
+};
+
+class CompiledMatch;  // one HTTPMatchRequest, compiled (route/match.h)
+
+struct Route {
+  std::string name;                          // http[].name or "<vs>.<index>"
+  std::vector<std::shared_ptr<const CompiledMatch>> matches;  // empty = match all
+  std::vector<WeightedCluster> clusters;     // empty for redirect/directResponse
+  uint64_t totalWeight = 0;
+  const config::HTTPRoute* spec = nullptr;   // actions for later issues
+  const config::VirtualService* virtualService = nullptr;
+  std::optional<config::Duration> timeout;
+
+  bool matches_request(const RequestView& req) const;
+  // `random` is any uniformly distributed 64-bit value.
+  const WeightedCluster* pick(uint64_t random) const;
+};
+
+struct VirtualHost {
+  std::string name;  // "reviews.default.svc.cluster.local:9080"
+  std::vector<std::string> domains;
+  std::vector<Route> routes;
+  // First route whose match blocks accept the request, or nullptr.
+  const Route* match(const RequestView& req) const;
+};
+
+struct RouteConfig {  // one per destination port, as Istio builds for a sidecar
+  uint32_t port = 0;
+  std::unordered_map<std::string, const VirtualHost*> exact;  // lower-case host forms
+  std::vector<std::pair<std::string, const VirtualHost*>> wildcards;  // ".example.com", longest first
+  const VirtualHost* star = nullptr;
+  // ".example.com" -> virtual host: find() hashes each dot-suffix of the host
+  // (longest first), so wildcard lookup costs O(labels), not O(wildcards).
+  std::unordered_map<std::string, const VirtualHost*> wildcardIndex;
+  const VirtualHost* find(std::string_view host) const;  // host without port, any case
+};
+
+class Snapshot {
+ public:
+  config::Resources resources;
+  std::vector<std::unique_ptr<VirtualHost>> virtualHosts;
+  std::vector<std::unique_ptr<Cluster>> clusters;
+  std::unordered_map<uint32_t, RouteConfig> routeConfigs;  // by port
+  std::unordered_map<std::string, std::vector<uint32_t>> servicePorts;  // host form -> ports
+  std::vector<std::string> warnings;  // e.g. a route to an unknown subset
+  uint64_t version = 0;
+  std::unordered_map<std::string, const Cluster*> clusterIndex;  // by Cluster::name
+  // Specs of the routes compile() makes up (the default route of a service
+  // without a VirtualService), so Route::spec and WeightedCluster::spec are
+  // never null.
+  std::vector<std::unique_ptr<config::HTTPRoute>> syntheticRoutes;
+
+  // Picks the virtual host for a request: port from the original destination
+  // or the Host/URI port (0 = unknown: the service's only port is used).
+  const VirtualHost* findVirtualHost(uint32_t port, std::string_view hostNoPort,
+                                     uint32_t* resolvedPort = nullptr) const;
+  const Cluster* findCluster(std::string_view name) const;
+};
+
+std::expected<std::shared_ptr<const Snapshot>, std::vector<config::ConfigError>> compile(
+    config::Resources resources, uint64_t version);
+
+}  // namespace sluice::route

@@ -1,0 +1,178 @@
+#include "stats/stats.h"
+
+#include <fmt/format.h>
+
+#include <map>
+#include <tuple>
+
+namespace sluice::stats {
+
+const char* counterName(Counter c) {
+  switch (c) {
+    case Counter::DownstreamCxTotal: return "downstream_cx_total";
+    case Counter::DownstreamCxActive: return "downstream_cx_active";
+    case Counter::DownstreamRqTotal: return "downstream_rq_total";
+    case Counter::DownstreamRq1xx: return "downstream_rq_1xx";
+    case Counter::DownstreamRq2xx: return "downstream_rq_2xx";
+    case Counter::DownstreamRq3xx: return "downstream_rq_3xx";
+    case Counter::DownstreamRq4xx: return "downstream_rq_4xx";
+    case Counter::DownstreamRq5xx: return "downstream_rq_5xx";
+    case Counter::DownstreamRqBad: return "downstream_rq_bad";
+    case Counter::UpstreamCxTotal: return "upstream_cx_total";
+    case Counter::UpstreamCxActive: return "upstream_cx_active";
+    case Counter::UpstreamCxConnectFail: return "upstream_cx_connect_fail";
+    case Counter::UpstreamCxConnectTimeout: return "upstream_cx_connect_timeout";
+    case Counter::UpstreamCxReused: return "upstream_cx_reused";
+    case Counter::UpstreamRqTotal: return "upstream_rq_total";
+    case Counter::UpstreamRqTimeout: return "upstream_rq_timeout";
+    case Counter::UpstreamRqRetry: return "upstream_rq_retry";
+    case Counter::UpstreamRqResetBeforeResponse: return "upstream_rq_reset_before_response";
+    case Counter::NoRoute: return "no_route";
+    case Counter::NoHealthyUpstream: return "upstream_rq_no_healthy_upstream";
+    case Counter::RecvBufferExhausted: return "recv_buffer_exhausted";
+    case Counter::kCount: break;
+  }
+  return "unknown";
+}
+
+size_t RequestKeyHash::operator()(const RequestKey& k) const {
+  std::hash<std::string> h;
+  size_t v = h(k.cluster);
+  v = v * 31 + h(k.responseFlags);
+  v = v * 31 + k.responseCode;
+  return v;
+}
+
+void StatsShard::recordRequest(const RequestKey& key, uint64_t durationUs, uint64_t reqBytes,
+                               uint64_t respBytes) {
+  auto it = series_.find(key);  // only this thread inserts: a lock-free read
+  if (it == series_.end()) {
+    std::lock_guard lock(insertMu_);
+    it = series_.emplace(key, std::make_unique<RequestSeries>()).first;
+  }
+  RequestSeries& s = *it->second;
+  s.count.fetch_add(1, std::memory_order_relaxed);
+  s.durationSumUs.fetch_add(durationUs, std::memory_order_relaxed);
+  s.requestBytes.fetch_add(reqBytes, std::memory_order_relaxed);
+  s.responseBytes.fetch_add(respBytes, std::memory_order_relaxed);
+  double ms = double(durationUs) / 1000.0;
+  for (size_t i = 0; i < kDurationBucketsMs.size(); ++i) {
+    if (ms <= kDurationBucketsMs[i]) {
+      s.buckets[i].fetch_add(1, std::memory_order_relaxed);
+      break;  // buckets are stored non-cumulative; rendering accumulates
+    }
+  }
+}
+
+std::vector<StatsShard::SeriesCopy> StatsShard::series() const {
+  std::lock_guard lock(insertMu_);
+  std::vector<SeriesCopy> out;
+  out.reserve(series_.size());
+  for (const auto& [k, s] : series_) {
+    SeriesCopy c{k, s->count.load(), s->durationSumUs.load(), s->requestBytes.load(),
+                 s->responseBytes.load(), {}};
+    for (size_t i = 0; i < c.buckets.size(); ++i) c.buckets[i] = s->buckets[i].load();
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+uint64_t Registry::total(Counter c) const {
+  uint64_t v = 0;
+  for (const StatsShard* s : shards_) v += s->get(c);
+  return v;
+}
+
+namespace {
+
+using MergedKey = std::tuple<std::string, std::string, std::string, uint16_t, std::string>;
+
+std::map<MergedKey, StatsShard::SeriesCopy> merge(const std::vector<const StatsShard*>& shards) {
+  std::map<MergedKey, StatsShard::SeriesCopy> merged;
+  for (const StatsShard* shard : shards) {
+    for (auto& c : shard->series()) {
+      MergedKey mk{c.key.destinationService, c.key.destinationVersion, c.key.cluster,
+                   c.key.responseCode, c.key.responseFlags};
+      auto [it, fresh] = merged.emplace(mk, c);
+      if (fresh) continue;
+      auto& m = it->second;
+      m.count += c.count;
+      m.durationSumUs += c.durationSumUs;
+      m.requestBytes += c.requestBytes;
+      m.responseBytes += c.responseBytes;
+      for (size_t i = 0; i < m.buckets.size(); ++i) m.buckets[i] += c.buckets[i];
+    }
+  }
+  return merged;
+}
+
+// Splits "reviews.default.svc.cluster.local" into name and namespace as
+// Istio's destination_service_name / destination_service_namespace do.
+std::pair<std::string, std::string> serviceNameNs(const std::string& fqdn) {
+  auto dot = fqdn.find('.');
+  if (dot == std::string::npos || fqdn.find(".svc.") == std::string::npos) return {fqdn, "unknown"};
+  auto dot2 = fqdn.find('.', dot + 1);
+  return {fqdn.substr(0, dot), fqdn.substr(dot + 1, dot2 - dot - 1)};
+}
+
+std::string labels(const StatsShard::SeriesCopy& c) {
+  auto [name, ns] = serviceNameNs(c.key.destinationService);
+  return fmt::format(
+      "reporter=\"source\",request_protocol=\"http\",response_code=\"{}\",response_flags=\"{}\","
+      "destination_service=\"{}\",destination_service_name=\"{}\",destination_service_namespace=\"{}\","
+      "destination_version=\"{}\",destination_cluster=\"{}\"",
+      c.key.responseCode, c.key.responseFlags, c.key.destinationService, name, ns,
+      c.key.destinationVersion, c.key.cluster);
+}
+
+}  // namespace
+
+std::string Registry::renderText() const {
+  std::string out;
+  for (size_t i = 0; i < size_t(Counter::kCount); ++i) {
+    out += fmt::format("{}: {}\n", counterName(Counter(i)), total(Counter(i)));
+  }
+  out += fmt::format("config_reload_ok: {}\nconfig_reload_fail: {}\n", configReloadOk.load(),
+                     configReloadFail.load());
+  for (const auto& [k, c] : merge(shards_)) {
+    out += fmt::format("cluster.{}.upstream_rq_{}: {}\n", c.key.cluster.empty() ? "none" : c.key.cluster,
+                       c.key.responseCode, c.count);
+  }
+  return out;
+}
+
+std::string Registry::renderPrometheus() const {
+  std::string out;
+  auto merged = merge(shards_);
+  out += "# TYPE istio_requests_total counter\n";
+  for (const auto& [k, c] : merged) out += fmt::format("istio_requests_total{{{}}} {}\n", labels(c), c.count);
+  out += "# TYPE istio_request_duration_milliseconds histogram\n";
+  for (const auto& [k, c] : merged) {
+    std::string l = labels(c);
+    uint64_t cum = 0;
+    for (size_t i = 0; i < c.buckets.size(); ++i) {
+      cum += c.buckets[i];
+      out += fmt::format("istio_request_duration_milliseconds_bucket{{{},le=\"{}\"}} {}\n", l,
+                         kDurationBucketsMs[i], cum);
+    }
+    out += fmt::format("istio_request_duration_milliseconds_bucket{{{},le=\"+Inf\"}} {}\n", l, c.count);
+    out += fmt::format("istio_request_duration_milliseconds_sum{{{}}} {:.3f}\n", l,
+                       double(c.durationSumUs) / 1000.0);
+    out += fmt::format("istio_request_duration_milliseconds_count{{{}}} {}\n", l, c.count);
+  }
+  out += "# TYPE istio_request_bytes_sum counter\n";
+  for (const auto& [k, c] : merged) out += fmt::format("istio_request_bytes_sum{{{}}} {}\n", labels(c), c.requestBytes);
+  out += "# TYPE istio_response_bytes_sum counter\n";
+  for (const auto& [k, c] : merged) out += fmt::format("istio_response_bytes_sum{{{}}} {}\n", labels(c), c.responseBytes);
+  for (size_t i = 0; i < size_t(Counter::kCount); ++i) {
+    out += fmt::format("# TYPE sluice_{} {}\nsluice_{} {}\n", counterName(Counter(i)),
+                       (Counter(i) == Counter::DownstreamCxActive || Counter(i) == Counter::UpstreamCxActive)
+                           ? "gauge" : "counter",
+                       counterName(Counter(i)), total(Counter(i)));
+  }
+  out += fmt::format("# TYPE sluice_config_reload_ok counter\nsluice_config_reload_ok {}\n", configReloadOk.load());
+  out += fmt::format("# TYPE sluice_config_reload_fail counter\nsluice_config_reload_fail {}\n", configReloadFail.load());
+  return out;
+}
+
+}  // namespace sluice::stats

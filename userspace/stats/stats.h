@@ -1,0 +1,117 @@
+// Metrics: Istio's standard request metrics and Envoy-style counters.
+//
+// Each worker owns a StatsShard and is its only writer. Counters are relaxed
+// atomics so the admin thread can read them while the worker runs; the
+// labelled request series live in a map that the worker inserts into under a
+// mutex only when a new label set first appears, so the steady-state request
+// path takes no lock.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace sluice::stats {
+
+// Envoy's default histogram buckets (milliseconds), which Istio's
+// istio_request_duration_milliseconds uses.
+inline constexpr std::array<double, 19> kDurationBucketsMs = {
+    0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000,
+    300000, 600000, 1800000, 3600000};
+
+enum class Counter : size_t {
+  DownstreamCxTotal,
+  DownstreamCxActive,  // gauge
+  DownstreamRqTotal,
+  DownstreamRq1xx,
+  DownstreamRq2xx,
+  DownstreamRq3xx,
+  DownstreamRq4xx,
+  DownstreamRq5xx,
+  DownstreamRqBad,  // malformed requests answered locally (400/413/431/501/505)
+  UpstreamCxTotal,
+  UpstreamCxActive,  // gauge
+  UpstreamCxConnectFail,
+  UpstreamCxConnectTimeout,
+  UpstreamCxReused,
+  UpstreamRqTotal,
+  UpstreamRqTimeout,
+  UpstreamRqRetry,
+  UpstreamRqResetBeforeResponse,
+  NoRoute,
+  NoHealthyUpstream,
+  RecvBufferExhausted,
+  kCount
+};
+
+const char* counterName(Counter c);
+
+// One istio_requests_total series.
+struct RequestKey {
+  std::string destinationService;  // FQDN, "unknown" for no route
+  std::string destinationVersion;  // subset, "unknown" if none
+  std::string cluster;
+  uint16_t responseCode = 0;
+  std::string responseFlags;  // "-" when none
+  bool operator==(const RequestKey&) const = default;
+};
+
+struct RequestKeyHash {
+  size_t operator()(const RequestKey& k) const;
+};
+
+struct RequestSeries {
+  std::atomic<uint64_t> count{0};
+  std::atomic<uint64_t> durationSumUs{0};
+  std::array<std::atomic<uint64_t>, kDurationBucketsMs.size()> buckets{};
+  std::atomic<uint64_t> requestBytes{0};
+  std::atomic<uint64_t> responseBytes{0};
+};
+
+class StatsShard {
+ public:
+  void inc(Counter c, uint64_t n = 1) {
+    counters_[size_t(c)].fetch_add(n, std::memory_order_relaxed);
+  }
+  void dec(Counter c) { counters_[size_t(c)].fetch_sub(1, std::memory_order_relaxed); }
+  uint64_t get(Counter c) const { return counters_[size_t(c)].load(std::memory_order_relaxed); }
+
+  // Records one finished request. Worker thread only.
+  void recordRequest(const RequestKey& key, uint64_t durationUs, uint64_t reqBytes,
+                     uint64_t respBytes);
+
+  // Admin thread: copies every series out under the insertion lock.
+  struct SeriesCopy {
+    RequestKey key;
+    uint64_t count, durationSumUs, requestBytes, responseBytes;
+    std::array<uint64_t, kDurationBucketsMs.size()> buckets;
+  };
+  std::vector<SeriesCopy> series() const;
+
+ private:
+  std::array<std::atomic<uint64_t>, size_t(Counter::kCount)> counters_{};
+  mutable std::mutex insertMu_;
+  std::unordered_map<RequestKey, std::unique_ptr<RequestSeries>, RequestKeyHash> series_;
+};
+
+// Gathers shards for rendering. Shards are owned by workers and outlive this.
+class Registry {
+ public:
+  void add(const StatsShard* shard) { shards_.push_back(shard); }
+  uint64_t total(Counter c) const;
+  std::string renderText() const;        // /stats
+  std::string renderPrometheus() const;  // /stats/prometheus
+  // Global (non-worker) counters, e.g. config reloads.
+  std::atomic<uint64_t> configReloadOk{0};
+  std::atomic<uint64_t> configReloadFail{0};
+
+ private:
+  std::vector<const StatsShard*> shards_;
+};
+
+}  // namespace sluice::stats
