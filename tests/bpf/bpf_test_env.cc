@@ -4,11 +4,13 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -38,6 +40,24 @@ constexpr int kPathMax = 256;
 char gCgroups[kSlots][kPathMax];
 volatile sig_atomic_t gCgroupUsed[kSlots];
 volatile sig_atomic_t gPids[kSlots];
+char gMounts[kSlots][kPathMax];
+volatile sig_atomic_t gMountUsed[kSlots];
+
+void trackPath(char (*paths)[kPathMax], volatile sig_atomic_t* used, const std::string& path) {
+  if (path.size() >= kPathMax) return;
+  for (int i = 0; i < kSlots; ++i) {
+    if (!used[i]) {
+      std::memcpy(paths[i], path.c_str(), path.size() + 1);
+      used[i] = 1;
+      return;
+    }
+  }
+}
+
+void untrackPath(char (*paths)[kPathMax], volatile sig_atomic_t* used, const std::string& path) {
+  for (int i = 0; i < kSlots; ++i)
+    if (used[i] && path == paths[i]) used[i] = 0;
+}
 
 void emergencyHandler(int sig) {
   for (int i = 0; i < kSlots; ++i) {
@@ -49,6 +69,12 @@ void emergencyHandler(int sig) {
   }
   for (int i = 0; i < kSlots; ++i)
     if (gCgroupUsed[i]) ::rmdir(gCgroups[i]);
+  for (int i = 0; i < kSlots; ++i) {
+    if (gMountUsed[i]) {
+      ::umount2(gMounts[i], MNT_DETACH);
+      ::rmdir(gMounts[i]);
+    }
+  }
   ::signal(sig, SIG_DFL);
   ::raise(sig);
 }
@@ -62,20 +88,17 @@ void installEmergencyCleanup() {
   for (int sig : {SIGINT, SIGTERM, SIGABRT, SIGSEGV}) ::sigaction(sig, &sa, nullptr);
 }
 
-void trackCgroup(const std::string& path) {
-  if (path.size() >= kPathMax) return;
-  for (int i = 0; i < kSlots; ++i) {
-    if (!gCgroupUsed[i]) {
-      std::memcpy(gCgroups[i], path.c_str(), path.size() + 1);
-      gCgroupUsed[i] = 1;
-      return;
-    }
-  }
-}
+void trackCgroup(const std::string& path) { trackPath(gCgroups, gCgroupUsed, path); }
+void untrackCgroup(const std::string& path) { untrackPath(gCgroups, gCgroupUsed, path); }
+void trackMount(const std::string& path) { trackPath(gMounts, gMountUsed, path); }
+void untrackMount(const std::string& path) { untrackPath(gMounts, gMountUsed, path); }
 
-void untrackCgroup(const std::string& path) {
-  for (int i = 0; i < kSlots; ++i)
-    if (gCgroupUsed[i] && path == gCgroups[i]) gCgroupUsed[i] = 0;
+bool isMountPoint(const std::string& path) {
+  std::ifstream in("/proc/mounts");
+  std::string device, mountPoint, rest;
+  while (in >> device >> mountPoint && std::getline(in, rest))
+    if (mountPoint == path) return true;
+  return false;
 }
 
 void trackPid(pid_t pid) {
@@ -90,6 +113,28 @@ void trackPid(pid_t pid) {
 void untrackPid(pid_t pid) {
   for (int i = 0; i < kSlots; ++i)
     if (gPids[i] == pid) gPids[i] = 0;
+}
+
+std::expected<TrackedBpffs, std::string> TrackedBpffs::acquire(
+    const std::string& preferred, const std::string& fallbackTemplate) {
+  auto d = BpffsDir::acquire(preferred, fallbackTemplate);
+  if (!d) return std::unexpected(d.error());
+  if (d->ownsMount()) trackMount(d->path());
+  return TrackedBpffs(std::move(*d));
+}
+
+std::expected<void, std::string> TrackedBpffs::release() {
+  if (!dir_) return {};
+  std::string path = dir_->path();
+  bool owned = dir_->ownsMount();
+  auto r = dir_->release();
+  dir_.reset();
+  if (owned) untrackMount(path);
+  return r;
+}
+
+TrackedBpffs::~TrackedBpffs() {
+  if (auto r = release(); !r) std::fprintf(stderr, "sluice: %s\n", r.error().c_str());
 }
 
 // ---- sockets -----------------------------------------------------------------

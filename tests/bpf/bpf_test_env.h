@@ -12,6 +12,8 @@
 #include <optional>
 #include <string>
 
+#include "bpf/bpffs_dir.h"
+
 namespace sluice::bpf::testing {
 
 bool inCi();
@@ -26,6 +28,31 @@ void trackCgroup(const std::string& path);
 void untrackCgroup(const std::string& path);
 void trackPid(pid_t pid);
 void untrackPid(pid_t pid);
+// A private bpffs mounted by the run: lazily unmounted, then its directory
+// removed (pins inside it go with the instance).
+void trackMount(const std::string& path);
+void untrackMount(const std::string& path);
+
+// True when /proc/mounts lists a mount whose mount point is exactly `path`.
+bool isMountPoint(const std::string& path);
+
+// BpffsDir plus its emergency-cleanup entry while it owns a private mount.
+class TrackedBpffs {
+ public:
+  static std::expected<TrackedBpffs, std::string> acquire(
+      const std::string& preferred = kDefaultBpffs,
+      const std::string& fallbackTemplate = kBpffsFallbackTemplate);
+  TrackedBpffs(TrackedBpffs&&) noexcept = default;
+  TrackedBpffs(const TrackedBpffs&) = delete;
+  ~TrackedBpffs();
+  const BpffsDir& dir() const { return *dir_; }
+  // Release first, untrack after: a signal in between still finds the entry.
+  std::expected<void, std::string> release();
+
+ private:
+  explicit TrackedBpffs(BpffsDir d) : dir_(std::move(d)) {}
+  std::optional<BpffsDir> dir_;
+};
 
 // 127.0.0.1:<ephemeral> TCP listener owned by the test process.
 class Listener {

@@ -3,17 +3,18 @@
 // outside it, and checks the kernel's counts, then that nothing is left behind.
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
-#include <sys/statfs.h>
-#include <linux/magic.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <optional>
 #include <thread>
 
 #include <gtest/gtest.h>
 
+#include "bpf/bpffs_dir.h"
 #include "bpf/cgroup.h"
 #include "bpf/sockops_loader.h"
 #include "bpf_test_env.h"
@@ -233,22 +234,55 @@ TEST(SockopsBpf, RefusesToAdoptAnExistingCgroup) {
   EXPECT_EQ(::access(tc.cg->path().c_str(), F_OK), 0) << "the original must survive";
 }
 
+// Pins under /sys/fs/bpf when the host mounted bpffs there; otherwise under a
+// private bpffs the test mounts in /tmp (never on /sys/fs/bpf) and removes.
 TEST(SockopsBpf, PinsMapsInPerRunDirectoryAndUnpins) {
   SLUICE_REQUIRE_BPF();
-  struct statfs fs {};
-  if (::statfs("/sys/fs/bpf", &fs) != 0 || fs.f_type != BPF_FS_MAGIC)
-    GTEST_SKIP() << "/sys/fs/bpf is not a bpffs mount; this test does not mount one";
-  const std::string dir = "/sys/fs/bpf/sluice-test-" + std::to_string(::getpid());
+  const bool hostBpffs = isBpffs(kDefaultBpffs);
+  std::string root;
+  bool owned = false;
   {
-    auto prog = SockopsProgram::load({.pinDir = dir});
-    ASSERT_TRUE(prog) << prog.error();
-    ASSERT_EQ(prog->pinnedPaths().size(), 2u);
-    for (const auto& p : prog->pinnedPaths()) {
-      EXPECT_EQ(p.rfind(dir + "/", 0), 0u) << p;
-      EXPECT_EQ(::access(p.c_str(), F_OK), 0) << p;
+    auto fs = testing::TrackedBpffs::acquire();
+    ASSERT_TRUE(fs) << fs.error();
+    root = fs->dir().path();
+    owned = fs->dir().ownsMount();
+    EXPECT_EQ(owned, !hostBpffs);
+    if (owned) {
+      EXPECT_NE(root, kDefaultBpffs);
+      EXPECT_TRUE(testing::isMountPoint(root)) << root;
+    } else {
+      EXPECT_EQ(root, kDefaultBpffs);
     }
+    ASSERT_TRUE(isBpffs(root)) << root;
+
+    const std::string dir = root + "/sluice-test-" + std::to_string(::getpid());
+    {
+      auto prog = SockopsProgram::load({.pinDir = dir});
+      ASSERT_TRUE(prog) << prog.error();
+      ASSERT_EQ(prog->pinnedPaths().size(), 2u);
+      for (const auto& p : prog->pinnedPaths()) {
+        EXPECT_EQ(p.rfind(dir + "/", 0), 0u) << p;
+        // A real pinned map, not just a file: the kernel hands back a map fd.
+        int fd = bpf_obj_get(p.c_str());
+        EXPECT_GE(fd, 0) << p << ": " << std::strerror(errno);
+        if (fd >= 0) {
+          bpf_map_info mi{};
+          __u32 len = sizeof(mi);
+          EXPECT_EQ(bpf_obj_get_info_by_fd(fd, &mi, &len), 0) << p;
+          EXPECT_EQ(p.substr(p.find_last_of('/') + 1), mi.name);
+          ::close(fd);
+        }
+      }
+    }
+    EXPECT_NE(::access(dir.c_str(), F_OK), 0) << dir << " left behind";
+    auto released = fs->release();
+    EXPECT_TRUE(released) << released.error();
   }
-  EXPECT_NE(::access(dir.c_str(), F_OK), 0) << dir << " left behind";
+  if (owned) {
+    EXPECT_FALSE(testing::isMountPoint(root)) << root << " still mounted";
+    EXPECT_NE(::access(root.c_str(), F_OK), 0) << root << " left behind";
+  }
+  EXPECT_EQ(isBpffs(kDefaultBpffs), hostBpffs) << "/sys/fs/bpf must be left as found";
 }
 
 TEST(SockopsBpf, ProbeSaysBpfIsUsable) {

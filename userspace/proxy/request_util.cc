@@ -6,6 +6,8 @@
 #include <ctime>
 #include <sys/time.h>
 
+#include "http/status.h"
+
 namespace sluice::proxy {
 
 namespace {
@@ -133,7 +135,7 @@ std::string buildDownstreamHead(const http::ResponseHead& resp, uint64_t service
   std::string out;
   out.reserve(resp.headBytes + 96);
   out.append("HTTP/1.1 ").append(std::to_string(resp.status)).append(" ");
-  out.append(resp.reason.empty() ? reasonPhrase(resp.status) : resp.reason).append("\r\n");
+  out.append(resp.reason.empty() ? http::reasonPhrase(resp.status) : resp.reason).append("\r\n");
   for (const http::Header& h : resp.headers) {
     if (http::iequals(h.name, "transfer-encoding")) {
       if (dechunk) continue;
@@ -155,7 +157,7 @@ std::string buildDownstreamHead(const http::ResponseHead& resp, uint64_t service
 std::string buildLocalReply(int status, std::string_view body, bool close, bool isHead,
                             std::string_view extraHeaders) {
   bool noBody = status == 204 || status == 304 || (status >= 100 && status < 200);
-  std::string out = fmt::format("HTTP/1.1 {} {}\r\n", status, reasonPhrase(status));
+  std::string out = fmt::format("HTTP/1.1 {} {}\r\n", status, http::reasonPhrase(status));
   if (!noBody) {
     out += fmt::format("content-length: {}\r\n", body.size());
     if (!body.empty()) out += "content-type: text/plain\r\n";
@@ -188,39 +190,6 @@ std::string redirectLocation(const config::HTTPRedirect& r, const TargetParts& t
   std::string out = scheme + "://" + host;
   if (port) out += ":" + std::to_string(port);
   return out + path;
-}
-
-std::string_view reasonPhrase(int status) {
-  switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 413: return "Payload Too Large";
-    case 414: return "URI Too Long";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
-  }
 }
 
 std::string formatLogTime() {

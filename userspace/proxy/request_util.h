@@ -42,7 +42,6 @@ std::string buildLocalReply(int status, std::string_view body, bool close, bool 
                             std::string_view extraHeaders);
 std::string redirectLocation(const config::HTTPRedirect& r, const TargetParts& target,
                              uint32_t requestPort);
-std::string_view reasonPhrase(int status);
 // "2026-11-27T03:13:49.123Z", as Envoy's %START_TIME%.
 std::string formatLogTime();
 

@@ -1,5 +1,7 @@
 #include "upstream_server/controls.h"
 
+#include "config/loader.h"
+
 #include <charconv>
 #include <cmath>
 
@@ -54,7 +56,7 @@ std::optional<std::string_view> apply(std::string_view name, std::string_view va
     if (!parseUint(value, n) || n < 200 || n > 599) return "status must be an integer in 200..599";
     c.status = static_cast<int>(n);
   } else if (sameControl(name, "delay")) {
-    auto d = parseGoDuration(value);
+    auto d = config::parseDuration(value);
     if (!d) return "delay must be a duration like 100ms or 2s";
     if (*d > kMaxDelay) return "delay is capped at 5m";
     c.delay = *d;
@@ -105,50 +107,6 @@ TargetParts splitTarget(std::string_view target) {
   return parts;
 }
 
-std::optional<std::chrono::nanoseconds> parseGoDuration(std::string_view s) {
-  if (s == "0") return std::chrono::nanoseconds(0);
-  if (s.empty()) return std::nullopt;
-  long double total = 0;
-  // Each iteration eats one "<number><unit>" group, so it runs at most
-  // s.size() times.
-  while (!s.empty()) {
-    size_t i = 0;
-    long double value = 0;
-    bool digits = false;
-    while (i < s.size() && s[i] >= '0' && s[i] <= '9') {
-      value = value * 10 + (s[i] - '0');
-      ++i;
-      digits = true;
-    }
-    if (i < s.size() && s[i] == '.') {
-      ++i;
-      long double scale = 0.1L;
-      while (i < s.size() && s[i] >= '0' && s[i] <= '9') {
-        value += (s[i] - '0') * scale;
-        scale /= 10;
-        ++i;
-        digits = true;
-      }
-    }
-    if (!digits) return std::nullopt;
-    s.remove_prefix(i);
-    size_t u = 0;
-    while (u < s.size() && !(s[u] >= '0' && s[u] <= '9') && s[u] != '.') ++u;
-    std::string_view unit = s.substr(0, u);
-    s.remove_prefix(u);
-    long double mult;
-    if (unit == "ns") mult = 1;
-    else if (unit == "us" || unit == "\xC2\xB5s" || unit == "\xCE\xBCs") mult = 1e3L;
-    else if (unit == "ms") mult = 1e6L;
-    else if (unit == "s") mult = 1e9L;
-    else if (unit == "m") mult = 60e9L;
-    else if (unit == "h") mult = 3600e9L;
-    else return std::nullopt;
-    total += value * mult;
-    if (total > 9.2e18L) return std::nullopt;
-  }
-  return std::chrono::nanoseconds(static_cast<int64_t>(std::llround(total)));
-}
 
 std::expected<Controls, std::string_view> parseControls(const http::RequestHead& head,
                                                         std::string_view query) {

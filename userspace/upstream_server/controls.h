@@ -42,8 +42,6 @@ struct TargetParts {
 // Splits an origin-form or absolute-form request target.
 TargetParts splitTarget(std::string_view target);
 
-// Go time.ParseDuration syntax without sign: "100ms", "1.5s", "2h45m", "0".
-std::optional<std::chrono::nanoseconds> parseGoDuration(std::string_view text);
 
 // Returns a message for the client (static storage) when a control value is
 // malformed.

@@ -1,5 +1,7 @@
 #include "upstream_server/response.h"
 
+#include "http/status.h"
+
 #include <charconv>
 
 namespace sluice::upstream_server {
@@ -16,40 +18,6 @@ void appendLowerJsonKey(std::string& out, std::string_view name) {
 }
 
 }  // namespace
-
-std::string_view reasonPhrase(int status) {
-  switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Status";
-  }
-}
 
 void appendUint(std::string& out, uint64_t v) {
   char buf[24];
@@ -131,7 +99,7 @@ void appendHead(std::string& out, const HeadSpec& spec) {
   out.append("HTTP/1.1 ");
   appendUint(out, static_cast<uint64_t>(spec.status));
   out.push_back(' ');
-  out.append(reasonPhrase(spec.status));
+  out.append(http::reasonPhrase(spec.status));
   out.append("\r\n");
   if (!spec.contentType.empty()) {
     out.append("content-type: ");

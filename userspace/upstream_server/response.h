@@ -15,8 +15,6 @@
 
 namespace sluice::upstream_server {
 
-std::string_view reasonPhrase(int status);
-
 // Appends `s` as a JSON string literal. Bytes >= 0x80 are written as
 // \u00XX (read as Latin-1, which is what HTTP's obs-text historically meant),
 // so the output is valid JSON whatever the client sent.

@@ -1,4 +1,5 @@
 #include "proxy/request_util.h"
+#include "http/status.h"
 
 #include <gtest/gtest.h>
 
@@ -386,9 +387,9 @@ TEST(NewRequestId, IsAVersion4Uuid) {
 }
 
 TEST(ReasonPhrase, KnownAndUnknown) {
-  EXPECT_EQ(reasonPhrase(431), "Request Header Fields Too Large");
-  EXPECT_EQ(reasonPhrase(504), "Gateway Timeout");
-  EXPECT_EQ(reasonPhrase(299), "Unknown");
+  EXPECT_EQ(http::reasonPhrase(431), "Request Header Fields Too Large");
+  EXPECT_EQ(http::reasonPhrase(504), "Gateway Timeout");
+  EXPECT_EQ(http::reasonPhrase(299), "Unknown");
 }
 
 TEST(FormatLogTime, Rfc3339Milliseconds) {

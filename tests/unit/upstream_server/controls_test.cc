@@ -19,26 +19,6 @@ http::RequestHead headWith(std::vector<http::Header> headers) {
   return h;
 }
 
-TEST(ParseGoDuration, AcceptsGoSyntax) {
-  EXPECT_EQ(parseGoDuration("0"), 0ns);
-  EXPECT_EQ(parseGoDuration("100ms"), 100ms);
-  EXPECT_EQ(parseGoDuration("2s"), 2s);
-  EXPECT_EQ(parseGoDuration("1.5s"), 1500ms);
-  EXPECT_EQ(parseGoDuration("2h45m"), 2h + 45min);
-  EXPECT_EQ(parseGoDuration("1m30s"), 90s);
-  EXPECT_EQ(parseGoDuration("250us"), 250us);
-  EXPECT_EQ(parseGoDuration("250\xC2\xB5s"), 250us);
-  EXPECT_EQ(parseGoDuration(".5s"), 500ms);
-  EXPECT_EQ(parseGoDuration("7ns"), 7ns);
-}
-
-TEST(ParseGoDuration, RejectsMalformed) {
-  for (const char* bad : {"", "10", "ms", "1x", "-1s", "1.s.", "1s 2s", "s1", "."}) {
-    EXPECT_FALSE(parseGoDuration(bad).has_value()) << bad;
-  }
-  EXPECT_FALSE(parseGoDuration("99999999999999h").has_value());
-}
-
 TEST(SplitTarget, OriginAndAbsoluteForms) {
   auto a = splitTarget("/p/q?x=1&y");
   EXPECT_EQ(a.path, "/p/q");
