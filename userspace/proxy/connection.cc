@@ -37,10 +37,13 @@ void Connection::pauseReading() {
   io_uring_sqe_set_data(s, nullptr);
 }
 
+// Writes are gathered until the end of the worker's loop turn (flush()), so
+// a response head and the first body bytes, or several pipelined answers,
+// leave in one send and one TCP segment instead of one each.
 void Connection::write(std::string_view data) {
   if (closing_ || data.empty()) return;
   pending_.append(data);
-  if (!sendInFlight_) submitSend();
+  queueFlush();
 }
 
 void Connection::write(std::string&& data) {
@@ -50,7 +53,18 @@ void Connection::write(std::string&& data) {
   } else {
     pending_.append(data);
   }
-  if (!sendInFlight_) submitSend();
+  queueFlush();
+}
+
+void Connection::queueFlush() {
+  if (sendInFlight_ || flushQueued_) return;
+  flushQueued_ = true;
+  worker_.flushLater(this);
+}
+
+void Connection::flush() {
+  flushQueued_ = false;
+  if (!closing_ && !sendInFlight_) submitSend();
 }
 
 void Connection::submitSend() {
@@ -111,6 +125,7 @@ void Connection::onCompletion(uint8_t op, int32_t res, uint32_t flags) {
 }
 
 void Connection::handleRecv(int32_t res, uint32_t flags) {
+  worker_.stats().inc(stats::Counter::CompletionsRecv);
   bool more = flags & IORING_CQE_F_MORE;
   if (!more) recvArmed_ = false;
   if (res > 0) {
@@ -127,7 +142,10 @@ void Connection::handleRecv(int32_t res, uint32_t flags) {
     onData();
     // onData may have paused or closed us; otherwise keep the recv armed
     // (a multishot recv ends when the buffer group runs dry).
-    if (!closing_ && !more && !paused_ && !peerClosed_) startReading();
+    if (!closing_ && !more && !paused_ && !peerClosed_) {
+      worker_.stats().inc(stats::Counter::RecvRearm);
+      startReading();
+    }
     return;
   }
   if (res == -ENOBUFS) {
@@ -144,6 +162,7 @@ void Connection::handleRecv(int32_t res, uint32_t flags) {
 }
 
 void Connection::handleSend(int32_t res) {
+  worker_.stats().inc(stats::Counter::CompletionsSend);
   sendInFlight_ = false;
   finishOp();
   if (closing_) return;

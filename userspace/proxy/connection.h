@@ -69,6 +69,8 @@ class Connection : public core::CompletionHandler {
   void handleRecv(int32_t res, uint32_t flags);
   void handleSend(int32_t res);
   void submitSend();
+  void queueFlush();
+  void flush();  // called by the worker once per loop turn
   void finishOp();
 
   core::IoOp recvOp_{this, kRecv};
@@ -84,6 +86,7 @@ class Connection : public core::CompletionHandler {
   bool closeAfterFlush_ = false;
   bool peerClosed_ = false;
   bool destroyQueued_ = false;
+  bool flushQueued_ = false;
 };
 
 }  // namespace sluice::proxy

@@ -18,8 +18,12 @@ namespace sluice::proxy {
 
 namespace {
 constexpr unsigned kRingEntries = 1024;
-constexpr unsigned kBufferCount = 1024;   // per worker
-constexpr unsigned kBufferSize = 16384;   // one TLS record / typical head+body chunk
+// Buffers go back to the kernel as soon as their bytes are copied out, so
+// only what arrives within one loop turn is held: 256 x 16 KiB (4 MiB of
+// address space, touched lazily) covers bursts; a dry ring costs one re-arm
+// (counted as recv_buffer_exhausted), not data.
+constexpr unsigned kBufferCount = 256;
+constexpr unsigned kBufferSize = 16384;
 constexpr uint64_t kMaxWaitNs = 50'000'000;  // bounds reaction to stop and config swaps
 }  // namespace
 
@@ -176,6 +180,12 @@ void Worker::beginDrain() {
   }
 }
 
+void Worker::flushWrites() {
+  // Index loop: a flush never queues another, but keep it safe anyway.
+  for (size_t i = 0; i < flushQueue_.size(); ++i) flushQueue_[i]->flush();
+  flushQueue_.clear();
+}
+
 void Worker::reap() {
   while (!graveyard_.empty()) {
     std::vector<Connection*> dead;
@@ -206,14 +216,19 @@ void Worker::run() {
   listener_->arm();
   for (;;) {
     ring_.submitAndWait(timers_.nextTimeoutNs(kMaxWaitNs));
+    stats_.inc(stats::Counter::LoopIterations);
     ring_.drain([](core::IoOp* op, int32_t res, uint32_t flags) {
       if (op && op->owner) op->owner->onCompletion(op->kind, res, flags);
     });
     timers_.advance();
+    flushWrites();  // before reap: queued connections are still alive
     reap();
     flushLog();
     adoptSnapshotIfChanged();
-    if (engine_.stopping() && !draining_) beginDrain();
+    if (engine_.stopping() && !draining_) {
+      beginDrain();
+      flushWrites();
+    }
     if (draining_) {
       if (downstreams_.empty() && listener_->idle()) break;
       if (clock_.nowNs() > drainDeadlineNs_) break;
@@ -225,6 +240,7 @@ void Worker::run() {
     ring_.drain([](core::IoOp* op, int32_t res, uint32_t flags) {
       if (op && op->owner) op->owner->onCompletion(op->kind, res, flags);
     });
+    flushWrites();
     reap();
   }
   flushLog();

@@ -68,6 +68,8 @@ class Worker {
   const std::shared_ptr<const route::Snapshot>& snapshot() const { return snapshot_; }
 
   void destroyLater(Connection* c) { graveyard_.push_back(c); }
+  // Connections with bytes to send; flushed once per loop turn.
+  void flushLater(Connection* c) { flushQueue_.push_back(c); }
   void noteBufferExhaustion() { stats_.inc(stats::Counter::RecvBufferExhausted); }
 
   EndpointState& endpointState(const route::Endpoint& ep);
@@ -86,6 +88,7 @@ class Worker {
   void beginDrain();
   void reap();
   void flushLog();
+  void flushWrites();
 
   Engine& engine_;
   int index_;
@@ -104,6 +107,7 @@ class Worker {
   mutable std::mutex endpointsMu_;
   upstream::LoadBalancer lb_;
   std::vector<Connection*> graveyard_;
+  std::vector<Connection*> flushQueue_;
   std::vector<Connection*> downstreams_;
   std::string logBuf_;
   bool draining_ = false;

@@ -30,6 +30,10 @@ const char* counterName(Counter c) {
     case Counter::NoRoute: return "no_route";
     case Counter::NoHealthyUpstream: return "upstream_rq_no_healthy_upstream";
     case Counter::RecvBufferExhausted: return "recv_buffer_exhausted";
+    case Counter::LoopIterations: return "worker_loop_iterations";
+    case Counter::CompletionsRecv: return "worker_completions_recv";
+    case Counter::CompletionsSend: return "worker_completions_send";
+    case Counter::RecvRearm: return "worker_recv_rearm";
     case Counter::kCount: break;
   }
   return "unknown";
@@ -51,14 +55,18 @@ void StatsShard::recordRequest(const RequestKey& key, uint64_t durationUs, uint6
     it = series_.emplace(key, std::make_unique<RequestSeries>()).first;
   }
   RequestSeries& s = *it->second;
-  s.count.fetch_add(1, std::memory_order_relaxed);
-  s.durationSumUs.fetch_add(durationUs, std::memory_order_relaxed);
-  s.requestBytes.fetch_add(reqBytes, std::memory_order_relaxed);
-  s.responseBytes.fetch_add(respBytes, std::memory_order_relaxed);
+  // Single writer: plain load/store pairs, as in inc().
+  auto add = [](std::atomic<uint64_t>& a, uint64_t n) {
+    a.store(a.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  };
+  add(s.count, 1);
+  add(s.durationSumUs, durationUs);
+  add(s.requestBytes, reqBytes);
+  add(s.responseBytes, respBytes);
   double ms = double(durationUs) / 1000.0;
   for (size_t i = 0; i < kDurationBucketsMs.size(); ++i) {
     if (ms <= kDurationBucketsMs[i]) {
-      s.buckets[i].fetch_add(1, std::memory_order_relaxed);
+      add(s.buckets[i], 1);
       break;  // buckets are stored non-cumulative; rendering accumulates
     }
   }

@@ -46,6 +46,10 @@ enum class Counter : size_t {
   NoRoute,
   NoHealthyUpstream,
   RecvBufferExhausted,
+  LoopIterations,   // io_uring waits (one submit+wait each)
+  CompletionsRecv,  // multishot recv completions
+  CompletionsSend,
+  RecvRearm,        // multishot recv ended and was armed again
   kCount
 };
 
@@ -75,10 +79,16 @@ struct RequestSeries {
 
 class StatsShard {
  public:
+  // Single writer (the owning worker): a plain load and store, no locked
+  // read-modify-write, and still a torn-free value for the admin reader.
   void inc(Counter c, uint64_t n = 1) {
-    counters_[size_t(c)].fetch_add(n, std::memory_order_relaxed);
+    auto& a = counters_[size_t(c)];
+    a.store(a.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
   }
-  void dec(Counter c) { counters_[size_t(c)].fetch_sub(1, std::memory_order_relaxed); }
+  void dec(Counter c) {
+    auto& a = counters_[size_t(c)];
+    a.store(a.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+  }
   uint64_t get(Counter c) const { return counters_[size_t(c)].load(std::memory_order_relaxed); }
 
   // Records one finished request. Worker thread only.
