@@ -12,7 +12,8 @@ cleanup() {
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   echo "demo: stopped"
 }
-trap cleanup INT TERM EXIT
+trap cleanup EXIT
+trap 'cleanup; exit 0' INT TERM  # Ctrl-C is how the demo is meant to end
 
 for port in 15000 15001 18081 18082; do
   if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
