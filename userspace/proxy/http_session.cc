@@ -195,11 +195,21 @@ void DownstreamConn::onIdleTimeout() {
 
 void DownstreamConn::onData() { processInput(); }
 
-void DownstreamConn::onPeerClosed(int) {
-  // The client went away. Whatever is in flight is abandoned: Envoy's
-  // "downstream connection termination" (DC).
+void DownstreamConn::onPeerClosed(int err) {
+  // A clean EOF after a complete request is a half-close (`curl` with
+  // --no-keepalive over some tools, `nc -N`): answer it, then close. An EOF
+  // mid-request or a reset means the client went away: whatever is in
+  // flight is abandoned, Envoy's "downstream connection termination" (DC).
+  if (err == 0 && ex_ && ex_->reqDone) {
+    halfClosed_ = true;
+    return;
+  }
   if (ex_) abortExchange("DC");
-  close();
+  if (err == 0) {
+    closeAfterFlush();  // a local reply (e.g. 400) may still be queued
+  } else {
+    close();
+  }
 }
 
 void DownstreamConn::onDrained() {
@@ -437,7 +447,7 @@ bool DownstreamConn::handleResponseHead() {
   ex.serviceTimeMs = (worker_.clock().nowNs() - ex.upstreamSentNs) / 1'000'000;
   ex.dechunk = ex.http10 && resp_.framing.kind == http::Framing::Kind::Chunked;
   bool untilClose = resp_.framing.kind == http::Framing::Kind::UntilClose;
-  ex.closeAfter = !ex.keepAlive || draining_ || ex.dechunk || untilClose;
+  ex.closeAfter = !ex.keepAlive || draining_ || halfClosed_ || ex.dechunk || untilClose;
   ex.respBody.reset(resp_.framing);
   std::string head = buildDownstreamHead(resp_, ex.serviceTimeMs, ex.closeAfter, ex.http10, ex.dechunk);
   up_->consume(resp_.headBytes);
@@ -582,7 +592,7 @@ void DownstreamConn::localReply(int status, std::string_view body, std::string_v
   }
   ex.status = status;
   ex.flags.assign(flags);
-  ex.closeAfter = !ex.keepAlive || draining_;
+  ex.closeAfter = !ex.keepAlive || draining_ || halfClosed_;
   std::string out = buildLocalReply(status, body, ex.closeAfter, ex.isHead, extraHeaders);
   ex.respBytes += out.size();
   ex.respStarted = true;
@@ -596,7 +606,7 @@ void DownstreamConn::finishExchange(bool upstreamReusable) {
   retryTimer_.cancel();
   releaseUpstream(upstreamReusable);
   logAndCount();
-  bool keep = ex.keepAlive && ex.reqDone && !ex.closeAfter && !draining_;
+  bool keep = ex.keepAlive && ex.reqDone && !ex.closeAfter && !draining_ && !halfClosed_;
   ex_.reset();
   if (!keep) {
     closeAfterFlush();

@@ -108,6 +108,7 @@ class DownstreamConn final : public Connection {
   bool draining_ = false;
   bool pausedForUpstream_ = false;
   bool inProcess_ = false;
+  bool halfClosed_ = false;  // client sent EOF after a complete request
   core::MemberTimer<DownstreamConn, &DownstreamConn::onRouteTimeout> routeTimer_{this};
   core::MemberTimer<DownstreamConn, &DownstreamConn::onRetryTimer> retryTimer_{this};
   core::MemberTimer<DownstreamConn, &DownstreamConn::onIdleTimeout> idleTimer_{this};
