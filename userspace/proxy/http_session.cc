@@ -55,6 +55,33 @@ struct DownstreamConn::Exchange {
   int status = 0;
   std::string flags = "-";
   uint64_t respBytes = 0;
+
+  // Back to the state of a new exchange, keeping the strings' capacity: one
+  // Exchange per connection is reused request after request.
+  void clear() {
+    snapshot.reset();
+    route = nullptr;
+    cluster = nullptr;
+    for (std::string* str : {&method, &authority, &path, &requestId, &userAgent, &forwardedFor,
+                             &upstreamHead, &upstreamHost}) {
+      str->clear();
+    }
+    isHead = http10 = false;
+    keepAlive = true;
+    reqBody.reset({});
+    reqDone = false;
+    reqBodySent = 0;
+    respBody.reset({});
+    respHeadDone = respStarted = dechunk = closeAfter = false;
+    endpoint = -1;
+    ep = nullptr;
+    retriesLeft = 2;
+    raceRetried = false;
+    startNs = upstreamSentNs = serviceTimeMs = 0;
+    status = 0;
+    flags.assign("-");
+    respBytes = 0;
+  }
 };
 
 // ---------------------------------------------------------------- upstream
@@ -245,7 +272,12 @@ bool DownstreamConn::startRequest() {
   http::ParseStatus st = http::parseRequestHead(input_.data(), input_.size(), limits_, head_, err);
   if (st == http::ParseStatus::Incomplete) return false;
   idleTimer_.cancel();
-  ex_ = std::make_unique<Exchange>();
+  if (spare_) {
+    ex_ = std::move(spare_);
+    ex_->clear();
+  } else {
+    ex_ = std::make_unique<Exchange>();
+  }
   Exchange& ex = *ex_;
   ex.startNs = worker_.clock().nowNs();
   worker_.stats().inc(Counter::DownstreamRqTotal);
@@ -607,7 +639,7 @@ void DownstreamConn::finishExchange(bool upstreamReusable) {
   releaseUpstream(upstreamReusable);
   logAndCount();
   bool keep = ex.keepAlive && ex.reqDone && !ex.closeAfter && !draining_ && !halfClosed_;
-  ex_.reset();
+  retireExchange();
   if (!keep) {
     closeAfterFlush();
     return;
@@ -627,7 +659,14 @@ void DownstreamConn::abortExchange(std::string_view flags) {
   retryTimer_.cancel();
   releaseUpstream(false);
   logAndCount();
-  ex_.reset();
+  retireExchange();
+}
+
+void DownstreamConn::retireExchange() {
+  // Drop the snapshot now: an idle keep-alive connection must not keep an
+  // old configuration alive.
+  ex_->snapshot.reset();
+  spare_ = std::move(ex_);
 }
 
 void DownstreamConn::logAndCount() {
@@ -642,10 +681,10 @@ void DownstreamConn::logAndCount() {
     case 5: worker_.stats().inc(Counter::DownstreamRq5xx); break;
     default: break;
   }
-  stats::RequestKey key;
+  stats::RequestKeyView key;
   if (ex.cluster) {
     key.destinationService = ex.cluster->serviceHost;
-    key.destinationVersion = ex.cluster->subset.empty() ? "unknown" : ex.cluster->subset;
+    key.destinationVersion = ex.cluster->subset.empty() ? std::string_view("unknown") : ex.cluster->subset;
     key.cluster = ex.cluster->name;
   } else {
     key.destinationService = "unknown";

@@ -98,8 +98,10 @@ class DownstreamConn final : public Connection {
   void onRetryTimer();
   void onIdleTimeout();
   void logAndCount();
+  void retireExchange();
 
   std::unique_ptr<Exchange> ex_;
+  std::unique_ptr<Exchange> spare_;  // the previous exchange, reused
   UpstreamConn* up_ = nullptr;
   sockaddr_in peer_;
   http::Limits limits_;

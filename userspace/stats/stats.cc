@@ -39,20 +39,28 @@ const char* counterName(Counter c) {
   return "unknown";
 }
 
-size_t RequestKeyHash::operator()(const RequestKey& k) const {
-  std::hash<std::string> h;
+size_t RequestKeyHash::operator()(const RequestKeyView& k) const {
+  // The cluster name already implies service and version.
+  std::hash<std::string_view> h;
   size_t v = h(k.cluster);
   v = v * 31 + h(k.responseFlags);
   v = v * 31 + k.responseCode;
   return v;
 }
 
-void StatsShard::recordRequest(const RequestKey& key, uint64_t durationUs, uint64_t reqBytes,
+size_t RequestKeyHash::operator()(const RequestKey& k) const {
+  return (*this)(RequestKeyView{k.destinationService, k.destinationVersion, k.cluster, k.responseCode,
+                                k.responseFlags});
+}
+
+void StatsShard::recordRequest(const RequestKeyView& key, uint64_t durationUs, uint64_t reqBytes,
                                uint64_t respBytes) {
   auto it = series_.find(key);  // only this thread inserts: a lock-free read
   if (it == series_.end()) {
+    RequestKey owned{std::string(key.destinationService), std::string(key.destinationVersion),
+                     std::string(key.cluster), key.responseCode, std::string(key.responseFlags)};
     std::lock_guard lock(insertMu_);
-    it = series_.emplace(key, std::make_unique<RequestSeries>()).first;
+    it = series_.emplace(std::move(owned), std::make_unique<RequestSeries>()).first;
   }
   RequestSeries& s = *it->second;
   // Single writer: plain load/store pairs, as in inc().

@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -65,8 +66,30 @@ struct RequestKey {
   bool operator==(const RequestKey&) const = default;
 };
 
+// The same key as views, for the per-request lookup: no string is copied
+// unless the series is new.
+struct RequestKeyView {
+  std::string_view destinationService;
+  std::string_view destinationVersion;
+  std::string_view cluster;
+  uint16_t responseCode = 0;
+  std::string_view responseFlags;
+};
+
 struct RequestKeyHash {
+  using is_transparent = void;
   size_t operator()(const RequestKey& k) const;
+  size_t operator()(const RequestKeyView& k) const;
+};
+
+struct RequestKeyEq {
+  using is_transparent = void;
+  bool operator()(const RequestKey& a, const RequestKey& b) const { return a == b; }
+  bool operator()(const RequestKeyView& a, const RequestKey& b) const {
+    return a.responseCode == b.responseCode && a.cluster == b.cluster && a.responseFlags == b.responseFlags &&
+           a.destinationService == b.destinationService && a.destinationVersion == b.destinationVersion;
+  }
+  bool operator()(const RequestKey& a, const RequestKeyView& b) const { return (*this)(b, a); }
 };
 
 struct RequestSeries {
@@ -92,7 +115,7 @@ class StatsShard {
   uint64_t get(Counter c) const { return counters_[size_t(c)].load(std::memory_order_relaxed); }
 
   // Records one finished request. Worker thread only.
-  void recordRequest(const RequestKey& key, uint64_t durationUs, uint64_t reqBytes,
+  void recordRequest(const RequestKeyView& key, uint64_t durationUs, uint64_t reqBytes,
                      uint64_t respBytes);
 
   // Admin thread: copies every series out under the insertion lock.
@@ -106,7 +129,7 @@ class StatsShard {
  private:
   std::array<std::atomic<uint64_t>, size_t(Counter::kCount)> counters_{};
   mutable std::mutex insertMu_;
-  std::unordered_map<RequestKey, std::unique_ptr<RequestSeries>, RequestKeyHash> series_;
+  std::unordered_map<RequestKey, std::unique_ptr<RequestSeries>, RequestKeyHash, RequestKeyEq> series_;
 };
 
 // Gathers shards for rendering. Shards are owned by workers and outlive this.
