@@ -10,7 +10,8 @@ SAN ?=
 
 CXX ?= g++
 CLANG ?= clang
-BPFTOOL ?= bpftool
+# Debian puts bpftool in /usr/sbin, which a non-login PATH may lack.
+BPFTOOL ?= $(or $(shell command -v bpftool 2>/dev/null),/usr/sbin/bpftool)
 PKGS := liburing libbpf yaml-0.1 yaml-cpp re2 fmt openssl
 DEPS_STAMP := $(BUILD)/.deps-ok
 
