@@ -334,7 +334,7 @@ apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
 metadata: {name: vm1, namespace: vms}
 spec:
-  address: 10.0.0.7
+  address: 127.100.0.7
   ports: {http: 8080}
   labels: {app: details, version: v1}
   weight: 5
@@ -373,7 +373,7 @@ spec:
   ASSERT_TRUE(l.errors.empty()) << testing::joinLines(l.errors);
   const auto& r = l.report.resources;
   ASSERT_EQ(r.workloadEntries.size(), 2u);
-  EXPECT_EQ(r.workloadEntries[0].address, "10.0.0.7");
+  EXPECT_EQ(r.workloadEntries[0].address, "127.100.0.7");
   EXPECT_EQ(r.workloadEntries[0].ports.at("http"), 8080u);
   EXPECT_EQ(r.workloadEntries[0].labels.at("version"), "v1");
   EXPECT_EQ(r.workloadEntries[0].weight, 5u);

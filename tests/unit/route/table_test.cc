@@ -33,10 +33,10 @@ config::Resources bookinfo() {
   config::Resources r;
   r.serviceEntries.push_back(serviceEntry(
       "reviews", {kReviews}, {port(9080)},
-      {endpoint("10.0.0.1", {{"version", "v1"}}), endpoint("10.0.0.2", {{"version", "v2"}}),
-       endpoint("10.0.0.3", {{"version", "v3"}})},
+      {endpoint("127.100.0.1", {{"version", "v1"}}), endpoint("127.100.0.2", {{"version", "v2"}}),
+       endpoint("127.100.0.3", {{"version", "v3"}})},
       {"240.0.0.10"}));
-  r.serviceEntries.push_back(serviceEntry("ratings", {kRatings}, {port(9080)}, {endpoint("10.0.1.1")}));
+  r.serviceEntries.push_back(serviceEntry("ratings", {kRatings}, {port(9080)}, {endpoint("127.100.1.1")}));
   r.destinationRules.push_back(destinationRule(
       "reviews", kReviews, {subset("v1", {{"version", "v1"}}), subset("v2", {{"version", "v2"}})}));
   return r;
@@ -75,11 +75,11 @@ TEST(HostSelection, UnknownHostAndWrongPortFindNothing) {
 TEST(HostSelection, PortSpecificVirtualHosts) {
   config::Resources r;
   r.serviceEntries.push_back(serviceEntry("api", {"api.default.svc.cluster.local"},
-                                          {port(8080, "http"), port(80, "web")}, {endpoint("10.1.0.1")}));
+                                          {port(8080, "http"), port(80, "web")}, {endpoint("127.101.0.1")}));
   r.serviceEntries.push_back(serviceEntry("admin", {"admin.default.svc.cluster.local"},
-                                          {port(9000, "a"), port(9001, "b")}, {endpoint("10.1.0.2")}));
+                                          {port(9000, "a"), port(9001, "b")}, {endpoint("127.101.0.2")}));
   r.serviceEntries.push_back(serviceEntry("single", {"single.default.svc.cluster.local"}, {port(7000)},
-                                          {endpoint("10.1.0.3")}));
+                                          {endpoint("127.101.0.3")}));
   auto s = mustCompile(std::move(r));
   ASSERT_TRUE(s);
   EXPECT_EQ(s->findVirtualHost(8080, "api")->name, "api.default.svc.cluster.local:8080");
@@ -108,7 +108,7 @@ TEST(HostSelection, WildcardsLongestSuffixThenStar) {
   config::Resources r;
   r.serviceEntries.push_back(serviceEntry("wide", {"*.example.com"}, {port(80)}));
   r.serviceEntries.push_back(serviceEntry("narrow", {"*.api.example.com"}, {port(80)}));
-  r.serviceEntries.push_back(serviceEntry("exact", {"www.api.example.com"}, {port(80)}, {endpoint("10.2.0.1")}));
+  r.serviceEntries.push_back(serviceEntry("exact", {"www.api.example.com"}, {port(80)}, {endpoint("127.102.0.1")}));
   r.serviceEntries.push_back(serviceEntry("all", {"*"}, {port(80)}));
   auto s = mustCompile(std::move(r));
   ASSERT_TRUE(s);
@@ -128,8 +128,8 @@ TEST(HostSelection, RealNameBeatsShortAlias) {
   config::Resources r;
   // "reviews.default" is both the alias of the cluster.local service and the
   // real name of an external one: the real name wins.
-  r.serviceEntries.push_back(serviceEntry("internal", {kReviews}, {port(80)}, {endpoint("10.3.0.1")}));
-  r.serviceEntries.push_back(serviceEntry("external", {"reviews.default"}, {port(80)}, {endpoint("10.3.0.2")}));
+  r.serviceEntries.push_back(serviceEntry("internal", {kReviews}, {port(80)}, {endpoint("127.103.0.1")}));
+  r.serviceEntries.push_back(serviceEntry("external", {"reviews.default"}, {port(80)}, {endpoint("127.103.0.2")}));
   auto s = mustCompile(std::move(r));
   ASSERT_TRUE(s);
   EXPECT_EQ(s->findVirtualHost(80, "reviews.default")->name, "reviews.default:80");
@@ -284,7 +284,7 @@ TEST(RouteMatching, DefaultRouteForServiceWithoutVirtualService) {
 TEST(RouteMatching, MatchBlocksForOtherPortsAreDropped) {
   config::Resources r;
   r.serviceEntries.push_back(serviceEntry("api", {"api.default.svc.cluster.local"},
-                                          {port(8080, "a"), port(9090, "b")}, {endpoint("10.1.0.1")}));
+                                          {port(8080, "a"), port(9090, "b")}, {endpoint("127.101.0.1")}));
   config::HTTPMatchRequest on9090;
   on9090.port = 9090;
   r.virtualServices.push_back(virtualService(
@@ -309,7 +309,7 @@ TEST(RouteMatching, MatchBlocksForOtherPortsAreDropped) {
 TEST(RouteMatching, DestinationPortRules) {
   config::Resources r = bookinfo();
   r.serviceEntries.push_back(serviceEntry("multi", {"multi.default.svc.cluster.local"},
-                                          {port(81, "a"), port(82, "b")}, {endpoint("10.9.0.1")}));
+                                          {port(81, "a"), port(82, "b")}, {endpoint("127.109.0.1")}));
   // ratings has one port (9080): a route on reviews:9080 to ratings uses it;
   // an explicit port wins; multi-port without a port uses the vhost's port.
   r.virtualServices.push_back(virtualService(
@@ -367,7 +367,7 @@ TEST(RouteMatching, TcpOnlyVirtualServiceLeavesTheDefaultHttpRoute) {
 
 TEST(RouteMatching, WildcardVirtualServiceCoversService) {
   config::Resources r;
-  r.serviceEntries.push_back(serviceEntry("ext", {"api.example.com"}, {port(80)}, {endpoint("10.4.0.1")}));
+  r.serviceEntries.push_back(serviceEntry("ext", {"api.example.com"}, {port(80)}, {endpoint("127.104.0.1")}));
   r.virtualServices.push_back(
       virtualService("wild", {"*.example.com"}, {httpRoute({dest("api.example.com")}, {uriPrefix("/v1")})}));
   auto s = mustCompile(std::move(r));
@@ -419,12 +419,12 @@ TEST(RouteClusters, SubsetsSelectServiceEntryEndpointsByLabels) {
   const Cluster* v1 = s->findCluster("outbound|9080|v1|reviews.default.svc.cluster.local");
   ASSERT_NE(v1, nullptr);
   ASSERT_EQ(v1->endpoints.size(), 1u);
-  EXPECT_EQ(v1->endpoints[0].address, "10.0.0.1");
-  EXPECT_EQ(v1->endpoints[0].key, "10.0.0.1:9080");
+  EXPECT_EQ(v1->endpoints[0].address, "127.100.0.1");
+  EXPECT_EQ(v1->endpoints[0].key, "127.100.0.1:9080");
   EXPECT_EQ(v1->endpoints[0].weight, 1u);
   EXPECT_EQ(ntohs(v1->endpoints[0].sockaddr.sin_port), 9080);
   EXPECT_EQ(v1->endpoints[0].sockaddr.sin_family, AF_INET);
-  EXPECT_EQ(ntohl(v1->endpoints[0].sockaddr.sin_addr.s_addr), 0x0a000001u);
+  EXPECT_EQ(ntohl(v1->endpoints[0].sockaddr.sin_addr.s_addr), 0x7f640001u);
   const Cluster* all = s->findCluster("outbound|9080||reviews.default.svc.cluster.local");
   ASSERT_NE(all, nullptr);
   EXPECT_EQ(all->endpoints.size(), 3u);
@@ -445,12 +445,12 @@ TEST(RouteClusters, WorkloadEntriesSelectedByLabelsInTheSameNamespace) {
     w.metadata.namespace_ = std::move(ns);
     return w;
   };
-  r.workloadEntries.push_back(we("r1", "10.5.0.1", {{"app", "reviews"}, {"version", "v1"}}, "default"));
-  r.workloadEntries.push_back(we("r2", "10.5.0.2", {{"app", "reviews"}, {"version", "v2"}}, "default"));
+  r.workloadEntries.push_back(we("r1", "127.105.0.1", {{"app", "reviews"}, {"version", "v1"}}, "default"));
+  r.workloadEntries.push_back(we("r2", "127.105.0.2", {{"app", "reviews"}, {"version", "v2"}}, "default"));
   r.workloadEntries.back().ports = {{"http", 9999}};
   r.workloadEntries.back().weight = 3;
-  r.workloadEntries.push_back(we("other-ns", "10.5.0.3", {{"app", "reviews"}}, "prod"));
-  r.workloadEntries.push_back(we("other-app", "10.5.0.4", {{"app", "ratings"}}, "default"));
+  r.workloadEntries.push_back(we("other-ns", "127.105.0.3", {{"app", "reviews"}}, "prod"));
+  r.workloadEntries.push_back(we("other-app", "127.105.0.4", {{"app", "ratings"}}, "default"));
   r.destinationRules.push_back(destinationRule("reviews", kReviews, {subset("v2", {{"version", "v2"}})}));
   r.virtualServices.push_back(virtualService("reviews", {kReviews}, {httpRoute({dest(kReviews, "v2")})}));
   auto s = mustCompile(std::move(r));
@@ -458,25 +458,25 @@ TEST(RouteClusters, WorkloadEntriesSelectedByLabelsInTheSameNamespace) {
   const Cluster* all = s->findCluster("outbound|9080||reviews.default.svc.cluster.local");
   ASSERT_NE(all, nullptr);
   ASSERT_EQ(all->endpoints.size(), 2u);
-  EXPECT_EQ(all->endpoints[0].key, "10.5.0.1:8080");  // the SE port's targetPort
-  EXPECT_EQ(all->endpoints[1].key, "10.5.0.2:9999");  // the entry's own port for "http"
+  EXPECT_EQ(all->endpoints[0].key, "127.105.0.1:8080");  // the SE port's targetPort
+  EXPECT_EQ(all->endpoints[1].key, "127.105.0.2:9999");  // the entry's own port for "http"
   EXPECT_TRUE(all->unequalWeights);
   const Cluster* v2 = s->findCluster("outbound|9080|v2|reviews.default.svc.cluster.local");
   ASSERT_EQ(v2->endpoints.size(), 1u);
-  EXPECT_EQ(v2->endpoints[0].address, "10.5.0.2");
+  EXPECT_EQ(v2->endpoints[0].address, "127.105.0.2");
   EXPECT_EQ(v2->endpoints[0].weight, 3u);
 }
 
 TEST(RouteClusters, DnsEndpointsAreSkippedWithAWarning) {
   config::Resources r;
   r.serviceEntries.push_back(serviceEntry("ext", {"ext.example.com"}, {port(80)},
-                                          {endpoint("backend.example.com"), endpoint("10.6.0.1")}));
+                                          {endpoint("backend.example.com"), endpoint("127.106.0.1")}));
   auto s = mustCompile(std::move(r));
   ASSERT_TRUE(s);
   const Cluster* c = s->findCluster("outbound|80||ext.example.com");
   ASSERT_NE(c, nullptr);
   ASSERT_EQ(c->endpoints.size(), 1u);
-  EXPECT_EQ(c->endpoints[0].address, "10.6.0.1");
+  EXPECT_EQ(c->endpoints[0].address, "127.106.0.1");
   EXPECT_TRUE(hasWarning(*s, "backend.example.com"));
 }
 
@@ -506,7 +506,7 @@ TEST(ClusterPolicy, SubsetOverridesTopLevelAndPortLevelReplaces) {
   config::Resources r;
   r.serviceEntries.push_back(serviceEntry(
       "reviews", {kReviews}, {port(9080, "http"), port(9443, "alt")},
-      {endpoint("10.0.0.1", {{"version", "v1"}}), endpoint("10.0.0.2", {{"version", "v2"}})}));
+      {endpoint("127.100.0.1", {{"version", "v1"}}), endpoint("127.100.0.2", {{"version", "v2"}})}));
   config::DestinationRule dr = destinationRule(
       "reviews", kReviews, {subset("v1", {{"version", "v1"}}), subset("v2", {{"version", "v2"}})});
   dr.trafficPolicy.emplace();
@@ -551,10 +551,10 @@ TEST(ClusterPolicy, SubsetOverridesTopLevelAndPortLevelReplaces) {
 TEST(ClusterPolicy, DefaultsAndUnsupportedModes) {
   using Simple = config::LoadBalancerSettings::Simple;
   config::Resources r;
-  r.serviceEntries.push_back(serviceEntry("a", {"a.example.com"}, {port(80)}, {endpoint("10.7.0.1")}));
-  r.serviceEntries.push_back(serviceEntry("b", {"b.example.com"}, {port(80)}, {endpoint("10.7.0.2")}));
-  r.serviceEntries.push_back(serviceEntry("c", {"c.example.com"}, {port(80)}, {endpoint("10.7.0.3")}));
-  r.serviceEntries.push_back(serviceEntry("d", {"d.other.org"}, {port(80)}, {endpoint("10.7.0.4")}));
+  r.serviceEntries.push_back(serviceEntry("a", {"a.example.com"}, {port(80)}, {endpoint("127.107.0.1")}));
+  r.serviceEntries.push_back(serviceEntry("b", {"b.example.com"}, {port(80)}, {endpoint("127.107.0.2")}));
+  r.serviceEntries.push_back(serviceEntry("c", {"c.example.com"}, {port(80)}, {endpoint("127.107.0.3")}));
+  r.serviceEntries.push_back(serviceEntry("d", {"d.other.org"}, {port(80)}, {endpoint("127.107.0.4")}));
   auto pass = destinationRule("b", "b.example.com");
   pass.trafficPolicy.emplace();
   pass.trafficPolicy->loadBalancer = lb(Simple::Passthrough);
