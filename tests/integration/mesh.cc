@@ -72,16 +72,18 @@ std::expected<void, std::string> Mesh::writeConfig(const std::string& file, std:
   return writeFileAtomic(configDir_ / file, content);
 }
 
-std::expected<void, std::string> Mesh::startDaemon(int workers, Millis readyTimeout) {
+std::expected<void, std::string> Mesh::startDaemon(int workers, Millis readyTimeout,
+                                                   const std::vector<std::string>& extraArgs) {
   const fs::path bin = binaryPath("sluiced");
   if (!fs::exists(bin)) return std::unexpected(bin.string() + " not built (run make)");
   outboundPort_ = freePort();
   adminPort_ = freePort();
-  auto p = Process::start({bin.string(), "--config-dir", configDir_.string(), "--outbound",
-                           "127.0.0.1:" + std::to_string(outboundPort_), "--admin",
-                           "127.0.0.1:" + std::to_string(adminPort_), "--workers", std::to_string(workers),
-                           "--bpf", "off"},
-                          dir_ / "sluiced.log");
+  std::vector<std::string> args = {bin.string(), "--config-dir", configDir_.string(), "--outbound",
+                                   "127.0.0.1:" + std::to_string(outboundPort_), "--admin",
+                                   "127.0.0.1:" + std::to_string(adminPort_), "--workers", std::to_string(workers),
+                                   "--bpf", "off"};
+  args.insert(args.end(), extraArgs.begin(), extraArgs.end());
+  auto p = Process::start(args, dir_ / "sluiced.log");
   if (!p) return std::unexpected(p.error());
   daemon_ = std::move(*p);
   if (!waitForHttp("http://127.0.0.1:" + std::to_string(adminPort_) + "/ready", readyTimeout)) {

@@ -42,7 +42,9 @@ class Mesh {
   std::expected<void, std::string> writeConfig(const std::string& file, std::string_view content);
 
   // Starts sluiced on fresh outbound/admin ports and waits for /ready.
-  std::expected<void, std::string> startDaemon(int workers = 2, Millis readyTimeout = 10000ms);
+  // `extraArgs` are appended to the command line.
+  std::expected<void, std::string> startDaemon(int workers = 2, Millis readyTimeout = 10000ms,
+                                               const std::vector<std::string>& extraArgs = {});
   Process& daemon() { return daemon_; }
   uint16_t outboundPort() const { return outboundPort_; }
   uint16_t adminPort() const { return adminPort_; }

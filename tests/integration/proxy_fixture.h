@@ -320,13 +320,13 @@ class RawConn {
 class ProxyTest : public ::testing::Test {
  protected:
   // Starts the echo upstream, writes kConfig and starts sluiced.
-  void startMesh(int workers = 2) {
+  void startMesh(int workers = 2, const std::vector<std::string>& daemonArgs = {}) {
     ASSERT_OK(mesh_.startUpstreams({"echo"}));
     mesh_.setVar("DEAD_PORT", std::to_string(freePort()));
     auto cfg = renderTemplate(kConfig, mesh_.vars());
     ASSERT_OK(cfg);
     ASSERT_OK(mesh_.writeConfig("proxy-test.yaml", *cfg));
-    ASSERT_OK(mesh_.startDaemon(workers));
+    ASSERT_OK(mesh_.startDaemon(workers, 10000ms, daemonArgs));
   }
 
   std::expected<Response, std::string> get(const std::string& target, std::vector<Header> headers = {}) {

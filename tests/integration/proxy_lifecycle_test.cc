@@ -385,3 +385,39 @@ TEST_F(ProxyLifecycle, PrometheusCountsRequestsByCodeAndService) {
 
 }  // namespace
 }  // namespace sluice::itest::proxy
+
+namespace sluice::itest::proxy {
+namespace {
+
+// A request whose client stops sending mid-body ends after the stream idle
+// timeout with 408 (no response head had arrived) and a closed connection;
+// one whose client stops reading mid-response is reset. Either way the
+// daemon's fds go back to where they were.
+TEST_F(ProxyLifecycle, StalledStreamsEndAfterTheIdleTimeout) {
+  ASSERT_NO_FATAL_FAILURE(startMesh(1, {"--stream-idle-timeout", "1"}));
+  const int baseline = fdCount(daemonPid());
+  auto c = raw();
+  ASSERT_OK(c);
+  ASSERT_OK(c->send("POST /slow HTTP/1.1\r\nHost: echo:9080\r\nContent-Length: 100\r\n\r\n0123456789"));
+  const auto start = std::chrono::steady_clock::now();
+  auto r = c->readResponse();
+  ASSERT_TRUE(r) << r.error() << out();
+  EXPECT_EQ(r->status, 408) << r->body;
+  const auto waited = msSince(start);
+  EXPECT_GE(waited, 900);
+  EXPECT_LE(waited, 3000);
+  EXPECT_TRUE(eventually([&] { return c->peerClosed(); }, 2000ms));
+
+  // Stop reading a large response: the proxy resets instead of holding it.
+  auto s = raw(5000ms, 4096);
+  ASSERT_OK(s);
+  ASSERT_OK(s->send("GET /big?size=50000000 HTTP/1.1\r\nHost: echo:9080\r\n\r\n"));
+  EXPECT_TRUE(eventually([&] { return stat("downstream_rq_idle_timeout") >= 2; }, 5000ms))
+      << "stalled reader not timed out" << out();
+  EXPECT_TRUE(eventually([&] { return fdCount(daemonPid()) <= baseline; }, 3000ms))
+      << "fds " << fdCount(daemonPid()) << " vs baseline " << baseline;
+  ASSERT_TRUE(mesh_.daemon().running()) << out();
+}
+
+}  // namespace
+}  // namespace sluice::itest::proxy

@@ -54,6 +54,7 @@ int main(int argc, char** argv) {
   std::string credentialsDir;
   std::string gatewayBind = "0.0.0.0";
   double drainSeconds = 10;
+  double streamIdleSeconds = 300;
   app.add_option("--config-dir", configDir, "directory of Istio YAML (watched)");
   app.add_option("--outbound", outbound, "capture listener ADDR:PORT");
   app.add_option("--admin", adminAddr, "admin listener ADDR:PORT");
@@ -65,6 +66,9 @@ int main(int argc, char** argv) {
   app.add_option("--gateway-bind", gatewayBind, "address Gateway servers bind to");
   app.add_option("--drain-timeout", drainSeconds, "seconds to finish in-flight requests on SIGTERM")
       ->check(CLI::Range(0.0, 3600.0));
+  app.add_option("--stream-idle-timeout", streamIdleSeconds,
+                 "seconds without progress on an active request before it ends (408, flag SI)")
+      ->check(CLI::Range(0.001, 86400.0));
   CLI11_PARSE(app, argc, argv);
 
   sluice::proxy::EngineOptions opts;
@@ -77,6 +81,7 @@ int main(int argc, char** argv) {
   opts.workers = workers;
   opts.accessLogPath = accessLog;
   opts.drainTimeoutNs = uint64_t(drainSeconds * 1e9);
+  opts.streamIdleTimeoutNs = uint64_t(streamIdleSeconds * 1e9);
 
   // The capture programs (connect4, sk_msg) are not part of this build yet;
   // the probe still tells the operator whether this host could run them.

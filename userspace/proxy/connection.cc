@@ -173,6 +173,8 @@ void Connection::handleSend(int32_t res) {
   }
   sentOff_ += size_t(res);
   bytesOut_ += uint64_t(res);
+  onSendProgress();
+  if (closing_) return;
   submitSend();
   if (!sendInFlight_) {
     if (closeAfterFlush_) {

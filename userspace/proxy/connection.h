@@ -47,6 +47,8 @@ class Connection : public core::CompletionHandler {
   virtual void onPeerClosed(int err) = 0;
   // Everything written so far has been sent.
   virtual void onDrained() {}
+  // Some bytes were sent (progress, for idle timeouts).
+  virtual void onSendProgress() {}
   // Called once, just before deletion.
   virtual void onDestroy() {}
   // Extra completions (connect) for subclasses.

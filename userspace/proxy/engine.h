@@ -28,6 +28,9 @@ struct EngineOptions {
   uint64_t drainTimeoutNs = 10'000'000'000ull;
   uint64_t connectTimeoutNs = 10'000'000'000ull;  // Istio's default connectTimeout
   uint64_t idleTimeoutNs = 3600'000'000'000ull;   // Istio's default idle timeout
+  // No bytes moving either way on an active request for this long ends it
+  // (Envoy's stream_idle_timeout, 5 minutes by default).
+  uint64_t streamIdleTimeoutNs = 300'000'000'000ull;
 };
 
 class Engine {

@@ -182,6 +182,10 @@ void UpstreamConn::onPeerClosed(int err) {
   if (o) o->onUpstreamClosed(err);
 }
 
+void UpstreamConn::onSendProgress() {
+  if (owner_) owner_->touchStream();
+}
+
 void UpstreamConn::onDrained() {
   if (owner_) owner_->onUpstreamDrained();
 }
@@ -220,7 +224,32 @@ void DownstreamConn::onIdleTimeout() {
   if (!ex_) close();
 }
 
-void DownstreamConn::onData() { processInput(); }
+void DownstreamConn::onData() {
+  if (ex_) touchStream();
+  processInput();
+}
+
+void DownstreamConn::onSendProgress() {
+  if (ex_) touchStream();
+}
+
+void DownstreamConn::touchStream() {
+  worker_.timers().schedule(streamTimer_, worker_.engine().options().streamIdleTimeoutNs);
+}
+
+void DownstreamConn::onStreamIdle() {
+  if (!ex_) return;
+  worker_.stats().inc(Counter::DownstreamRqIdleTimeout);
+  if (!ex_->respHeadDone && !ex_->respStarted) {
+    // As Envoy: 408 while no response head has arrived, a reset after.
+    releaseUpstream(false);
+    ex_->keepAlive = false;
+    localReply(408, "stream timeout", "SI");
+    return;
+  }
+  abortExchange("SI");
+  close();
+}
 
 void DownstreamConn::onPeerClosed(int err) {
   // A clean EOF after a complete request is a half-close (`curl` with
@@ -240,6 +269,7 @@ void DownstreamConn::onPeerClosed(int err) {
 }
 
 void DownstreamConn::onDrained() {
+  if (ex_) touchStream();
   if (up_ && up_->readingPaused() && ex_ && ex_->respHeadDone) {
     up_->startReading();
     forwardResponseBody();
@@ -280,6 +310,7 @@ bool DownstreamConn::startRequest() {
   }
   Exchange& ex = *ex_;
   ex.startNs = worker_.clock().nowNs();
+  touchStream();
   worker_.stats().inc(Counter::DownstreamRqTotal);
   if (st == http::ParseStatus::Error) {
     worker_.stats().inc(Counter::DownstreamRqBad);
@@ -440,6 +471,7 @@ void DownstreamConn::forwardRequestBody() {
 }
 
 void DownstreamConn::onUpstreamDrained() {
+  if (ex_) touchStream();
   if (pausedForUpstream_) {
     pausedForUpstream_ = false;
     startReading();
@@ -449,6 +481,7 @@ void DownstreamConn::onUpstreamDrained() {
 
 void DownstreamConn::onUpstreamData() {
   if (!ex_ || !up_) return;
+  touchStream();
   if (!ex_->respHeadDone && !handleResponseHead()) return;
   forwardResponseBody();
 }
@@ -663,6 +696,7 @@ void DownstreamConn::abortExchange(std::string_view flags) {
 }
 
 void DownstreamConn::retireExchange() {
+  streamTimer_.cancel();
   // Drop the snapshot now: an idle keep-alive connection must not keep an
   // old configuration alive.
   ex_->snapshot.reset();

@@ -40,6 +40,7 @@ class UpstreamConn final : public Connection {
   void onData() override;
   void onPeerClosed(int err) override;
   void onDrained() override;
+  void onSendProgress() override;
   void onDestroy() override;
   void onOtherCompletion(uint8_t op, int32_t res) override;
   void onConnectTimeout();
@@ -71,6 +72,8 @@ class DownstreamConn final : public Connection {
   void onUpstreamData();
   void onUpstreamClosed(int err);
   void onUpstreamDrained();
+  // Bytes moved on the upstream side: pushes the stream idle deadline back.
+  void touchStream();
 
  private:
   struct Exchange;
@@ -97,6 +100,8 @@ class DownstreamConn final : public Connection {
   void onRouteTimeout();
   void onRetryTimer();
   void onIdleTimeout();
+  void onStreamIdle();
+  void onSendProgress() override;
   void logAndCount();
   void retireExchange();
 
@@ -114,6 +119,7 @@ class DownstreamConn final : public Connection {
   core::MemberTimer<DownstreamConn, &DownstreamConn::onRouteTimeout> routeTimer_{this};
   core::MemberTimer<DownstreamConn, &DownstreamConn::onRetryTimer> retryTimer_{this};
   core::MemberTimer<DownstreamConn, &DownstreamConn::onIdleTimeout> idleTimer_{this};
+  core::MemberTimer<DownstreamConn, &DownstreamConn::onStreamIdle> streamTimer_{this};
 };
 
 }  // namespace sluice::proxy

@@ -18,6 +18,7 @@ const char* counterName(Counter c) {
     case Counter::DownstreamRq4xx: return "downstream_rq_4xx";
     case Counter::DownstreamRq5xx: return "downstream_rq_5xx";
     case Counter::DownstreamRqBad: return "downstream_rq_bad";
+    case Counter::DownstreamRqIdleTimeout: return "downstream_rq_idle_timeout";
     case Counter::UpstreamCxTotal: return "upstream_cx_total";
     case Counter::UpstreamCxActive: return "upstream_cx_active";
     case Counter::UpstreamCxConnectFail: return "upstream_cx_connect_fail";

@@ -35,6 +35,7 @@ enum class Counter : size_t {
   DownstreamRq4xx,
   DownstreamRq5xx,
   DownstreamRqBad,  // malformed requests answered locally (400/413/431/501/505)
+  DownstreamRqIdleTimeout,  // stream idle timeout (flag SI)
   UpstreamCxTotal,
   UpstreamCxActive,  // gauge
   UpstreamCxConnectFail,
