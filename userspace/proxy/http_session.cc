@@ -269,7 +269,6 @@ void DownstreamConn::onPeerClosed(int err) {
 }
 
 void DownstreamConn::onDrained() {
-  if (ex_) touchStream();
   if (up_ && up_->readingPaused() && ex_ && ex_->respHeadDone) {
     up_->startReading();
     forwardResponseBody();
@@ -471,7 +470,6 @@ void DownstreamConn::forwardRequestBody() {
 }
 
 void DownstreamConn::onUpstreamDrained() {
-  if (ex_) touchStream();
   if (pausedForUpstream_) {
     pausedForUpstream_ = false;
     startReading();
