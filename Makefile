@@ -89,7 +89,10 @@ $(BUILD)/unit_tests: $(UNIT_SRCS:%.cc=$(BUILD)/obj/%.o) $(BUILD)/libsluice.a
 	$(CXX) $(LDFLAGS) $^ -o $@ $(GTEST_LIBS) $(LDLIBS)
 $(BUILD)/integration_tests: $(INTEG_SRCS:%.cc=$(BUILD)/obj/%.o) $(BUILD)/libsluice.a
 	$(CXX) $(LDFLAGS) $^ -o $@ $(GTEST_LIBS) $(LDLIBS)
-$(BUILD)/bpf_tests: $(BPFTEST_SRCS:%.cc=$(BUILD)/obj/%.o) $(BUILD)/libsluice.a
+# The BPF tests drive real daemons with the integration harness.
+BPFTEST_HARNESS := tests/integration/harness.cc tests/integration/mesh.cc
+$(BUILD)/bpf_tests: $(BPFTEST_SRCS:%.cc=$(BUILD)/obj/%.o) $(BPFTEST_HARNESS:%.cc=$(BUILD)/obj/%.o) \
+                    $(BUILD)/libsluice.a
 	$(CXX) $(LDFLAGS) $^ -o $@ $(GTEST_LIBS) $(LDLIBS)
 
 TEST_BINS := $(BUILD)/unit_tests $(BUILD)/integration_tests $(if $(BPFTEST_SRCS),$(BUILD)/bpf_tests)

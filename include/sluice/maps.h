@@ -6,6 +6,19 @@
  * Rules: C only (it is compiled by clang -target bpf and by g++), fixed-width
  * __u8/__u16/__u32/__u64 types, every hole filled by an explicit _pad field,
  * byte order written next to each multi-byte field.
+ *
+ * Map names (as pinned, as in the skeletons; the kernel keeps 15 characters)
+ * and who writes them:
+ *   sluice_cnt        kernel    per-CPU counters, enum sluice_counter
+ *   sluice_peers      kernel    per remote endpoint: struct sluice_conn_stats
+ *   sluice_svcstat    kernel    per captured service VIP:port: sluice_conn_stats
+ *   sluice_config     daemon    one struct sluice_config (where captures go)
+ *   sluice_enabled    sluicectl cgroup ids whose processes are captured
+ *   sluice_services   daemon    VIP:port of every ServiceEntry address
+ *   sluice_endpts     daemon    endpoint address -> id and health
+ *   sluice_origdst    kernel    client end of a captured connection -> VIP:port
+ *   sluice_sock       kernel    per-socket state (socket local storage)
+ *   sluice_socks      kernel    node-local sockets for sk_msg redirection
  */
 #ifndef SLUICE_MAPS_H
 #define SLUICE_MAPS_H
@@ -17,11 +30,9 @@
 #include <linux/types.h>
 #endif
 
-/* ---- sockops connection accounting (bpf/sockops.bpf.c) ---------------- */
-
 /* Index into the "sluice_cnt" per-CPU array. Userspace sums the per-CPU slots.
- * Values are part of the ABI with the loaded program: append, never renumber. */
-enum sluice_sockops_counter {
+ * Values are part of the ABI with the loaded programs: append, never renumber. */
+enum sluice_counter {
 	SLUICE_CNT_OPENED_ACTIVE = 0,  /* connect() completed in the cgroup */
 	SLUICE_CNT_OPENED_PASSIVE = 1, /* accept side established in the cgroup */
 	SLUICE_CNT_CLOSED = 2,         /* tracked socket reached TCP_CLOSE */
@@ -33,22 +44,98 @@ enum sluice_sockops_counter {
 	SLUICE_CNT_PEER_NOT_IPV4 = 5,   /* tracked globally, not in the per-peer map */
 	SLUICE_CNT_PEER_MAP_FULL = 6,   /* per-peer entry could not be created */
 	SLUICE_CNT_PEER_MISSING = 7,    /* close of a peer whose entry is gone (LRU) */
-	SLUICE_CNT_MAX = 8,
+	/* Capture (cgroup/connect4, getpeername4, getsockopt). */
+	SLUICE_CNT_CAPTURED = 8,            /* connect() to a VIP rewritten to the proxy */
+	SLUICE_CNT_CAPTURE_NO_STORAGE = 9,  /* VIP connect left alone: no socket storage */
+	SLUICE_CNT_PEERNAME_REWRITTEN = 10, /* getpeername() answered with the VIP */
+	SLUICE_CNT_ORIGDST_ANSWERED = 11,   /* SO_ORIGINAL_DST answered from the map */
+	SLUICE_CNT_ORIGDST_RECORDED = 12,   /* 4-tuple entry written on established */
+	SLUICE_CNT_ORIGDST_MAP_FULL = 13,   /* 4-tuple entry could not be written */
+	/* Socket redirection (sockops + sk_msg). */
+	SLUICE_CNT_SOCKHASH_ADDED = 14,    /* node-local socket inserted into sluice_socks */
+	SLUICE_CNT_SOCKHASH_FAILED = 15,   /* insertion refused (full, or not insertable) */
+	SLUICE_CNT_MSG_REDIRECTED = 16,    /* sendmsg delivered straight to the peer socket */
+	SLUICE_CNT_MSG_REDIRECTED_BYTES = 17,
+	SLUICE_CNT_MSG_PASSED = 18,        /* sendmsg left to TCP: peer not in the sockhash */
+	SLUICE_CNT_MAX = 19,
 };
 
-/* Key of the "sluice_peers" LRU hash: the remote end of an IPv4 connection,
- * as the socket in the cgroup sees it (for an active open: the server). */
-struct sluice_peer_key {
+/* An IPv4 endpoint: the key of sluice_peers, sluice_svcstat,
+ * sluice_services and sluice_endpts, and the value of sluice_origdst. */
+struct sluice_addr_key {
 	__u32 addr; /* IPv4 address, network byte order */
 	__u16 port; /* TCP port, network byte order */
 	__u16 _pad; /* always 0: keys are compared bytewise */
 };
 
-/* Value of "sluice_peers". Updated with atomic adds from any CPU. */
-struct sluice_peer_stats {
-	__u64 opened; /* host byte order */
-	__u64 closed; /* host byte order */
-	__u64 active; /* host byte order; signed gauge stored as two's complement */
+/* Connection counters of one endpoint or one service. Updated with atomic
+ * adds from any CPU. Bytes are payload bytes: TCP-acknowledged ones, added
+ * when the socket closes, plus bytes sk_msg handed straight to the peer
+ * socket (those never pass through TCP), added as they move. */
+struct sluice_conn_stats {
+	__u64 opened;         /* host byte order */
+	__u64 closed;         /* host byte order */
+	__u64 active;         /* host byte order; signed gauge, two's complement */
+	__u64 bytes_sent;     /* host byte order; by the sockets in scope */
+	__u64 bytes_received; /* host byte order */
+};
+
+/* A TCP connection seen from one of its ends: the key of sluice_socks (the
+ * socket whose local end is src) and of sluice_origdst (src = the client). */
+struct sluice_tuple4 {
+	__u32 src_addr; /* network byte order */
+	__u32 dst_addr; /* network byte order */
+	__u16 src_port; /* network byte order */
+	__u16 dst_port; /* network byte order */
+};
+
+/* sluice_config.flags */
+#define SLUICE_CFG_CAPTURE (1u << 0)  /* connect4 rewrites VIP connects */
+#define SLUICE_CFG_REDIRECT (1u << 1) /* sockops fills sluice_socks for sk_msg */
+
+/* The only entry (key 0) of the "sluice_config" array. */
+struct sluice_config {
+	__u32 proxy_addr;      /* outbound listener, network byte order */
+	__u16 proxy_port;      /* network byte order */
+	__u16 _pad0;
+	__u64 proxy_cgroup_id; /* the daemon's own cgroup: never captured */
+	__u32 flags;           /* SLUICE_CFG_* */
+	__u32 _pad1;
+};
+
+/* Value of "sluice_enabled" (key: __u64 cgroup id, the cgroup2 inode
+ * number). A process is captured when its cgroup or any ancestor is in it. */
+struct sluice_enabled {
+	__u32 flags; /* reserved, 0 */
+	__u32 _pad;
+};
+
+/* Value of "sluice_services" (key: VIP:port from ServiceEntry addresses). */
+struct sluice_service {
+	__u32 id;    /* daemon-assigned, stable within one config version */
+	__u32 flags; /* reserved, 0 */
+};
+
+/* sluice_endpoint.flags */
+#define SLUICE_EP_EJECTED (1u << 0) /* outlier detection took it out */
+
+/* Value of "sluice_endpts" (key: endpoint address:port). */
+struct sluice_endpoint {
+	__u32 id;
+	__u32 flags; /* SLUICE_EP_* */
+};
+
+/* sluice_sock_state.flags */
+#define SLUICE_SOCK_CAPTURED (1u << 0)   /* app end of a captured connection */
+#define SLUICE_SOCK_PROXY_SIDE (1u << 1) /* the proxy's accepted end of one */
+#define SLUICE_SOCK_COUNTED (1u << 2)    /* opened counted in sluice_svcstat */
+
+/* Socket local storage ("sluice_sock"): what the kernel remembers about one
+ * socket between hooks. */
+struct sluice_sock_state {
+	struct sluice_addr_key orig; /* the VIP:port the app dialled */
+	__u32 flags;                 /* SLUICE_SOCK_* */
+	__u32 _pad;
 };
 
 #endif /* SLUICE_MAPS_H */

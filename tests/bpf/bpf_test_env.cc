@@ -16,7 +16,7 @@
 #include <fstream>
 #include <thread>
 
-#include "bpf/sockops_loader.h"
+#include "bpf/datapath.h"
 
 namespace sluice::bpf::testing {
 
@@ -67,7 +67,7 @@ void emergencyHandler(int sig) {
       ::waitpid(p, nullptr, 0);
     }
   }
-  for (int i = 0; i < kSlots; ++i)
+  for (int i = kSlots - 1; i >= 0; --i)  // children were tracked after parents
     if (gCgroupUsed[i]) ::rmdir(gCgroups[i]);
   for (int i = 0; i < kSlots; ++i) {
     if (gMountUsed[i]) {
@@ -277,6 +277,35 @@ std::expected<std::string, std::string> cgroupOfPid(pid_t pid) {
   while (std::getline(in, line))
     if (line.rfind("0::", 0) == 0) return line.substr(3);
   return std::unexpected("no cgroup v2 entry in /proc/" + std::to_string(pid) + "/cgroup");
+}
+
+std::expected<void, std::string> TestCgroup::create(const std::string& suffix) {
+  auto m = findCgroup2Mount();
+  if (!m) return std::unexpected(m.error());
+  mount = *m;
+  auto c = Cgroup::create(mount, "sluice-test-" + std::to_string(::getpid()) + suffix);
+  if (!c) return std::unexpected(c.error());
+  cg.emplace(std::move(*c));
+  trackCgroup(cg->path());
+  return {};
+}
+
+std::expected<void, std::string> TestCgroup::createUnder(const TestCgroup& parent,
+                                                         const std::string& name) {
+  mount = parent.mount;
+  auto c = Cgroup::create(parent.path(), name);
+  if (!c) return std::unexpected(c.error());
+  cg.emplace(std::move(*c));
+  trackCgroup(cg->path());
+  return {};
+}
+
+TestCgroup::~TestCgroup() {
+  if (cg) {
+    std::string p = cg->path();
+    cg.reset();
+    untrackCgroup(p);
+  }
 }
 
 }  // namespace sluice::bpf::testing

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "bpf/bpffs_dir.h"
+#include "bpf/cgroup.h"
 
 namespace sluice::bpf::testing {
 
@@ -96,6 +97,20 @@ class ConnectorChild {
   ConnectorChild(pid_t pid, int goFd) : pid_(pid), goFd_(goFd) {}
   pid_t pid_;
   int goFd_;
+};
+
+// A cgroup this test created plus its emergency-cleanup entry. create()
+// makes sluice-test-<pid><suffix> under the cgroup2 mount; child() one more
+// level under it. Members must have exited before destruction.
+struct TestCgroup {
+  std::string mount;
+  std::optional<Cgroup> cg;
+
+  std::expected<void, std::string> create(const std::string& suffix);
+  std::expected<void, std::string> createUnder(const TestCgroup& parent, const std::string& name);
+  std::string relative() const { return cg->path().substr(mount.size()); }
+  const std::string& path() const { return cg->path(); }
+  ~TestCgroup();
 };
 
 // The cgroup v2 path of `pid` relative to the cgroup2 mount ("/a/b").

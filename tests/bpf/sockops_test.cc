@@ -16,7 +16,7 @@
 
 #include "bpf/bpffs_dir.h"
 #include "bpf/cgroup.h"
-#include "bpf/sockops_loader.h"
+#include "bpf/datapath.h"
 #include "bpf_test_env.h"
 
 namespace sluice::bpf {
@@ -25,36 +25,12 @@ namespace {
 using namespace std::chrono_literals;
 using testing::ConnectorChild;
 using testing::Listener;
+using testing::TestCgroup;
 
 const bool kCleanupInstalled = [] {
   testing::installEmergencyCleanup();
   return true;
 }();
-
-// Owns a fresh cgroup under the cgroup2 mount plus its emergency entry.
-struct TestCgroup {
-  std::string mount;
-  std::optional<Cgroup> cg;
-
-  std::expected<void, std::string> create(const std::string& suffix) {
-    auto m = findCgroup2Mount();
-    if (!m) return std::unexpected(m.error());
-    mount = *m;
-    auto c = Cgroup::create(mount, "sluice-test-" + std::to_string(::getpid()) + suffix);
-    if (!c) return std::unexpected(c.error());
-    cg.emplace(std::move(*c));
-    testing::trackCgroup(cg->path());
-    return {};
-  }
-  std::string relative() const { return cg->path().substr(mount.size()); }
-  ~TestCgroup() {
-    if (cg) {
-      std::string p = cg->path();
-      cg.reset();
-      testing::untrackCgroup(p);
-    }
-  }
-};
 
 // Runs `n` connections from a child moved into `cg`; the test process serves.
 void connectFromInside(const TestCgroup& tc, Listener& listener, int n) {
@@ -74,8 +50,8 @@ void connectFromInside(const TestCgroup& tc, Listener& listener, int n) {
 }
 
 // Closes finish in softirq after the last FIN; poll for them, bounded.
-SockopsCounters waitForClosed(const SockopsProgram& prog, std::uint64_t closed) {
-  SockopsCounters c;
+Counters waitForClosed(const Datapath& prog, std::uint64_t closed) {
+  Counters c;
   for (int i = 0; i < 250; ++i) {
     auto r = prog.counters();
     EXPECT_TRUE(r) << r.error();
@@ -102,14 +78,17 @@ TEST(SockopsBpf, CountsOnlyConnectionsFromItsCgroupAndCleansUp) {
   ASSERT_TRUE(created) << created.error();
   const std::string cgPath = tc.cg->path();
 
-  std::optional<SockopsProgram> prog;
+  std::optional<Datapath> prog;
   {
-    auto p = SockopsProgram::load();
+    auto p = Datapath::load({.capture = false});
     ASSERT_TRUE(p) << p.error();
     prog.emplace(std::move(*p));
   }
-  auto info = prog->info();
-  ASSERT_TRUE(info) << info.error();
+  auto infos = prog->info();
+  ASSERT_TRUE(infos) << infos.error();
+  ASSERT_EQ(infos->size(), 2u) << "capture off: sockops and sk_msg only";
+  const ProgInfo* info = &(*infos)[0];
+  ASSERT_EQ(info->name, "sockops");
   std::printf("[ sockops  ] prog id %u: %zu insns in ELF, %u xlated insns, %u JIT bytes, "
               "%u insns verified\n",
               info->id, info->elfInsns, info->xlatedInsns, info->jitedBytes,
@@ -135,7 +114,7 @@ TEST(SockopsBpf, CountsOnlyConnectionsFromItsCgroupAndCleansUp) {
   // 1. Five connections from a child inside the cgroup.
   connectFromInside(tc, *listener, 5);
   if (HasFatalFailure()) return;
-  SockopsCounters c = waitForClosed(*prog, 5);
+  Counters c = waitForClosed(*prog, 5);
   EXPECT_EQ(c.openedActive(), 5u);
   EXPECT_EQ(c.openedPassive(), 0u) << "accepted sockets belong to the listener's cgroup";
   EXPECT_EQ(c.closed(), 5u);
@@ -143,7 +122,7 @@ TEST(SockopsBpf, CountsOnlyConnectionsFromItsCgroupAndCleansUp) {
   for (auto r : {SLUICE_CNT_CB_FLAGS_FAILED, SLUICE_CNT_PEER_NOT_IPV4, SLUICE_CNT_PEER_MAP_FULL,
                  SLUICE_CNT_PEER_MISSING})
     EXPECT_EQ(c.at(r), 0u) << "reason counter " << r;
-  auto peer = prog->peer(loBe, portBe);
+  auto peer = prog->peer({loBe, portBe});
   ASSERT_TRUE(peer) << peer.error();
   ASSERT_TRUE(peer->has_value()) << "no entry for 127.0.0.1:" << listener->port();
   EXPECT_EQ((*peer)->opened, 5u);
@@ -152,8 +131,8 @@ TEST(SockopsBpf, CountsOnlyConnectionsFromItsCgroupAndCleansUp) {
   auto all = prog->peers();
   ASSERT_TRUE(all) << all.error();
   ASSERT_EQ(all->size(), 1u);
-  EXPECT_EQ((*all)[0].portBe, portBe);
-  EXPECT_EQ((*all)[0].addrBe, loBe);
+  EXPECT_EQ((*all)[0].key.portBe, portBe);
+  EXPECT_EQ((*all)[0].key.addrBe, loBe);
 
   // 2. A connection from the test process (outside the cgroup) is invisible;
   //    one more from inside afterwards proves the program was still counting.
@@ -167,7 +146,7 @@ TEST(SockopsBpf, CountsOnlyConnectionsFromItsCgroupAndCleansUp) {
   EXPECT_EQ(c.openedPassive(), 0u);
   EXPECT_EQ(c.closed(), 6u);
   EXPECT_EQ(c.active(), 0);
-  peer = prog->peer(loBe, portBe);
+  peer = prog->peer({loBe, portBe});
   ASSERT_TRUE(peer && peer->has_value());
   EXPECT_EQ((*peer)->opened, 6u);
 
@@ -206,7 +185,7 @@ TEST(SockopsBpf, TrackPeersOffKeepsGlobalCountsOnly) {
   TestCgroup tc;
   auto created = tc.create("-nopeers");
   ASSERT_TRUE(created) << created.error();
-  auto prog = SockopsProgram::load({.trackPeers = false});
+  auto prog = Datapath::load({.trackPeers = false, .capture = false});
   ASSERT_TRUE(prog) << prog.error();
   ASSERT_TRUE(prog->attach(tc.cg->fd()));
   auto listener = Listener::open();
@@ -214,7 +193,7 @@ TEST(SockopsBpf, TrackPeersOffKeepsGlobalCountsOnly) {
 
   connectFromInside(tc, *listener, 2);
   if (HasFatalFailure()) return;
-  SockopsCounters c = waitForClosed(*prog, 2);
+  Counters c = waitForClosed(*prog, 2);
   EXPECT_EQ(c.openedActive(), 2u);
   EXPECT_EQ(c.closed(), 2u);
   auto all = prog->peers();
@@ -257,9 +236,12 @@ TEST(SockopsBpf, PinsMapsInPerRunDirectoryAndUnpins) {
 
     const std::string dir = root + "/sluice-test-" + std::to_string(::getpid());
     {
-      auto prog = SockopsProgram::load({.pinDir = dir});
+      auto prog = Datapath::load({.pinDir = dir});
       ASSERT_TRUE(prog) << prog.error();
-      ASSERT_EQ(prog->pinnedPaths().size(), 2u);
+      // Every map but the sockhash and the socket storage (they hold live
+      // sockets) and sluice_enabled (pinned too, but kept: see below).
+      ASSERT_EQ(prog->pinnedPaths().size(), 7u);
+      EXPECT_EQ(::access((dir + "/sluice_enabled").c_str(), F_OK), 0);
       for (const auto& p : prog->pinnedPaths()) {
         EXPECT_EQ(p.rfind(dir + "/", 0), 0u) << p;
         // A real pinned map, not just a file: the kernel hands back a map fd.
@@ -274,7 +256,13 @@ TEST(SockopsBpf, PinsMapsInPerRunDirectoryAndUnpins) {
         }
       }
     }
-    EXPECT_NE(::access(dir.c_str(), F_OK), 0) << dir << " left behind";
+    // Enablement outlives the daemon: only sluice_enabled is left, and the
+    // test removes it itself.
+    const std::string enabled = dir + "/sluice_enabled";
+    EXPECT_EQ(::access(enabled.c_str(), F_OK), 0) << enabled << " must persist";
+    ::unlink(enabled.c_str());
+    EXPECT_EQ(::rmdir(dir.c_str()), 0) << dir << " held more than sluice_enabled: "
+                                        << std::strerror(errno);
     auto released = fs->release();
     EXPECT_TRUE(released) << released.error();
   }
@@ -283,6 +271,26 @@ TEST(SockopsBpf, PinsMapsInPerRunDirectoryAndUnpins) {
     EXPECT_NE(::access(root.c_str(), F_OK), 0) << root << " left behind";
   }
   EXPECT_EQ(isBpffs(kDefaultBpffs), hostBpffs) << "/sys/fs/bpf must be left as found";
+}
+
+// Every program of bpf/ passes this kernel's verifier; the sizes go to the
+// log (and the issue notes) so growth is visible.
+TEST(DatapathBpf, EveryProgramLoadsAndReportsItsSize) {
+  SLUICE_REQUIRE_BPF();
+  auto dp = Datapath::load();
+  ASSERT_TRUE(dp) << dp.error();
+  auto infos = dp->info();
+  ASSERT_TRUE(infos) << infos.error();
+  std::vector<std::string> names;
+  for (const ProgInfo& p : *infos) {
+    names.push_back(p.name);
+    std::printf("[ %-12s] %3zu insns in ELF, %3u xlated, %4u JIT bytes, %5u insns verified\n",
+                p.name.c_str(), p.elfInsns, p.xlatedInsns, p.jitedBytes, p.verifiedInsns);
+    EXPECT_GT(p.xlatedInsns, 0u) << p.name;
+    EXPECT_GT(p.jitedBytes, 0u) << p.name << ": not JIT-compiled";
+  }
+  EXPECT_EQ(names, (std::vector<std::string>{"sockops", "sk_msg", "connect4", "getpeername4",
+                                             "getsockopt"}));
 }
 
 TEST(SockopsBpf, ProbeSaysBpfIsUsable) {

@@ -176,7 +176,8 @@ std::string portVar(std::string_view upstreamName) {
 // ---------------------------------------------------------------- processes
 
 std::expected<Process, std::string> Process::start(const std::vector<std::string>& argv,
-                                                   const fs::path& out, const fs::path& err) {
+                                                   const fs::path& out, const fs::path& err,
+                                                   const fs::path& cgroup) {
   if (argv.empty()) return std::unexpected("empty argv");
   // Everything the child needs is prepared before fork: after fork only
   // async-signal-safe calls are allowed (the test may have threads).
@@ -205,10 +206,20 @@ std::expected<Process, std::string> Process::start(const std::vector<std::string
       return std::unexpected(errnoText("open " + err.string()));
     }
   }
+  int cgFd = -1;
+  if (!cgroup.empty()) {
+    cgFd = ::open((cgroup / "cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC);
+    if (cgFd < 0) {
+      ::close(outFd);
+      if (errFd != outFd) ::close(errFd);
+      return std::unexpected(errnoText("open " + (cgroup / "cgroup.procs").string()));
+    }
+  }
   int execPipe[2];
   if (::pipe2(execPipe, O_CLOEXEC) != 0) {
     ::close(outFd);
     if (errFd != outFd) ::close(errFd);
+    if (cgFd >= 0) ::close(cgFd);
     return std::unexpected(errnoText("pipe2"));
   }
   const pid_t parent = ::getpid();
@@ -218,11 +229,18 @@ std::expected<Process, std::string> Process::start(const std::vector<std::string
     if (errFd != outFd) ::close(errFd);
     ::close(execPipe[0]);
     ::close(execPipe[1]);
+    if (cgFd >= 0) ::close(cgFd);
     return std::unexpected(errnoText("fork"));
   }
   if (pid == 0) {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (::getppid() != parent) ::_exit(127);
+    // "0" moves the writer: this child, before it runs anything.
+    if (cgFd >= 0 && ::write(cgFd, "0", 1) != 1) {
+      int e = errno;
+      [[maybe_unused]] auto n = ::write(execPipe[1], &e, sizeof e);
+      ::_exit(127);
+    }
     ::dup2(outFd, STDOUT_FILENO);
     ::dup2(errFd, STDERR_FILENO);
     int devnull = ::open("/dev/null", O_RDONLY);
@@ -239,6 +257,7 @@ std::expected<Process, std::string> Process::start(const std::vector<std::string
   ::close(execPipe[1]);
   ::close(outFd);
   if (errFd != outFd) ::close(errFd);
+  if (cgFd >= 0) ::close(cgFd);
   int childErrno = 0;
   ssize_t n;
   do {
@@ -566,7 +585,7 @@ std::optional<std::string> CurlResult::header(std::string_view name) const {
 
 nlohmann::json CurlResult::json() const { return nlohmann::json::parse(body, nullptr, false); }
 
-CurlResult curl(const std::vector<std::string>& args, Millis timeout) {
+CurlResult curl(const std::vector<std::string>& args, Millis timeout, const fs::path& cgroup) {
   static constexpr std::string_view kMarker = "\n@@sluice-http-code=";
   CurlResult result;
   char dir[] = "/tmp/sluice-curl-XXXXXX";
@@ -579,7 +598,7 @@ CurlResult curl(const std::vector<std::string>& args, Millis timeout) {
   std::vector<std::string> argv = {"curl", "-sS", "-D", "-", "-o", "-", "--max-time", secs,
                                    "-w", std::string(kMarker) + "%{http_code}"};
   argv.insert(argv.end(), args.begin(), args.end());
-  auto proc = Process::start(argv, out, err);
+  auto proc = Process::start(argv, out, err, cgroup);
   if (!proc) {
     result.stderrText = proc.error();
   } else {

@@ -73,8 +73,11 @@ class Process {
   // fork/exec argv[0] (a path, or a name looked up in PATH). stdout goes to
   // `out`, stderr to `err` (or to `out` when `err` is empty). The child dies
   // with the test process (PR_SET_PDEATHSIG) so a crashed test leaks nothing.
+  // With `cgroup` (a cgroup v2 directory), the child moves itself into it
+  // before exec, so even its first socket is created there.
   static std::expected<Process, std::string> start(const std::vector<std::string>& argv,
-                                                   const fs::path& out, const fs::path& err = {});
+                                                   const fs::path& out, const fs::path& err = {},
+                                                   const fs::path& cgroup = {});
   Process() = default;
   Process(Process&& other) noexcept;
   Process& operator=(Process&& other) noexcept;
@@ -180,6 +183,8 @@ struct CurlResult {
 
 // Runs `curl -sS -D - -o - -w <status marker> <args...>` the way a user would,
 // with proxy environment variables removed so only an explicit -x applies.
-CurlResult curl(const std::vector<std::string>& args, Millis timeout = 10000ms);
+// With `cgroup`, curl runs inside that cgroup v2 directory (see Process).
+CurlResult curl(const std::vector<std::string>& args, Millis timeout = 10000ms,
+                const fs::path& cgroup = {});
 
 }  // namespace sluice::itest

@@ -1,5 +1,6 @@
 #include "mesh.h"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -22,7 +23,7 @@ std::expected<void, std::string> Mesh::startUpstreams(const std::vector<std::str
     if (ports_.contains(name)) return std::unexpected("upstream " + name + " started twice");
     uint16_t port = freePort();
     auto p = Process::start({bin.string(), "--listen", "127.0.0.1:" + std::to_string(port), "--name", name},
-                            dir_ / ("upstream-" + name + ".log"));
+                            dir_ / ("upstream-" + name + ".log"), {}, cgroup_);
     if (!p) return std::unexpected(p.error());
     ports_[name] = port;
     upstreams_.emplace(name, std::move(*p));
@@ -80,10 +81,13 @@ std::expected<void, std::string> Mesh::startDaemon(int workers, Millis readyTime
   adminPort_ = freePort();
   std::vector<std::string> args = {bin.string(), "--config-dir", configDir_.string(), "--outbound",
                                    "127.0.0.1:" + std::to_string(outboundPort_), "--admin",
-                                   "127.0.0.1:" + std::to_string(adminPort_), "--workers", std::to_string(workers),
-                                   "--bpf", "off"};
+                                   "127.0.0.1:" + std::to_string(adminPort_), "--workers", std::to_string(workers)};
+  if (std::find(extraArgs.begin(), extraArgs.end(), "--bpf") == extraArgs.end()) {
+    args.push_back("--bpf");
+    args.push_back("off");
+  }
   args.insert(args.end(), extraArgs.begin(), extraArgs.end());
-  auto p = Process::start(args, dir_ / "sluiced.log");
+  auto p = Process::start(args, dir_ / "sluiced.log", {}, cgroup_);
   if (!p) return std::unexpected(p.error());
   daemon_ = std::move(*p);
   if (!waitForHttp("http://127.0.0.1:" + std::to_string(adminPort_) + "/ready", readyTimeout)) {

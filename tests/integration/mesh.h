@@ -41,8 +41,13 @@ class Mesh {
   // Writes (atomically) a file of the test's own into the config dir.
   std::expected<void, std::string> writeConfig(const std::string& file, std::string_view content);
 
+  // Processes started from now on (upstreams, the daemon) run in this
+  // cgroup v2 directory. Empty (the default): the test's own cgroup.
+  void setCgroup(const fs::path& cgroup) { cgroup_ = cgroup; }
+
   // Starts sluiced on fresh outbound/admin ports and waits for /ready.
-  // `extraArgs` are appended to the command line.
+  // `extraArgs` are appended to the command line; without a --bpf among
+  // them the daemon runs with --bpf off.
   std::expected<void, std::string> startDaemon(int workers = 2, Millis readyTimeout = 10000ms,
                                                const std::vector<std::string>& extraArgs = {});
   Process& daemon() { return daemon_; }
@@ -79,6 +84,7 @@ class Mesh {
   std::map<std::string, Process> upstreams_;
   std::map<std::string, std::string> extraVars_;
   Process daemon_;
+  fs::path cgroup_;
   uint16_t outboundPort_ = 0;
   uint16_t adminPort_ = 0;
 };

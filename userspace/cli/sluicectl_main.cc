@@ -11,6 +11,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "bpf/datapath.h"
+#include "cli/mesh.h"
 #include "config/loader.h"
 #include "route/table.h"
 
@@ -138,7 +140,22 @@ int main(int argc, char** argv) {
   auto* ap = app.add_subcommand("apply", "validate a file and move it into the config directory atomically");
   ap->add_option("-f,--file", file, "YAML file")->required();
   ap->add_option("--config-dir", dir, "config directory sluiced watches");
+  auto* mesh = app.add_subcommand("mesh", "which cgroups' traffic the kernel captures (needs root)");
+  mesh->require_subcommand(1);
+  std::string pinDir = sluice::bpf::kDefaultPinDir;
+  std::string cgroup;
+  mesh->add_option("--bpf-pin-dir", pinDir, "the daemon's --bpf-pin-dir");
+  auto* me = mesh->add_subcommand("enable", "capture the processes of a cgroup and its descendants");
+  me->add_option("--cgroup", cgroup, "cgroup v2 directory (a pod's, or a namespace's parent)")
+      ->required();
+  auto* md = mesh->add_subcommand("disable", "stop capturing a cgroup's new connections");
+  md->add_option("--cgroup", cgroup, "cgroup v2 directory")->required();
+  auto* ms = mesh->add_subcommand("status", "list enabled cgroups");
+  for (auto* sub : {me, md, ms}) sub->fallthrough();  // --bpf-pin-dir after the verb too
   CLI11_PARSE(app, argc, argv);
+  if (*me) return sluice::cli::meshEnable(cgroup, pinDir);
+  if (*md) return sluice::cli::meshDisable(cgroup, pinDir);
+  if (*ms) return sluice::cli::meshStatus(pinDir);
   if (*an) return analyze(dir);
   if (*ro) return routes(dir);
   if (*ap) return applyFile(file, dir);

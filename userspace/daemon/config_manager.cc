@@ -49,6 +49,12 @@ bool ConfigManager::reload() {
   }
   engine_.publish(*compiled);
   engine_.stats().configReloadOk++;
+  std::function<void(const route::Snapshot&)> hook;
+  {
+    std::lock_guard lock(mu_);
+    hook = onPublish_;
+  }
+  if (hook) hook(**compiled);
   const auto& r = (*compiled)->resources;
   fprintf(stderr,
           "sluiced: config version %lu loaded: %zu VirtualService, %zu DestinationRule, %zu ServiceEntry, "
@@ -200,6 +206,11 @@ std::string ConfigManager::clustersJson() const {
     }
   }
   return json{{"clusters", out}}.dump(2);
+}
+
+void ConfigManager::setOnPublish(std::function<void(const route::Snapshot&)> fn) {
+  std::lock_guard lock(mu_);
+  onPublish_ = std::move(fn);
 }
 
 }  // namespace sluice::daemon

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -21,6 +22,10 @@ class ConfigManager {
   // Loads, compiles and publishes. Returns false (and keeps the previous
   // snapshot) when anything fails; the errors are logged to stderr.
   bool reload();
+
+  // Called after each successful publish, on the reloading thread (the
+  // watcher's or main's), with the snapshot the engine now serves.
+  void setOnPublish(std::function<void(const route::Snapshot&)> fn);
 
   bool loadedOnce() const;
   uint64_t version() const;
@@ -41,6 +46,7 @@ class ConfigManager {
   std::string lastError_;
   std::string lastErrorTime_;
   std::string loadedAt_;
+  std::function<void(const route::Snapshot&)> onPublish_;  // guarded by mu_
 };
 
 }  // namespace sluice::daemon

@@ -9,8 +9,9 @@
 #include <thread>
 
 #include "admin/server.h"
-#include "bpf/sockops_loader.h"
+#include "bpf/datapath.h"
 #include "config/watcher.h"
+#include "daemon/capture.h"
 #include "daemon/config_manager.h"
 #include "proxy/engine.h"
 
@@ -50,6 +51,9 @@ int main(int argc, char** argv) {
   std::string adminAddr = "127.0.0.1:15000";
   int workers = int(std::thread::hardware_concurrency());
   std::string bpfMode = "auto";
+  std::string bpfCgroup;
+  std::string bpfPinDir = sluice::bpf::kDefaultPinDir;
+  bool bpfRedirect = true;
   std::string accessLog;
   std::string credentialsDir;
   std::string gatewayBind = "0.0.0.0";
@@ -61,6 +65,12 @@ int main(int argc, char** argv) {
   app.add_option("--workers", workers, "worker threads (default: CPUs)")->check(CLI::Range(1, 256));
   app.add_option("--bpf", bpfMode, "eBPF data path: auto|required|off")
       ->check(CLI::IsMember({"auto", "required", "off"}));
+  app.add_option("--bpf-cgroup", bpfCgroup,
+                 "cgroup v2 directory to attach the capture programs to (its enabled "
+                 "descendants are captured; never the cgroup2 root)");
+  app.add_option("--bpf-pin-dir", bpfPinDir, "bpffs directory for the shared maps");
+  app.add_flag("--bpf-redirect,!--no-bpf-redirect", bpfRedirect,
+               "sk_msg socket redirection between node-local sockets (default on)");
   app.add_option("--access-log", accessLog, "access log path, or - for stdout");
   app.add_option("--credentials-dir", credentialsDir, "TLS secrets, one folder per credentialName");
   app.add_option("--gateway-bind", gatewayBind, "address Gateway servers bind to");
@@ -83,19 +93,42 @@ int main(int argc, char** argv) {
   opts.drainTimeoutNs = uint64_t(drainSeconds * 1e9);
   opts.streamIdleTimeoutNs = uint64_t(streamIdleSeconds * 1e9);
 
-  // The capture programs (connect4, sk_msg) are not part of this build yet;
-  // the probe still tells the operator whether this host could run them.
+  // eBPF capture: everything or nothing. auto falls back to explicit-proxy
+  // mode with one line naming the reason; required exits with it.
+  std::unique_ptr<sluice::daemon::Capture> capture;
   std::string bpfReason = "--bpf off";
   if (bpfMode != "off") {
-    auto why = sluice::bpf::probeBpf();
-    bpfReason = why ? *why : "eBPF usable here, but the capture programs are not in this build yet";
-    if (bpfMode == "required") {
+    if (auto why = sluice::bpf::probeBpf()) {
+      bpfReason = *why;
+    } else {
+      auto c = sluice::daemon::Capture::start(
+          {.cgroupPath = bpfCgroup, .pinDir = bpfPinDir, .outbound = opts.outbound,
+           .redirect = bpfRedirect});
+      if (c) {
+        capture = std::move(*c);
+      } else {
+        bpfReason = c.error();
+      }
+    }
+    if (!capture && bpfMode == "required") {
       fprintf(stderr, "sluiced: --bpf required but unavailable: %s\n", bpfReason.c_str());
       return 1;
     }
   }
-  fprintf(stderr, "sluiced: explicit-proxy mode (%s): send requests to %s\n", bpfReason.c_str(),
-          outbound.c_str());
+  if (capture) {
+    fprintf(stderr,
+            "sluiced: eBPF capture on cgroup %s (maps in %s, socket redirection %s): enabled "
+            "cgroups' connections to service VIPs go to %s\n",
+            capture->cgroupPath().c_str(), bpfPinDir.c_str(), bpfRedirect ? "on" : "off",
+            outbound.c_str());
+    sluice::daemon::Capture* cap = capture.get();
+    opts.originalDst = [cap](const sockaddr_in& client, const sockaddr_in& local, sockaddr_in* orig) {
+      return cap->originalDst(client, local, orig);
+    };
+  } else {
+    fprintf(stderr, "sluiced: explicit-proxy mode (%s): send requests to %s\n", bpfReason.c_str(),
+            outbound.c_str());
+  }
 
   // Signals are taken synchronously by the main thread; every other thread
   // inherits the blocked mask.
@@ -143,6 +176,13 @@ int main(int argc, char** argv) {
     return 1;
   }
 
+  if (capture) {
+    // VIPs reach the kernel only once the engine serves the routes for them.
+    sluice::daemon::Capture* cap = capture.get();
+    configs.setOnPublish([cap](const sluice::route::Snapshot& s) { cap->sync(s); });
+    if (auto snap = configs.snapshot()) cap->sync(*snap);
+  }
+
   sluice::config::ConfigWatcher watcher(configDir, [&] { configs.reload(); });
   if (auto r = watcher.start(); !r) {
     fprintf(stderr, "sluiced: config watch disabled: %s\n", r.error().c_str());
@@ -160,8 +200,15 @@ int main(int argc, char** argv) {
   }
   fprintf(stderr, "sluiced: draining\n");
   watcher.stop();
+  // Stop capturing first: new connects to VIPs are no longer sent to a
+  // listener that is going away. Then drain what was accepted.
+  // The engine may still look up original destinations until it is joined,
+  // so the maps live until then.
+  configs.setOnPublish(nullptr);
+  if (capture) capture->detach();
   engine.stop();
   engine.join();
+  capture.reset();
   adminServer.stop();
   fprintf(stderr, "sluiced: stopped\n");
   return 0;

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 #include <expected>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -31,6 +32,12 @@ struct EngineOptions {
   // No bytes moving either way on an active request for this long ends it
   // (Envoy's stream_idle_timeout, 5 minutes by default).
   uint64_t streamIdleTimeoutNs = 300'000'000'000ull;
+  // With eBPF capture: the address a captured connection was dialled to,
+  // from its client and local ends (as accepted). Called once per accepted
+  // connection on the worker thread; must be thread-safe. Unset, or false:
+  // not captured, and the Host/URI port decides.
+  std::function<bool(const sockaddr_in& client, const sockaddr_in& local, sockaddr_in* orig)>
+      originalDst;
 };
 
 class Engine {

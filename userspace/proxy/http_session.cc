@@ -197,8 +197,9 @@ void UpstreamConn::onDestroy() {
 
 // -------------------------------------------------------------- downstream
 
-DownstreamConn::DownstreamConn(Worker& worker, int fd, const sockaddr_in& peer)
-    : Connection(worker, fd), peer_(peer) {
+DownstreamConn::DownstreamConn(Worker& worker, int fd, const sockaddr_in& peer,
+                               uint16_t origPort)
+    : Connection(worker, fd), peer_(peer), origPort_(origPort) {
   worker_.stats().inc(Counter::DownstreamCxTotal);
   worker_.stats().inc(Counter::DownstreamCxActive);
   worker_.addDownstream(this);
@@ -347,8 +348,9 @@ bool DownstreamConn::startRequest() {
   // Route: virtual host by destination port + Host, then the first match.
   const route::Snapshot* snap = ex.snapshot.get();
   const route::VirtualHost* vh = nullptr;
-  uint32_t port = target.port;
-  if (snap) vh = snap->findVirtualHost(target.port, lowerHost(target.host), &port);
+  // The original destination (eBPF capture) outranks the Host/URI port.
+  uint32_t port = origPort_ ? origPort_ : target.port;
+  if (snap) vh = snap->findVirtualHost(port, lowerHost(target.host), &port);
   route::RequestView view;
   view.method = head_.method;
   view.path = target.path;

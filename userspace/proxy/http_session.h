@@ -61,7 +61,9 @@ class UpstreamConn final : public Connection {
 
 class DownstreamConn final : public Connection {
  public:
-  DownstreamConn(Worker& worker, int fd, const sockaddr_in& peer);
+  // `origPort`: the port of the VIP the client dialled when the kernel
+  // captured the connection (it routes instead of the Host port), else 0.
+  DownstreamConn(Worker& worker, int fd, const sockaddr_in& peer, uint16_t origPort = 0);
   void start();
   // Drain: close now if idle, else after the current response.
   void drain();
@@ -109,6 +111,7 @@ class DownstreamConn final : public Connection {
   std::unique_ptr<Exchange> spare_;  // the previous exchange, reused
   UpstreamConn* up_ = nullptr;
   sockaddr_in peer_;
+  uint16_t origPort_ = 0;
   http::Limits limits_;
   http::RequestHead head_;     // reused across requests (keeps capacity)
   http::ResponseHead resp_;

@@ -49,6 +49,7 @@ class Worker::Listener final : public core::CompletionHandler {
                              ": " + strerror(errno));
     }
     if (::listen(fd_, 4096) < 0) return std::unexpected(std::string("listen: ") + strerror(errno));
+    local_ = addr;
     return {};
   }
 
@@ -57,6 +58,20 @@ class Worker::Listener final : public core::CompletionHandler {
     io_uring_sqe* s = worker_.ring().sqeFor(op_);
     io_uring_prep_multishot_accept(s, fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     armed_ = true;
+  }
+
+  // Port of the VIP a captured connection was dialled to, 0 if it was not
+  // captured (or no capture is configured).
+  uint16_t originalPort(int fd, const sockaddr_in& peer) {
+    const auto& lookup = worker_.engine().options().originalDst;
+    if (!lookup) return 0;
+    sockaddr_in local = local_;
+    if (local.sin_addr.s_addr == htonl(INADDR_ANY)) {
+      socklen_t len = sizeof(local);
+      getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len);
+    }
+    sockaddr_in orig{};
+    return lookup(peer, local, &orig) ? ntohs(orig.sin_port) : 0;
   }
 
   void stop() {
@@ -81,7 +96,7 @@ class Worker::Listener final : public core::CompletionHandler {
         sockaddr_in peer{};
         socklen_t len = sizeof(peer);
         getpeername(res, reinterpret_cast<sockaddr*>(&peer), &len);
-        auto* c = new DownstreamConn(worker_, res, peer);
+        auto* c = new DownstreamConn(worker_, res, peer, originalPort(res, peer));
         c->start();
       }
     }
@@ -96,6 +111,7 @@ class Worker::Listener final : public core::CompletionHandler {
   Worker& worker_;
   core::IoOp op_{this, 0};
   int fd_ = -1;
+  sockaddr_in local_{};
   bool armed_ = false;
   bool stopped_ = false;
 };

@@ -112,6 +112,14 @@ class Snapshot {
   std::vector<std::unique_ptr<Cluster>> clusters;
   std::unordered_map<uint32_t, RouteConfig> routeConfigs;  // by port
   std::unordered_map<std::string, std::vector<uint32_t>> servicePorts;  // host form -> ports
+  // IPv4 ServiceEntry addresses x HTTP ports, in first-seen order without
+  // duplicates: what the kernel may capture and hand to the engine.
+  struct Vip {
+    uint32_t addrBe = 0;  // network byte order
+    uint16_t port = 0;    // host byte order
+    bool operator==(const Vip&) const = default;
+  };
+  std::vector<Vip> captureVips;
   std::vector<std::string> warnings;  // e.g. a route to an unknown subset
   uint64_t version = 0;
   std::unordered_map<std::string, const Cluster*> clusterIndex;  // by Cluster::name

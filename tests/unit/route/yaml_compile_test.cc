@@ -1,5 +1,6 @@
 // compile() fed by the real YAML loader: short names expanded by the loader
 // meet the FQDN services, and the result routes like Istio would.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 
 #include "builders.h"
@@ -83,6 +84,65 @@ TEST(YamlCompile, BookinfoReviews) {
   const Cluster* v1 = split->clusters[0].cluster;
   ASSERT_EQ(v1->endpoints.size(), 1u);
   EXPECT_EQ(v1->endpoints[0].key, "127.0.0.1:19081");  // the endpoint's own port for "http"
+}
+
+}  // namespace
+}  // namespace sluice::route
+
+namespace sluice::route {
+namespace {
+
+// What the kernel may capture: single IPv4 addresses x HTTP ports only. A TCP
+// port would be handed to an HTTP engine; a CIDR or IPv6 address has no
+// connect4 to match it.
+TEST(YamlCompile, CaptureVipsAreIpv4AddressesOnHttpPorts) {
+  constexpr const char* kVips = R"(
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: a, namespace: default}
+spec:
+  hosts: [a.default.svc.cluster.local]
+  addresses: [127.10.0.1, 127.10.1.0/24, "2001:db8::1"]
+  ports:
+  - {number: 9080, name: http, protocol: HTTP}
+  - {number: 5432, name: db, protocol: TCP}
+  - {number: 80, name: web, protocol: HTTP2}
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: b, namespace: default}
+spec:
+  hosts: [b.default.svc.cluster.local]
+  addresses: [127.10.0.2]
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: no-vip, namespace: default}
+spec:
+  hosts: [c.default.svc.cluster.local]
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1}]
+)";
+  config::LoadReport report;
+  auto errors = config::loadYaml(kVips, "vips.yaml", report);
+  for (const auto& e : errors) ADD_FAILURE() << e.str();
+  auto compiled = compile(report.resources, 1);
+  ASSERT_TRUE(compiled.has_value());
+  auto vip = [](const char* ip, uint16_t port) {
+    Snapshot::Vip v;
+    inet_pton(AF_INET, ip, &v.addrBe);
+    v.port = port;
+    return v;
+  };
+  const std::vector<Snapshot::Vip> want = {vip("127.10.0.1", 9080), vip("127.10.0.1", 80),
+                                           vip("127.10.0.2", 9080)};
+  EXPECT_EQ((*compiled)->captureVips, want);
 }
 
 }  // namespace

@@ -1,0 +1,90 @@
+#include "daemon/capture.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "bpf/cgroup.h"
+
+namespace sluice::daemon {
+
+std::expected<std::unique_ptr<Capture>, std::string> Capture::start(const CaptureOptions& opts) {
+  if (opts.cgroupPath.empty())
+    return std::unexpected(
+        "no --bpf-cgroup given (the cgroup v2 directory whose processes may be captured)");
+  auto mount = bpf::findCgroup2Mount();
+  if (!mount) return std::unexpected(mount.error());
+  // The root would capture every process on the host, the daemon's
+  // neighbours included; workloads always live in a sub-tree.
+  char resolved[PATH_MAX];
+  if (::realpath(opts.cgroupPath.c_str(), resolved) == nullptr)
+    return std::unexpected("--bpf-cgroup " + opts.cgroupPath + ": " + std::strerror(errno));
+  if (std::string(resolved) == *mount)
+    return std::unexpected("--bpf-cgroup " + opts.cgroupPath +
+                           " is the cgroup2 root; pass the sub-tree that holds the workloads "
+                           "(e.g. kubepods.slice)");
+  auto id = bpf::cgroupIdOfPath(resolved);
+  if (!id) return std::unexpected("--bpf-cgroup: " + id.error());
+
+  auto self = bpf::ownCgroupPath();
+  if (!self) return std::unexpected(self.error());
+  auto selfId = bpf::cgroupIdOfPath(*self);
+  if (!selfId) return std::unexpected("own cgroup: " + selfId.error());
+
+  auto dp = bpf::Datapath::load({.pinDir = opts.pinDir});
+  if (!dp) return std::unexpected(dp.error());
+
+  bpf::DatapathConfig cfg;
+  // A wildcard listener is reached on loopback.
+  cfg.proxy.addrBe = opts.outbound.sin_addr.s_addr == htonl(INADDR_ANY)
+                         ? htonl(INADDR_LOOPBACK)
+                         : opts.outbound.sin_addr.s_addr;
+  cfg.proxy.portBe = opts.outbound.sin_port;
+  cfg.proxyCgroupId = *selfId;
+  cfg.capture = true;
+  cfg.redirect = opts.redirect;
+  if (auto r = dp->configure(cfg); !r) return std::unexpected(r.error());
+
+  int fd = ::open(resolved, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0)
+    return std::unexpected("--bpf-cgroup " + opts.cgroupPath + ": " + std::strerror(errno));
+  if (auto r = dp->attach(fd); !r) {
+    ::close(fd);
+    return std::unexpected(r.error());
+  }
+  CaptureOptions kept = opts;
+  kept.cgroupPath = resolved;
+  return std::unique_ptr<Capture>(new Capture(std::move(kept), std::move(*dp), fd));
+}
+
+Capture::~Capture() {
+  dp_.detach();
+  if (cgroupFd_ >= 0) ::close(cgroupFd_);
+}
+
+void Capture::sync(const route::Snapshot& snap) {
+  std::vector<bpf::Endpoint4> vips;
+  vips.reserve(snap.captureVips.size());
+  for (const auto& v : snap.captureVips) vips.push_back({v.addrBe, htons(v.port)});
+  std::lock_guard lock(syncMu_);
+  if (auto r = dp_.syncServices(vips); !r)
+    std::fprintf(stderr, "sluiced: eBPF: %s; capture keeps the previous VIP set\n",
+                 r.error().c_str());
+}
+
+bool Capture::originalDst(const sockaddr_in& client, const sockaddr_in& local,
+                          sockaddr_in* orig) const {
+  auto o = dp_.originalDestination({client.sin_addr.s_addr, client.sin_port},
+                                   {local.sin_addr.s_addr, local.sin_port});
+  if (!o) return false;
+  *orig = sockaddr_in{};
+  orig->sin_family = AF_INET;
+  orig->sin_addr.s_addr = o->addrBe;
+  orig->sin_port = o->portBe;
+  return true;
+}
+
+}  // namespace sluice::daemon

@@ -1,0 +1,54 @@
+// The daemon's side of the kernel data path: load and attach the BPF
+// programs to the cgroup given by --bpf-cgroup, point captures at the
+// outbound listener, keep the VIP map equal to the published configuration,
+// and answer the engine's original-destination lookups.
+#pragma once
+
+#include <netinet/in.h>
+
+#include <cstdint>
+#include <expected>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "bpf/datapath.h"
+#include "route/table.h"
+
+namespace sluice::daemon {
+
+struct CaptureOptions {
+  std::string cgroupPath;  // the cgroup v2 directory to attach to (required)
+  std::string pinDir = bpf::kDefaultPinDir;
+  sockaddr_in outbound{};  // where captured connects are sent
+  bool redirect = true;    // sk_msg socket redirection for node-local pairs
+};
+
+class Capture {
+ public:
+  // Everything or nothing: on error nothing stays attached, and the message
+  // says why (for the one log line of --bpf auto, the exit of required).
+  static std::expected<std::unique_ptr<Capture>, std::string> start(const CaptureOptions& opts);
+  ~Capture();
+
+  // Makes sluice_services the snapshot's capture VIPs. Thread-safe.
+  void sync(const route::Snapshot& snap);
+  bool originalDst(const sockaddr_in& client, const sockaddr_in& local, sockaddr_in* orig) const;
+
+  // Stops capturing new connections; the maps stay readable.
+  void detach() { dp_.detach(); }
+
+  const std::string& cgroupPath() const { return opts_.cgroupPath; }
+  bpf::Datapath& datapath() { return dp_; }
+
+ private:
+  Capture(CaptureOptions opts, bpf::Datapath dp, int cgroupFd)
+      : opts_(std::move(opts)), dp_(std::move(dp)), cgroupFd_(cgroupFd) {}
+
+  CaptureOptions opts_;
+  bpf::Datapath dp_;
+  int cgroupFd_ = -1;
+  std::mutex syncMu_;
+};
+
+}  // namespace sluice::daemon
