@@ -457,6 +457,26 @@ TEST_P(CaptureCountingTest, CountsConnectionsAndBytesPerService) {
   EXPECT_EQ(st->active, 0u);
   EXPECT_EQ(st->bytes_sent, total.sent);
   EXPECT_EQ(st->bytes_received, total.received);
+  // The same numbers reach Istio's TCP metrics, named by service and seen
+  // as the source reporter: sent = towards the app, received = from it.
+  auto prom = itest::httpRequest(mesh_->adminPort(),
+                                 {.method = "GET", .target = "/stats/prometheus", .headers = {}});
+  ASSERT_TRUE(prom) << prom.error();
+  const std::string labels =
+      "{reporter=\"source\",request_protocol=\"tcp\",destination_service=\"reviews.default.svc."
+      "cluster.local\",destination_service_name=\"reviews\",destination_service_namespace=\"default\","
+      "destination_port=\"9080\"} ";
+  for (auto [name, value] :
+       {std::pair<std::string, std::uint64_t>{"istio_tcp_connections_opened_total", n},
+        {"istio_tcp_connections_closed_total", n},
+        {"istio_tcp_sent_bytes_total", total.received},
+        {"istio_tcp_received_bytes_total", total.sent}})
+    EXPECT_NE(prom->body.find(name + labels + std::to_string(value) + "\n"), std::string::npos)
+        << name << " " << value << " not in:\n" << prom->body;
+  EXPECT_NE(prom->body.find("sluice_bpf_events_total{event=\"captured\"} " + std::to_string(n)),
+            std::string::npos)
+      << prom->body;
+
   auto redirected = maps.counter(SLUICE_CNT_MSG_REDIRECTED).value_or(0);
   if (GetParam())
     EXPECT_GT(redirected, 0u);

@@ -583,6 +583,32 @@ std::expected<std::vector<std::uint64_t>, std::string> EnabledCgroups::list() co
 
 // ---- free functions --------------------------------------------------------
 
+const char* counterName(sluice_counter c) {
+  switch (c) {
+    case SLUICE_CNT_OPENED_ACTIVE: return "opened_active";
+    case SLUICE_CNT_OPENED_PASSIVE: return "opened_passive";
+    case SLUICE_CNT_CLOSED: return "closed";
+    case SLUICE_CNT_ACTIVE: return "active";
+    case SLUICE_CNT_CB_FLAGS_FAILED: return "cb_flags_failed";
+    case SLUICE_CNT_PEER_NOT_IPV4: return "peer_not_ipv4";
+    case SLUICE_CNT_PEER_MAP_FULL: return "peer_map_full";
+    case SLUICE_CNT_PEER_MISSING: return "peer_missing";
+    case SLUICE_CNT_CAPTURED: return "captured";
+    case SLUICE_CNT_CAPTURE_NO_STORAGE: return "capture_no_storage";
+    case SLUICE_CNT_PEERNAME_REWRITTEN: return "peername_rewritten";
+    case SLUICE_CNT_ORIGDST_ANSWERED: return "origdst_answered";
+    case SLUICE_CNT_ORIGDST_RECORDED: return "origdst_recorded";
+    case SLUICE_CNT_ORIGDST_MAP_FULL: return "origdst_map_full";
+    case SLUICE_CNT_SOCKHASH_ADDED: return "sockhash_added";
+    case SLUICE_CNT_SOCKHASH_FAILED: return "sockhash_failed";
+    case SLUICE_CNT_MSG_REDIRECTED: return "msg_redirected";
+    case SLUICE_CNT_MSG_REDIRECTED_BYTES: return "msg_redirected_bytes";
+    case SLUICE_CNT_MSG_PASSED: return "msg_passed";
+    case SLUICE_CNT_MAX: break;
+  }
+  return "unknown";
+}
+
 std::expected<std::vector<std::uint32_t>, std::string> attachedProgramIds(int cgroupFd,
                                                                           int type) {
   std::vector<std::uint32_t> ids(64);

@@ -55,6 +55,9 @@ struct Counters {
   std::int64_t active() const { return static_cast<std::int64_t>(raw[SLUICE_CNT_ACTIVE]); }
 };
 
+// Stable snake_case name of a counter, for /stats and metrics.
+const char* counterName(sluice_counter c);
+
 struct ConnStats {
   std::uint64_t opened = 0;
   std::uint64_t closed = 0;

@@ -6,8 +6,11 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <tuple>
+#include <algorithm>
 
 #include "bpf/cgroup.h"
+#include "stats/stats.h"
 
 namespace sluice::daemon {
 
@@ -65,11 +68,20 @@ Capture::~Capture() {
   if (cgroupFd_ >= 0) ::close(cgroupFd_);
 }
 
+namespace {
+std::uint64_t vipKey(bpf::Endpoint4 e) { return (std::uint64_t(e.addrBe) << 16) | e.portBe; }
+}  // namespace
+
 void Capture::sync(const route::Snapshot& snap) {
   std::vector<bpf::Endpoint4> vips;
+  std::unordered_map<std::uint64_t, std::string> hosts;
   vips.reserve(snap.captureVips.size());
-  for (const auto& v : snap.captureVips) vips.push_back({v.addrBe, htons(v.port)});
+  for (const auto& v : snap.captureVips) {
+    vips.push_back({v.addrBe, htons(v.port)});
+    hosts.emplace(vipKey(vips.back()), v.host);
+  }
   std::lock_guard lock(syncMu_);
+  vipHosts_ = std::move(hosts);
   if (auto r = dp_.syncServices(vips); !r)
     std::fprintf(stderr, "sluiced: eBPF: %s; capture keeps the previous VIP set\n",
                  r.error().c_str());
@@ -85,6 +97,56 @@ bool Capture::originalDst(const sockaddr_in& client, const sockaddr_in& local,
   orig->sin_addr.s_addr = o->addrBe;
   orig->sin_port = o->portBe;
   return true;
+}
+
+std::string Capture::renderPrometheus() {
+  std::string out;
+  auto counters = dp_.counters();
+  if (counters) {
+    out += "# TYPE sluice_bpf_events_total counter\n";
+    for (int i = 0; i < SLUICE_CNT_MAX; ++i) {
+      auto c = static_cast<sluice_counter>(i);
+      if (c == SLUICE_CNT_ACTIVE) continue;  // a gauge, below
+      out += "sluice_bpf_events_total{event=\"" + std::string(bpf::counterName(c)) + "\"} " +
+             std::to_string(counters->at(c)) + "\n";
+    }
+    out += "# TYPE sluice_bpf_active_connections gauge\nsluice_bpf_active_connections " +
+           std::to_string(counters->active()) + "\n";
+  }
+  auto svc = dp_.serviceStats();
+  if (!svc) return out;
+  std::vector<stats::TcpServiceStats> rows;
+  {
+    std::lock_guard lock(syncMu_);
+    for (const bpf::StatsEntry& e : *svc) {
+      auto it = vipHosts_.find(vipKey(e.key));
+      // A VIP removed from the configuration keeps its kernel counters
+      // until LRU eviction; without a name it is not reported.
+      if (it == vipHosts_.end()) continue;
+      // Istio's source reporter: "sent" is the response towards the app,
+      // "received" the request from it.
+      rows.push_back({it->second, ntohs(e.key.portBe), e.stats.opened, e.stats.closed,
+                      e.stats.bytesReceived, e.stats.bytesSent});
+    }
+  }
+  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) {
+    return std::tie(a.service, a.port) < std::tie(b.service, b.port);
+  });
+  return out + stats::renderTcpPrometheus(rows);
+}
+
+std::string Capture::renderText() {
+  std::string out;
+  auto counters = dp_.counters();
+  if (!counters) return "bpf.error: " + counters.error() + "\n";
+  for (int i = 0; i < SLUICE_CNT_MAX; ++i) {
+    auto c = static_cast<sluice_counter>(i);
+    out += "bpf." + std::string(bpf::counterName(c)) + ": " +
+           (c == SLUICE_CNT_ACTIVE ? std::to_string(counters->active())
+                                   : std::to_string(counters->at(c))) +
+           "\n";
+  }
+  return out;
 }
 
 }  // namespace sluice::daemon

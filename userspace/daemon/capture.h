@@ -11,6 +11,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 
 #include "bpf/datapath.h"
 #include "route/table.h"
@@ -35,6 +36,11 @@ class Capture {
   void sync(const route::Snapshot& snap);
   bool originalDst(const sockaddr_in& client, const sockaddr_in& local, sockaddr_in* orig) const;
 
+  // Kernel counters for the admin API: Istio's TCP metrics per captured
+  // service plus sluice_bpf_events_total, and "bpf.<counter>: N" lines.
+  std::string renderPrometheus();
+  std::string renderText();
+
   // Stops capturing new connections; the maps stay readable.
   void detach() { dp_.detach(); }
 
@@ -49,6 +55,8 @@ class Capture {
   bpf::Datapath dp_;
   int cgroupFd_ = -1;
   std::mutex syncMu_;
+  // "addr:port" (both network order, packed) -> service FQDN, as last synced.
+  std::unordered_map<std::uint64_t, std::string> vipHosts_;  // guarded by syncMu_
 };
 
 }  // namespace sluice::daemon

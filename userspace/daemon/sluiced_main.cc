@@ -157,9 +157,13 @@ int main(int argc, char** argv) {
       bool ready = configs.loadedOnce() && !engine.stopping();
       r = {ready ? 200 : 503, "text/plain", ready ? "LIVE\n" : "NOT READY\n"};
     } else if (path == "/stats/prometheus") {
-      r = {200, "text/plain; version=0.0.4", engine.stats().renderPrometheus()};
+      std::string body = engine.stats().renderPrometheus();
+      if (capture) body += capture->renderPrometheus();
+      r = {200, "text/plain; version=0.0.4", std::move(body)};
     } else if (path == "/stats") {
-      r = {200, "text/plain", engine.stats().renderText()};
+      std::string body = engine.stats().renderText();
+      if (capture) body += capture->renderText();
+      r = {200, "text/plain", std::move(body)};
     } else if (path == "/config_dump") {
       r = {200, "application/json", configs.dumpJson()};
     } else if (path == "/clusters") {

@@ -98,7 +98,8 @@ class Compiler {
   VirtualHost* newVirtualHost(const std::string& host, uint32_t port);
   void addRoutes(VirtualHost& vh, const config::VirtualService& vs, uint32_t port);
   void addDefaultRoute(VirtualHost& vh, const std::string& host, uint32_t port);
-  void addCaptureVips(const std::vector<std::string>& addresses, uint32_t port);
+  void addCaptureVips(const std::string& host, const std::vector<std::string>& addresses,
+                      uint32_t port);
   void addDomains(const std::string& host, const std::vector<std::string>& vips, uint32_t port,
                   VirtualHost& vh);
   void buildServiceHosts();
@@ -515,11 +516,12 @@ void Compiler::addDomains(const std::string& host, const std::vector<std::string
 
 // Only single IPv4 addresses: a CIDR range names no one socket address, and
 // IPv6 capture (connect6) is not built yet.
-void Compiler::addCaptureVips(const std::vector<std::string>& addresses, uint32_t port) {
+void Compiler::addCaptureVips(const std::string& host, const std::vector<std::string>& addresses,
+                              uint32_t port) {
   for (const std::string& a : addresses) {
     in_addr addr{};
     if (a.find('/') != std::string::npos || inet_pton(AF_INET, a.c_str(), &addr) != 1) continue;
-    Snapshot::Vip v{addr.s_addr, static_cast<uint16_t>(port)};
+    Snapshot::Vip v{addr.s_addr, static_cast<uint16_t>(port), host};
     auto& vips = snap_.captureVips;
     if (std::find(vips.begin(), vips.end(), v) == vips.end()) vips.push_back(v);
   }
@@ -535,7 +537,7 @@ void Compiler::buildServiceHosts() {
       if (!isHttpProtocol(sp.protocol)) continue;
       VirtualHost* vh = newVirtualHost(svc->host, sp.number);
       addDomains(svc->host, svc->se->addresses, sp.number, *vh);
-      addCaptureVips(svc->se->addresses, sp.number);
+      addCaptureVips(svc->host, svc->se->addresses, sp.number);
       if (vs) {
         addRoutes(*vh, *vs, sp.number);
       } else {

@@ -114,10 +114,12 @@ class Snapshot {
   std::unordered_map<std::string, std::vector<uint32_t>> servicePorts;  // host form -> ports
   // IPv4 ServiceEntry addresses x HTTP ports, in first-seen order without
   // duplicates: what the kernel may capture and hand to the engine.
+  // Two services claiming one VIP:port: the first keeps it.
   struct Vip {
     uint32_t addrBe = 0;  // network byte order
     uint16_t port = 0;    // host byte order
-    bool operator==(const Vip&) const = default;
+    std::string host;     // the service's FQDN, for metrics
+    bool operator==(const Vip& o) const { return addrBe == o.addrBe && port == o.port; }
   };
   std::vector<Vip> captureVips;
   std::vector<std::string> warnings;  // e.g. a route to an unknown subset

@@ -144,6 +144,26 @@ std::string labels(const StatsShard::SeriesCopy& c) {
 
 }  // namespace
 
+std::string renderTcpPrometheus(const std::vector<TcpServiceStats>& services) {
+  std::string out;
+  auto family = [&](const char* name, uint64_t TcpServiceStats::*field) {
+    out += fmt::format("# TYPE {} counter\n", name);
+    for (const TcpServiceStats& s : services) {
+      auto [svc, ns] = serviceNameNs(s.service);
+      out += fmt::format(
+          "{}{{reporter=\"source\",request_protocol=\"tcp\",destination_service=\"{}\","
+          "destination_service_name=\"{}\",destination_service_namespace=\"{}\","
+          "destination_port=\"{}\"}} {}\n",
+          name, s.service, svc, ns, s.port, s.*field);
+    }
+  };
+  family("istio_tcp_connections_opened_total", &TcpServiceStats::opened);
+  family("istio_tcp_connections_closed_total", &TcpServiceStats::closed);
+  family("istio_tcp_sent_bytes_total", &TcpServiceStats::sentBytes);
+  family("istio_tcp_received_bytes_total", &TcpServiceStats::receivedBytes);
+  return out;
+}
+
 std::string Registry::renderText() const {
   std::string out;
   for (size_t i = 0; i < size_t(Counter::kCount); ++i) {

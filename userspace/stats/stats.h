@@ -134,6 +134,20 @@ class StatsShard {
 };
 
 // Gathers shards for rendering. Shards are owned by workers and outlive this.
+// Kernel-kept TCP counters of one captured service port (eBPF), seen from
+// the client side as Istio's source reporter sees them.
+struct TcpServiceStats {
+  std::string service;  // FQDN
+  uint32_t port = 0;
+  uint64_t opened = 0;
+  uint64_t closed = 0;
+  uint64_t sentBytes = 0;      // towards the client: responses
+  uint64_t receivedBytes = 0;  // from the client: requests
+};
+// istio_tcp_connections_opened_total, _closed_total, istio_tcp_sent_bytes_total,
+// istio_tcp_received_bytes_total in Prometheus text format.
+std::string renderTcpPrometheus(const std::vector<TcpServiceStats>& services);
+
 class Registry {
  public:
   void add(const StatsShard* shard) { shards_.push_back(shard); }

@@ -142,7 +142,11 @@ spec:
   };
   const std::vector<Snapshot::Vip> want = {vip("127.10.0.1", 9080), vip("127.10.0.1", 80),
                                            vip("127.10.0.2", 9080)};
-  EXPECT_EQ((*compiled)->captureVips, want);
+  const auto& got = (*compiled)->captureVips;
+  EXPECT_EQ(got, want);
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[0].host, "a.default.svc.cluster.local");
+  EXPECT_EQ(got[2].host, "b.default.svc.cluster.local");
 }
 
 }  // namespace
