@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# The kernel section of `make bench`: app -> sluiced -> upstream with the
+# eBPF data path against the same sluiced as an explicit proxy over loopback
+# TCP, interleaved round by round. Three targets, each with its own sluiced
+# (1 worker, CPU PROXY_CPU) and its own two sluice-upstream backends (CPU
+# LOAD_CPU, like wrk):
+#   explicit    --bpf off; wrk -> 127.0.0.1:<outbound> with a Host header
+#   ebpf        capture + sk_msg redirection; wrk inside an enabled cgroup
+#               dials the VIP 127.10.0.1:9080 (nothing listens there)
+#   ebpf-nored  capture only (--no-bpf-redirect): what redirection adds
+# Two load shapes per target and round: latency (wrk -c1: one request at a
+# time, so p50 is the round trip) and throughput (wrk -c$CONNS).
+#
+# Needs root, cgroup v2 and /sys/fs/bpf (bpffs); otherwise it says why and
+# exits 0 so `make bench` still reports the userspace section. Everything
+# it creates is its own: cgroups sluice-bench-<pid>-* under the cgroup2
+# mount, pins under /sys/fs/bpf/sluice-bench-<pid>-*; removed on exit.
+# Env: ROUNDS (5), DURATION (5), CONNS (32), PROXY_CPU (0), LOAD_CPU (1).
+set -euo pipefail
+BUILD=${1:-build}
+cd "$(dirname "$0")/.."
+. scripts/bench/lib.sh
+
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-5}
+CONNS=${CONNS:-32}
+PROXY_CPU=${PROXY_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+NICE=${NICE:-$( [ "$(id -u)" = 0 ] && echo -20 || echo 0)}
+VIP=127.10.0.1
+REQ_PATH=/reviews/1
+HOST_HEADER='Host: reviews:9080'
+
+skip() { echo "bench-kernel: skipped: $*"; exit 0; }
+[ "$(id -u)" = 0 ] || skip "not root (the eBPF data path needs root)"
+CGROOT=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
+[ -n "$CGROOT" ] || skip "no cgroup2 mount in /proc/mounts"
+[ "$(stat -f -c %T /sys/fs/bpf 2>/dev/null)" = bpf_fs ] || skip "/sys/fs/bpf is not a bpffs mount"
+for bin in sluiced sluicectl sluice-upstream; do
+  [ -x "$BUILD/$bin" ] || { echo "bench-kernel: $BUILD/$bin missing" >&2; exit 1; }
+done
+
+work=$(mktemp -d /tmp/sluice-bench-kernel.XXXXXX)
+tag=sluice-bench-$$
+pids=()
+cgroups=()
+pins=()
+cleanup() {
+  trap - INT TERM EXIT
+  if [ -n "${wrk_pid:-}" ]; then kill "$wrk_pid" 2>/dev/null || true; fi
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  # Children before parents: the list was built parent first.
+  for ((i = ${#cgroups[@]} - 1; i >= 0; i--)); do rmdir "${cgroups[$i]}" 2>/dev/null || true; done
+  # The daemons unpinned their maps on exit; enablement is kept on purpose.
+  for p in "${pins[@]}"; do rm -f "$p/sluice_enabled"; rmdir "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+mkcg() { mkdir "$1"; cgroups+=("$1"); }
+# Sets ON to the prefix that runs a command in its own session at the same
+# priority, pinned to CPU $1 and, with $2, inside that cgroup. An array, not
+# a function: a backgrounded function runs in a subshell, and $! would be
+# that subshell instead of the measured process (every step execs).
+onCpu() {
+  ON=(setsid)
+  [ -n "$2" ] && ON+=(scripts/bench/run-in-cgroup.sh "$2")
+  ON+=(scripts/bench/run-pinned.sh "$1" "$NICE")
+}
+
+declare -A SLUICED_PID PORT WRK_CG URL HDR
+# startTarget NAME CGROUP_TREE|"" SLUICED_FLAGS...
+startTarget() {
+  local name=$1 tree=$2; shift 2
+  local v1 v2 outbound admin proxy_cg="" pin=""
+  freePort v1; freePort v2; freePort outbound; freePort admin
+  if [ -n "$tree" ]; then
+    mkcg "$tree"; mkcg "$tree/proxy"; mkcg "$tree/app"
+    proxy_cg=$tree/proxy
+    pin=/sys/fs/bpf/$tag-$name; pins+=("$pin")
+  fi
+  onCpu "$LOAD_CPU" "$proxy_cg"
+  "${ON[@]}" "$BUILD/sluice-upstream" --listen "127.0.0.1:$v1" --name reviews-v1 \
+    --threads 1 >"$work/$name-v1.log" 2>&1 & pids+=($!)
+  "${ON[@]}" "$BUILD/sluice-upstream" --listen "127.0.0.1:$v2" --name reviews-v2 \
+    --threads 1 >"$work/$name-v2.log" 2>&1 & pids+=($!)
+  waitHttp "http://127.0.0.1:$v1/__counter"; waitHttp "http://127.0.0.1:$v2/__counter"
+  mkdir -p "$work/$name-config"
+  render scripts/bench/sluice.yaml.in V1_PORT="$v1" V2_PORT="$v2" > "$work/$name-config/reviews.yaml"
+  local bpf=(--bpf off)
+  [ -n "$tree" ] && bpf=(--bpf required --bpf-cgroup "$tree" --bpf-pin-dir "$pin")
+  onCpu "$PROXY_CPU" "$proxy_cg"
+  "${ON[@]}" "$BUILD/sluiced" --config-dir "$work/$name-config" \
+    --outbound "127.0.0.1:$outbound" --admin "127.0.0.1:$admin" --workers 1 "${bpf[@]}" "$@" \
+    >"$work/$name-sluiced.log" 2>&1 & pids+=($!)
+  SLUICED_PID[$name]=$!
+  if ! waitHttp "http://127.0.0.1:$admin/ready" 200; then
+    echo "bench-kernel: $name sluiced not ready:" >&2; cat "$work/$name-sluiced.log" >&2; exit 1
+  fi
+  if [ -n "$tree" ]; then
+    "$BUILD/sluicectl" mesh enable --cgroup "$tree/app" --bpf-pin-dir "$pin" >/dev/null
+    WRK_CG[$name]=$tree/app
+    URL[$name]="http://$VIP:9080$REQ_PATH"
+    HDR[$name]="Host: reviews"
+  else
+    WRK_CG[$name]=""
+    URL[$name]="http://127.0.0.1:$outbound$REQ_PATH"
+    HDR[$name]=$HOST_HEADER
+  fi
+}
+
+startTarget explicit ""
+startTarget ebpf "$CGROOT/$tag-ebpf"
+startTarget ebpf-nored "$CGROOT/$tag-nored" --no-bpf-redirect
+targets=(explicit ebpf ebpf-nored)
+
+# wrk in the target's client cgroup; in the background so signals reach us.
+# (-c1 still opens one connection per wrk thread: -t1 keeps it at one.)
+wrkRun() {  # target duration conns
+  local t=$1
+  onCpu "$LOAD_CPU" "${WRK_CG[$t]}"
+  "${ON[@]}" wrk -t1 -c"$3" -d"$2"s --latency -H "${HDR[$t]}" "${URL[$t]}" &
+  wrk_pid=$!
+  wait "$wrk_pid"
+}
+
+# A request through each target first; the eBPF ones must really be captured
+# (the VIP has no listener: an uncaptured connect is refused).
+for t in "${targets[@]}"; do
+  onCpu "$LOAD_CPU" "${WRK_CG[$t]}"
+  code=$("${ON[@]}" curl -s -o /dev/null -w '%{http_code}' -H "${HDR[$t]}" "${URL[$t]}" || true)
+  [ "$code" = 200 ] || { echo "bench-kernel: $t answered '$code' to a probe" >&2; cat "$work/$t-sluiced.log" >&2; exit 1; }
+done
+echo "bench-kernel: warm-up"
+for t in "${targets[@]}"; do wrkRun "$t" 1 "$CONNS" >/dev/null; done
+
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+: > "$work/results"  # target shape rps p50 p99 cpu_us_per_req
+for round in $(seq "$ROUNDS"); do
+  for i in 0 1 2; do
+    t=${targets[$(((i + round - 1) % 3))]}
+    for shape in lat tput; do
+      conns=$CONNS; [ "$shape" = lat ] && conns=1
+      read -r u0 s0 < <(cpuTicks "${SLUICED_PID[$t]}")
+      wrkRun "$t" "$DURATION" "$conns" > "$work/wrk.out"
+      read -r u1 s1 < <(cpuTicks "${SLUICED_PID[$t]}")
+      read -r rps p50 p99 reqs non2xx errs < <(parseWrk < "$work/wrk.out")
+      if [ -z "$reqs" ] || [ "$reqs" -eq 0 ] || [ "$non2xx$errs" != 00 ]; then
+        echo "bench-kernel: $t $shape round $round failed:" >&2; cat "$work/wrk.out" >&2; exit 1
+      fi
+      cpu=$(awk -v d=$((u1 + s1 - u0 - s0)) -v tick="$TICK_US" -v n="$reqs" 'BEGIN { printf "%.3f", d * tick / n }')
+      echo "$t $shape $rps $(toMs "$p50") $(toMs "$p99") $cpu" >> "$work/results"
+      printf 'bench-kernel: round %d %-10s %-4s %9.0f req/s  p50 %8s  p99 %8s  sluiced cpu %6.2f us/req\n' \
+        "$round" "$t" "$shape" "$rps" "$p50" "$p99" "$cpu"
+    done
+  done
+done
+
+col() { awk -v t="$1" -v s="$2" -v c="$3" '$1 == t && $2 == s { print $c }' "$work/results" | median; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "nan"; else printf "%.2f", a / b }'; }
+{
+  echo "## sluice kernel bench: ${ROUNDS} rounds x ${DURATION}s per shape, medians"
+  echo
+  echo "sluiced (1 worker) on CPU $PROXY_CPU; its two backends and wrk on CPU $LOAD_CPU. Latency shape: wrk -c1;"
+  echo "throughput shape: wrk -c$CONNS. $(date -u +%FT%TZ), $(uname -r)."
+  echo
+  echo "| target | c1 p50 ms | c1 p99 ms | c1 req/s | c$CONNS req/s | c$CONNS p99 ms | c$CONNS sluiced CPU us/req |"
+  echo "|---|---:|---:|---:|---:|---:|---:|"
+  for t in "${targets[@]}"; do
+    printf '| %s | %.3f | %.3f | %.0f | %.0f | %.3f | %.2f |\n' "$t" "$(col "$t" lat 4)" "$(col "$t" lat 5)" \
+      "$(col "$t" lat 3)" "$(col "$t" tput 3)" "$(col "$t" tput 5)" "$(col "$t" tput 6)"
+  done
+  echo
+  p=$(ratio "$(col ebpf lat 4)" "$(col explicit lat 4)")
+  r=$(ratio "$(col ebpf tput 3)" "$(col explicit tput 3)")
+  echo "- ebpf/explicit: c1 p50 ${p}x ($(awk -v p="$p" 'BEGIN { printf "%.0f%% lower", (1 - p) * 100 }')), c$CONNS req/s ${r}x"
+  echo "- target: >= 25% lower p50 with eBPF: $(awk -v p="$p" 'BEGIN { print (p <= 0.75) ? "met" : "NOT met" }')"
+  echo "- ebpf-nored/explicit: c1 p50 $(ratio "$(col ebpf-nored lat 4)" "$(col explicit lat 4)")x (capture alone, loopback TCP)"
+} | tee "$work/summary.md"
+cp "$work/summary.md" "$BUILD/bench-kernel-results.md"
+echo "bench-kernel: wrote $BUILD/bench-kernel-results.md"
