@@ -7,9 +7,15 @@
 #   explicit    --bpf off; wrk -> 127.0.0.1:<outbound> with a Host header
 #   ebpf        capture + sk_msg redirection; wrk inside an enabled cgroup
 #               dials the VIP 127.10.0.1:9080 (nothing listens there)
-#   ebpf-nored  capture only (--no-bpf-redirect): what redirection adds
+#   ebpf-nored  capture only (--no-bpf-redirect --no-bpf-splice): what
+#               redirection and splicing add
 # Two load shapes per target and round: latency (wrk -c1: one request at a
 # time, so p50 is the round trip) and throughput (wrk -c$CONNS).
+# Then the L4 section: a TCP-route service (VIP 127.10.0.2:9000 -> the v1
+# backend), large transfers (wrk -c4, 1 MiB responses) through ebpf (kernel
+# splice) and ebpf-nored (userspace copy loop), interleaved; reports MB/s
+# and the whole machine's busy CPU per GB moved (the splice runs in softirq
+# and kernel workers, so the proxy's own CPU would flatter it).
 #
 # Needs root, cgroup v2 and /sys/fs/bpf (bpffs); otherwise it says why and
 # exits 0 so `make bench` still reports the userspace section. Everything
@@ -90,6 +96,7 @@ startTarget() {
   waitHttp "http://127.0.0.1:$v1/__counter"; waitHttp "http://127.0.0.1:$v2/__counter"
   mkdir -p "$work/$name-config"
   render scripts/bench/sluice.yaml.in V1_PORT="$v1" V2_PORT="$v2" > "$work/$name-config/reviews.yaml"
+  render scripts/bench/tcp.yaml.in V1_PORT="$v1" > "$work/$name-config/bulk.yaml"
   local bpf=(--bpf off)
   [ -n "$tree" ] && bpf=(--bpf required --bpf-cgroup "$tree" --bpf-pin-dir "$pin")
   onCpu "$PROXY_CPU" "$proxy_cg"
@@ -114,7 +121,7 @@ startTarget() {
 
 startTarget explicit ""
 startTarget ebpf "$CGROOT/$tag-ebpf"
-startTarget ebpf-nored "$CGROOT/$tag-nored" --no-bpf-redirect
+startTarget ebpf-nored "$CGROOT/$tag-nored" --no-bpf-redirect --no-bpf-splice
 targets=(explicit ebpf ebpf-nored)
 
 # wrk in the target's client cgroup; in the background so signals reach us.
@@ -159,7 +166,44 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
+# --- L4: large transfers through a TCP route, splice vs copy loop
+L4_URL="http://127.10.0.2:9000/bulk?size=1048576"
+l4targets=(ebpf ebpf-nored)
+busyTicks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
+toMB() {  # wrk "Transfer/sec" value ("1.23GB", "512.00MB") to MB
+  awk -v v="$1" 'BEGIN { n = v + 0
+    if (v ~ /GB$/) n *= 1024; else if (v ~ /KB$/) n /= 1024; else if (v ~ /B$/ && v !~ /MB$/) n /= 1048576
+    printf "%.1f", n }'
+}
+for t in "${l4targets[@]}"; do
+  onCpu "$LOAD_CPU" "${WRK_CG[$t]}"
+  code=$("${ON[@]}" curl -s -o /dev/null -w '%{http_code}' "$L4_URL" || true)
+  [ "$code" = 200 ] || { echo "bench-kernel: L4 $t answered '$code'" >&2; cat "$work/$t-sluiced.log" >&2; exit 1; }
+done
+: > "$work/l4results"  # target MB/s cpu_ms_per_GB
+for round in $(seq "$ROUNDS"); do
+  for i in 0 1; do
+    t=${l4targets[$(((i + round - 1) % 2))]}
+    onCpu "$LOAD_CPU" "${WRK_CG[$t]}"
+    b0=$(busyTicks)
+    "${ON[@]}" wrk -t1 -c4 -d"$DURATION"s "$L4_URL" > "$work/wrk-l4.out" &
+    wrk_pid=$!; wait "$wrk_pid"
+    b1=$(busyTicks)
+    tr=$(awk '/^Transfer\/sec:/ { print $2 }' "$work/wrk-l4.out")
+    errs=$(parseWrk < "$work/wrk-l4.out" | awk '{ print $5 + $6 }')
+    if [ -z "$tr" ] || [ "$errs" != 0 ]; then
+      echo "bench-kernel: L4 $t round $round failed:" >&2; cat "$work/wrk-l4.out" >&2; exit 1
+    fi
+    mb=$(toMB "$tr")
+    cpu=$(awk -v d=$((b1 - b0)) -v tick="$TICK_US" -v mb="$mb" -v s="$DURATION" \
+      'BEGIN { printf "%.1f", d * tick / 1000 / (mb * s / 1024) }')
+    echo "$t $mb $cpu" >> "$work/l4results"
+    printf 'bench-kernel: round %d L4 %-10s %8.1f MB/s  machine CPU %7.1f ms/GB\n' "$round" "$t" "$mb" "$cpu"
+  done
+done
+
 col() { awk -v t="$1" -v s="$2" -v c="$3" '$1 == t && $2 == s { print $c }' "$work/results" | median; }
+l4col() { awk -v t="$1" -v c="$2" '$1 == t { print $c }' "$work/l4results" | median; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "nan"; else printf "%.2f", a / b }'; }
 {
   echo "## sluice kernel bench: ${ROUNDS} rounds x ${DURATION}s per shape, medians"
@@ -179,6 +223,16 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "nan"; else printf 
   echo "- ebpf/explicit: c1 p50 ${p}x ($(awk -v p="$p" 'BEGIN { printf "%.0f%% lower", (1 - p) * 100 }')), c$CONNS req/s ${r}x"
   echo "- target: >= 25% lower p50 with eBPF: $(awk -v p="$p" 'BEGIN { print (p <= 0.75) ? "met" : "NOT met" }')"
   echo "- ebpf-nored/explicit: c1 p50 $(ratio "$(col ebpf-nored lat 4)" "$(col explicit lat 4)")x (capture alone, loopback TCP)"
+  echo
+  echo "L4 (TCP route, wrk -t1 -c4, 1 MiB responses; CPU = whole machine, busy ms per GB moved):"
+  echo
+  echo "| path | MB/s | machine CPU ms/GB |"
+  echo "|---|---:|---:|"
+  printf '| kernel splice (ebpf) | %.1f | %.1f |\n' "$(l4col ebpf 2)" "$(l4col ebpf 3)"
+  printf '| userspace copy (ebpf-nored) | %.1f | %.1f |\n' "$(l4col ebpf-nored 2)" "$(l4col ebpf-nored 3)"
+  echo
+  r=$(ratio "$(l4col ebpf 2)" "$(l4col ebpf-nored 2)")
+  echo "- splice/copy throughput ${r}x; target >= 1.5x: $(awk -v r="$r" 'BEGIN { print (r >= 1.5) ? "met" : "NOT met" }')"
 } | tee "$work/summary.md"
 cp "$work/summary.md" "$BUILD/bench-kernel-results.md"
 echo "bench-kernel: wrote $BUILD/bench-kernel-results.md"

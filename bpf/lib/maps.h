@@ -88,4 +88,20 @@ struct {
 	__type(value, __u64);
 } sluice_socks SEC(".maps");
 
+/* L4 splice: both ends of a proxied TCP connection, by socket cookie, and
+ * which cookie each one's bytes go to. Written by the daemon only. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u64);
+} sluice_l4socks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u64);
+} sluice_l4peer SEC(".maps");
+
 #endif /* SLUICE_BPF_LIB_MAPS_H */

@@ -27,9 +27,15 @@ static __always_inline void captured_on_established(struct bpf_sock_ops *skops,
 						    const struct sluice_tuple4 *t)
 {
 	struct sluice_sock_state *st = sock_state(skops->sk);
+	struct sluice_service *svc;
 
 	if (!st || !(st->flags & SLUICE_SOCK_CAPTURED))
 		return;
+	/* Its peer (the proxy's end) stays out of the sockhash for the splice;
+	 * running sk_msg on every send of this end would find nothing. */
+	svc = bpf_map_lookup_elem(&sluice_services, &st->orig);
+	if (svc && (svc->flags & SLUICE_SVC_L4))
+		st->flags |= SLUICE_SOCK_NO_REDIRECT;
 	if (bpf_map_update_elem(&sluice_origdst, t, &st->orig, BPF_ANY) == 0)
 		cnt_inc(SLUICE_CNT_ORIGDST_RECORDED);
 	else
@@ -45,6 +51,7 @@ static __always_inline void proxy_side_on_established(struct bpf_sock_ops *skops
 {
 	struct sluice_config *cfg = config_get();
 	struct sluice_sock_state *st;
+	struct sluice_service *svc;
 	struct sluice_addr_key *vip;
 	struct sluice_tuple4 t;
 
@@ -63,6 +70,9 @@ static __always_inline void proxy_side_on_established(struct bpf_sock_ops *skops
 		return;
 	st->orig = *vip;
 	st->flags = SLUICE_SOCK_PROXY_SIDE;
+	svc = bpf_map_lookup_elem(&sluice_services, vip);
+	if (svc && (svc->flags & SLUICE_SVC_L4))
+		st->flags |= SLUICE_SOCK_NO_REDIRECT;
 }
 
 static __always_inline void captured_on_close(struct bpf_sock_ops *skops,
@@ -92,8 +102,12 @@ static __always_inline void sockhash_on_established(struct bpf_sock_ops *skops,
 						    struct sluice_tuple4 *t)
 {
 	struct sluice_config *cfg = config_get();
+	struct sluice_sock_state *st;
 
 	if (!cfg || !(cfg->flags & SLUICE_CFG_REDIRECT) || !is_node_local(t))
+		return;
+	st = sock_state(skops->sk);
+	if (st && (st->flags & SLUICE_SOCK_NO_REDIRECT))
 		return;
 	if (bpf_sock_hash_update(skops, &sluice_socks, t, BPF_NOEXIST) == 0)
 		cnt_inc(SLUICE_CNT_SOCKHASH_ADDED);

@@ -19,6 +19,8 @@
  *   sluice_origdst    kernel    client end of a captured connection -> VIP:port
  *   sluice_sock       kernel    per-socket state (socket local storage)
  *   sluice_socks      kernel    node-local sockets for sk_msg redirection
+ *   sluice_l4socks    daemon    spliced L4 sockets, by socket cookie
+ *   sluice_l4peer     daemon    socket cookie -> its spliced partner's cookie
  */
 #ifndef SLUICE_MAPS_H
 #define SLUICE_MAPS_H
@@ -57,7 +59,10 @@ enum sluice_counter {
 	SLUICE_CNT_MSG_REDIRECTED = 16,    /* sendmsg delivered straight to the peer socket */
 	SLUICE_CNT_MSG_REDIRECTED_BYTES = 17,
 	SLUICE_CNT_MSG_PASSED = 18,        /* sendmsg left to TCP: peer not in the sockhash */
-	SLUICE_CNT_MAX = 19,
+	/* L4 splice (sk_skb stream verdict on sluice_l4socks). */
+	SLUICE_CNT_L4_SPLICED_BYTES = 19,  /* bytes moved socket to socket in the kernel */
+	SLUICE_CNT_L4_NO_PEER = 20,        /* skb on a spliced socket without a partner: kept there */
+	SLUICE_CNT_MAX = 21,
 };
 
 /* An IPv4 endpoint: the key of sluice_peers, sluice_svcstat,
@@ -110,10 +115,13 @@ struct sluice_enabled {
 	__u32 _pad;
 };
 
+/* sluice_service.flags */
+#define SLUICE_SVC_L4 (1u << 0) /* a TCP service port: proxied at L4, maybe spliced */
+
 /* Value of "sluice_services" (key: VIP:port from ServiceEntry addresses). */
 struct sluice_service {
 	__u32 id;    /* daemon-assigned, stable within one config version */
-	__u32 flags; /* reserved, 0 */
+	__u32 flags; /* SLUICE_SVC_* */
 };
 
 /* sluice_endpoint.flags */
@@ -129,6 +137,11 @@ struct sluice_endpoint {
 #define SLUICE_SOCK_CAPTURED (1u << 0)   /* app end of a captured connection */
 #define SLUICE_SOCK_PROXY_SIDE (1u << 1) /* the proxy's accepted end of one */
 #define SLUICE_SOCK_COUNTED (1u << 2)    /* opened counted in sluice_svcstat */
+/* Never put in sluice_socks: the daemon splices it at L4, and sk_msg would
+ * deliver its peer's bytes where the stream verdict cannot see them. Set by
+ * the daemon (userspace update keyed by the socket fd) before connect(), or
+ * by sockops for the proxy's end of a captured L4 connection. */
+#define SLUICE_SOCK_NO_REDIRECT (1u << 3)
 
 /* Socket local storage ("sluice_sock"): what the kernel remembers about one
  * socket between hooks. */

@@ -378,6 +378,26 @@ TEST_F(CaptureTest, RedirectsNodeLocalSocketsAndBodiesArriveIntact) {
   EXPECT_EQ(maps.counter(SLUICE_CNT_SOCKHASH_FAILED), 0u);
 }
 
+TEST_F(CaptureTest, PruneForgetsOnlyCgroupsThatAreGone) {
+  TestCgroup gone;
+  ASSERT_OK(gone.createUnder(root_, "gone"));
+  const std::string gonePath = gone.path();
+  ASSERT_EQ(sluicectl({"enable", "--cgroup", app_.path()}), 0);
+  ASSERT_EQ(sluicectl({"enable", "--cgroup", gonePath}), 0);
+  ASSERT_OK(gone.cg->remove());  // the pod went away
+
+  std::string out;
+  // Pointed at a tree that holds none of them, prune refuses to empty the map.
+  EXPECT_EQ(sluicectl({"prune", "--cgroup-root", other_.path()}, &out), 1) << out;
+  EXPECT_NE(out.find("refusing"), std::string::npos) << out;
+  ASSERT_EQ(sluicectl({"prune"}, &out), 0) << out;
+  EXPECT_NE(out.find("1 pruned, 1 enabled"), std::string::npos) << out;
+  ASSERT_EQ(sluicectl({"status"}, &out), 0) << out;
+  EXPECT_NE(out.find(app_.path()), std::string::npos) << out;
+  EXPECT_EQ(out.find("no longer exists"), std::string::npos) << out;
+  EXPECT_EQ(curlIn(app_, {vipUrl()}).status, 200) << "the live cgroup stays enabled";
+}
+
 TEST_F(CaptureTest, EnablementSurvivesADaemonRestart) {
   ASSERT_EQ(sluicectl({"enable", "--cgroup", app_.path()}), 0);
   ASSERT_EQ(curlIn(app_, {vipUrl()}).status, 200);
@@ -530,6 +550,236 @@ TEST(CaptureFlags, RequiredFailsWithTheReasonAndAutoFallsBack) {
   std::string log = mesh.daemon().logText();
   EXPECT_NE(log.find("explicit-proxy mode (no --bpf-cgroup given"), std::string::npos) << log;
 }
+
+}  // namespace
+}  // namespace sluice::bpf
+
+namespace sluice::bpf {
+namespace {
+
+constexpr const char* kTcpVip = "127.10.5.2";
+constexpr int kTcpPort = 9000;
+
+std::string tcpConfig() {
+  return R"(apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: tcp-echo
+spec:
+  hosts: [tcp-echo.default.svc.cluster.local]
+  addresses: [127.10.5.2]
+  ports:
+  - {number: 9000, name: tcp, protocol: TCP}
+  resolution: STATIC
+  endpoints:
+  - {address: 127.0.0.1, labels: {version: v1}, ports: {tcp: ${V1_PORT}}}
+  - {address: 127.0.0.1, labels: {version: v2}, ports: {tcp: ${V2_PORT}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: tcp-echo}
+spec:
+  host: tcp-echo
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tcp-echo}
+spec:
+  hosts: [tcp-echo]
+  tcp:
+  - match: [{port: 9000}]
+    route:
+    - {destination: {host: tcp-echo, port: {number: 9000}, subset: v1}, weight: 80}
+    - {destination: {host: tcp-echo, port: {number: 9000}, subset: v2}, weight: 20}
+)";
+}
+
+// What one plain TCP connection through the L4 route saw.
+struct TcpExchange {
+  int err = 0;          // errno of the first failing call, 0 if none
+  char name[8] = {};    // "v1" / "v2" from the upstream's JSON
+  std::uint64_t bytes = 0;  // response bytes read until EOF
+};
+
+// A child in `cgroup` makes `n` connections to the TCP VIP, one at a time:
+// writes one HTTP request (the L4 route does not care), optionally shuts its
+// write side at once (half-close), reads to EOF. Bounded by 20 s overall.
+std::expected<std::vector<TcpExchange>, std::string> tcpClients(const std::string& cgroup, int n,
+                                                              const std::string& target,
+                                                              bool halfClose) {
+  int cgFd = ::open((cgroup + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC);
+  if (cgFd < 0) return std::unexpected("open cgroup.procs: " + std::string(std::strerror(errno)));
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) {
+    ::close(cgFd);
+    return std::unexpected("pipe2 failed");
+  }
+  const std::string req = "GET " + target + " HTTP/1.1\r\nHost: tcp-echo\r\nConnection: close\r\n\r\n";
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    if (::write(cgFd, "0", 1) != 1) ::_exit(3);
+    static char buf[1 << 16];
+    for (int i = 0; i < n; ++i) {
+      TcpExchange x;
+      int s = ::socket(AF_INET, SOCK_STREAM, 0);
+      sockaddr_in sa{};
+      sa.sin_family = AF_INET;
+      sa.sin_port = htons(kTcpPort);
+      inet_pton(AF_INET, kTcpVip, &sa.sin_addr);
+      timeval tv{5, 0};
+      ::setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+      if (::connect(s, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
+        x.err = errno;
+      } else if (::write(s, req.data(), req.size()) != ssize_t(req.size())) {
+        x.err = errno;
+      } else {
+        if (halfClose) ::shutdown(s, SHUT_WR);
+        std::string head;
+        for (;;) {
+          ssize_t r = ::read(s, buf, sizeof(buf));
+          if (r < 0) {
+            x.err = errno;
+            break;
+          }
+          if (r == 0) break;
+          if (head.size() < 4096) head.append(buf, size_t(std::min<ssize_t>(r, 4096)));
+          x.bytes += std::uint64_t(r);
+        }
+        auto at = head.find("\"name\":\"");
+        if (at != std::string::npos) std::strncpy(x.name, head.c_str() + at + 8, 2);
+      }
+      ::close(s);
+      if (::write(p[1], &x, sizeof(x)) != ssize_t(sizeof(x))) ::_exit(4);
+    }
+    ::_exit(0);
+  }
+  ::close(cgFd);
+  ::close(p[1]);
+  if (pid < 0) {
+    ::close(p[0]);
+    return std::unexpected("fork failed");
+  }
+  std::vector<TcpExchange> out;
+  auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (int(out.size()) < n && std::chrono::steady_clock::now() < deadline) {
+    pollfd pfd{p[0], POLLIN, 0};
+    if (::poll(&pfd, 1, 1000) != 1) continue;
+    TcpExchange x;
+    if (::read(p[0], &x, sizeof(x)) != ssize_t(sizeof(x))) break;
+    out.push_back(x);
+  }
+  ::close(p[0]);
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  if (int(out.size()) != n)
+    return std::unexpected("client child reported " + std::to_string(out.size()) + " of " +
+                           std::to_string(n) + " connections");
+  return out;
+}
+
+std::size_t openFds(pid_t pid) {
+  std::size_t n = 0;
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec))
+    ++n;
+  return n;
+}
+
+std::uint64_t statValue(const std::string& text, const std::string& name) {
+  auto at = text.find("\n" + name + ": ");
+  if (at == std::string::npos) return ~0ull;
+  return std::strtoull(text.c_str() + at + name.size() + 3, nullptr, 10);
+}
+
+// TCP Traffic Shifting through the L4 path, with the kernel splice and with
+// the userspace copy loop: same observable behaviour.
+class TcpRouteTest : public CaptureTest, public ::testing::WithParamInterface<bool> {
+ protected:
+  void SetUp() override {
+    CaptureTest::SetUp();
+    if (HasFatalFailure() || IsSkipped()) return;
+    auto text = itest::renderTemplate(tcpConfig(), mesh_->vars());
+    ASSERT_TRUE(text) << text.error();
+    ASSERT_OK(mesh_->writeConfig("tcp.yaml", *text));
+    mesh_->daemon().stop();
+    startDaemon(GetParam() ? std::vector<std::string>{} : std::vector<std::string>{"--no-bpf-splice"});
+    ASSERT_EQ(sluicectl({"enable", "--cgroup", app_.path()}), 0);
+  }
+  std::string stats() {
+    auto r = itest::httpRequest(mesh_->adminPort(), {.method = "GET", .target = "/stats", .headers = {}});
+    return r ? "\n" + r->body : "";
+  }
+};
+
+TEST_P(TcpRouteTest, WeightsSplitConnectionsAndStreamsEndCleanly) {
+  const pid_t daemon = mesh_->daemon().pid();
+  const std::size_t fdsBefore = openFds(daemon);
+
+  // 80/20 per connection: 400 connections, v1 within 4 sigma (8 each way).
+  const int n = 400;
+  auto conns = tcpClients(app_.path(), n, "/split", false);
+  ASSERT_TRUE(conns) << conns.error() << mesh_->logs();
+  int v1 = 0, v2 = 0;
+  for (const TcpExchange& x : *conns) {
+    ASSERT_EQ(x.err, 0) << std::strerror(x.err);
+    v1 += std::string(x.name) == "v1";
+    v2 += std::string(x.name) == "v2";
+  }
+  EXPECT_EQ(v1 + v2, n);
+  EXPECT_NEAR(v1, 320, 32) << "v1 " << v1 << ", v2 " << v2;
+
+  // Large responses; then clients that half-close right after the request:
+  // the EOF reaches the upstream, the whole answer still comes back, then
+  // the EOF the other way. (A client already half-closed when the upstream
+  // connects cannot enter a sockhash: the kernel takes only established
+  // sockets, so those two may be relayed by the copy loop instead.)
+  for (bool halfClose : {false, true}) {
+    auto big = tcpClients(app_.path(), 2, "/big?size=20000000", halfClose);
+    ASSERT_TRUE(big) << big.error();
+    for (const TcpExchange& x : *big) {
+      ASSERT_EQ(x.err, 0) << std::strerror(x.err);
+      EXPECT_GT(x.bytes, 20'000'000u) << "half-close " << halfClose << stats();
+      EXPECT_LT(x.bytes, 20'001'000u) << "head + 20 MB body, half-close " << halfClose;
+    }
+  }
+  // A large upload through the same route.
+  const std::string body = (tmp_.path() / "upload.bin").string();
+  ASSERT_OK(itest::writeFile(body, std::string(5'000'000, 'u')));
+  CurlResult up = curlIn(app_, {"-X", "POST", "--data-binary", "@" + body,
+                                "http://" + std::string(kTcpVip) + ":9000/upload"});
+  ASSERT_EQ(up.exitCode, 0) << up.stderrText;
+  EXPECT_EQ(up.json().value("body_bytes", 0), 5'000'000) << up.body;
+
+  std::string st = stats();
+  EXPECT_EQ(statValue(st, "tcp_cx_total"), std::uint64_t(n + 5)) << st;
+  EXPECT_EQ(statValue(st, "tcp_drain_timeout"), 0u) << st;
+  EXPECT_EQ(statValue(st, "tcp_cx_error"), 0u) << st;
+  if (GetParam()) {
+    EXPECT_GE(statValue(st, "tcp_cx_spliced"), std::uint64_t(n + 3)) << st;
+    EXPECT_GE(statValue(st, "bpf.l4_spliced_bytes"), 45'000'000u) << st;
+  } else {
+    EXPECT_EQ(statValue(st, "tcp_cx_spliced"), 0u) << st;
+    EXPECT_GE(statValue(st, "tcp_bytes_copied"), 45'000'000u) << st;
+    EXPECT_EQ(statValue(st, "bpf.l4_spliced_bytes"), 0u) << st;
+  }
+  EXPECT_EQ(statValue(st, "bpf.l4_no_peer"), 0u) << st;
+
+  // Every connection is gone from the daemon: no fd left behind.
+  std::size_t fdsAfter = 0;
+  for (int i = 0; i < 100; ++i) {
+    fdsAfter = openFds(daemon);
+    if (fdsAfter <= fdsBefore) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_LE(fdsAfter, fdsBefore) << "daemon holds more fds than before the connections";
+}
+
+INSTANTIATE_TEST_SUITE_P(Splice, TcpRouteTest, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "Kernel" : "Userspace"; });
 
 }  // namespace
 }  // namespace sluice::bpf

@@ -86,7 +86,7 @@ TEST(SockopsBpf, CountsOnlyConnectionsFromItsCgroupAndCleansUp) {
   }
   auto infos = prog->info();
   ASSERT_TRUE(infos) << infos.error();
-  ASSERT_EQ(infos->size(), 2u) << "capture off: sockops and sk_msg only";
+  ASSERT_EQ(infos->size(), 3u) << "capture off: sockops, sk_msg and sk_skb only";
   const ProgInfo* info = &(*infos)[0];
   ASSERT_EQ(info->name, "sockops");
   std::printf("[ sockops  ] prog id %u: %zu insns in ELF, %u xlated insns, %u JIT bytes, "
@@ -238,9 +238,9 @@ TEST(SockopsBpf, PinsMapsInPerRunDirectoryAndUnpins) {
     {
       auto prog = Datapath::load({.pinDir = dir});
       ASSERT_TRUE(prog) << prog.error();
-      // Every map but the sockhash and the socket storage (they hold live
-      // sockets) and sluice_enabled (pinned too, but kept: see below).
-      ASSERT_EQ(prog->pinnedPaths().size(), 7u);
+      // Every map but the two sockhashes and the socket storage (they hold
+      // live sockets) and sluice_enabled (pinned too, but kept: see below).
+      ASSERT_EQ(prog->pinnedPaths().size(), 8u);
       EXPECT_EQ(::access((dir + "/sluice_enabled").c_str(), F_OK), 0);
       for (const auto& p : prog->pinnedPaths()) {
         EXPECT_EQ(p.rfind(dir + "/", 0), 0u) << p;
@@ -289,8 +289,8 @@ TEST(DatapathBpf, EveryProgramLoadsAndReportsItsSize) {
     EXPECT_GT(p.xlatedInsns, 0u) << p.name;
     EXPECT_GT(p.jitedBytes, 0u) << p.name << ": not JIT-compiled";
   }
-  EXPECT_EQ(names, (std::vector<std::string>{"sockops", "sk_msg", "connect4", "getpeername4",
-                                             "getsockopt"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"sockops", "sk_msg", "sk_skb", "connect4",
+                                             "getpeername4", "getsockopt"}));
 }
 
 TEST(SockopsBpf, ProbeSaysBpfIsUsable) {

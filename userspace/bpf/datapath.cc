@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/socket.h>
 #include <sys/statfs.h>
 #include <unistd.h>
 
@@ -24,6 +25,7 @@
 #include "getpeername4.skel.h"
 #include "getsockopt.skel.h"
 #include "sk_msg.skel.h"
+#include "sk_skb.skel.h"
 #include "sockops.skel.h"
 
 namespace sluice::bpf {
@@ -93,6 +95,7 @@ ConnStats toStats(const sluice_conn_stats& v) {
 struct Datapath::Skeletons {
   sluice_sockops* sockops = nullptr;
   sluice_sk_msg* skMsg = nullptr;
+  sluice_sk_skb* skSkb = nullptr;
   sluice_connect4* connect4 = nullptr;
   sluice_getpeername4* getpeername4 = nullptr;
   sluice_getsockopt* getsockopt = nullptr;
@@ -101,6 +104,7 @@ struct Datapath::Skeletons {
     if (getsockopt) sluice_getsockopt__destroy(getsockopt);
     if (getpeername4) sluice_getpeername4__destroy(getpeername4);
     if (connect4) sluice_connect4__destroy(connect4);
+    if (skSkb) sluice_sk_skb__destroy(skSkb);
     if (skMsg) sluice_sk_msg__destroy(skMsg);
     if (sockops) sluice_sockops__destroy(sockops);
   }
@@ -110,6 +114,7 @@ struct Datapath::Skeletons {
     std::vector<std::tuple<bpf_object*, bpf_program*, const char*>> v;
     if (sockops) v.emplace_back(sockops->obj, sockops->progs.sluice_sockops, "sockops");
     if (skMsg) v.emplace_back(skMsg->obj, skMsg->progs.sluice_sk_msg, "sk_msg");
+    if (skSkb) v.emplace_back(skSkb->obj, skSkb->progs.sluice_sk_skb, "sk_skb");
     if (connect4) v.emplace_back(connect4->obj, connect4->progs.sluice_connect4, "connect4");
     if (getpeername4)
       v.emplace_back(getpeername4->obj, getpeername4->progs.sluice_getpeername4, "getpeername4");
@@ -231,6 +236,12 @@ std::expected<Datapath, std::string> Datapath::load(const DatapathOptions& opts)
   if (int err = sluice_sk_msg__load(sk.skMsg); err != 0)
     return std::unexpected(loadError("sk_msg", err, verifierLog, libbpfLog));
 
+  sk.skSkb = sluice_sk_skb__open_opts(&openOpts);
+  if (sk.skSkb == nullptr) return openFailed("sk_skb");
+  if (auto r = shareMaps(sk.skSkb->obj, sk, "sk_skb"); !r) return std::unexpected(r.error());
+  if (int err = sluice_sk_skb__load(sk.skSkb); err != 0)
+    return std::unexpected(loadError("sk_skb", err, verifierLog, libbpfLog));
+
   if (opts.capture) {
     sk.connect4 = sluice_connect4__open_opts(&openOpts);
     if (sk.connect4 == nullptr) return openFailed("connect4");
@@ -260,7 +271,7 @@ std::expected<Datapath, std::string> Datapath::load(const DatapathOptions& opts)
       std::string name = bpf_map__name(m);
       // The sockhash holds live sockets and the sk_msg attachment; it must
       // die with this process, so it is never pinned.
-      if (name == "sluice_socks" || name == "sluice_sock") continue;
+      if (name == "sluice_socks" || name == "sluice_sock" || name == "sluice_l4socks") continue;
       std::string path = opts.pinDir + "/" + name;
       bool persistent = name == kEnabledMapName;
       if (persistent && enabledPinnedFd >= 0) continue;  // already pinned there
@@ -277,6 +288,7 @@ Datapath::Datapath(Datapath&& other) noexcept
     : sk_(std::move(other.sk_)),
       links_(std::exchange(other.links_, {})),
       sockmapAttachedProg_(std::exchange(other.sockmapAttachedProg_, -1)),
+      l4AttachedProg_(std::exchange(other.l4AttachedProg_, -1)),
       pinDir_(std::exchange(other.pinDir_, {})),
       createdPinDir_(std::exchange(other.createdPinDir_, false)),
       pinned_(std::exchange(other.pinned_, {})) {}
@@ -287,6 +299,7 @@ Datapath& Datapath::operator=(Datapath&& other) noexcept {
     sk_ = std::move(other.sk_);
     links_ = std::exchange(other.links_, {});
     sockmapAttachedProg_ = std::exchange(other.sockmapAttachedProg_, -1);
+    l4AttachedProg_ = std::exchange(other.l4AttachedProg_, -1);
     pinDir_ = std::exchange(other.pinDir_, {});
     createdPinDir_ = std::exchange(other.createdPinDir_, false);
     pinned_ = std::exchange(other.pinned_, {});
@@ -325,7 +338,9 @@ std::expected<void, std::string> Datapath::attach(int cgroupFd) {
   if (!sk_) return std::unexpected("data path is not loaded");
   if (attached()) return std::unexpected("data path is already attached");
   for (auto [obj, prog, name] : sk_->all()) {
-    if (prog == sk_->skMsg->progs.sluice_sk_msg) continue;  // attached to the map below
+    // sk_msg and sk_skb attach to their sockhashes below.
+    if (prog == sk_->skMsg->progs.sluice_sk_msg || prog == sk_->skSkb->progs.sluice_sk_skb)
+      continue;
     bpf_link* link = bpf_program__attach_cgroup(prog, cgroupFd);
     if (link == nullptr) {
       int err = errno;
@@ -346,6 +361,14 @@ std::expected<void, std::string> Datapath::attach(int cgroupFd) {
                            privilegeHint(err));
   }
   sockmapAttachedProg_ = progFd;
+  int l4Fd = bpf_program__fd(sk_->skSkb->progs.sluice_sk_skb);
+  if (bpf_prog_attach(l4Fd, sk_->mapFd("sluice_l4socks"), BPF_SK_SKB_STREAM_VERDICT, 0) != 0) {
+    int err = errno;
+    detach();
+    return std::unexpected("cannot attach sk_skb to sluice_l4socks: " + errnoText(err) +
+                           privilegeHint(err));
+  }
+  l4AttachedProg_ = l4Fd;
   return {};
 }
 
@@ -357,28 +380,98 @@ void Datapath::detach() {
     bpf_prog_detach2(sockmapAttachedProg_, sk_->mapFd("sluice_socks"), BPF_SK_MSG_VERDICT);
     sockmapAttachedProg_ = -1;
   }
+  if (l4AttachedProg_ >= 0 && sk_) {
+    bpf_prog_detach2(l4AttachedProg_, sk_->mapFd("sluice_l4socks"), BPF_SK_SKB_STREAM_VERDICT);
+    l4AttachedProg_ = -1;
+  }
 }
 
-std::expected<void, std::string> Datapath::syncServices(const std::vector<Endpoint4>& vips) {
+std::expected<void, std::string> Datapath::syncServices(const std::vector<ServiceVip>& vips) {
   if (!sk_) return std::unexpected("data path is not loaded");
   int fd = sk_->mapFd("sluice_services");
   auto current = services();
   if (!current) return std::unexpected(current.error());
   for (const Endpoint4& old : *current) {
-    if (std::find(vips.begin(), vips.end(), old) != vips.end()) continue;
+    auto same = [&](const ServiceVip& v) { return v.vip == old; };
+    if (std::find_if(vips.begin(), vips.end(), same) != vips.end()) continue;
     sluice_addr_key k = toKey(old);
     bpf_map_delete_elem(fd, &k);
   }
   std::uint32_t id = 0;
-  for (const Endpoint4& v : vips) {
-    sluice_addr_key k = toKey(v);
+  for (const ServiceVip& v : vips) {
+    sluice_addr_key k = toKey(v.vip);
     sluice_service val{};
     val.id = ++id;
+    val.flags = v.l4 ? SLUICE_SVC_L4 : 0u;
     if (bpf_map_update_elem(fd, &k, &val, BPF_ANY) != 0)
       return std::unexpected("cannot write sluice_services (" + std::to_string(vips.size()) +
                              " VIPs): " + errnoText(errno));
   }
   return {};
+}
+
+std::expected<void, std::string> Datapath::markNoRedirect(int fd) {
+  if (!sk_) return std::unexpected("data path is not loaded");
+  sluice_sock_state st{};
+  st.flags = SLUICE_SOCK_NO_REDIRECT;
+  if (bpf_map_update_elem(sk_->mapFd("sluice_sock"), &fd, &st, BPF_ANY) != 0)
+    return std::unexpected("cannot mark socket: " + errnoText(errno));
+  return {};
+}
+
+namespace {
+std::expected<std::uint64_t, std::string> socketCookie(int fd) {
+  std::uint64_t cookie = 0;
+  socklen_t len = sizeof(cookie);
+  if (::getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len) != 0)
+    return std::unexpected("SO_COOKIE: " + errnoText(errno));
+  return cookie;
+}
+}  // namespace
+
+std::expected<void, std::string> Datapath::spliceAttach(int fdA, int fdB) {
+  if (!sk_) return std::unexpected("data path is not loaded");
+  auto a = socketCookie(fdA);
+  auto b = socketCookie(fdB);
+  if (!a || !b) return std::unexpected(!a ? a.error() : b.error());
+  int peers = sk_->mapFd("sluice_l4peer");
+  int socks = sk_->mapFd("sluice_l4socks");
+  // Pairing first: a verdict that runs between the two inserts must find it.
+  if (bpf_map_update_elem(peers, &*a, &*b, BPF_ANY) != 0 ||
+      bpf_map_update_elem(peers, &*b, &*a, BPF_ANY) != 0) {
+    int err = errno;
+    bpf_map_delete_elem(peers, &*a);
+    return std::unexpected("cannot pair sockets in sluice_l4peer: " + errnoText(err));
+  }
+  // B before A: once A is in, A's bytes always find B. Bytes B receives in
+  // between find no A; the verdict keeps them on B for the caller to read
+  // (see spliceAttach's contract).
+  std::uint64_t va = static_cast<std::uint64_t>(fdA), vb = static_cast<std::uint64_t>(fdB);
+  if (bpf_map_update_elem(socks, &*b, &vb, BPF_NOEXIST) != 0 ||
+      bpf_map_update_elem(socks, &*a, &va, BPF_NOEXIST) != 0) {
+    int err = errno;
+    spliceDetach(fdA, fdB);
+    return std::unexpected("cannot insert sockets into sluice_l4socks: " + errnoText(err));
+  }
+  // Bytes that arrived before the insert sit in the receive queue with no
+  // new data_ready to come; setting SO_RCVLOWAT re-evaluates readiness,
+  // which runs the verdict over them.
+  int one = 1;
+  ::setsockopt(fdA, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
+  ::setsockopt(fdB, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
+  return {};
+}
+
+void Datapath::spliceDetach(int fdA, int fdB) {
+  if (!sk_) return;
+  int peers = sk_->mapFd("sluice_l4peer");
+  int socks = sk_->mapFd("sluice_l4socks");
+  for (int fd : {fdA, fdB}) {
+    auto c = socketCookie(fd);
+    if (!c) continue;
+    bpf_map_delete_elem(socks, &*c);
+    bpf_map_delete_elem(peers, &*c);
+  }
 }
 
 namespace {
@@ -604,6 +697,8 @@ const char* counterName(sluice_counter c) {
     case SLUICE_CNT_MSG_REDIRECTED: return "msg_redirected";
     case SLUICE_CNT_MSG_REDIRECTED_BYTES: return "msg_redirected_bytes";
     case SLUICE_CNT_MSG_PASSED: return "msg_passed";
+    case SLUICE_CNT_L4_SPLICED_BYTES: return "l4_spliced_bytes";
+    case SLUICE_CNT_L4_NO_PEER: return "l4_no_peer";
     case SLUICE_CNT_MAX: break;
   }
   return "unknown";

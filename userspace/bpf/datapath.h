@@ -73,6 +73,14 @@ struct Endpoint4 {
   bool operator==(const Endpoint4&) const = default;
 };
 
+// A VIP for sluice_services: an L4 one is never socket-redirected, so the
+// engine can splice it.
+struct ServiceVip {
+  Endpoint4 vip;
+  bool l4 = false;
+  bool operator==(const ServiceVip&) const = default;
+};
+
 struct StatsEntry {
   Endpoint4 key;
   ConnStats stats;
@@ -115,13 +123,26 @@ class Datapath {
   bool attached() const { return !links_.empty(); }
 
   // Replaces the VIP set (ServiceEntry addresses x ports): adds the new,
-  // deletes the gone. Ids follow the order given.
-  std::expected<void, std::string> syncServices(const std::vector<Endpoint4>& vips);
+  // deletes the gone, updates the changed. Ids follow the order given.
+  std::expected<void, std::string> syncServices(const std::vector<ServiceVip>& vips);
   std::expected<std::vector<Endpoint4>, std::string> services() const;
 
   // The VIP:port a captured connection was dialled to, by its two ends as
   // the proxy sees them after accept(). nullopt: not a captured connection.
   std::optional<Endpoint4> originalDestination(Endpoint4 client, Endpoint4 proxy) const;
+
+  // L4 splice. markNoRedirect() keeps a socket out of sluice_socks; call it
+  // before connect(). spliceAttach() pairs two connected sockets and hands
+  // them to the stream verdict: from then on the kernel moves every byte
+  // either receives to the other. Bytes fdB received in the instant before
+  // fdA joined stay readable on fdB: the caller reads them once, right after,
+  // and writes them to fdA. spliceDetach() undoes it (closing the sockets
+  // does too, except for the pairing entries, so call it before close).
+  // Thread-safe. Only established sockets can join (EOPNOTSUPP otherwise,
+  // e.g. a client that already half-closed).
+  std::expected<void, std::string> markNoRedirect(int fd);
+  std::expected<void, std::string> spliceAttach(int fdA, int fdB);
+  void spliceDetach(int fdA, int fdB);
 
   std::expected<Counters, std::string> counters() const;
   // nullopt when the kernel never saw that peer (or evicted it).
@@ -145,6 +166,7 @@ class Datapath {
   std::unique_ptr<Skeletons> sk_;
   std::vector<::bpf_link*> links_;
   int sockmapAttachedProg_ = -1;  // prog fd attached to sluice_socks, or -1
+  int l4AttachedProg_ = -1;       // prog fd attached to sluice_l4socks, or -1
   std::string pinDir_;
   bool createdPinDir_ = false;
   std::vector<std::string> pinned_;  // unpinned on destruction

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <map>
 #include <system_error>
+#include <vector>
 
 #include "bpf/cgroup.h"
 #include "bpf/datapath.h"
@@ -60,7 +61,14 @@ int meshDisable(const std::string& cgroupPath, const std::string& pinDir) {
   return 0;
 }
 
-int meshStatus(const std::string& pinDir) {
+namespace {
+std::expected<std::string, std::string> rootOrMount(const std::string& cgroupRoot) {
+  if (!cgroupRoot.empty()) return cgroupRoot;
+  return bpf::findCgroup2Mount();
+}
+}  // namespace
+
+int meshStatus(const std::string& pinDir, const std::string& cgroupRoot) {
   auto m = bpf::EnabledCgroups::open(pinDir, /*create=*/false);
   if (!m) return fail(m.error());
   auto ids = m->list();
@@ -71,13 +79,38 @@ int meshStatus(const std::string& pinDir) {
     return 0;
   }
   std::map<std::uint64_t, std::string> paths;
-  if (auto mount = bpf::findCgroup2Mount()) paths = cgroupPaths(*mount);
+  if (auto root = rootOrMount(cgroupRoot)) paths = cgroupPaths(*root);
   for (std::uint64_t id : *ids) {
     auto it = paths.find(id);
     std::printf("enabled  %-60s id %llu\n",
                 it == paths.end() ? "(cgroup no longer exists)" : it->second.c_str(),
                 static_cast<unsigned long long>(id));
   }
+  return 0;
+}
+
+int meshPrune(const std::string& pinDir, const std::string& cgroupRoot) {
+  auto root = rootOrMount(cgroupRoot);
+  if (!root) return fail(root.error());
+  auto m = bpf::EnabledCgroups::open(pinDir, /*create=*/false);
+  if (!m) return fail(m.error());
+  auto ids = m->list();
+  if (!ids) return fail(ids.error());
+  std::map<std::uint64_t, std::string> paths = cgroupPaths(*root);
+  std::vector<std::uint64_t> gone;
+  for (std::uint64_t id : *ids)
+    if (!paths.contains(id)) gone.push_back(id);
+  // Looking at the wrong tree (a pod's own cgroup namespace, say) would make
+  // every entry look stale: refuse rather than disable everything.
+  if (!ids->empty() && gone.size() == ids->size())
+    return fail("none of the " + std::to_string(ids->size()) + " enabled cgroups exists under " +
+                *root + "; refusing to prune them all (wrong --cgroup-root?)");
+  for (std::uint64_t id : gone) {
+    if (auto r = m->disable(id); !r) return fail(r.error());
+    std::printf("pruned cgroup id %llu (its cgroup no longer exists)\n",
+                static_cast<unsigned long long>(id));
+  }
+  std::printf("%zu pruned, %zu enabled\n", gone.size(), ids->size() - gone.size());
   return 0;
 }
 

@@ -151,11 +151,16 @@ int main(int argc, char** argv) {
   auto* md = mesh->add_subcommand("disable", "stop capturing a cgroup's new connections");
   md->add_option("--cgroup", cgroup, "cgroup v2 directory")->required();
   auto* ms = mesh->add_subcommand("status", "list enabled cgroups");
-  for (auto* sub : {me, md, ms}) sub->fallthrough();  // --bpf-pin-dir after the verb too
+  auto* mp = mesh->add_subcommand("prune", "disable enabled ids whose cgroup is gone (deleted pods)");
+  std::string cgroupRoot;
+  mesh->add_option("--cgroup-root", cgroupRoot,
+                   "where the host's cgroup2 tree is mounted (default: the first cgroup2 mount)");
+  for (auto* sub : {me, md, ms, mp}) sub->fallthrough();  // mesh options after the verb too
   CLI11_PARSE(app, argc, argv);
   if (*me) return sluice::cli::meshEnable(cgroup, pinDir);
   if (*md) return sluice::cli::meshDisable(cgroup, pinDir);
-  if (*ms) return sluice::cli::meshStatus(pinDir);
+  if (*ms) return sluice::cli::meshStatus(pinDir, cgroupRoot);
+  if (*mp) return sluice::cli::meshPrune(pinDir, cgroupRoot);
   if (*an) return analyze(dir);
   if (*ro) return routes(dir);
   if (*ap) return applyFile(file, dir);

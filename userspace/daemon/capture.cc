@@ -25,12 +25,15 @@ std::expected<std::unique_ptr<Capture>, std::string> Capture::start(const Captur
   char resolved[PATH_MAX];
   if (::realpath(opts.cgroupPath.c_str(), resolved) == nullptr)
     return std::unexpected("--bpf-cgroup " + opts.cgroupPath + ": " + std::strerror(errno));
-  if (std::string(resolved) == *mount)
+  auto id = bpf::cgroupIdOfPath(resolved);
+  if (!id) return std::unexpected("--bpf-cgroup: " + id.error());
+  // Every cgroup but the hierarchy's root has cgroup.type, wherever and
+  // however (cgroup namespace, bind mount) the tree is mounted.
+  if (std::string(resolved) == *mount ||
+      ::access((std::string(resolved) + "/cgroup.type").c_str(), F_OK) != 0)
     return std::unexpected("--bpf-cgroup " + opts.cgroupPath +
                            " is the cgroup2 root; pass the sub-tree that holds the workloads "
                            "(e.g. kubepods.slice)");
-  auto id = bpf::cgroupIdOfPath(resolved);
-  if (!id) return std::unexpected("--bpf-cgroup: " + id.error());
 
   auto self = bpf::ownCgroupPath();
   if (!self) return std::unexpected(self.error());
@@ -60,7 +63,9 @@ std::expected<std::unique_ptr<Capture>, std::string> Capture::start(const Captur
   }
   CaptureOptions kept = opts;
   kept.cgroupPath = resolved;
-  return std::unique_ptr<Capture>(new Capture(std::move(kept), std::move(*dp), fd));
+  auto cap = std::unique_ptr<Capture>(new Capture(std::move(kept), std::move(*dp), fd));
+  cap->ownCgroupId_ = *selfId;
+  return cap;
 }
 
 Capture::~Capture() {
@@ -73,12 +78,12 @@ std::uint64_t vipKey(bpf::Endpoint4 e) { return (std::uint64_t(e.addrBe) << 16) 
 }  // namespace
 
 void Capture::sync(const route::Snapshot& snap) {
-  std::vector<bpf::Endpoint4> vips;
+  std::vector<bpf::ServiceVip> vips;
   std::unordered_map<std::uint64_t, std::string> hosts;
   vips.reserve(snap.captureVips.size());
   for (const auto& v : snap.captureVips) {
-    vips.push_back({v.addrBe, htons(v.port)});
-    hosts.emplace(vipKey(vips.back()), v.host);
+    vips.push_back({{v.addrBe, htons(v.port)}, v.tcp});
+    hosts.emplace(vipKey(vips.back().vip), v.host);
   }
   std::lock_guard lock(syncMu_);
   vipHosts_ = std::move(hosts);
@@ -98,6 +103,24 @@ bool Capture::originalDst(const sockaddr_in& client, const sockaddr_in& local,
   orig->sin_port = o->portBe;
   return true;
 }
+
+void Capture::prepareUpstream(int fd) {
+  if (auto r = dp_.markNoRedirect(fd); !r)
+    std::fprintf(stderr, "sluiced: eBPF: %s\n", r.error().c_str());
+}
+
+bool Capture::attach(int clientFd, int upstreamFd) {
+  if (!opts_.splice) return false;
+  auto r = dp_.spliceAttach(clientFd, upstreamFd);
+  if (!r) {
+    // Rare (map full): this connection is copied in userspace instead.
+    std::fprintf(stderr, "sluiced: eBPF splice: %s; copying instead\n", r.error().c_str());
+    return false;
+  }
+  return true;
+}
+
+void Capture::detach(int clientFd, int upstreamFd) { dp_.spliceDetach(clientFd, upstreamFd); }
 
 std::string Capture::renderPrometheus() {
   std::string out;

@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "bpf/datapath.h"
+#include "proxy/tcp_proxy.h"
 #include "route/table.h"
 
 namespace sluice::daemon {
@@ -23,14 +24,15 @@ struct CaptureOptions {
   std::string pinDir = bpf::kDefaultPinDir;
   sockaddr_in outbound{};  // where captured connects are sent
   bool redirect = true;    // sk_msg socket redirection for node-local pairs
+  bool splice = true;      // sk_skb splice for L4 (TCP route) connections
 };
 
-class Capture {
+class Capture final : public proxy::L4Splicer {
  public:
   // Everything or nothing: on error nothing stays attached, and the message
   // says why (for the one log line of --bpf auto, the exit of required).
   static std::expected<std::unique_ptr<Capture>, std::string> start(const CaptureOptions& opts);
-  ~Capture();
+  ~Capture() override;
 
   // Makes sluice_services the snapshot's capture VIPs. Thread-safe.
   void sync(const route::Snapshot& snap);
@@ -41,10 +43,18 @@ class Capture {
   std::string renderPrometheus();
   std::string renderText();
 
+  // proxy::L4Splicer. With splice off (--no-bpf-splice) attach() declines
+  // and the engine copies, over the same kind of sockets.
+  void prepareUpstream(int fd) override;
+  bool attach(int clientFd, int upstreamFd) override;
+  void detach(int clientFd, int upstreamFd) override;
+
   // Stops capturing new connections; the maps stay readable.
-  void detach() { dp_.detach(); }
+  void detachPrograms() { dp_.detach(); }
 
   const std::string& cgroupPath() const { return opts_.cgroupPath; }
+  // The daemon's own cgroup, which is never captured.
+  std::uint64_t ownCgroupId() const { return ownCgroupId_; }
   bpf::Datapath& datapath() { return dp_; }
 
  private:
@@ -54,6 +64,7 @@ class Capture {
   CaptureOptions opts_;
   bpf::Datapath dp_;
   int cgroupFd_ = -1;
+  std::uint64_t ownCgroupId_ = 0;
   std::mutex syncMu_;
   // "addr:port" (both network order, packed) -> service FQDN, as last synced.
   std::unordered_map<std::uint64_t, std::string> vipHosts_;  // guarded by syncMu_

@@ -54,6 +54,7 @@ int main(int argc, char** argv) {
   std::string bpfCgroup;
   std::string bpfPinDir = sluice::bpf::kDefaultPinDir;
   bool bpfRedirect = true;
+  bool bpfSplice = true;
   std::string accessLog;
   std::string credentialsDir;
   std::string gatewayBind = "0.0.0.0";
@@ -71,6 +72,9 @@ int main(int argc, char** argv) {
   app.add_option("--bpf-pin-dir", bpfPinDir, "bpffs directory for the shared maps");
   app.add_flag("--bpf-redirect,!--no-bpf-redirect", bpfRedirect,
                "sk_msg socket redirection between node-local sockets (default on)");
+  app.add_flag("--bpf-splice,!--no-bpf-splice", bpfSplice,
+               "kernel splice (sk_skb) for TCP-route connections (default on; off: "
+               "userspace copy)");
   app.add_option("--access-log", accessLog, "access log path, or - for stdout");
   app.add_option("--credentials-dir", credentialsDir, "TLS secrets, one folder per credentialName");
   app.add_option("--gateway-bind", gatewayBind, "address Gateway servers bind to");
@@ -103,7 +107,7 @@ int main(int argc, char** argv) {
     } else {
       auto c = sluice::daemon::Capture::start(
           {.cgroupPath = bpfCgroup, .pinDir = bpfPinDir, .outbound = opts.outbound,
-           .redirect = bpfRedirect});
+           .redirect = bpfRedirect, .splice = bpfSplice});
       if (c) {
         capture = std::move(*c);
       } else {
@@ -117,14 +121,17 @@ int main(int argc, char** argv) {
   }
   if (capture) {
     fprintf(stderr,
-            "sluiced: eBPF capture on cgroup %s (maps in %s, socket redirection %s): enabled "
-            "cgroups' connections to service VIPs go to %s\n",
+            "sluiced: eBPF capture on cgroup %s (maps in %s, socket redirection %s, L4 splice "
+            "%s): enabled cgroups' connections to service VIPs go to %s; the daemon's own "
+            "cgroup (id %llu) is never captured\n",
             capture->cgroupPath().c_str(), bpfPinDir.c_str(), bpfRedirect ? "on" : "off",
-            outbound.c_str());
+            bpfSplice ? "on" : "off", outbound.c_str(),
+            static_cast<unsigned long long>(capture->ownCgroupId()));
     sluice::daemon::Capture* cap = capture.get();
     opts.originalDst = [cap](const sockaddr_in& client, const sockaddr_in& local, sockaddr_in* orig) {
       return cap->originalDst(client, local, orig);
     };
+    opts.l4Splicer = cap;
   } else {
     fprintf(stderr, "sluiced: explicit-proxy mode (%s): send requests to %s\n", bpfReason.c_str(),
             outbound.c_str());
@@ -209,7 +216,7 @@ int main(int argc, char** argv) {
   // The engine may still look up original destinations until it is joined,
   // so the maps live until then.
   configs.setOnPublish(nullptr);
-  if (capture) capture->detach();
+  if (capture) capture->detachPrograms();
   engine.stop();
   engine.join();
   capture.reset();

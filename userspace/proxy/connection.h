@@ -37,6 +37,9 @@ class Connection : public core::CompletionHandler {
   // Closes once every written byte has been sent.
   void closeAfterFlush();
   bool closing() const { return closing_ || closeAfterFlush_; }
+  // The worker began draining (SIGTERM). Default: keep going until done or
+  // until the drain deadline closes everything.
+  virtual void drain() {}
   int fd() const { return fd_; }
 
  protected:

@@ -21,6 +21,7 @@ namespace sluice::proxy {
 
 class Worker;
 class AccessLog;
+class L4Splicer;
 
 struct EngineOptions {
   sockaddr_in outbound{};
@@ -38,6 +39,9 @@ struct EngineOptions {
   // not captured, and the Host/URI port decides.
   std::function<bool(const sockaddr_in& client, const sockaddr_in& local, sockaddr_in* orig)>
       originalDst;
+  // With eBPF: hands L4 (TCP route) connections to the kernel's splice.
+  // Unset: the worker relays their bytes itself. Must outlive the engine.
+  L4Splicer* l4Splicer = nullptr;
 };
 
 class Engine {

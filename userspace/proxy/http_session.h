@@ -66,7 +66,7 @@ class DownstreamConn final : public Connection {
   DownstreamConn(Worker& worker, int fd, const sockaddr_in& peer, uint16_t origPort = 0);
   void start();
   // Drain: close now if idle, else after the current response.
-  void drain();
+  void drain() override;
 
   // Upstream events, forwarded by UpstreamConn.
   void onUpstreamConnected();

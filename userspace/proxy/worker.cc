@@ -1,4 +1,5 @@
 #include "proxy/worker.h"
+#include "proxy/tcp_proxy.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -60,18 +61,17 @@ class Worker::Listener final : public core::CompletionHandler {
     armed_ = true;
   }
 
-  // Port of the VIP a captured connection was dialled to, 0 if it was not
+  // The VIP a captured connection was dialled to; false if it was not
   // captured (or no capture is configured).
-  uint16_t originalPort(int fd, const sockaddr_in& peer) {
+  bool originalDst(int fd, const sockaddr_in& peer, sockaddr_in* orig) {
     const auto& lookup = worker_.engine().options().originalDst;
-    if (!lookup) return 0;
+    if (!lookup) return false;
     sockaddr_in local = local_;
     if (local.sin_addr.s_addr == htonl(INADDR_ANY)) {
       socklen_t len = sizeof(local);
       getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len);
     }
-    sockaddr_in orig{};
-    return lookup(peer, local, &orig) ? ntohs(orig.sin_port) : 0;
+    return lookup(peer, local, orig);
   }
 
   void stop() {
@@ -96,8 +96,17 @@ class Worker::Listener final : public core::CompletionHandler {
         sockaddr_in peer{};
         socklen_t len = sizeof(peer);
         getpeername(res, reinterpret_cast<sockaddr*>(&peer), &len);
-        auto* c = new DownstreamConn(worker_, res, peer, originalPort(res, peer));
-        c->start();
+        sockaddr_in orig{};
+        bool captured = originalDst(res, peer, &orig);
+        const auto& snap = worker_.snapshot();
+        const route::TcpService* tcp =
+            captured && snap ? snap->findTcp(orig.sin_addr.s_addr, ntohs(orig.sin_port)) : nullptr;
+        if (tcp) {
+          TcpProxy::start(worker_, res, peer, orig, snap, *tcp);
+        } else {
+          auto* c = new DownstreamConn(worker_, res, peer, captured ? ntohs(orig.sin_port) : 0);
+          c->start();
+        }
       }
     }
     if (!armed_ && !stopped_) arm();
@@ -189,7 +198,7 @@ void Worker::beginDrain() {
   listener_->stop();
   // Copy: drain() may close and unregister connections.
   std::vector<Connection*> conns = downstreams_;
-  for (Connection* c : conns) static_cast<DownstreamConn*>(c)->drain();
+  for (Connection* c : conns) c->drain();
   for (auto& [key, st] : endpoints_) {
     std::vector<UpstreamConn*> idle = st.idle;
     for (UpstreamConn* c : idle) c->close();

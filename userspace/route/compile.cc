@@ -87,6 +87,9 @@ class Compiler {
   void indexDestinationRules();
   void indexVirtualServices();
   const config::VirtualService* virtualServiceFor(const std::string& host);
+  // The first mesh VirtualService with tcp routes for `host` (exact, then
+  // the longest covering wildcard, then `*`), or nullptr.
+  const config::VirtualService* tcpVirtualServiceFor(const std::string& host) const;
   const config::DestinationRule* destinationRuleFor(const std::string& host) const;
   const std::vector<Endpoint>& serviceEndpoints(const Service& svc, const config::ServicePort& sp);
   void addEndpoint(const config::WorkloadEntry& e, const config::ServiceEntry& se,
@@ -99,7 +102,9 @@ class Compiler {
   void addRoutes(VirtualHost& vh, const config::VirtualService& vs, uint32_t port);
   void addDefaultRoute(VirtualHost& vh, const std::string& host, uint32_t port);
   void addCaptureVips(const std::string& host, const std::vector<std::string>& addresses,
-                      uint32_t port);
+                      uint32_t port, const TcpService* tcp = nullptr);
+  const TcpService* addTcpService(const Service& svc, uint32_t port,
+                                  const config::VirtualService* vs);
   void addDomains(const std::string& host, const std::vector<std::string>& vips, uint32_t port,
                   VirtualHost& vh);
   void buildServiceHosts();
@@ -118,6 +123,7 @@ class Compiler {
   std::unordered_map<std::string, std::vector<const config::WorkloadEntry*>> workloadsByNs_;
   std::unordered_map<std::string, const config::DestinationRule*> drByHost_;
   std::unordered_map<std::string, const config::VirtualService*> vsByHost_;
+  std::unordered_map<std::string, const config::VirtualService*> tcpVsByHost_;
   std::vector<std::string> vsHostOrder_;  // hosts claimed by a VS, in load order
   std::unordered_set<std::string> vsHostsUsed_;
   std::unordered_map<std::string, std::vector<Endpoint>> endpointCache_;  // "host|port"
@@ -168,7 +174,11 @@ void Compiler::indexVirtualServices() {
   for (const config::VirtualService& vs : snap_.resources.virtualServices) {
     // A VirtualService bound only to gateways is not part of sidecar routing;
     // one with only tcp/tls routes leaves HTTP traffic to the default route.
-    if (!hasMesh(vs.gateways) || vs.http.empty()) continue;
+    if (!hasMesh(vs.gateways)) continue;
+    if (!vs.tcp.empty()) {
+      for (const std::string& raw : vs.hosts) tcpVsByHost_.try_emplace(lowerCopy(raw), &vs);
+    }
+    if (vs.http.empty()) continue;
     for (const std::string& raw : vs.hosts) {
       std::string host = lowerCopy(raw);
       auto [it, inserted] = vsByHost_.try_emplace(host, &vs);
@@ -183,6 +193,20 @@ void Compiler::indexVirtualServices() {
       vsHostOrder_.push_back(host);
     }
   }
+}
+
+const config::VirtualService* Compiler::tcpVirtualServiceFor(const std::string& host) const {
+  if (auto it = tcpVsByHost_.find(host); it != tcpVsByHost_.end()) return it->second;
+  const config::VirtualService* found = nullptr;
+  forEachWildcardForm(host, [&](const std::string& wc) {
+    auto it = tcpVsByHost_.find(wc);
+    if (it == tcpVsByHost_.end()) return false;
+    found = it->second;
+    return true;
+  });
+  if (found) return found;
+  auto it = tcpVsByHost_.find("*");
+  return it == tcpVsByHost_.end() ? nullptr : it->second;
 }
 
 // Exact host first, then the longest wildcard covering it, then `*`.
@@ -517,14 +541,78 @@ void Compiler::addDomains(const std::string& host, const std::vector<std::string
 // Only single IPv4 addresses: a CIDR range names no one socket address, and
 // IPv6 capture (connect6) is not built yet.
 void Compiler::addCaptureVips(const std::string& host, const std::vector<std::string>& addresses,
-                              uint32_t port) {
+                              uint32_t port, const TcpService* tcp) {
   for (const std::string& a : addresses) {
     in_addr addr{};
     if (a.find('/') != std::string::npos || inet_pton(AF_INET, a.c_str(), &addr) != 1) continue;
-    Snapshot::Vip v{addr.s_addr, static_cast<uint16_t>(port), host};
+    Snapshot::Vip v{addr.s_addr, static_cast<uint16_t>(port), host, tcp != nullptr};
     auto& vips = snap_.captureVips;
-    if (std::find(vips.begin(), vips.end(), v) == vips.end()) vips.push_back(v);
+    if (std::find(vips.begin(), vips.end(), v) != vips.end()) continue;
+    vips.push_back(v);
+    if (tcp) snap_.tcpByVip.emplace((uint64_t(v.addrBe) << 16) | v.port, tcp);
   }
+}
+
+// tcp[] rules of the service's VirtualService that can match on this port,
+// else one rule to the whole service, as Istio's default TCP route.
+const TcpService* Compiler::addTcpService(const Service& svc, uint32_t port,
+                                          const config::VirtualService* vs) {
+  auto ts = std::make_unique<TcpService>();
+  ts->host = svc.host;
+  ts->port = port;
+  if (vs) {
+    std::string resource = resourceName("VirtualService", vs->metadata);
+    if (!vs->tls.empty()) warn(resource + ": tls routes (SNI) are not supported yet; ignored");
+    for (size_t i = 0; i < vs->tcp.size(); ++i) {
+      const config::TCPRoute& tcp = vs->tcp[i];
+      std::string path = "spec.tcp[" + std::to_string(i) + "]";
+      TcpRoute r;
+      for (const config::L4MatchAttributes& m : tcp.match) {
+        if (m.port && *m.port != port) continue;
+        bool meshOk = m.gateways.empty() ||
+                      std::find(m.gateways.begin(), m.gateways.end(), "mesh") != m.gateways.end();
+        if (!meshOk) continue;
+        if (!m.sourceLabels.empty() || !m.sourceNamespace.empty()) {
+          // The node proxy does not know the client workload's labels yet.
+          warn(resource + ": " + path + ": sourceLabels/sourceNamespace matches are not "
+               "supported yet; that match block never matches");
+          continue;
+        }
+        TcpRoute::Match cm;
+        cm.port = m.port;
+        for (const std::string& cidr : m.destinationSubnets) {
+          std::string ip = cidr.substr(0, cidr.find('/'));
+          size_t slash = cidr.find('/');
+          int bits = slash == std::string::npos ? 32 : std::atoi(cidr.c_str() + slash + 1);
+          in_addr a{};
+          if (inet_pton(AF_INET, ip.c_str(), &a) != 1 || bits < 0 || bits > 32) continue;  // IPv6
+          uint32_t mask = bits == 0 ? 0 : htonl(~uint32_t(0) << (32 - bits));
+          cm.subnets.emplace_back(a.s_addr & mask, mask);
+        }
+        r.matches.push_back(std::move(cm));
+      }
+      if (!tcp.match.empty() && r.matches.empty()) continue;  // nothing can match here
+      for (size_t k = 0; k < tcp.route.size(); ++k) {
+        const config::RouteDestination& d = tcp.route[k];
+        TcpRoute::Dest dest;
+        dest.cluster = cluster(d.destination, port,
+                               resource + ": " + path + ".route[" + std::to_string(k) + "]");
+        dest.weight = tcp.route.size() == 1 ? 100u : static_cast<uint32_t>(std::max(0, d.weight));
+        r.totalWeight += dest.weight;
+        r.clusters.push_back(dest);
+      }
+      if (r.totalWeight == 0) warn(resource + ": " + path + ": every destination has weight 0");
+      ts->routes.push_back(std::move(r));
+    }
+  }
+  if (ts->routes.empty() || !ts->routes.back().matches.empty()) {
+    TcpRoute r;
+    r.clusters.push_back({serviceCluster(svc.host, port, svc.host), 100});
+    r.totalWeight = 100;
+    ts->routes.push_back(std::move(r));
+  }
+  snap_.tcpServices.push_back(std::move(ts));
+  return snap_.tcpServices.back().get();
 }
 
 void Compiler::buildServiceHosts() {
@@ -534,7 +622,11 @@ void Compiler::buildServiceHosts() {
     for (const config::ServicePort& sp : svc->se->ports) {
       // Every port gets its service-wide cluster (TCP proxying needs it too).
       serviceCluster(svc->host, sp.number, resourceName("ServiceEntry", svc->se->metadata));
-      if (!isHttpProtocol(sp.protocol)) continue;
+      if (!isHttpProtocol(sp.protocol)) {
+        addCaptureVips(svc->host, svc->se->addresses, sp.number,
+                       addTcpService(*svc, sp.number, tcpVirtualServiceFor(svc->host)));
+        continue;
+      }
       VirtualHost* vh = newVirtualHost(svc->host, sp.number);
       addDomains(svc->host, svc->se->addresses, sp.number, *vh);
       addCaptureVips(svc->host, svc->se->addresses, sp.number);

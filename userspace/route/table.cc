@@ -43,6 +43,35 @@ const WeightedCluster* Route::pick(uint64_t random) const {
   return nullptr;  // unreachable while totalWeight is the sum of weights
 }
 
+bool TcpRoute::matchesConnection(uint32_t dstAddrBe, uint32_t port) const {
+  if (matches.empty()) return true;
+  for (const Match& m : matches) {
+    if (m.port && *m.port != port) continue;
+    if (m.subnets.empty()) return true;
+    for (auto [net, mask] : m.subnets) {
+      if ((dstAddrBe & mask) == net) return true;
+    }
+  }
+  return false;
+}
+
+const TcpRoute::Dest* TcpRoute::pick(uint64_t random) const {
+  if (totalWeight == 0) return nullptr;
+  uint64_t r = static_cast<uint64_t>((static_cast<unsigned __int128>(random) * totalWeight) >> 64);
+  for (const Dest& d : clusters) {
+    if (r < d.weight) return &d;
+    r -= d.weight;
+  }
+  return nullptr;
+}
+
+const TcpRoute* TcpService::match(uint32_t dstAddrBe) const {
+  for (const TcpRoute& r : routes) {
+    if (r.matchesConnection(dstAddrBe, port)) return &r;
+  }
+  return nullptr;
+}
+
 const Route* VirtualHost::match(const RequestView& req) const {
   for (const Route& r : routes) {
     if (r.matches_request(req)) return &r;

@@ -94,6 +94,38 @@ struct VirtualHost {
   const Route* match(const RequestView& req) const;
 };
 
+// A VirtualService tcp[] rule compiled for one TCP service port (TCP Traffic
+// Shifting): the L4 match, then a weighted choice of clusters made once per
+// connection.
+struct TcpRoute {
+  struct Match {
+    std::optional<uint32_t> port;  // destination port
+    // destinationSubnets as (network, mask), both network byte order; empty
+    // = any destination address.
+    std::vector<std::pair<uint32_t, uint32_t>> subnets;
+  };
+  std::vector<Match> matches;  // ORed; empty = match all
+  struct Dest {
+    const Cluster* cluster = nullptr;
+    uint32_t weight = 0;
+  };
+  std::vector<Dest> clusters;
+  uint64_t totalWeight = 0;
+
+  bool matchesConnection(uint32_t dstAddrBe, uint32_t port) const;
+  // `random` is any uniformly distributed 64-bit value; nullptr when every
+  // weight is 0.
+  const Dest* pick(uint64_t random) const;
+};
+
+// A non-HTTP service port (TCP, MYSQL, MONGO, TLS, ...): proxied at L4.
+struct TcpService {
+  std::string host;  // FQDN
+  uint32_t port = 0;
+  std::vector<TcpRoute> routes;  // first match wins
+  const TcpRoute* match(uint32_t dstAddrBe) const;
+};
+
 struct RouteConfig {  // one per destination port, as Istio builds for a sidecar
   uint32_t port = 0;
   std::unordered_map<std::string, const VirtualHost*> exact;  // lower-case host forms
@@ -112,13 +144,14 @@ class Snapshot {
   std::vector<std::unique_ptr<Cluster>> clusters;
   std::unordered_map<uint32_t, RouteConfig> routeConfigs;  // by port
   std::unordered_map<std::string, std::vector<uint32_t>> servicePorts;  // host form -> ports
-  // IPv4 ServiceEntry addresses x HTTP ports, in first-seen order without
+  // IPv4 ServiceEntry addresses x ports, in first-seen order without
   // duplicates: what the kernel may capture and hand to the engine.
   // Two services claiming one VIP:port: the first keeps it.
   struct Vip {
     uint32_t addrBe = 0;  // network byte order
     uint16_t port = 0;    // host byte order
     std::string host;     // the service's FQDN, for metrics
+    bool tcp = false;     // an L4 port: Snapshot::findTcp() has its routes
     bool operator==(const Vip& o) const { return addrBe == o.addrBe && port == o.port; }
   };
   std::vector<Vip> captureVips;
@@ -135,6 +168,16 @@ class Snapshot {
   const VirtualHost* findVirtualHost(uint32_t port, std::string_view hostNoPort,
                                      uint32_t* resolvedPort = nullptr) const;
   const Cluster* findCluster(std::string_view name) const;
+
+  std::vector<std::unique_ptr<TcpService>> tcpServices;
+  // (VIP network order << 16 | port host order) -> its L4 service.
+  std::unordered_map<uint64_t, const TcpService*> tcpByVip;
+  // The L4 service a captured connection to addrBe:port belongs to, or
+  // nullptr (then it is HTTP).
+  const TcpService* findTcp(uint32_t addrBe, uint16_t port) const {
+    auto it = tcpByVip.find((uint64_t(addrBe) << 16) | port);
+    return it == tcpByVip.end() ? nullptr : it->second;
+  }
 };
 
 std::expected<std::shared_ptr<const Snapshot>, std::vector<config::ConfigError>> compile(

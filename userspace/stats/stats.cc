@@ -35,6 +35,11 @@ const char* counterName(Counter c) {
     case Counter::CompletionsRecv: return "worker_completions_recv";
     case Counter::CompletionsSend: return "worker_completions_send";
     case Counter::RecvRearm: return "worker_recv_rearm";
+    case Counter::TcpCxTotal: return "tcp_cx_total";
+    case Counter::TcpCxSpliced: return "tcp_cx_spliced";
+    case Counter::TcpBytesCopied: return "tcp_bytes_copied";
+    case Counter::TcpDrainTimeout: return "tcp_drain_timeout";
+    case Counter::TcpCxError: return "tcp_cx_error";
     case Counter::kCount: break;
   }
   return "unknown";

@@ -52,6 +52,11 @@ enum class Counter : size_t {
   CompletionsRecv,  // multishot recv completions
   CompletionsSend,
   RecvRearm,        // multishot recv ended and was armed again
+  TcpCxTotal,       // L4 (TCP route) connections accepted
+  TcpCxSpliced,     // ... handed to the kernel's sk_skb splice
+  TcpBytesCopied,   // ... bytes relayed by the userspace copy loop
+  TcpDrainTimeout,  // spliced pair closed before the kernel drained an EOF
+  TcpCxError,       // an L4 connection ended by a socket error on either side
   kCount
 };
 

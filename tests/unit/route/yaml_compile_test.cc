@@ -5,6 +5,7 @@
 
 #include "builders.h"
 #include "config/loader.h"
+#include "core/clock.h"
 #include "route/table.h"
 
 namespace sluice::route {
@@ -92,10 +93,10 @@ TEST(YamlCompile, BookinfoReviews) {
 namespace sluice::route {
 namespace {
 
-// What the kernel may capture: single IPv4 addresses x HTTP ports only. A TCP
-// port would be handed to an HTTP engine; a CIDR or IPv6 address has no
-// connect4 to match it.
-TEST(YamlCompile, CaptureVipsAreIpv4AddressesOnHttpPorts) {
+// What the kernel may capture: single IPv4 addresses x every port, the TCP
+// ones marked for the L4 path. A CIDR or IPv6 address has no connect4 to
+// match it.
+TEST(YamlCompile, CaptureVipsAreSingleIpv4AddressesOnEveryPort) {
   constexpr const char* kVips = R"(
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -140,13 +141,91 @@ spec:
     v.port = port;
     return v;
   };
-  const std::vector<Snapshot::Vip> want = {vip("127.10.0.1", 9080), vip("127.10.0.1", 80),
-                                           vip("127.10.0.2", 9080)};
+  const std::vector<Snapshot::Vip> want = {vip("127.10.0.1", 9080), vip("127.10.0.1", 5432),
+                                           vip("127.10.0.1", 80), vip("127.10.0.2", 9080)};
   const auto& got = (*compiled)->captureVips;
   EXPECT_EQ(got, want);
-  ASSERT_EQ(got.size(), 3u);
+  ASSERT_EQ(got.size(), 4u);
   EXPECT_EQ(got[0].host, "a.default.svc.cluster.local");
-  EXPECT_EQ(got[2].host, "b.default.svc.cluster.local");
+  EXPECT_EQ(got[3].host, "b.default.svc.cluster.local");
+  EXPECT_FALSE(got[0].tcp);
+  EXPECT_TRUE(got[1].tcp);
+  EXPECT_NE((*compiled)->findTcp(got[1].addrBe, 5432), nullptr);
+  EXPECT_EQ((*compiled)->findTcp(got[0].addrBe, 9080), nullptr);
+}
+
+}  // namespace
+}  // namespace sluice::route
+
+namespace sluice::route {
+namespace {
+
+// TCP Traffic Shifting as Istio documents it: tcp[] routes of the service's
+// VirtualService, weights per connection, subsets from the DestinationRule.
+TEST(YamlCompile, TcpRoutesShiftConnectionsBetweenSubsets) {
+  constexpr const char* kTcp = R"(
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: tcp-echo, namespace: default}
+spec:
+  hosts: [tcp-echo.default.svc.cluster.local]
+  addresses: [127.10.0.2]
+  ports: [{number: 9000, name: tcp, protocol: TCP}]
+  resolution: STATIC
+  endpoints:
+  - {address: 127.0.0.1, labels: {version: v1}, ports: {tcp: 18081}}
+  - {address: 127.0.0.1, labels: {version: v2}, ports: {tcp: 18082}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: tcp-echo, namespace: default}
+spec:
+  host: tcp-echo
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tcp-echo, namespace: default}
+spec:
+  hosts: [tcp-echo]
+  tcp:
+  - match: [{port: 9000, destinationSubnets: [127.10.0.0/24]}]
+    route:
+    - {destination: {host: tcp-echo, port: {number: 9000}, subset: v1}, weight: 80}
+    - {destination: {host: tcp-echo, port: {number: 9000}, subset: v2}, weight: 20}
+)";
+  config::LoadReport report;
+  auto errors = config::loadYaml(kTcp, "tcp.yaml", report);
+  for (const auto& e : errors) ADD_FAILURE() << e.str();
+  auto compiled = compile(report.resources, 1);
+  ASSERT_TRUE(compiled.has_value());
+  const Snapshot& s = **compiled;
+  in_addr vip{}, other{};
+  inet_pton(AF_INET, "127.10.0.2", &vip);
+  inet_pton(AF_INET, "127.10.1.2", &other);
+  const TcpService* svc = s.findTcp(vip.s_addr, 9000);
+  ASSERT_NE(svc, nullptr);
+  EXPECT_EQ(s.findTcp(vip.s_addr, 9001), nullptr);
+  ASSERT_EQ(svc->routes.size(), 2u) << "the tcp[] rule, then the service as fallback";
+  const TcpRoute* r = svc->match(vip.s_addr);
+  ASSERT_EQ(r, &svc->routes[0]);
+  ASSERT_EQ(r->clusters.size(), 2u);
+  EXPECT_EQ(r->clusters[0].cluster->name, "outbound|9000|v1|tcp-echo.default.svc.cluster.local");
+  ASSERT_EQ(r->clusters[0].cluster->endpoints.size(), 1u);
+  EXPECT_EQ(r->clusters[0].cluster->endpoints[0].port, 18081);
+  ASSERT_EQ(r->clusters[1].cluster->endpoints.size(), 1u);
+  EXPECT_EQ(r->clusters[1].cluster->endpoints[0].port, 18082);
+  // Outside destinationSubnets: the service-wide fallback.
+  EXPECT_EQ(svc->match(other.s_addr), &svc->routes[1]);
+  // weight/sum over many picks.
+  core::Rng rng(7);
+  int v1 = 0;
+  for (int i = 0; i < 10000; ++i) v1 += r->pick(rng.next()) == &r->clusters[0];
+  EXPECT_NEAR(v1, 8000, 300);
+  ASSERT_EQ(s.captureVips.size(), 1u);
+  EXPECT_TRUE(s.captureVips[0].tcp);
 }
 
 }  // namespace

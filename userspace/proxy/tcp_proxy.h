@@ -1,0 +1,115 @@
+// L4 proxying of a captured connection to a TCP service port (VirtualService
+// tcp routes, TCP Traffic Shifting): the route and endpoint are chosen once,
+// at accept; then bytes flow between the two sockets until both sides have
+// finished. With an L4Splicer (eBPF) the kernel moves them (sk_skb stream
+// verdict) and the worker only watches for EOF and errors; otherwise a copy
+// loop through the worker's ring relays them, with back-pressure.
+#pragma once
+
+#include <netinet/in.h>
+
+#include <cstdint>
+#include <memory>
+
+#include "core/timer_wheel.h"
+#include "proxy/connection.h"
+#include "route/table.h"
+
+namespace sluice::proxy {
+
+class Worker;
+struct EndpointState;
+
+// What the kernel side offers the L4 path (implemented by the daemon's
+// capture). All calls are made on worker threads.
+class L4Splicer {
+ public:
+  virtual ~L4Splicer() = default;
+  // Before connect(): keep the socket out of sk_msg redirection.
+  virtual void prepareUpstream(int fd) = 0;
+  // Both sockets connected: hand them to the kernel. false: copy instead.
+  virtual bool attach(int clientFd, int upstreamFd) = 0;
+  virtual void detach(int clientFd, int upstreamFd) = 0;
+};
+
+class TcpProxy;
+
+// One end of an L4 connection.
+class TcpSide final : public Connection {
+ public:
+  TcpSide(Worker& worker, int fd, TcpProxy* proxy, bool client);
+
+  void connect(const sockaddr_in& addr);
+  void watchForEnd();  // splice mode: one poll for RDHUP/HUP/ERR
+  bool isClient() const { return client_; }
+  // Bytes this side has received from its peer socket and written out.
+  uint64_t bytesIn() const { return bytesIn_; }
+  uint64_t bytesOut() const { return bytesOut_; }
+  std::string takeInput() {
+    std::string s = std::move(input_);
+    input_.clear();
+    return s;
+  }
+  void shutdownWrite();
+
+ protected:
+  ~TcpSide() override;
+
+ private:
+  void onData() override;
+  void onPeerClosed(int err) override;
+  void onDrained() override;
+  void onDestroy() override;
+  void onOtherCompletion(uint8_t op, int32_t res) override;
+  void onConnectTimeout();
+
+  enum : uint8_t { kPoll = 4 };
+  TcpProxy* proxy_;
+  bool client_;
+  core::IoOp connectOp_{this, kConnect};
+  core::IoOp pollOp_{this, kPoll};
+  core::MemberTimer<TcpSide, &TcpSide::onConnectTimeout> connectTimer_{this};
+  sockaddr_in addr_{};
+  bool shutWrite_ = false;
+  bool writeShutPending_ = false;
+};
+
+class TcpProxy {
+ public:
+  // Takes `clientFd`. Picks route, cluster and endpoint; connects; closes
+  // the client at once when nothing can serve it.
+  static void start(Worker& worker, int clientFd, const sockaddr_in& client, const sockaddr_in& orig,
+                    std::shared_ptr<const route::Snapshot> snap, const route::TcpService& svc);
+
+  // From the sides.
+  void onConnected();
+  void onConnectFailed();
+  void onData(TcpSide& from);
+  void onEnd(TcpSide& side, int err);  // EOF (0) or error (<0) on `side`
+  void onDrained(TcpSide& side);
+  void onSideGone(TcpSide& side, bool closeOther);
+
+ private:
+  TcpProxy(Worker& worker, std::shared_ptr<const route::Snapshot> snap);
+  TcpSide* peerOf(TcpSide& s) { return &s == client_ ? upstream_ : client_; }
+  void closeBoth();
+  bool forwardKeptBytes();
+  void checkSplicedDrain();
+  void onDrainTick();
+
+  Worker& worker_;
+  std::shared_ptr<const route::Snapshot> snap_;
+  EndpointState* endpoint_ = nullptr;  // active L4 connections count for LEAST_REQUEST
+  TcpSide* client_ = nullptr;
+  TcpSide* upstream_ = nullptr;
+  bool spliced_ = false;
+  bool closing_ = false;
+  // Per direction: the source side reached EOF / the destination was shut.
+  bool eofFrom_[2] = {false, false};  // [0] client, [1] upstream
+  bool shutTo_[2] = {false, false};   // [0] towards upstream, [1] towards client
+  int drainTicks_ = 0;
+  core::MemberTimer<TcpProxy, &TcpProxy::onDrainTick> drainTimer_{this};
+  int sides_ = 0;
+};
+
+}  // namespace sluice::proxy
