@@ -2,7 +2,7 @@
 # Runs every test binary `make test` built and prints one summary line.
 # Unit tests first (fast), then integration tests (real processes on
 # loopback), then BPF tests (root; they skip with a reason elsewhere, and fail
-# instead of skipping when CI=true).
+# instead of skipping when CI=true), then the deploy/ helper's shell test.
 set -uo pipefail
 BUILD=${1:-build}
 cd "$(dirname "$0")/.."
@@ -30,9 +30,16 @@ run() {
   rm -f "$xml"
 }
 
+# A shell test script counts as one test: exit 0 passes.
+runScript() {
+  echo "=== $1"
+  if sh "$1"; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; fi
+}
+
 run "$BUILD/unit_tests"
 run "$BUILD/integration_tests"
 run "$BUILD/bpf_tests"
+runScript deploy/kubernetes/sluice-enable-namespaces_test.sh
 
 echo "tests: $passed passed, $failed failed, $skipped skipped"
 exit $status
