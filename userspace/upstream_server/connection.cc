@@ -282,7 +282,7 @@ void Connection::finishRequest(uint64_t bodyBytes) {
     return;
   }
   const Controls& c = *parsed;
-  int status = c.status != 0 ? c.status : 200;
+  int status = c.status != 0 ? c.status : state_.defaultStatus;
   if (c.failFirst) {
     uint64_t seen = state_.failFirstSeen.fetch_add(1, std::memory_order_relaxed);
     if (seen < *c.failFirst) status = 503;

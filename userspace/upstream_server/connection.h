@@ -21,6 +21,7 @@ namespace sluice::upstream_server {
 // Shared by every worker thread of one server instance.
 struct ServerState {
   std::string name;
+  int defaultStatus = 200;  // --status: answers without a status control
   std::atomic<uint64_t> requests{0};       // all requests but /__counter and /__reset
   std::atomic<uint64_t> failFirstSeen{0};  // requests that carried fail_first
 };

@@ -305,6 +305,7 @@ class Worker final : public TimerScheduler {
 
 UpstreamServer::UpstreamServer(ServerOptions options) : options_(std::move(options)) {
   state_.name = options_.name;
+  state_.defaultStatus = options_.status;
 }
 
 UpstreamServer::~UpstreamServer() { stop(); }

@@ -18,6 +18,7 @@ struct ServerOptions {
   std::string listen = "127.0.0.1:0";  // "ADDR:PORT" or "[V6ADDR]:PORT"; port 0 picks one
   std::string name;
   int threads = 1;
+  int status = 200;  // status of answers that carry no status control (a sick host: 500)
 };
 
 class Worker;

@@ -15,6 +15,8 @@ int main(int argc, char** argv) {
   app.add_option("--name", options.name, "name echoed in every response")->required();
   app.add_option("--threads", options.threads, "worker threads, each with its own SO_REUSEPORT listener")
       ->check(CLI::Range(1, 256));
+  app.add_option("--status", options.status, "status of answers without a status control (default 200)")
+      ->check(CLI::Range(200, 599));
   CLI11_PARSE(app, argc, argv);
 
   // Block the stop signals before any thread starts so that every worker
