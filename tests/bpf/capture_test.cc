@@ -398,6 +398,67 @@ TEST_F(CaptureTest, PruneForgetsOnlyCgroupsThatAreGone) {
   EXPECT_EQ(curlIn(app_, {vipUrl()}).status, 200) << "the live cgroup stays enabled";
 }
 
+// The engine's outlier detector writes its verdicts into the kernel's
+// endpoint map, and takes them back when the host returns.
+TEST_F(CaptureTest, EjectionShowsInTheEndpointMap) {
+  ASSERT_OK(mesh_->startUpstreams({"sick"}, {"--status", "500"}));
+  auto text = itest::renderTemplate(R"(apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: flaky}
+spec:
+  hosts: [flaky.default.svc.cluster.local]
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints:
+  - {address: 127.0.0.1, ports: {http: ${V1_PORT}}}
+  - {address: 127.0.0.1, ports: {http: ${SICK_PORT}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: flaky}
+spec:
+  host: flaky
+  trafficPolicy:
+    loadBalancer: {simple: ROUND_ROBIN}
+    outlierDetection: {consecutive5xxErrors: 2, interval: 50ms, baseEjectionTime: 1s, maxEjectionPercent: 100}
+)",
+                                    mesh_->vars());
+  ASSERT_TRUE(text) << text.error();
+  ASSERT_OK(mesh_->writeConfig("flaky.yaml", *text));
+  const int64_t want = mesh_->configVersion() + 1;
+  for (int i = 0; i < 100 && mesh_->configVersion() < want; ++i) std::this_thread::sleep_for(20ms);
+  ASSERT_GE(mesh_->configVersion(), want) << mesh_->lastError();
+
+  int fd = bpf_obj_get((pinDir_ + "/sluice_endpts").c_str());
+  ASSERT_GE(fd, 0) << std::strerror(errno);
+  auto flagsOf = [&](std::uint16_t port) -> std::optional<std::uint32_t> {
+    sluice_addr_key k{};
+    k.addr = htonl(INADDR_LOOPBACK);
+    k.port = htons(port);
+    sluice_endpoint v{};
+    if (bpf_map_lookup_elem(fd, &k, &v) != 0) return std::nullopt;
+    return v.flags;
+  };
+  const std::uint16_t sick = mesh_->upstreamPort("sick");
+  const std::uint16_t v1 = mesh_->upstreamPort("v1");
+  EXPECT_EQ(flagsOf(sick), 0u) << "every configured endpoint is in the map, healthy";
+  EXPECT_EQ(flagsOf(v1), 0u);
+
+  for (int i = 0; i < 10 && mesh_->counter("sick") < 2; ++i) (void)mesh_->get("flaky:8080");
+  ASSERT_EQ(mesh_->counter("sick"), 2);
+  EXPECT_EQ(flagsOf(sick), std::uint32_t(SLUICE_EP_EJECTED));
+  EXPECT_EQ(flagsOf(v1), 0u);
+  // Back after baseEjectionTime: the flag is cleared again.
+  std::optional<std::uint32_t> f;
+  for (int i = 0; i < 150; ++i) {
+    f = flagsOf(sick);
+    if (f == 0u) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ(f, 0u);
+  ::close(fd);
+}
+
 TEST_F(CaptureTest, EnablementSurvivesADaemonRestart) {
   ASSERT_EQ(sluicectl({"enable", "--cgroup", app_.path()}), 0);
   ASSERT_EQ(curlIn(app_, {vipUrl()}).status, 200);

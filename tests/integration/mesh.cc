@@ -16,14 +16,17 @@ Mesh::~Mesh() {
   for (auto& [name, p] : upstreams_) p.stop();
 }
 
-std::expected<void, std::string> Mesh::startUpstreams(const std::vector<std::string>& names) {
+std::expected<void, std::string> Mesh::startUpstreams(const std::vector<std::string>& names,
+                                                     const std::vector<std::string>& extraArgs) {
   const fs::path bin = binaryPath("sluice-upstream");
   if (!fs::exists(bin)) return std::unexpected(bin.string() + " not built (run make)");
   for (const auto& name : names) {
     if (ports_.contains(name)) return std::unexpected("upstream " + name + " started twice");
     uint16_t port = freePort();
-    auto p = Process::start({bin.string(), "--listen", "127.0.0.1:" + std::to_string(port), "--name", name},
-                            dir_ / ("upstream-" + name + ".log"), {}, cgroup_);
+    std::vector<std::string> argv = {bin.string(), "--listen", "127.0.0.1:" + std::to_string(port),
+                                     "--name", name};
+    argv.insert(argv.end(), extraArgs.begin(), extraArgs.end());
+    auto p = Process::start(argv, dir_ / ("upstream-" + name + ".log"), {}, cgroup_);
     if (!p) return std::unexpected(p.error());
     ports_[name] = port;
     upstreams_.emplace(name, std::move(*p));

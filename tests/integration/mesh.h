@@ -26,7 +26,8 @@ class Mesh {
 
   // Starts one sluice-upstream per name, each on its own free port, and waits
   // for its "listening" line. Can be called more than once.
-  std::expected<void, std::string> startUpstreams(const std::vector<std::string>& names);
+  std::expected<void, std::string> startUpstreams(const std::vector<std::string>& names,
+                                                 const std::vector<std::string>& extraArgs = {});
   uint16_t upstreamPort(const std::string& name) const;
   // ${NAME_PORT} for every started upstream, plus any set with setVar().
   std::map<std::string, std::string> vars() const;

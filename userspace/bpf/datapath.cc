@@ -410,6 +410,52 @@ std::expected<void, std::string> Datapath::syncServices(const std::vector<Servic
   return {};
 }
 
+std::expected<void, std::string> Datapath::syncEndpoints(const std::vector<Endpoint4>& endpoints) {
+  if (!sk_) return std::unexpected("data path is not loaded");
+  int fd = sk_->mapFd("sluice_endpts");
+  std::vector<sluice_addr_key> stale;
+  sluice_addr_key key{}, next{};
+  const sluice_addr_key* cur = nullptr;
+  std::uint32_t limit = bpf_map__max_entries(sk_->sockops->maps.sluice_endpts);
+  for (std::uint32_t i = 0; i < limit && bpf_map_get_next_key(fd, cur, &next) == 0; ++i) {
+    if (std::find(endpoints.begin(), endpoints.end(), Endpoint4{next.addr, next.port}) == endpoints.end())
+      stale.push_back(next);
+    key = next;
+    cur = &key;
+  }
+  for (const sluice_addr_key& k : stale) bpf_map_delete_elem(fd, &k);
+  std::uint32_t id = 0;
+  for (const Endpoint4& e : endpoints) {
+    sluice_addr_key k = toKey(e);
+    sluice_endpoint v{};
+    v.id = ++id;
+    if (bpf_map_update_elem(fd, &k, &v, BPF_NOEXIST) != 0 && errno != EEXIST)
+      return std::unexpected("cannot write sluice_endpts (" + std::to_string(endpoints.size()) +
+                             " endpoints): " + errnoText(errno));
+  }
+  return {};
+}
+
+std::expected<void, std::string> Datapath::setEndpointEjected(Endpoint4 ep, bool ejected) {
+  if (!sk_) return std::unexpected("data path is not loaded");
+  int fd = sk_->mapFd("sluice_endpts");
+  sluice_addr_key k = toKey(ep);
+  sluice_endpoint v{};
+  if (bpf_map_lookup_elem(fd, &k, &v) != 0) v = {};
+  v.flags = ejected ? (v.flags | SLUICE_EP_EJECTED) : (v.flags & ~SLUICE_EP_EJECTED);
+  if (bpf_map_update_elem(fd, &k, &v, BPF_ANY) != 0)
+    return std::unexpected("cannot update sluice_endpts: " + errnoText(errno));
+  return {};
+}
+
+std::optional<std::uint32_t> Datapath::endpointFlags(Endpoint4 ep) const {
+  if (!sk_) return std::nullopt;
+  sluice_addr_key k = toKey(ep);
+  sluice_endpoint v{};
+  if (bpf_map_lookup_elem(sk_->mapFd("sluice_endpts"), &k, &v) != 0) return std::nullopt;
+  return v.flags;
+}
+
 std::expected<void, std::string> Datapath::markNoRedirect(int fd) {
   if (!sk_) return std::unexpected("data path is not loaded");
   sluice_sock_state st{};

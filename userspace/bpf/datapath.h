@@ -127,6 +127,14 @@ class Datapath {
   std::expected<void, std::string> syncServices(const std::vector<ServiceVip>& vips);
   std::expected<std::vector<Endpoint4>, std::string> services() const;
 
+  // Makes sluice_endpts hold exactly these endpoints: new ones start
+  // healthy, known ones keep their flags, gone ones are deleted.
+  std::expected<void, std::string> syncEndpoints(const std::vector<Endpoint4>& endpoints);
+  // Outlier detection's verdict on one endpoint (SLUICE_EP_EJECTED).
+  std::expected<void, std::string> setEndpointEjected(Endpoint4 ep, bool ejected);
+  // nullopt when the endpoint is not in the map.
+  std::optional<std::uint32_t> endpointFlags(Endpoint4 ep) const;
+
   // The VIP:port a captured connection was dialled to, by its two ends as
   // the proxy sees them after accept(). nullopt: not a captured connection.
   std::optional<Endpoint4> originalDestination(Endpoint4 client, Endpoint4 proxy) const;

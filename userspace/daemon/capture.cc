@@ -85,8 +85,17 @@ void Capture::sync(const route::Snapshot& snap) {
     vips.push_back({{v.addrBe, htons(v.port)}, v.tcp});
     hosts.emplace(vipKey(vips.back().vip), v.host);
   }
+  std::vector<bpf::Endpoint4> endpoints;
+  for (const auto& c : snap.clusters) {
+    for (const route::Endpoint& ep : c->endpoints) {
+      bpf::Endpoint4 e{ep.sockaddr.sin_addr.s_addr, ep.sockaddr.sin_port};
+      if (std::find(endpoints.begin(), endpoints.end(), e) == endpoints.end()) endpoints.push_back(e);
+    }
+  }
   std::lock_guard lock(syncMu_);
   vipHosts_ = std::move(hosts);
+  if (auto r = dp_.syncEndpoints(endpoints); !r)
+    std::fprintf(stderr, "sluiced: eBPF: %s\n", r.error().c_str());
   if (auto r = dp_.syncServices(vips); !r)
     std::fprintf(stderr, "sluiced: eBPF: %s; capture keeps the previous VIP set\n",
                  r.error().c_str());
@@ -102,6 +111,11 @@ bool Capture::originalDst(const sockaddr_in& client, const sockaddr_in& local,
   orig->sin_addr.s_addr = o->addrBe;
   orig->sin_port = o->portBe;
   return true;
+}
+
+void Capture::onEjection(const route::Endpoint& ep, bool ejected) {
+  if (auto r = dp_.setEndpointEjected({ep.sockaddr.sin_addr.s_addr, ep.sockaddr.sin_port}, ejected); !r)
+    std::fprintf(stderr, "sluiced: eBPF: %s\n", r.error().c_str());
 }
 
 void Capture::prepareUpstream(int fd) {

@@ -34,8 +34,11 @@ class Capture final : public proxy::L4Splicer {
   static std::expected<std::unique_ptr<Capture>, std::string> start(const CaptureOptions& opts);
   ~Capture() override;
 
-  // Makes sluice_services the snapshot's capture VIPs. Thread-safe.
+  // Makes sluice_services the snapshot's capture VIPs and sluice_endpts its
+  // endpoints. Thread-safe.
   void sync(const route::Snapshot& snap);
+  // Outlier detection ejected or returned an endpoint (any thread).
+  void onEjection(const route::Endpoint& ep, bool ejected);
   bool originalDst(const sockaddr_in& client, const sockaddr_in& local, sockaddr_in* orig) const;
 
   // Kernel counters for the admin API: Istio's TCP metrics per captured

@@ -186,23 +186,34 @@ std::string ConfigManager::dumpJson() const {
 }
 
 std::string ConfigManager::clustersJson() const {
-  auto snap = snapshot();
+  auto [snap, healthTable] = engine_.currentWithHealth();
   auto active = engine_.activeRequests();
   json out = json::array();
   if (snap) {
     for (const auto& c : snap->clusters) {
+      const upstream::ClusterHealth* health =
+          healthTable && c->index < healthTable->size() ? (*healthTable)[c->index].get() : nullptr;
       json eps = json::array();
-      for (const auto& ep : c->endpoints) {
+      for (size_t i = 0; i < c->endpoints.size(); ++i) {
+        const auto& ep = c->endpoints[i];
         auto it = active.find(ep.key);
+        auto v = health ? health->view(i) : upstream::ClusterHealth::EndpointView{};
         eps.push_back({{"address", ep.key},
                        {"labels", ep.labels},
                        {"weight", ep.weight},
-                       {"health", "HEALTHY"},
-                       {"ejected", false},
+                       {"health", v.ejected ? "EJECTED" : "HEALTHY"},
+                       {"ejected", v.ejected},
+                       {"ejections", v.ejections},
                        {"active_requests", it == active.end() ? 0 : it->second}});
       }
-      out.push_back({{"name", c->name}, {"service", c->serviceHost}, {"subset", c->subset}, {"port", c->port},
-                     {"lb_policy", lbName(c->lb)}, {"missing", c->missing}, {"endpoints", eps}});
+      json cluster = {{"name", c->name}, {"service", c->serviceHost}, {"subset", c->subset}, {"port", c->port},
+                      {"lb_policy", lbName(c->lb)}, {"missing", c->missing}, {"endpoints", eps}};
+      if (health) {
+        cluster["outlier_detection"] = {{"ejected_now", health->ejectedNow()},
+                                        {"ejections_total", health->ejectionsTotal()},
+                                        {"panic", health->panic()}};
+      }
+      out.push_back(std::move(cluster));
     }
   }
   return json{{"clusters", out}}.dump(2);

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <string>
 #include <thread>
@@ -40,6 +41,13 @@ bool parseAddr(const std::string& s, sockaddr_in& out, std::string& err) {
   }
   out.sin_port = htons(uint16_t(p));
   return true;
+}
+
+std::vector<sluice::stats::OutlierStats> outlierStats(const sluice::proxy::Engine& engine) {
+  std::vector<sluice::stats::OutlierStats> out;
+  for (const auto& h : engine.outlierClusters()) out.push_back({h->name(), h->ejectedNow(), h->ejectionsTotal()});
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.cluster < b.cluster; });
+  return out;
 }
 
 }  // namespace
@@ -132,6 +140,7 @@ int main(int argc, char** argv) {
       return cap->originalDst(client, local, orig);
     };
     opts.l4Splicer = cap;
+    opts.onEjection = [cap](const sluice::route::Endpoint& ep, bool ejected) { cap->onEjection(ep, ejected); };
   } else {
     fprintf(stderr, "sluiced: explicit-proxy mode (%s): send requests to %s\n", bpfReason.c_str(),
             outbound.c_str());
@@ -165,10 +174,12 @@ int main(int argc, char** argv) {
       r = {ready ? 200 : 503, "text/plain", ready ? "LIVE\n" : "NOT READY\n"};
     } else if (path == "/stats/prometheus") {
       std::string body = engine.stats().renderPrometheus();
+      body += sluice::stats::renderOutlierPrometheus(outlierStats(engine));
       if (capture) body += capture->renderPrometheus();
       r = {200, "text/plain; version=0.0.4", std::move(body)};
     } else if (path == "/stats") {
       std::string body = engine.stats().renderText();
+      body += sluice::stats::renderOutlierText(outlierStats(engine));
       if (capture) body += capture->renderText();
       r = {200, "text/plain", std::move(body)};
     } else if (path == "/config_dump") {

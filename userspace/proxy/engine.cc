@@ -3,6 +3,10 @@
 #include "proxy/access_log.h"
 #include "proxy/worker.h"
 
+#include <chrono>
+
+#include "core/clock.h"
+
 namespace sluice::proxy {
 
 Engine::Engine(EngineOptions opts) : opts_(std::move(opts)) {}
@@ -26,13 +30,25 @@ std::expected<void, std::string> Engine::start() {
     workers_.push_back(std::move(w));
   }
   for (auto& w : workers_) threads_.emplace_back([wp = w.get()] { wp->run(); });
+  // Ejections are immediate (made by the worker that sees the failure);
+  // returns are this thread's job. 20 ms bounds how late past its interval
+  // a host comes back.
+  sweeper_ = std::thread([this] {
+    core::SteadyClock clock;
+    while (!stopping()) {
+      health_.sweep(clock.nowNs());
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
   return {};
 }
 
 void Engine::publish(std::shared_ptr<const route::Snapshot> s) {
+  auto table = s ? health_.adopt(*s, opts_.onEjection) : nullptr;
   {
     std::lock_guard lock(snapMu_);
     snapshot_ = std::move(s);
+    healthTable_ = std::move(table);
   }
   version_.fetch_add(1, std::memory_order_acq_rel);
 }
@@ -42,11 +58,18 @@ std::shared_ptr<const route::Snapshot> Engine::current() const {
   return snapshot_;
 }
 
+std::pair<std::shared_ptr<const route::Snapshot>, std::shared_ptr<const HealthTable>>
+Engine::currentWithHealth() const {
+  std::lock_guard lock(snapMu_);
+  return {snapshot_, healthTable_};
+}
+
 void Engine::join() {
   for (auto& t : threads_) {
     if (t.joinable()) t.join();
   }
   threads_.clear();
+  if (sweeper_.joinable()) sweeper_.join();
   // Workers (and their stats shards) stay until the engine is destroyed:
   // the admin thread may still read them.
 }

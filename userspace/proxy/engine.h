@@ -16,6 +16,7 @@
 
 #include "route/table.h"
 #include "stats/stats.h"
+#include "upstream/outlier.h"
 
 namespace sluice::proxy {
 
@@ -42,7 +43,13 @@ struct EngineOptions {
   // With eBPF: hands L4 (TCP route) connections to the kernel's splice.
   // Unset: the worker relays their bytes itself. Must outlive the engine.
   L4Splicer* l4Splicer = nullptr;
+  // Outlier detection ejected (true) or returned (false) an endpoint; from a
+  // worker or the sweeper thread. Optional (the daemon mirrors it into the
+  // kernel's endpoint map).
+  upstream::ClusterHealth::Hook onEjection;
 };
+
+using HealthTable = std::vector<std::shared_ptr<upstream::ClusterHealth>>;
 
 class Engine {
  public:
@@ -54,6 +61,10 @@ class Engine {
   // Makes `s` the snapshot for new requests on every worker.
   void publish(std::shared_ptr<const route::Snapshot> s);
   std::shared_ptr<const route::Snapshot> current() const;
+  // The snapshot and the outlier state of its clusters, published together.
+  std::pair<std::shared_ptr<const route::Snapshot>, std::shared_ptr<const HealthTable>> currentWithHealth() const;
+  // Every cluster with outlier detection, for /clusters and metrics.
+  std::vector<std::shared_ptr<upstream::ClusterHealth>> outlierClusters() const { return health_.live(); }
   uint64_t publishedVersion() const { return version_.load(std::memory_order_acquire); }
 
   // Stop accepting, let in-flight requests finish (up to drainTimeout), exit.
@@ -74,7 +85,10 @@ class Engine {
   std::vector<std::thread> threads_;
   mutable std::mutex snapMu_;
   std::shared_ptr<const route::Snapshot> snapshot_;
+  std::shared_ptr<const HealthTable> healthTable_;
   std::atomic<uint64_t> version_{0};
+  upstream::HealthRegistry health_;
+  std::thread sweeper_;  // returns ejected hosts every outlier interval
   std::atomic<bool> stopping_{false};
   stats::Registry registry_;
   std::unique_ptr<AccessLog> accessLog_;

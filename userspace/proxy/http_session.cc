@@ -46,6 +46,9 @@ struct DownstreamConn::Exchange {
   bool closeAfter = false;
   int endpoint = -1;
   EndpointState* ep = nullptr;
+  // Outlier state of `cluster` when it has any: every attempt's outcome goes
+  // there.
+  std::shared_ptr<upstream::ClusterHealth> health;
   std::string upstreamHost;
   int retriesLeft = 2;        // Istio's default policy: attempts 2 on connect-failure
   bool raceRetried = false;   // one silent retry for a reused connection closed under us
@@ -75,6 +78,7 @@ struct DownstreamConn::Exchange {
     respHeadDone = respStarted = dechunk = closeAfter = false;
     endpoint = -1;
     ep = nullptr;
+    health.reset();
     retriesLeft = 2;
     raceRetried = false;
     startNs = upstreamSentNs = serviceTimeMs = 0;
@@ -404,6 +408,13 @@ void DownstreamConn::dispatch() {
   Exchange& ex = *ex_;
   int avoid = ex.endpoint;
   ex.endpoint = worker_.pickEndpoint(*ex.cluster, avoid);
+  if (ex.endpoint < 0) {  // every host ejected, and no panic threshold
+    worker_.stats().inc(Counter::NoHealthyUpstream);
+    if (!ex.reqDone) ex.keepAlive = false;
+    localReply(503, "no healthy upstream", "UH");
+    return;
+  }
+  if (!ex.health) ex.health = worker_.healthFor(*ex.cluster);
   const route::Endpoint& ep = ex.cluster->endpoints[size_t(ex.endpoint)];
   ex.ep = &worker_.endpointState(ep);
   ex.ep->incActive();
@@ -509,6 +520,7 @@ bool DownstreamConn::handleResponseHead() {
   }
   ex.respHeadDone = true;
   ex.status = resp_.status;
+  reportOutcome(upstream::outcomeOf(resp_.status));
   ex.serviceTimeMs = (worker_.clock().nowNs() - ex.upstreamSentNs) / 1'000'000;
   ex.dechunk = ex.http10 && resp_.framing.kind == http::Framing::Kind::Chunked;
   bool untilClose = resp_.framing.kind == http::Framing::Kind::UntilClose;
@@ -583,6 +595,7 @@ void DownstreamConn::onUpstreamClosed(int err) {
     dispatch();
     return;
   }
+  reportOutcome(upstream::Outcome::LocalOriginFailure);
   if (!ex.reqDone) ex.keepAlive = false;
   localReply(503, "upstream connect error or disconnect/reset before headers. reset reason: connection termination", "UC");
 }
@@ -590,6 +603,7 @@ void DownstreamConn::onUpstreamClosed(int err) {
 void DownstreamConn::onUpstreamConnectFailed(bool timeout) {
   up_ = nullptr;
   if (!ex_) return;
+  reportOutcome(upstream::Outcome::LocalOriginFailure);
   if (ex_->ep) {
     ex_->ep->decActive();
     ex_->ep = nullptr;
@@ -621,10 +635,17 @@ void DownstreamConn::onRetryTimer() {
 void DownstreamConn::onRouteTimeout() {
   if (!ex_ || ex_->respStarted) return;
   worker_.stats().inc(Counter::UpstreamRqTimeout);
+  if (up_) reportOutcome(upstream::Outcome::LocalOriginFailure);  // the host never answered
   releaseUpstream(false);
   retryTimer_.cancel();
   if (!ex_->reqDone) ex_->keepAlive = false;
   localReply(504, "upstream request timeout", "UT");
+}
+
+void DownstreamConn::reportOutcome(upstream::Outcome o) {
+  Exchange* ex = ex_.get();
+  if (ex && ex->health && ex->endpoint >= 0)
+    ex->health->report(size_t(ex->endpoint), o, worker_.clock().nowNs());
 }
 
 void DownstreamConn::releaseUpstream(bool reusable) {

@@ -13,6 +13,7 @@
 #include "http/parser.h"
 #include "proxy/connection.h"
 #include "route/table.h"
+#include "upstream/outlier.h"
 
 namespace sluice::proxy {
 
@@ -98,6 +99,8 @@ class DownstreamConn final : public Connection {
   void finishExchange(bool upstreamReusable);
   void abortExchange(std::string_view flags);
   void releaseUpstream(bool reusable);
+  // Tells outlier detection how the current attempt's host did.
+  void reportOutcome(upstream::Outcome o);
   void retryOrFail(std::string_view flags, int status, std::string_view body);
   void onRouteTimeout();
   void onRetryTimer();

@@ -154,6 +154,8 @@ void TcpProxy::start(Worker& worker, int clientFd, const sockaddr_in& /*client*/
   noDelay(clientFd);
   noDelay(ufd);
   auto* p = new TcpProxy(worker, std::move(snap));
+  p->health_ = worker.healthFor(*d->cluster);
+  p->endpointIndex_ = idx;
   p->endpoint_ = &worker.endpointState(ep);
   p->endpoint_->incActive();
   p->client_ = new TcpSide(worker, clientFd, p, true);
@@ -165,6 +167,9 @@ void TcpProxy::start(Worker& worker, int clientFd, const sockaddr_in& /*client*/
 
 void TcpProxy::onConnected() {
   if (closing_) return;
+  // For TCP services a connection that opens is the success outlier
+  // detection counts; one that does not is the failure.
+  if (health_) health_->report(size_t(endpointIndex_), upstream::Outcome::Success, worker_.clock().nowNs());
   L4Splicer* sp = worker_.engine().options().l4Splicer;
   if (sp && sp->attach(client_->fd(), upstream_->fd())) {
     spliced_ = true;
@@ -183,6 +188,8 @@ void TcpProxy::onConnected() {
 
 void TcpProxy::onConnectFailed() {
   worker_.stats().inc(Counter::UpstreamCxConnectFail);
+  if (health_)
+    health_->report(size_t(endpointIndex_), upstream::Outcome::LocalOriginFailure, worker_.clock().nowNs());
   closeBoth();
 }
 

@@ -14,6 +14,7 @@
 #include "core/timer_wheel.h"
 #include "proxy/connection.h"
 #include "route/table.h"
+#include "upstream/outlier.h"
 
 namespace sluice::proxy {
 
@@ -100,6 +101,8 @@ class TcpProxy {
   Worker& worker_;
   std::shared_ptr<const route::Snapshot> snap_;
   EndpointState* endpoint_ = nullptr;  // active L4 connections count for LEAST_REQUEST
+  std::shared_ptr<upstream::ClusterHealth> health_;
+  int endpointIndex_ = -1;
   TcpSide* client_ = nullptr;
   TcpSide* upstream_ = nullptr;
   bool spliced_ = false;

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <tuple>
 
 #include "proxy/access_log.h"
 #include "proxy/engine.h"
@@ -173,20 +174,34 @@ void Worker::collectActive(std::unordered_map<std::string, uint64_t>& out) const
 
 int Worker::pickEndpoint(const route::Cluster& cluster, int avoid) {
   auto active = [&](size_t i) { return endpointState(cluster.endpoints[i]).active.load(std::memory_order_relaxed); };
+  std::shared_ptr<upstream::ClusterHealth> h = healthFor(cluster);
+  upstream::ClusterHealth* health = h.get();
   if (avoid >= 0 && cluster.endpoints.size() > 1) {
     // A retry prefers another host (Istio's retryIgnorePreviousHosts default).
-    auto excluded = [&](size_t i) { return int(i) == avoid; };
+    auto excluded = [&](size_t i) { return int(i) == avoid || (health && health->skip(i)); };
     int idx = lb_.pick(cluster, active, excluded);
     if (idx >= 0) return idx;
   }
+  if (health) {
+    auto ejected = [&](size_t i) { return health->skip(i); };
+    return lb_.pick(cluster, active, ejected);
+  }
   return lb_.pick(cluster, active);
+}
+
+std::shared_ptr<upstream::ClusterHealth> Worker::healthFor(const route::Cluster& cluster) const {
+  if (!health_ || cluster.index >= health_->size()) return nullptr;
+  const auto& h = (*health_)[cluster.index];
+  // Index i of an older snapshot may be another cluster in this table.
+  if (!h || h->name() != cluster.name || h->endpoints().size() != cluster.endpoints.size()) return nullptr;
+  return h;
 }
 
 void Worker::adoptSnapshotIfChanged() {
   uint64_t v = engine_.publishedVersion();
   if (v == snapshotVersion_) return;
   snapshotVersion_ = v;
-  snapshot_ = engine_.current();
+  std::tie(snapshot_, health_) = engine_.currentWithHealth();
   if (snapshot_) {
     lb_.retainClusters([&](const std::string& name) { return snapshot_->findCluster(name) != nullptr; });
   }

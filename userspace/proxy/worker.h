@@ -20,6 +20,7 @@
 #include "route/table.h"
 #include "stats/stats.h"
 #include "upstream/load_balancer.h"
+#include "upstream/outlier.h"
 
 namespace sluice::proxy {
 
@@ -74,9 +75,12 @@ class Worker {
 
   EndpointState& endpointState(const route::Endpoint& ep);
   void collectActive(std::unordered_map<std::string, uint64_t>& out) const;
-  // Picks an endpoint of `cluster`, skipping `avoid` when another exists.
-  // Returns -1 when the cluster has no endpoint.
+  // Picks an endpoint of `cluster`, skipping `avoid` when another exists and
+  // hosts outlier detection ejected. Returns -1 when no endpoint is left.
   int pickEndpoint(const route::Cluster& cluster, int avoid);
+  // The outlier state of `cluster`, or null (none configured, or the
+  // cluster belongs to a snapshot this worker no longer routes with).
+  std::shared_ptr<upstream::ClusterHealth> healthFor(const route::Cluster& cluster) const;
 
   // Connection registry, for draining and shutdown.
   void addDownstream(Connection* c);
@@ -100,6 +104,7 @@ class Worker {
   stats::StatsShard stats_;
   std::unique_ptr<Listener> listener_;
   std::shared_ptr<const route::Snapshot> snapshot_;
+  std::shared_ptr<const std::vector<std::shared_ptr<upstream::ClusterHealth>>> health_;
   uint64_t snapshotVersion_ = 0;
   // Inserted into only by this worker, under endpointsMu_ so the admin
   // thread can iterate it; lookups on the request path take no lock.

@@ -169,6 +169,28 @@ std::string renderTcpPrometheus(const std::vector<TcpServiceStats>& services) {
   return out;
 }
 
+std::string renderOutlierPrometheus(const std::vector<OutlierStats>& clusters) {
+  std::string out = "# TYPE envoy_cluster_outlier_detection_ejections_active gauge\n";
+  for (const auto& c : clusters)
+    out += fmt::format("envoy_cluster_outlier_detection_ejections_active{{cluster_name=\"{}\"}} {}\n",
+                       c.cluster, c.ejectedNow);
+  out += "# TYPE envoy_cluster_outlier_detection_ejections_enforced_total counter\n";
+  for (const auto& c : clusters)
+    out += fmt::format("envoy_cluster_outlier_detection_ejections_enforced_total{{cluster_name=\"{}\"}} {}\n",
+                       c.cluster, c.ejectionsTotal);
+  return out;
+}
+
+std::string renderOutlierText(const std::vector<OutlierStats>& clusters) {
+  std::string out;
+  for (const auto& c : clusters) {
+    out += fmt::format("cluster.{}.outlier_detection.ejections_active: {}\n", c.cluster, c.ejectedNow);
+    out += fmt::format("cluster.{}.outlier_detection.ejections_enforced_total: {}\n", c.cluster,
+                       c.ejectionsTotal);
+  }
+  return out;
+}
+
 std::string Registry::renderText() const {
   std::string out;
   for (size_t i = 0; i < size_t(Counter::kCount); ++i) {

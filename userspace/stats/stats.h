@@ -153,6 +153,17 @@ struct TcpServiceStats {
 // istio_tcp_received_bytes_total in Prometheus text format.
 std::string renderTcpPrometheus(const std::vector<TcpServiceStats>& services);
 
+// Outlier detection of one cluster, for metrics.
+struct OutlierStats {
+  std::string cluster;
+  uint64_t ejectedNow = 0;
+  uint64_t ejectionsTotal = 0;
+};
+// envoy_cluster_outlier_detection_ejections_active / _enforced_total (Prometheus)
+// or cluster.<name>.outlier_detection.* lines (/stats).
+std::string renderOutlierPrometheus(const std::vector<OutlierStats>& clusters);
+std::string renderOutlierText(const std::vector<OutlierStats>& clusters);
+
 class Registry {
  public:
   void add(const StatsShard* shard) { shards_.push_back(shard); }
