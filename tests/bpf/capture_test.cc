@@ -839,6 +839,110 @@ TEST_P(TcpRouteTest, WeightsSplitConnectionsAndStreamsEndCleanly) {
   EXPECT_LE(fdsAfter, fdsBefore) << "daemon holds more fds than before the connections";
 }
 
+// A child in `cgroup` that opens `n` connections to 127.0.0.1:port (or the
+// given address) and holds them until killed. Reports readiness on a pipe.
+class Holder {
+ public:
+  static std::expected<Holder, std::string> start(const std::string& cgroup, const char* ip,
+                                                  int port, int n) {
+    int cgFd = ::open((cgroup + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC);
+    if (cgFd < 0) return std::unexpected("open cgroup.procs: " + std::string(std::strerror(errno)));
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) != 0) {
+      ::close(cgFd);
+      return std::unexpected("pipe2 failed");
+    }
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      if (::write(cgFd, "0", 1) != 1) ::_exit(3);
+      int ok = 0;
+      for (int i = 0; i < n; ++i) {
+        int s = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in sa{};
+        sa.sin_family = AF_INET;
+        sa.sin_port = htons(uint16_t(port));
+        inet_pton(AF_INET, ip, &sa.sin_addr);
+        if (::connect(s, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0) ++ok;
+      }
+      if (::write(p[1], &ok, sizeof(ok)) != ssize_t(sizeof(ok))) ::_exit(4);
+      ::pause();  // hold every connection until SIGKILL
+      ::_exit(0);
+    }
+    ::close(cgFd);
+    ::close(p[1]);
+    if (pid < 0) {
+      ::close(p[0]);
+      return std::unexpected("fork failed");
+    }
+    Holder h(pid);
+    pollfd pfd{p[0], POLLIN, 0};
+    int ok = -1;
+    bool got = ::poll(&pfd, 1, 5000) == 1 && ::read(p[0], &ok, sizeof(ok)) == ssize_t(sizeof(ok));
+    ::close(p[0]);
+    if (!got || ok != n) return std::unexpected("holder opened " + std::to_string(ok) + " of " + std::to_string(n));
+    return h;
+  }
+  Holder(Holder&& o) noexcept : pid_(std::exchange(o.pid_, -1)) {}
+  ~Holder() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+
+ private:
+  explicit Holder(pid_t pid) : pid_(pid) {}
+  pid_t pid_;
+};
+
+// LEAST_REQUEST for TCP routes counts connections the way the kernel sees
+// them: five connections someone else holds open to v1 (outside the proxy)
+// make every new L4 connection go to v2 until the counts meet.
+TEST_F(CaptureTest, LeastRequestOnTcpRoutesFollowsTheKernelsConnectionCounts) {
+  auto text = itest::renderTemplate(R"(apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: lr}
+spec:
+  hosts: [lr.default.svc.cluster.local]
+  addresses: [127.10.5.3]
+  ports: [{number: 9000, name: tcp, protocol: TCP}]
+  resolution: STATIC
+  endpoints:
+  - {address: 127.0.0.1, ports: {tcp: ${V1_PORT}}}
+  - {address: 127.0.0.1, ports: {tcp: ${V2_PORT}}}
+)",
+                                    mesh_->vars());
+  ASSERT_TRUE(text) << text.error();
+  ASSERT_OK(mesh_->writeConfig("lr.yaml", *text));
+  const int64_t want = mesh_->configVersion() + 1;
+  for (int i = 0; i < 100 && mesh_->configVersion() < want; ++i) std::this_thread::sleep_for(20ms);
+  ASSERT_GE(mesh_->configVersion(), want) << mesh_->lastError();
+  ASSERT_EQ(sluicectl({"enable", "--cgroup", app_.path()}), 0);
+
+  const int v1 = mesh_->upstreamPort("v1"), v2 = mesh_->upstreamPort("v2");
+  auto direct = Holder::start(other_.path(), "127.0.0.1", v1, 5);
+  ASSERT_TRUE(direct) << direct.error();
+  auto viaProxy = Holder::start(app_.path(), "127.10.5.3", 9000, 4);
+  ASSERT_TRUE(viaProxy) << viaProxy.error();
+
+  PinnedMaps maps(pinDir_);
+  auto activeTo = [&](int port) -> std::int64_t {
+    int fd = bpf_obj_get((pinDir_ + "/sluice_peers").c_str());
+    if (fd < 0) return -1;
+    sluice_addr_key k{};
+    k.addr = htonl(INADDR_LOOPBACK);
+    k.port = htons(std::uint16_t(port));
+    sluice_conn_stats st{};
+    std::int64_t out = bpf_map_lookup_elem(fd, &k, &st) == 0 ? std::int64_t(st.active) : -1;
+    ::close(fd);
+    return out;
+  };
+  // The proxy's upstream connections are established asynchronously.
+  for (int i = 0; i < 100 && activeTo(v2) < 4; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(activeTo(v1), 5) << "only the direct ones";
+  EXPECT_EQ(activeTo(v2), 4) << "all four proxied connections went to the idle endpoint";
+}
+
 INSTANTIATE_TEST_SUITE_P(Splice, TcpRouteTest, ::testing::Bool(),
                          [](const auto& info) { return info.param ? "Kernel" : "Userspace"; });
 

@@ -113,6 +113,12 @@ bool Capture::originalDst(const sockaddr_in& client, const sockaddr_in& local,
   return true;
 }
 
+std::optional<uint32_t> Capture::activeConnections(const sockaddr_in& ep) const {
+  auto st = dp_.peer({ep.sin_addr.s_addr, ep.sin_port});
+  if (!st || !*st) return std::nullopt;
+  return uint32_t(std::max<int64_t>(0, (*st)->active));
+}
+
 void Capture::onEjection(const route::Endpoint& ep, bool ejected) {
   if (auto r = dp_.setEndpointEjected({ep.sockaddr.sin_addr.s_addr, ep.sockaddr.sin_port}, ejected); !r)
     std::fprintf(stderr, "sluiced: eBPF: %s\n", r.error().c_str());

@@ -37,6 +37,8 @@ class Capture final : public proxy::L4Splicer {
   // Makes sluice_services the snapshot's capture VIPs and sluice_endpts its
   // endpoints. Thread-safe.
   void sync(const route::Snapshot& snap);
+  // Open connections to `ep` the kernel counted (sluice_peers), or nullopt.
+  std::optional<uint32_t> activeConnections(const sockaddr_in& ep) const;
   // Outlier detection ejected or returned an endpoint (any thread).
   void onEjection(const route::Endpoint& ep, bool ejected);
   bool originalDst(const sockaddr_in& client, const sockaddr_in& local, sockaddr_in* orig) const;

@@ -141,6 +141,7 @@ int main(int argc, char** argv) {
     };
     opts.l4Splicer = cap;
     opts.onEjection = [cap](const sluice::route::Endpoint& ep, bool ejected) { cap->onEjection(ep, ejected); };
+    opts.kernelActiveConnections = [cap](const sockaddr_in& ep) { return cap->activeConnections(ep); };
   } else {
     fprintf(stderr, "sluiced: explicit-proxy mode (%s): send requests to %s\n", bpfReason.c_str(),
             outbound.c_str());

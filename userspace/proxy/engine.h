@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -47,6 +48,11 @@ struct EngineOptions {
   // worker or the sweeper thread. Optional (the daemon mirrors it into the
   // kernel's endpoint map).
   upstream::ClusterHealth::Hook onEjection;
+  // With eBPF: connections open right now to an endpoint, as the kernel
+  // counts them for every socket in the attached cgroup (this proxy's on all
+  // workers, and anyone else's). LEAST_REQUEST of TCP routes balances on it;
+  // nullopt (not seen) falls back to this worker's own count. Thread-safe.
+  std::function<std::optional<uint32_t>(const sockaddr_in&)> kernelActiveConnections;
 };
 
 using HealthTable = std::vector<std::shared_ptr<upstream::ClusterHealth>>;

@@ -137,7 +137,7 @@ void TcpProxy::start(Worker& worker, int clientFd, const sockaddr_in& /*client*/
     ::close(clientFd);
     return;
   }
-  int idx = worker.pickEndpoint(*d->cluster, -1);
+  int idx = worker.pickEndpointForConnection(*d->cluster);
   if (idx < 0) {
     worker.stats().inc(Counter::NoHealthyUpstream);
     ::close(clientFd);

@@ -99,6 +99,9 @@ class Worker::Listener final : public core::CompletionHandler {
         getpeername(res, reinterpret_cast<sockaddr*>(&peer), &len);
         sockaddr_in orig{};
         bool captured = originalDst(res, peer, &orig);
+        // The kernel captures a new VIP only once its snapshot is published;
+        // route with that snapshot even if this loop turn has not adopted it.
+        if (captured) worker_.adoptSnapshotIfChanged();
         const auto& snap = worker_.snapshot();
         const route::TcpService* tcp =
             captured && snap ? snap->findTcp(orig.sin_addr.s_addr, ntohs(orig.sin_port)) : nullptr;
@@ -174,6 +177,20 @@ void Worker::collectActive(std::unordered_map<std::string, uint64_t>& out) const
 
 int Worker::pickEndpoint(const route::Cluster& cluster, int avoid) {
   auto active = [&](size_t i) { return endpointState(cluster.endpoints[i]).active.load(std::memory_order_relaxed); };
+  return pickWith(cluster, avoid, active);
+}
+
+int Worker::pickEndpointForConnection(const route::Cluster& cluster) {
+  const auto& kernel = engine_.options().kernelActiveConnections;
+  if (!kernel || cluster.lb != route::LbPolicy::LeastRequest) return pickEndpoint(cluster, -1);
+  auto active = [&](size_t i) -> uint32_t {
+    if (auto n = kernel(cluster.endpoints[i].sockaddr)) return *n;
+    return endpointState(cluster.endpoints[i]).active.load(std::memory_order_relaxed);
+  };
+  return pickWith(cluster, -1, active);
+}
+
+int Worker::pickWith(const route::Cluster& cluster, int avoid, upstream::ActiveFn active) {
   std::shared_ptr<upstream::ClusterHealth> h = healthFor(cluster);
   upstream::ClusterHealth* health = h.get();
   if (avoid >= 0 && cluster.endpoints.size() > 1) {

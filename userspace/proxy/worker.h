@@ -78,6 +78,9 @@ class Worker {
   // Picks an endpoint of `cluster`, skipping `avoid` when another exists and
   // hosts outlier detection ejected. Returns -1 when no endpoint is left.
   int pickEndpoint(const route::Cluster& cluster, int avoid);
+  // For one L4 connection: like pickEndpoint, but LEAST_REQUEST weighs the
+  // kernel's count of open connections per endpoint when the engine has it.
+  int pickEndpointForConnection(const route::Cluster& cluster);
   // The outlier state of `cluster`, or null (none configured, or the
   // cluster belongs to a snapshot this worker no longer routes with).
   std::shared_ptr<upstream::ClusterHealth> healthFor(const route::Cluster& cluster) const;
@@ -88,6 +91,7 @@ class Worker {
 
  private:
   class Listener;
+  int pickWith(const route::Cluster& cluster, int avoid, upstream::ActiveFn active);
   void adoptSnapshotIfChanged();
   void beginDrain();
   void reap();
