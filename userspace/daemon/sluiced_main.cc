@@ -50,6 +50,17 @@ std::vector<sluice::stats::OutlierStats> outlierStats(const sluice::proxy::Engin
   return out;
 }
 
+std::vector<sluice::stats::CircuitStats> circuitStats(const sluice::proxy::Engine& engine) {
+  using K = sluice::upstream::ClusterLimits;
+  std::vector<sluice::stats::CircuitStats> out;
+  for (const auto& l : engine.limitedClusters()) {
+    out.push_back({l->name(), l->cxOverflow.load(), l->rqPendingOverflow.load(), l->rqRetryOverflow.load(),
+                   l->inUse(K::kConnections), l->inUse(K::kPending), l->inUse(K::kRequests)});
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.cluster < b.cluster; });
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -176,11 +187,13 @@ int main(int argc, char** argv) {
     } else if (path == "/stats/prometheus") {
       std::string body = engine.stats().renderPrometheus();
       body += sluice::stats::renderOutlierPrometheus(outlierStats(engine));
+      body += sluice::stats::renderCircuitPrometheus(circuitStats(engine));
       if (capture) body += capture->renderPrometheus();
       r = {200, "text/plain; version=0.0.4", std::move(body)};
     } else if (path == "/stats") {
       std::string body = engine.stats().renderText();
       body += sluice::stats::renderOutlierText(outlierStats(engine));
+      body += sluice::stats::renderCircuitText(circuitStats(engine));
       if (capture) body += capture->renderText();
       r = {200, "text/plain", std::move(body)};
     } else if (path == "/config_dump") {

@@ -44,24 +44,27 @@ std::expected<void, std::string> Engine::start() {
 }
 
 void Engine::publish(std::shared_ptr<const route::Snapshot> s) {
-  auto table = s ? health_.adopt(*s, opts_.onEjection) : nullptr;
+  Published p;
+  if (s) {
+    p.health = health_.adopt(*s, opts_.onEjection);
+    p.limits = limits_.adopt(*s);
+  }
+  p.snapshot = std::move(s);
   {
     std::lock_guard lock(snapMu_);
-    snapshot_ = std::move(s);
-    healthTable_ = std::move(table);
+    published_ = std::move(p);
   }
   version_.fetch_add(1, std::memory_order_acq_rel);
 }
 
 std::shared_ptr<const route::Snapshot> Engine::current() const {
   std::lock_guard lock(snapMu_);
-  return snapshot_;
+  return published_.snapshot;
 }
 
-std::pair<std::shared_ptr<const route::Snapshot>, std::shared_ptr<const HealthTable>>
-Engine::currentWithHealth() const {
+Published Engine::published() const {
   std::lock_guard lock(snapMu_);
-  return {snapshot_, healthTable_};
+  return published_;
 }
 
 void Engine::join() {

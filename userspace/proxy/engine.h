@@ -17,6 +17,7 @@
 
 #include "route/table.h"
 #include "stats/stats.h"
+#include "upstream/circuit_breaker.h"
 #include "upstream/outlier.h"
 
 namespace sluice::proxy {
@@ -56,6 +57,15 @@ struct EngineOptions {
 };
 
 using HealthTable = std::vector<std::shared_ptr<upstream::ClusterHealth>>;
+using LimitsTable = std::vector<std::shared_ptr<upstream::ClusterLimits>>;
+
+// What workers route with, published together: the snapshot and the shared
+// per-cluster state of its clusters (by Cluster::index).
+struct Published {
+  std::shared_ptr<const route::Snapshot> snapshot;
+  std::shared_ptr<const HealthTable> health;
+  std::shared_ptr<const LimitsTable> limits;
+};
 
 class Engine {
  public:
@@ -67,10 +77,11 @@ class Engine {
   // Makes `s` the snapshot for new requests on every worker.
   void publish(std::shared_ptr<const route::Snapshot> s);
   std::shared_ptr<const route::Snapshot> current() const;
-  // The snapshot and the outlier state of its clusters, published together.
-  std::pair<std::shared_ptr<const route::Snapshot>, std::shared_ptr<const HealthTable>> currentWithHealth() const;
-  // Every cluster with outlier detection, for /clusters and metrics.
+  Published published() const;
+  // Every cluster with outlier detection / connection-pool limits, for
+  // /clusters and metrics.
   std::vector<std::shared_ptr<upstream::ClusterHealth>> outlierClusters() const { return health_.live(); }
+  std::vector<std::shared_ptr<upstream::ClusterLimits>> limitedClusters() const { return limits_.live(); }
   uint64_t publishedVersion() const { return version_.load(std::memory_order_acquire); }
 
   // Stop accepting, let in-flight requests finish (up to drainTimeout), exit.
@@ -90,10 +101,10 @@ class Engine {
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::thread> threads_;
   mutable std::mutex snapMu_;
-  std::shared_ptr<const route::Snapshot> snapshot_;
-  std::shared_ptr<const HealthTable> healthTable_;
+  Published published_;
   std::atomic<uint64_t> version_{0};
   upstream::HealthRegistry health_;
+  upstream::LimitsRegistry limits_;
   std::thread sweeper_;  // returns ejected hosts every outlier interval
   std::atomic<bool> stopping_{false};
   stats::Registry registry_;

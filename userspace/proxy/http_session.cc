@@ -16,6 +16,8 @@
 namespace sluice::proxy {
 
 namespace {
+// A request waiting for a connection slot looks again this often.
+constexpr uint64_t kPendingPollNs = 1'000'000;
 
 // Past this many unsent bytes on the far side, stop reading from the near
 // side: bodies stream with bounded memory instead of being buffered whole.
@@ -49,6 +51,11 @@ struct DownstreamConn::Exchange {
   // Outlier state of `cluster` when it has any: every attempt's outcome goes
   // there.
   std::shared_ptr<upstream::ClusterHealth> health;
+  // Connection-pool circuit breakers of `cluster`: this request's unit of
+  // http2MaxRequests, of http1MaxPendingRequests while it waits for a
+  // connection, of maxRetries once it has been retried.
+  std::shared_ptr<upstream::ClusterLimits> limits;
+  upstream::LimitToken requestToken, pendingToken, retryToken;
   std::string upstreamHost;
   int retriesLeft = 2;        // Istio's default policy: attempts 2 on connect-failure
   bool raceRetried = false;   // one silent retry for a reused connection closed under us
@@ -79,6 +86,10 @@ struct DownstreamConn::Exchange {
     endpoint = -1;
     ep = nullptr;
     health.reset();
+    limits.reset();
+    requestToken.reset();
+    pendingToken.reset();
+    retryToken.reset();
     retriesLeft = 2;
     raceRetried = false;
     startNs = upstreamSentNs = serviceTimeMs = 0;
@@ -90,8 +101,9 @@ struct DownstreamConn::Exchange {
 
 // ---------------------------------------------------------------- upstream
 
-UpstreamConn::UpstreamConn(Worker& worker, int fd, const route::Endpoint& ep, EndpointState& state)
-    : Connection(worker, fd), state_(state), addr_(ep.sockaddr), key_(ep.key) {
+UpstreamConn::UpstreamConn(Worker& worker, int fd, const route::Endpoint& ep, EndpointState& state,
+                           upstream::LimitToken connToken)
+    : Connection(worker, fd), state_(state), connToken_(std::move(connToken)), addr_(ep.sockaddr), key_(ep.key) {
   worker_.stats().inc(Counter::UpstreamCxTotal);
   worker_.stats().inc(Counter::UpstreamCxActive);
 }
@@ -140,6 +152,16 @@ void UpstreamConn::attach(DownstreamConn* owner) {
 void UpstreamConn::release() {
   owner_ = nullptr;
   ++requestsServed;
+  if (const upstream::ClusterLimits* l = connToken_.limits()) {
+    // maxRequestsPerConnection used up, or requests of this cluster waiting
+    // for a connection slot (possibly on another worker, which cannot use
+    // this one): close, so the slot is free.
+    uint32_t perConn = l->limits().maxRequestsPerConnection;
+    if ((perConn && requestsServed >= perConn) || l->inUse(upstream::ClusterLimits::kPending) > 0) {
+      close();
+      return;
+    }
+  }
   pooled_ = true;
   state_.idle.push_back(this);
   // Keep reading while idle: a close from the server (or stray bytes) must
@@ -396,6 +418,13 @@ bool DownstreamConn::startRequest() {
     }
     return !closing();
   }
+  ex.limits = worker_.limitsFor(*ex.cluster);
+  if (auto t = upstream::acquire(ex.limits, upstream::ClusterLimits::kRequests)) {
+    ex.requestToken = std::move(*t);
+  } else {
+    overflow(false);
+    return !closing();
+  }
   if (expect) write(std::string_view("HTTP/1.1 100 Continue\r\n\r\n"));
   if (ex.route->timeout && ex.route->timeout->count() > 0) {
     worker_.timers().schedule(routeTimer_, uint64_t(ex.route->timeout->count()));
@@ -421,11 +450,33 @@ void DownstreamConn::dispatch() {
   ex.upstreamHost = ep.key;
   worker_.stats().inc(Counter::UpstreamRqTotal);
   if (!ex.ep->idle.empty()) {
+    ex.pendingToken.reset();
     up_ = ex.ep->idle.back();
     up_->attach(this);
     sendUpstreamHead();
     return;
   }
+  // A new connection needs a unit of maxConnections; without one the request
+  // waits (within http1MaxPendingRequests) for a connection to free up.
+  auto conn = upstream::acquire(ex.limits, upstream::ClusterLimits::kConnections);
+  if (!conn) {
+    ex.limits->cxOverflow.fetch_add(1, std::memory_order_relaxed);
+    worker_.stats().inc(Counter::UpstreamCxOverflow);
+    ex.ep->decActive();
+    ex.ep = nullptr;
+    ex.endpoint = -1;
+    if (!ex.pendingToken) {
+      auto pending = upstream::acquire(ex.limits, upstream::ClusterLimits::kPending);
+      if (!pending) {
+        overflow(false);
+        return;
+      }
+      ex.pendingToken = std::move(*pending);
+    }
+    worker_.timers().schedule(pendingTimer_, kPendingPollNs);
+    return;
+  }
+  ex.pendingToken.reset();
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     ex.ep->decActive();
@@ -435,7 +486,7 @@ void DownstreamConn::dispatch() {
   }
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  up_ = new UpstreamConn(worker_, fd, ep, *ex.ep);
+  up_ = new UpstreamConn(worker_, fd, ep, *ex.ep, std::move(*conn));
   up_->attach(this);
   up_->connect();
 }
@@ -615,7 +666,18 @@ void DownstreamConn::onUpstreamConnectFailed(bool timeout) {
 
 void DownstreamConn::retryOrFail(std::string_view flags, int status, std::string_view body) {
   Exchange& ex = *ex_;
-  if (ex.retriesLeft > 0 && ex.reqBodySent == 0) {
+  bool mayRetry = ex.retriesLeft > 0 && ex.reqBodySent == 0;
+  if (mayRetry && !ex.retryToken) {
+    // maxRetries bounds retries in flight across the cluster.
+    if (auto t = upstream::acquire(ex.limits, upstream::ClusterLimits::kRetries)) {
+      ex.retryToken = std::move(*t);
+    } else {
+      ex.limits->rqRetryOverflow.fetch_add(1, std::memory_order_relaxed);
+      worker_.stats().inc(Counter::UpstreamRqRetryOverflow);
+      mayRetry = false;
+    }
+  }
+  if (mayRetry) {
     ex.retriesLeft--;
     worker_.stats().inc(Counter::UpstreamRqRetry);
     // Envoy's back-off: full jitter over a 25 ms base.
@@ -630,6 +692,21 @@ void DownstreamConn::retryOrFail(std::string_view flags, int status, std::string
 
 void DownstreamConn::onRetryTimer() {
   if (ex_ && !up_) dispatch();
+}
+
+void DownstreamConn::onPendingTimer() {
+  if (ex_ && !up_ && ex_->pendingToken) dispatch();
+}
+
+// A connection-pool circuit breaker tripped: answer at once, as Envoy does.
+void DownstreamConn::overflow(bool) {
+  Exchange& ex = *ex_;
+  if (ex.limits) ex.limits->rqPendingOverflow.fetch_add(1, std::memory_order_relaxed);
+  worker_.stats().inc(Counter::UpstreamRqPendingOverflow);
+  ex.pendingToken.reset();
+  if (!ex.reqDone) ex.keepAlive = false;
+  localReply(503, "upstream connect error or disconnect/reset before headers. reset reason: overflow", "UO",
+             "x-envoy-overloaded: true\r\n");
 }
 
 void DownstreamConn::onRouteTimeout() {
@@ -670,6 +747,7 @@ void DownstreamConn::localReply(int status, std::string_view body, std::string_v
   Exchange& ex = *ex_;
   routeTimer_.cancel();
   retryTimer_.cancel();
+  pendingTimer_.cancel();
   if (ex.respStarted) {
     // Too late for a clean answer: the client sees a reset.
     abortExchange(flags);
@@ -690,6 +768,7 @@ void DownstreamConn::finishExchange(bool upstreamReusable) {
   Exchange& ex = *ex_;
   routeTimer_.cancel();
   retryTimer_.cancel();
+  pendingTimer_.cancel();
   releaseUpstream(upstreamReusable);
   logAndCount();
   bool keep = ex.keepAlive && ex.reqDone && !ex.closeAfter && !draining_ && !halfClosed_;
@@ -719,8 +798,13 @@ void DownstreamConn::abortExchange(std::string_view flags) {
 void DownstreamConn::retireExchange() {
   streamTimer_.cancel();
   // Drop the snapshot now: an idle keep-alive connection must not keep an
-  // old configuration alive.
+  // old configuration alive. The circuit-breaker units go back now too.
   ex_->snapshot.reset();
+  ex_->requestToken.reset();
+  ex_->pendingToken.reset();
+  ex_->retryToken.reset();
+  ex_->limits.reset();
+  ex_->health.reset();
   spare_ = std::move(ex_);
 }
 

@@ -13,6 +13,7 @@
 #include "http/parser.h"
 #include "proxy/connection.h"
 #include "route/table.h"
+#include "upstream/circuit_breaker.h"
 #include "upstream/outlier.h"
 
 namespace sluice::proxy {
@@ -22,7 +23,10 @@ struct EndpointState;
 
 class UpstreamConn final : public Connection {
  public:
-  UpstreamConn(Worker& worker, int fd, const route::Endpoint& ep, EndpointState& state);
+  // `connToken`: this connection's unit of its cluster's maxConnections
+  // (empty when the cluster has no limit), released when it closes.
+  UpstreamConn(Worker& worker, int fd, const route::Endpoint& ep, EndpointState& state,
+               upstream::LimitToken connToken = {});
 
   void connect();
   // Binds to a request; the connection was idle in the pool.
@@ -50,6 +54,7 @@ class UpstreamConn final : public Connection {
 
   DownstreamConn* owner_ = nullptr;
   EndpointState& state_;
+  upstream::LimitToken connToken_;
   sockaddr_in addr_;
   std::string key_;
   core::IoOp connectOp_{this, kConnect};
@@ -104,6 +109,9 @@ class DownstreamConn final : public Connection {
   void retryOrFail(std::string_view flags, int status, std::string_view body);
   void onRouteTimeout();
   void onRetryTimer();
+  void onPendingTimer();
+  // A circuit breaker tripped: 503 UO with x-envoy-overloaded.
+  void overflow(bool unused);
   void onIdleTimeout();
   void onStreamIdle();
   void onSendProgress() override;
@@ -124,6 +132,7 @@ class DownstreamConn final : public Connection {
   bool halfClosed_ = false;  // client sent EOF after a complete request
   core::MemberTimer<DownstreamConn, &DownstreamConn::onRouteTimeout> routeTimer_{this};
   core::MemberTimer<DownstreamConn, &DownstreamConn::onRetryTimer> retryTimer_{this};
+  core::MemberTimer<DownstreamConn, &DownstreamConn::onPendingTimer> pendingTimer_{this};
   core::MemberTimer<DownstreamConn, &DownstreamConn::onIdleTimeout> idleTimer_{this};
   core::MemberTimer<DownstreamConn, &DownstreamConn::onStreamIdle> streamTimer_{this};
 };

@@ -144,6 +144,16 @@ void TcpProxy::start(Worker& worker, int clientFd, const sockaddr_in& /*client*/
     return;
   }
   const route::Endpoint& ep = d->cluster->endpoints[size_t(idx)];
+  // tcp.maxConnections holds for TCP routes too: over it, the client is
+  // closed at once (Envoy's tcp_proxy does the same).
+  std::shared_ptr<upstream::ClusterLimits> limits = worker.limitsFor(*d->cluster);
+  auto conn = upstream::acquire(limits, upstream::ClusterLimits::kConnections);
+  if (!conn) {
+    limits->cxOverflow.fetch_add(1, std::memory_order_relaxed);
+    worker.stats().inc(Counter::UpstreamCxOverflow);
+    ::close(clientFd);
+    return;
+  }
   int ufd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (ufd < 0) {
     worker.stats().inc(Counter::UpstreamCxConnectFail);
@@ -155,6 +165,7 @@ void TcpProxy::start(Worker& worker, int clientFd, const sockaddr_in& /*client*/
   noDelay(ufd);
   auto* p = new TcpProxy(worker, std::move(snap));
   p->health_ = worker.healthFor(*d->cluster);
+  p->connToken_ = std::move(*conn);
   p->endpointIndex_ = idx;
   p->endpoint_ = &worker.endpointState(ep);
   p->endpoint_->incActive();

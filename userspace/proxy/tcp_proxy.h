@@ -14,6 +14,7 @@
 #include "core/timer_wheel.h"
 #include "proxy/connection.h"
 #include "route/table.h"
+#include "upstream/circuit_breaker.h"
 #include "upstream/outlier.h"
 
 namespace sluice::proxy {
@@ -102,6 +103,7 @@ class TcpProxy {
   std::shared_ptr<const route::Snapshot> snap_;
   EndpointState* endpoint_ = nullptr;  // active L4 connections count for LEAST_REQUEST
   std::shared_ptr<upstream::ClusterHealth> health_;
+  upstream::LimitToken connToken_;  // this connection's unit of maxConnections
   int endpointIndex_ = -1;
   TcpSide* client_ = nullptr;
   TcpSide* upstream_ = nullptr;

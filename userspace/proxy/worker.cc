@@ -206,6 +206,13 @@ int Worker::pickWith(const route::Cluster& cluster, int avoid, upstream::ActiveF
   return lb_.pick(cluster, active);
 }
 
+std::shared_ptr<upstream::ClusterLimits> Worker::limitsFor(const route::Cluster& cluster) const {
+  if (!limits_ || cluster.index >= limits_->size()) return nullptr;
+  const auto& l = (*limits_)[cluster.index];
+  if (!l || l->name() != cluster.name) return nullptr;
+  return l;
+}
+
 std::shared_ptr<upstream::ClusterHealth> Worker::healthFor(const route::Cluster& cluster) const {
   if (!health_ || cluster.index >= health_->size()) return nullptr;
   const auto& h = (*health_)[cluster.index];
@@ -218,7 +225,10 @@ void Worker::adoptSnapshotIfChanged() {
   uint64_t v = engine_.publishedVersion();
   if (v == snapshotVersion_) return;
   snapshotVersion_ = v;
-  std::tie(snapshot_, health_) = engine_.currentWithHealth();
+  Published p = engine_.published();
+  snapshot_ = std::move(p.snapshot);
+  health_ = std::move(p.health);
+  limits_ = std::move(p.limits);
   if (snapshot_) {
     lb_.retainClusters([&](const std::string& name) { return snapshot_->findCluster(name) != nullptr; });
   }

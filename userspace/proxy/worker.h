@@ -19,6 +19,7 @@
 #include "core/timer_wheel.h"
 #include "route/table.h"
 #include "stats/stats.h"
+#include "upstream/circuit_breaker.h"
 #include "upstream/load_balancer.h"
 #include "upstream/outlier.h"
 
@@ -84,6 +85,8 @@ class Worker {
   // The outlier state of `cluster`, or null (none configured, or the
   // cluster belongs to a snapshot this worker no longer routes with).
   std::shared_ptr<upstream::ClusterHealth> healthFor(const route::Cluster& cluster) const;
+  // The connection-pool limits of `cluster`, or null (same rules).
+  std::shared_ptr<upstream::ClusterLimits> limitsFor(const route::Cluster& cluster) const;
 
   // Connection registry, for draining and shutdown.
   void addDownstream(Connection* c);
@@ -109,6 +112,7 @@ class Worker {
   std::unique_ptr<Listener> listener_;
   std::shared_ptr<const route::Snapshot> snapshot_;
   std::shared_ptr<const std::vector<std::shared_ptr<upstream::ClusterHealth>>> health_;
+  std::shared_ptr<const std::vector<std::shared_ptr<upstream::ClusterLimits>>> limits_;
   uint64_t snapshotVersion_ = 0;
   // Inserted into only by this worker, under endpointsMu_ so the admin
   // thread can iterate it; lookups on the request path take no lock.

@@ -40,6 +40,9 @@ const char* counterName(Counter c) {
     case Counter::TcpBytesCopied: return "tcp_bytes_copied";
     case Counter::TcpDrainTimeout: return "tcp_drain_timeout";
     case Counter::TcpCxError: return "tcp_cx_error";
+    case Counter::UpstreamCxOverflow: return "upstream_cx_overflow";
+    case Counter::UpstreamRqPendingOverflow: return "upstream_rq_pending_overflow";
+    case Counter::UpstreamRqRetryOverflow: return "upstream_rq_retry_overflow";
     case Counter::kCount: break;
   }
   return "unknown";
@@ -187,6 +190,35 @@ std::string renderOutlierText(const std::vector<OutlierStats>& clusters) {
     out += fmt::format("cluster.{}.outlier_detection.ejections_active: {}\n", c.cluster, c.ejectedNow);
     out += fmt::format("cluster.{}.outlier_detection.ejections_enforced_total: {}\n", c.cluster,
                        c.ejectionsTotal);
+  }
+  return out;
+}
+
+std::string renderCircuitPrometheus(const std::vector<CircuitStats>& clusters) {
+  std::string out;
+  auto family = [&](const char* name, const char* type, uint64_t CircuitStats::*field) {
+    out += fmt::format("# TYPE envoy_cluster_{} {}\n", name, type);
+    for (const auto& c : clusters)
+      out += fmt::format("envoy_cluster_{}{{cluster_name=\"{}\"}} {}\n", name, c.cluster, c.*field);
+  };
+  family("upstream_cx_overflow", "counter", &CircuitStats::cxOverflow);
+  family("upstream_rq_pending_overflow", "counter", &CircuitStats::rqPendingOverflow);
+  family("upstream_rq_retry_overflow", "counter", &CircuitStats::rqRetryOverflow);
+  family("upstream_cx_active", "gauge", &CircuitStats::connections);
+  family("upstream_rq_pending_active", "gauge", &CircuitStats::pending);
+  family("upstream_rq_active", "gauge", &CircuitStats::requests);
+  return out;
+}
+
+std::string renderCircuitText(const std::vector<CircuitStats>& clusters) {
+  std::string out;
+  for (const auto& c : clusters) {
+    out += fmt::format("cluster.{}.upstream_cx_overflow: {}\n", c.cluster, c.cxOverflow);
+    out += fmt::format("cluster.{}.upstream_rq_pending_overflow: {}\n", c.cluster, c.rqPendingOverflow);
+    out += fmt::format("cluster.{}.upstream_rq_retry_overflow: {}\n", c.cluster, c.rqRetryOverflow);
+    out += fmt::format("cluster.{}.circuit_breakers.cx_open: {}\n", c.cluster, c.connections);
+    out += fmt::format("cluster.{}.circuit_breakers.rq_pending_open: {}\n", c.cluster, c.pending);
+    out += fmt::format("cluster.{}.circuit_breakers.rq_open: {}\n", c.cluster, c.requests);
   }
   return out;
 }

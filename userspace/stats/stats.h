@@ -57,6 +57,9 @@ enum class Counter : size_t {
   TcpBytesCopied,   // ... bytes relayed by the userspace copy loop
   TcpDrainTimeout,  // spliced pair closed before the kernel drained an EOF
   TcpCxError,       // an L4 connection ended by a socket error on either side
+  UpstreamCxOverflow,         // maxConnections reached when a connection was needed
+  UpstreamRqPendingOverflow,  // 503 UO: http1MaxPendingRequests or http2MaxRequests full
+  UpstreamRqRetryOverflow,    // a retry not made: maxRetries in flight
   kCount
 };
 
@@ -153,12 +156,25 @@ struct TcpServiceStats {
 // istio_tcp_received_bytes_total in Prometheus text format.
 std::string renderTcpPrometheus(const std::vector<TcpServiceStats>& services);
 
-// Outlier detection of one cluster, for metrics.
+// Outlier detection and circuit breakers of one cluster, for metrics.
 struct OutlierStats {
   std::string cluster;
   uint64_t ejectedNow = 0;
   uint64_t ejectionsTotal = 0;
 };
+struct CircuitStats {
+  std::string cluster;
+  uint64_t cxOverflow = 0;
+  uint64_t rqPendingOverflow = 0;
+  uint64_t rqRetryOverflow = 0;
+  uint64_t connections = 0;  // open now
+  uint64_t pending = 0;      // waiting for a connection now
+  uint64_t requests = 0;     // in flight now
+};
+// envoy_cluster_upstream_{cx,rq_pending,rq_retry}_overflow (Prometheus) or
+// cluster.<name>.* lines (/stats).
+std::string renderCircuitPrometheus(const std::vector<CircuitStats>& clusters);
+std::string renderCircuitText(const std::vector<CircuitStats>& clusters);
 // envoy_cluster_outlier_detection_ejections_active / _enforced_total (Prometheus)
 // or cluster.<name>.outlier_detection.* lines (/stats).
 std::string renderOutlierPrometheus(const std::vector<OutlierStats>& clusters);

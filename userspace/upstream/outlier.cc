@@ -1,6 +1,7 @@
 #include "upstream/outlier.h"
 
 #include <algorithm>
+#include <optional>
 
 namespace sluice::upstream {
 namespace {
@@ -133,37 +134,27 @@ bool sameEndpoints(const std::vector<route::Endpoint>& a, const std::vector<rout
 
 std::shared_ptr<const std::vector<std::shared_ptr<ClusterHealth>>> HealthRegistry::adopt(
     const route::Snapshot& snap, const ClusterHealth::Hook& hook) {
-  auto table = std::make_shared<std::vector<std::shared_ptr<ClusterHealth>>>(snap.clusters.size());
-  std::unordered_map<std::string, std::shared_ptr<ClusterHealth>> next;
-  std::lock_guard lock(mu_);
-  for (const auto& c : snap.clusters) {
-    if (!c->policy || !c->policy->outlierDetection) continue;
-    OutlierConfig cfg = OutlierConfig::from(*c->policy->outlierDetection);
-    std::shared_ptr<ClusterHealth> h;
-    if (auto it = byName_.find(c->name);
-        it != byName_.end() && it->second->config() == cfg && sameEndpoints(it->second->endpoints(), c->endpoints)) {
-      h = it->second;
-    } else {
-      h = std::make_shared<ClusterHealth>(c->name, cfg, c->endpoints);
-      h->setHook(hook);
-    }
-    (*table)[c->index] = h;
-    next[c->name] = h;
-  }
-  byName_ = std::move(next);
-  return table;
+  auto settings = [](const route::Cluster& c) -> std::optional<OutlierConfig> {
+    if (!c.policy || !c.policy->outlierDetection) return std::nullopt;
+    return OutlierConfig::from(*c.policy->outlierDetection);
+  };
+  return reg_.adopt(
+      snap,
+      [&](const route::Cluster& c) -> std::shared_ptr<ClusterHealth> {
+        auto cfg = settings(c);
+        if (!cfg) return nullptr;
+        auto h = std::make_shared<ClusterHealth>(c.name, *cfg, c.endpoints);
+        h->setHook(hook);
+        return h;
+      },
+      [&](const ClusterHealth& h, const route::Cluster& c) {
+        auto cfg = settings(c);
+        return cfg && h.config() == *cfg && sameEndpoints(h.endpoints(), c.endpoints);
+      });
 }
 
 void HealthRegistry::sweep(uint64_t nowNs) {
   for (const auto& h : live()) h->sweep(nowNs);
-}
-
-std::vector<std::shared_ptr<ClusterHealth>> HealthRegistry::live() const {
-  std::lock_guard lock(mu_);
-  std::vector<std::shared_ptr<ClusterHealth>> out;
-  out.reserve(byName_.size());
-  for (const auto& [name, h] : byName_) out.push_back(h);
-  return out;
 }
 
 }  // namespace sluice::upstream

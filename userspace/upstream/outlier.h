@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "config/model.h"
+#include "upstream/cluster_registry.h"
 #include "route/table.h"
 
 namespace sluice::upstream {
@@ -113,11 +114,10 @@ class HealthRegistry {
   std::shared_ptr<const std::vector<std::shared_ptr<ClusterHealth>>> adopt(
       const route::Snapshot& snap, const ClusterHealth::Hook& hook);
   void sweep(uint64_t nowNs);
-  std::vector<std::shared_ptr<ClusterHealth>> live() const;
+  std::vector<std::shared_ptr<ClusterHealth>> live() const { return reg_.live(); }
 
  private:
-  mutable std::mutex mu_;
-  std::unordered_map<std::string, std::shared_ptr<ClusterHealth>> byName_;
+  ClusterRegistry<ClusterHealth> reg_;
 };
 
 }  // namespace sluice::upstream

@@ -75,7 +75,10 @@ std::pair<char*, size_t> InputBuffer::prepare() {
 Connection::Connection(int fd, uint64_t id, ServerState& state, TimerScheduler& timers)
     : fd_(fd), id_(id), state_(state), timers_(timers) {}
 
-Connection::~Connection() { ::close(fd_); }
+Connection::~Connection() {
+  if (serving_) state_.servingConnections.fetch_sub(1, std::memory_order_relaxed);
+  ::close(fd_);
+}
 
 uint32_t Connection::wantedEvents() const {
   if (draining_) return EPOLLIN;
@@ -254,16 +257,28 @@ void Connection::finishRequest(uint64_t bodyBytes) {
     if (target.path == "/__reset") {
       state_.requests.store(0, std::memory_order_relaxed);
       state_.failFirstSeen.store(0, std::memory_order_relaxed);
+      state_.peakConnections.store(state_.servingConnections.load(std::memory_order_relaxed),
+                                   std::memory_order_relaxed);
     }
     scratch_.assign("{\"name\":");
     appendJsonString(scratch_, state_.name);
     scratch_.append(",\"requests\":");
     appendUint(scratch_, state_.requests.load(std::memory_order_relaxed));
+    scratch_.append(",\"peak_connections\":");
+    appendUint(scratch_, state_.peakConnections.load(std::memory_order_relaxed));
     scratch_.push_back('}');
     respondLocal(scratch_);
     return;
   }
   const uint64_t number = state_.requests.fetch_add(1, std::memory_order_relaxed) + 1;
+  ++served_;
+  if (!serving_) {
+    serving_ = true;
+    uint64_t now = state_.servingConnections.fetch_add(1, std::memory_order_relaxed) + 1;
+    uint64_t peak = state_.peakConnections.load(std::memory_order_relaxed);
+    while (now > peak && !state_.peakConnections.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+    }
+  }
   auto parsed = parseControls(head_, target.query);
   if (!parsed) {
     scratch_.assign("{\"error\":");
@@ -310,7 +325,7 @@ void Connection::finishRequest(uint64_t bodyBytes) {
       if (sendBody) fill = Fill{*c.size, spec.chunked, spec.chunked};
     } else {
       scratch_.clear();
-      appendEchoJson(scratch_, EchoInfo{state_.name, &head_, target, bodyBytes, number});
+      appendEchoJson(scratch_, EchoInfo{state_.name, &head_, target, bodyBytes, number, served_});
       spec.contentType = "application/json";
       if (!noBody && !spec.chunked) spec.contentLength = scratch_.size();
       appendHead(dst, spec);

@@ -24,6 +24,11 @@ struct ServerState {
   int defaultStatus = 200;  // --status: answers without a status control
   std::atomic<uint64_t> requests{0};       // all requests but /__counter and /__reset
   std::atomic<uint64_t> failFirstSeen{0};  // requests that carried fail_first
+  // Connections open now that carried at least one request other than the
+  // /__counter and /__reset controls, and the most there ever were at once:
+  // what a client's connection limit must keep down.
+  std::atomic<uint64_t> servingConnections{0};
+  std::atomic<uint64_t> peakConnections{0};
 };
 
 class TimerScheduler {
@@ -122,6 +127,8 @@ class Connection {
 
   bool closeAfterFlush_ = false;  // stop taking requests; close once out_ drains
   bool draining_ = false;         // write side shut; discarding input until EOF
+  bool serving_ = false;  // counted in ServerState::servingConnections
+  uint64_t served_ = 0;   // requests on this connection, controls excluded
   bool peerEof_ = false;
   uint64_t timerSeq_ = 0;
   uint32_t registeredEvents_ = 0;

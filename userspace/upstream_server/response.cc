@@ -92,6 +92,8 @@ void appendEchoJson(std::string& out, const EchoInfo& info) {
   appendUint(out, info.bodyBytes);
   out.append(",\"request_number\":");
   appendUint(out, info.requestNumber);
+  out.append(",\"connection_request\":");
+  appendUint(out, info.connectionRequest);
   out.push_back('}');
 }
 

@@ -26,9 +26,11 @@ struct EchoInfo {
   TargetParts target;
   uint64_t bodyBytes = 0;
   uint64_t requestNumber = 0;
+  uint64_t connectionRequest = 0;  // 1 for the first request on its connection
 };
 
-// {"name":..,"method":..,"path":..,"query":..,"headers":{..},"body_bytes":N,"request_number":N}
+// {"name":..,"method":..,"path":..,"query":..,"headers":{..},"body_bytes":N,"request_number":N,
+//  "connection_request":N}
 // Header names are lower-cased; repeated headers are joined with ", ".
 void appendEchoJson(std::string& out, const EchoInfo& info);
 
