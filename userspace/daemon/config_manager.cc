@@ -91,6 +91,8 @@ const char* lbName(route::LbPolicy p) {
     case route::LbPolicy::RoundRobin: return "ROUND_ROBIN";
     case route::LbPolicy::Random: return "RANDOM";
     case route::LbPolicy::LeastRequest: return "LEAST_REQUEST";
+    case route::LbPolicy::RingHash: return "RING_HASH";
+    case route::LbPolicy::Maglev: return "MAGLEV";
   }
   return "LEAST_REQUEST";
 }

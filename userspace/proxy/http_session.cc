@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <optional>
 #include <cstring>
 
 #include "proxy/engine.h"
@@ -56,6 +58,11 @@ struct DownstreamConn::Exchange {
   // connection, of maxRetries once it has been retried.
   std::shared_ptr<upstream::ClusterLimits> limits;
   upstream::LimitToken requestToken, pendingToken, retryToken;
+  // Consistent hashing: this request's key, and the cookie to hand out when
+  // the hash cookie was missing and the policy generates one.
+  bool hasHashKey = false;
+  uint64_t hashKey = 0;
+  std::string setCookie;
   std::string upstreamHost;
   int retriesLeft = 2;        // Istio's default policy: attempts 2 on connect-failure
   bool raceRetried = false;   // one silent retry for a reused connection closed under us
@@ -90,6 +97,9 @@ struct DownstreamConn::Exchange {
     requestToken.reset();
     pendingToken.reset();
     retryToken.reset();
+    hasHashKey = false;
+    hashKey = 0;
+    setCookie.clear();
     retriesLeft = 2;
     raceRetried = false;
     startNs = upstreamSentNs = serviceTimeMs = 0;
@@ -418,6 +428,7 @@ bool DownstreamConn::startRequest() {
     }
     return !closing();
   }
+  if (ex.cluster->hash) computeHashKey(*ex.cluster->hash, target.path);
   ex.limits = worker_.limitsFor(*ex.cluster);
   if (auto t = upstream::acquire(ex.limits, upstream::ClusterLimits::kRequests)) {
     ex.requestToken = std::move(*t);
@@ -436,7 +447,7 @@ bool DownstreamConn::startRequest() {
 void DownstreamConn::dispatch() {
   Exchange& ex = *ex_;
   int avoid = ex.endpoint;
-  ex.endpoint = worker_.pickEndpoint(*ex.cluster, avoid);
+  ex.endpoint = worker_.pickEndpoint(*ex.cluster, avoid, ex.hasHashKey ? &ex.hashKey : nullptr);
   if (ex.endpoint < 0) {  // every host ejected, and no panic threshold
     worker_.stats().inc(Counter::NoHealthyUpstream);
     if (!ex.reqDone) ex.keepAlive = false;
@@ -577,7 +588,8 @@ bool DownstreamConn::handleResponseHead() {
   bool untilClose = resp_.framing.kind == http::Framing::Kind::UntilClose;
   ex.closeAfter = !ex.keepAlive || draining_ || halfClosed_ || ex.dechunk || untilClose;
   ex.respBody.reset(resp_.framing);
-  std::string head = buildDownstreamHead(resp_, ex.serviceTimeMs, ex.closeAfter, ex.http10, ex.dechunk);
+  std::string head =
+      buildDownstreamHead(resp_, ex.serviceTimeMs, ex.closeAfter, ex.http10, ex.dechunk, ex.setCookie);
   up_->consume(resp_.headBytes);
   ex.respBytes += head.size();
   ex.respStarted = true;
@@ -717,6 +729,84 @@ void DownstreamConn::onRouteTimeout() {
   retryTimer_.cancel();
   if (!ex_->reqDone) ex_->keepAlive = false;
   localReply(504, "upstream request timeout", "UT");
+}
+
+namespace {
+// The value of `name` in Cookie headers ("a=1; b=2"), if any.
+std::optional<std::string_view> cookieValue(const std::vector<http::Header>& headers, std::string_view name) {
+  for (const http::Header& h : headers) {
+    if (!http::iequals(h.name, "cookie")) continue;
+    std::string_view v = h.value;
+    while (!v.empty()) {
+      size_t semi = v.find(';');
+      std::string_view pair = v.substr(0, semi);
+      while (!pair.empty() && pair.front() == ' ') pair.remove_prefix(1);
+      size_t eq = pair.find('=');
+      if (eq != std::string_view::npos && pair.substr(0, eq) == name) return pair.substr(eq + 1);
+      if (semi == std::string_view::npos) break;
+      v.remove_prefix(semi + 1);
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string_view> queryValue(std::string_view path, std::string_view name) {
+  size_t q = path.find('?');
+  if (q == std::string_view::npos) return std::nullopt;
+  std::string_view query = path.substr(q + 1);
+  while (!query.empty()) {
+    size_t amp = query.find('&');
+    std::string_view pair = query.substr(0, amp);
+    size_t eq = pair.find('=');
+    if (pair.substr(0, eq) == name) return eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1);
+    if (amp == std::string_view::npos) break;
+    query.remove_prefix(amp + 1);
+  }
+  return std::nullopt;
+}
+}  // namespace
+
+// DestinationRule consistentHash: what this request hashes on. No key (no
+// such header, say) leaves the choice to chance, as Envoy does; a missing
+// cookie with a ttl is generated and set on the response, so the client's
+// next request lands on the same host.
+void DownstreamConn::computeHashKey(const route::HashPolicy& hp, std::string_view path) {
+  Exchange& ex = *ex_;
+  std::optional<std::string_view> key;
+  switch (hp.kind) {
+    case route::HashPolicy::Kind::Header:
+      if (const http::Header* h = head_.find(hp.name)) key = h->value;
+      break;
+    case route::HashPolicy::Kind::QueryParam:
+      key = queryValue(path, hp.name);
+      break;
+    case route::HashPolicy::Kind::SourceIp: {
+      ex.hasHashKey = true;
+      ex.hashKey = upstream::hashKey(std::string_view(reinterpret_cast<const char*>(&peer_.sin_addr),
+                                                      sizeof(peer_.sin_addr)));
+      return;
+    }
+    case route::HashPolicy::Kind::Cookie:
+      key = cookieValue(head_.headers, hp.name);
+      if (!key && hp.cookieTtl) {
+        char value[17];
+        std::snprintf(value, sizeof(value), "%016llx", static_cast<unsigned long long>(worker_.rng().next()));
+        ex.hasHashKey = true;
+        ex.hashKey = upstream::hashKey(value);
+        ex.setCookie = "set-cookie: " + hp.name + "=" + value;
+        if (!hp.cookiePath.empty()) ex.setCookie += "; Path=" + hp.cookiePath;
+        // A ttl of 0 makes a session cookie.
+        if (hp.cookieTtl->count() > 0)
+          ex.setCookie += "; Max-Age=" + std::to_string(std::max<int64_t>(1, hp.cookieTtl->count() / 1'000'000'000));
+        ex.setCookie += "; HttpOnly\r\n";
+        return;
+      }
+      break;
+  }
+  if (key) {
+    ex.hasHashKey = true;
+    ex.hashKey = upstream::hashKey(*key);
+  }
 }
 
 void DownstreamConn::reportOutcome(upstream::Outcome o) {

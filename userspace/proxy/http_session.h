@@ -104,6 +104,7 @@ class DownstreamConn final : public Connection {
   void finishExchange(bool upstreamReusable);
   void abortExchange(std::string_view flags);
   void releaseUpstream(bool reusable);
+  void computeHashKey(const route::HashPolicy& hp, std::string_view path);
   // Tells outlier detection how the current attempt's host did.
   void reportOutcome(upstream::Outcome o);
   void retryOrFail(std::string_view flags, int status, std::string_view body);

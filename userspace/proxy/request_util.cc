@@ -146,7 +146,7 @@ std::string buildUpstreamHead(const http::RequestHead& head, const TargetParts& 
 }
 
 std::string buildDownstreamHead(const http::ResponseHead& resp, uint64_t serviceTimeMs, bool close,
-                                bool http10, bool dechunk) {
+                                bool http10, bool dechunk, std::string_view extraHeaders) {
   std::string out;
   out.reserve(resp.headBytes + 96);
   out.append("HTTP/1.1 ").append(std::to_string(resp.status)).append(" ");
@@ -159,6 +159,7 @@ std::string buildDownstreamHead(const http::ResponseHead& resp, uint64_t service
     }
     out.append(h.name).append(": ").append(h.value).append("\r\n");
   }
+  out.append(extraHeaders);
   out.append("x-envoy-upstream-service-time: ").append(std::to_string(serviceTimeMs)).append("\r\n");
   if (close) {
     out.append("connection: close\r\n");

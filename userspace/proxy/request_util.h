@@ -35,8 +35,9 @@ std::string newRequestId(core::Rng& rng);
 std::string buildUpstreamHead(const http::RequestHead& head, const TargetParts& target,
                               std::string_view requestId);
 // The head sent downstream for an upstream response.
+// `extraHeaders`: whole "name: value\r\n" lines the proxy adds (set-cookie).
 std::string buildDownstreamHead(const http::ResponseHead& resp, uint64_t serviceTimeMs, bool close,
-                                bool http10, bool dechunk);
+                                bool http10, bool dechunk, std::string_view extraHeaders = {});
 // A response the proxy answers itself (errors, direct responses, redirects).
 std::string buildLocalReply(int status, std::string_view body, bool close, bool isHead,
                             std::string_view extraHeaders);

@@ -175,9 +175,28 @@ void Worker::collectActive(std::unordered_map<std::string, uint64_t>& out) const
   for (const auto& [key, st] : endpoints_) out[key] += st.active.load(std::memory_order_relaxed);
 }
 
-int Worker::pickEndpoint(const route::Cluster& cluster, int avoid) {
+int Worker::pickEndpoint(const route::Cluster& cluster, int avoid, const uint64_t* hashKey) {
   auto active = [&](size_t i) { return endpointState(cluster.endpoints[i]).active.load(std::memory_order_relaxed); };
-  return pickWith(cluster, avoid, active);
+  return pickWith(cluster, avoid, active, hashKey);
+}
+
+const Worker::HashTables& Worker::hashTables(const route::Cluster& cluster) {
+  HashTables& t = hashTables_[cluster.name];
+  bool same = t.keys.size() == cluster.endpoints.size();
+  for (size_t i = 0; same && i < t.keys.size(); ++i) same = t.keys[i] == cluster.endpoints[i].key;
+  if (same && (t.ring || t.maglev)) return t;
+  t.keys.clear();
+  for (const auto& ep : cluster.endpoints) t.keys.push_back(ep.key);
+  t.ring.reset();
+  t.maglev.reset();
+  if (cluster.lb == route::LbPolicy::Maglev) {
+    t.maglev = std::make_unique<upstream::MaglevTable>(
+        upstream::MaglevTable::build(cluster.endpoints, cluster.hash->maglevSize));
+  } else {
+    t.ring = std::make_unique<upstream::HashRing>(
+        upstream::HashRing::build(cluster.endpoints, cluster.hash->ringSize));
+  }
+  return t;
 }
 
 int Worker::pickEndpointForConnection(const route::Cluster& cluster) {
@@ -190,9 +209,18 @@ int Worker::pickEndpointForConnection(const route::Cluster& cluster) {
   return pickWith(cluster, -1, active);
 }
 
-int Worker::pickWith(const route::Cluster& cluster, int avoid, upstream::ActiveFn active) {
+int Worker::pickWith(const route::Cluster& cluster, int avoid, upstream::ActiveFn active,
+                     const uint64_t* hashKey) {
   std::shared_ptr<upstream::ClusterHealth> h = healthFor(cluster);
   upstream::ClusterHealth* health = h.get();
+  if (hashKey && cluster.hash && !cluster.endpoints.empty()) {
+    const HashTables& t = hashTables(cluster);
+    auto excluded = [&](size_t i) {
+      return (int(i) == avoid && cluster.endpoints.size() > 1) || (health && health->skip(i));
+    };
+    int idx = t.ring ? t.ring->pick(*hashKey, excluded) : t.maglev->pick(*hashKey, excluded);
+    if (idx >= 0) return idx;
+  }
   if (avoid >= 0 && cluster.endpoints.size() > 1) {
     // A retry prefers another host (Istio's retryIgnorePreviousHosts default).
     auto excluded = [&](size_t i) { return int(i) == avoid || (health && health->skip(i)); };
@@ -231,6 +259,7 @@ void Worker::adoptSnapshotIfChanged() {
   limits_ = std::move(p.limits);
   if (snapshot_) {
     lb_.retainClusters([&](const std::string& name) { return snapshot_->findCluster(name) != nullptr; });
+    std::erase_if(hashTables_, [&](const auto& kv) { return snapshot_->findCluster(kv.first) == nullptr; });
   }
 }
 

@@ -20,6 +20,7 @@
 #include "route/table.h"
 #include "stats/stats.h"
 #include "upstream/circuit_breaker.h"
+#include "upstream/consistent_hash.h"
 #include "upstream/load_balancer.h"
 #include "upstream/outlier.h"
 
@@ -78,7 +79,9 @@ class Worker {
   void collectActive(std::unordered_map<std::string, uint64_t>& out) const;
   // Picks an endpoint of `cluster`, skipping `avoid` when another exists and
   // hosts outlier detection ejected. Returns -1 when no endpoint is left.
-  int pickEndpoint(const route::Cluster& cluster, int avoid);
+  // `hashKey`: the request's consistent-hash key when the cluster hashes
+  // (RingHash/Maglev); null picks as if it had none.
+  int pickEndpoint(const route::Cluster& cluster, int avoid, const uint64_t* hashKey = nullptr);
   // For one L4 connection: like pickEndpoint, but LEAST_REQUEST weighs the
   // kernel's count of open connections per endpoint when the engine has it.
   int pickEndpointForConnection(const route::Cluster& cluster);
@@ -94,7 +97,16 @@ class Worker {
 
  private:
   class Listener;
-  int pickWith(const route::Cluster& cluster, int avoid, upstream::ActiveFn active);
+  int pickWith(const route::Cluster& cluster, int avoid, upstream::ActiveFn active,
+               const uint64_t* hashKey = nullptr);
+  // The ring or Maglev table of a hashing cluster, built on first use and
+  // kept while the cluster's endpoints stay the same.
+  struct HashTables {
+    std::vector<std::string> keys;  // the endpoint set it was built for
+    std::unique_ptr<upstream::HashRing> ring;
+    std::unique_ptr<upstream::MaglevTable> maglev;
+  };
+  const HashTables& hashTables(const route::Cluster& cluster);
   void adoptSnapshotIfChanged();
   void beginDrain();
   void reap();
@@ -119,6 +131,7 @@ class Worker {
   std::unordered_map<std::string, EndpointState> endpoints_;
   mutable std::mutex endpointsMu_;
   upstream::LoadBalancer lb_;
+  std::unordered_map<std::string, HashTables> hashTables_;  // by cluster name
   std::vector<Connection*> graveyard_;
   std::vector<Connection*> flushQueue_;
   std::vector<Connection*> downstreams_;

@@ -387,8 +387,31 @@ const Cluster* Compiler::cluster(const config::Destination& d, uint32_t vhostPor
           default: break;  // LEAST_REQUEST, LEAST_CONN, unset: least request
         }
       }
-      // consistentHash stays in `policy`; until it is implemented the
-      // cluster balances by least request, Istio's default.
+      if (c->policy && c->policy->loadBalancer && c->policy->loadBalancer->consistentHash) {
+        const auto& ch = *c->policy->loadBalancer->consistentHash;
+        HashPolicy h;
+        if (!ch.httpHeaderName.empty()) {
+          h.kind = HashPolicy::Kind::Header;
+          h.name = lowerCopy(ch.httpHeaderName);
+        } else if (ch.httpCookie) {
+          h.kind = HashPolicy::Kind::Cookie;
+          h.name = ch.httpCookie->name;
+          h.cookiePath = ch.httpCookie->path;
+          h.cookieTtl = ch.httpCookie->ttl;
+        } else if (ch.useSourceIp) {
+          h.kind = HashPolicy::Kind::SourceIp;
+        } else {
+          h.kind = HashPolicy::Kind::QueryParam;
+          h.name = ch.httpQueryParameterName;
+        }
+        if (ch.ringHashMinimumRingSize) h.ringSize = *ch.ringHashMinimumRingSize;
+        else if (ch.minimumRingSize) h.ringSize = ch.minimumRingSize;
+        if (ch.maglevTableSize) h.maglevSize = *ch.maglevTableSize;
+        h.ringSize = std::clamp<uint64_t>(h.ringSize, 1, 1u << 23);
+        h.maglevSize = std::clamp<uint64_t>(h.maglevSize, 2, 5'000'011);
+        c->lb = ch.maglev ? LbPolicy::Maglev : LbPolicy::RingHash;
+        c->hash = h;
+      }
     }
   }
   const Cluster* out = c.get();

@@ -36,7 +36,18 @@ struct Endpoint {
   std::string key;  // "address:port", stable across snapshots (pool key)
 };
 
-enum class LbPolicy { LeastRequest, RoundRobin, Random };
+enum class LbPolicy { LeastRequest, RoundRobin, Random, RingHash, Maglev };
+
+// DestinationRule consistentHash: what a request is hashed on, and the table.
+struct HashPolicy {
+  enum class Kind { Header, Cookie, SourceIp, QueryParam };
+  Kind kind = Kind::Header;
+  std::string name;  // header (lower case), cookie or query parameter name
+  std::string cookiePath;
+  std::optional<config::Duration> cookieTtl;  // a generated cookie's Max-Age
+  uint64_t ringSize = 1024;                   // ringHash.minimumRingSize
+  uint64_t maglevSize = 65537;                // maglev.tableSize (prime)
+};
 
 struct Cluster {
   std::string name;         // outbound|9080|v1|reviews.default.svc.cluster.local
@@ -45,6 +56,7 @@ struct Cluster {
   uint32_t port = 0;
   std::vector<Endpoint> endpoints;
   LbPolicy lb = LbPolicy::LeastRequest;
+  std::optional<HashPolicy> hash;  // with lb RingHash or Maglev
   // Effective policy after subset/port-level inheritance (for later issues).
   std::optional<config::TrafficPolicy> policy;
   size_t index = 0;  // dense index into Snapshot::clusters, for per-worker state

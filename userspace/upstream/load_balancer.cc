@@ -30,6 +30,10 @@ int LoadBalancer::pick(const route::Cluster& cluster, ActiveFn active, ExcludedF
     case route::LbPolicy::RoundRobin: return pickRoundRobin(cluster, excluded);
     case route::LbPolicy::Random: return pickRandom(cluster, excluded);
     case route::LbPolicy::LeastRequest: return pickLeastRequest(cluster, active, excluded);
+    // Consistent hashing without a key (no such header, say): any host, as
+    // Envoy picks one at random then.
+    case route::LbPolicy::RingHash:
+    case route::LbPolicy::Maglev: return pickRandom(cluster, excluded);
   }
   return -1;
 }

@@ -576,10 +576,13 @@ TEST(ClusterPolicy, DefaultsAndUnsupportedModes) {
   // b: exact DR beats the wildcard; PASSTHROUGH falls back to least request.
   EXPECT_EQ(s->findCluster("outbound|80||b.example.com")->lb, LbPolicy::LeastRequest);
   EXPECT_TRUE(hasWarning(*s, "PASSTHROUGH"));
-  // c: consistent hash is kept in the policy, balanced by least request for now.
+  // c: consistent hash on a header, ring hash with Istio's default size.
   const Cluster* c = s->findCluster("outbound|80||c.example.com");
-  EXPECT_EQ(c->lb, LbPolicy::LeastRequest);
-  ASSERT_TRUE(c->policy && c->policy->loadBalancer && c->policy->loadBalancer->consistentHash);
+  EXPECT_EQ(c->lb, LbPolicy::RingHash);
+  ASSERT_TRUE(c->hash);
+  EXPECT_EQ(c->hash->kind, HashPolicy::Kind::Header);
+  EXPECT_EQ(c->hash->name, "x-user");
+  EXPECT_EQ(c->hash->ringSize, 1024u);
   // d: no DR at all: Istio's default.
   const Cluster* d = s->findCluster("outbound|80||d.other.org");
   EXPECT_EQ(d->lb, LbPolicy::LeastRequest);
