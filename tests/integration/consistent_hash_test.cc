@@ -113,3 +113,89 @@ TEST_F(ConsistentHashing, MissingCookieIsGeneratedAndThenSticks) {
 
 }  // namespace
 }  // namespace sluice::itest
+
+namespace sluice::itest {
+namespace {
+
+// sluice.io/sticky-weighted-split (beyond Istio, istio#1703 / envoy#8167):
+// with the annotation each user stays on v1 or on v2, and the share of users
+// still follows the weights; without it the same user bounces.
+class StickySplit : public ::testing::Test {
+ protected:
+  void start(bool annotated) {
+    ASSERT_OK(mesh_.startUpstreams({"v1", "v2"}));
+    std::string yaml = R"(apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints:
+  - {address: 127.0.0.1, labels: {version: v1}, ports: {http: ${V1_PORT}}}
+  - {address: 127.0.0.1, labels: {version: v2}, ports: {http: ${V2_PORT}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer: {consistentHash: {httpHeaderName: x-user}}
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+)" + std::string(annotated ? "  annotations: {sluice.io/sticky-weighted-split: \"true\"}\n" : "") +
+                       R"(spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - {destination: {host: reviews, subset: v1}, weight: 80}
+    - {destination: {host: reviews, subset: v2}, weight: 20}
+)";
+    auto text = renderTemplate(yaml, mesh_.vars());
+    ASSERT_TRUE(text) << text.error();
+    ASSERT_OK(mesh_.writeConfig("reviews.yaml", *text));
+    ASSERT_OK(mesh_.startDaemon(2));
+  }
+  // users -> versions seen over 3 requests each.
+  std::map<int, std::set<std::string>> run(int users) {
+    std::map<int, std::set<std::string>> seen;
+    for (int r = 0; r < 3; ++r)
+      for (int u = 0; u < users; ++u)
+        seen[u].insert(mesh_.servedBy("reviews:9080", "/", {{"x-user", "u" + std::to_string(u)}}));
+    return seen;
+  }
+  TempDir tmp_;
+  Mesh mesh_{tmp_};
+};
+
+TEST_F(StickySplit, AnnotatedUsersStayOnOneVersionAndTheSplitHolds) {
+  ASSERT_NO_FATAL_FAILURE(start(true));
+  const int users = 200;
+  auto seen = run(users);
+  int onV1 = 0;
+  for (const auto& [u, versions] : seen) {
+    ASSERT_EQ(versions.size(), 1u) << "user " << u << " saw " << ::testing::PrintToString(versions);
+    onV1 += *versions.begin() == "v1";
+  }
+  // 80% of 200 users, within 4 sigma (about 23 users).
+  EXPECT_NEAR(onV1, 160, 23);
+}
+
+TEST_F(StickySplit, WithoutTheAnnotationUsersBounce) {
+  ASSERT_NO_FATAL_FAILURE(start(false));
+  auto seen = run(100);
+  int both = 0;
+  for (const auto& [u, versions] : seen) both += versions.size() > 1;
+  // P(one user sees both in 3 tries) = 1 - 0.8^3 - 0.2^3 = 0.48.
+  EXPECT_GE(both, 25) << "the control: Istio's split is per request";
+}
+
+}  // namespace
+}  // namespace sluice::itest

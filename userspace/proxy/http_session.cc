@@ -416,7 +416,25 @@ bool DownstreamConn::startRequest() {
     }
     return !closing();
   }
-  const route::WeightedCluster* wc = ex.route->pick(worker_.rng().next());
+  // sluice.io/sticky-weighted-split: the destination's consistent-hash key
+  // also makes the weighted choice, so one user stays on one side of a
+  // canary while the split still holds across users. The key is mixed once
+  // more so the split and the ring position inside the subset stay
+  // independent.
+  const route::HashPolicy* stickyHash = nullptr;
+  if (ex.route->stickySplit) {
+    for (const route::WeightedCluster& w : ex.route->clusters) {
+      if (w.cluster && w.cluster->hash) {
+        stickyHash = &*w.cluster->hash;
+        break;
+      }
+    }
+    if (stickyHash) computeHashKey(*stickyHash, target.path);
+  }
+  const route::WeightedCluster* wc =
+      ex.route->pick(ex.hasHashKey ? upstream::hashKey(std::string_view(
+                                         reinterpret_cast<const char*>(&ex.hashKey), sizeof(ex.hashKey)))
+                                   : worker_.rng().next());
   ex.cluster = wc ? wc->cluster : nullptr;
   if (!ex.cluster || ex.cluster->missing || ex.cluster->endpoints.empty()) {
     worker_.stats().inc(Counter::NoHealthyUpstream);
@@ -428,7 +446,7 @@ bool DownstreamConn::startRequest() {
     }
     return !closing();
   }
-  if (ex.cluster->hash) computeHashKey(*ex.cluster->hash, target.path);
+  if (ex.cluster->hash && !stickyHash) computeHashKey(*ex.cluster->hash, target.path);
   ex.limits = worker_.limitsFor(*ex.cluster);
   if (auto t = upstream::acquire(ex.limits, upstream::ClusterLimits::kRequests)) {
     ex.requestToken = std::move(*t);

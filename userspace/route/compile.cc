@@ -450,6 +450,9 @@ void Compiler::addRoutes(VirtualHost& vh, const config::VirtualService& vs, uint
     r.spec = &http;
     r.virtualService = &vs;
     r.timeout = http.timeout;
+    if (auto it = vs.metadata.annotations.find("sluice.io/sticky-weighted-split");
+        it != vs.metadata.annotations.end() && it->second == "true")
+      r.stickySplit = true;
     bool ok = true;
     for (size_t j = 0; j < http.match.size(); ++j) {
       const config::HTTPMatchRequest* m = &http.match[j];

@@ -92,6 +92,9 @@ struct Route {
   const config::HTTPRoute* spec = nullptr;   // actions for later issues
   const config::VirtualService* virtualService = nullptr;
   std::optional<config::Duration> timeout;
+  // VirtualService annotation sluice.io/sticky-weighted-split: "true": the
+  // weighted choice uses the request's consistent-hash key, not chance.
+  bool stickySplit = false;
 
   bool matches_request(const RequestView& req) const;
   // `random` is any uniformly distributed 64-bit value.
