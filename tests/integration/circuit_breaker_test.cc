@@ -6,7 +6,12 @@
 // The upstream's own peak of concurrent connections is the ground truth.
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <sys/socket.h>
+
 #include <atomic>
+#include <chrono>
+#include <cstdio>
 #include <thread>
 
 #include "mesh.h"
@@ -148,6 +153,113 @@ TEST_F(CircuitBreaking, WithoutLimitsConnectionsAreReused) {
     reused += r->json()["connection_request"].get<int>() > 1;
   }
   EXPECT_GE(reused, 3) << "the control: keep-alive pooling works without the limit";
+}
+
+}  // namespace
+}  // namespace sluice::itest
+
+namespace sluice::itest {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// connectionPool timing: connectTimeout against a host that never answers
+// the SYN, idleTimeout and maxConnectionDuration on pooled connections, and
+// tcpKeepalive on the upstream socket (as `ss` shows it).
+class PoolSettings : public CircuitBreaking {};
+
+TEST_F(PoolSettings, ConnectTimeoutGivesUpOnASilentHost) {
+  // A listener that never accepts, its backlog filled: further SYNs are
+  // dropped, so a connect neither succeeds nor fails until a timeout.
+  int lfd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)), 0);
+  ASSERT_EQ(::listen(lfd, 0), 0);
+  socklen_t len = sizeof(sa);
+  ::getsockname(lfd, reinterpret_cast<sockaddr*>(&sa), &len);
+  std::vector<int> fillers;
+  for (int i = 0; i < 4; ++i) {
+    int f = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    ::connect(f, reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
+    fillers.push_back(f);
+  }
+  std::this_thread::sleep_for(50ms);
+  mesh_.setVar("SILENT_PORT", std::to_string(ntohs(sa.sin_port)));
+  ASSERT_OK(mesh_.startUpstreams({"up"}));
+  auto text = renderTemplate(R"(apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: silent}
+spec:
+  hosts: [silent.default.svc.cluster.local]
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1, ports: {http: ${SILENT_PORT}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: silent}
+spec:
+  host: silent
+  trafficPolicy: {connectionPool: {tcp: {connectTimeout: 150ms}}}
+)",
+                             mesh_.vars());
+  ASSERT_TRUE(text) << text.error();
+  ASSERT_OK(mesh_.writeConfig("silent.yaml", *text));
+  ASSERT_OK(mesh_.startDaemon(1));
+  auto t0 = Clock::now();
+  auto r = mesh_.get("silent:9080", "/");
+  double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  ASSERT_OK(r);
+  EXPECT_EQ(r->status, 503) << r->summary();
+  // Three attempts (Istio's default retries) of 150 ms plus back-off, far
+  // from the 10 s default.
+  EXPECT_GE(ms, 400);
+  EXPECT_LE(ms, 1500);
+  EXPECT_NE(r->body.find("connection timeout"), std::string::npos) << r->body;
+  for (int f : fillers) ::close(f);
+  ::close(lfd);
+}
+
+TEST_F(PoolSettings, IdleTimeoutClosesPooledConnections) {
+  ASSERT_NO_FATAL_FAILURE(start("{http: {idleTimeout: 200ms}}", 1));
+  ASSERT_EQ(mesh_.get(kHost, "/")->status, 200);
+  EXPECT_EQ(upstreamCounter()["connections"], 1) << "pooled after the request";
+  std::this_thread::sleep_for(600ms);
+  EXPECT_EQ(upstreamCounter()["connections"], 0) << "closed after 200 ms idle";
+}
+
+TEST_F(PoolSettings, MaxConnectionDurationRetiresOldConnections) {
+  ASSERT_NO_FATAL_FAILURE(start("{tcp: {maxConnectionDuration: 300ms}}", 1));
+  int fresh = 0;
+  for (int i = 0; i < 10; ++i) {
+    auto r = mesh_.get(kHost, "/");
+    ASSERT_OK(r);
+    fresh += r->json()["connection_request"] == 1;
+    std::this_thread::sleep_for(100ms);
+  }
+  // 1 s of requests every 100 ms over connections that live 300 ms.
+  EXPECT_GE(fresh, 2);
+  EXPECT_LE(fresh, 6);
+}
+
+TEST_F(PoolSettings, TcpKeepaliveIsSetOnUpstreamSockets) {
+  ASSERT_NO_FATAL_FAILURE(start("{tcp: {tcpKeepalive: {time: 77s, interval: 5s, probes: 4}}}", 1));
+  ASSERT_EQ(mesh_.get(kHost, "/")->status, 200);
+  // The pooled connection's keepalive timer, as the kernel reports it.
+  auto out = [&] {
+    std::string cmd = "ss -tnoH state established '( dport = :" + std::to_string(mesh_.upstreamPort("up")) +
+                      " )' 2>&1";
+    std::string text;
+    if (FILE* p = ::popen(cmd.c_str(), "r")) {
+      char buf[512];
+      while (std::fgets(buf, sizeof(buf), p)) text += buf;
+      ::pclose(p);
+    }
+    return text;
+  }();
+  EXPECT_NE(out.find("timer:(keepalive,1min1"), std::string::npos) << out;  // 77 s = 1min17s left
 }
 
 }  // namespace

@@ -111,9 +111,36 @@ struct DownstreamConn::Exchange {
 
 // ---------------------------------------------------------------- upstream
 
+// tcp.tcpKeepalive on an upstream socket: probes after `time` idle, every
+// `interval`, `probes` of them; unset fields keep the kernel's values.
+void applyKeepalive(int fd, const route::UpstreamSettings& s) {
+  if (!s.keepalive) return;
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+  auto secs = [](uint64_t ns) { return int(std::max<uint64_t>(1, ns / 1'000'000'000)); };
+  if (s.keepalive->timeNs) {
+    int v = secs(s.keepalive->timeNs);
+    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &v, sizeof(v));
+  }
+  if (s.keepalive->intervalNs) {
+    int v = secs(s.keepalive->intervalNs);
+    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &v, sizeof(v));
+  }
+  if (s.keepalive->probes) {
+    int v = int(s.keepalive->probes);
+    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &v, sizeof(v));
+  }
+}
+
 UpstreamConn::UpstreamConn(Worker& worker, int fd, const route::Endpoint& ep, EndpointState& state,
-                           upstream::LimitToken connToken)
-    : Connection(worker, fd), state_(state), connToken_(std::move(connToken)), addr_(ep.sockaddr), key_(ep.key) {
+                           upstream::LimitToken connToken, const route::UpstreamSettings& settings)
+    : Connection(worker, fd),
+      state_(state),
+      connToken_(std::move(connToken)),
+      settings_(settings),
+      createdNs_(worker.clock().nowNs()),
+      addr_(ep.sockaddr),
+      key_(ep.key) {
   worker_.stats().inc(Counter::UpstreamCxTotal);
   worker_.stats().inc(Counter::UpstreamCxActive);
 }
@@ -122,7 +149,9 @@ void UpstreamConn::connect() {
   io_uring_sqe* s = worker_.ring().sqeFor(connectOp_);
   io_uring_prep_connect(s, fd_, reinterpret_cast<const sockaddr*>(&addr_), sizeof(addr_));
   track(connectOp_);
-  worker_.timers().schedule(connectTimer_, worker_.engine().options().connectTimeoutNs);
+  uint64_t timeout = settings_.connectTimeoutNs ? settings_.connectTimeoutNs
+                                                : worker_.engine().options().connectTimeoutNs;
+  worker_.timers().schedule(connectTimer_, timeout);
 }
 
 void UpstreamConn::onOtherCompletion(uint8_t op, int32_t res) {
@@ -172,12 +201,19 @@ void UpstreamConn::release() {
       return;
     }
   }
+  // tcp.maxConnectionDuration: an old connection is not reused.
+  if (settings_.maxConnectionDurationNs &&
+      worker_.clock().nowNs() - createdNs_ >= settings_.maxConnectionDurationNs) {
+    close();
+    return;
+  }
   pooled_ = true;
   state_.idle.push_back(this);
   // Keep reading while idle: a close from the server (or stray bytes) must
   // take the connection out of the pool before a request is sent on it.
   startReading();
-  worker_.timers().schedule(idleTimer_, worker_.engine().options().idleTimeoutNs);
+  worker_.timers().schedule(idleTimer_, settings_.idleTimeoutNs ? settings_.idleTimeoutNs
+                                                                : worker_.engine().options().idleTimeoutNs);
 }
 
 void UpstreamConn::removeFromPool() {
@@ -515,7 +551,8 @@ void DownstreamConn::dispatch() {
   }
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  up_ = new UpstreamConn(worker_, fd, ep, *ex.ep, std::move(*conn));
+  applyKeepalive(fd, ex.cluster->upstream);
+  up_ = new UpstreamConn(worker_, fd, ep, *ex.ep, std::move(*conn), ex.cluster->upstream);
   up_->attach(this);
   up_->connect();
 }

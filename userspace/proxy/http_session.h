@@ -21,12 +21,15 @@ namespace sluice::proxy {
 class DownstreamConn;
 struct EndpointState;
 
+// tcp.tcpKeepalive of a cluster, applied to a new upstream socket.
+void applyKeepalive(int fd, const route::UpstreamSettings& s);
+
 class UpstreamConn final : public Connection {
  public:
   // `connToken`: this connection's unit of its cluster's maxConnections
   // (empty when the cluster has no limit), released when it closes.
   UpstreamConn(Worker& worker, int fd, const route::Endpoint& ep, EndpointState& state,
-               upstream::LimitToken connToken = {});
+               upstream::LimitToken connToken = {}, const route::UpstreamSettings& settings = {});
 
   void connect();
   // Binds to a request; the connection was idle in the pool.
@@ -55,6 +58,8 @@ class UpstreamConn final : public Connection {
   DownstreamConn* owner_ = nullptr;
   EndpointState& state_;
   upstream::LimitToken connToken_;
+  route::UpstreamSettings settings_;  // the cluster's connectionPool timing
+  uint64_t createdNs_ = 0;
   sockaddr_in addr_;
   std::string key_;
   core::IoOp connectOp_{this, kConnect};

@@ -10,6 +10,7 @@
 #include <cerrno>
 
 #include "proxy/engine.h"
+#include "proxy/http_session.h"
 #include "proxy/worker.h"
 
 namespace sluice::proxy {
@@ -45,12 +46,12 @@ TcpSide::~TcpSide() {
   if (proxy_) proxy_->onSideGone(*this, /*closeOther=*/false);
 }
 
-void TcpSide::connect(const sockaddr_in& addr) {
+void TcpSide::connect(const sockaddr_in& addr, uint64_t timeoutNs) {
   addr_ = addr;
   io_uring_sqe* s = worker_.ring().sqeFor(connectOp_);
   io_uring_prep_connect(s, fd_, reinterpret_cast<const sockaddr*>(&addr_), sizeof(addr_));
   track(connectOp_);
-  worker_.timers().schedule(connectTimer_, worker_.engine().options().connectTimeoutNs);
+  worker_.timers().schedule(connectTimer_, timeoutNs ? timeoutNs : worker_.engine().options().connectTimeoutNs);
 }
 
 void TcpSide::watchForEnd() {
@@ -163,6 +164,7 @@ void TcpProxy::start(Worker& worker, int clientFd, const sockaddr_in& /*client*/
   if (L4Splicer* sp = worker.engine().options().l4Splicer) sp->prepareUpstream(ufd);
   noDelay(clientFd);
   noDelay(ufd);
+  applyKeepalive(ufd, d->cluster->upstream);
   auto* p = new TcpProxy(worker, std::move(snap));
   p->health_ = worker.healthFor(*d->cluster);
   p->connToken_ = std::move(*conn);
@@ -173,7 +175,7 @@ void TcpProxy::start(Worker& worker, int clientFd, const sockaddr_in& /*client*/
   p->upstream_ = new TcpSide(worker, ufd, p, false);
   p->sides_ = 2;
   worker.stats().inc(Counter::UpstreamCxTotal);
-  p->upstream_->connect(ep.sockaddr);
+  p->upstream_->connect(ep.sockaddr, d->cluster->upstream.connectTimeoutNs);
 }
 
 void TcpProxy::onConnected() {

@@ -41,7 +41,8 @@ class TcpSide final : public Connection {
  public:
   TcpSide(Worker& worker, int fd, TcpProxy* proxy, bool client);
 
-  void connect(const sockaddr_in& addr);
+  // `timeoutNs` 0: the daemon's connect timeout.
+  void connect(const sockaddr_in& addr, uint64_t timeoutNs = 0);
   void watchForEnd();  // splice mode: one poll for RDHUP/HUP/ERR
   bool isClient() const { return client_; }
   // Bytes this side has received from its peer socket and written out.

@@ -387,6 +387,26 @@ const Cluster* Compiler::cluster(const config::Destination& d, uint32_t vhostPor
           default: break;  // LEAST_REQUEST, LEAST_CONN, unset: least request
         }
       }
+      if (c->policy && c->policy->connectionPool) {
+        const auto& cp = *c->policy->connectionPool;
+        auto ns = [](const std::optional<config::Duration>& d) -> uint64_t {
+          return d && d->count() > 0 ? uint64_t(d->count()) : 0;
+        };
+        UpstreamSettings& u = c->upstream;
+        if (cp.tcp) {
+          u.connectTimeoutNs = ns(cp.tcp->connectTimeout);
+          u.idleTimeoutNs = ns(cp.tcp->idleTimeout);
+          u.maxConnectionDurationNs = ns(cp.tcp->maxConnectionDuration);
+          if (cp.tcp->tcpKeepalive) {
+            UpstreamSettings::Keepalive k;
+            k.probes = cp.tcp->tcpKeepalive->probes.value_or(0);
+            k.timeNs = ns(cp.tcp->tcpKeepalive->time);
+            k.intervalNs = ns(cp.tcp->tcpKeepalive->interval);
+            u.keepalive = k;
+          }
+        }
+        if (cp.http && ns(cp.http->idleTimeout)) u.idleTimeoutNs = ns(cp.http->idleTimeout);
+      }
       if (c->policy && c->policy->loadBalancer && c->policy->loadBalancer->consistentHash) {
         const auto& ch = *c->policy->loadBalancer->consistentHash;
         HashPolicy h;

@@ -49,6 +49,20 @@ struct HashPolicy {
   uint64_t maglevSize = 65537;                // maglev.tableSize (prime)
 };
 
+// DestinationRule connectionPool settings for the cluster's upstream
+// connections; 0 / nullopt: the daemon's defaults.
+struct UpstreamSettings {
+  uint64_t connectTimeoutNs = 0;          // tcp.connectTimeout
+  uint64_t idleTimeoutNs = 0;             // http.idleTimeout (else tcp.idleTimeout)
+  uint64_t maxConnectionDurationNs = 0;   // tcp.maxConnectionDuration
+  struct Keepalive {
+    uint32_t probes = 0;        // 0: the kernel's default
+    uint64_t timeNs = 0;        // idle before the first probe
+    uint64_t intervalNs = 0;    // between probes
+  };
+  std::optional<Keepalive> keepalive;     // tcp.tcpKeepalive
+};
+
 struct Cluster {
   std::string name;         // outbound|9080|v1|reviews.default.svc.cluster.local
   std::string serviceHost;  // reviews.default.svc.cluster.local
@@ -57,6 +71,7 @@ struct Cluster {
   std::vector<Endpoint> endpoints;
   LbPolicy lb = LbPolicy::LeastRequest;
   std::optional<HashPolicy> hash;  // with lb RingHash or Maglev
+  UpstreamSettings upstream;
   // Effective policy after subset/port-level inheritance (for later issues).
   std::optional<config::TrafficPolicy> policy;
   size_t index = 0;  // dense index into Snapshot::clusters, for per-worker state

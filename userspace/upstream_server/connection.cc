@@ -264,6 +264,8 @@ void Connection::finishRequest(uint64_t bodyBytes) {
     appendJsonString(scratch_, state_.name);
     scratch_.append(",\"requests\":");
     appendUint(scratch_, state_.requests.load(std::memory_order_relaxed));
+    scratch_.append(",\"connections\":");
+    appendUint(scratch_, state_.servingConnections.load(std::memory_order_relaxed));
     scratch_.append(",\"peak_connections\":");
     appendUint(scratch_, state_.peakConnections.load(std::memory_order_relaxed));
     scratch_.push_back('}');
