@@ -107,6 +107,7 @@ run: all
 
 bench: all
 	@bash scripts/bench.sh $(BUILD)
+	@bash scripts/bench-lb.sh $(BUILD)
 	@bash scripts/bench-kernel.sh $(BUILD)
 
 # Fuzz targets build with clang's libFuzzer when asked: `make fuzz`.
