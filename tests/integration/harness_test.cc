@@ -144,7 +144,9 @@ TEST(SeedFiles, ParseAsIstioResources) {
   const std::map<std::string, std::string> kinds = {
       {"basic-http-routing.yaml", "VirtualService"}, {"header-based-routing.yaml", "VirtualService"},
       {"uri-matching.yaml", "VirtualService"},       {"defining-subsets.yaml", "DestinationRule"},
-      {"weighted-routing.yaml", "VirtualService"},
+      {"weighted-routing.yaml", "VirtualService"},   {"load-balancing-policies.yaml", "DestinationRule"},
+      {"consistent-hashing.yaml", "DestinationRule"}, {"connection-pool-settings.yaml", "DestinationRule"},
+      {"circuit-breaking.yaml", "DestinationRule"},
   };
   for (const auto& [file, kind] : kinds) {
     auto text = seedFile(file);
@@ -159,10 +161,11 @@ TEST(SeedFiles, ParseAsIstioResources) {
 
   std::map<std::string, std::string> vars;
   for (const char* n : {"reviews-v1", "reviews-v2", "reviews-v3", "users-service-v2", "legacy-api",
-                        "health-checker", "cdn-service", "frontend-service"}) {
+                        "health-checker", "cdn-service", "frontend-service", "user-service-1",
+                        "user-service-2", "user-service-3"}) {
     vars[portVar(n)] = "4242";
   }
-  for (const char* file : {"services/reviews.yaml", "services/api.yaml"}) {
+  for (const char* file : {"services/reviews.yaml", "services/api.yaml", "services/user-service.yaml"}) {
     auto text = seedFile(file);
     ASSERT_OK(text);
     auto rendered = renderTemplate(*text, vars);
