@@ -459,6 +459,49 @@ spec:
   ::close(fd);
 }
 
+// loadBalancer PASSTHROUGH: a captured request goes to the address the app
+// dialled, not to the service's endpoints. Here something really listens
+// on that address (127.10.5.9:9080), and the endpoint list holds a decoy.
+TEST_F(CaptureTest, PassthroughGoesToTheOriginalDestination) {
+  auto real = Process::start({itest::binaryPath("sluice-upstream").string(), "--listen", "127.10.5.9:9080",
+                              "--name", "original"},
+                             tmp_.path() / "original.log", {}, proxy_.path());
+  ASSERT_TRUE(real) << real.error();
+  ASSERT_TRUE(real->waitForLog("listening", 5000ms)) << real->logText();
+  for (bool passthrough : {false, true}) {
+    auto text = itest::renderTemplate(std::string(R"(apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: direct}
+spec:
+  hosts: [direct.default.svc.cluster.local]
+  addresses: [127.10.5.9]
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1, ports: {http: ${V1_PORT}}}]
+)") + (passthrough ? R"(---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: direct}
+spec:
+  host: direct
+  trafficPolicy: {loadBalancer: {simple: PASSTHROUGH}}
+)" : ""),
+                                      mesh_->vars());
+    ASSERT_TRUE(text) << text.error();
+    ASSERT_OK(mesh_->writeConfig("direct.yaml", *text));
+    const int64_t want = mesh_->configVersion() + 1;
+    for (int i = 0; i < 100 && mesh_->configVersion() < want; ++i) std::this_thread::sleep_for(20ms);
+    ASSERT_GE(mesh_->configVersion(), want) << mesh_->lastError();
+    if (!passthrough) {
+      ASSERT_EQ(sluicectl({"enable", "--cgroup", app_.path()}), 0);
+    }
+    CurlResult r = curlIn(app_, {"http://127.10.5.9:9080/"});
+    ASSERT_EQ(r.exitCode, 0) << r.stderrText << mesh_->logs();
+    EXPECT_EQ(r.json().value("name", ""), passthrough ? "original" : "v1") << r.body;
+  }
+  real->stop();
+}
+
 TEST_F(CaptureTest, EnablementSurvivesADaemonRestart) {
   ASSERT_EQ(sluicectl({"enable", "--cgroup", app_.path()}), 0);
   ASSERT_EQ(curlIn(app_, {vipUrl()}).status, 200);

@@ -93,6 +93,7 @@ const char* lbName(route::LbPolicy p) {
     case route::LbPolicy::LeastRequest: return "LEAST_REQUEST";
     case route::LbPolicy::RingHash: return "RING_HASH";
     case route::LbPolicy::Maglev: return "MAGLEV";
+    case route::LbPolicy::Passthrough: return "PASSTHROUGH";
   }
   return "LEAST_REQUEST";
 }

@@ -1,5 +1,6 @@
 #include "proxy/http_session.h"
 
+#include <arpa/inet.h>
 #include <fmt/format.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -270,8 +271,9 @@ void UpstreamConn::onDestroy() {
 // -------------------------------------------------------------- downstream
 
 DownstreamConn::DownstreamConn(Worker& worker, int fd, const sockaddr_in& peer,
-                               uint16_t origPort)
-    : Connection(worker, fd), peer_(peer), origPort_(origPort) {
+                               const sockaddr_in* orig)
+    : Connection(worker, fd), peer_(peer), origPort_(orig ? ntohs(orig->sin_port) : 0) {
+  if (orig) orig_ = *orig;
   worker_.stats().inc(Counter::DownstreamCxTotal);
   worker_.stats().inc(Counter::DownstreamCxActive);
   worker_.addDownstream(this);
@@ -501,15 +503,29 @@ bool DownstreamConn::startRequest() {
 void DownstreamConn::dispatch() {
   Exchange& ex = *ex_;
   int avoid = ex.endpoint;
-  ex.endpoint = worker_.pickEndpoint(*ex.cluster, avoid, ex.hasHashKey ? &ex.hashKey : nullptr);
-  if (ex.endpoint < 0) {  // every host ejected, and no panic threshold
+  // PASSTHROUGH with a captured connection: no balancing, the address the
+  // client dialled is the endpoint.
+  route::Endpoint passthrough;
+  const bool toOriginal = ex.cluster->lb == route::LbPolicy::Passthrough && orig_.sin_port != 0;
+  if (toOriginal) {
+    char ip[INET_ADDRSTRLEN] = "";
+    inet_ntop(AF_INET, &orig_.sin_addr, ip, sizeof(ip));
+    passthrough.address = ip;
+    passthrough.port = ntohs(orig_.sin_port);
+    passthrough.sockaddr = orig_;
+    passthrough.key = passthrough.address + ":" + std::to_string(passthrough.port);
+    ex.endpoint = -1;
+  } else {
+    ex.endpoint = worker_.pickEndpoint(*ex.cluster, avoid, ex.hasHashKey ? &ex.hashKey : nullptr);
+  }
+  if (!toOriginal && ex.endpoint < 0) {  // every host ejected, and no panic threshold
     worker_.stats().inc(Counter::NoHealthyUpstream);
     if (!ex.reqDone) ex.keepAlive = false;
     localReply(503, "no healthy upstream", "UH");
     return;
   }
   if (!ex.health) ex.health = worker_.healthFor(*ex.cluster);
-  const route::Endpoint& ep = ex.cluster->endpoints[size_t(ex.endpoint)];
+  const route::Endpoint& ep = toOriginal ? passthrough : ex.cluster->endpoints[size_t(ex.endpoint)];
   ex.ep = &worker_.endpointState(ep);
   ex.ep->incActive();
   ex.upstreamHost = ep.key;

@@ -72,9 +72,10 @@ class UpstreamConn final : public Connection {
 
 class DownstreamConn final : public Connection {
  public:
-  // `origPort`: the port of the VIP the client dialled when the kernel
-  // captured the connection (it routes instead of the Host port), else 0.
-  DownstreamConn(Worker& worker, int fd, const sockaddr_in& peer, uint16_t origPort = 0);
+  // `orig`: the address the client dialled when the kernel captured the
+  // connection (its port routes instead of the Host port; PASSTHROUGH
+  // clusters connect to it), else null.
+  DownstreamConn(Worker& worker, int fd, const sockaddr_in& peer, const sockaddr_in* orig = nullptr);
   void start();
   // Drain: close now if idle, else after the current response.
   void drain() override;
@@ -129,6 +130,7 @@ class DownstreamConn final : public Connection {
   UpstreamConn* up_ = nullptr;
   sockaddr_in peer_;
   uint16_t origPort_ = 0;
+  sockaddr_in orig_{};  // sin_port 0: not captured
   http::Limits limits_;
   http::RequestHead head_;     // reused across requests (keeps capacity)
   http::ResponseHead resp_;

@@ -138,13 +138,20 @@ void TcpProxy::start(Worker& worker, int clientFd, const sockaddr_in& /*client*/
     ::close(clientFd);
     return;
   }
-  int idx = worker.pickEndpointForConnection(*d->cluster);
-  if (idx < 0) {
+  // PASSTHROUGH: the address the client dialled, no balancing.
+  route::Endpoint original;
+  const bool toOriginal = d->cluster->lb == route::LbPolicy::Passthrough;
+  if (toOriginal) {
+    original.sockaddr = orig;
+    original.key = "original-destination";
+  }
+  int idx = toOriginal ? 0 : worker.pickEndpointForConnection(*d->cluster);
+  if (idx < 0 || (!toOriginal && d->cluster->endpoints.empty())) {
     worker.stats().inc(Counter::NoHealthyUpstream);
     ::close(clientFd);
     return;
   }
-  const route::Endpoint& ep = d->cluster->endpoints[size_t(idx)];
+  const route::Endpoint& ep = toOriginal ? original : d->cluster->endpoints[size_t(idx)];
   // tcp.maxConnections holds for TCP routes too: over it, the client is
   // closed at once (Envoy's tcp_proxy does the same).
   std::shared_ptr<upstream::ClusterLimits> limits = worker.limitsFor(*d->cluster);
@@ -166,7 +173,7 @@ void TcpProxy::start(Worker& worker, int clientFd, const sockaddr_in& /*client*/
   noDelay(ufd);
   applyKeepalive(ufd, d->cluster->upstream);
   auto* p = new TcpProxy(worker, std::move(snap));
-  p->health_ = worker.healthFor(*d->cluster);
+  if (!toOriginal) p->health_ = worker.healthFor(*d->cluster);
   p->connToken_ = std::move(*conn);
   p->endpointIndex_ = idx;
   p->endpoint_ = &worker.endpointState(ep);

@@ -108,7 +108,7 @@ class Worker::Listener final : public core::CompletionHandler {
         if (tcp) {
           TcpProxy::start(worker_, res, peer, orig, snap, *tcp);
         } else {
-          auto* c = new DownstreamConn(worker_, res, peer, captured ? ntohs(orig.sin_port) : 0);
+          auto* c = new DownstreamConn(worker_, res, peer, captured ? &orig : nullptr);
           c->start();
         }
       }

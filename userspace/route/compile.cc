@@ -381,9 +381,7 @@ const Cluster* Compiler::cluster(const config::Destination& d, uint32_t vhostPor
         switch (*c->policy->loadBalancer->simple) {
           case Simple::RoundRobin: c->lb = LbPolicy::RoundRobin; break;
           case Simple::Random: c->lb = LbPolicy::Random; break;
-          case Simple::Passthrough:
-            warn(name + ": loadBalancer PASSTHROUGH is not supported; using LEAST_REQUEST");
-            break;
+          case Simple::Passthrough: c->lb = LbPolicy::Passthrough; break;
           default: break;  // LEAST_REQUEST, LEAST_CONN, unset: least request
         }
       }

@@ -36,7 +36,9 @@ struct Endpoint {
   std::string key;  // "address:port", stable across snapshots (pool key)
 };
 
-enum class LbPolicy { LeastRequest, RoundRobin, Random, RingHash, Maglev };
+// Passthrough: to the address the client dialled (known with eBPF capture);
+// without one, the cluster's endpoints by least request.
+enum class LbPolicy { LeastRequest, RoundRobin, Random, RingHash, Maglev, Passthrough };
 
 // DestinationRule consistentHash: what a request is hashed on, and the table.
 struct HashPolicy {

@@ -29,7 +29,9 @@ int LoadBalancer::pick(const route::Cluster& cluster, ActiveFn active, ExcludedF
   switch (cluster.lb) {
     case route::LbPolicy::RoundRobin: return pickRoundRobin(cluster, excluded);
     case route::LbPolicy::Random: return pickRandom(cluster, excluded);
-    case route::LbPolicy::LeastRequest: return pickLeastRequest(cluster, active, excluded);
+    case route::LbPolicy::LeastRequest:
+    case route::LbPolicy::Passthrough:  // only reached without an original destination
+      return pickLeastRequest(cluster, active, excluded);
     // Consistent hashing without a key (no such header, say): any host, as
     // Envoy picks one at random then.
     case route::LbPolicy::RingHash:

@@ -573,9 +573,9 @@ TEST(ClusterPolicy, DefaultsAndUnsupportedModes) {
   ASSERT_TRUE(s);
   // a: only the wildcard DR applies.
   EXPECT_EQ(s->findCluster("outbound|80||a.example.com")->lb, LbPolicy::RoundRobin);
-  // b: exact DR beats the wildcard; PASSTHROUGH falls back to least request.
-  EXPECT_EQ(s->findCluster("outbound|80||b.example.com")->lb, LbPolicy::LeastRequest);
-  EXPECT_TRUE(hasWarning(*s, "PASSTHROUGH"));
+  // b: exact DR beats the wildcard; PASSTHROUGH goes to the original
+  // destination (least request when there is none).
+  EXPECT_EQ(s->findCluster("outbound|80||b.example.com")->lb, LbPolicy::Passthrough);
   // c: consistent hash on a header, ring hash with Istio's default size.
   const Cluster* c = s->findCluster("outbound|80||c.example.com");
   EXPECT_EQ(c->lb, LbPolicy::RingHash);
