@@ -227,11 +227,57 @@ int Worker::pickWith(const route::Cluster& cluster, int avoid, upstream::ActiveF
     int idx = lb_.pick(cluster, active, excluded);
     if (idx >= 0) return idx;
   }
+  int idx;
   if (health) {
     auto ejected = [&](size_t i) { return health->skip(i); };
-    return lb_.pick(cluster, active, ejected);
+    idx = lb_.pick(cluster, active, ejected);
+  } else {
+    idx = lb_.pick(cluster, active);
   }
-  return lb_.pick(cluster, active);
+  // Warmup: a warming endpoint keeps its pick with probability = its share
+  // now; otherwise the choice is made again without it (once).
+  if (idx >= 0 && cluster.warmupNs) {
+    double f = warmupFactor(cluster, size_t(idx));
+    if (f < 1.0 && double(rng_.below(1'000'000)) >= f * 1'000'000) {
+      auto notIt = [&](size_t i) { return int(i) == idx || (health && health->skip(i)); };
+      int other = lb_.pick(cluster, active, notIt);
+      if (other >= 0) idx = other;
+    }
+  }
+  return idx;
+}
+
+// Endpoints of a cluster this worker already routed with, seen for the first
+// time now, start warming; a cluster new to this worker starts warm (Envoy
+// slows down added hosts, not a whole new cluster).
+void Worker::trackWarmup() {
+  std::unordered_map<std::string, std::unordered_map<std::string, uint64_t>> next;
+  const uint64_t now = clock_.nowNs();
+  for (const auto& c : snapshot_->clusters) {
+    if (!c->warmupNs) continue;
+    auto old = firstSeen_.find(c->name);
+    auto& seen = next[c->name];
+    for (const auto& ep : c->endpoints) {
+      uint64_t t = 0;
+      if (old != firstSeen_.end()) {
+        auto it = old->second.find(ep.key);
+        t = it != old->second.end() ? it->second : now;
+      }
+      seen[ep.key] = t;
+    }
+  }
+  firstSeen_ = std::move(next);
+}
+
+double Worker::warmupFactor(const route::Cluster& cluster, size_t i) const {
+  if (!cluster.warmupNs) return 1.0;
+  auto c = firstSeen_.find(cluster.name);
+  if (c == firstSeen_.end()) return 1.0;
+  auto e = c->second.find(cluster.endpoints[i].key);
+  if (e == c->second.end() || e->second == 0) return 1.0;
+  uint64_t age = clock_.nowNs() - e->second;
+  if (age >= cluster.warmupNs) return 1.0;
+  return std::max(0.1, double(age) / double(cluster.warmupNs));
 }
 
 std::shared_ptr<upstream::ClusterLimits> Worker::limitsFor(const route::Cluster& cluster) const {
@@ -260,6 +306,7 @@ void Worker::adoptSnapshotIfChanged() {
   if (snapshot_) {
     lb_.retainClusters([&](const std::string& name) { return snapshot_->findCluster(name) != nullptr; });
     std::erase_if(hashTables_, [&](const auto& kv) { return snapshot_->findCluster(kv.first) == nullptr; });
+    trackWarmup();
   }
 }
 

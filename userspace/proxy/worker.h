@@ -132,6 +132,12 @@ class Worker {
   mutable std::mutex endpointsMu_;
   upstream::LoadBalancer lb_;
   std::unordered_map<std::string, HashTables> hashTables_;  // by cluster name
+  // Warmup: when this worker first saw each endpoint of each warming
+  // cluster (0: there from the cluster's start, already warm).
+  std::unordered_map<std::string, std::unordered_map<std::string, uint64_t>> firstSeen_;
+  void trackWarmup();
+  // Share (0..1] of its normal traffic endpoint i of `cluster` may take now.
+  double warmupFactor(const route::Cluster& cluster, size_t i) const;
   std::vector<Connection*> graveyard_;
   std::vector<Connection*> flushQueue_;
   std::vector<Connection*> downstreams_;

@@ -385,6 +385,9 @@ const Cluster* Compiler::cluster(const config::Destination& d, uint32_t vhostPor
           default: break;  // LEAST_REQUEST, LEAST_CONN, unset: least request
         }
       }
+      if (c->policy && c->policy->loadBalancer && c->policy->loadBalancer->warmupDurationSecs &&
+          (c->lb == LbPolicy::RoundRobin || c->lb == LbPolicy::LeastRequest))
+        c->warmupNs = uint64_t(std::max<int64_t>(0, c->policy->loadBalancer->warmupDurationSecs->count()));
       if (c->policy && c->policy->connectionPool) {
         const auto& cp = *c->policy->connectionPool;
         auto ns = [](const std::optional<config::Duration>& d) -> uint64_t {

@@ -73,6 +73,10 @@ struct Cluster {
   std::vector<Endpoint> endpoints;
   LbPolicy lb = LbPolicy::LeastRequest;
   std::optional<HashPolicy> hash;  // with lb RingHash or Maglev
+  // loadBalancer.warmupDurationSecs (ROUND_ROBIN, LEAST_REQUEST): an endpoint
+  // added to the cluster gets a share growing linearly from 10% to all of it
+  // over this long. 0: none.
+  uint64_t warmupNs = 0;
   UpstreamSettings upstream;
   // Effective policy after subset/port-level inheritance (for later issues).
   std::optional<config::TrafficPolicy> policy;
