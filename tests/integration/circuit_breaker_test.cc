@@ -264,3 +264,67 @@ TEST_F(PoolSettings, TcpKeepaliveIsSetOnUpstreamSockets) {
 
 }  // namespace
 }  // namespace sluice::itest
+
+namespace sluice::itest {
+namespace {
+
+// maxRetries bounds retries in flight across the cluster: requests to a host
+// that refuses connections are retried (Istio's default policy) only while
+// the budget lasts; the rest fail without retrying, counted as overflow.
+class RetryBudget : public CircuitBreaking {
+ protected:
+  void startDead(const std::string& pool) {
+    mesh_.setVar("DEAD_PORT", std::to_string(freePort()));  // nothing listens there
+    auto text = renderTemplate(R"(apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: dead}
+spec:
+  hosts: [dead.default.svc.cluster.local]
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1, ports: {http: ${DEAD_PORT}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: dead}
+spec:
+  host: dead
+  trafficPolicy: {connectionPool: )" + pool + "}\n",
+                               mesh_.vars());
+    ASSERT_TRUE(text) << text.error();
+    ASSERT_OK(mesh_.writeConfig("dead.yaml", *text));
+    ASSERT_OK(mesh_.startDaemon(2));
+  }
+  int load503s(int clients) {
+    std::atomic<int> n503{0};
+    std::vector<std::thread> threads;
+    for (int c = 0; c < clients; ++c) {
+      threads.emplace_back([&] {
+        for (int i = 0; i < 3; ++i) {
+          auto r = mesh_.get("dead:9080", "/");
+          if (r && r->status == 503) n503++;
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    return n503;
+  }
+};
+
+TEST_F(RetryBudget, RetriesBeyondMaxRetriesAreNotMade) {
+  ASSERT_NO_FATAL_FAILURE(startDead("{http: {maxRetries: 1}}"));
+  EXPECT_EQ(load503s(10), 30);
+  const std::string cluster = "cluster.outbound|9080||dead.default.svc.cluster.local.";
+  EXPECT_GT(stat(cluster + "upstream_rq_retry_overflow"), 0u);
+  EXPECT_EQ(stat(cluster + "circuit_breakers.rq_open"), 0u);
+}
+
+TEST_F(RetryBudget, WithoutTheLimitEveryRequestIsRetried) {
+  ASSERT_NO_FATAL_FAILURE(startDead("{tcp: {maxConnections: 100000}}"));
+  EXPECT_EQ(load503s(10), 30);
+  EXPECT_EQ(stat("cluster.outbound|9080||dead.default.svc.cluster.local.upstream_rq_retry_overflow"), 0u);
+  EXPECT_GE(stat("upstream_rq_retry"), 60u) << "two retries per request";
+}
+
+}  // namespace
+}  // namespace sluice::itest
