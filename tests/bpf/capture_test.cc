@@ -986,6 +986,82 @@ spec:
   EXPECT_EQ(activeTo(v2), 4) << "all four proxied connections went to the idle endpoint";
 }
 
+// tcp.idleTimeout on a TCP route: a connection on which nothing moves is
+// closed after the timeout, spliced (the kernel's last-data times) or copied.
+class TcpIdleTest : public CaptureTest, public ::testing::WithParamInterface<bool> {};
+
+TEST_P(TcpIdleTest, IdleConnectionsCloseAfterTcpIdleTimeout) {
+  auto text = itest::renderTemplate(R"(apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: idle}
+spec:
+  hosts: [idle.default.svc.cluster.local]
+  addresses: [127.10.5.4]
+  ports: [{number: 9000, name: tcp, protocol: TCP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1, ports: {tcp: ${V1_PORT}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: idle}
+spec:
+  host: idle
+  trafficPolicy: {connectionPool: {tcp: {idleTimeout: 300ms}}}
+)",
+                                    mesh_->vars());
+  ASSERT_TRUE(text) << text.error();
+  ASSERT_OK(mesh_->writeConfig("idle.yaml", *text));
+  mesh_->daemon().stop();
+  startDaemon(GetParam() ? std::vector<std::string>{} : std::vector<std::string>{"--no-bpf-splice"});
+  ASSERT_EQ(sluicectl({"enable", "--cgroup", app_.path()}), 0);
+
+  // A child in the app cgroup: one keep-alive request, the answer, then
+  // nothing; it reports how long after its last byte the EOF came.
+  int cgFd = ::open((app_.path() + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(cgFd, 0);
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    if (::write(cgFd, "0", 1) != 1) ::_exit(3);
+    int s = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(9000);
+    inet_pton(AF_INET, "127.10.5.4", &sa.sin_addr);
+    timeval tv{4, 0};
+    ::setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    long ms = -1;
+    const char req[] = "GET / HTTP/1.1\r\nHost: idle\r\n\r\n";
+    if (::connect(s, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0 &&
+        ::write(s, req, sizeof(req) - 1) == ssize_t(sizeof(req) - 1)) {
+      char buf[4096];
+      ssize_t n = ::read(s, buf, sizeof(buf));  // the answer (small: one read)
+      auto t0 = std::chrono::steady_clock::now();
+      if (n > 0 && ::read(s, buf, sizeof(buf)) == 0)
+        ms = long(std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count());
+    }
+    if (::write(p[1], &ms, sizeof(ms)) != ssize_t(sizeof(ms))) ::_exit(4);
+    ::_exit(0);
+  }
+  ::close(cgFd);
+  ::close(p[1]);
+  long ms = -2;
+  pollfd pfd{p[0], POLLIN, 0};
+  if (::poll(&pfd, 1, 6000) == 1) (void)!::read(p[0], &ms, sizeof(ms));
+  ::close(p[0]);
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  EXPECT_GE(ms, 250) << "closed before the idle timeout";
+  EXPECT_LE(ms, 1500) << "not closed after 300 ms idle (-1: no EOF within 4 s)";
+  auto r = itest::httpRequest(mesh_->adminPort(), {.method = "GET", .target = "/stats", .headers = {}});
+  ASSERT_TRUE(r);
+  EXPECT_NE(r->body.find("\ntcp_idle_timeout: 1\n"), std::string::npos) << r->body;
+}
+
+INSTANTIATE_TEST_SUITE_P(Splice, TcpIdleTest, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "Kernel" : "Userspace"; });
+
 INSTANTIATE_TEST_SUITE_P(Splice, TcpRouteTest, ::testing::Bool(),
                          [](const auto& info) { return info.param ? "Kernel" : "Userspace"; });
 

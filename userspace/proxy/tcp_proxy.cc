@@ -181,6 +181,11 @@ void TcpProxy::start(Worker& worker, int clientFd, const sockaddr_in& /*client*/
   p->client_ = new TcpSide(worker, clientFd, p, true);
   p->upstream_ = new TcpSide(worker, ufd, p, false);
   p->sides_ = 2;
+  // tcp.idleTimeout (Istio's default: 1 hour, the daemon's idle timeout).
+  p->idleTimeoutNs_ = d->cluster->upstream.tcpIdleTimeoutNs ? d->cluster->upstream.tcpIdleTimeoutNs
+                                                             : worker.engine().options().idleTimeoutNs;
+  p->lastActivityNs_ = worker.clock().nowNs();
+  worker.timers().schedule(p->idleTimer_, std::min<uint64_t>(p->idleTimeoutNs_ / 4 + 1, 1'000'000'000));
   worker.stats().inc(Counter::UpstreamCxTotal);
   p->upstream_->connect(ep.sockaddr, d->cluster->upstream.connectTimeoutNs);
 }
@@ -216,6 +221,7 @@ void TcpProxy::onConnectFailed() {
 void TcpProxy::onData(TcpSide& from) {
   if (closing_) return;
   TcpSide* to = peerOf(from);
+  lastActivityNs_ = worker_.clock().nowNs();
   std::string bytes = from.takeInput();
   worker_.stats().inc(Counter::TcpBytesCopied, bytes.size());
   to->write(std::move(bytes));
@@ -332,10 +338,38 @@ void TcpProxy::onDrainTick() {
   if (!closing_) checkSplicedDrain();
 }
 
+uint64_t TcpProxy::idleMs() const {
+  uint64_t sinceCopy = (worker_.clock().nowNs() - lastActivityNs_) / 1'000'000;
+  if (!spliced_) return sinceCopy;
+  // Spliced bytes never pass here: ask TCP when data last moved.
+  uint64_t idle = sinceCopy;
+  for (const TcpSide* s : {client_, upstream_}) {
+    if (!s) continue;
+    tcp_info ti{};
+    socklen_t len = sizeof(ti);
+    if (::getsockopt(s->fd(), IPPROTO_TCP, TCP_INFO, &ti, &len) != 0) continue;
+    idle = std::min<uint64_t>(idle, std::min(ti.tcpi_last_data_recv, ti.tcpi_last_data_sent));
+  }
+  return idle;
+}
+
+void TcpProxy::onIdleCheck() {
+  if (closing_) return;
+  uint64_t idle = idleMs();
+  if (idle * 1'000'000 >= idleTimeoutNs_) {
+    worker_.stats().inc(Counter::TcpIdleTimeout);
+    closeBoth();
+    return;
+  }
+  uint64_t left = idleTimeoutNs_ - idle * 1'000'000;
+  worker_.timers().schedule(idleTimer_, std::min<uint64_t>(left + 1'000'000, 1'000'000'000));
+}
+
 void TcpProxy::closeBoth() {
   if (closing_) return;
   closing_ = true;
   drainTimer_.cancel();
+  idleTimer_.cancel();
   if (spliced_) {
     if (L4Splicer* sp = worker_.engine().options().l4Splicer)
       sp->detach(client_->fd(), upstream_->fd());
@@ -352,6 +386,7 @@ void TcpProxy::onSideGone(TcpSide& side, bool closeOther) {
     if (closeOther && !closing_) {
       closing_ = true;
       drainTimer_.cancel();
+      idleTimer_.cancel();
       if (TcpSide* other = client_ ? client_ : upstream_) other->close();
     }
     return;

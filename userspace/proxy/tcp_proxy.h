@@ -99,6 +99,9 @@ class TcpProxy {
   bool forwardKeptBytes();
   void checkSplicedDrain();
   void onDrainTick();
+  void onIdleCheck();
+  // Milliseconds since a byte last moved either way on either socket.
+  uint64_t idleMs() const;
 
   Worker& worker_;
   std::shared_ptr<const route::Snapshot> snap_;
@@ -115,6 +118,9 @@ class TcpProxy {
   bool shutTo_[2] = {false, false};   // [0] towards upstream, [1] towards client
   int drainTicks_ = 0;
   core::MemberTimer<TcpProxy, &TcpProxy::onDrainTick> drainTimer_{this};
+  core::MemberTimer<TcpProxy, &TcpProxy::onIdleCheck> idleTimer_{this};
+  uint64_t idleTimeoutNs_ = 0;
+  uint64_t lastActivityNs_ = 0;  // copy mode
   int sides_ = 0;
 };
 

@@ -397,6 +397,7 @@ const Cluster* Compiler::cluster(const config::Destination& d, uint32_t vhostPor
         if (cp.tcp) {
           u.connectTimeoutNs = ns(cp.tcp->connectTimeout);
           u.idleTimeoutNs = ns(cp.tcp->idleTimeout);
+          u.tcpIdleTimeoutNs = ns(cp.tcp->idleTimeout);
           u.maxConnectionDurationNs = ns(cp.tcp->maxConnectionDuration);
           if (cp.tcp->tcpKeepalive) {
             UpstreamSettings::Keepalive k;

@@ -57,6 +57,7 @@ struct UpstreamSettings {
   uint64_t connectTimeoutNs = 0;          // tcp.connectTimeout
   uint64_t idleTimeoutNs = 0;             // http.idleTimeout (else tcp.idleTimeout)
   uint64_t maxConnectionDurationNs = 0;   // tcp.maxConnectionDuration
+  uint64_t tcpIdleTimeoutNs = 0;          // tcp.idleTimeout: TCP-route connections
   struct Keepalive {
     uint32_t probes = 0;        // 0: the kernel's default
     uint64_t timeNs = 0;        // idle before the first probe

@@ -40,6 +40,7 @@ const char* counterName(Counter c) {
     case Counter::TcpBytesCopied: return "tcp_bytes_copied";
     case Counter::TcpDrainTimeout: return "tcp_drain_timeout";
     case Counter::TcpCxError: return "tcp_cx_error";
+    case Counter::TcpIdleTimeout: return "tcp_idle_timeout";
     case Counter::UpstreamCxOverflow: return "upstream_cx_overflow";
     case Counter::UpstreamRqPendingOverflow: return "upstream_rq_pending_overflow";
     case Counter::UpstreamRqRetryOverflow: return "upstream_rq_retry_overflow";

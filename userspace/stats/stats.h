@@ -57,6 +57,7 @@ enum class Counter : size_t {
   TcpBytesCopied,   // ... bytes relayed by the userspace copy loop
   TcpDrainTimeout,  // spliced pair closed before the kernel drained an EOF
   TcpCxError,       // an L4 connection ended by a socket error on either side
+  TcpIdleTimeout,   // an L4 connection closed after tcp.idleTimeout without bytes
   UpstreamCxOverflow,         // maxConnections reached when a connection was needed
   UpstreamRqPendingOverflow,  // 503 UO: http1MaxPendingRequests or http2MaxRequests full
   UpstreamRqRetryOverflow,    // a retry not made: maxRetries in flight
