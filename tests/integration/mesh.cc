@@ -1,8 +1,10 @@
 #include "mesh.h"
 
 #include <algorithm>
+#include <chrono>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 namespace sluice::itest {
 
@@ -74,6 +76,29 @@ std::expected<void, std::string> Mesh::addServiceTemplate(const std::string& fil
 
 std::expected<void, std::string> Mesh::writeConfig(const std::string& file, std::string_view content) {
   return writeFileAtomic(configDir_ / file, content);
+}
+
+std::expected<void, std::string> Mesh::applyConfig(const std::string& file, std::string_view content,
+                                                  Millis timeout) {
+  const int64_t want = configVersion() + 1;
+  if (auto r = writeConfig(file, content); !r) return r;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (configVersion() < want) {
+    if (std::chrono::steady_clock::now() > deadline)
+      return std::unexpected("config version " + std::to_string(want) + " not loaded within " +
+                             std::to_string(timeout.count()) + " ms; last error: " + lastError());
+    std::this_thread::sleep_for(20ms);
+  }
+  return {};
+}
+
+nlohmann::json Mesh::cluster(const std::string& name) {
+  auto r = httpRequest(adminPort_, {.method = "GET", .target = "/clusters"});
+  if (!r) return {};
+  nlohmann::json all = r->json();  // kept alive for the loop below
+  for (const auto& c : all["clusters"])
+    if (c["name"] == name) return c;
+  return {};
 }
 
 std::expected<void, std::string> Mesh::startDaemon(int workers, Millis readyTimeout,

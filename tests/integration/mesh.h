@@ -41,6 +41,10 @@ class Mesh {
   std::expected<void, std::string> addServiceTemplate(const std::string& file);
   // Writes (atomically) a file of the test's own into the config dir.
   std::expected<void, std::string> writeConfig(const std::string& file, std::string_view content);
+  // writeConfig into a running daemon's directory, then waits until it has
+  // loaded a newer configuration version (the error carries its last_error).
+  std::expected<void, std::string> applyConfig(const std::string& file, std::string_view content,
+                                               Millis timeout = 3000ms);
 
   // Processes started from now on (upstreams, the daemon) run in this
   // cgroup v2 directory. Empty (the default): the test's own cgroup.
@@ -69,6 +73,8 @@ class Mesh {
   // "version" from /config_dump, -1 when unavailable.
   int64_t configVersion();
   std::string lastError();
+  // One cluster of /clusters by name; null JSON when absent.
+  nlohmann::json cluster(const std::string& name);
 
   // The upstream's own request counter (GET /__counter), -1 on error.
   int64_t counter(const std::string& name);

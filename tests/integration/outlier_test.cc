@@ -71,14 +71,7 @@ class Outlier : public ::testing::Test {
     }
     return mesh_.counter(name) >= n;
   }
-  nlohmann::json cluster() {
-    auto r = httpRequest(mesh_.adminPort(), {.method = "GET", .target = "/clusters"});
-    if (!r) return {};
-    nlohmann::json all = r->json();
-    for (const auto& c : all["clusters"])
-      if (c["name"] == "outbound|8080||pool.default.svc.cluster.local") return c;
-    return {};
-  }
+  nlohmann::json cluster() { return mesh_.cluster("outbound|8080||pool.default.svc.cluster.local"); }
   int ejectedNow() {
     auto c = cluster();
     return c.contains("outlier_detection") ? c["outlier_detection"]["ejected_now"].get<int>() : -1;

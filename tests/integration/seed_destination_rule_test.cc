@@ -14,14 +14,7 @@ namespace {
 
 class SeedDestinationRule : public ::testing::Test {
  protected:
-  nlohmann::json cluster(const std::string& name) {
-    auto r = httpRequest(mesh_.adminPort(), {.method = "GET", .target = "/clusters"});
-    if (!r) return {};
-    nlohmann::json all = r->json();
-    for (const auto& c : all["clusters"])
-      if (c["name"] == name) return c;
-    return {};
-  }
+  nlohmann::json cluster(const std::string& name) { return mesh_.cluster(name); }
   TempDir tmp_;
   Mesh mesh_{tmp_};
 };
