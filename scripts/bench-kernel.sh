@@ -30,14 +30,9 @@ BUILD=${1:-build}
 cd "$(dirname "$0")/.."
 . scripts/bench/lib.sh
 
-ROUNDS=${ROUNDS:-5}
+# ROUNDS, DURATION, CONNS, PROXY_CPU, LOAD_CPU, NICE: lib.sh
 L4_PIN=${L4_PIN:-0}
 L4_ONLY=${L4_ONLY:-0}  # skip the HTTP section (iterating on the L4 path)
-DURATION=${DURATION:-5}
-CONNS=${CONNS:-32}
-PROXY_CPU=${PROXY_CPU:-0}
-LOAD_CPU=${LOAD_CPU:-1}
-NICE=${NICE:-$( [ "$(id -u)" = 0 ] && echo -20 || echo 0)}
 VIP=127.10.0.1
 REQ_PATH=/reviews/1
 HOST_HEADER='Host: reviews:9080'

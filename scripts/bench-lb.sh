@@ -13,14 +13,7 @@ BUILD=${1:-build}
 cd "$(dirname "$0")/.."
 . scripts/bench/lib.sh
 
-ROUNDS=${ROUNDS:-5}
-DURATION=${DURATION:-5}
-CONNS=${CONNS:-32}
-PROXY_CPU=${PROXY_CPU:-0}
-LOAD_CPU=${LOAD_CPU:-1}
-NICE=${NICE:-$( [ "$(id -u)" = 0 ] && echo -20 || echo 0)}
-ON_PROXY=(setsid scripts/bench/run-pinned.sh "$PROXY_CPU" "$NICE")
-ON_LOAD=(setsid scripts/bench/run-pinned.sh "$LOAD_CPU" "$NICE")
+# ROUNDS, DURATION, CONNS, PROXY_CPU, LOAD_CPU, NICE, ON_PROXY, ON_LOAD: lib.sh
 
 for bin in sluiced sluice-upstream; do
   [ -x "$BUILD/$bin" ] || { echo "bench-lb: $BUILD/$bin missing" >&2; exit 1; }

@@ -18,18 +18,7 @@ BUILD=${1:-build}
 cd "$(dirname "$0")/.."
 . scripts/bench/lib.sh
 
-ROUNDS=${ROUNDS:-5}
-DURATION=${DURATION:-5}
-CONNS=${CONNS:-32}
-PROXY_CPU=${PROXY_CPU:-0}
-LOAD_CPU=${LOAD_CPU:-1}
-# Every measured process runs in its own session at the same raised priority
-# (root only; see bench/run-pinned.sh), so a compile elsewhere on the machine
-# disturbs all peers alike, and less. setsid does not fork here (a script's
-# background jobs are not group leaders), so $! stays the measured pid.
-NICE=${NICE:-$( [ "$(id -u)" = 0 ] && echo -20 || echo 0)}
-ON_PROXY=(setsid scripts/bench/run-pinned.sh "$PROXY_CPU" "$NICE")
-ON_LOAD=(setsid scripts/bench/run-pinned.sh "$LOAD_CPU" "$NICE")
+# ROUNDS, DURATION, CONNS, PROXY_CPU, LOAD_CPU, NICE, ON_PROXY, ON_LOAD: lib.sh
 REQ_PATH=/reviews/1
 HOST_HEADER='Host: reviews:9080'
 

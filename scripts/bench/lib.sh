@@ -1,4 +1,19 @@
-# Helpers for scripts/bench.sh (sourced). Pure bash + awk: no python.
+# Helpers for scripts/bench*.sh (sourced). Pure bash + awk: no python.
+
+# The settings every bench section shares (env overrides), and the command
+# prefixes that pin a measured process. Every measured process runs in its
+# own session at the same raised priority (root only; see run-pinned.sh), so
+# a compile elsewhere on the machine disturbs all peers alike, and less.
+# setsid does not fork here (a script's background jobs are not group
+# leaders), so $! stays the measured pid.
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-5}
+CONNS=${CONNS:-32}
+PROXY_CPU=${PROXY_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+NICE=${NICE:-$( [ "$(id -u)" = 0 ] && echo -20 || echo 0)}
+ON_PROXY=(setsid scripts/bench/run-pinned.sh "$PROXY_CPU" "$NICE")
+ON_LOAD=(setsid scripts/bench/run-pinned.sh "$LOAD_CPU" "$NICE")
 
 FREE_PORTS_TAKEN=" "
 # A loopback TCP port no socket uses right now, below the ephemeral range (so
