@@ -47,6 +47,8 @@ class CompiledMatch {
   // "mesh", or a source-identity condition): compile() drops such blocks.
   bool reachable() const { return !never_; }
   std::optional<uint32_t> port() const { return port_; }
+  // The uri condition, or null: what a `rewrite.uri` replaces.
+  const StringMatcher* uri() const { return uri_ ? &*uri_ : nullptr; }
 
  private:
   struct HeaderCond {

@@ -23,10 +23,14 @@ const std::string& normalizedHost(std::string_view host) {
 
 }  // namespace
 
-bool Route::matches_request(const RequestView& req) const {
+bool Route::matches_request(const RequestView& req, const CompiledMatch** matched) const {
+  if (matched) *matched = nullptr;
   if (matches.empty()) return true;
   for (const auto& m : matches) {
-    if (m->matches(req)) return true;
+    if (m->matches(req)) {
+      if (matched) *matched = m.get();
+      return true;
+    }
   }
   return false;
 }
@@ -72,9 +76,9 @@ const TcpRoute* TcpService::match(uint32_t dstAddrBe) const {
   return nullptr;
 }
 
-const Route* VirtualHost::match(const RequestView& req) const {
+const Route* VirtualHost::match(const RequestView& req, const CompiledMatch** matched) const {
   for (const Route& r : routes) {
-    if (r.matches_request(req)) return &r;
+    if (r.matches_request(req, matched)) return &r;
   }
   return nullptr;
 }

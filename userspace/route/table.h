@@ -118,7 +118,9 @@ struct Route {
   // weighted choice uses the request's consistent-hash key, not chance.
   bool stickySplit = false;
 
-  bool matches_request(const RequestView& req) const;
+  // `matched`, when given, receives the block that matched (null when the
+  // route has none): a uri rewrite replaces what that block's uri matched.
+  bool matches_request(const RequestView& req, const CompiledMatch** matched = nullptr) const;
   // `random` is any uniformly distributed 64-bit value.
   const WeightedCluster* pick(uint64_t random) const;
 };
@@ -128,7 +130,7 @@ struct VirtualHost {
   std::vector<std::string> domains;
   std::vector<Route> routes;
   // First route whose match blocks accept the request, or nullptr.
-  const Route* match(const RequestView& req) const;
+  const Route* match(const RequestView& req, const CompiledMatch** matched = nullptr) const;
 };
 
 // A VirtualService tcp[] rule compiled for one TCP service port (TCP Traffic

@@ -44,6 +44,17 @@ const char* counterName(Counter c) {
     case Counter::UpstreamCxOverflow: return "upstream_cx_overflow";
     case Counter::UpstreamRqPendingOverflow: return "upstream_rq_pending_overflow";
     case Counter::UpstreamRqRetryOverflow: return "upstream_rq_retry_overflow";
+    case Counter::UpstreamRqPerTryTimeout: return "upstream_rq_per_try_timeout";
+    case Counter::UpstreamRqRetryLimitExceeded: return "upstream_rq_retry_limit_exceeded";
+    case Counter::UpstreamRqRetrySuccess: return "upstream_rq_retry_success";
+    case Counter::RetryOrShadowAbandoned: return "retry_or_shadow_abandoned";
+    case Counter::ShadowRqTotal: return "shadow_rq_total";
+    case Counter::ShadowRqShed: return "shadow_rq_shed";
+    case Counter::ShadowRqFailed: return "shadow_rq_failed";
+    case Counter::FaultDelaysInjected: return "fault_delays_injected";
+    case Counter::FaultAbortsInjected: return "fault_aborts_injected";
+    case Counter::CorsOriginValid: return "cors_origin_valid";
+    case Counter::CorsOriginInvalid: return "cors_origin_invalid";
     case Counter::kCount: break;
   }
   return "unknown";

@@ -61,6 +61,17 @@ enum class Counter : size_t {
   UpstreamCxOverflow,         // maxConnections reached when a connection was needed
   UpstreamRqPendingOverflow,  // 503 UO: http1MaxPendingRequests or http2MaxRequests full
   UpstreamRqRetryOverflow,    // a retry not made: maxRetries in flight
+  UpstreamRqPerTryTimeout,    // an attempt outlived retries.perTryTimeout
+  UpstreamRqRetryLimitExceeded,  // retriable failure, no attempts left
+  UpstreamRqRetrySuccess,     // a retried request that ended well
+  RetryOrShadowAbandoned,     // body past the replay/shadow buffer: no retry or shadow
+  ShadowRqTotal,              // mirrored requests started
+  ShadowRqShed,               // mirrors not started: the worker's in-flight cap
+  ShadowRqFailed,             // mirrors that ended without a response
+  FaultDelaysInjected,        // flag DI
+  FaultAbortsInjected,        // flag FI
+  CorsOriginValid,            // CORS requests whose Origin the policy allows
+  CorsOriginInvalid,          // ... and whose Origin it does not
   kCount
 };
 
