@@ -8,6 +8,7 @@
 #include <re2/re2.h>
 
 #include "config/parse_util.h"
+#include "route/header_ops.h"
 
 namespace sluice::config::detail {
 
@@ -37,22 +38,32 @@ bool validHeaderName(std::string_view h) {
   });
 }
 
+// Names and values are checked with route/'s own rules (header_ops.h), so
+// what loads is exactly what compiles; here the errors get a file and line.
 void parseHeaderOps(Ctx& c, const Node& n, const Path& path, HeaderOperations& out) {
-  auto checkNames = [&](const Node& v, const Path& p, const std::map<std::string, std::string>& m) {
-    for (const auto& [k, _] : m)
-      if (!validHeaderName(k)) c.error(v, join(p, k), "invalid header name");
+  auto readValues = [&](std::string_view op, const Node& v, const Path& p, std::map<std::string, std::string>& m) {
+    if (v.isNull()) return;
+    forFields(c, v, p, [&](const std::string& name, const Node& hv, const Path& hp) {
+      std::string value;
+      if (!readString(c, hv, hp, value)) return true;
+      if (!validHeaderName(name)) c.error(hv, hp, "invalid header name");
+      else if (auto e = route::headerOpNameError(op, name); !e.empty()) c.error(hv, hp, e);
+      if (auto t = route::HeaderTemplate::parse(value); !t) c.error(hv, hp, t.error());
+      m[name] = std::move(value);
+      return true;
+    });
   };
   forFields(c, n, path, [&](const std::string& key, const Node& v, const Path& p) {
     if (key == "set") {
-      readStringMap(c, v, p, out.set);
-      checkNames(v, p, out.set);
+      readValues("set", v, p, out.set);
     } else if (key == "add") {
-      readStringMap(c, v, p, out.add);
-      checkNames(v, p, out.add);
+      readValues("add", v, p, out.add);
     } else if (key == "remove") {
       readStringList(c, v, p, out.remove);
-      for (const auto& h : out.remove)
+      for (const auto& h : out.remove) {
         if (!validHeaderName(h)) c.error(v, p, "invalid header name \"" + h + "\"");
+        else if (auto e = route::headerOpNameError("remove", h); !e.empty()) c.error(v, p, e);
+      }
     } else {
       return false;
     }

@@ -53,6 +53,27 @@ bool namedInConnection(const std::vector<http::Header>& headers, std::string_vie
   return false;
 }
 
+// Framing is never subject to header operations (compile refuses to name
+// these), so a drop can only ever hit an ordinary end-to-end header.
+bool dropped(const route::HeaderMutation::Rendered* headers, std::string_view name) {
+  return headers != nullptr && headers->drops(name);
+}
+
+// Deletes the "host: ..." lines in out[from..): a rewritten authority wins
+// over a `set host` of the header operations, as Envoy applies host_rewrite
+// after request_headers_to_add.
+void eraseHostLines(std::string& out, size_t from) {
+  while (from < out.size()) {
+    size_t eol = out.find("\r\n", from);
+    if (eol == std::string::npos) return;
+    if (out.compare(from, 5, "host:") == 0) {
+      out.erase(from, eol + 2 - from);
+    } else {
+      from = eol + 2;
+    }
+  }
+}
+
 }  // namespace
 
 bool splitTarget(std::string_view target, std::string_view hostHeader, TargetParts& out) {
@@ -116,20 +137,29 @@ std::string newRequestId(core::Rng& rng) {
 }
 
 std::string buildUpstreamHead(const http::RequestHead& head, const TargetParts& target,
-                              std::string_view requestId) {
+                              std::string_view requestId, const HeadMutation& mutation) {
+  const route::HeaderMutation::Rendered* ops = mutation.headers;
+  std::string_view path = mutation.path.empty() ? target.path : mutation.path;
   std::string out;
-  out.reserve(head.headBytes + 128);
-  out.append(head.method).append(" ").append(target.path).append(" HTTP/1.1\r\n");
+  out.reserve(head.headBytes + 128 + mutation.path.size() + mutation.originalPath.size());
+  out.append(head.method).append(" ").append(path).append(" HTTP/1.1\r\n");
+  bool rewriteHost = !mutation.authority.empty();
   bool hostWritten = false, ridPresent = false, protoPresent = false;
   for (const http::Header& h : head.headers) {
     if (http::iequals(h.name, "host")) {
-      if (target.absolute) continue;  // the URI's authority wins (RFC 9112 3.2.2)
+      if (target.absolute || rewriteHost || dropped(ops, "host")) continue;  // the URI's authority wins (RFC 9112 3.2.2)
       hostWritten = true;
     } else if (http::iequals(h.name, "transfer-encoding")) {
       // Kept: the body is forwarded in the framing it arrived in.
     } else if (http::isHopByHop(h.name) || http::iequals(h.name, "expect") ||
                namedInConnection(head.headers, h.name)) {
       continue;
+    } else if (http::iequals(h.name, "content-length")) {
+      // Kept whatever the operations say: it frames the body.
+    } else if (dropped(ops, h.name)) {
+      continue;
+    } else if (!mutation.originalPath.empty() && http::iequals(h.name, "x-envoy-original-path")) {
+      continue;  // ours replaces the client's
     } else if (http::iequals(h.name, "x-request-id")) {
       if (h.value.empty()) continue;
       ridPresent = true;
@@ -138,15 +168,27 @@ std::string buildUpstreamHead(const http::RequestHead& head, const TargetParts& 
     }
     out.append(h.name).append(": ").append(h.value).append("\r\n");
   }
-  if (!hostWritten && !target.authority.empty()) out.append("host: ").append(target.authority).append("\r\n");
-  if (!ridPresent) out.append("x-request-id: ").append(requestId).append("\r\n");
-  if (!protoPresent) out.append("x-forwarded-proto: http\r\n");
+  if (rewriteHost) {
+    out.append("host: ").append(mutation.authority).append("\r\n");
+  } else if (!hostWritten && !target.authority.empty() && !dropped(ops, "host")) {
+    out.append("host: ").append(target.authority).append("\r\n");
+  }
+  if (ops != nullptr) {
+    size_t start = out.size();
+    ops->append(out);
+    if (rewriteHost && ops->drops("host")) eraseHostLines(out, start);
+  }
+  if (!mutation.originalPath.empty()) out.append("x-envoy-original-path: ").append(mutation.originalPath).append("\r\n");
+  // A header the operations set or remove is theirs: the proxy adds no second one.
+  if (!ridPresent && !dropped(ops, "x-request-id")) out.append("x-request-id: ").append(requestId).append("\r\n");
+  if (!protoPresent && !dropped(ops, "x-forwarded-proto")) out.append("x-forwarded-proto: http\r\n");
   out.append("\r\n");
   return out;
 }
 
 std::string buildDownstreamHead(const http::ResponseHead& resp, uint64_t serviceTimeMs, bool close,
-                                bool http10, bool dechunk, std::string_view extraHeaders) {
+                                bool http10, bool dechunk, std::string_view extraHeaders,
+                                const route::HeaderMutation::Rendered* headers) {
   std::string out;
   out.reserve(resp.headBytes + 96);
   out.append("HTTP/1.1 ").append(std::to_string(resp.status)).append(" ");
@@ -156,11 +198,17 @@ std::string buildDownstreamHead(const http::ResponseHead& resp, uint64_t service
       if (dechunk) continue;
     } else if (http::isHopByHop(h.name) || namedInConnection(resp.headers, h.name)) {
       continue;
+    } else if (http::iequals(h.name, "content-length")) {
+      // Kept: it frames the body.
+    } else if (dropped(headers, h.name)) {
+      continue;
     }
     out.append(h.name).append(": ").append(h.value).append("\r\n");
   }
   out.append(extraHeaders);
-  out.append("x-envoy-upstream-service-time: ").append(std::to_string(serviceTimeMs)).append("\r\n");
+  if (headers != nullptr) headers->append(out);
+  if (!dropped(headers, "x-envoy-upstream-service-time"))
+    out.append("x-envoy-upstream-service-time: ").append(std::to_string(serviceTimeMs)).append("\r\n");
   if (close) {
     out.append("connection: close\r\n");
   } else if (http10) {

@@ -10,6 +10,7 @@
 #include "config/model.h"
 #include "core/clock.h"
 #include "http/parser.h"
+#include "route/header_ops.h"
 
 namespace sluice::proxy {
 
@@ -30,14 +31,27 @@ bool splitTarget(std::string_view target, std::string_view hostHeader, TargetPar
 std::string lowerHost(std::string_view host);
 std::string newRequestId(core::Rng& rng);
 
+// What the route changes in the head sent upstream. Views must outlive the
+// buildUpstreamHead call only.
+struct HeadMutation {
+  std::string_view path;          // rewritten path + query; empty = target.path
+  std::string_view originalPath;  // non-empty: sent as x-envoy-original-path
+  std::string_view authority;     // rewritten Host; empty = keep
+  const route::HeaderMutation::Rendered* headers = nullptr;
+};
+
 // The head sent upstream: origin-form target, hop-by-hop headers removed,
 // Host set from an absolute-form target, x-request-id added when absent.
+// `mutation` applies the route's rewrite and request header operations; a
+// header the operations remove or set is not re-added by the proxy.
 std::string buildUpstreamHead(const http::RequestHead& head, const TargetParts& target,
-                              std::string_view requestId);
+                              std::string_view requestId, const HeadMutation& mutation = {});
 // The head sent downstream for an upstream response.
 // `extraHeaders`: whole "name: value\r\n" lines the proxy adds (set-cookie).
+// `headers`: the route's response header operations, or null.
 std::string buildDownstreamHead(const http::ResponseHead& resp, uint64_t serviceTimeMs, bool close,
-                                bool http10, bool dechunk, std::string_view extraHeaders = {});
+                                bool http10, bool dechunk, std::string_view extraHeaders = {},
+                                const route::HeaderMutation::Rendered* headers = nullptr);
 // A response the proxy answers itself (errors, direct responses, redirects).
 std::string buildLocalReply(int status, std::string_view body, bool close, bool isHead,
                             std::string_view extraHeaders);

@@ -66,6 +66,13 @@ class HeaderTemplate {
   std::vector<Piece> pieces_;
 };
 
+// Why header operation `op` ("set", "add" or "remove") may not name `name`,
+// or empty when it may. Framing and connection headers (content-length,
+// transfer-encoding, connection, keep-alive, upgrade, te, proxy-connection)
+// belong to the proxy; Host may only be `set`. The loader calls this too, so
+// a bad name is reported with its file and line.
+std::string headerOpNameError(std::string_view op, std::string_view name);
+
 // The effective header mutation of one direction for one (route,
 // destination) pair. Levels apply in order (destination first, then route,
 // so the route's operations win, as Envoy orders them); within a level,

@@ -101,6 +101,7 @@ class RetryState {
   const core::Clock& clock_;
   core::Rng& rng_;
   std::vector<std::string> retriableHeaderNames_;  // lower case
+  std::vector<uint16_t> requestStatusCodes_;      // x-envoy-retriable-status-codes
   bool idempotentMethod_ = true;
   uint32_t attempt_ = 1;
   bool retryPending_ = false;

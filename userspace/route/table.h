@@ -24,6 +24,10 @@
 #include "config/loader.h"
 #include "config/model.h"
 #include "http/parser.h"
+#include "route/cors.h"
+#include "route/fault.h"
+#include "route/header_ops.h"
+#include "route/retry.h"
 
 namespace sluice::route {
 
@@ -102,6 +106,10 @@ struct WeightedCluster {
   const Cluster* cluster = nullptr;
   uint32_t weight = 0;
   const config::HTTPRouteDestination* spec = nullptr;
+  // The destination's `headers`, then the route's, merged once; null when
+  // there is nothing to do.
+  std::shared_ptr<const HeaderMutation> requestHeaders;
+  std::shared_ptr<const HeaderMutation> responseHeaders;
 };
 
 class CompiledMatch;  // one HTTPMatchRequest, compiled (route/match.h)
@@ -117,6 +125,19 @@ struct Route {
   // VirtualService annotation sluice.io/sticky-weighted-split: "true": the
   // weighted choice uses the request's consistent-hash key, not chance.
   bool stickySplit = false;
+  // The HTTPRoute's actions, compiled.
+  std::optional<PathRewrite> rewrite;
+  RetryPolicy retry = RetryPolicy::istioDefault();
+  std::optional<FaultPolicy> fault;
+  std::optional<CorsPolicy> cors;
+  struct Mirror {
+    const Cluster* cluster = nullptr;
+    uint32_t ppm = 1'000'000;  // chance in millionths
+  };
+  std::vector<Mirror> mirrors;
+  // Route-level response headers, for answers made without a destination
+  // (directResponse, redirect); null when none.
+  std::shared_ptr<const HeaderMutation> localResponseHeaders;
 
   // `matched`, when given, receives the block that matched (null when the
   // route has none): a uri rewrite replaces what that block's uri matched.

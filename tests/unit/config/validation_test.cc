@@ -380,5 +380,43 @@ TEST(Validation, DuplicateFieldIsAnError) {
 )"), ElementsAre(vsErr(10, "spec.http[0].timeout: duplicate field")));
 }
 
+TEST(Validation, HeaderValueVariables) {
+  EXPECT_THAT(vsErrors(R"(
+  - headers:
+      request:
+        set:
+          x-a: "%FOO%"
+          x-ok: "%START_TIME(%s.%3f)% %DOWNSTREAM_PEER_CERT_V_START% 100%%"
+        add:
+          x-b: "50% off"
+    route:
+    - destination: {host: a}
+      headers:
+        response:
+          set: {x-c: "%REQ(x-user"}
+)"), ElementsAre(vsErr(10, "spec.http[0].headers.request.set.x-a: unknown variable %FOO%"),
+                 vsErr(13, "spec.http[0].headers.request.add.x-b: lone '%' at offset 2 (write %% for a literal %)"),
+                 vsErr(18, "spec.http[0].route[0].headers.response.set.x-c: unterminated variable "
+                           "\"%REQ(x-user\" (write %% for a literal %)")));
+}
+
+TEST(Validation, HeaderOperationsCannotTouchFraming) {
+  EXPECT_THAT(vsErrors(R"(
+  - headers:
+      request:
+        set: {content-length: "0"}
+        remove: [Transfer-Encoding]
+      response:
+        add: {connection: close}
+    route:
+    - destination: {host: a}
+)"), ElementsAre(vsErr(9, "spec.http[0].headers.request.set.content-length: header \"content-length\" is managed by "
+                           "the proxy and cannot be changed with set"),
+                 vsErr(10, "spec.http[0].headers.request.remove: header \"Transfer-Encoding\" is managed by "
+                           "the proxy and cannot be changed with remove"),
+                 vsErr(12, "spec.http[0].headers.response.add.connection: header \"connection\" is managed by "
+                           "the proxy and cannot be changed with add")));
+}
+
 }  // namespace
 }  // namespace sluice::config

@@ -249,6 +249,99 @@ TEST(BuildUpstreamHead, Http10RequestGoesUpstreamAsHttp11) {
   EXPECT_EQ(countPrefix(headerLines(out), "connection:"), 0u);
 }
 
+// A compiled mutation of one level, for the head builders.
+route::HeaderMutation mutation(const config::HeaderOperations& ops) {
+  std::vector<const config::HeaderOperations*> levels{&ops};
+  auto m = route::HeaderMutation::compile(levels);
+  EXPECT_TRUE(m.has_value()) << m.error();
+  return m ? std::move(*m) : route::HeaderMutation{};
+}
+
+TEST(BuildUpstreamHead, RewriteOriginalPathAuthorityAndHeaderOps) {
+  auto p = parseRequest(
+      "GET /api/v1/users?id=3 HTTP/1.1\r\n"
+      "Host: reviews:9080\r\n"
+      "X-User: alice\r\n"
+      "X-Internal: secret\r\n"
+      "X-Env: prod\r\n"
+      "X-Envoy-Original-Path: /forged\r\n"
+      "Content-Length: 0\r\n"
+      "\r\n");
+  TargetParts t;
+  ASSERT_TRUE(splitTarget(p->head.target, p->head.host, t));
+  config::HeaderOperations ops;
+  ops.set = {{"x-env", "canary"}, {"x-who", "%REQ(x-user)%"}};
+  ops.add = {{"x-trace", "on"}};
+  ops.remove = {"x-internal"};
+  route::HeaderMutation m = mutation(ops);
+  route::HeaderContext ctx;
+  ctx.requestHeaders = &p->head.headers;
+  auto rendered = m.render(ctx);
+  HeadMutation hm{"/v2/users?id=3", t.path, "ratings.prod:8080", &rendered};
+  std::string out = buildUpstreamHead(p->head, t, "rid-9", hm);
+  EXPECT_EQ(out.substr(0, out.find("\r\n")), "GET /v2/users?id=3 HTTP/1.1");
+  auto lines = headerLines(out);
+  EXPECT_EQ(countPrefix(lines, "host:"), 1u) << out;
+  EXPECT_TRUE(hasLine(lines, "host: ratings.prod:8080")) << out;
+  EXPECT_EQ(countPrefix(lines, "x-envoy-original-path:"), 1u) << out;
+  EXPECT_TRUE(hasLine(lines, "x-envoy-original-path: /api/v1/users?id=3")) << out;
+  EXPECT_EQ(countPrefix(lines, "x-internal:"), 0u) << out;
+  EXPECT_EQ(countPrefix(lines, "x-env:"), 1u) << out;
+  EXPECT_TRUE(hasLine(lines, "x-env: canary")) << out;
+  EXPECT_TRUE(hasLine(lines, "x-who: alice")) << out;
+  EXPECT_TRUE(hasLine(lines, "x-trace: on")) << out;
+  EXPECT_TRUE(hasLine(lines, "x-user: alice")) << out;
+  EXPECT_TRUE(hasLine(lines, "content-length: 0")) << out;
+  EXPECT_TRUE(hasLine(lines, "x-request-id: rid-9")) << out;
+  EXPECT_TRUE(out.ends_with("\r\n\r\n"));
+}
+
+TEST(BuildUpstreamHead, AuthorityRewriteReplacesAnAbsoluteFormHost) {
+  auto p = parseRequest("GET http://reviews:9080/x HTTP/1.1\r\nHost: other\r\n\r\n");
+  TargetParts t;
+  ASSERT_TRUE(splitTarget(p->head.target, p->head.host, t));
+  HeadMutation hm;
+  hm.authority = "ratings";
+  auto lines = headerLines(buildUpstreamHead(p->head, t, "r", hm));
+  EXPECT_EQ(countPrefix(lines, "host:"), 1u);
+  EXPECT_TRUE(hasLine(lines, "host: ratings"));
+  EXPECT_EQ(countPrefix(lines, "x-envoy-original-path:"), 0u) << "only sent when the path was rewritten";
+}
+
+TEST(BuildUpstreamHead, HeaderOpsOwnHostRequestIdAndProto) {
+  auto p = parseRequest("GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: client\r\n\r\n");
+  TargetParts t;
+  ASSERT_TRUE(splitTarget(p->head.target, p->head.host, t));
+  config::HeaderOperations ops;
+  ops.set = {{"host", "b.example"}, {"x-request-id", "fixed"}};
+  ops.remove = {"x-forwarded-proto"};
+  route::HeaderMutation m = mutation(ops);
+  auto rendered = m.render(route::HeaderContext{});
+  HeadMutation hm;
+  hm.headers = &rendered;
+  auto lines = headerLines(buildUpstreamHead(p->head, t, "generated", hm));
+  EXPECT_EQ(countPrefix(lines, "host:"), 1u);
+  EXPECT_TRUE(hasLine(lines, "host: b.example"));
+  EXPECT_EQ(countPrefix(lines, "x-request-id:"), 1u);
+  EXPECT_TRUE(hasLine(lines, "x-request-id: fixed"));
+  EXPECT_EQ(countPrefix(lines, "x-forwarded-proto:"), 0u);
+
+  // rewrite.authority wins over a `set host`, as in Envoy.
+  hm.authority = "c.example";
+  lines = headerLines(buildUpstreamHead(p->head, t, "generated", hm));
+  EXPECT_EQ(countPrefix(lines, "host:"), 1u);
+  EXPECT_TRUE(hasLine(lines, "host: c.example"));
+}
+
+TEST(BuildUpstreamHead, DefaultMutationChangesNothing) {
+  auto p = parseRequest("POST /p?q=1 HTTP/1.1\r\nHost: a\r\nX-Envoy-Original-Path: /z\r\nContent-Length: 2\r\n\r\n");
+  TargetParts t;
+  ASSERT_TRUE(splitTarget(p->head.target, p->head.host, t));
+  EXPECT_EQ(buildUpstreamHead(p->head, t, "r", HeadMutation{}),
+            "POST /p?q=1 HTTP/1.1\r\nHost: a\r\nX-Envoy-Original-Path: /z\r\nContent-Length: 2\r\n"
+            "x-request-id: r\r\nx-forwarded-proto: http\r\n\r\n");
+}
+
 // ---------------------------------------------------- buildDownstreamHead
 
 TEST(BuildDownstreamHead, StripsHopByHopAndAddsServiceTime) {
@@ -290,6 +383,45 @@ TEST(BuildDownstreamHead, DechunkDropsTransferEncoding) {
   EXPECT_EQ(countPrefix(dechunked, "content-length:"), 0u) << "close-delimited";
   EXPECT_TRUE(hasLine(dechunked, "connection: close"));
   EXPECT_TRUE(hasLine(dechunked, "x-a: b"));
+}
+
+TEST(BuildDownstreamHead, ResponseHeaderOps) {
+  auto r = parseResponse(
+      "HTTP/1.1 200 OK\r\n"
+      "Content-Length: 3\r\n"
+      "Server: app\r\n"
+      "X-Powered-By: php\r\n"
+      "Cache-Control: no-cache\r\n"
+      "\r\n");
+  config::HeaderOperations ops;
+  ops.set = {{"server", "sluice"}, {"x-from", "%RESP(x-powered-by)%"}};
+  ops.add = {{"cache-control", "private"}};
+  ops.remove = {"x-powered-by"};
+  route::HeaderMutation m = mutation(ops);
+  route::HeaderContext ctx;
+  ctx.responseHeaders = &r->head.headers;
+  auto rendered = m.render(ctx);
+  std::string out = buildDownstreamHead(r->head, 4, false, false, false, "set-cookie: a=b\r\n", &rendered);
+  auto lines = headerLines(out);
+  EXPECT_EQ(countPrefix(lines, "server:"), 1u) << out;
+  EXPECT_TRUE(hasLine(lines, "server: sluice")) << out;
+  EXPECT_EQ(countPrefix(lines, "x-powered-by:"), 0u) << out;
+  // %RESP()% reads the upstream's response as received, before the remove.
+  EXPECT_TRUE(hasLine(lines, "x-from: php")) << out;
+  EXPECT_TRUE(hasLine(lines, "cache-control: no-cache")) << out;
+  EXPECT_TRUE(hasLine(lines, "cache-control: private")) << out;
+  EXPECT_TRUE(hasLine(lines, "content-length: 3")) << out;
+  EXPECT_TRUE(hasLine(lines, "set-cookie: a=b")) << out;
+  EXPECT_TRUE(hasLine(lines, "x-envoy-upstream-service-time: 4")) << out;
+  EXPECT_TRUE(out.ends_with("\r\n\r\n"));
+
+  config::HeaderOperations hide;
+  hide.remove = {"x-envoy-upstream-service-time"};
+  route::HeaderMutation h = mutation(hide);
+  auto hidden = h.render(ctx);
+  EXPECT_EQ(countPrefix(headerLines(buildDownstreamHead(r->head, 4, false, false, false, {}, &hidden)),
+                        "x-envoy-upstream-service-time:"),
+            0u);
 }
 
 TEST(BuildDownstreamHead, EmptyReasonGetsTheStandardPhrase) {
