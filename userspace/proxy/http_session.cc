@@ -8,11 +8,13 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstdio>
 #include <optional>
 #include <cstring>
 
 #include "proxy/engine.h"
+#include "proxy/exchange.h"
 #include "proxy/request_util.h"
 #include "proxy/worker.h"
 
@@ -32,241 +34,6 @@ using stats::Counter;
 
 }  // namespace
 
-struct DownstreamConn::Exchange {
-  std::shared_ptr<const route::Snapshot> snapshot;
-  const route::Route* route = nullptr;
-  const route::Cluster* cluster = nullptr;
-  std::string method, authority, path, requestId, userAgent, forwardedFor;
-  std::string upstreamHead;
-  bool isHead = false;
-  bool http10 = false;
-  bool keepAlive = true;
-  http::BodyFramer reqBody;
-  bool reqDone = false;
-  uint64_t reqBodySent = 0;
-  http::BodyFramer respBody;
-  bool respHeadDone = false;
-  bool respStarted = false;  // bytes of the response went downstream
-  bool dechunk = false;
-  bool closeAfter = false;
-  int endpoint = -1;
-  EndpointState* ep = nullptr;
-  // Outlier state of `cluster` when it has any: every attempt's outcome goes
-  // there.
-  std::shared_ptr<upstream::ClusterHealth> health;
-  // Connection-pool circuit breakers of `cluster`: this request's unit of
-  // http2MaxRequests, of http1MaxPendingRequests while it waits for a
-  // connection, of maxRetries once it has been retried.
-  std::shared_ptr<upstream::ClusterLimits> limits;
-  upstream::LimitToken requestToken, pendingToken, retryToken;
-  // Consistent hashing: this request's key, and the cookie to hand out when
-  // the hash cookie was missing and the policy generates one.
-  bool hasHashKey = false;
-  uint64_t hashKey = 0;
-  std::string setCookie;
-  std::string upstreamHost;
-  int retriesLeft = 2;        // Istio's default policy: attempts 2 on connect-failure
-  bool raceRetried = false;   // one silent retry for a reused connection closed under us
-  uint64_t startNs = 0;
-  uint64_t upstreamSentNs = 0;
-  uint64_t serviceTimeMs = 0;
-  int status = 0;
-  std::string flags = "-";
-  uint64_t respBytes = 0;
-
-  // Back to the state of a new exchange, keeping the strings' capacity: one
-  // Exchange per connection is reused request after request.
-  void clear() {
-    snapshot.reset();
-    route = nullptr;
-    cluster = nullptr;
-    for (std::string* str : {&method, &authority, &path, &requestId, &userAgent, &forwardedFor,
-                             &upstreamHead, &upstreamHost}) {
-      str->clear();
-    }
-    isHead = http10 = false;
-    keepAlive = true;
-    reqBody.reset({});
-    reqDone = false;
-    reqBodySent = 0;
-    respBody.reset({});
-    respHeadDone = respStarted = dechunk = closeAfter = false;
-    endpoint = -1;
-    ep = nullptr;
-    health.reset();
-    limits.reset();
-    requestToken.reset();
-    pendingToken.reset();
-    retryToken.reset();
-    hasHashKey = false;
-    hashKey = 0;
-    setCookie.clear();
-    retriesLeft = 2;
-    raceRetried = false;
-    startNs = upstreamSentNs = serviceTimeMs = 0;
-    status = 0;
-    flags.assign("-");
-    respBytes = 0;
-  }
-};
-
-// ---------------------------------------------------------------- upstream
-
-// tcp.tcpKeepalive on an upstream socket: probes after `time` idle, every
-// `interval`, `probes` of them; unset fields keep the kernel's values.
-void applyKeepalive(int fd, const route::UpstreamSettings& s) {
-  if (!s.keepalive) return;
-  int one = 1;
-  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
-  auto secs = [](uint64_t ns) { return int(std::max<uint64_t>(1, ns / 1'000'000'000)); };
-  if (s.keepalive->timeNs) {
-    int v = secs(s.keepalive->timeNs);
-    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &v, sizeof(v));
-  }
-  if (s.keepalive->intervalNs) {
-    int v = secs(s.keepalive->intervalNs);
-    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &v, sizeof(v));
-  }
-  if (s.keepalive->probes) {
-    int v = int(s.keepalive->probes);
-    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &v, sizeof(v));
-  }
-}
-
-UpstreamConn::UpstreamConn(Worker& worker, int fd, const route::Endpoint& ep, EndpointState& state,
-                           upstream::LimitToken connToken, const route::UpstreamSettings& settings)
-    : Connection(worker, fd),
-      state_(state),
-      connToken_(std::move(connToken)),
-      settings_(settings),
-      createdNs_(worker.clock().nowNs()),
-      addr_(ep.sockaddr),
-      key_(ep.key) {
-  worker_.stats().inc(Counter::UpstreamCxTotal);
-  worker_.stats().inc(Counter::UpstreamCxActive);
-}
-
-void UpstreamConn::connect() {
-  io_uring_sqe* s = worker_.ring().sqeFor(connectOp_);
-  io_uring_prep_connect(s, fd_, reinterpret_cast<const sockaddr*>(&addr_), sizeof(addr_));
-  track(connectOp_);
-  uint64_t timeout = settings_.connectTimeoutNs ? settings_.connectTimeoutNs
-                                                : worker_.engine().options().connectTimeoutNs;
-  worker_.timers().schedule(connectTimer_, timeout);
-}
-
-void UpstreamConn::onOtherCompletion(uint8_t op, int32_t res) {
-  if (op != kConnect) return;
-  connectTimer_.cancel();
-  if (res < 0) {
-    worker_.stats().inc(Counter::UpstreamCxConnectFail);
-    DownstreamConn* o = owner_;
-    owner_ = nullptr;
-    close();
-    if (o) o->onUpstreamConnectFailed(false);
-    return;
-  }
-  connected_ = true;
-  if (owner_) owner_->onUpstreamConnected();
-}
-
-void UpstreamConn::onConnectTimeout() {
-  worker_.stats().inc(Counter::UpstreamCxConnectTimeout);
-  worker_.stats().inc(Counter::UpstreamCxConnectFail);
-  DownstreamConn* o = owner_;
-  owner_ = nullptr;
-  close();
-  if (o) o->onUpstreamConnectFailed(true);
-}
-
-void UpstreamConn::attach(DownstreamConn* owner) {
-  if (pooled_) removeFromPool();
-  idleTimer_.cancel();
-  owner_ = owner;
-  if (requestsServed > 0) {
-    reused_ = true;
-    worker_.stats().inc(Counter::UpstreamCxReused);
-  }
-}
-
-void UpstreamConn::release() {
-  owner_ = nullptr;
-  ++requestsServed;
-  if (const upstream::ClusterLimits* l = connToken_.limits()) {
-    // maxRequestsPerConnection used up, or requests of this cluster waiting
-    // for a connection slot (possibly on another worker, which cannot use
-    // this one): close, so the slot is free.
-    uint32_t perConn = l->limits().maxRequestsPerConnection;
-    if ((perConn && requestsServed >= perConn) || l->inUse(upstream::ClusterLimits::kPending) > 0) {
-      close();
-      return;
-    }
-  }
-  // tcp.maxConnectionDuration: an old connection is not reused.
-  if (settings_.maxConnectionDurationNs &&
-      worker_.clock().nowNs() - createdNs_ >= settings_.maxConnectionDurationNs) {
-    close();
-    return;
-  }
-  pooled_ = true;
-  state_.idle.push_back(this);
-  // Keep reading while idle: a close from the server (or stray bytes) must
-  // take the connection out of the pool before a request is sent on it.
-  startReading();
-  worker_.timers().schedule(idleTimer_, settings_.idleTimeoutNs ? settings_.idleTimeoutNs
-                                                                : worker_.engine().options().idleTimeoutNs);
-}
-
-void UpstreamConn::removeFromPool() {
-  auto& idle = state_.idle;
-  for (size_t i = 0; i < idle.size(); ++i) {
-    if (idle[i] == this) {
-      idle[i] = idle.back();
-      idle.pop_back();
-      break;
-    }
-  }
-  pooled_ = false;
-}
-
-void UpstreamConn::onIdleTimeout() {
-  if (pooled_) {
-    removeFromPool();
-    close();
-  }
-}
-
-void UpstreamConn::onData() {
-  if (owner_) {
-    owner_->onUpstreamData();
-  } else if (pooled_) {
-    // An idle HTTP/1.1 connection must be silent; bytes here mean the
-    // server is confused. Drop the connection rather than mis-attribute them.
-    removeFromPool();
-    close();
-  }
-}
-
-void UpstreamConn::onPeerClosed(int err) {
-  if (pooled_) removeFromPool();
-  DownstreamConn* o = owner_;
-  owner_ = nullptr;
-  close();
-  if (o) o->onUpstreamClosed(err);
-}
-
-void UpstreamConn::onSendProgress() {
-  if (owner_) owner_->touchStream();
-}
-
-void UpstreamConn::onDrained() {
-  if (owner_) owner_->onUpstreamDrained();
-}
-
-void UpstreamConn::onDestroy() {
-  if (pooled_) removeFromPool();
-  worker_.stats().dec(Counter::UpstreamCxActive);
-}
 
 // -------------------------------------------------------------- downstream
 
@@ -402,6 +169,7 @@ bool DownstreamConn::startRequest() {
   ex.keepAlive = head_.keepAlive;
   ex.reqBody.reset(head_.framing);
   ex.reqDone = head_.framing.kind == http::Framing::Kind::None;
+  ex.expectContinue = head_.expectContinue;
 
   TargetParts target;
   if (!splitTarget(head_.target, head_.host, target)) {
@@ -431,37 +199,46 @@ bool DownstreamConn::startRequest() {
   view.authority = target.authority;
   view.port = port;
   view.headers = &head_.headers;
-  if (vh) ex.route = vh->match(view);
+  if (vh) ex.route = vh->match(view, &ex.matched);
 
-  bool expect = head_.expectContinue;
-  ex.upstreamHead = buildUpstreamHead(head_, target, ex.requestId);
-  consumeInput(head_.headBytes);
-
+  // Everything below that reads the head (its views point into input_)
+  // happens before the head's bytes are consumed.
   if (!ex.route) {
+    consumeInput(head_.headBytes);
     worker_.stats().inc(Counter::NoRoute);
     if (!ex.reqDone) ex.keepAlive = false;
     localReply(404, "", "NR");
     return !closing();
   }
-  const config::HTTPRoute* spec = ex.route->spec;
+  const route::Route& route = *ex.route;
+  const config::HTTPRoute* spec = route.spec;
   if (spec && (spec->directResponse || spec->redirect)) {
+    std::string extra;
+    if (spec->redirect) extra = "location: " + redirectLocation(*spec->redirect, target, port) + "\r\n";
+    if (route.localResponseHeaders) route.localResponseHeaders->render(headerContext()).append(extra);
+    consumeInput(head_.headBytes);
     if (!ex.reqDone) ex.keepAlive = false;
     if (spec->directResponse) {
-      localReply(int(spec->directResponse->status), spec->directResponse->body.value_or(""), "-");
+      localReply(int(spec->directResponse->status), spec->directResponse->body.value_or(""), "-", extra);
     } else {
-      std::string location = redirectLocation(*spec->redirect, target, port);
-      localReply(int(spec->redirect->redirectCode), "", "-", "location: " + location + "\r\n");
+      localReply(int(spec->redirect->redirectCode), "", "-", extra);
     }
     return !closing();
   }
+  if (route.cors && !decideCors(head_.method)) {
+    consumeInput(head_.headBytes);
+    return !closing();  // a preflight, answered here
+  }
+  if (route.fault) ex.fault = route.fault->roll(worker_.rng());
+
   // sluice.io/sticky-weighted-split: the destination's consistent-hash key
   // also makes the weighted choice, so one user stays on one side of a
   // canary while the split still holds across users. The key is mixed once
   // more so the split and the ring position inside the subset stay
   // independent.
   const route::HashPolicy* stickyHash = nullptr;
-  if (ex.route->stickySplit) {
-    for (const route::WeightedCluster& w : ex.route->clusters) {
+  if (route.stickySplit) {
+    for (const route::WeightedCluster& w : route.clusters) {
       if (w.cluster && w.cluster->hash) {
         stickyHash = &*w.cluster->hash;
         break;
@@ -469,40 +246,96 @@ bool DownstreamConn::startRequest() {
     }
     if (stickyHash) computeHashKey(*stickyHash, target.path);
   }
-  const route::WeightedCluster* wc =
-      ex.route->pick(ex.hasHashKey ? upstream::hashKey(std::string_view(
+  ex.wc = route.pick(ex.hasHashKey ? upstream::hashKey(std::string_view(
                                          reinterpret_cast<const char*>(&ex.hashKey), sizeof(ex.hashKey)))
                                    : worker_.rng().next());
-  ex.cluster = wc ? wc->cluster : nullptr;
+  ex.cluster = ex.wc ? ex.wc->cluster : nullptr;
+  if (ex.cluster && ex.cluster->hash && !stickyHash) computeHashKey(*ex.cluster->hash, target.path);
+  ex.retry.emplace(route.retry, head_.method, head_.headers, worker_.clock(), worker_.rng());
+
+  // The upstream head: rewrite, then the destination's and route's header
+  // operations.
+  std::optional<std::string> newPath;
+  if (route.rewrite) newPath = route.rewrite->rewritePath(target.path, ex.matched);
+  std::string_view authority =
+      route.rewrite && !route.rewrite->authority().empty() ? std::string_view(route.rewrite->authority())
+                                                           : target.authority;
+  std::optional<route::HeaderMutation::Rendered> rendered;
+  if (ex.wc && ex.wc->requestHeaders) rendered.emplace(ex.wc->requestHeaders->render(headerContext()));
+  HeadMutation mutation;
+  if (newPath) {
+    mutation.path = *newPath;
+    mutation.originalPath = target.path;
+  }
+  if (authority.data() != target.authority.data()) mutation.authority = authority;
+  mutation.headers = rendered ? &*rendered : nullptr;
+  ex.upstreamHead = buildUpstreamHead(head_, target, ex.requestId, mutation);
+  ex.upstreamHead.resize(ex.upstreamHead.size() - 2);  // each attempt adds its count, then the blank line
+  if (!route.mirrors.empty())
+    chooseMirrors(target, authority, mutation.headers, mutation.path, mutation.originalPath);
+  consumeInput(head_.headBytes);
+
+  if (ex.fault.delayNs) {
+    // Envoy's fault filter: the request waits on the timer wheel, holding
+    // nothing but its memory.
+    ex.faultDelayed = true;
+    worker_.stats().inc(Counter::FaultDelaysInjected);
+    worker_.timers().schedule(faultTimer_, ex.fault.delayNs);
+    return !closing();
+  }
+  continueRequest();
+  return !closing();
+}
+
+void DownstreamConn::continueRequest() {
+  Exchange& ex = *ex_;
+  if (ex.fault.abortStatus) {
+    worker_.stats().inc(Counter::FaultAbortsInjected);
+    ex.pendingShadows.clear();
+    if (!ex.reqDone) ex.keepAlive = false;
+    std::string extra;
+    if (ex.fault.grpcStatus >= 0) {
+      extra = fmt::format("content-type: application/grpc\r\ngrpc-status: {}\r\ngrpc-message: fault filter abort\r\n",
+                          ex.fault.grpcStatus);
+    }
+    localReply(ex.fault.abortStatus, ex.fault.grpcStatus >= 0 ? "" : "fault filter abort", "FI", extra);
+    return;
+  }
   if (!ex.cluster || ex.cluster->missing || ex.cluster->endpoints.empty()) {
     worker_.stats().inc(Counter::NoHealthyUpstream);
     if (!ex.reqDone) ex.keepAlive = false;
-    if (ex.cluster && !ex.cluster->missing) {
-      localReply(503, "no healthy upstream", "UH");
-    } else {
-      localReply(503, "no healthy upstream", "NC");
-    }
-    return !closing();
+    localReply(503, "no healthy upstream", ex.cluster && !ex.cluster->missing ? "UH" : "NC");
+    return;
   }
-  if (ex.cluster->hash && !stickyHash) computeHashKey(*ex.cluster->hash, target.path);
   ex.limits = worker_.limitsFor(*ex.cluster);
   if (auto t = upstream::acquire(ex.limits, upstream::ClusterLimits::kRequests)) {
     ex.requestToken = std::move(*t);
   } else {
     overflow(false);
-    return !closing();
+    return;
   }
-  if (expect) write(std::string_view("HTTP/1.1 100 Continue\r\n\r\n"));
-  if (ex.route->timeout && ex.route->timeout->count() > 0) {
-    worker_.timers().schedule(routeTimer_, uint64_t(ex.route->timeout->count()));
-  }
+  if (ex.expectContinue) write(std::string_view("HTTP/1.1 100 Continue\r\n\r\n"));
+  if (!ex.pendingShadows.empty()) startShadows();
+  if (ex.reqDone) onRequestComplete();
   dispatch();
-  return !closing();
+}
+
+void DownstreamConn::onRequestComplete() {
+  Exchange& ex = *ex_;
+  // Envoy's route timeout runs from the end of the request to the end of
+  // the response; the per-try timeout from the start of each attempt (or
+  // the end of the request, whichever is later).
+  if (ex.route->timeout && ex.route->timeout->count() > 0 && !routeTimer_.armed())
+    worker_.timers().schedule(routeTimer_, uint64_t(ex.route->timeout->count()));
+  if (ex.route->retry.perTryTimeoutNs && (ex.ep || up_) && !perTryTimer_.armed())
+    worker_.timers().schedule(perTryTimer_, ex.route->retry.perTryTimeoutNs);
 }
 
 void DownstreamConn::dispatch() {
   Exchange& ex = *ex_;
-  int avoid = ex.endpoint;
+  int avoid = ex.route->retry.ignorePreviousHosts ? ex.endpoint : -1;
+  ex.attemptWrote = false;
+  ex.respHeadDone = false;
   // PASSTHROUGH with a captured connection: no balancing, the address the
   // client dialled is the endpoint.
   route::Endpoint passthrough;
@@ -529,7 +362,10 @@ void DownstreamConn::dispatch() {
   ex.ep = &worker_.endpointState(ep);
   ex.ep->incActive();
   ex.upstreamHost = ep.key;
+  ex.upstreamAddr = ep.sockaddr;
   worker_.stats().inc(Counter::UpstreamRqTotal);
+  if (ex.reqDone && ex.route->retry.perTryTimeoutNs)
+    worker_.timers().schedule(perTryTimer_, ex.route->retry.perTryTimeoutNs);
   if (!ex.ep->idle.empty()) {
     ex.pendingToken.reset();
     up_ = ex.ep->idle.back();
@@ -541,6 +377,7 @@ void DownstreamConn::dispatch() {
   // waits (within http1MaxPendingRequests) for a connection to free up.
   auto conn = upstream::acquire(ex.limits, upstream::ClusterLimits::kConnections);
   if (!conn) {
+    perTryTimer_.cancel();
     ex.limits->cxOverflow.fetch_add(1, std::memory_order_relaxed);
     worker_.stats().inc(Counter::UpstreamCxOverflow);
     ex.ep->decActive();
@@ -562,7 +399,8 @@ void DownstreamConn::dispatch() {
   if (fd < 0) {
     ex.ep->decActive();
     ex.ep = nullptr;
-    retryOrFail("UF", 503, "upstream connect error or disconnect/reset before headers. reset reason: local socket error");
+    failAttempt(route::AttemptFailure::ConnectFailure, 503,
+                "upstream connect error or disconnect/reset before headers. reset reason: local socket error", "UF");
     return;
   }
   int one = 1;
@@ -580,7 +418,15 @@ void DownstreamConn::onUpstreamConnected() {
 void DownstreamConn::sendUpstreamHead() {
   Exchange& ex = *ex_;
   ex.upstreamSentNs = worker_.clock().nowNs();
+  // Istio turns on x-envoy-attempt-count for every route.
   up_->write(std::string_view(ex.upstreamHead));
+  char count[64] = "x-envoy-attempt-count: ";
+  char* end = std::to_chars(count + 23, count + 50, ex.retry ? ex.retry->attempt() : 1u).ptr;
+  std::memcpy(end, "\r\n\r\n", 4);
+  up_->write(std::string_view(count, size_t(end + 4 - count)));
+  ex.attemptWrote = true;
+  // A retry: the body read so far goes again, from the replay buffer.
+  if (ex.reqBodySent > 0) up_->write(std::string_view(ex.replay));
   up_->startReading();
   forwardRequestBody();
   // processInput pauses reading once kMaxBufferedInput bytes of body pile up
@@ -602,12 +448,29 @@ void DownstreamConn::forwardRequestBody() {
       localReply(400, "invalid request body", "DPE");
       return;
     }
-    if (step.consumed > 0) {
-      up_->write(std::string_view(input_.data(), step.consumed));
+    bool done = step.status == http::BodyFramer::Status::Done;
+    if (step.consumed > 0 || done) {
+      std::string_view bytes(input_.data(), step.consumed);
+      up_->write(bytes);
+      if (!ex.replayOverflow && ex.route->retry.enabled()) {
+        if (ex.replay.size() + bytes.size() > kReplayLimit) {
+          // Too big to keep: once sent, this request cannot be retried.
+          ex.replayOverflow = true;
+          std::string().swap(ex.replay);
+          worker_.stats().inc(Counter::RetryOrShadowAbandoned);
+        } else {
+          ex.replay.append(bytes);
+        }
+      }
+      for (auto& s : ex.shadows) s->feed(bytes, done);
       ex.reqBodySent += step.consumed;
       consumeInput(step.consumed);
     }
-    if (step.status == http::BodyFramer::Status::Done) ex.reqDone = true;
+    if (done) {
+      ex.reqDone = true;
+      ex.shadows.clear();  // each has its whole request; they finish on their own
+      onRequestComplete();
+    }
   }
   if (!ex.reqDone && up_->unsentBytes() > kHighWater) {
     pausedForUpstream_ = true;
@@ -651,20 +514,46 @@ bool DownstreamConn::handleResponseHead() {
     }
     break;
   }
+  reportOutcome(upstream::outcomeOf(resp_.status));
+  if (ex.retry) {
+    // A retriable answer is dropped and the request tried again; the last
+    // attempt's answer goes to the client whatever it is.
+    route::RetryDecision d = ex.retry->onResponse(resp_.status, resp_.headers);
+    if (scheduleRetry(d)) {
+      perTryTimer_.cancel();
+      releaseUpstream(false);
+      return false;
+    }
+    // Otherwise (not retriable, no attempt left, body not replayable,
+    // maxRetries reached) this answer is the one the client gets.
+  }
   ex.respHeadDone = true;
   ex.status = resp_.status;
-  reportOutcome(upstream::outcomeOf(resp_.status));
   ex.serviceTimeMs = (worker_.clock().nowNs() - ex.upstreamSentNs) / 1'000'000;
   ex.dechunk = ex.http10 && resp_.framing.kind == http::Framing::Kind::Chunked;
   bool untilClose = resp_.framing.kind == http::Framing::Kind::UntilClose;
   ex.closeAfter = !ex.keepAlive || draining_ || halfClosed_ || ex.dechunk || untilClose;
   ex.respBody.reset(resp_.framing);
-  std::string head =
-      buildDownstreamHead(resp_, ex.serviceTimeMs, ex.closeAfter, ex.http10, ex.dechunk, ex.setCookie);
+  if (ex.retryLimitHit && ex.flags == "-") ex.flags.assign("URX");
+  std::optional<route::HeaderMutation::Rendered> rendered;
+  if (ex.wc && ex.wc->responseHeaders) {
+    route::HeaderContext ctx = headerContext();
+    ctx.requestHeaders = nullptr;  // the request head's bytes are gone by now
+    ctx.responseHeaders = &resp_.headers;
+    ctx.upstreamRemote = &ex.upstreamAddr;
+    rendered.emplace(ex.wc->responseHeaders->render(ctx));
+  }
+  std::string extra;
+  std::string_view extraView = ex.setCookie;
+  if (!ex.corsHeaders.empty()) {
+    extra = ex.setCookie + ex.corsHeaders;
+    extraView = extra;
+  }
+  std::string head = buildDownstreamHead(resp_, ex.serviceTimeMs, ex.closeAfter, ex.http10, ex.dechunk,
+                                         extraView, rendered ? &*rendered : nullptr);
   up_->consume(resp_.headBytes);
   ex.respBytes += head.size();
   ex.respStarted = true;
-  routeTimer_.cancel();
   write(std::move(head));
   return true;
 }
@@ -698,217 +587,10 @@ void DownstreamConn::forwardResponseBody() {
   if (unsentBytes() > kHighWater) up_->pauseReading();
 }
 
-void DownstreamConn::onUpstreamClosed(int err) {
-  const bool wasReused = up_ && up_->reused();
-  up_ = nullptr;  // the connection closed itself
-  if (!ex_) return;
-  Exchange& ex = *ex_;
-  if (ex.ep) {
-    ex.ep->decActive();
-    ex.ep = nullptr;
-  }
-  if (ex.respHeadDone) {
-    if (err == 0 && ex.respBody.framing().kind == http::Framing::Kind::UntilClose) {
-      finishExchange(false);
-    } else {
-      abortExchange("UC");
-      close();
-    }
-    return;
-  }
-  worker_.stats().inc(Counter::UpstreamRqResetBeforeResponse);
-  // A pooled connection the server closed just as we reused it: the request
-  // never reached the application, so send it again on a new connection.
-  // A fresh connection closed by the server means the application saw the
-  // request and refused it: sending it again would duplicate it (Istio's
-  // default retryOn has no "reset").
-  if (wasReused && !ex.raceRetried && ex.reqBodySent == 0) {
-    ex.raceRetried = true;
-    worker_.stats().inc(Counter::UpstreamRqRetry);
-    ex.endpoint = -1;
-    dispatch();
-    return;
-  }
-  reportOutcome(upstream::Outcome::LocalOriginFailure);
-  if (!ex.reqDone) ex.keepAlive = false;
-  localReply(503, "upstream connect error or disconnect/reset before headers. reset reason: connection termination", "UC");
-}
-
-void DownstreamConn::onUpstreamConnectFailed(bool timeout) {
-  up_ = nullptr;
-  if (!ex_) return;
-  reportOutcome(upstream::Outcome::LocalOriginFailure);
-  if (ex_->ep) {
-    ex_->ep->decActive();
-    ex_->ep = nullptr;
-  }
-  retryOrFail("UF", 503,
-              timeout ? "upstream connect error or disconnect/reset before headers. reset reason: connection timeout"
-                      : "upstream connect error or disconnect/reset before headers. reset reason: connection failure");
-}
-
-void DownstreamConn::retryOrFail(std::string_view flags, int status, std::string_view body) {
-  Exchange& ex = *ex_;
-  bool mayRetry = ex.retriesLeft > 0 && ex.reqBodySent == 0;
-  if (mayRetry && !ex.retryToken) {
-    // maxRetries bounds retries in flight across the cluster.
-    if (auto t = upstream::acquire(ex.limits, upstream::ClusterLimits::kRetries)) {
-      ex.retryToken = std::move(*t);
-    } else {
-      ex.limits->rqRetryOverflow.fetch_add(1, std::memory_order_relaxed);
-      worker_.stats().inc(Counter::UpstreamRqRetryOverflow);
-      mayRetry = false;
-    }
-  }
-  if (mayRetry) {
-    ex.retriesLeft--;
-    worker_.stats().inc(Counter::UpstreamRqRetry);
-    // Envoy's back-off: full jitter over a 25 ms base.
-    uint64_t backoffNs = worker_.rng().below(25'000'000) + 1;
-    worker_.timers().schedule(retryTimer_, backoffNs);
-    return;
-  }
-  if (!ex.reqDone) ex.keepAlive = false;
-  ex.flags = std::string(flags) == "UF" && ex.retriesLeft < 2 ? "URX,UF" : std::string(flags);
-  localReply(status, body, ex.flags);
-}
-
-void DownstreamConn::onRetryTimer() {
-  if (ex_ && !up_) dispatch();
-}
-
-void DownstreamConn::onPendingTimer() {
-  if (ex_ && !up_ && ex_->pendingToken) dispatch();
-}
-
-// A connection-pool circuit breaker tripped: answer at once, as Envoy does.
-void DownstreamConn::overflow(bool) {
-  Exchange& ex = *ex_;
-  if (ex.limits) ex.limits->rqPendingOverflow.fetch_add(1, std::memory_order_relaxed);
-  worker_.stats().inc(Counter::UpstreamRqPendingOverflow);
-  ex.pendingToken.reset();
-  if (!ex.reqDone) ex.keepAlive = false;
-  localReply(503, "upstream connect error or disconnect/reset before headers. reset reason: overflow", "UO",
-             "x-envoy-overloaded: true\r\n");
-}
-
-void DownstreamConn::onRouteTimeout() {
-  if (!ex_ || ex_->respStarted) return;
-  worker_.stats().inc(Counter::UpstreamRqTimeout);
-  if (up_) reportOutcome(upstream::Outcome::LocalOriginFailure);  // the host never answered
-  releaseUpstream(false);
-  retryTimer_.cancel();
-  if (!ex_->reqDone) ex_->keepAlive = false;
-  localReply(504, "upstream request timeout", "UT");
-}
-
-namespace {
-// The value of `name` in Cookie headers ("a=1; b=2"), if any.
-std::optional<std::string_view> cookieValue(const std::vector<http::Header>& headers, std::string_view name) {
-  for (const http::Header& h : headers) {
-    if (!http::iequals(h.name, "cookie")) continue;
-    std::string_view v = h.value;
-    while (!v.empty()) {
-      size_t semi = v.find(';');
-      std::string_view pair = v.substr(0, semi);
-      while (!pair.empty() && pair.front() == ' ') pair.remove_prefix(1);
-      size_t eq = pair.find('=');
-      if (eq != std::string_view::npos && pair.substr(0, eq) == name) return pair.substr(eq + 1);
-      if (semi == std::string_view::npos) break;
-      v.remove_prefix(semi + 1);
-    }
-  }
-  return std::nullopt;
-}
-
-std::optional<std::string_view> queryValue(std::string_view path, std::string_view name) {
-  size_t q = path.find('?');
-  if (q == std::string_view::npos) return std::nullopt;
-  std::string_view query = path.substr(q + 1);
-  while (!query.empty()) {
-    size_t amp = query.find('&');
-    std::string_view pair = query.substr(0, amp);
-    size_t eq = pair.find('=');
-    if (pair.substr(0, eq) == name) return eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1);
-    if (amp == std::string_view::npos) break;
-    query.remove_prefix(amp + 1);
-  }
-  return std::nullopt;
-}
-}  // namespace
-
-// DestinationRule consistentHash: what this request hashes on. No key (no
-// such header, say) leaves the choice to chance, as Envoy does; a missing
-// cookie with a ttl is generated and set on the response, so the client's
-// next request lands on the same host.
-void DownstreamConn::computeHashKey(const route::HashPolicy& hp, std::string_view path) {
-  Exchange& ex = *ex_;
-  std::optional<std::string_view> key;
-  switch (hp.kind) {
-    case route::HashPolicy::Kind::Header:
-      if (const http::Header* h = head_.find(hp.name)) key = h->value;
-      break;
-    case route::HashPolicy::Kind::QueryParam:
-      key = queryValue(path, hp.name);
-      break;
-    case route::HashPolicy::Kind::SourceIp: {
-      ex.hasHashKey = true;
-      ex.hashKey = upstream::hashKey(std::string_view(reinterpret_cast<const char*>(&peer_.sin_addr),
-                                                      sizeof(peer_.sin_addr)));
-      return;
-    }
-    case route::HashPolicy::Kind::Cookie:
-      key = cookieValue(head_.headers, hp.name);
-      if (!key && hp.cookieTtl) {
-        char value[17];
-        std::snprintf(value, sizeof(value), "%016llx", static_cast<unsigned long long>(worker_.rng().next()));
-        ex.hasHashKey = true;
-        ex.hashKey = upstream::hashKey(value);
-        ex.setCookie = "set-cookie: " + hp.name + "=" + value;
-        if (!hp.cookiePath.empty()) ex.setCookie += "; Path=" + hp.cookiePath;
-        // A ttl of 0 makes a session cookie.
-        if (hp.cookieTtl->count() > 0)
-          ex.setCookie += "; Max-Age=" + std::to_string(std::max<int64_t>(1, hp.cookieTtl->count() / 1'000'000'000));
-        ex.setCookie += "; HttpOnly\r\n";
-        return;
-      }
-      break;
-  }
-  if (key) {
-    ex.hasHashKey = true;
-    ex.hashKey = upstream::hashKey(*key);
-  }
-}
-
-void DownstreamConn::reportOutcome(upstream::Outcome o) {
-  Exchange* ex = ex_.get();
-  if (ex && ex->health && ex->endpoint >= 0)
-    ex->health->report(size_t(ex->endpoint), o, worker_.clock().nowNs());
-}
-
-void DownstreamConn::releaseUpstream(bool reusable) {
-  Exchange* ex = ex_.get();
-  if (ex && ex->ep) {
-    ex->ep->decActive();
-    ex->ep = nullptr;
-  }
-  if (!up_) return;
-  UpstreamConn* up = up_;
-  up_ = nullptr;
-  if (reusable && !draining_) {
-    up->release();
-  } else {
-    up->detach();
-    up->close();
-  }
-}
-
 void DownstreamConn::localReply(int status, std::string_view body, std::string_view flags,
                                 std::string_view extraHeaders) {
   Exchange& ex = *ex_;
-  routeTimer_.cancel();
-  retryTimer_.cancel();
-  pendingTimer_.cancel();
+  cancelTimers();
   if (ex.respStarted) {
     // Too late for a clean answer: the client sees a reset.
     abortExchange(flags);
@@ -927,9 +609,8 @@ void DownstreamConn::localReply(int status, std::string_view body, std::string_v
 
 void DownstreamConn::finishExchange(bool upstreamReusable) {
   Exchange& ex = *ex_;
-  routeTimer_.cancel();
-  retryTimer_.cancel();
-  pendingTimer_.cancel();
+  cancelTimers();
+  if (ex.retried && ex.status > 0 && ex.status < 500) worker_.stats().inc(Counter::UpstreamRqRetrySuccess);
   releaseUpstream(upstreamReusable);
   logAndCount();
   bool keep = ex.keepAlive && ex.reqDone && !ex.closeAfter && !draining_ && !halfClosed_;
@@ -949,15 +630,27 @@ void DownstreamConn::abortExchange(std::string_view flags) {
   if (!ex_) return;
   if (ex_->status == 0 || !ex_->respStarted) ex_->status = 0;
   ex_->flags.assign(flags);
-  routeTimer_.cancel();
-  retryTimer_.cancel();
+  cancelTimers();
   releaseUpstream(false);
   logAndCount();
   retireExchange();
 }
 
+void DownstreamConn::cancelTimers() {
+  routeTimer_.cancel();
+  retryTimer_.cancel();
+  pendingTimer_.cancel();
+  perTryTimer_.cancel();
+  faultTimer_.cancel();
+}
+
 void DownstreamConn::retireExchange() {
   streamTimer_.cancel();
+  // Mirrors still waiting for body bytes are abandoned; the others finish
+  // on their own.
+  ex_->shadows.clear();
+  ex_->pendingShadows.clear();
+  ex_->retry.reset();  // refers to the snapshot's route
   // Drop the snapshot now: an idle keep-alive connection must not keep an
   // old configuration alive. The circuit-breaker units go back now too.
   ex_->snapshot.reset();
@@ -991,6 +684,7 @@ void DownstreamConn::logAndCount() {
     key.destinationVersion = "unknown";
   }
   key.responseCode = uint16_t(ex.status);
+  if (ex.faultDelayed) ex.flags = ex.flags == "-" ? std::string("DI") : "DI," + ex.flags;
   key.responseFlags = ex.flags;
   worker_.stats().recordRequest(key, durUs, ex.reqBodySent, ex.respBytes);
   if (worker_.accessLog()) {

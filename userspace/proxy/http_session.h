@@ -12,6 +12,7 @@
 #include "core/timer_wheel.h"
 #include "http/parser.h"
 #include "proxy/connection.h"
+#include "proxy/request_util.h"
 #include "route/table.h"
 #include "upstream/circuit_breaker.h"
 #include "upstream/outlier.h"
@@ -100,6 +101,19 @@ class DownstreamConn final : public Connection {
   // Parses and routes the head at the start of input_. False when the
   // connection is done (error reply sent) or more bytes are needed.
   bool startRequest();
+  // The decisions startRequest makes while the head's bytes are still in
+  // input_ (session_request.cc).
+  bool decideCors(std::string_view method);
+  void chooseMirrors(const TargetParts& target, std::string_view authority,
+                     const route::HeaderMutation::Rendered* headers, std::string_view path,
+                     std::string_view originalPath);
+  route::HeaderContext headerContext();
+  // After an injected delay (or at once): abort, or on to the upstream.
+  void continueRequest();
+  void startShadows();
+  // The whole request has been read: route and per-try timers start.
+  void onRequestComplete();
+  // Starts one attempt: picks an endpoint and a connection.
   void dispatch();
   void sendUpstreamHead();
   void forwardRequestBody();
@@ -113,8 +127,14 @@ class DownstreamConn final : public Connection {
   void computeHashKey(const route::HashPolicy& hp, std::string_view path);
   // Tells outlier detection how the current attempt's host did.
   void reportOutcome(upstream::Outcome o);
-  void retryOrFail(std::string_view flags, int status, std::string_view body);
+  // An attempt failed without a response (session_failures.cc): retried
+  // when the policy allows, else answered with `status`.
+  void failAttempt(route::AttemptFailure failure, int status, std::string_view body, std::string_view flags);
+  // Acts on a retry decision; true when a retry is scheduled.
+  bool scheduleRetry(route::RetryDecision decision);
   void onRouteTimeout();
+  void onPerTryTimeout();
+  void onFaultDelayDone();
   void onRetryTimer();
   void onPendingTimer();
   // A circuit breaker tripped: 503 UO with x-envoy-overloaded.
@@ -123,6 +143,7 @@ class DownstreamConn final : public Connection {
   void onStreamIdle();
   void onSendProgress() override;
   void logAndCount();
+  void cancelTimers();
   void retireExchange();
 
   std::unique_ptr<Exchange> ex_;
@@ -131,6 +152,8 @@ class DownstreamConn final : public Connection {
   sockaddr_in peer_;
   uint16_t origPort_ = 0;
   sockaddr_in orig_{};  // sin_port 0: not captured
+  sockaddr_in local_{};  // our end, looked up once when a header needs it
+  bool haveLocal_ = false;
   http::Limits limits_;
   http::RequestHead head_;     // reused across requests (keeps capacity)
   http::ResponseHead resp_;
@@ -140,6 +163,8 @@ class DownstreamConn final : public Connection {
   bool halfClosed_ = false;  // client sent EOF after a complete request
   core::MemberTimer<DownstreamConn, &DownstreamConn::onRouteTimeout> routeTimer_{this};
   core::MemberTimer<DownstreamConn, &DownstreamConn::onRetryTimer> retryTimer_{this};
+  core::MemberTimer<DownstreamConn, &DownstreamConn::onPerTryTimeout> perTryTimer_{this};
+  core::MemberTimer<DownstreamConn, &DownstreamConn::onFaultDelayDone> faultTimer_{this};
   core::MemberTimer<DownstreamConn, &DownstreamConn::onPendingTimer> pendingTimer_{this};
   core::MemberTimer<DownstreamConn, &DownstreamConn::onIdleTimeout> idleTimer_{this};
   core::MemberTimer<DownstreamConn, &DownstreamConn::onStreamIdle> streamTimer_{this};

@@ -13,6 +13,8 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <vector>
 
 #include "route/table.h"
 
@@ -60,6 +62,9 @@ class ShadowManager {
   std::unique_ptr<ShadowStream> start(const route::Endpoint& ep, std::string head, bool hasBody,
                                       uint64_t timeoutNs);
   size_t inFlight() const { return inFlight_; }
+  // The worker began draining: idle pooled mirror connections close now
+  // (and, the worker draining, finished mirrors no longer enter the pool).
+  void drain();
 
  private:
   friend class ShadowConn;
@@ -67,6 +72,10 @@ class ShadowManager {
   size_t maxInFlight_;
   size_t maxUnsentBytes_;
   size_t inFlight_ = 0;
+  // Every live ShadowConn (intrusive list), deleted with the manager when
+  // the worker exits; and the idle keep-alive ones by endpoint key.
+  ShadowConn* live_ = nullptr;
+  std::unordered_map<std::string, std::vector<ShadowConn*>> idle_;
 };
 
 }  // namespace sluice::proxy

@@ -132,7 +132,7 @@ class Worker::Listener final : public core::CompletionHandler {
 Worker::Worker(Engine& engine, int index)
     : engine_(engine), index_(index), timers_(clock_),
       rng_(clock_.nowNs() ^ (uint64_t(index + 1) * 0x9e3779b97f4a7c15ull)),
-      lb_(rng_.next()) {}
+      lb_(rng_.next()), shadows_(*this) {}
 
 Worker::~Worker() {
   // Connections still alive at exit (drain timeout) are force-closed and
@@ -321,6 +321,7 @@ void Worker::beginDrain() {
     std::vector<UpstreamConn*> idle = st.idle;
     for (UpstreamConn* c : idle) c->close();
   }
+  shadows_.drain();
 }
 
 void Worker::flushWrites() {
@@ -373,7 +374,9 @@ void Worker::run() {
       flushWrites();
     }
     if (draining_) {
-      if (downstreams_.empty() && listener_->idle()) break;
+      // In-flight mirrors may finish (each is bounded by its own timer and
+      // all by the drain deadline); idle mirror connections were closed.
+      if (downstreams_.empty() && shadows_.inFlight() == 0 && listener_->idle()) break;
       if (clock_.nowNs() > drainDeadlineNs_) break;
     }
   }

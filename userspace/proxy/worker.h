@@ -17,6 +17,7 @@
 #include "core/clock.h"
 #include "core/ring.h"
 #include "core/timer_wheel.h"
+#include "proxy/shadow.h"
 #include "route/table.h"
 #include "stats/stats.h"
 #include "upstream/circuit_breaker.h"
@@ -66,6 +67,8 @@ class Worker {
   // Buffers an access-log line; flushed once per event-loop turn.
   void logLine(std::string_view line) { logBuf_.append(line); }
   bool draining() const { return draining_; }
+  // Traffic mirroring: this worker's mirrored requests and their connections.
+  ShadowManager& shadows() { return shadows_; }
 
   // The snapshot new requests route with; in-flight requests keep theirs.
   const std::shared_ptr<const route::Snapshot>& snapshot() const { return snapshot_; }
@@ -144,6 +147,9 @@ class Worker {
   std::string logBuf_;
   bool draining_ = false;
   uint64_t drainDeadlineNs_ = 0;
+  // Last: destroyed first, while the ring and timer wheel its connections
+  // use still exist.
+  ShadowManager shadows_;
 };
 
 }  // namespace sluice::proxy

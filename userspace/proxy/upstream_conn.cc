@@ -1,0 +1,173 @@
+// UpstreamConn: one pooled HTTP/1.1 connection to an endpoint, serving the
+// requests of DownstreamConns one at a time (http_session.h).
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+
+#include "proxy/engine.h"
+#include "proxy/http_session.h"
+#include "proxy/worker.h"
+
+namespace sluice::proxy {
+
+using stats::Counter;
+
+// tcp.tcpKeepalive on an upstream socket: probes after `time` idle, every
+// `interval`, `probes` of them; unset fields keep the kernel's values.
+void applyKeepalive(int fd, const route::UpstreamSettings& s) {
+  if (!s.keepalive) return;
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+  auto secs = [](uint64_t ns) { return int(std::max<uint64_t>(1, ns / 1'000'000'000)); };
+  if (s.keepalive->timeNs) {
+    int v = secs(s.keepalive->timeNs);
+    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &v, sizeof(v));
+  }
+  if (s.keepalive->intervalNs) {
+    int v = secs(s.keepalive->intervalNs);
+    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &v, sizeof(v));
+  }
+  if (s.keepalive->probes) {
+    int v = int(s.keepalive->probes);
+    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &v, sizeof(v));
+  }
+}
+
+UpstreamConn::UpstreamConn(Worker& worker, int fd, const route::Endpoint& ep, EndpointState& state,
+                           upstream::LimitToken connToken, const route::UpstreamSettings& settings)
+    : Connection(worker, fd),
+      state_(state),
+      connToken_(std::move(connToken)),
+      settings_(settings),
+      createdNs_(worker.clock().nowNs()),
+      addr_(ep.sockaddr),
+      key_(ep.key) {
+  worker_.stats().inc(Counter::UpstreamCxTotal);
+  worker_.stats().inc(Counter::UpstreamCxActive);
+}
+
+void UpstreamConn::connect() {
+  io_uring_sqe* s = worker_.ring().sqeFor(connectOp_);
+  io_uring_prep_connect(s, fd_, reinterpret_cast<const sockaddr*>(&addr_), sizeof(addr_));
+  track(connectOp_);
+  uint64_t timeout = settings_.connectTimeoutNs ? settings_.connectTimeoutNs
+                                                : worker_.engine().options().connectTimeoutNs;
+  worker_.timers().schedule(connectTimer_, timeout);
+}
+
+void UpstreamConn::onOtherCompletion(uint8_t op, int32_t res) {
+  if (op != kConnect) return;
+  connectTimer_.cancel();
+  if (res < 0) {
+    worker_.stats().inc(Counter::UpstreamCxConnectFail);
+    DownstreamConn* o = owner_;
+    owner_ = nullptr;
+    close();
+    if (o) o->onUpstreamConnectFailed(false);
+    return;
+  }
+  connected_ = true;
+  if (owner_) owner_->onUpstreamConnected();
+}
+
+void UpstreamConn::onConnectTimeout() {
+  worker_.stats().inc(Counter::UpstreamCxConnectTimeout);
+  worker_.stats().inc(Counter::UpstreamCxConnectFail);
+  DownstreamConn* o = owner_;
+  owner_ = nullptr;
+  close();
+  if (o) o->onUpstreamConnectFailed(true);
+}
+
+void UpstreamConn::attach(DownstreamConn* owner) {
+  if (pooled_) removeFromPool();
+  idleTimer_.cancel();
+  owner_ = owner;
+  if (requestsServed > 0) {
+    reused_ = true;
+    worker_.stats().inc(Counter::UpstreamCxReused);
+  }
+}
+
+void UpstreamConn::release() {
+  owner_ = nullptr;
+  ++requestsServed;
+  if (const upstream::ClusterLimits* l = connToken_.limits()) {
+    // maxRequestsPerConnection used up, or requests of this cluster waiting
+    // for a connection slot (possibly on another worker, which cannot use
+    // this one): close, so the slot is free.
+    uint32_t perConn = l->limits().maxRequestsPerConnection;
+    if ((perConn && requestsServed >= perConn) || l->inUse(upstream::ClusterLimits::kPending) > 0) {
+      close();
+      return;
+    }
+  }
+  // tcp.maxConnectionDuration: an old connection is not reused.
+  if (settings_.maxConnectionDurationNs &&
+      worker_.clock().nowNs() - createdNs_ >= settings_.maxConnectionDurationNs) {
+    close();
+    return;
+  }
+  pooled_ = true;
+  state_.idle.push_back(this);
+  // Keep reading while idle: a close from the server (or stray bytes) must
+  // take the connection out of the pool before a request is sent on it.
+  startReading();
+  worker_.timers().schedule(idleTimer_, settings_.idleTimeoutNs ? settings_.idleTimeoutNs
+                                                                : worker_.engine().options().idleTimeoutNs);
+}
+
+void UpstreamConn::removeFromPool() {
+  auto& idle = state_.idle;
+  for (size_t i = 0; i < idle.size(); ++i) {
+    if (idle[i] == this) {
+      idle[i] = idle.back();
+      idle.pop_back();
+      break;
+    }
+  }
+  pooled_ = false;
+}
+
+void UpstreamConn::onIdleTimeout() {
+  if (pooled_) {
+    removeFromPool();
+    close();
+  }
+}
+
+void UpstreamConn::onData() {
+  if (owner_) {
+    owner_->onUpstreamData();
+  } else if (pooled_) {
+    // An idle HTTP/1.1 connection must be silent; bytes here mean the
+    // server is confused. Drop the connection rather than mis-attribute them.
+    removeFromPool();
+    close();
+  }
+}
+
+void UpstreamConn::onPeerClosed(int err) {
+  if (pooled_) removeFromPool();
+  DownstreamConn* o = owner_;
+  owner_ = nullptr;
+  close();
+  if (o) o->onUpstreamClosed(err);
+}
+
+void UpstreamConn::onSendProgress() {
+  if (owner_) owner_->touchStream();
+}
+
+void UpstreamConn::onDrained() {
+  if (owner_) owner_->onUpstreamDrained();
+}
+
+void UpstreamConn::onDestroy() {
+  if (pooled_) removeFromPool();
+  worker_.stats().dec(Counter::UpstreamCxActive);
+}
+
+}  // namespace sluice::proxy
