@@ -6,12 +6,18 @@
 # the proxy's CPU microseconds per request and RSS, then sluiced/HAProxy and
 # sluiced/nginx ratios against the targets. Writes BUILD/bench-results.md.
 #
+# "sluiced-actions" is a second sluiced (same flags, same pinning) whose
+# route also carries request/response header operations, a uri rewrite, a
+# retry policy and a 10% mirror to a third backend (bench/actions.yaml.in);
+# it runs in the same interleaved rounds and is reported against the plain
+# route as sluiced-actions/sluiced ratios. ACTIONS=0 leaves it out.
+#
 # Pinning (2 cores assumed): the proxy under test runs on CPU 0, the backends
 # and wrk share CPU 1, so every proxy gets one whole core and the same load
 # generator. "direct" runs wrk against the v1 backend with the proxy core idle.
 #
 # Env: ROUNDS (5), DURATION seconds per run (5), CONNS (32), PROXY_CPU (0),
-# LOAD_CPU (1), NICE (-20 as root). Loopback only: 127.0.0.1, and a
+# LOAD_CPU (1), NICE (-20 as root), ACTIONS (1). Loopback only: 127.0.0.1, and a
 # 127.10.0.1 VIP that only appears in the config.
 set -euo pipefail
 BUILD=${1:-build}
@@ -21,6 +27,7 @@ cd "$(dirname "$0")/.."
 # ROUNDS, DURATION, CONNS, PROXY_CPU, LOAD_CPU, NICE, ON_PROXY, ON_LOAD: lib.sh
 REQ_PATH=/reviews/1
 HOST_HEADER='Host: reviews:9080'
+ACTIONS=${ACTIONS:-1}
 
 for tool in wrk haproxy nginx taskset curl; do
   command -v "$tool" >/dev/null || { echo "bench: $tool missing (run scripts/install-deps.sh)" >&2; exit 1; }
@@ -51,6 +58,7 @@ trap 'exit 143' TERM
 freePort V1_PORT; freePort V2_PORT
 freePort SLUICE_PORT; freePort ADMIN_PORT
 freePort HAPROXY_PORT; freePort NGINX_PORT
+freePort V3_PORT; freePort ACTIONS_PORT; freePort ACTIONS_ADMIN_PORT
 
 # --- backends (CPU LOAD_CPU, one thread each)
 "${ON_LOAD[@]}" "$BUILD/sluice-upstream" --listen "127.0.0.1:$V1_PORT" --name reviews-v1 --threads 1 \
@@ -58,8 +66,12 @@ freePort HAPROXY_PORT; freePort NGINX_PORT
 "${ON_LOAD[@]}" "$BUILD/sluice-upstream" --listen "127.0.0.1:$V2_PORT" --name reviews-v2 --threads 1 \
   2>"$work/v2.log" & pids+=($!)
 v1_pid=${pids[0]}
+# v3: the mirror target of sluiced-actions; no other target sends it anything.
+"${ON_LOAD[@]}" "$BUILD/sluice-upstream" --listen "127.0.0.1:$V3_PORT" --name reviews-v3 --threads 1 \
+  2>"$work/v3.log" & pids+=($!)
 waitHttp "http://127.0.0.1:$V1_PORT/__counter"
 waitHttp "http://127.0.0.1:$V2_PORT/__counter"
+waitHttp "http://127.0.0.1:$V3_PORT/__counter"
 
 # --- proxies (CPU PROXY_CPU), none daemonized: children of this script
 mkdir -p "$work/sluice"
@@ -67,6 +79,16 @@ render scripts/bench/sluice.yaml.in V1_PORT="$V1_PORT" V2_PORT="$V2_PORT" > "$wo
 "${ON_PROXY[@]}" "$BUILD/sluiced" --config-dir "$work/sluice" --outbound "127.0.0.1:$SLUICE_PORT" \
   --admin "127.0.0.1:$ADMIN_PORT" --workers 1 --bpf off >"$work/sluiced.log" 2>&1 & pids+=($!)
 sluiced_pid=$!
+
+actions_pid=
+if [ "$ACTIONS" = 1 ]; then
+  mkdir -p "$work/sluice-actions"
+  render scripts/bench/actions.yaml.in V1_PORT="$V1_PORT" V2_PORT="$V2_PORT" V3_PORT="$V3_PORT" \
+    > "$work/sluice-actions/reviews.yaml"
+  "${ON_PROXY[@]}" "$BUILD/sluiced" --config-dir "$work/sluice-actions" --outbound "127.0.0.1:$ACTIONS_PORT" \
+    --admin "127.0.0.1:$ACTIONS_ADMIN_PORT" --workers 1 --bpf off >"$work/sluiced-actions.log" 2>&1 & pids+=($!)
+  actions_pid=$!
+fi
 
 render scripts/bench/haproxy.cfg.in PROXY_PORT="$HAPROXY_PORT" V1_PORT="$V1_PORT" V2_PORT="$V2_PORT" \
   > "$work/haproxy.cfg"
@@ -83,6 +105,9 @@ nginx_pid=$!
 if ! waitHttp "http://127.0.0.1:$ADMIN_PORT/ready" 200; then
   echo "bench: sluiced not ready; its log:" >&2; cat "$work/sluiced.log" >&2; exit 1
 fi
+if [ -n "$actions_pid" ] && ! waitHttp "http://127.0.0.1:$ACTIONS_ADMIN_PORT/ready" 200; then
+  echo "bench: sluiced-actions not ready; its log:" >&2; cat "$work/sluiced-actions.log" >&2; exit 1
+fi
 waitHttp "http://127.0.0.1:$HAPROXY_PORT/" || { cat "$work/haproxy.log" >&2; exit 1; }
 waitHttp "http://127.0.0.1:$NGINX_PORT/" || { cat "$work/nginx/error.log" >&2; exit 1; }
 
@@ -90,6 +115,7 @@ url_of() {
   case $1 in
     direct) echo "http://127.0.0.1:$V1_PORT$REQ_PATH" ;;
     sluiced) echo "http://127.0.0.1:$SLUICE_PORT$REQ_PATH" ;;
+    sluiced-actions) echo "http://127.0.0.1:$ACTIONS_PORT$REQ_PATH" ;;
     haproxy) echo "http://127.0.0.1:$HAPROXY_PORT$REQ_PATH" ;;
     nginx) echo "http://127.0.0.1:$NGINX_PORT$REQ_PATH" ;;
   esac
@@ -100,17 +126,21 @@ pids_of() {
   case $1 in
     direct) echo "$v1_pid" ;;
     sluiced) echo "$sluiced_pid" ;;
+    sluiced-actions) echo "$actions_pid" ;;
     haproxy) echo "$haproxy_pid" ;;
     nginx) withChildren "$nginx_pid" ;;
   esac
 }
 
+targets=(direct sluiced haproxy nginx)
+[ -n "$actions_pid" ] && targets=(direct sluiced sluiced-actions haproxy nginx)
+
 # A request through every proxy must succeed before measuring anything.
-for t in direct sluiced haproxy nginx; do
+for t in "${targets[@]}"; do
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "$HOST_HEADER" "$(url_of "$t")")
   if [ "$code" != 200 ]; then
     echo "bench: $t answered $code to a probe request" >&2
-    [ "$t" = sluiced ] && cat "$work/sluiced.log" >&2
+    case $t in sluiced*) cat "$work/$t.log" >&2 ;; esac
     exit 1
   fi
 done
@@ -129,19 +159,20 @@ for pid in "${pids[@]}"; do
   esac
 done
 echo "bench: warm-up (1 s per target)"
-for t in direct sluiced haproxy nginx; do wrkRun 1 "$(url_of "$t")" >/dev/null; done
+for t in "${targets[@]}"; do wrkRun 1 "$(url_of "$t")" >/dev/null; done
 
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
 # Ticks to microseconds per request of the run just measured ($reqs).
 perReq() { awk -v d="$1" -v tick="$TICK_US" -v n="$reqs" 'BEGIN { printf "%.3f", d * tick / n }'; }
-targets=(direct sluiced haproxy nginx)
-: > "$work/results"  # target rps p50 p99 cpu_us_per_req rss_kib non2xx sockerrs v1 v2 user_us sys_us
+ntargets=${#targets[@]}
+: > "$work/results"  # target rps p50 p99 cpu_us_per_req rss_kib non2xx sockerrs v1 v2 user_us sys_us v3
 for round in $(seq "$ROUNDS"); do
   # Rotate the order so no target always runs first or after the same peer.
-  for i in 0 1 2 3; do
-    t=${targets[$(((i + round - 1) % 4))]}
-    curl -s -o /dev/null -X POST "http://127.0.0.1:$V1_PORT/__reset"
-    curl -s -o /dev/null -X POST "http://127.0.0.1:$V2_PORT/__reset"
+  for i in $(seq 0 $((ntargets - 1))); do
+    t=${targets[$(((i + round - 1) % ntargets))]}
+    for port in "$V1_PORT" "$V2_PORT" "$V3_PORT"; do
+      curl -s -o /dev/null -X POST "http://127.0.0.1:$port/__reset"
+    done
     mapfile -t tp < <(pids_of "$t")
     read -r u0 s0 < <(cpuTicks "${tp[@]}")
     wrkRun "$DURATION" "$(url_of "$t")" > "$work/wrk.out"
@@ -152,14 +183,18 @@ for round in $(seq "$ROUNDS"); do
       echo "bench: $t round $round: wrk reported no requests" >&2; cat "$work/wrk.out" >&2; exit 1
     fi
     cpu=$(perReq $((u1 + s1 - u0 - s0))); ucpu=$(perReq $((u1 - u0))); scpu=$(perReq $((s1 - s0)))
-    v1=$(backendCount "$V1_PORT"); v2=$(backendCount "$V2_PORT")
-    echo "$t $rps $(toMs "$p50") $(toMs "$p99") $cpu $rss $non2xx $errs ${v1:-0} ${v2:-0} $ucpu $scpu" >> "$work/results"
-    printf 'bench: round %d %-8s %10.0f req/s  p50 %6s  p99 %6s  cpu %7.2f us/req%s\n' \
+    v1=$(backendCount "$V1_PORT"); v2=$(backendCount "$V2_PORT"); v3=$(backendCount "$V3_PORT")
+    echo "$t $rps $(toMs "$p50") $(toMs "$p99") $cpu $rss $non2xx $errs ${v1:-0} ${v2:-0} $ucpu $scpu ${v3:-0}" \
+      >> "$work/results"
+    printf 'bench: round %d %-15s %10.0f req/s  p50 %6s  p99 %6s  cpu %7.2f us/req%s\n' \
       "$round" "$t" "$rps" "$p50" "$p99" "$cpu" \
       "$( [ "$non2xx$errs" = 00 ] || echo "  ERRORS non2xx=$non2xx socket=$errs")"
-    if ! kill -0 "$sluiced_pid" 2>/dev/null; then
-      echo "bench: sluiced exited during the run; its log:" >&2; tail -50 "$work/sluiced.log" >&2; exit 1
-    fi
+    for p in sluiced:$sluiced_pid sluiced-actions:$actions_pid; do
+      [ -n "${p#*:}" ] || continue
+      if ! kill -0 "${p#*:}" 2>/dev/null; then
+        echo "bench: ${p%%:*} exited during the run; its log:" >&2; tail -50 "$work/${p%%:*}.log" >&2; exit 1
+      fi
+    done
   done
 done
 
@@ -203,12 +238,25 @@ verdict() { awk -v v="$1" -v op="$2" -v lim="$3" 'BEGIN {
   echo "- target req/s >= 1.3x HAProxy: $(verdict "$r" '>=' 1.3) (${r}x)"
   echo "- target CPU/req <= 0.75x HAProxy: $(verdict "$c" '<=' 0.75) (${c}x)"
   echo "- target p99 no worse than HAProxy: $(verdict "$p" '<=' 1.0) (${p}x)"
+  if [ -n "$actions_pid" ]; then
+    r=$(ratio "${RPS[sluiced-actions]}" "${RPS[sluiced]}")
+    c=$(ratio "${CPU[sluiced-actions]}" "${CPU[sluiced]}")
+    p=$(ratio "${P99[sluiced-actions]}" "${P99[sluiced]}")
+    echo
+    echo "Route actions (headers + rewrite + retries + 10% mirror) vs the plain 90/10 route:"
+    echo "- sluiced-actions/sluiced: req/s ${r}x, CPU/req ${c}x, p99 ${p}x"
+  fi
   echo
   echo "Split (share of v1 over all measured runs, expect ~90%):"
-  for t in sluiced haproxy nginx; do
+  for t in "${targets[@]}"; do
+    [ "$t" = direct ] && continue
     v1=$(sum "$t" 9); v2=$(sum "$t" 10)
     echo "- $t: v1 $v1, v2 $v2, v1 share $(awk -v a="$v1" -v b="$v2" 'BEGIN { if (a + b) printf "%.1f%%", 100 * a / (a + b); else print "n/a" }')"
   done
+  if [ -n "$actions_pid" ]; then
+    v1=$(sum sluiced-actions 9); v2=$(sum sluiced-actions 10); v3=$(sum sluiced-actions 13)
+    echo "- sluiced-actions mirror: v3 $v3, $(awk -v m="$v3" -v n="$((v1 + v2))" 'BEGIN { if (n) printf "%.1f%%", 100 * m / n; else print "n/a" }') of the primary requests (expect ~10%)"
+  fi
   errors=$(awk '$7 + $8 > 0 { printf "%s(non2xx=%d socket=%d) ", $1, $7, $8 }' "$work/results")
   echo
   echo "Errors: ${errors:-none (no non-2xx responses, no socket errors)}"

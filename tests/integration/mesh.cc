@@ -1,6 +1,8 @@
 #include "mesh.h"
 
 #include <algorithm>
+#include <cmath>
+#include <mutex>
 #include <chrono>
 #include <fstream>
 #include <sstream>
@@ -61,6 +63,28 @@ std::map<std::string, std::string> Mesh::vars() const {
 
 std::expected<void, std::string> Mesh::addSeed(const std::string& file) {
   auto text = seedFile(file);
+  if (!text) return std::unexpected(text.error());
+  return writeConfig(fs::path(file).filename().string(), *text);
+}
+
+std::expected<std::string, std::string> Mesh::seedVariant(
+    const std::string& file, const std::vector<std::pair<std::string, std::string>>& replacements) {
+  auto text = seedFile(file);
+  if (!text) return std::unexpected(text.error());
+  std::string out = *text;
+  for (const auto& [from, to] : replacements) {
+    size_t at = out.find(from);
+    if (at == std::string::npos || out.find(from, at + 1) != std::string::npos) {
+      return std::unexpected(file + ": \"" + from + "\" must occur exactly once");
+    }
+    out.replace(at, from.size(), to);
+  }
+  return out;
+}
+
+std::expected<void, std::string> Mesh::addSeedVariant(
+    const std::string& file, const std::vector<std::pair<std::string, std::string>>& replacements) {
+  auto text = seedVariant(file, replacements);
   if (!text) return std::unexpected(text.error());
   return writeConfig(fs::path(file).filename().string(), *text);
 }
@@ -159,6 +183,90 @@ std::string Mesh::lastError() {
   if (!j) return "<" + j.error() + ">";
   if (!j->contains("last_error") || !(*j)["last_error"].is_string()) return "<no last_error field>";
   return (*j)["last_error"].get<std::string>();
+}
+
+std::vector<Mesh::Timed> Mesh::sendMany(const Request& request, int count, int threads, Millis timeout) {
+  std::vector<Timed> out;
+  std::mutex mu;
+  std::vector<std::thread> pool;
+  const uint16_t port = outboundPort_;
+  for (int t = 0; t < threads; ++t) {
+    const int mine = count / threads + (t < count % threads ? 1 : 0);
+    pool.emplace_back([&, mine] {
+      std::optional<HttpConnection> conn;
+      std::vector<Timed> local;
+      for (int i = 0; i < mine; ++i) {
+        Timed r;
+        const auto start = std::chrono::steady_clock::now();
+        if (!conn || !conn->isOpen()) {
+          auto c = HttpConnection::connect(port, timeout);
+          if (c) conn.emplace(std::move(*c));
+        }
+        if (!conn || !conn->isOpen()) {
+          r.error = "connect failed";
+        } else if (auto resp = conn->send(request); resp) {
+          r.status = resp->status;
+          r.response = std::move(*resp);
+          auto connection = r.response.header("connection");
+          if (connection && connection->find("close") != std::string::npos) conn.reset();
+        } else {
+          r.error = resp.error();
+          conn.reset();
+        }
+        r.ms = std::chrono::duration_cast<Millis>(std::chrono::steady_clock::now() - start).count();
+        local.push_back(std::move(r));
+      }
+      std::lock_guard lock(mu);
+      for (auto& r : local) out.push_back(std::move(r));
+    });
+  }
+  for (auto& th : pool) th.join();
+  return out;
+}
+
+std::map<std::string, int64_t> Mesh::stats() {
+  std::map<std::string, int64_t> out;
+  auto r = httpRequest(adminPort_, {.method = "GET", .target = "/stats"});
+  if (!r || r->status != 200) return out;
+  std::istringstream in(r->body);
+  std::string line;
+  while (std::getline(in, line)) {
+    size_t colon = line.find(": ");
+    if (colon == std::string::npos) continue;
+    out[line.substr(0, colon)] = std::strtoll(line.c_str() + colon + 2, nullptr, 10);
+  }
+  return out;
+}
+
+int64_t Mesh::stat(const std::string& name) {
+  auto s = stats();
+  auto it = s.find(name);
+  return it == s.end() ? -1 : it->second;
+}
+
+std::string Mesh::prometheus() {
+  auto r = httpRequest(adminPort_, {.method = "GET", .target = "/stats/prometheus"});
+  return r && r->status == 200 ? r->body : std::string();
+}
+
+int64_t istioRequests(const std::string& prometheusText, const std::vector<std::string>& labels) {
+  int64_t sum = 0;
+  std::istringstream in(prometheusText);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("istio_requests_total{", 0) != 0) continue;
+    bool all = true;
+    for (const auto& l : labels) all = all && line.find(l) != std::string::npos;
+    if (all) sum += std::strtoll(line.c_str() + line.rfind(' ') + 1, nullptr, 10);
+  }
+  return sum;
+}
+
+int64_t quantile(std::vector<int64_t> values, double q) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  size_t rank = size_t(std::ceil(q * double(values.size())));
+  return values[std::clamp<size_t>(rank, 1, values.size()) - 1];
 }
 
 int64_t Mesh::counter(const std::string& name) {

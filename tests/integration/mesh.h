@@ -6,6 +6,7 @@
 
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "harness.h"
@@ -37,6 +38,14 @@ class Mesh {
   const fs::path& configDir() const { return configDir_; }
   // configs/seed/<file>, copied byte for byte into the config dir.
   std::expected<void, std::string> addSeed(const std::string& file);
+  // configs/seed/<file> with each `from` replaced by its `to` (each `from`
+  // must occur exactly once), written under the same file name: a seed
+  // example with one field changed (a 3 s fault delay made 200 ms).
+  std::expected<void, std::string> addSeedVariant(
+      const std::string& file, const std::vector<std::pair<std::string, std::string>>& replacements);
+  // The text addSeedVariant writes, for applyConfig into a running daemon.
+  static std::expected<std::string, std::string> seedVariant(
+      const std::string& file, const std::vector<std::pair<std::string, std::string>>& replacements);
   // configs/seed/services/<file> with its ${..._PORT} placeholders filled.
   std::expected<void, std::string> addServiceTemplate(const std::string& file);
   // Writes (atomically) a file of the test's own into the config dir.
@@ -68,7 +77,23 @@ class Mesh {
   std::string servedBy(const std::string& host, const std::string& target = "/",
                        std::vector<Header> headers = {});
 
+  // `count` copies of `request` through the outbound listener from `threads`
+  // threads, each on its own keep-alive connection (a fresh one after an
+  // error or a close). Results come back in no particular order.
+  struct Timed {
+    int status = 0;  // 0: transport error (see `error`)
+    int64_t ms = 0;  // request sent to response read
+    std::string error;
+    Response response;
+  };
+  std::vector<Timed> sendMany(const Request& request, int count, int threads, Millis timeout = 10000ms);
+
   // Admin API.
+  // /stats as name -> value (lines "name: integer"; others skipped).
+  std::map<std::string, int64_t> stats();
+  // One /stats value; -1 when absent.
+  int64_t stat(const std::string& name);
+  std::string prometheus();
   std::expected<nlohmann::json, std::string> configDump();
   // "version" from /config_dump, -1 when unavailable.
   int64_t configVersion();
@@ -95,6 +120,13 @@ class Mesh {
   uint16_t outboundPort_ = 0;
   uint16_t adminPort_ = 0;
 };
+
+// Sum of the istio_requests_total series whose label text contains every
+// string of `labels` (e.g. `response_flags="DI"`).
+int64_t istioRequests(const std::string& prometheusText, const std::vector<std::string>& labels);
+
+// The q-quantile (0..1, nearest rank) of `values`; 0 when empty.
+int64_t quantile(std::vector<int64_t> values, double q);
 
 // Upstream name from a response: the x-upstream-name header, else the JSON
 // body's "name"; empty when neither is present.

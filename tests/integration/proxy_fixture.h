@@ -338,28 +338,11 @@ class ProxyTest : public ::testing::Test {
   }
 
   // /stats as name -> value (counters and gauges; other lines skipped).
-  std::map<std::string, int64_t> stats() {
-    std::map<std::string, int64_t> out;
-    auto r = httpRequest(mesh_.adminPort(), {.method = "GET", .target = "/stats"});
-    if (!r || r->status != 200) return out;
-    std::istringstream in(r->body);
-    std::string line;
-    while (std::getline(in, line)) {
-      size_t colon = line.find(": ");
-      if (colon == std::string::npos) continue;
-      out[line.substr(0, colon)] = std::strtoll(line.c_str() + colon + 2, nullptr, 10);
-    }
-    return out;
-  }
-  int64_t stat(const std::string& name) {
-    auto s = stats();
-    auto it = s.find(name);
-    return it == s.end() ? -1 : it->second;
-  }
+  std::map<std::string, int64_t> stats() { return mesh_.stats(); }
+  int64_t stat(const std::string& name) { return mesh_.stat(name); }
 
   std::string prometheus() {
-    auto r = httpRequest(mesh_.adminPort(), {.method = "GET", .target = "/stats/prometheus"});
-    return r && r->status == 200 ? r->body : std::string();
+    return mesh_.prometheus();
   }
 
   pid_t daemonPid() { return mesh_.daemon().pid(); }

@@ -304,7 +304,8 @@ void Connection::finishRequest(uint64_t bodyBytes) {
     uint64_t seen = state_.failFirstSeen.fetch_add(1, std::memory_order_relaxed);
     if (seen < *c.failFirst) status = 503;
   }
-  const bool delayed = c.delay.count() > 0;
+  const std::chrono::nanoseconds delay = c.delay.count() > 0 ? c.delay : state_.defaultDelay;
+  const bool delayed = delay.count() > 0;
   std::string& dst = delayed ? deferredOut_ : out_;
   Fill& fill = delayed ? deferredFill_ : fill_;
   bool closeAfter = !head_.keepAlive || c.close != CloseMode::None;
@@ -344,7 +345,7 @@ void Connection::finishRequest(uint64_t bodyBytes) {
   if (delayed) {
     waiting_ = true;
     deferredClose_ = closeAfter;
-    timers_.schedule(id_, ++timerSeq_, c.delay);
+    timers_.schedule(id_, ++timerSeq_, delay);
   } else {
     closeAfterFlush_ = closeAfterFlush_ || closeAfter;
   }

@@ -22,6 +22,7 @@ namespace sluice::upstream_server {
 struct ServerState {
   std::string name;
   int defaultStatus = 200;  // --status: answers without a status control
+  std::chrono::nanoseconds defaultDelay{0};  // --delay: answers without a delay control
   std::atomic<uint64_t> requests{0};       // all requests but /__counter and /__reset
   std::atomic<uint64_t> failFirstSeen{0};  // requests that carried fail_first
   // Connections open now that carried at least one request other than the

@@ -306,6 +306,7 @@ class Worker final : public TimerScheduler {
 UpstreamServer::UpstreamServer(ServerOptions options) : options_(std::move(options)) {
   state_.name = options_.name;
   state_.defaultStatus = options_.status;
+  state_.defaultDelay = options_.delay;
 }
 
 UpstreamServer::~UpstreamServer() { stop(); }

@@ -19,6 +19,8 @@ struct ServerOptions {
   std::string name;
   int threads = 1;
   int status = 200;  // status of answers that carry no status control (a sick host: 500)
+  // Delay of answers that carry no delay control (a slow host, e.g. a mirror).
+  std::chrono::nanoseconds delay{0};
 };
 
 class Worker;

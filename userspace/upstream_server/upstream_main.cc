@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
+#include "config/loader.h"
 #include "upstream_server/server.h"
 
 int main(int argc, char** argv) {
@@ -17,7 +18,17 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 256));
   app.add_option("--status", options.status, "status of answers without a status control (default 200)")
       ->check(CLI::Range(200, 599));
+  std::string delay;
+  app.add_option("--delay", delay, "delay of answers without a delay control, e.g. 2s (default none)");
   CLI11_PARSE(app, argc, argv);
+  if (!delay.empty()) {
+    auto d = sluice::config::parseDuration(delay);
+    if (!d || d->count() < 0) {
+      std::fprintf(stderr, "sluice-upstream: --delay: not a duration: %s\n", delay.c_str());
+      return 2;
+    }
+    options.delay = *d;
+  }
 
   // Block the stop signals before any thread starts so that every worker
   // inherits the mask and only sigwait() below sees them.

@@ -1,0 +1,382 @@
+// HTTPRoute actions the seed document has no example of: corsPolicy,
+// delegate VirtualServices, the sluice.io/idempotent-retries-only
+// annotation, request bodies replayed on retry (and the replay limit),
+// mirrored bodies, and many injected delays at once. Real sluiced,
+// sluice-upstream and RecordingUpstream processes on loopback.
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "mesh.h"
+#include "recording_upstream.h"
+
+namespace sluice::itest {
+namespace {
+
+// One service, `shop`, with endpoints shop-a and shop-b (sluice-upstreams)
+// and, for the mirror tests, `audit` (a RecordingUpstream on
+// ${AUDIT_PORT}).
+constexpr std::string_view kServices = R"(apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: shop
+spec:
+  hosts: [shop.default.svc.cluster.local]
+  addresses: [127.10.0.40]
+  ports:
+  - {number: 8080, name: http, protocol: HTTP}
+  location: MESH_INTERNAL
+  resolution: STATIC
+  endpoints:
+  - {address: 127.0.0.1, ports: {http: ${SHOP_A_PORT}}, labels: {version: a}}
+  - {address: 127.0.0.1, ports: {http: ${SHOP_B_PORT}}, labels: {version: b}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: shop
+spec:
+  host: shop
+  trafficPolicy:
+    loadBalancer: {simple: ROUND_ROBIN}
+  subsets:
+  - {name: a, labels: {version: a}}
+  - {name: b, labels: {version: b}}
+)";
+
+constexpr std::string_view kAudit = R"(apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: audit
+spec:
+  hosts: [audit.default.svc.cluster.local]
+  addresses: [127.10.0.41]
+  ports:
+  - {number: 8080, name: http, protocol: HTTP}
+  location: MESH_INTERNAL
+  resolution: STATIC
+  endpoints:
+  - {address: 127.0.0.1, ports: {http: ${AUDIT_PORT}}}
+)";
+
+const std::string kShop = "shop:8080";
+
+class RouteActions : public ::testing::Test {
+ protected:
+  void start(std::string_view virtualServices, bool withAudit = false) {
+    ASSERT_OK(mesh_.startUpstreams({"shop-a", "shop-b"}));
+    std::string config(kServices);
+    if (withAudit) config += "---\n" + std::string(kAudit);
+    auto rendered = renderTemplate(config, mesh_.vars());
+    ASSERT_OK(rendered);
+    ASSERT_OK(mesh_.writeConfig("services.yaml", *rendered));
+    ASSERT_OK(mesh_.writeConfig("routes.yaml", virtualServices));
+    ASSERT_OK(mesh_.startDaemon());
+  }
+  std::expected<Response, std::string> send(const std::string& method, const std::string& target,
+                                            std::vector<Header> headers = {}, std::string body = {}) {
+    headers.push_back({"Host", kShop});
+    return httpRequest(mesh_.outboundPort(),
+                       {.method = method, .target = target, .headers = headers, .body = std::move(body)}, 10000ms);
+  }
+  std::string out() { return "\n" + mesh_.logs(); }
+
+  TempDir tmp_;
+  Mesh mesh_{tmp_};
+};
+
+constexpr std::string_view kCors = R"(apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: shop
+spec:
+  hosts: [shop]
+  http:
+  - match:
+    - uri: {prefix: /ignore}
+    corsPolicy:
+      allowOrigins: [{exact: https://app.example.com}]
+      allowMethods: [GET]
+      unmatchedPreflights: IGNORE
+    route:
+    - destination: {host: shop, subset: a}
+  - corsPolicy:
+      allowOrigins:
+      - exact: https://app.example.com
+      - regex: "https://.*\\.partner\\.org"
+      allowMethods: [GET, POST, PUT]
+      allowHeaders: [x-api-key, content-type]
+      exposeHeaders: [x-trace]
+      maxAge: 24h
+      allowCredentials: true
+    route:
+    - destination: {host: shop, subset: a}
+)";
+
+// An allowed preflight is answered by the proxy with the policy; the
+// upstream never sees it.
+TEST_F(RouteActions, CorsPreflightIsAnsweredForAnAllowedOrigin) {
+  ASSERT_NO_FATAL_FAILURE(start(kCors));
+  auto r = send("OPTIONS", "/items",
+                {{"Origin", "https://shop.partner.org"}, {"Access-Control-Request-Method", "POST"}});
+  ASSERT_OK(r);
+  EXPECT_EQ(r->status, 200) << r->summary();
+  EXPECT_EQ(r->header("access-control-allow-origin"), "https://shop.partner.org");
+  EXPECT_EQ(r->header("access-control-allow-methods"), "GET,POST,PUT");
+  EXPECT_EQ(r->header("access-control-allow-headers"), "x-api-key,content-type");
+  EXPECT_EQ(r->header("access-control-max-age"), "86400");
+  EXPECT_EQ(r->header("access-control-allow-credentials"), "true");
+  EXPECT_EQ(mesh_.counter("shop-a"), 0) << "a preflight the policy answers does not reach the upstream";
+  EXPECT_EQ(mesh_.stat("cors_origin_valid"), 1);
+}
+
+// unmatchedPreflights: FORWARD (the default) lets an unknown origin's
+// preflight through, without CORS headers; IGNORE answers it bare.
+TEST_F(RouteActions, CorsUnmatchedPreflightIsForwardedOrIgnored) {
+  ASSERT_NO_FATAL_FAILURE(start(kCors));
+  std::vector<Header> preflight = {{"Origin", "https://evil.example"}, {"Access-Control-Request-Method", "GET"}};
+  auto fwd = send("OPTIONS", "/items", preflight);
+  ASSERT_OK(fwd);
+  EXPECT_EQ(upstreamName(*fwd), "shop-a") << fwd->summary();
+  EXPECT_FALSE(fwd->header("access-control-allow-origin").has_value());
+  auto ign = send("OPTIONS", "/ignore/x", preflight);
+  ASSERT_OK(ign);
+  EXPECT_EQ(ign->status, 200);
+  EXPECT_EQ(upstreamName(*ign), "") << "answered by the proxy";
+  EXPECT_FALSE(ign->header("access-control-allow-origin").has_value());
+  EXPECT_EQ(mesh_.counter("shop-a"), 1);
+  EXPECT_EQ(mesh_.stat("cors_origin_invalid"), 2);
+}
+
+// An actual request from an allowed origin goes upstream and comes back
+// with the origin echoed and the exposed headers; another origin gets none.
+TEST_F(RouteActions, CorsActualRequestGetsTheAllowOriginHeaders) {
+  ASSERT_NO_FATAL_FAILURE(start(kCors));
+  auto ok = send("GET", "/items", {{"Origin", "https://app.example.com"}});
+  ASSERT_OK(ok);
+  EXPECT_EQ(upstreamName(*ok), "shop-a");
+  EXPECT_EQ(ok->header("access-control-allow-origin"), "https://app.example.com");
+  EXPECT_EQ(ok->header("access-control-expose-headers"), "x-trace");
+  EXPECT_EQ(ok->header("access-control-allow-credentials"), "true");
+  auto other = send("GET", "/items", {{"Origin", "https://app.example.com.evil"}});
+  ASSERT_OK(other);
+  EXPECT_EQ(upstreamName(*other), "shop-a");
+  EXPECT_FALSE(other->header("access-control-allow-origin").has_value());
+  auto plain = send("GET", "/items");
+  ASSERT_OK(plain);
+  EXPECT_FALSE(plain->header("access-control-allow-origin").has_value());
+}
+
+// A root VirtualService hands /api to a delegate (no hosts) that splits it
+// by path; the root's timeout and headers apply where the delegate sets
+// none.
+TEST_F(RouteActions, DelegateRoutesAreMergedIntoTheRoot) {
+  ASSERT_NO_FATAL_FAILURE(start(R"(apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: shop
+spec:
+  hosts: [shop]
+  http:
+  - match:
+    - uri: {prefix: /api}
+    delegate: {name: shop-api}
+    headers:
+      request:
+        set: {x-from-root: "yes"}
+  - route:
+    - destination: {host: shop, subset: b}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: shop-api
+spec:
+  http:
+  - match:
+    - uri: {prefix: /api/orders}
+    route:
+    - destination: {host: shop, subset: a}
+  - match:
+    - uri: {prefix: /elsewhere}
+    route:
+    - destination: {host: shop, subset: a}
+  - route:
+    - destination: {host: shop, subset: b}
+    headers:
+      request:
+        set: {x-from-delegate: "yes"}
+)"));
+  auto orders = send("GET", "/api/orders/7");
+  ASSERT_OK(orders);
+  EXPECT_EQ(upstreamName(*orders), "shop-a") << orders->summary() << out();
+  auto j = orders->json();
+  EXPECT_EQ(j["headers"].value("x-from-root", ""), "yes") << orders->body;
+  auto rest = send("GET", "/api/other");
+  ASSERT_OK(rest);
+  EXPECT_EQ(upstreamName(*rest), "shop-b");
+  EXPECT_EQ(rest->json()["headers"].value("x-from-delegate", ""), "yes") << rest->body;
+  // The delegate's /elsewhere rule lies outside the root's /api: dropped,
+  // so /elsewhere falls through to the root's catch-all (shop-b), without
+  // the root's /api headers.
+  auto elsewhere = send("GET", "/elsewhere");
+  ASSERT_OK(elsewhere);
+  EXPECT_EQ(upstreamName(*elsewhere), "shop-b");
+  EXPECT_EQ(elsewhere->json()["headers"].value("x-from-root", ""), "");
+}
+
+// The annotated route, to `destination` (YAML flow map).
+std::string idempotentRoute(std::string_view destination) {
+  return std::string(R"(apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: shop
+  annotations:
+    sluice.io/idempotent-retries-only: "true"
+spec:
+  hosts: [shop]
+  http:
+  - retries:
+      attempts: 2
+      retryOn: 5xx,connect-failure
+    route:
+    - destination: )") + std::string(destination) + "\n";
+}
+
+// Under the annotation a POST that reached the upstream is not retried on
+// its 503; a GET still is.
+TEST_F(RouteActions, IdempotentRetriesOnlyKeepsPostsFromRunningTwice) {
+  ASSERT_NO_FATAL_FAILURE(start(idempotentRoute("{host: shop, subset: a}")));
+  auto post = send("POST", "/orders?fail_first=1", {}, "{\"qty\":1}");
+  ASSERT_OK(post);
+  EXPECT_EQ(post->status, 503) << post->summary();
+  EXPECT_EQ(mesh_.counter("shop-a"), 1) << "the POST ran once";
+  mesh_.resetCounters();
+  auto get = send("GET", "/orders?fail_first=1");
+  ASSERT_OK(get);
+  EXPECT_EQ(get->status, 200) << get->summary();
+  EXPECT_EQ(mesh_.counter("shop-a"), 2);
+}
+
+// ... but a POST whose attempt never reached an upstream (connection
+// refused) is retried, to the other endpoint.
+TEST_F(RouteActions, IdempotentRetriesOnlyStillRetriesConnectFailures) {
+  ASSERT_OK(mesh_.startUpstreams({"shop-b"}));
+  // Endpoint a is a port nobody listens on; b is alive.
+  mesh_.setVar("SHOP_A_PORT", std::to_string(freePort()));
+  std::string services(kServices);
+  auto rendered = renderTemplate(services, mesh_.vars());
+  ASSERT_OK(rendered);
+  ASSERT_OK(mesh_.writeConfig("services.yaml", *rendered));
+  ASSERT_OK(mesh_.writeConfig("routes.yaml", idempotentRoute("{host: shop}")));
+  ASSERT_OK(mesh_.startDaemon());
+  // Round robin: whichever worker takes a request, it tries the dead
+  // endpoint first for every other one of its requests.
+  for (int i = 0; i < 10; ++i) {
+    auto post = send("POST", "/orders", {}, "{\"qty\":1}");
+    ASSERT_OK(post);
+    EXPECT_EQ(post->status, 200) << post->summary() << out();
+  }
+  EXPECT_EQ(mesh_.counter("shop-b"), 10);
+  EXPECT_GE(mesh_.stat("upstream_rq_retry"), 1);
+}
+
+constexpr std::string_view kRetry503 = R"(apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: shop
+spec:
+  hosts: [shop]
+  http:
+  - retries:
+      attempts: 2
+      retryOn: 503
+    route:
+    - destination: {host: shop, subset: a}
+)";
+
+// A retried POST carries its whole body again: the echo of the successful
+// attempt reports every byte.
+TEST_F(RouteActions, RetriedRequestsReplayTheirBody) {
+  ASSERT_NO_FATAL_FAILURE(start(kRetry503));
+  std::string body(100 * 1024, 'x');
+  auto r = send("POST", "/upload?fail_first=1", {{"Content-Type", "application/octet-stream"}}, body);
+  ASSERT_OK(r);
+  EXPECT_EQ(r->status, 200) << r->summary() << out();
+  EXPECT_EQ(mesh_.counter("shop-a"), 2);
+  auto j = r->json();
+  EXPECT_EQ(j.value("body_bytes", -1), int64_t(body.size())) << r->body.substr(0, 300);
+  EXPECT_EQ(j["headers"].value("x-envoy-attempt-count", ""), "2");
+}
+
+// A body past the replay buffer (256 KiB) cannot be sent again: the 503
+// stands, and retry_or_shadow_abandoned says why.
+TEST_F(RouteActions, BodiesPastTheReplayLimitAreNotRetried) {
+  ASSERT_NO_FATAL_FAILURE(start(kRetry503));
+  std::string body(600 * 1024, 'y');
+  auto r = send("POST", "/upload?fail_first=1", {}, body);
+  ASSERT_OK(r);
+  EXPECT_EQ(r->status, 503) << r->summary();
+  EXPECT_EQ(mesh_.counter("shop-a"), 1);
+  EXPECT_GE(mesh_.stat("retry_or_shadow_abandoned"), 1);
+}
+
+// A mirrored POST carries the body to the mirror, with the -shadow Host,
+// while the client gets the primary's answer.
+TEST_F(RouteActions, MirrorsReceiveTheRequestBody) {
+  auto audit = RecordingUpstream::start("audit");
+  ASSERT_OK(audit);
+  mesh_.setVar("AUDIT_PORT", std::to_string((*audit)->port()));
+  ASSERT_NO_FATAL_FAILURE(start(R"(apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: shop
+spec:
+  hosts: [shop]
+  http:
+  - route:
+    - destination: {host: shop, subset: a}
+    mirrors:
+    - destination: {host: audit}
+)", /*withAudit=*/true));
+  std::string body(300 * 1024, 'z');
+  for (int i = 0; i < 3; ++i) {
+    auto r = send("POST", "/orders", {}, body);
+    ASSERT_OK(r);
+    EXPECT_EQ(upstreamName(*r), "shop-a") << r->summary();
+  }
+  ASSERT_TRUE((*audit)->waitForCount(3, 5000ms)) << out();
+  for (const RecordedRequest& rec : (*audit)->requests()) {
+    EXPECT_EQ(rec.method, "POST");
+    EXPECT_EQ(rec.bodyBytes, body.size());
+    EXPECT_EQ(rec.header("host"), "shop-shadow:8080");
+  }
+}
+
+// Injected delays wait on the timer wheel: 400 requests delayed 1 s at once
+// on 2 workers all finish in about a second, not 400 / 2 seconds.
+TEST_F(RouteActions, ManyDelayedRequestsWaitTogether) {
+  ASSERT_NO_FATAL_FAILURE(start(R"(apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: shop
+spec:
+  hosts: [shop]
+  http:
+  - fault:
+      delay: {fixedDelay: 1s, percentage: {value: 100}}
+    route:
+    - destination: {host: shop, subset: a}
+)"));
+  auto began = std::chrono::steady_clock::now();
+  auto results = mesh_.sendMany({.target = "/", .headers = {{"Host", kShop}}}, 400, 400, 15000ms);
+  auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - began);
+  int ok = 0;
+  for (const auto& t : results) ok += t.status == 200 && t.ms >= 950;
+  EXPECT_EQ(ok, 400) << out();
+  EXPECT_LT(took.count(), 5000) << "delays must not hold a worker";
+  EXPECT_EQ(mesh_.stat("fault_delays_injected"), 400);
+}
+
+}  // namespace
+}  // namespace sluice::itest
