@@ -38,9 +38,13 @@ struct DownstreamConn::Exchange {
   http::BodyFramer reqBody;
   bool reqDone = false;
   uint64_t reqBodySent = 0;  // body bytes taken from the client so far
-  // Retries: the body bytes taken so far, for the next attempt.
+  // Retries: the body bytes taken so far, for the next attempt (kept only
+  // when the route retries at all).
   std::string replay;
+  bool keepReplay = false;
   bool replayOverflow = false;
+  // Whether another attempt can carry the whole request.
+  bool replayable() const { return reqBodySent == 0 || (keepReplay && !replayOverflow); }
   std::optional<route::RetryState> retry;
   bool attemptWrote = false;    // this attempt wrote request bytes upstream
   bool retried = false;         // a retry was made
@@ -109,7 +113,7 @@ struct DownstreamConn::Exchange {
     } else {
       replay.clear();
     }
-    replayOverflow = false;
+    keepReplay = replayOverflow = false;
     retry.reset();
     attemptWrote = retried = retryLimitHit = false;
     respBody.reset({});

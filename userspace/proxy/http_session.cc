@@ -252,6 +252,7 @@ bool DownstreamConn::startRequest() {
   ex.cluster = ex.wc ? ex.wc->cluster : nullptr;
   if (ex.cluster && ex.cluster->hash && !stickyHash) computeHashKey(*ex.cluster->hash, target.path);
   ex.retry.emplace(route.retry, head_.method, head_.headers, worker_.clock(), worker_.rng());
+  ex.keepReplay = route.retry.enabled();
 
   // The upstream head: rewrite, then the destination's and route's header
   // operations.
@@ -452,7 +453,7 @@ void DownstreamConn::forwardRequestBody() {
     if (step.consumed > 0 || done) {
       std::string_view bytes(input_.data(), step.consumed);
       up_->write(bytes);
-      if (!ex.replayOverflow && ex.route->retry.enabled()) {
+      if (ex.keepReplay && !ex.replayOverflow) {
         if (ex.replay.size() + bytes.size() > kReplayLimit) {
           // Too big to keep: once sent, this request cannot be retried.
           ex.replayOverflow = true;

@@ -35,7 +35,7 @@ void DownstreamConn::onUpstreamClosed(int err) {
   // A pooled connection the server closed just as we reused it: the request
   // never reached the application, so send it again on a new connection
   // without counting an attempt.
-  if (wasReused && !ex.raceRetried && (ex.reqBodySent == 0 || !ex.replayOverflow)) {
+  if (wasReused && !ex.raceRetried && ex.replayable()) {
     ex.raceRetried = true;
     worker_.stats().inc(Counter::UpstreamRqRetry);
     ex.endpoint = -1;
@@ -83,7 +83,7 @@ bool DownstreamConn::scheduleRetry(route::RetryDecision decision) {
   if (decision != route::RetryDecision::Retry) return false;
   // Body bytes already went out and were too many to keep: nothing to send
   // again.
-  if (ex.reqBodySent > 0 && ex.replayOverflow) return false;
+  if (!ex.replayable()) return false;
   if (!ex.retryToken) {
     // maxRetries bounds retries in flight across the cluster.
     if (auto t = upstream::acquire(ex.limits, upstream::ClusterLimits::kRetries)) {
