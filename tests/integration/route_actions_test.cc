@@ -258,6 +258,28 @@ TEST_F(RouteActions, IdempotentRetriesOnlyKeepsPostsFromRunningTwice) {
   EXPECT_EQ(mesh_.counter("shop-a"), 2);
 }
 
+// /config_dump shows each route's effective retry policy: the route's own,
+// and Istio's default (2 retries, 503 retriable) where a route has none.
+TEST_F(RouteActions, ConfigDumpShowsTheEffectiveRetryPolicy) {
+  mesh_.setVar("AUDIT_PORT", std::to_string(freePort()));  // audit: a service without a VirtualService
+  ASSERT_NO_FATAL_FAILURE(start(idempotentRoute("{host: shop, subset: a}"), /*withAudit=*/true));
+  auto dump = mesh_.configDump();
+  ASSERT_OK(dump);
+  std::map<std::string, nlohmann::json> policies;  // virtual host -> first route's policy
+  for (const auto& rc : (*dump)["routes"])
+    for (const auto& vh : rc["virtual_hosts"]) policies[vh["name"]] = vh["routes"][0]["retry_policy"];
+  ASSERT_TRUE(policies.contains("shop.default.svc.cluster.local:8080")) << dump->dump();
+  const auto& own = policies["shop.default.svc.cluster.local:8080"];
+  EXPECT_EQ(own["num_retries"], 2);
+  EXPECT_EQ(own["idempotent_only"], true);
+  EXPECT_TRUE(own["retriable_status_codes"].empty()) << "retryOn 5xx,connect-failure names no codes";
+  ASSERT_TRUE(policies.contains("audit.default.svc.cluster.local:8080")) << dump->dump();
+  const auto& dflt = policies["audit.default.svc.cluster.local:8080"];
+  EXPECT_EQ(dflt["num_retries"], 2);
+  EXPECT_EQ(dflt["retriable_status_codes"], nlohmann::json::array({503}));
+  EXPECT_FALSE(dflt.contains("idempotent_only"));
+}
+
 // ... but a POST whose attempt never reached an upstream (connection
 // refused) is retried, to the other endpoint.
 TEST_F(RouteActions, IdempotentRetriesOnlyStillRetriesConnectFailures) {

@@ -177,6 +177,23 @@ std::string ConfigManager::dumpJson() const {
         if (r.timeout) jr["timeout_ms"] = r.timeout->count() / 1'000'000;
         if (r.spec && r.spec->redirect) jr["redirect"] = true;
         if (r.spec && r.spec->directResponse) jr["direct_response"] = r.spec->directResponse->status;
+        // The effective retry policy (Istio's default when the route has
+        // none), so a user can see what will be retried.
+        json retry = {{"num_retries", r.retry.numRetries}, {"retry_on_bits", r.retry.retryOn},
+                      {"retriable_status_codes", r.retry.retriableStatusCodes},
+                      {"ignore_previous_hosts", r.retry.ignorePreviousHosts}};
+        if (r.retry.perTryTimeoutNs) retry["per_try_timeout_ms"] = r.retry.perTryTimeoutNs / 1'000'000;
+        if (r.retry.idempotentOnly) retry["idempotent_only"] = true;
+        jr["retry_policy"] = retry;
+        if (r.fault) jr["fault"] = {{"delay", r.fault->hasDelay()}, {"abort", r.fault->hasAbort()}};
+        if (!r.mirrors.empty()) {
+          json ms = json::array();
+          for (const auto& m : r.mirrors)
+            ms.push_back({{"cluster", m.cluster ? m.cluster->name : ""}, {"percent", m.ppm / 10'000.0}});
+          jr["mirrors"] = ms;
+        }
+        if (r.rewrite) jr["rewrite"] = true;
+        if (r.cors) jr["cors"] = true;
         rs.push_back(jr);
       }
       jv.push_back({{"name", vh->name}, {"domains", vh->domains}, {"routes", rs}});
