@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "mesh.h"
+#include "proxy_fixture.h"
 #include "recording_upstream.h"
 
 namespace sluice::itest {
@@ -398,6 +399,70 @@ spec:
   EXPECT_EQ(ok, 400) << out();
   EXPECT_LT(took.count(), 5000) << "delays must not hold a worker";
   EXPECT_EQ(mesh_.stat("fault_delays_injected"), 400);
+}
+
+// Retries to a dead endpoint, mirrors abandoned mid-body, clients that
+// leave during an injected delay: once the upstreams are gone (so no pooled
+// connection stays open), the daemon holds exactly the descriptors it held
+// before the traffic.
+TEST_F(RouteActions, FailuresRetriesAndMirrorsLeaveNoDescriptorsBehind) {
+  auto audit = RecordingUpstream::start("audit", 300ms);
+  ASSERT_OK(audit);
+  mesh_.setVar("AUDIT_PORT", std::to_string((*audit)->port()));
+  ASSERT_OK(mesh_.startUpstreams({"shop-b"}));
+  mesh_.setVar("SHOP_A_PORT", std::to_string(freePort()));  // dead
+  auto services = renderTemplate(std::string(kServices) + "---\n" + std::string(kAudit), mesh_.vars());
+  ASSERT_OK(services);
+  ASSERT_OK(mesh_.writeConfig("services.yaml", *services));
+  ASSERT_OK(mesh_.writeConfig("routes.yaml", R"(apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: shop
+spec:
+  hosts: [shop]
+  http:
+  - match:
+    - uri: {prefix: /slow}
+    fault:
+      delay: {fixedDelay: 2s, percentage: {value: 100}}
+    route:
+    - destination: {host: shop}
+  - retries:
+      attempts: 3
+      retryOn: 5xx,connect-failure
+    mirror: {host: audit}
+    route:
+    - destination: {host: shop}
+)"));
+  ASSERT_OK(mesh_.startDaemon());
+  const pid_t pid = mesh_.daemon().pid();
+  using proxy::fdCount;
+  using proxy::RawConn;
+  const int baseline = fdCount(pid);
+  ASSERT_GT(baseline, 0);
+
+  auto results = mesh_.sendMany({.target = "/orders?fail_first=5", .headers = {{"Host", kShop}}}, 40, 4);
+  int answered = 0;
+  for (const auto& t : results) answered += t.status == 200 || t.status == 503;
+  EXPECT_EQ(answered, 40) << out();
+  for (int i = 0; i < 5; ++i) {  // a body cut short: its mirror is abandoned
+    auto c = RawConn::connect(mesh_.outboundPort());
+    ASSERT_OK(c);
+    ASSERT_OK(c->send("POST /orders HTTP/1.1\r\nHost: shop:8080\r\nContent-Length: 100000\r\n\r\n" +
+                      std::string(20000, 'b')));
+  }
+  for (int i = 0; i < 5; ++i) {  // gone during the injected delay
+    auto c = RawConn::connect(mesh_.outboundPort());
+    ASSERT_OK(c);
+    ASSERT_OK(c->send("GET /slow HTTP/1.1\r\nHost: shop:8080\r\n\r\n"));
+  }
+  std::this_thread::sleep_for(200ms);
+  mesh_.upstream("shop-b")->stop();
+  audit->reset();
+  EXPECT_TRUE(proxy::eventually([&] { return fdCount(pid) <= baseline; }, 8000ms))
+      << "fds " << fdCount(pid) << " vs baseline " << baseline << out();
+  EXPECT_TRUE(mesh_.daemon().running()) << out();
+  EXPECT_GE(mesh_.stat("shadow_rq_total"), 40);
 }
 
 }  // namespace

@@ -185,7 +185,11 @@ bool DownstreamConn::startRequest() {
   if (const http::Header* h = head_.find("user-agent")) ex.userAgent.assign(h->value);
   if (const http::Header* h = head_.find("x-forwarded-for")) ex.forwardedFor.assign(h->value);
   const http::Header* rid = head_.find("x-request-id");
-  ex.requestId = rid && !rid->value.empty() ? std::string(rid->value) : newRequestId(worker_.rng());
+  if (rid && !rid->value.empty()) {
+    ex.requestId.assign(rid->value);
+  } else {
+    newRequestId(worker_.rng(), ex.requestId);
+  }
 
   // Route: virtual host by destination port + Host, then the first match.
   const route::Snapshot* snap = ex.snapshot.get();

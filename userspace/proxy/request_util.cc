@@ -114,12 +114,18 @@ std::string lowerHost(std::string_view host) {
 }
 
 std::string newRequestId(core::Rng& rng) {
+  std::string out;
+  newRequestId(rng, out);
+  return out;
+}
+
+void newRequestId(core::Rng& rng, std::string& out) {
   // UUID version 4 (RFC 9562): 122 random bits, hex in 8-4-4-4-12 groups.
   uint64_t a = rng.next(), b = rng.next();
   a = (a & 0xffffffffffff0fffull) | 0x0000000000004000ull;  // version 4
   b = (b & 0x3fffffffffffffffull) | 0x8000000000000000ull;  // variant 10
   static constexpr char kHex[] = "0123456789abcdef";
-  std::string out(36, '-');
+  out.assign(36, '-');
   int pos = 0;
   auto put = [&](uint64_t v, int nibbles) {
     for (int i = nibbles - 1; i >= 0; --i) out[size_t(pos++)] = kHex[(v >> (4 * i)) & 0xf];
@@ -133,7 +139,6 @@ std::string newRequestId(core::Rng& rng) {
   put(b >> 48, 4);
   ++pos;
   put(b, 12);
-  return out;
 }
 
 std::string buildUpstreamHead(const http::RequestHead& head, const TargetParts& target,

@@ -10,6 +10,7 @@
 #include <cctype>
 #include <charconv>
 #include <ctime>
+#include <optional>
 
 #include "route/match.h"
 
@@ -94,24 +95,43 @@ const std::string& hostName() {
   return name;
 }
 
-void appendStrftime(std::string_view fmt, const tm& t, std::string& out) {
+// Text between the %s / %Nf extensions: handed to strftime only when it
+// holds a conversion (the broken-down time is computed once, on demand).
+void appendStrftime(std::string_view fmt, time_t secs, std::optional<tm>& t, std::string& out) {
   if (fmt.empty()) return;
+  if (fmt.find('%') == std::string_view::npos) {
+    out.append(fmt);
+    return;
+  }
+  if (!t) {
+    t.emplace();
+    gmtime_r(&secs, &*t);
+  }
   std::string f(fmt);  // strftime wants a terminated string
   char buf[256];
-  size_t n = strftime(buf, sizeof(buf), f.c_str(), &t);
+  size_t n = strftime(buf, sizeof(buf), f.c_str(), &*t);
   out.append(buf, n);
+}
+
+// `digits` leading digits of a nanosecond fraction (truncated, as Envoy does).
+void appendFraction(uint32_t frac, int digits, std::string& out) {
+  char nine[9];
+  for (int i = 8; i >= 0; --i) {
+    nine[i] = char('0' + frac % 10);
+    frac /= 10;
+  }
+  out.append(nine, size_t(digits));
 }
 
 void appendStartTime(std::string_view fmt, uint64_t ns, std::string& out) {
   time_t secs = time_t(ns / 1000000000ull);
   uint32_t frac = uint32_t(ns % 1000000000ull);
-  tm t;
-  gmtime_r(&secs, &t);
+  std::optional<tm> t;
   if (fmt.empty()) {  // Envoy's default: RFC 3339 with milliseconds, UTC
-    appendStrftime("%Y-%m-%dT%H:%M:%S", t, out);
-    char ms[8];
-    int n = snprintf(ms, sizeof(ms), ".%03uZ", frac / 1000000);
-    out.append(ms, size_t(n));
+    appendStrftime("%Y-%m-%dT%H:%M:%S", secs, t, out);
+    out.push_back('.');
+    appendFraction(frac, 3, out);
+    out.push_back('Z');
     return;
   }
   size_t chunk = 0;  // start of text not yet handed to strftime
@@ -130,18 +150,17 @@ void appendStartTime(std::string_view fmt, uint64_t ns, std::string& out) {
       ++i;  // "%%", "%Y", ...: strftime's
       continue;
     }
-    appendStrftime(fmt.substr(chunk, i - chunk), t, out);
+    appendStrftime(fmt.substr(chunk, i - chunk), secs, t, out);
     if (digits == 0) {
-      out.append(std::to_string(int64_t(secs)));
+      char num[24];
+      out.append(num, size_t(std::to_chars(num, num + sizeof(num), int64_t(secs)).ptr - num));
     } else {
-      char buf[16];
-      snprintf(buf, sizeof(buf), "%09u", frac);
-      out.append(buf, size_t(digits));  // truncated, as Envoy does
+      appendFraction(frac, digits, out);
     }
     i += len - 1;
     chunk = i + 1;
   }
-  appendStrftime(fmt.substr(chunk), t, out);
+  appendStrftime(fmt.substr(chunk), secs, t, out);
 }
 
 std::string_view findHeader(const std::vector<http::Header>* headers, std::string_view name) {
