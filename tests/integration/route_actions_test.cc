@@ -281,6 +281,46 @@ TEST_F(RouteActions, ConfigDumpShowsTheEffectiveRetryPolicy) {
   EXPECT_FALSE(dflt.contains("idempotent_only"));
 }
 
+// `sluicectl routes` prints what each route does, Istio's default retry
+// policy included.
+TEST_F(RouteActions, SluicectlRoutesListsTheActions) {
+  mesh_.setVar("SHOP_A_PORT", "18081");
+  mesh_.setVar("SHOP_B_PORT", "18082");
+  mesh_.setVar("AUDIT_PORT", "18083");
+  auto services = renderTemplate(std::string(kServices) + "---\n" + std::string(kAudit), mesh_.vars());
+  ASSERT_OK(services);
+  ASSERT_OK(mesh_.writeConfig("services.yaml", *services));
+  ASSERT_OK(mesh_.writeConfig("routes.yaml", R"(apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: shop
+  annotations: {sluice.io/idempotent-retries-only: "true"}
+spec:
+  hosts: [shop]
+  http:
+  - timeout: 2s
+    retries: {attempts: 3, perTryTimeout: 500ms}
+    fault:
+      abort: {httpStatus: 503, percentage: {value: 1}}
+    mirrors:
+    - destination: {host: audit}
+      percentage: {value: 12.5}
+    route:
+    - destination: {host: shop}
+)"));
+  auto p = Process::start({binaryPath("sluicectl").string(), "routes", mesh_.configDir().string()},
+                          tmp_.path() / "sluicectl.log");
+  ASSERT_OK(p);
+  auto st = p->wait(10000ms);
+  ASSERT_TRUE(st && WIFEXITED(*st) && WEXITSTATUS(*st) == 0) << p->logText();
+  std::string text = p->logText();
+  EXPECT_NE(text.find("actions: retries 3 (per try 500ms) idempotent-only, timeout 2000ms, fault abort, "
+                      "mirror outbound|8080||audit.default.svc.cluster.local 12.5%"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("actions: retries 2\n"), std::string::npos) << "audit's default route\n" << text;
+}
+
 // ... but a POST whose attempt never reached an upstream (connection
 // refused) is retried, to the other endpoint.
 TEST_F(RouteActions, IdempotentRetriesOnlyStillRetriesConnectFailures) {

@@ -55,6 +55,24 @@ int routes(const std::string& dir) {
         printf("    -> %s weight %u/%lu, %zu endpoint(s)\n", wc.cluster->name.c_str(), wc.weight,
                static_cast<unsigned long>(r.totalWeight), wc.cluster->endpoints.size());
       }
+      // The actions, Istio's default retry policy included: what a request
+      // on this route will go through.
+      std::string actions = "retries " + std::to_string(r.retry.numRetries);
+      if (r.retry.perTryTimeoutNs) actions += " (per try " + std::to_string(r.retry.perTryTimeoutNs / 1'000'000) + "ms)";
+      if (r.retry.idempotentOnly) actions += " idempotent-only";
+      if (r.timeout && r.timeout->count() > 0) actions += ", timeout " + std::to_string(r.timeout->count() / 1'000'000) + "ms";
+      if (r.rewrite) actions += ", rewrite";
+      if (r.cors) actions += ", cors";
+      if (r.fault && r.fault->hasDelay()) actions += ", fault delay";
+      if (r.fault && r.fault->hasAbort()) actions += ", fault abort";
+      for (const auto& m : r.mirrors) {
+        char pct[32];
+        snprintf(pct, sizeof(pct), " %.4g%%", m.ppm / 10'000.0);
+        actions += ", mirror " + (m.cluster ? m.cluster->name : std::string("?")) + pct;
+      }
+      if (r.spec && r.spec->redirect) actions += ", redirect";
+      if (r.spec && r.spec->directResponse) actions += ", direct response";
+      printf("    actions: %s\n", actions.c_str());
     }
   }
   return 0;
