@@ -55,6 +55,8 @@ struct DownstreamConn::Exchange {
   bool dechunk = false;
   bool closeAfter = false;
   int endpoint = -1;
+  uint64_t triedMask = 0;  // endpoints 0..63 this request was sent to
+  bool triedBefore(int i) const { return i < 64 && (triedMask >> i) & 1; }
   EndpointState* ep = nullptr;
   sockaddr_in upstreamAddr{};
   // Outlier state of `cluster` when it has any: every attempt's outcome goes
@@ -119,6 +121,7 @@ struct DownstreamConn::Exchange {
     respBody.reset({});
     respHeadDone = respStarted = dechunk = closeAfter = false;
     endpoint = -1;
+    triedMask = 0;
     ep = nullptr;
     upstreamAddr = {};
     health.reset();

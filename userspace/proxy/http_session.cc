@@ -354,7 +354,16 @@ void DownstreamConn::dispatch() {
     passthrough.key = passthrough.address + ":" + std::to_string(passthrough.port);
     ex.endpoint = -1;
   } else {
-    ex.endpoint = worker_.pickEndpoint(*ex.cluster, avoid, ex.hasHashKey ? &ex.hashKey : nullptr);
+    const uint64_t* key = ex.hasHashKey ? &ex.hashKey : nullptr;
+    ex.endpoint = worker_.pickEndpoint(*ex.cluster, avoid, key);
+    // retryIgnorePreviousHosts: like Envoy's previous-hosts predicate, pick
+    // again (up to 5 times) while the choice is a host this request already
+    // tried.
+    if (avoid >= 0) {
+      for (int k = 0; k < 5 && ex.endpoint >= 0 && ex.triedBefore(ex.endpoint); ++k)
+        ex.endpoint = worker_.pickEndpoint(*ex.cluster, avoid, key);
+    }
+    if (ex.endpoint >= 0 && ex.endpoint < 64) ex.triedMask |= uint64_t(1) << ex.endpoint;
   }
   if (!toOriginal && ex.endpoint < 0) {  // every host ejected, and no panic threshold
     worker_.stats().inc(Counter::NoHealthyUpstream);
