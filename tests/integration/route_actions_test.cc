@@ -168,6 +168,33 @@ TEST_F(RouteActions, CorsActualRequestGetsTheAllowOriginHeaders) {
   EXPECT_FALSE(plain->header("access-control-allow-origin").has_value());
 }
 
+// Response header values may read the request (%REQ(x)%) although its head
+// is long gone when the response arrives.
+TEST_F(RouteActions, ResponseHeadersReadTheRequest) {
+  ASSERT_NO_FATAL_FAILURE(start(R"(apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: shop
+spec:
+  hosts: [shop]
+  http:
+  - route:
+    - destination: {host: shop, subset: a}
+      headers:
+        response:
+          set:
+            x-served-for: "%REQ(x-user)% via %REQ(x-missing?host)%"
+            x-trace: "%REQ(x-request-id)%"
+)"));
+  // A body after the head: its bytes take the head's place in the input
+  // buffer before the response comes back.
+  auto r = send("POST", "/orders", {{"x-user", "alice"}, {"x-request-id", "rid-42"}}, std::string(5000, 'p'));
+  ASSERT_OK(r);
+  EXPECT_EQ(upstreamName(*r), "shop-a") << r->summary();
+  EXPECT_EQ(r->header("x-served-for"), "alice via shop:8080");
+  EXPECT_EQ(r->header("x-trace"), "rid-42");
+}
+
 // A root VirtualService hands /api to a delegate (no hosts) that splits it
 // by path; the root's timeout and headers apply where the delegate sets
 // none.

@@ -73,6 +73,9 @@ struct DownstreamConn::Exchange {
   uint64_t hashKey = 0;
   std::string setCookie;
   std::string corsHeaders;  // CORS lines for the response
+  // Request headers the response's header values read (%REQ(x)%), copied
+  // before the request head's bytes go.
+  std::vector<std::pair<std::string, std::string>> savedRequestHeaders;
   route::FaultPolicy::Decision fault;
   bool faultDelayed = false;
   // Mirrors chosen for this request, started once it is dispatched, then
@@ -135,6 +138,7 @@ struct DownstreamConn::Exchange {
     faultDelayed = false;
     pendingShadows.clear();
     shadows.clear();
+    savedRequestHeaders.clear();
     raceRetried = false;
     startNs = startRealNs = upstreamSentNs = serviceTimeMs = 0;
     status = 0;

@@ -278,6 +278,13 @@ bool DownstreamConn::startRequest() {
   ex.upstreamHead.resize(ex.upstreamHead.size() - 2);  // each attempt adds its count, then the blank line
   if (!route.mirrors.empty())
     chooseMirrors(target, authority, mutation.headers, mutation.path, mutation.originalPath);
+  if (ex.wc && ex.wc->responseHeaders) {
+    for (const std::string& name : ex.wc->responseHeaders->requestHeaderNames()) {
+      for (const http::Header& h : head_.headers) {
+        if (http::iequals(h.name, name)) ex.savedRequestHeaders.emplace_back(name, h.value);
+      }
+    }
+  }
   consumeInput(head_.headBytes);
 
   if (ex.fault.delayNs) {
@@ -550,9 +557,12 @@ bool DownstreamConn::handleResponseHead() {
   ex.respBody.reset(resp_.framing);
   if (ex.retryLimitHit && ex.flags == "-") ex.flags.assign("URX");
   std::optional<route::HeaderMutation::Rendered> rendered;
+  std::vector<http::Header> savedRequest;
   if (ex.wc && ex.wc->responseHeaders) {
     route::HeaderContext ctx = headerContext();
-    ctx.requestHeaders = nullptr;  // the request head's bytes are gone by now
+    // The request head's bytes are gone by now: %REQ(x)% reads the copies.
+    for (const auto& [name, value] : ex.savedRequestHeaders) savedRequest.push_back({name, value});
+    ctx.requestHeaders = &savedRequest;
     ctx.responseHeaders = &resp_.headers;
     ctx.upstreamRemote = &ex.upstreamAddr;
     rendered.emplace(ex.wc->responseHeaders->render(ctx));

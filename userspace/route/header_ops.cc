@@ -313,6 +313,17 @@ std::expected<HeaderTemplate, std::string> HeaderTemplate::parse(std::string_vie
   return out;
 }
 
+void HeaderTemplate::requestHeaderNames(std::vector<std::string>& out) const {
+  for (const Piece& p : pieces_) {
+    if (p.kind != Piece::Req) continue;
+    std::string_view spec = p.arg;  // "name[?fallback][ maxlen]"
+    spec = spec.substr(0, spec.find(' '));
+    size_t q = spec.find('?');
+    out.emplace_back(spec.substr(0, q));
+    if (q != std::string_view::npos) out.emplace_back(spec.substr(q + 1));
+  }
+}
+
 void HeaderTemplate::render(const HeaderContext& ctx, std::string& out) const {
   for (const Piece& p : pieces_) {
     switch (p.kind) {
@@ -447,6 +458,10 @@ std::expected<HeaderMutation, std::string> HeaderMutation::compile(
       m.entries_.push_back(Entry{std::move(name), std::move(*t), false});
     }
   }
+  for (const Entry& e : m.entries_) e.value.requestHeaderNames(m.requestHeaderNames_);
+  std::sort(m.requestHeaderNames_.begin(), m.requestHeaderNames_.end());
+  m.requestHeaderNames_.erase(std::unique(m.requestHeaderNames_.begin(), m.requestHeaderNames_.end()),
+                              m.requestHeaderNames_.end());
   return m;
 }
 

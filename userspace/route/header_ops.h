@@ -52,6 +52,8 @@ class HeaderTemplate {
   bool dynamic() const { return !pieces_.empty() && !(pieces_.size() == 1 && pieces_[0].kind == Piece::Literal); }
   // Appends the rendered value to `out`.
   void render(const HeaderContext& ctx, std::string& out) const;
+  // Adds the request header names %REQ(...)% reads (fallbacks included).
+  void requestHeaderNames(std::vector<std::string>& out) const;
 
  private:
   struct Piece {
@@ -99,6 +101,9 @@ class HeaderMutation {
     std::vector<std::string> values_;  // one per entry; empty = not added
   };
   Rendered render(const HeaderContext& ctx) const;
+  // Request headers the values read (%REQ(...)%), lower case: the response
+  // side keeps their values, as the request head is gone by then.
+  const std::vector<std::string>& requestHeaderNames() const { return requestHeaderNames_; }
 
  private:
   struct Entry {
@@ -108,6 +113,7 @@ class HeaderMutation {
   };
   std::vector<std::string> drop_;  // removed or statically set names, lower case
   std::vector<Entry> entries_;     // in output order
+  std::vector<std::string> requestHeaderNames_;
 };
 
 // `rewrite`: the path (prefix or whole-path replacement, or RE2 regex

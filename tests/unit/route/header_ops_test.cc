@@ -196,6 +196,20 @@ TEST(HeaderMutation, LaterLevelWinsAndOrderIsKept) {
   EXPECT_FALSE(r.drops("x-other"));
 }
 
+// The response side cannot read the request head any more; the mutation
+// names the request headers its values read so the session keeps them.
+TEST(HeaderMutation, NamesTheRequestHeadersItReads) {
+  config::HeaderOperations ops;
+  ops.set = {{"x-who", "%REQ(X-User)%/%REQ(x-tenant?x-org):8%"}, {"x-id", "%REQ(x-request-id)%"}};
+  ops.add = {{"x-twice", "%REQ(x-user)%"}, {"x-lit", "plain"}};
+  HeaderMutation m = compileLevels({&ops});
+  EXPECT_EQ(m.requestHeaderNames(), (std::vector<std::string>{"x-org", "x-tenant", "x-user"}))
+      << "x-request-id is the proxy's own and needs no copy";
+  config::HeaderOperations none;
+  none.set = {{"x-a", "%START_TIME%"}};
+  EXPECT_TRUE(compileLevels({&none}).requestHeaderNames().empty());
+}
+
 TEST(HeaderMutation, RemoveInALaterLevelDropsEarlierEntries) {
   config::HeaderOperations a, b;
   a.add = {{"x-a", "1"}};
