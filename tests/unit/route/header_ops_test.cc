@@ -27,9 +27,9 @@ sockaddr_in addr(const char* ip, uint16_t port) {
 }
 
 struct Fixture {
-  sockaddr_in remote = addr("10.1.2.3", 41000);
-  sockaddr_in local = addr("10.9.8.7", 9080);
-  sockaddr_in upstream = addr("10.4.4.4", 8080);
+  sockaddr_in remote = addr("127.1.2.3", 41000);
+  sockaddr_in local = addr("127.9.8.7", 9080);
+  sockaddr_in upstream = addr("127.4.4.4", 8080);
   std::vector<http::Header> req{{"Host", "reviews:9080"}, {"X-User", "alice"}, {"x-long", "abcdefgh"}};
   std::vector<http::Header> resp{{"Server", "upstream"}};
   HeaderContext ctx;
@@ -73,12 +73,12 @@ TEST(HeaderTemplate, LiteralsAndPercentEscape) {
 
 TEST(HeaderTemplate, AddressesPortsProtocolHostname) {
   Fixture f;
-  EXPECT_EQ(render("%DOWNSTREAM_REMOTE_ADDRESS%", f.ctx), "10.1.2.3:41000");
-  EXPECT_EQ(render("%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%", f.ctx), "10.1.2.3");
-  EXPECT_EQ(render("%DOWNSTREAM_LOCAL_ADDRESS%", f.ctx), "10.9.8.7:9080");
-  EXPECT_EQ(render("%DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT%", f.ctx), "10.9.8.7");
+  EXPECT_EQ(render("%DOWNSTREAM_REMOTE_ADDRESS%", f.ctx), "127.1.2.3:41000");
+  EXPECT_EQ(render("%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%", f.ctx), "127.1.2.3");
+  EXPECT_EQ(render("%DOWNSTREAM_LOCAL_ADDRESS%", f.ctx), "127.9.8.7:9080");
+  EXPECT_EQ(render("%DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT%", f.ctx), "127.9.8.7");
   EXPECT_EQ(render("%DOWNSTREAM_LOCAL_PORT%", f.ctx), "9080");
-  EXPECT_EQ(render("%UPSTREAM_REMOTE_ADDRESS%", f.ctx), "10.4.4.4:8080");
+  EXPECT_EQ(render("%UPSTREAM_REMOTE_ADDRESS%", f.ctx), "127.4.4.4:8080");
   EXPECT_EQ(render("[%PROTOCOL%]", f.ctx), "[HTTP/1.1]");
   char host[256] = {};
   ASSERT_EQ(gethostname(host, sizeof(host) - 1), 0);
