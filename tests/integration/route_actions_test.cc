@@ -14,24 +14,24 @@
 namespace sluice::itest {
 namespace {
 
-// One service, `shop`, with endpoints shop-a and shop-b (sluice-upstreams)
-// and, for the mirror tests, `audit` (a RecordingUpstream on
-// ${AUDIT_PORT}).
-constexpr std::string_view kServices = R"(apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: shop
-spec:
-  hosts: [shop.default.svc.cluster.local]
-  addresses: [127.10.0.40]
-  ports:
-  - {number: 8080, name: http, protocol: HTTP}
-  location: MESH_INTERNAL
-  resolution: STATIC
-  endpoints:
-  - {address: 127.0.0.1, ports: {http: ${SHOP_A_PORT}}, labels: {version: a}}
-  - {address: 127.0.0.1, ports: {http: ${SHOP_B_PORT}}, labels: {version: b}}
----
+// A STATIC ServiceEntry `name` on `vip`:8080 with `endpoints` (YAML flow
+// maps, one per line).
+std::string serviceEntry(const std::string& name, const std::string& vip,
+                         const std::vector<std::string>& endpoints) {
+  std::string out = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: " + name +
+                    "\nspec:\n  hosts: [" + name + ".default.svc.cluster.local]\n  addresses: [" + vip +
+                    "]\n  ports:\n  - {number: 8080, name: http, protocol: HTTP}\n"
+                    "  location: MESH_INTERNAL\n  resolution: STATIC\n  endpoints:\n";
+  for (const std::string& e : endpoints) out += "  - " + e + "\n";
+  return out;
+}
+
+// One service, `shop`, with endpoints shop-a and shop-b (sluice-upstreams).
+const std::string kServices =
+    serviceEntry("shop", "127.10.0.40",
+                 {"{address: 127.0.0.1, ports: {http: ${SHOP_A_PORT}}, labels: {version: a}}",
+                  "{address: 127.0.0.1, ports: {http: ${SHOP_B_PORT}}, labels: {version: b}}"}) +
+    R"(---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata:
@@ -45,20 +45,8 @@ spec:
   - {name: b, labels: {version: b}}
 )";
 
-constexpr std::string_view kAudit = R"(apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: audit
-spec:
-  hosts: [audit.default.svc.cluster.local]
-  addresses: [127.10.0.41]
-  ports:
-  - {number: 8080, name: http, protocol: HTTP}
-  location: MESH_INTERNAL
-  resolution: STATIC
-  endpoints:
-  - {address: 127.0.0.1, ports: {http: ${AUDIT_PORT}}}
-)";
+// For the mirror tests: `audit`, a RecordingUpstream on ${AUDIT_PORT}.
+const std::string kAudit = serviceEntry("audit", "127.10.0.41", {"{address: 127.0.0.1, ports: {http: ${AUDIT_PORT}}}"});
 
 const std::string kShop = "shop:8080";
 
@@ -67,7 +55,7 @@ class RouteActions : public ::testing::Test {
   void start(std::string_view virtualServices, bool withAudit = false) {
     ASSERT_OK(mesh_.startUpstreams({"shop-a", "shop-b"}));
     std::string config(kServices);
-    if (withAudit) config += "---\n" + std::string(kAudit);
+    if (withAudit) config += "---\n" + kAudit;
     auto rendered = renderTemplate(config, mesh_.vars());
     ASSERT_OK(rendered);
     ASSERT_OK(mesh_.writeConfig("services.yaml", *rendered));
@@ -314,7 +302,7 @@ TEST_F(RouteActions, SluicectlRoutesListsTheActions) {
   mesh_.setVar("SHOP_A_PORT", "18081");
   mesh_.setVar("SHOP_B_PORT", "18082");
   mesh_.setVar("AUDIT_PORT", "18083");
-  auto services = renderTemplate(std::string(kServices) + "---\n" + std::string(kAudit), mesh_.vars());
+  auto services = renderTemplate(kServices + "---\n" + kAudit, mesh_.vars());
   ASSERT_OK(services);
   ASSERT_OK(mesh_.writeConfig("services.yaml", *services));
   ASSERT_OK(mesh_.writeConfig("routes.yaml", R"(apiVersion: networking.istio.io/v1
@@ -381,21 +369,11 @@ TEST_F(RouteActions, RetriesAvoidEveryHostAlreadyTried) {
   ASSERT_OK(mesh_.startUpstreams({"live"}));
   mesh_.setVar("DEAD1_PORT", std::to_string(freePort()));
   mesh_.setVar("DEAD2_PORT", std::to_string(freePort()));
-  auto cfg = renderTemplate(R"(apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: trio
-spec:
-  hosts: [trio.default.svc.cluster.local]
-  addresses: [127.10.0.42]
-  ports:
-  - {number: 8080, name: http, protocol: HTTP}
-  resolution: STATIC
-  endpoints:
-  - {address: 127.0.0.1, ports: {http: ${DEAD1_PORT}}}
-  - {address: 127.0.0.1, ports: {http: ${DEAD2_PORT}}}
-  - {address: 127.0.0.1, ports: {http: ${LIVE_PORT}}}
----
+  auto cfg = renderTemplate(serviceEntry("trio", "127.10.0.42",
+                                         {"{address: 127.0.0.1, ports: {http: ${DEAD1_PORT}}}",
+                                          "{address: 127.0.0.1, ports: {http: ${DEAD2_PORT}}}",
+                                          "{address: 127.0.0.1, ports: {http: ${LIVE_PORT}}}"}) +
+                                R"(---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata:
@@ -537,7 +515,7 @@ TEST_F(RouteActions, FailuresRetriesAndMirrorsLeaveNoDescriptorsBehind) {
   mesh_.setVar("AUDIT_PORT", std::to_string((*audit)->port()));
   ASSERT_OK(mesh_.startUpstreams({"shop-b"}));
   mesh_.setVar("SHOP_A_PORT", std::to_string(freePort()));  // dead
-  auto services = renderTemplate(std::string(kServices) + "---\n" + std::string(kAudit), mesh_.vars());
+  auto services = renderTemplate(kServices + "---\n" + kAudit, mesh_.vars());
   ASSERT_OK(services);
   ASSERT_OK(mesh_.writeConfig("services.yaml", *services));
   ASSERT_OK(mesh_.writeConfig("routes.yaml", R"(apiVersion: networking.istio.io/v1

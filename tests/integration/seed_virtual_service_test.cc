@@ -57,17 +57,27 @@ TEST(SeedFilesIssue3, ParseAsIstioResources) {
 
 // ---------------------------------------------------------------- URL rewriting
 
-class SeedRewrite : public ::testing::Test {
+// One seed example: its upstreams, its service template, the seed file, then
+// sluiced.
+class SeedExample : public ::testing::Test {
  protected:
-  void SetUp() override {
-    ASSERT_OK(mesh_.startUpstreams({"catalog-service", "external-service"}));
-    ASSERT_OK(mesh_.addServiceTemplate("catalog.yaml"));
-    ASSERT_OK(mesh_.addSeed("url-rewriting.yaml"));
+  void startExample(const std::vector<std::string>& upstreams, const std::string& serviceTemplate,
+                    const std::string& seed) {
+    ASSERT_OK(mesh_.startUpstreams(upstreams));
+    ASSERT_OK(mesh_.addServiceTemplate(serviceTemplate));
+    ASSERT_OK(mesh_.addSeed(seed));
     ASSERT_OK(mesh_.startDaemon());
   }
   std::string out() { return "\n" + mesh_.logs(); }
   TempDir tmp_;
   Mesh mesh_{tmp_};
+};
+
+class SeedRewrite : public SeedExample {
+ protected:
+  void SetUp() override {
+    startExample({"catalog-service", "external-service"}, "catalog.yaml", "url-rewriting.yaml");
+  }
 };
 
 TEST_F(SeedRewrite, PrefixIsReplacedAndTheOriginalPathKept) {
@@ -224,17 +234,9 @@ TEST(RewriteForms, ExactAndRegexRewrites) {
 
 // ---------------------------------------------------------------- headers
 
-class SeedHeaders : public ::testing::Test {
+class SeedHeaders : public SeedExample {
  protected:
-  void SetUp() override {
-    ASSERT_OK(mesh_.startUpstreams({"backend-service"}));
-    ASSERT_OK(mesh_.addServiceTemplate("backend-service.yaml"));
-    ASSERT_OK(mesh_.addSeed("request-header-manipulation.yaml"));
-    ASSERT_OK(mesh_.startDaemon());
-  }
-  std::string out() { return "\n" + mesh_.logs(); }
-  TempDir tmp_;
-  Mesh mesh_{tmp_};
+  void SetUp() override { startExample({"backend-service"}, "backend-service.yaml", "request-header-manipulation.yaml"); }
 };
 
 TEST_F(SeedHeaders, UpstreamSeesTheRequestHeaderOperations) {
