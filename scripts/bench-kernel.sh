@@ -38,10 +38,8 @@ REQ_PATH=/reviews/1
 HOST_HEADER='Host: reviews:9080'
 
 skip() { echo "bench-kernel: skipped: $*"; exit 0; }
-[ "$(id -u)" = 0 ] || skip "not root (the eBPF data path needs root)"
-CGROOT=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
-[ -n "$CGROOT" ] || skip "no cgroup2 mount in /proc/mounts"
-[ "$(stat -f -c %T /sys/fs/bpf 2>/dev/null)" = bpf_fs ] || skip "/sys/fs/bpf is not a bpffs mount"
+bpfCheck
+[ -z "$BPF_UNAVAILABLE" ] || skip "$BPF_UNAVAILABLE"
 for bin in sluiced sluicectl sluice-upstream; do
   [ -x "$BUILD/$bin" ] || { echo "bench-kernel: $BUILD/$bin missing" >&2; exit 1; }
 done

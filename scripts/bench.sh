@@ -12,12 +12,23 @@
 # it runs in the same interleaved rounds and is reported against the plain
 # route as sluiced-actions/sluiced ratios. ACTIONS=0 leaves it out.
 #
+# "sluiced-ebpf" is sluiced as it runs on a node: the same flags plus its
+# kernel data path (--bpf required). wrk runs in an enabled cgroup and dials
+# the service VIP 127.10.0.1:9080; connect4 hands the connection to sluiced,
+# and sk_msg moves the bytes socket to socket on both legs. sk_msg only pairs
+# sockets whose cgroup has the programs attached, so this target has its own
+# two backends (same binary, flags and CPU) inside its cgroup tree, and the
+# peers' backends stay outside it, untouched by any program. Its cgroups
+# (sluice-bench-<pid>-ebpf under the cgroup2 mount) and pins
+# (/sys/fs/bpf/sluice-bench-<pid>-ebpf) are removed on exit. EBPF=0 leaves
+# it out; so does a machine without root, cgroup v2 or bpffs (with the reason).
+#
 # Pinning (2 cores assumed): the proxy under test runs on CPU 0, the backends
 # and wrk share CPU 1, so every proxy gets one whole core and the same load
 # generator. "direct" runs wrk against the v1 backend with the proxy core idle.
 #
 # Env: ROUNDS (5), DURATION seconds per run (5), CONNS (32), PROXY_CPU (0),
-# LOAD_CPU (1), NICE (-20 as root), ACTIONS (1). Loopback only: 127.0.0.1, and a
+# LOAD_CPU (1), NICE (-20 as root), ACTIONS (1), EBPF (1). Loopback only: 127.0.0.1, and a
 # 127.10.0.1 VIP that only appears in the config.
 set -euo pipefail
 BUILD=${1:-build}
@@ -28,6 +39,7 @@ cd "$(dirname "$0")/.."
 REQ_PATH=/reviews/1
 HOST_HEADER='Host: reviews:9080'
 ACTIONS=${ACTIONS:-1}
+EBPF=${EBPF:-1}
 
 for tool in wrk haproxy nginx taskset curl; do
   command -v "$tool" >/dev/null || { echo "bench: $tool missing (run scripts/install-deps.sh)" >&2; exit 1; }
@@ -44,11 +56,16 @@ busy=$(awk -v l="$load" -v n="$(nproc)" 'BEGIN { print (l > n / 2) ? 1 : 0 }')
 
 work=$(mktemp -d /tmp/sluice-bench.XXXXXX)
 pids=()
+cgroups=()  # parents first
+pins=()
 cleanup() {
   trap - INT TERM EXIT
   if [ -n "${wrk_pid:-}" ]; then kill "$wrk_pid" 2>/dev/null || true; fi
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for ((i = ${#cgroups[@]} - 1; i >= 0; i--)); do rmdir "${cgroups[$i]}" 2>/dev/null || true; done
+  # sluiced unpinned its maps on exit; the enablement map is kept on purpose.
+  for p in "${pins[@]}"; do rm -f "$p/sluice_enabled"; rmdir "$p" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -102,6 +119,38 @@ render scripts/bench/nginx.conf.in PROXY_PORT="$NGINX_PORT" V1_PORT="$V1_PORT" V
   >"$work/nginx.log" 2>&1 & pids+=($!)
 nginx_pid=$!
 
+# --- sluiced-ebpf: its own cgroup tree (proxy/ holds sluiced and its two
+# backends, app/ the client), enabled through the pinned map like a node.
+ebpf_pid=
+if [ "$EBPF" = 1 ]; then
+  bpfCheck
+  if [ -n "$BPF_UNAVAILABLE" ]; then
+    echo "bench: sluiced-ebpf left out: $BPF_UNAVAILABLE" >&2
+  else
+    tree=$CGROOT/sluice-bench-$$-ebpf
+    for cg in "$tree" "$tree/proxy" "$tree/app"; do mkdir "$cg"; cgroups+=("$cg"); done
+    EBPF_PIN=/sys/fs/bpf/sluice-bench-$$-ebpf; pins+=("$EBPF_PIN")
+    EBPF_APP_CG=$tree/app
+    freePort E1_PORT; freePort E2_PORT; freePort EBPF_PORT; freePort EBPF_ADMIN_PORT
+    IN_TREE=(setsid scripts/bench/run-in-cgroup.sh "$tree/proxy" scripts/bench/run-pinned.sh)
+    "${IN_TREE[@]}" "$LOAD_CPU" "$NICE" "$BUILD/sluice-upstream" --listen "127.0.0.1:$E1_PORT" \
+      --name reviews-v1 --threads 1 2>"$work/e1.log" & pids+=($!)
+    "${IN_TREE[@]}" "$LOAD_CPU" "$NICE" "$BUILD/sluice-upstream" --listen "127.0.0.1:$E2_PORT" \
+      --name reviews-v2 --threads 1 2>"$work/e2.log" & pids+=($!)
+    waitHttp "http://127.0.0.1:$E1_PORT/__counter"; waitHttp "http://127.0.0.1:$E2_PORT/__counter"
+    mkdir -p "$work/sluice-ebpf"
+    render scripts/bench/sluice.yaml.in V1_PORT="$E1_PORT" V2_PORT="$E2_PORT" > "$work/sluice-ebpf/reviews.yaml"
+    "${IN_TREE[@]}" "$PROXY_CPU" "$NICE" "$BUILD/sluiced" --config-dir "$work/sluice-ebpf" \
+      --outbound "127.0.0.1:$EBPF_PORT" --admin "127.0.0.1:$EBPF_ADMIN_PORT" --workers 1 \
+      --bpf required --bpf-cgroup "$tree" --bpf-pin-dir "$EBPF_PIN" >"$work/sluiced-ebpf.log" 2>&1 & pids+=($!)
+    ebpf_pid=$!
+    if ! waitHttp "http://127.0.0.1:$EBPF_ADMIN_PORT/ready" 200; then
+      echo "bench: sluiced-ebpf not ready; its log:" >&2; cat "$work/sluiced-ebpf.log" >&2; exit 1
+    fi
+    "$BUILD/sluicectl" mesh enable --cgroup "$EBPF_APP_CG" --bpf-pin-dir "$EBPF_PIN" >/dev/null
+  fi
+fi
+
 if ! waitHttp "http://127.0.0.1:$ADMIN_PORT/ready" 200; then
   echo "bench: sluiced not ready; its log:" >&2; cat "$work/sluiced.log" >&2; exit 1
 fi
@@ -116,6 +165,7 @@ url_of() {
     direct) echo "http://127.0.0.1:$V1_PORT$REQ_PATH" ;;
     sluiced) echo "http://127.0.0.1:$SLUICE_PORT$REQ_PATH" ;;
     sluiced-actions) echo "http://127.0.0.1:$ACTIONS_PORT$REQ_PATH" ;;
+    sluiced-ebpf) echo "http://127.10.0.1:9080$REQ_PATH" ;;  # the VIP: nothing listens there
     haproxy) echo "http://127.0.0.1:$HAPROXY_PORT$REQ_PATH" ;;
     nginx) echo "http://127.0.0.1:$NGINX_PORT$REQ_PATH" ;;
   esac
@@ -127,17 +177,38 @@ pids_of() {
     direct) echo "$v1_pid" ;;
     sluiced) echo "$sluiced_pid" ;;
     sluiced-actions) echo "$actions_pid" ;;
+    sluiced-ebpf) echo "$ebpf_pid" ;;
     haproxy) echo "$haproxy_pid" ;;
     nginx) withChildren "$nginx_pid" ;;
   esac
 }
 
-targets=(direct sluiced haproxy nginx)
-[ -n "$actions_pid" ] && targets=(direct sluiced sluiced-actions haproxy nginx)
+# The v1 and v2 backends a target sends to.
+backends_of() {
+  case $1 in
+    sluiced-ebpf) echo "$E1_PORT $E2_PORT" ;;
+    *) echo "$V1_PORT $V2_PORT" ;;
+  esac
+}
+# The command prefix that runs a load process (wrk, curl) for a target:
+# pinned to the load CPU and, for sluiced-ebpf, inside the enabled cgroup.
+loadPrefix() {
+  LOAD_ON=("${ON_LOAD[@]}")
+  [ "$1" = sluiced-ebpf ] && LOAD_ON=(setsid scripts/bench/run-in-cgroup.sh "$EBPF_APP_CG"
+    scripts/bench/run-pinned.sh "$LOAD_CPU" "$NICE")
+  return 0
+}
 
-# A request through every proxy must succeed before measuring anything.
+targets=(direct sluiced)
+[ -n "$ebpf_pid" ] && targets+=(sluiced-ebpf)
+[ -n "$actions_pid" ] && targets+=(sluiced-actions)
+targets+=(haproxy nginx)
+
+# A request through every proxy must succeed before measuring anything (for
+# sluiced-ebpf that proves the capture: an uncaptured connect is refused).
 for t in "${targets[@]}"; do
-  code=$(curl -s -o /dev/null -w '%{http_code}' -H "$HOST_HEADER" "$(url_of "$t")")
+  loadPrefix "$t"
+  code=$("${LOAD_ON[@]}" curl -s -o /dev/null -w '%{http_code}' -H "$HOST_HEADER" "$(url_of "$t")" || true)
   if [ "$code" != 200 ]; then
     echo "bench: $t answered $code to a probe request" >&2
     case $t in sluiced*) cat "$work/$t.log" >&2 ;; esac
@@ -146,8 +217,9 @@ for t in "${targets[@]}"; do
 done
 
 # In the background so INT/TERM reach the traps without waiting for wrk.
-wrkRun() {
-  "${ON_LOAD[@]}" wrk -t1 -c"$CONNS" -d"$1"s --latency -H "$HOST_HEADER" "$2" &
+wrkRun() {  # target seconds
+  loadPrefix "$1"
+  "${LOAD_ON[@]}" wrk -t1 -c"$CONNS" -d"$2"s --latency -H "$HOST_HEADER" "$(url_of "$1")" &
   wrk_pid=$!
   wait "$wrk_pid"
 }
@@ -159,7 +231,7 @@ for pid in "${pids[@]}"; do
   esac
 done
 echo "bench: warm-up (1 s per target)"
-for t in "${targets[@]}"; do wrkRun 1 "$(url_of "$t")" >/dev/null; done
+for t in "${targets[@]}"; do wrkRun "$t" 1 >/dev/null; done
 
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
 # Ticks to microseconds per request of the run just measured ($reqs).
@@ -170,12 +242,13 @@ for round in $(seq "$ROUNDS"); do
   # Rotate the order so no target always runs first or after the same peer.
   for i in $(seq 0 $((ntargets - 1))); do
     t=${targets[$(((i + round - 1) % ntargets))]}
-    for port in "$V1_PORT" "$V2_PORT" "$V3_PORT"; do
+    read -r b1 b2 < <(backends_of "$t")
+    for port in "$b1" "$b2" "$V3_PORT"; do
       curl -s -o /dev/null -X POST "http://127.0.0.1:$port/__reset"
     done
     mapfile -t tp < <(pids_of "$t")
     read -r u0 s0 < <(cpuTicks "${tp[@]}")
-    wrkRun "$DURATION" "$(url_of "$t")" > "$work/wrk.out"
+    wrkRun "$t" "$DURATION" > "$work/wrk.out"
     read -r u1 s1 < <(cpuTicks "${tp[@]}")
     rss=$(rssKib "${tp[@]}")
     read -r rps p50 p99 reqs non2xx errs < <(parseWrk < "$work/wrk.out")
@@ -183,13 +256,13 @@ for round in $(seq "$ROUNDS"); do
       echo "bench: $t round $round: wrk reported no requests" >&2; cat "$work/wrk.out" >&2; exit 1
     fi
     cpu=$(perReq $((u1 + s1 - u0 - s0))); ucpu=$(perReq $((u1 - u0))); scpu=$(perReq $((s1 - s0)))
-    v1=$(backendCount "$V1_PORT"); v2=$(backendCount "$V2_PORT"); v3=$(backendCount "$V3_PORT")
+    v1=$(backendCount "$b1"); v2=$(backendCount "$b2"); v3=$(backendCount "$V3_PORT")
     echo "$t $rps $(toMs "$p50") $(toMs "$p99") $cpu $rss $non2xx $errs ${v1:-0} ${v2:-0} $ucpu $scpu ${v3:-0}" \
       >> "$work/results"
     printf 'bench: round %d %-15s %10.0f req/s  p50 %6s  p99 %6s  cpu %7.2f us/req%s\n' \
       "$round" "$t" "$rps" "$p50" "$p99" "$cpu" \
       "$( [ "$non2xx$errs" = 00 ] || echo "  ERRORS non2xx=$non2xx socket=$errs")"
-    for p in sluiced:$sluiced_pid sluiced-actions:$actions_pid; do
+    for p in sluiced:$sluiced_pid sluiced-actions:$actions_pid sluiced-ebpf:$ebpf_pid; do
       [ -n "${p#*:}" ] || continue
       if ! kill -0 "${p#*:}" 2>/dev/null; then
         echo "bench: ${p%%:*} exited during the run; its log:" >&2; tail -50 "$work/${p%%:*}.log" >&2; exit 1
@@ -214,6 +287,7 @@ verdict() { awk -v v="$1" -v op="$2" -v lim="$3" 'BEGIN {
   echo "## sluice bench: ${ROUNDS} rounds x ${DURATION}s, wrk -t1 -c${CONNS} keep-alive, medians"
   echo
   echo "Proxy pinned to CPU $PROXY_CPU; backends and wrk to CPU $LOAD_CPU. 90/10 split v1/v2."
+  [ -n "$ebpf_pid" ] && echo "sluiced-ebpf: the kernel data path (capture + sk_msg on both legs), wrk dialing the VIP from an enabled cgroup."
   echo "CPU and RSS are the proxy's (for direct: the v1 backend's). $(date -u +%FT%TZ), $(uname -r)."
   echo "Load average before the run: $load on $(nproc) CPUs$( [ "$busy" = 1 ] && echo " (BUSY: numbers are noisy)")."
   echo
@@ -226,18 +300,25 @@ verdict() { awk -v v="$1" -v op="$2" -v lim="$3" 'BEGIN {
   printf 'CPU us/req split user + kernel (medians):'
   for t in "${targets[@]}"; do printf ' %s %.1f + %.1f;' "$t" "$(col "$t" 11)" "$(col "$t" 12)"; done
   echo; echo
-  for peer in haproxy nginx; do
-    r=$(ratio "${RPS[sluiced]}" "${RPS[$peer]}")
-    c=$(ratio "${CPU[sluiced]}" "${CPU[$peer]}")
-    p=$(ratio "${P99[sluiced]}" "${P99[$peer]}")
-    echo "- sluiced/$peer: req/s ${r}x, CPU/req ${c}x, p99 ${p}x"
+  modes=(sluiced)
+  [ -n "$ebpf_pid" ] && modes+=(sluiced-ebpf)
+  for s in "${modes[@]}"; do
+    for peer in haproxy nginx; do
+      r=$(ratio "${RPS[$s]}" "${RPS[$peer]}")
+      c=$(ratio "${CPU[$s]}" "${CPU[$peer]}")
+      p=$(ratio "${P99[$s]}" "${P99[$peer]}")
+      echo "- $s/$peer: req/s ${r}x, CPU/req ${c}x, p99 ${p}x"
+    done
   done
-  r=$(ratio "${RPS[sluiced]}" "${RPS[haproxy]}")
-  c=$(ratio "${CPU[sluiced]}" "${CPU[haproxy]}")
-  p=$(ratio "${P99[sluiced]}" "${P99[haproxy]}")
-  echo "- target req/s >= 1.3x HAProxy: $(verdict "$r" '>=' 1.3) (${r}x)"
-  echo "- target CPU/req <= 0.75x HAProxy: $(verdict "$c" '<=' 0.75) (${c}x)"
-  echo "- target p99 no worse than HAProxy: $(verdict "$p" '<=' 1.0) (${p}x)"
+  echo
+  echo "Targets against HAProxy (req/s >= 1.3x, CPU/req <= 0.75x, p99 no worse):"
+  for s in "${modes[@]}"; do
+    r=$(ratio "${RPS[$s]}" "${RPS[haproxy]}")
+    c=$(ratio "${CPU[$s]}" "${CPU[haproxy]}")
+    p=$(ratio "${P99[$s]}" "${P99[haproxy]}")
+    echo "- $s: req/s $(verdict "$r" '>=' 1.3) (${r}x), CPU/req $(verdict "$c" '<=' 0.75) (${c}x)," \
+      "p99 $(verdict "$p" '<=' 1.0) (${p}x)"
+  done
   if [ -n "$actions_pid" ]; then
     r=$(ratio "${RPS[sluiced-actions]}" "${RPS[sluiced]}")
     c=$(ratio "${CPU[sluiced-actions]}" "${CPU[sluiced]}")

@@ -126,3 +126,15 @@ backendCount() {
   curl -s --max-time 2 "http://127.0.0.1:$1/__counter" | grep -o '"requests": *[0-9]*' | grep -o '[0-9]*$' || true
 }
 
+# Sets BPF_UNAVAILABLE to why the eBPF data path cannot be benchmarked here,
+# or to "" when it can: that needs root, a cgroup2 mount (its path goes to
+# CGROOT) and bpffs on /sys/fs/bpf.
+bpfCheck() {
+  BPF_UNAVAILABLE=
+  CGROOT=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
+  if [ "$(id -u)" != 0 ]; then BPF_UNAVAILABLE="not root (the eBPF data path needs root)"
+  elif [ -z "$CGROOT" ]; then BPF_UNAVAILABLE="no cgroup2 mount in /proc/mounts"
+  elif [ "$(stat -f -c %T /sys/fs/bpf 2>/dev/null)" != bpf_fs ]; then
+    BPF_UNAVAILABLE="/sys/fs/bpf is not a bpffs mount"
+  fi
+}
