@@ -238,7 +238,7 @@ std::vector<ConfigError> loadYamlNoDuplicateCheck(std::string_view text, const s
   std::vector<ConfigError> errors;
   yaml::ParseResult parsed = yaml::parseAll(text);
   if (parsed.error) {
-    errors.push_back(ConfigError{file, parsed.error->line, "", "", "YAML syntax error: " + parsed.error->message});
+    errors.push_back(ConfigError{file, parsed.error->line, "", "", (parsed.error->syntax ? "YAML syntax error: " : "YAML error: ") + parsed.error->message});
     return errors;
   }
   Ctx c(file, errors, out.warnings);

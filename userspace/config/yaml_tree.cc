@@ -2,8 +2,11 @@
 
 #include <yaml.h>
 
+#include <algorithm>
 #include <optional>
 #include <unordered_map>
+#include <unordered_set>
+#include <vector>
 
 namespace sluice::config::yaml {
 
@@ -162,6 +165,7 @@ class Builder {
         if (!stack_.empty()) stack_.pop_back();
         break;
       case YAML_ALIAS_EVENT: {
+        if (aliases_++ == 0) firstAliasLine_ = line;
         auto it = anchors_.find(reinterpret_cast<const char*>(e.data.alias.anchor));
         // libyaml's parser does not check alias targets; an unknown one reads as null.
         if (it != anchors_.end()) {
@@ -177,6 +181,9 @@ class Builder {
         break;
     }
   }
+
+  size_t aliases() const { return aliases_; }
+  int firstAliasLine() const { return firstAliasLine_; }
 
  private:
   struct Frame {
@@ -207,7 +214,67 @@ class Builder {
   Document& doc_;
   std::vector<Frame> stack_;
   std::unordered_map<std::string, const NodeData*> anchors_;
+  size_t aliases_ = 0;
+  int firstAliasLine_ = 0;
 };
+
+// The children of a node in walk order (map keys and values alike).
+const NodeData* child(const NodeData& n, size_t i) {
+  if (n.kind == Kind::Sequence) return n.items[i].data();
+  const auto& [k, v] = n.entries[i / 2];
+  return (i % 2 ? v : k).data();
+}
+size_t childCount(const NodeData& n) {
+  return n.kind == Kind::Sequence ? n.items.size() : n.kind == Kind::Map ? 2 * n.entries.size() : 0;
+}
+
+// Counts the nodes `doc` stands for once its aliases are expanded, without
+// expanding them: a post-order walk that sizes each shared node once. Stops
+// at the first cycle or as soon as the count passes the budget.
+std::optional<ParseError> checkAliases(const Document& doc, int aliasLine) {
+  const NodeData* root = doc.root.data();
+  if (root == nullptr) return std::nullopt;
+  const size_t written = doc.arena.size();
+  const size_t limit = written + std::max(kAliasNodeBudget, 10 * written);
+  std::unordered_map<const NodeData*, size_t> sized;
+  std::unordered_set<const NodeData*> open;  // on the current path
+  struct Step {
+    const NodeData* node;
+    size_t next = 0;
+    size_t total = 1;
+  };
+  std::vector<Step> path{{root}};
+  open.insert(root);
+  while (!path.empty()) {
+    Step& top = path.back();
+    if (top.next < childCount(*top.node)) {
+      const NodeData* c = child(*top.node, top.next++);
+      if (c == nullptr) continue;
+      if (auto it = sized.find(c); it != sized.end()) {
+        top.total += it->second;
+      } else if (open.count(c) != 0) {
+        return ParseError{c->line, "an alias refers to a node that contains it (a recursive structure)", false};
+      } else {
+        open.insert(c);
+        path.push_back(Step{c});
+        continue;
+      }
+    } else {
+      const Step done = top;
+      path.pop_back();
+      open.erase(done.node);
+      sized.emplace(done.node, done.total);
+      if (!path.empty()) path.back().total += done.total;
+    }
+    if (!path.empty() && path.back().total > limit) {
+      return ParseError{aliasLine, "aliases expand this document to more than " + std::to_string(limit) +
+                                       " nodes (" + std::to_string(written) +
+                                       " written); refusing it as an alias bomb",
+                        false};
+    }
+  }
+  return std::nullopt;
+}
 
 }  // namespace
 
@@ -242,8 +309,16 @@ ParseResult parseAll(std::string_view text) {
       doc = std::make_unique<Document>();
       builder.emplace(*doc);
     } else if (type == YAML_DOCUMENT_END_EVENT) {
-      if (doc) result.documents.push_back(std::move(doc));
+      std::optional<ParseError> bad;
+      if (doc && builder && builder->aliases() > 0) bad = checkAliases(*doc, builder->firstAliasLine());
       builder.reset();
+      if (bad) {
+        result.error = std::move(bad);
+        result.documents.clear();
+        yaml_event_delete(&e);
+        break;
+      }
+      if (doc) result.documents.push_back(std::move(doc));
     } else if (builder) {
       builder->onEvent(e);
     }

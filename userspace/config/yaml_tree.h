@@ -40,6 +40,8 @@ class Node {
   // Re-emits this subtree as block YAML (aliases expanded).
   std::string dump() const;
   void reset(const Node& other) { d_ = other.d_; }
+  // Identity of the underlying node: an alias shares its anchor's.
+  const NodeData* data() const { return d_; }
 
  private:
   const NodeData* d_ = nullptr;
@@ -65,14 +67,20 @@ struct Document {
 struct ParseError {
   int line = 0;  // 1-based
   std::string message;
+  bool syntax = true;  // false: well-formed YAML refused for its aliases
 };
 
 // Parses every document of `text`. On a syntax error nothing is returned but
-// the error (callers reject the whole file anyway).
+// the error (callers reject the whole file anyway). Aliases are errors too
+// when they point into their own anchor (a cycle) or when they would make a
+// document expand past kAliasNodeBudget extra nodes or ten times the nodes
+// written, whichever is larger: a few kilobytes of nested aliases ("billion
+// laughs") otherwise validate as gigabytes.
 struct ParseResult {
   std::vector<std::unique_ptr<Document>> documents;
   std::optional<ParseError> error;
 };
+inline constexpr size_t kAliasNodeBudget = 100'000;
 ParseResult parseAll(std::string_view text);
 
 }  // namespace sluice::config::yaml

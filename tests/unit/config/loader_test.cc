@@ -214,6 +214,30 @@ spec:
   EXPECT_THAT(tab.errors[0], ::testing::StartsWith("configs/x.yaml:5: YAML syntax error"));
 }
 
+// A small file whose aliases would expand to hundreds of thousands of match
+// blocks (gigabytes once compiled) is refused as a whole, naming the line.
+TEST(Loader, AliasBombIsRefusedWithFileAndLine) {
+  std::string text = R"(apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: bomb
+spec:
+  hosts: [reviews]
+  http:
+  - &r
+    match: &m
+    - &one
+      uri: {regex: "/a[0-9]+"}
+)";
+  for (int i = 0; i < 299; ++i) text += "    - *one\n";
+  text += "    route:\n    - destination: {host: reviews}\n";
+  for (int i = 0; i < 999; ++i) text += "  - *r\n";
+  auto l = load(text);
+  ASSERT_EQ(l.errors.size(), 1u);
+  EXPECT_THAT(l.errors[0], ::testing::StartsWith("configs/x.yaml:12: YAML error: aliases expand"));
+  EXPECT_TRUE(l.report.resources.virtualServices.empty());
+}
+
 TEST(Loader, PresenceMatchAndHeaderNamesLowerCased) {
   auto l = load(R"(
 apiVersion: networking.istio.io/v1

@@ -133,5 +133,57 @@ spec:
   EXPECT_EQ(y["spec"]["text"].as<std::string>(), "two\nlines\n");
 }
 
+// Nine levels of ten aliases each: a few hundred bytes that stand for a
+// billion scalars. Refused before anything walks it, at the first alias.
+TEST(YamlTree, AliasBombIsRefused) {
+  std::string text = "kind: X\nl0: &l0 x\n";
+  for (int i = 1; i <= 9; ++i) {
+    text += "l" + std::to_string(i) + ": &l" + std::to_string(i) + " [";
+    for (int j = 0; j < 10; ++j) text += (j ? ", *l" : "*l") + std::to_string(i - 1);
+    text += "]\n";
+  }
+  ParseResult r = parseAll(text);
+  ASSERT_TRUE(r.error.has_value());
+  EXPECT_FALSE(r.error->syntax);
+  EXPECT_EQ(r.error->line, 3);  // l1, the first alias
+  EXPECT_NE(r.error->message.find("alias bomb"), std::string::npos) << r.error->message;
+  EXPECT_TRUE(r.documents.empty());
+}
+
+TEST(YamlTree, RecursiveAliasIsRefused) {
+  ParseResult r = parseAll("kind: X\nspec: &s\n  hosts: [a]\n  self: *s\n");
+  ASSERT_TRUE(r.error.has_value());
+  EXPECT_FALSE(r.error->syntax);
+  EXPECT_EQ(r.error->line, 2);  // the anchor of the mapping that contains its alias
+  EXPECT_NE(r.error->message.find("recursive"), std::string::npos) << r.error->message;
+}
+
+// The budget is for what aliases add: a large document without aliases, and
+// a moderate one whose anchor is reused, both load.
+TEST(YamlTree, AliasBudgetSparesHonestDocuments) {
+  std::string big = "items:\n";
+  for (size_t i = 0; i < kAliasNodeBudget + 1000; ++i) big += "- " + std::to_string(i) + "\n";
+  ParseResult r = parseAll(big);
+  ASSERT_FALSE(r.error.has_value()) << r.error->message;
+  EXPECT_EQ(r.documents[0]->root.entries()[0].second.size(), kAliasNodeBudget + 1000);
+
+  // 50 uses of a 1000-item list: 50,000 extra nodes, under the budget.
+  std::string reuse = "base: &b [";
+  for (int i = 0; i < 1000; ++i) reuse += (i ? ", " : "") + std::to_string(i);
+  reuse += "]\nuses:\n";
+  for (int i = 0; i < 50; ++i) reuse += "- *b\n";
+  r = parseAll(reuse);
+  ASSERT_FALSE(r.error.has_value()) << r.error->message;
+  const Node uses = r.documents[0]->root.entries()[1].second;
+  ASSERT_EQ(uses.size(), 50u);
+  EXPECT_EQ(uses.items()[49].items()[999].scalar(), "999");
+
+  // Ten times that is past it.
+  for (int i = 0; i < 450; ++i) reuse += "- *b\n";
+  r = parseAll(reuse);
+  ASSERT_TRUE(r.error.has_value());
+  EXPECT_FALSE(r.error->syntax);
+}
+
 }  // namespace
 }  // namespace sluice::config::yaml
