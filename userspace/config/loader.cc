@@ -291,9 +291,35 @@ void walk(const std::string& dir, int depth, std::set<std::pair<dev_t, ino_t>>& 
         errors.push_back(ConfigError{path, 0, "", "", std::string("cannot read file: ") + std::strerror(errno)});
       continue;
     }
-    if (S_ISDIR(est.st_mode)) walk(path, depth + 1, visited, files, errors);
-    else if (S_ISREG(est.st_mode) && hasYamlExtension(name)) files.push_back(path);
+    if (S_ISDIR(est.st_mode)) {
+      walk(path, depth + 1, visited, files, errors);
+    } else if (!hasYamlExtension(name)) {
+      continue;
+    } else if (!S_ISREG(est.st_mode)) {
+      errors.push_back(ConfigError{path, 0, "", "", "not a regular file"});
+    } else if (size_t(est.st_size) > kMaxConfigFileBytes) {
+      errors.push_back(ConfigError{path, 0, "", "", "file is " + std::to_string(est.st_size) +
+                                                        " bytes, over the limit of " +
+                                                        std::to_string(kMaxConfigFileBytes)});
+    } else {
+      files.push_back(path);
+    }
   }
+}
+
+// The whole file, unless it grew past the limit since walk() saw its size.
+std::expected<std::string, std::string> readBounded(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::unexpected(std::string("cannot read file: ") + std::strerror(errno));
+  std::string text;
+  char chunk[65536];
+  while (in.read(chunk, sizeof chunk) || in.gcount() > 0) {
+    text.append(chunk, size_t(in.gcount()));
+    if (text.size() > kMaxConfigFileBytes)
+      return std::unexpected("file is over the limit of " + std::to_string(kMaxConfigFileBytes) + " bytes");
+  }
+  if (in.bad()) return std::unexpected(std::string("cannot read file: ") + std::strerror(errno));
+  return text;
 }
 
 }  // namespace
@@ -317,14 +343,12 @@ std::expected<LoadReport, std::vector<ConfigError>> loadDirectory(const std::str
 
   LoadReport report;
   for (const std::string& f : files) {
-    std::ifstream in(f, std::ios::binary);
-    std::stringstream buf;
-    if (in) buf << in.rdbuf();
-    if (!in || in.bad()) {
-      errors.push_back(ConfigError{f, 0, "", "", std::string("cannot read file: ") + std::strerror(errno)});
+    auto text = readBounded(f);
+    if (!text) {
+      errors.push_back(ConfigError{f, 0, "", "", text.error()});
       continue;
     }
-    auto errs = loadYamlNoDuplicateCheck(buf.str(), f, report);
+    auto errs = loadYamlNoDuplicateCheck(*text, f, report);
     errors.insert(errors.end(), std::make_move_iterator(errs.begin()), std::make_move_iterator(errs.end()));
     report.resources.files.push_back(f);
   }

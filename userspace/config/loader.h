@@ -37,7 +37,10 @@ std::vector<ConfigError> loadYaml(std::string_view text, const std::string& file
 
 // Loads every *.yaml / *.yml below `dir` (recursively, following the
 // Kubernetes ConfigMap `..data` symlink layout, skipping hidden `..<ts>` dirs
-// so files are not read twice). Any error rejects the whole load.
+// so files are not read twice). Any error rejects the whole load, including
+// a YAML name that is not a regular file (a FIFO would block the loader) and
+// a file over kMaxConfigFileBytes (a ConfigMap holds at most 1 MiB).
+inline constexpr size_t kMaxConfigFileBytes = size_t(64) << 20;
 std::expected<LoadReport, std::vector<ConfigError>> loadDirectory(const std::string& dir);
 
 // Go-style duration ("30ms", "1.5s", "2h45m"). Istio's minimum for most

@@ -1,5 +1,6 @@
 // loadDirectory: recursion, ordering, the ConfigMap `..data` layout,
 // all-or-nothing rejection, duplicates across files, and load speed.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -78,6 +79,28 @@ TEST(LoadDirectory, UnreadableFileIsAnError) {
   auto r = loadDirectory(d.path());
   ASSERT_FALSE(r.has_value());
   EXPECT_THAT(r.error()[0].str(), HasSubstr("a.yaml: cannot read file"));
+}
+
+// A FIFO named like YAML would block the loader on open; a huge file would
+// be read whole. Both are refused by name, and nothing else loads.
+TEST(LoadDirectory, FifosAndOversizedFilesAreErrors) {
+  TempDir d;
+  d.write("a.yaml", dr("a"));
+  const std::string fifo = d.path() + "/pipe.yaml";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const std::string big = d.write("big.yml", dr("big"));
+  fs::resize_file(big, kMaxConfigFileBytes + 1);  // sparse: no disk used
+  auto r = loadDirectory(d.path());
+  ASSERT_FALSE(r.has_value());
+  EXPECT_THAT(strs(r.error()),
+              ElementsAre(d.path() + "/big.yml: file is " + std::to_string(kMaxConfigFileBytes + 1) +
+                              " bytes, over the limit of " + std::to_string(kMaxConfigFileBytes),
+                          fifo + ": not a regular file"));
+  // Other names are not the loader's business.
+  fs::remove(big);
+  fs::remove(fifo);
+  ASSERT_EQ(::mkfifo((d.path() + "/notes.pipe").c_str(), 0600), 0);
+  EXPECT_TRUE(loadDirectory(d.path()).has_value());
 }
 
 TEST(LoadDirectory, AnyErrorRejectsTheWholeLoad) {
