@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <mutex>
 
@@ -251,6 +252,64 @@ TEST_F(ProxyLifecycle, NoFdLeakAfterAMessyBurst) {
   // The pool holds at most one idle connection per concurrent client per worker.
   EXPECT_LE(s["upstream_cx_active"], 8);
   EXPECT_EQ(mesh_.servedBy(kEcho, "/after"), "echo");
+}
+
+// Reads until the peer closes (bounded by the connection's timeout). The
+// bytes are left in buffered(); the result says how the stream ended.
+std::string drainToEof(RawConn& c) {
+  for (;;) {
+    auto f = c.fill();
+    if (!f) return f.error();
+  }
+}
+
+// An upstream that dies halfway through its body: the client gets the head
+// and every body byte the upstream sent, then the connection ends (short of
+// the Content-Length or without the last chunk, so it knows). The bytes that
+// arrived in the same loop turn as the upstream's close are not dropped.
+TEST_F(ProxyLifecycle, ResponseCutMidBodyReachesTheClientAsFarAsItGot) {
+  ASSERT_NO_FATAL_FAILURE(startMesh(1));
+  for (std::string_view framing : {"", "&chunked=1"}) {
+    SCOPED_TRACE(framing.empty() ? "content-length" : "chunked");
+    auto c = raw();
+    ASSERT_OK(c);
+    ASSERT_OK(c->send("GET /cut?close=mid&size=200000" + std::string(framing) + " HTTP/1.1\r\nHost: " + kEcho +
+                      "\r\n\r\n"));
+    auto head = c->readUntil("\r\n\r\n");
+    ASSERT_OK(head);
+    EXPECT_TRUE(head->starts_with("HTTP/1.1 200 ")) << *head;
+    EXPECT_EQ(drainToEof(*c), "eof");
+    // The body is 'x' bytes (plus one chunk-size line when chunked).
+    const std::string& body = c->buffered();
+    EXPECT_EQ(std::count(body.begin(), body.end(), 'x'), 100000) << body.size() << " bytes" << out();
+  }
+  ASSERT_TRUE(mesh_.daemon().running()) << out();
+}
+
+// A cut answer must not take the answers before it along: the first of two
+// pipelined responses, most of it still queued in the proxy behind a client
+// that does not read yet (small receive buffer; less than the proxy's 1 MiB
+// high-water mark, so the first exchange completes and the second starts),
+// arrives whole when the second one's upstream dies.
+TEST_F(ProxyLifecycle, CutResponseKeepsTheEarlierPipelinedAnswer) {
+  ASSERT_NO_FATAL_FAILURE(startMesh(1));
+  auto c = raw(5000ms, 16384);
+  ASSERT_OK(c);
+  constexpr size_t kFirst = 768u << 10;
+  ASSERT_OK(c->send("GET /first?size=" + std::to_string(kFirst) + " HTTP/1.1\r\nHost: " + kEcho +
+                    "\r\n\r\nGET /second?close=mid&size=1000 HTTP/1.1\r\nHost: " + kEcho + "\r\n\r\n"));
+  // Let the second exchange start and fail while the first is still queued.
+  ASSERT_TRUE(eventually([&] { return mesh_.counter("echo") >= 2; }, 5000ms));
+  std::this_thread::sleep_for(200ms);
+  auto first = c->readResponse();
+  ASSERT_OK(first);
+  EXPECT_EQ(first->status, 200);
+  EXPECT_EQ(first->body.size(), kFirst) << out();
+  auto head = c->readUntil("\r\n\r\n");
+  ASSERT_OK(head);
+  EXPECT_TRUE(head->starts_with("HTTP/1.1 200 ")) << *head;
+  EXPECT_EQ(drainToEof(*c), "eof");
+  EXPECT_EQ(c->buffered().size(), 500u);
 }
 
 // 50 MB through a slow reader: the proxy stops reading the upstream instead

@@ -590,8 +590,7 @@ void DownstreamConn::forwardResponseBody() {
     http::BodyFramer::Step step =
         ex.respBody.consume(in.data(), in.size(), ex.dechunk ? &payload : nullptr);
     if (step.status == http::BodyFramer::Status::Error) {
-      abortExchange("UPE");
-      close();
+      cutResponse("UPE");
       return;
     }
     if (ex.dechunk) {
@@ -616,9 +615,8 @@ void DownstreamConn::localReply(int status, std::string_view body, std::string_v
   Exchange& ex = *ex_;
   cancelTimers();
   if (ex.respStarted) {
-    // Too late for a clean answer: the client sees a reset.
-    abortExchange(flags);
-    close();
+    // Too late for a clean answer.
+    cutResponse(flags);
     return;
   }
   ex.status = status;
@@ -658,6 +656,13 @@ void DownstreamConn::abortExchange(std::string_view flags) {
   releaseUpstream(false);
   logAndCount();
   retireExchange();
+}
+
+void DownstreamConn::cutResponse(std::string_view flags) {
+  abortExchange(flags);
+  const bool flushing = unsentBytes() > 0;
+  closeAfterFlush();  // closes now when nothing is queued
+  if (flushing) worker_.timers().schedule(idleTimer_, kCutFlushNs);  // fires close(): no exchange left
 }
 
 void DownstreamConn::cancelTimers() {

@@ -71,6 +71,10 @@ class UpstreamConn final : public Connection {
   bool pooled_ = false;
 };
 
+// How long a client gets to read the rest of a response that was cut short
+// before its connection closes anyway (DownstreamConn::cutResponse).
+inline constexpr uint64_t kCutFlushNs = 5'000'000'000ull;
+
 class DownstreamConn final : public Connection {
  public:
   // `orig`: the address the client dialled when the kernel captured the
@@ -123,6 +127,12 @@ class DownstreamConn final : public Connection {
                   std::string_view extraHeaders = {});
   void finishExchange(bool upstreamReusable);
   void abortExchange(std::string_view flags);
+  // A response already under way cannot be finished: the exchange ends with
+  // `flags`, the bytes already queued for the client (earlier pipelined
+  // answers, this one's head and body so far) still go out, then the
+  // connection closes; the client sees the response cut short. A client
+  // that stopped reading gets kCutFlushNs to take them.
+  void cutResponse(std::string_view flags);
   void releaseUpstream(bool reusable);
   void computeHashKey(const route::HashPolicy& hp, std::string_view path);
   // Tells outlier detection how the current attempt's host did.

@@ -25,8 +25,7 @@ void DownstreamConn::onUpstreamClosed(int err) {
     if (err == 0 && ex.respBody.framing().kind == http::Framing::Kind::UntilClose) {
       finishExchange(false);
     } else {
-      abortExchange("UC");
-      close();
+      cutResponse("UC");
     }
     return;
   }
@@ -125,8 +124,7 @@ void DownstreamConn::onRouteTimeout() {
   if (ex_->respStarted) {
     // The route timeout covers the whole response: past it, a response
     // still streaming is cut off.
-    abortExchange("UT");
-    close();
+    cutResponse("UT");
     return;
   }
   if (up_ && !ex_->respHeadDone) reportOutcome(upstream::Outcome::LocalOriginFailure);  // the host never answered
@@ -139,8 +137,7 @@ void DownstreamConn::onPerTryTimeout() {
   if (!ex_) return;
   worker_.stats().inc(Counter::UpstreamRqPerTryTimeout);
   if (ex_->respStarted) {
-    abortExchange("UT");
-    close();
+    cutResponse("UT");
     return;
   }
   reportOutcome(upstream::Outcome::LocalOriginFailure);

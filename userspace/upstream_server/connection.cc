@@ -325,14 +325,22 @@ void Connection::finishRequest(uint64_t bodyBytes) {
       spec.contentType = "text/plain";
       if (!noBody && !spec.chunked) spec.contentLength = *c.size;
       appendHead(dst, spec);
-      if (sendBody) fill = Fill{*c.size, spec.chunked, spec.chunked};
+      if (sendBody && c.close == CloseMode::Mid) fill = Fill{*c.size / 2, spec.chunked, false};
+      else if (sendBody) fill = Fill{*c.size, spec.chunked, spec.chunked};
     } else {
       scratch_.clear();
       appendEchoJson(scratch_, EchoInfo{state_.name, &head_, target, bodyBytes, number, served_});
       spec.contentType = "application/json";
       if (!noBody && !spec.chunked) spec.contentLength = scratch_.size();
       appendHead(dst, spec);
-      if (sendBody && spec.chunked) {
+      if (sendBody && c.close == CloseMode::Mid) {
+        const std::string_view half(scratch_.data(), scratch_.size() / 2);
+        if (spec.chunked) {
+          appendHex(dst, half.size());
+          dst.append("\r\n");
+        }
+        dst.append(half);
+      } else if (sendBody && spec.chunked) {
         appendHex(dst, scratch_.size());
         dst.append("\r\n");
         dst.append(scratch_);

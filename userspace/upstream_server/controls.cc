@@ -65,8 +65,10 @@ std::optional<std::string_view> apply(std::string_view name, std::string_view va
       c.close = CloseMode::Before;
     } else if (http::iequals(value, "after")) {
       c.close = CloseMode::After;
+    } else if (http::iequals(value, "mid")) {
+      c.close = CloseMode::Mid;
     } else {
-      return "close must be before or after";
+      return "close must be before, after or mid";
     }
   } else if (sameControl(name, "size")) {
     if (!parseUint(value, n)) return "size must be a non-negative integer";

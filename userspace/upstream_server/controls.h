@@ -16,7 +16,9 @@
 
 namespace sluice::upstream_server {
 
-enum class CloseMode { None, Before, After };
+// Before: close without answering. After: answer, then close. Mid: send the
+// head and half of the body, then close (a response cut short).
+enum class CloseMode { None, Before, After, Mid };
 
 struct Controls {
   int status = 0;  // 0: not set
