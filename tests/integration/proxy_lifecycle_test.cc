@@ -3,6 +3,7 @@
 // burst, bounded memory for a large response to a slow reader, and the
 // metrics a user scrapes afterwards.
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 #include <gtest/gtest.h>
@@ -10,6 +11,7 @@
 #include <algorithm>
 #include <atomic>
 #include <mutex>
+#include <sstream>
 
 #include "proxy_fixture.h"
 
@@ -310,6 +312,65 @@ TEST_F(ProxyLifecycle, CutResponseKeepsTheEarlierPipelinedAnswer) {
   EXPECT_TRUE(head->starts_with("HTTP/1.1 200 ")) << *head;
   EXPECT_EQ(drainToEof(*c), "eof");
   EXPECT_EQ(c->buffered().size(), 500u);
+}
+
+// utime + stime of a process, in clock ticks.
+long cpuTicks(pid_t pid) {
+  auto stat = readFile("/proc/" + std::to_string(pid) + "/stat");
+  if (!stat) return -1;
+  std::istringstream in(stat->substr(stat->rfind(')') + 2));
+  std::string field;
+  long ticks = 0;
+  for (int i = 3; i <= 15 && in >> field; ++i) {
+    if (i >= 14) ticks += std::stol(field);
+  }
+  return ticks;
+}
+
+// Out of descriptors, accept fails at once for every waiting connection.
+// The listener pauses instead of re-arming in a tight loop (which held a
+// core at 100% here), the waiting connections are taken once descriptors
+// free up, and the daemon serves as before. The daemon inherits a tight
+// RLIMIT_NOFILE from this process at start: io_uring reads the limit when
+// the multishot accept is armed, so lowering it afterwards would not bite.
+TEST_F(ProxyLifecycle, RunningOutOfDescriptorsPausesAcceptsInsteadOfSpinning) {
+  constexpr rlim_t kDaemonFds = 48;
+  rlimit old{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old), 0);
+  {
+    struct Restore {
+      rlimit limit;
+      ~Restore() { ::setrlimit(RLIMIT_NOFILE, &limit); }
+    } restore{old};
+    rlimit tight{kDaemonFds, old.rlim_max};
+    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &tight), 0);
+    ASSERT_NO_FATAL_FAILURE(startMesh(1));
+  }
+  const pid_t pid = daemonPid();
+  ASSERT_OK(get("/warm"));
+  std::vector<RawConn> held;
+  for (rlim_t i = 0; i < kDaemonFds + 16; ++i) {
+    auto c = raw();
+    ASSERT_OK(c);  // the kernel completes the handshake; the daemon may not accept
+    held.push_back(std::move(*c));
+  }
+  // (The admin listener is out of descriptors too: the log tells.)
+  const std::string kPaused = "accept: Too many open files; pausing new connections";
+  ASSERT_TRUE(eventually([&] { return mesh_.daemon().logText().find(kPaused) != std::string::npos; }, 3000ms))
+      << out();
+  const long t0 = cpuTicks(pid);
+  std::this_thread::sleep_for(1000ms);
+  const long t1 = cpuTicks(pid);
+  EXPECT_LT(t1 - t0, sysconf(_SC_CLK_TCK) / 5) << "the daemon used " << (t1 - t0) << " ticks in 1 s";
+  held.clear();
+  auto r = get("/after");
+  ASSERT_OK(r);
+  EXPECT_EQ(r->status, 200) << r->summary();
+  ASSERT_TRUE(eventually([&] { return stats()["downstream_cx_active"] == 0; }, 5000ms)) << out();
+  auto s = stats();
+  EXPECT_GT(s["downstream_cx_accept_error"], 0);
+  // Every held connection was accepted once descriptors freed up.
+  EXPECT_GE(s["downstream_cx_total"], int64_t(kDaemonFds + 16 + 2));
 }
 
 // 50 MB through a slow reader: the proxy stops reading the upstream instead

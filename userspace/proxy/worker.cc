@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <tuple>
 
@@ -27,6 +28,10 @@ constexpr unsigned kRingEntries = 1024;
 constexpr unsigned kBufferCount = 256;
 constexpr unsigned kBufferSize = 16384;
 constexpr uint64_t kMaxWaitNs = 50'000'000;  // bounds reaction to stop and config swaps
+// Accepting again after running out of descriptors or memory: first wait,
+// and the cap it doubles to while the shortage lasts.
+constexpr uint64_t kMinAcceptBackoffNs = 20'000'000;
+constexpr uint64_t kMaxAcceptBackoffNs = 1'000'000'000;
 }  // namespace
 
 // SO_REUSEPORT listener with one multishot accept; the kernel spreads
@@ -77,6 +82,7 @@ class Worker::Listener final : public core::CompletionHandler {
 
   void stop() {
     if (fd_ < 0) return;
+    backoff_.cancel();
     if (armed_) {
       io_uring_sqe* s = worker_.ring().sqe();
       io_uring_prep_cancel(s, &op_, 0);
@@ -88,7 +94,9 @@ class Worker::Listener final : public core::CompletionHandler {
 
   void onCompletion(uint8_t, int32_t res, uint32_t flags) override {
     if (!(flags & IORING_CQE_F_MORE)) armed_ = false;
+    if (res < 0 && res != -ECANCELED && !stopped_) onAcceptError(-res);
     if (res >= 0) {
+      backoffNs_ = 0;
       if (stopped_) {
         ::close(res);
       } else {
@@ -113,7 +121,7 @@ class Worker::Listener final : public core::CompletionHandler {
         }
       }
     }
-    if (!armed_ && !stopped_) arm();
+    if (!armed_ && !stopped_ && !backoff_.armed()) arm();
     if (stopped_ && !armed_ && fd_ >= 0) {
       ::close(fd_);
       fd_ = -1;
@@ -121,10 +129,36 @@ class Worker::Listener final : public core::CompletionHandler {
   }
 
  private:
+  // Out of descriptors or memory, accept fails at once for every waiting
+  // connection, so re-arming straight away would spin a core. The listener
+  // pauses instead (the connections wait in the listen backlog), twice as
+  // long each time the shortage persists; other errors (a connection reset
+  // before it was accepted) only count.
+  void onAcceptError(int err) {
+    worker_.stats().inc(stats::Counter::DownstreamCxAcceptError);
+    if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) return;
+    if (backoffNs_ == 0) {
+      fprintf(stderr, "sluiced: worker %d: accept: %s; pausing new connections\n", worker_.index(),
+              strerror(err));
+    }
+    backoffNs_ = backoffNs_ == 0 ? kMinAcceptBackoffNs : std::min(backoffNs_ * 2, kMaxAcceptBackoffNs);
+    worker_.timers().schedule(backoff_, backoffNs_);
+    if (armed_) {  // a multishot that survived its error: stop it for the pause
+      io_uring_sqe* s = worker_.ring().sqe();
+      io_uring_prep_cancel(s, &op_, 0);
+      io_uring_sqe_set_data(s, nullptr);
+    }
+  }
+  void onBackoffEnd() {
+    if (!stopped_) arm();
+  }
+
   Worker& worker_;
   core::IoOp op_{this, 0};
+  core::MemberTimer<Listener, &Listener::onBackoffEnd> backoff_{this};
   int fd_ = -1;
   sockaddr_in local_{};
+  uint64_t backoffNs_ = 0;  // current pause; 0 while accepts succeed
   bool armed_ = false;
   bool stopped_ = false;
 };

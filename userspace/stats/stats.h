@@ -36,6 +36,7 @@ enum class Counter : size_t {
   DownstreamRq5xx,
   DownstreamRqBad,  // malformed requests answered locally (400/413/431/501/505)
   DownstreamRqIdleTimeout,  // stream idle timeout (flag SI)
+  DownstreamCxAcceptError,  // accept failed (out of descriptors or memory: the listener backs off)
   UpstreamCxTotal,
   UpstreamCxActive,  // gauge
   UpstreamCxConnectFail,
