@@ -358,11 +358,18 @@ TEST_F(ProxyLifecycle, RunningOutOfDescriptorsPausesAcceptsInsteadOfSpinning) {
   const std::string kPaused = "accept: Too many open files; pausing new connections";
   ASSERT_TRUE(eventually([&] { return mesh_.daemon().logText().find(kPaused) != std::string::npos; }, 3000ms))
       << out();
+  // A health probe waiting on the admin port must not make its thread spin either.
+  auto probe = RawConn::connect(mesh_.adminPort());
+  ASSERT_OK(probe);
+  ASSERT_OK(probe->send("GET /ready HTTP/1.1\r\nHost: admin\r\n\r\n"));
   const long t0 = cpuTicks(pid);
   std::this_thread::sleep_for(1000ms);
   const long t1 = cpuTicks(pid);
   EXPECT_LT(t1 - t0, sysconf(_SC_CLK_TCK) / 5) << "the daemon used " << (t1 - t0) << " ticks in 1 s";
   held.clear();
+  auto ready = probe->readResponse();  // answered once descriptors are back
+  ASSERT_OK(ready);
+  EXPECT_EQ(ready->status, 200);
   auto r = get("/after");
   ASSERT_OK(r);
   EXPECT_EQ(r->status, 200) << r->summary();

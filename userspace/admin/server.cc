@@ -55,6 +55,11 @@ void AdminServer::loop() {
       if (fd >= 0) {
         serve(fd);
         ::close(fd);
+      } else if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        // Out of descriptors or memory: the connection stays in the backlog
+        // and poll would report it again at once. Wait, still stoppable.
+        pollfd wake{wakeFd_, POLLIN, 0};
+        if (::poll(&wake, 1, 100) > 0) return;
       }
     }
   }
