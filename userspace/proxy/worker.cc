@@ -32,6 +32,7 @@ constexpr uint64_t kMaxWaitNs = 50'000'000;  // bounds reaction to stop and conf
 // and the cap it doubles to while the shortage lasts.
 constexpr uint64_t kMinAcceptBackoffNs = 20'000'000;
 constexpr uint64_t kMaxAcceptBackoffNs = 1'000'000'000;
+constexpr uint64_t kAcceptErrorLogEveryNs = 10'000'000'000;  // a shortage that comes and goes logs this often
 }  // namespace
 
 // SO_REUSEPORT listener with one multishot accept; the kernel spreads
@@ -137,7 +138,9 @@ class Worker::Listener final : public core::CompletionHandler {
   void onAcceptError(int err) {
     worker_.stats().inc(stats::Counter::DownstreamCxAcceptError);
     if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) return;
-    if (backoffNs_ == 0) {
+    const uint64_t now = worker_.clock().nowNs();
+    if (lastLogNs_ == 0 || now - lastLogNs_ >= kAcceptErrorLogEveryNs) {
+      lastLogNs_ = now;
       fprintf(stderr, "sluiced: worker %d: accept: %s; pausing new connections\n", worker_.index(),
               strerror(err));
     }
@@ -159,6 +162,7 @@ class Worker::Listener final : public core::CompletionHandler {
   int fd_ = -1;
   sockaddr_in local_{};
   uint64_t backoffNs_ = 0;  // current pause; 0 while accepts succeed
+  uint64_t lastLogNs_ = 0;
   bool armed_ = false;
   bool stopped_ = false;
 };
