@@ -334,6 +334,13 @@ long cpuTicks(pid_t pid) {
 // RLIMIT_NOFILE from this process at start: io_uring reads the limit when
 // the multishot accept is armed, so lowering it afterwards would not bite.
 TEST_F(ProxyLifecycle, RunningOutOfDescriptorsPausesAcceptsInsteadOfSpinning) {
+#if defined(__SANITIZE_ADDRESS__)
+  // UBSan's vptr check probes memory through a pipe(); in a process with no
+  // descriptor left that fails, and every first-time check reports a false
+  // "invalid vptr" (reproduced with a ten-line program). The daemon under
+  // test is at its limit by design, so this test runs in the plain build.
+  GTEST_SKIP() << "sanitizer runtime needs free descriptors";
+#endif
   constexpr rlim_t kDaemonFds = 48;
   rlimit old{};
   ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old), 0);
