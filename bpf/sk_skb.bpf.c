@@ -9,12 +9,30 @@
 
 #include "lib/common.h"
 
+/* Payload bytes the socket `cookie` has taken for sending so far (sent and
+ * acknowledged, in flight, or queued), or -1 if it cannot be read. */
+static __always_inline __s64 bytes_taken(__u64 *cookie)
+{
+	struct bpf_sock *sk = bpf_map_lookup_elem(&sluice_l4socks, cookie);
+	struct tcp_sock *tp;
+	__s64 taken = -1;
+
+	if (!sk)
+		return -1;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (tp)
+		taken = (__s64)tp->bytes_acked + (__s64)(__u32)(tp->write_seq - tp->snd_una);
+	bpf_sk_release(sk);
+	return taken;
+}
+
 SEC("sk_skb/stream_verdict")
 int sluice_sk_skb(struct __sk_buff *skb)
 {
 	__u64 cookie = bpf_get_socket_cookie(skb);
-	__u64 *peer = bpf_map_lookup_elem(&sluice_l4peer, &cookie);
+	struct sluice_l4pair *pair = bpf_map_lookup_elem(&sluice_l4peer, &cookie);
 	__u32 len = skb->len;
+	__s64 taken;
 
 	/* The peer's FIN reaches the verdict as an skb without payload. TCP
 	 * has already taken note of it (the daemon passes the EOF on itself);
@@ -25,10 +43,35 @@ int sluice_sk_skb(struct __sk_buff *skb)
 	 * the upstream's earliest bytes can get here) or any more: keep the
 	 * bytes on this socket, where the daemon reads them. TCP has already
 	 * acknowledged them, so dropping would lose them. */
-	if (!peer || bpf_sk_redirect_hash(skb, &sluice_l4socks, peer, 0) != SK_PASS) {
+	if (!pair) {
 		cnt_inc(SLUICE_CNT_L4_NO_PEER);
 		return SK_PASS;
 	}
+	/* A redirected skb leaves this socket's receive buffer at once, so TCP
+	 * keeps its window open however far behind the partner is: the queue
+	 * in front of the partner would grow without bound. Once it is more
+	 * than SLUICE_L4_MAX_AHEAD behind, this direction is held for good:
+	 * bytes stay here, charged to this socket, so TCP pushes back on the
+	 * sender, and the daemon copies them once the partner has sent all it
+	 * was given. Sticky, because bytes redirected after kept ones would
+	 * overtake them. (The daemon's own sends count as taken too; that only
+	 * loosens the bound by the few bytes it forwarded at attach.) */
+	if (!pair->held) {
+		taken = bytes_taken(&pair->peer);
+		if (taken < 0 || (__s64)pair->redirected - taken > (__s64)SLUICE_L4_MAX_AHEAD) {
+			pair->held = SLUICE_L4_HELD;
+			cnt_inc(SLUICE_CNT_L4_HELD);
+		}
+	}
+	if (pair->held) {
+		cnt_add(SLUICE_CNT_L4_HELD_BYTES, len);
+		return SK_PASS;
+	}
+	if (bpf_sk_redirect_hash(skb, &sluice_l4socks, &pair->peer, 0) != SK_PASS) {
+		cnt_inc(SLUICE_CNT_L4_NO_PEER);
+		return SK_PASS;
+	}
+	__sync_fetch_and_add(&pair->redirected, len);
 	cnt_add(SLUICE_CNT_L4_SPLICED_BYTES, len);
 	return SK_PASS;
 }

@@ -64,6 +64,7 @@ int sluice_sockops(struct bpf_sock_ops *skops)
 		if (conn_is_close_transition(skops)) {
 			count_close_error(conn_on_close(skops, &t));
 			captured_on_close(skops, &t);
+			noredir_on_close(skops, &t);
 		}
 		break;
 	default:

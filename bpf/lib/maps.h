@@ -101,7 +101,20 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
-	__type(value, __u64);
+	__type(value, struct sluice_l4pair);
 } sluice_l4peer SEC(".maps");
+
+/* Passive ends to keep out of sluice_socks, by their own tuple: the
+ * node-local peer of an active socket that is never redirected (an L4
+ * upstream socket of the daemon). Its sends would run sk_msg for nothing,
+ * and a copy through sk_msg costs more than plain TCP. LRU: that peer may
+ * never show up here (outside the attached tree), and the active end's
+ * close forgets it anyway. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sluice_tuple4);
+	__type(value, __u8);
+} sluice_noredir SEC(".maps");
 
 #endif /* SLUICE_BPF_LIB_MAPS_H */

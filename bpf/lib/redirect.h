@@ -98,16 +98,61 @@ static __always_inline bool is_node_local(const struct sluice_tuple4 *t)
 	       t->src_addr == t->dst_addr;
 }
 
+static __always_inline void reverse_tuple(const struct sluice_tuple4 *t, struct sluice_tuple4 *r)
+{
+	r->src_addr = t->dst_addr;
+	r->dst_addr = t->src_addr;
+	r->src_port = t->dst_port;
+	r->dst_port = t->src_port;
+}
+
+/* A socket that is never redirected keeps its node-local peer out of the
+ * sockhash as well: nothing could be redirected to it, and sk_msg on every
+ * send of that peer would only cost. The active end establishes first (it
+ * sees the SYN-ACK before the passive end sees the final ACK), so it leaves
+ * a note under the passive end's tuple, which that end takes. */
+static __always_inline bool kept_out_of_sockhash(struct bpf_sock_ops *skops,
+						 const struct sluice_tuple4 *t,
+						 const struct sluice_sock_state *st)
+{
+	struct sluice_tuple4 peer;
+	__u8 one = 1;
+
+	if (skops->op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB &&
+	    bpf_map_delete_elem(&sluice_noredir, t) == 0) {
+		cnt_inc(SLUICE_CNT_SOCKHASH_KEPT_OUT);
+		return true;
+	}
+	if (!st || !(st->flags & SLUICE_SOCK_NO_REDIRECT))
+		return false;
+	if (skops->op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB) {
+		reverse_tuple(t, &peer);
+		bpf_map_update_elem(&sluice_noredir, &peer, &one, BPF_ANY);
+	}
+	return true;
+}
+
+/* Its close forgets a note the peer never took (a peer outside the tree). */
+static __always_inline void noredir_on_close(struct bpf_sock_ops *skops,
+					     const struct sluice_tuple4 *t)
+{
+	struct sluice_sock_state *st = sock_state(skops->sk);
+	struct sluice_tuple4 peer;
+
+	if (!st || !(st->flags & SLUICE_SOCK_NO_REDIRECT))
+		return;
+	reverse_tuple(t, &peer);
+	bpf_map_delete_elem(&sluice_noredir, &peer);
+}
+
 static __always_inline void sockhash_on_established(struct bpf_sock_ops *skops,
 						    struct sluice_tuple4 *t)
 {
 	struct sluice_config *cfg = config_get();
-	struct sluice_sock_state *st;
 
 	if (!cfg || !(cfg->flags & SLUICE_CFG_REDIRECT) || !is_node_local(t))
 		return;
-	st = sock_state(skops->sk);
-	if (st && (st->flags & SLUICE_SOCK_NO_REDIRECT))
+	if (kept_out_of_sockhash(skops, t, sock_state(skops->sk)))
 		return;
 	if (bpf_sock_hash_update(skops, &sluice_socks, t, BPF_NOEXIST) == 0)
 		cnt_inc(SLUICE_CNT_SOCKHASH_ADDED);

@@ -20,7 +20,9 @@
  *   sluice_sock       kernel    per-socket state (socket local storage)
  *   sluice_socks      kernel    node-local sockets for sk_msg redirection
  *   sluice_l4socks    daemon    spliced L4 sockets, by socket cookie
- *   sluice_l4peer     daemon    socket cookie -> its spliced partner's cookie
+ *   sluice_l4peer     both      socket cookie -> struct sluice_l4pair (the
+ *                               daemon pairs, the verdict counts and holds)
+ *   sluice_noredir    kernel    passive ends kept out of sluice_socks
  */
 #ifndef SLUICE_MAPS_H
 #define SLUICE_MAPS_H
@@ -62,7 +64,10 @@ enum sluice_counter {
 	/* L4 splice (sk_skb stream verdict on sluice_l4socks). */
 	SLUICE_CNT_L4_SPLICED_BYTES = 19,  /* bytes moved socket to socket in the kernel */
 	SLUICE_CNT_L4_NO_PEER = 20,        /* skb on a spliced socket without a partner: kept there */
-	SLUICE_CNT_MAX = 21,
+	SLUICE_CNT_L4_HELD = 21,           /* a spliced direction handed back to the daemon (reader behind) */
+	SLUICE_CNT_L4_HELD_BYTES = 22,     /* bytes kept on the source socket for the daemon to copy */
+	SLUICE_CNT_SOCKHASH_KEPT_OUT = 23, /* passive end of a never-redirected socket left out */
+	SLUICE_CNT_MAX = 24,
 };
 
 /* An IPv4 endpoint: the key of sluice_peers, sluice_svcstat,
@@ -142,6 +147,29 @@ struct sluice_endpoint {
  * the daemon (userspace update keyed by the socket fd) before connect(), or
  * by sockops for the proxy's end of a captured L4 connection. */
 #define SLUICE_SOCK_NO_REDIRECT (1u << 3)
+
+/* sluice_l4pair.held */
+#define SLUICE_L4_HELD 1u
+/* How far the sk_skb splice may run ahead of the socket it sends out of:
+ * bytes redirected that the destination's TCP has not yet taken. A
+ * redirected skb no longer counts against the source's receive buffer, so
+ * without this bound a reader that stops reading would let the sender fill
+ * the kernel's memory. Past it the direction is held: see sluice_l4pair. */
+#define SLUICE_L4_MAX_AHEAD (16u << 20)
+
+/* Value of "sluice_l4peer" (key: __u64 socket cookie of one spliced end).
+ * The daemon writes peer (and zeroes the rest) when it pairs two sockets;
+ * after that only the verdict writes it (the socket's verdicts run one at a
+ * time; redirected is added atomically all the same). */
+struct sluice_l4pair {
+	__u64 peer;       /* cookie of the socket this one's bytes go out of */
+	__u64 redirected; /* host byte order; payload bytes sent to peer so far */
+	/* SLUICE_L4_HELD once the destination fell SLUICE_L4_MAX_AHEAD behind:
+	 * from then on every byte stays on this socket (its receive buffer
+	 * pushes back on the sender) and the daemon copies this direction. */
+	__u32 held;
+	__u32 _pad;
+};
 
 /* Socket local storage ("sluice_sock"): what the kernel remembers about one
  * socket between hooks. */

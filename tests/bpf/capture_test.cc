@@ -13,10 +13,12 @@
 #include <fcntl.h>
 #include <linux/netfilter_ipv4.h>
 #include <poll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
 #include <fstream>
 #include <optional>
@@ -865,6 +867,9 @@ TEST_P(TcpRouteTest, WeightsSplitConnectionsAndStreamsEndCleanly) {
     EXPECT_EQ(statValue(st, "bpf.l4_spliced_bytes"), 0u) << st;
   }
   EXPECT_EQ(statValue(st, "bpf.l4_no_peer"), 0u) << st;
+  // Neither the proxy's accepted end nor the upstream's end of an L4
+  // connection runs sk_msg: both are kept out of the sockhash.
+  EXPECT_EQ(statValue(st, "bpf.sockhash_kept_out"), std::uint64_t(2 * (n + 5))) << st;
 
   // Every connection is gone from the daemon: no fd left behind.
   std::size_t fdsAfter = 0;
@@ -875,6 +880,175 @@ TEST_P(TcpRouteTest, WeightsSplitConnectionsAndStreamsEndCleanly) {
   }
   EXPECT_LE(fdsAfter, fdsBefore) << "daemon holds more fds than before the connections";
 }
+
+// A stream whose every 8-byte word is its own index: a lost, repeated or
+// reordered stretch shows as a word out of place.
+constexpr std::size_t kPatternChunk = 1 << 16;
+
+// Writes `total` bytes of the pattern to blocking `fd`, publishing how many
+// the kernel has taken so far; false on a failed write.
+bool sendPattern(int fd, std::uint64_t total, std::atomic<std::uint64_t>* taken) {
+  std::vector<std::uint64_t> words(kPatternChunk / 8);
+  for (std::uint64_t off = 0; off < total;) {
+    for (std::size_t i = 0; i < words.size(); ++i) words[i] = off / 8 + i;
+    std::size_t len = std::size_t(std::min<std::uint64_t>(kPatternChunk, total - off));
+    const char* p = reinterpret_cast<const char*>(words.data());
+    for (std::size_t done = 0; done < len;) {
+      ssize_t w = ::send(fd, p + done, len - done, MSG_NOSIGNAL);
+      if (w <= 0) return false;
+      done += std::size_t(w);
+      taken->fetch_add(std::uint64_t(w));
+    }
+    off += len;
+  }
+  return true;
+}
+
+// Reads blocking `fd` to EOF; the byte count, or -1 at the first byte that
+// is not the pattern's.
+std::int64_t readPattern(int fd) {
+  std::vector<char> buf(kPatternChunk);
+  std::uint64_t at = 0;
+  for (;;) {
+    ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0) return -1;
+    if (n == 0) return std::int64_t(at);
+    for (ssize_t i = 0; i < n; ++i, ++at) {
+      std::uint64_t word = at / 8;
+      if (buf[std::size_t(i)] != reinterpret_cast<const char*>(&word)[at % 8]) return -1;
+    }
+  }
+}
+
+// A reader that stops reading must not make the kernel queue what the
+// sender keeps sending: a redirected skb leaves the source's receive buffer,
+// so TCP alone would never push back. The splice holds the direction once
+// its destination is far enough behind, and the daemon copies the rest; the
+// stream arrives whole and in order. Both ways: a client that stops reading
+// a download, and an upstream that stops reading an upload.
+class TcpSlowReaderTest : public CaptureTest, public ::testing::WithParamInterface<bool> {};
+
+TEST_P(TcpSlowReaderTest, AReaderThatStopsHoldsTheSenderBackAndGetsEverything) {
+  const bool download = GetParam();  // else: upload
+  const std::uint64_t total = 192ull << 20;
+  // The sender may get this far while nobody reads: the splice's 4 MiB, and
+  // the socket buffers on the way (each at most net.ipv4.tcp_[rw]mem's max).
+  // Unbounded, it moves 300 MB/s here: all of `total` in the pause.
+  const std::uint64_t bound = 128ull << 20;
+
+  int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(lfd, 0);
+  sockaddr_in la{};
+  la.sin_family = AF_INET;
+  la.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t llen = sizeof(la);
+  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&la), sizeof(la)), 0);
+  ASSERT_EQ(::listen(lfd, 4), 0);
+  ASSERT_EQ(::getsockname(lfd, reinterpret_cast<sockaddr*>(&la), &llen), 0);
+  ASSERT_OK(mesh_->applyConfig("slow.yaml", R"(apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: slow}
+spec:
+  hosts: [slow.default.svc.cluster.local]
+  addresses: [127.10.5.5]
+  ports: [{number: 9000, name: tcp, protocol: TCP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1, ports: {tcp: )" + std::to_string(ntohs(la.sin_port)) + "}}]\n"));
+  ASSERT_EQ(sluicectl({"enable", "--cgroup", app_.path()}), 0);
+
+  // Shared with the client child: bytes its sends got taken (upload).
+  void* shm = ::mmap(nullptr, sizeof(std::atomic<std::uint64_t>), PROT_READ | PROT_WRITE,
+                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(shm, MAP_FAILED);
+  auto* clientTaken = new (shm) std::atomic<std::uint64_t>(0);
+  std::atomic<std::uint64_t> serverTaken{0};
+  std::atomic<std::int64_t> serverRead{-2};
+  int go[2], done[2];
+  ASSERT_EQ(::pipe2(go, O_CLOEXEC), 0);
+  ASSERT_EQ(::pipe2(done, O_CLOEXEC), 0);
+
+  // The upstream, in this process (outside the attached tree).
+  std::thread server([&] {
+    pollfd pfd{lfd, POLLIN, 0};
+    if (::poll(&pfd, 1, 10000) != 1) return;
+    int c = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (c < 0) return;
+    timeval tv{20, 0};
+    ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    ::setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    if (download) {
+      sendPattern(c, total, &serverTaken);
+    } else {
+      char g;
+      pfd = {go[0], POLLIN, 0};
+      if (::poll(&pfd, 1, 20000) == 1 && ::read(go[0], &g, 1) == 1) serverRead = readPattern(c);
+    }
+    ::close(c);
+  });
+
+  int cgFd = ::open((app_.path() + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(cgFd, 0);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    if (::write(cgFd, "0", 1) != 1) ::_exit(3);
+    int s = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(9000);
+    inet_pton(AF_INET, "127.10.5.5", &sa.sin_addr);
+    timeval tv{20, 0};
+    ::setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    ::setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    if (::connect(s, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) ::_exit(5);
+    std::int64_t got = -3;
+    if (download) {
+      char g;
+      if (::read(go[0], &g, 1) == 1) got = readPattern(s);
+    } else {
+      got = sendPattern(s, total, clientTaken) ? 0 : -4;
+      ::shutdown(s, SHUT_WR);
+      char b;
+      (void)!::read(s, &b, 1);  // the upstream's EOF
+    }
+    if (::write(done[1], &got, sizeof(got)) != ssize_t(sizeof(got))) ::_exit(4);
+    ::_exit(0);
+  }
+  ::close(cgFd);
+  ASSERT_GT(pid, 0);
+
+  // Nobody reads for 1.5 s; then the reader takes everything.
+  std::this_thread::sleep_for(1500ms);
+  const std::uint64_t aheadWhilePaused = download ? serverTaken.load() : clientTaken->load();
+  ASSERT_EQ(::write(go[1], "g", 1), 1);
+  std::int64_t got = -5;
+  pollfd pfd{done[0], POLLIN, 0};
+  if (::poll(&pfd, 1, 30000) == 1) (void)!::read(done[0], &got, sizeof(got));
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  ::shutdown(lfd, SHUT_RDWR);
+  server.join();
+  for (int fd : {lfd, go[0], go[1], done[0], done[1]}) ::close(fd);
+  ::munmap(shm, sizeof(std::atomic<std::uint64_t>));
+
+  auto r = itest::httpRequest(mesh_->adminPort(), {.method = "GET", .target = "/stats", .headers = {}});
+  ASSERT_TRUE(r);
+  const std::string st = "\n" + r->body;
+  EXPECT_GT(aheadWhilePaused, 0u);
+  EXPECT_LT(aheadWhilePaused, bound) << "the sender was never held back" << st;
+  if (download) {
+    EXPECT_EQ(got, std::int64_t(total)) << "-1: a byte out of place" << st;
+  } else {
+    EXPECT_EQ(got, 0) << "the client's sends failed";
+    EXPECT_EQ(serverRead.load(), std::int64_t(total)) << "-1: a byte out of place" << st;
+  }
+  EXPECT_EQ(statValue(st, "tcp_cx_spliced"), 1u) << st;
+  EXPECT_GE(statValue(st, "bpf.l4_held"), 1u) << st;
+  EXPECT_EQ(statValue(st, "tcp_splice_handed_back"), 1u) << st;
+  EXPECT_EQ(statValue(st, "tcp_cx_error"), 0u) << st;
+}
+
+INSTANTIATE_TEST_SUITE_P(Direction, TcpSlowReaderTest, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "Download" : "Upload"; });
 
 // A child in `cgroup` that opens `n` connections to 127.0.0.1:port (or the
 // given address) and holds them until killed. Reports readiness on a pipe.

@@ -483,8 +483,11 @@ std::expected<void, std::string> Datapath::spliceAttach(int fdA, int fdB) {
   int peers = sk_->mapFd("sluice_l4peer");
   int socks = sk_->mapFd("sluice_l4socks");
   // Pairing first: a verdict that runs between the two inserts must find it.
-  if (bpf_map_update_elem(peers, &*a, &*b, BPF_ANY) != 0 ||
-      bpf_map_update_elem(peers, &*b, &*a, BPF_ANY) != 0) {
+  sluice_l4pair toB{}, toA{};
+  toB.peer = *b;
+  toA.peer = *a;
+  if (bpf_map_update_elem(peers, &*a, &toB, BPF_ANY) != 0 ||
+      bpf_map_update_elem(peers, &*b, &toA, BPF_ANY) != 0) {
     int err = errno;
     bpf_map_delete_elem(peers, &*a);
     return std::unexpected("cannot pair sockets in sluice_l4peer: " + errnoText(err));
@@ -506,6 +509,16 @@ std::expected<void, std::string> Datapath::spliceAttach(int fdA, int fdB) {
   ::setsockopt(fdA, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
   ::setsockopt(fdB, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
   return {};
+}
+
+std::expected<Datapath::SpliceState, std::string> Datapath::spliceState(int fd) const {
+  if (!sk_) return std::unexpected("data path is not loaded");
+  auto c = socketCookie(fd);
+  if (!c) return std::unexpected(c.error());
+  sluice_l4pair pair{};
+  if (bpf_map_lookup_elem(sk_->mapFd("sluice_l4peer"), &*c, &pair) != 0)
+    return std::unexpected("socket is not spliced: " + errnoText(errno));
+  return SpliceState{.redirected = pair.redirected, .held = (pair.held & SLUICE_L4_HELD) != 0};
 }
 
 void Datapath::spliceDetach(int fdA, int fdB) {
@@ -745,6 +758,9 @@ const char* counterName(sluice_counter c) {
     case SLUICE_CNT_MSG_PASSED: return "msg_passed";
     case SLUICE_CNT_L4_SPLICED_BYTES: return "l4_spliced_bytes";
     case SLUICE_CNT_L4_NO_PEER: return "l4_no_peer";
+    case SLUICE_CNT_L4_HELD: return "l4_held";
+    case SLUICE_CNT_L4_HELD_BYTES: return "l4_held_bytes";
+    case SLUICE_CNT_SOCKHASH_KEPT_OUT: return "sockhash_kept_out";
     case SLUICE_CNT_MAX: break;
   }
   return "unknown";

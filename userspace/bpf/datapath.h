@@ -151,6 +151,14 @@ class Datapath {
   std::expected<void, std::string> markNoRedirect(int fd);
   std::expected<void, std::string> spliceAttach(int fdA, int fdB);
   void spliceDetach(int fdA, int fdB);
+  // What the verdict did with the bytes `fd` received since spliceAttach:
+  // how many it sent out of the partner, and whether it holds them now
+  // (the partner fell too far behind; see struct sluice_l4pair).
+  struct SpliceState {
+    std::uint64_t redirected = 0;
+    bool held = false;
+  };
+  std::expected<SpliceState, std::string> spliceState(int fd) const;
 
   std::expected<Counters, std::string> counters() const;
   // nullopt when the kernel never saw that peer (or evicted it).

@@ -9,7 +9,7 @@
 
 namespace sluice::bpf::layout {
 
-static_assert(SLUICE_CNT_MAX == 21, "counter enum changed: update userspace readers");
+static_assert(SLUICE_CNT_MAX == 24, "counter enum changed: update userspace readers");
 static_assert(sizeof(sluice_counter) == 4);
 
 static_assert(sizeof(sluice_addr_key) == 8);
@@ -40,6 +40,11 @@ static_assert(offsetof(sluice_config, flags) == 16);
 static_assert(sizeof(sluice_enabled) == 8);
 static_assert(sizeof(sluice_service) == 8);
 static_assert(sizeof(sluice_endpoint) == 8);
+
+static_assert(sizeof(sluice_l4pair) == 24);
+static_assert(offsetof(sluice_l4pair, peer) == 0);
+static_assert(offsetof(sluice_l4pair, redirected) == 8);
+static_assert(offsetof(sluice_l4pair, held) == 16);
 
 static_assert(sizeof(sluice_sock_state) == 16);
 static_assert(offsetof(sluice_sock_state, orig) == 0);

@@ -142,6 +142,12 @@ bool Capture::attach(int clientFd, int upstreamFd) {
 
 void Capture::detach(int clientFd, int upstreamFd) { dp_.spliceDetach(clientFd, upstreamFd); }
 
+std::optional<proxy::L4Splicer::Direction> Capture::direction(int fd) {
+  auto st = dp_.spliceState(fd);
+  if (!st) return std::nullopt;
+  return Direction{.redirected = st->redirected, .held = st->held};
+}
+
 std::string Capture::renderPrometheus() {
   std::string out;
   auto counters = dp_.counters();

@@ -53,6 +53,7 @@ class Capture final : public proxy::L4Splicer {
   void prepareUpstream(int fd) override;
   bool attach(int clientFd, int upstreamFd) override;
   void detach(int clientFd, int upstreamFd) override;
+  std::optional<Direction> direction(int fd) override;
 
   // Stops capturing new connections; the maps stay readable.
   void detachPrograms() { dp_.detach(); }

@@ -25,6 +25,38 @@ constexpr size_t kMaxBuffered = 1 << 20;
 // the EOF on. 1 ms x 5000.
 constexpr uint64_t kDrainTickNs = 1'000'000;
 constexpr int kMaxDrainTicks = 5000;
+// Splice mode, a held direction: how often to look whether its destination
+// has sent everything the kernel gave it. Starts at 1 ms and doubles to
+// 100 ms: the destination only drains as fast as its reader reads.
+constexpr uint64_t kHandoverFirstWaitNs = 1'000'000;
+constexpr uint64_t kHandoverMaxWaitNs = 100'000'000;
+// Splice mode: how often to ask the kernel whether it held a direction.
+// Every 10 ms while bytes move (a held direction stalls its reader until
+// the daemon takes over), backing off to 1 s while they do not. Not a poll
+// for POLLIN: every skb the verdict consumes wakes the socket's waiters.
+constexpr uint64_t kHoldCheckBusyNs = 10'000'000;
+constexpr uint64_t kHoldCheckIdleNs = 1'000'000'000;
+
+// Payload bytes `fd` received (its FIN excluded once seen) and payload bytes
+// it has accepted for sending (sent, retransmissions not double counted,
+// plus what still waits in its send queue).
+struct Progress {
+  uint64_t received = 0;
+  uint64_t written = 0;
+  bool ok = false;
+};
+Progress progress(int fd, bool finReceived) {
+  Progress p;
+  tcp_info ti{};
+  socklen_t len = sizeof(ti);
+  if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0) return p;
+  int unsent = 0;
+  if (::ioctl(fd, SIOCOUTQNSD, &unsent) != 0) return p;
+  p.received = ti.tcpi_bytes_received - (finReceived && ti.tcpi_bytes_received > 0 ? 1 : 0);
+  p.written = ti.tcpi_bytes_sent - ti.tcpi_bytes_retrans + uint64_t(unsent);
+  p.ok = true;
+  return p;
+}
 
 void noDelay(int fd) {
   int one = 1;
@@ -87,7 +119,7 @@ void TcpSide::onOtherCompletion(uint8_t op, int32_t res) {
       ::getsockopt(fd_, SOL_SOCKET, SO_ERROR, &err, &len);
       proxy_->onEnd(*this, -(err ? err : ECONNRESET));
     } else {
-      proxy_->onEnd(*this, 0);
+      proxy_->onSplicedWake(*this);
     }
   }
 }
@@ -199,12 +231,14 @@ void TcpProxy::onConnected() {
   if (sp && sp->attach(client_->fd(), upstream_->fd())) {
     spliced_ = true;
     worker_.stats().inc(Counter::TcpCxSpliced);
-    if (!forwardKeptBytes()) {
+    if (!forwardKeptBytes(*upstream_)) {
       closeBoth();
       return;
     }
     client_->watchForEnd();
     upstream_->watchForEnd();
+    holdCheckNs_ = kHoldCheckBusyNs;
+    worker_.timers().schedule(holdCheckTimer_, holdCheckNs_);
     return;
   }
   client_->startReading();
@@ -248,7 +282,7 @@ void TcpProxy::onEnd(TcpSide& side, int err) {
   int dir = side.isClient() ? 0 : 1;
   if (eofFrom_[dir]) return;
   eofFrom_[dir] = true;
-  if (spliced_) {
+  if (spliced_ && !copied_[dir]) {
     checkSplicedDrain();
     return;
   }
@@ -258,47 +292,114 @@ void TcpProxy::onEnd(TcpSide& side, int err) {
   if (shutTo_[0] && shutTo_[1]) closeBoth();
 }
 
-// The upstream's bytes that arrived while the client was joining the splice
-// were kept on the upstream socket (the verdict had no partner yet). Moving
-// them now, before anything else the upstream sends can overtake them, keeps
-// the stream in order in practice; the window is the two map updates.
-bool TcpProxy::forwardKeptBytes() {
+// Bytes the verdict kept on `from` without holding the direction: the
+// upstream's that arrived while the client was joining the splice (no
+// partner yet), or any that came once the partner had left the sockhash.
+// Moving them now, before anything else the source sends can overtake them,
+// keeps the stream in order in practice; the window is the two map updates.
+bool TcpProxy::forwardKeptBytes(TcpSide& from) {
+  TcpSide* to = peerOf(from);
+  const int dir = from.isClient() ? 0 : 1;
   char buf[16384];
   for (;;) {
-    ssize_t n = ::recv(upstream_->fd(), buf, sizeof(buf), MSG_DONTWAIT);
+    ssize_t n = ::recv(from.fd(), buf, sizeof(buf), MSG_DONTWAIT);
     if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK;
     if (n == 0) return true;  // EOF: the poll reports it
     worker_.stats().inc(Counter::TcpBytesCopied, uint64_t(n));
     for (ssize_t off = 0; off < n;) {
-      ssize_t w = ::send(client_->fd(), buf + off, size_t(n - off), MSG_DONTWAIT | MSG_NOSIGNAL);
-      if (w <= 0) return false;  // a fresh socket's buffer cannot be full: give up
+      ssize_t w = ::send(to->fd(), buf + off, size_t(n - off), MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (w <= 0) return false;  // so few bytes cannot fill a send buffer: give up
       off += w;
+      keptForwarded_[dir] += uint64_t(w);
     }
   }
 }
 
-namespace {
-// Payload bytes `fd` received (its FIN excluded once seen) and payload bytes
-// it has accepted for sending (sent, retransmissions not double counted,
-// plus what still waits in its send queue).
-struct Progress {
-  uint64_t received = 0;
-  uint64_t written = 0;
-  bool ok = false;
-};
-Progress progress(int fd, bool finReceived) {
-  Progress p;
-  tcp_info ti{};
-  socklen_t len = sizeof(ti);
-  if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0) return p;
-  int unsent = 0;
-  if (::ioctl(fd, SIOCOUTQNSD, &unsent) != 0) return p;
-  p.received = ti.tcpi_bytes_received - (finReceived && ti.tcpi_bytes_received > 0 ? 1 : 0);
-  p.written = ti.tcpi_bytes_sent - ti.tcpi_bytes_retrans + uint64_t(unsent);
-  p.ok = true;
-  return p;
+// Asks the kernel about both directions; true if it held `dir` just now
+// (or holds it still and nobody noticed yet). false on error: closed.
+bool TcpProxy::pollHeld(bool* moved) {
+  L4Splicer* sp = worker_.engine().options().l4Splicer;
+  for (int dir = 0; dir < 2; ++dir) {
+    if (copied_[dir] || handoverPending_[dir]) continue;
+    TcpSide* src = dir == 0 ? client_ : upstream_;
+    std::optional<L4Splicer::Direction> d = sp ? sp->direction(src->fd()) : std::nullopt;
+    if (!d) {
+      worker_.stats().inc(Counter::TcpCxError);
+      closeBoth();
+      return false;
+    }
+    if (d->redirected != lastRedirected_[dir]) *moved = true;
+    lastRedirected_[dir] = d->redirected;
+    if (d->held) {
+      // From here this direction is copied; its EOF comes through the copy.
+      handoverPending_[dir] = true;
+      worker_.stats().inc(Counter::TcpSpliceHandedBack);
+    }
+  }
+  return true;
 }
-}  // namespace
+
+void TcpProxy::onHoldCheck() {
+  if (closing_) return;
+  bool moved = false;
+  if (!pollHeld(&moved)) return;
+  if (handoverPending_[0] || handoverPending_[1]) checkHandover();
+  if (closing_ || ((copied_[0] || handoverPending_[0]) && (copied_[1] || handoverPending_[1]))) return;
+  holdCheckNs_ = moved ? kHoldCheckBusyNs : std::min(holdCheckNs_ * 2, kHoldCheckIdleNs);
+  worker_.timers().schedule(holdCheckTimer_, holdCheckNs_);
+}
+
+// The poll of a spliced side fired: its EOF or an error. A held direction
+// (the kernel keeps its bytes on `side`) passes the EOF on through the copy.
+void TcpProxy::onSplicedWake(TcpSide& side) {
+  if (closing_) return;
+  const int dir = side.isClient() ? 0 : 1;
+  bool moved = false;
+  if (!pollHeld(&moved)) return;
+  if (handoverPending_[0] || handoverPending_[1]) checkHandover();
+  if (closing_ || handoverPending_[dir] || copied_[dir]) return;
+  // Bytes kept while the partner was missing come before the EOF.
+  if (!forwardKeptBytes(side)) {
+    closeBoth();
+    return;
+  }
+  onEnd(side, 0);
+}
+
+// A held direction starts copying once its destination has taken every byte
+// the kernel redirected to it: what it copies came later in the stream.
+void TcpProxy::checkHandover() {
+  if (closing_) return;
+  L4Splicer* sp = worker_.engine().options().l4Splicer;
+  bool waiting = false;
+  for (int dir = 0; dir < 2; ++dir) {
+    if (!handoverPending_[dir]) continue;
+    TcpSide* src = dir == 0 ? client_ : upstream_;
+    TcpSide* dst = peerOf(*src);
+    std::optional<L4Splicer::Direction> d = sp ? sp->direction(src->fd()) : std::nullopt;
+    Progress out = progress(dst->fd(), false);
+    if (!d || !out.ok) {
+      worker_.stats().inc(Counter::TcpCxError);
+      closeBoth();
+      return;
+    }
+    if (out.written < d->redirected + keptForwarded_[dir]) {
+      waiting = true;
+      continue;
+    }
+    handoverPending_[dir] = false;
+    copied_[dir] = true;
+    lastActivityNs_ = worker_.clock().nowNs();
+    src->startReading();
+  }
+  if (!waiting) {
+    handoverWaitNs_ = 0;
+    return;
+  }
+  handoverWaitNs_ = handoverWaitNs_ ? std::min(handoverWaitNs_ * 2, kHandoverMaxWaitNs) : kHandoverFirstWaitNs;
+  worker_.timers().schedule(handoverTimer_, handoverWaitNs_);
+}
+
 
 // The kernel moves a spliced pair's bytes asynchronously (a redirected skb
 // can wait in the destination's psock queue): a FIN passed on too early would
@@ -306,7 +407,7 @@ Progress progress(int fd, bool finReceived) {
 // taken as many bytes as the source received.
 void TcpProxy::checkSplicedDrain() {
   for (int dir = 0; dir < 2; ++dir) {
-    if (!eofFrom_[dir] || shutTo_[dir]) continue;
+    if (!eofFrom_[dir] || shutTo_[dir] || copied_[dir]) continue;
     TcpSide* src = dir == 0 ? client_ : upstream_;
     TcpSide* dst = peerOf(*src);
     Progress in = progress(src->fd(), true);
@@ -324,7 +425,8 @@ void TcpProxy::checkSplicedDrain() {
     closeBoth();
     return;
   }
-  bool waiting = (eofFrom_[0] && !shutTo_[0]) || (eofFrom_[1] && !shutTo_[1]);
+  bool waiting = (eofFrom_[0] && !shutTo_[0] && !copied_[0]) ||
+                 (eofFrom_[1] && !shutTo_[1] && !copied_[1]);
   if (!waiting) return;
   if (++drainTicks_ > kMaxDrainTicks) {
     worker_.stats().inc(Counter::TcpDrainTimeout);
@@ -370,6 +472,8 @@ void TcpProxy::closeBoth() {
   closing_ = true;
   drainTimer_.cancel();
   idleTimer_.cancel();
+  handoverTimer_.cancel();
+  holdCheckTimer_.cancel();
   if (spliced_) {
     if (L4Splicer* sp = worker_.engine().options().l4Splicer)
       sp->detach(client_->fd(), upstream_->fd());
@@ -387,6 +491,8 @@ void TcpProxy::onSideGone(TcpSide& side, bool closeOther) {
       closing_ = true;
       drainTimer_.cancel();
       idleTimer_.cancel();
+      handoverTimer_.cancel();
+      holdCheckTimer_.cancel();
       if (TcpSide* other = client_ ? client_ : upstream_) other->close();
     }
     return;

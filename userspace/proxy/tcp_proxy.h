@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 
 #include "core/timer_wheel.h"
 #include "proxy/connection.h"
@@ -32,6 +33,15 @@ class L4Splicer {
   // Both sockets connected: hand them to the kernel. false: copy instead.
   virtual bool attach(int clientFd, int upstreamFd) = 0;
   virtual void detach(int clientFd, int upstreamFd) = 0;
+  // What the kernel did with the bytes `fd` received since attach(): how
+  // many it moved to the partner, and whether it now holds them on `fd`
+  // for the caller to copy (the partner fell too far behind). nullopt: not
+  // attached, or unreadable.
+  struct Direction {
+    uint64_t redirected = 0;
+    bool held = false;
+  };
+  virtual std::optional<Direction> direction(int fd) = 0;
 };
 
 class TcpProxy;
@@ -89,6 +99,7 @@ class TcpProxy {
   void onConnectFailed();
   void onData(TcpSide& from);
   void onEnd(TcpSide& side, int err);  // EOF (0) or error (<0) on `side`
+  void onSplicedWake(TcpSide& side);  // its poll fired (splice mode)
   void onDrained(TcpSide& side);
   void onSideGone(TcpSide& side, bool closeOther);
 
@@ -96,7 +107,11 @@ class TcpProxy {
   TcpProxy(Worker& worker, std::shared_ptr<const route::Snapshot> snap);
   TcpSide* peerOf(TcpSide& s) { return &s == client_ ? upstream_ : client_; }
   void closeBoth();
-  bool forwardKeptBytes();
+  bool forwardKeptBytes(TcpSide& from);
+  bool pollHeld(bool* moved);
+  void onHoldCheck();
+  void checkHandover();
+  void onHandoverTick() { checkHandover(); }
   void checkSplicedDrain();
   void onDrainTick();
   void onIdleCheck();
@@ -113,6 +128,18 @@ class TcpProxy {
   TcpSide* upstream_ = nullptr;
   bool spliced_ = false;
   bool closing_ = false;
+  // Spliced, per direction ([0] client -> upstream, [1] upstream -> client):
+  // the kernel held it (its destination fell behind) and it waits until the
+  // destination has sent what the kernel gave it; then it is copied here,
+  // for the rest of the connection.
+  bool handoverPending_[2] = {false, false};
+  bool copied_[2] = {false, false};
+  uint64_t keptForwarded_[2] = {0, 0};  // bytes forwardKeptBytes() wrote to the destination
+  uint64_t handoverWaitNs_ = 0;
+  core::MemberTimer<TcpProxy, &TcpProxy::onHandoverTick> handoverTimer_{this};
+  uint64_t lastRedirected_[2] = {0, 0};
+  uint64_t holdCheckNs_ = 0;
+  core::MemberTimer<TcpProxy, &TcpProxy::onHoldCheck> holdCheckTimer_{this};
   // Per direction: the source side reached EOF / the destination was shut.
   bool eofFrom_[2] = {false, false};  // [0] client, [1] upstream
   bool shutTo_[2] = {false, false};   // [0] towards upstream, [1] towards client
