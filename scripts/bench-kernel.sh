@@ -12,7 +12,7 @@
 # Two load shapes per target and round: latency (wrk -c1: one request at a
 # time, so p50 is the round trip) and throughput (wrk -c$CONNS).
 # Then the L4 section: a TCP-route service (VIP 127.10.0.2:9000 -> the v1
-# backend), large transfers (wrk -c4, 1 MiB responses) through ebpf (kernel
+# backend), large transfers (wrk -c4, L4_SIZE-byte responses, 1 MiB) through ebpf (kernel
 # splice) and ebpf-nored (userspace copy loop), interleaved; reports MB/s
 # and the whole machine's busy CPU per GB moved (the splice runs in softirq
 # and kernel workers, so the proxy's own CPU would flatter it). wrk is not
@@ -82,7 +82,7 @@ onCpu() {
   ON+=(scripts/bench/run-pinned.sh "$1" "$NICE")
 }
 
-declare -A SLUICED_PID PORT WRK_CG URL HDR TARGET_PIDS
+declare -A SLUICED_PID PORT WRK_CG URL HDR TARGET_PIDS ADMIN
 # startTarget NAME CGROUP_TREE|"" SLUICED_FLAGS...
 startTarget() {
   local name=$1 tree=$2; shift 2
@@ -111,6 +111,7 @@ startTarget() {
     >"$work/$name-sluiced.log" 2>&1 & pids+=($!)
   SLUICED_PID[$name]=$!
   TARGET_PIDS[$name]+=" $!"
+  ADMIN[$name]=$admin
   if ! waitHttp "http://127.0.0.1:$admin/ready" 200; then
     echo "bench-kernel: $name sluiced not ready:" >&2; cat "$work/$name-sluiced.log" >&2; exit 1
   fi
@@ -175,7 +176,8 @@ for round in $(seq "$ROUNDS"); do
 done
 
 # --- L4: large transfers through a TCP route, splice vs copy loop
-L4_URL="http://127.10.0.2:9000/bulk?size=1048576"
+L4_SIZE=${L4_SIZE:-1048576}  # bytes per response
+L4_URL="http://127.10.0.2:9000/bulk?size=$L4_SIZE"
 l4targets=(ebpf ebpf-nored)
 busyTicks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
 toMB() {  # wrk "Transfer/sec" value ("1.23GB", "512.00MB") to MB
@@ -223,6 +225,11 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
+# How many spliced connections the kernel handed back to the copy loop (a
+# reader more than 16 MiB behind): those bytes were copied, not spliced.
+l4stats=$(curl -s "http://127.0.0.1:${ADMIN[ebpf]}/stats" |
+  awk -F': ' '$1 == "tcp_cx_spliced" { s = $2 } $1 == "tcp_splice_handed_back" { h = $2 }
+    END { printf "%d spliced connections, %d directions handed back to the copy loop", s, h }')
 col() { awk -v t="$1" -v s="$2" -v c="$3" '$1 == t && $2 == s { print $c }' "$work/results" | median; }
 l4col() { awk -v t="$1" -v c="$2" '$1 == t { print $c }' "$work/l4results" | median; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "nan"; else printf "%.2f", a / b }'; }
@@ -248,7 +255,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "nan"; else printf 
   echo "- target >= 25% lower p50 with eBPF: one request at a time (c1) $(met "$p"); under load (c$CONNS) $(met "$q")"
   echo "- ebpf-nored/explicit: c1 p50 $(ratio "$(col ebpf-nored lat 4)" "$(col explicit lat 4)")x (capture alone, loopback TCP)"
   echo
-  echo "L4 (TCP route, wrk -t1 -c4, 1 MiB responses, wrk $( [ "$L4_PIN" = 1 ] && echo "on CPU $LOAD_CPU" || echo unpinned), nice $L4_NICE; CPU = whole machine, busy ms per GB moved):"
+  echo "L4 (TCP route, wrk -t1 -c4, $L4_SIZE-byte responses, wrk $( [ "$L4_PIN" = 1 ] && echo "on CPU $LOAD_CPU" || echo unpinned), nice $L4_NICE; CPU = whole machine, busy ms per GB moved):"
   echo
   echo "| path | MB/s | machine CPU ms/GB |"
   echo "|---|---:|---:|"
@@ -258,6 +265,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "nan"; else printf 
   r=$(ratio "$(l4col ebpf 2)" "$(l4col ebpf-nored 2)")
   echo "- splice/copy throughput ${r}x; target >= 1.5x: $(awk -v r="$r" 'BEGIN { print (r >= 1.5) ? "met" : "NOT met" }')"
   echo "- splice/copy machine CPU per GB $(ratio "$(l4col ebpf 3)" "$(l4col ebpf-nored 3)")x"
+  echo "- ebpf: $l4stats"
 } | tee "$work/summary.md"
 cp "$work/summary.md" "$BUILD/bench-kernel-results.md"
 echo "bench-kernel: wrote $BUILD/bench-kernel-results.md"
