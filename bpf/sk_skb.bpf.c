@@ -31,6 +31,8 @@ int sluice_sk_skb(struct __sk_buff *skb)
 {
 	__u64 cookie = bpf_get_socket_cookie(skb);
 	struct sluice_l4pair *pair = bpf_map_lookup_elem(&sluice_l4peer, &cookie);
+	struct sluice_l4copy *copy;
+	__u64 sent = 0, copied = 0, given;
 	__u32 len = skb->len;
 	__s64 taken;
 
@@ -39,36 +41,49 @@ int sluice_sk_skb(struct __sk_buff *skb)
 	 * redirected, it would make the partner's sender report EPIPE. */
 	if (len == 0)
 		return SK_DROP;
-	/* No partner yet (the daemon inserts the upstream end first, so only
-	 * the upstream's earliest bytes can get here) or any more: keep the
-	 * bytes on this socket, where the daemon reads them. TCP has already
-	 * acknowledged them, so dropping would lose them. */
+	/* Not paired (only while the daemon detaches): keep the bytes on this
+	 * socket. TCP has already acknowledged them, so dropping would lose
+	 * them. */
 	if (!pair) {
 		cnt_inc(SLUICE_CNT_L4_NO_PEER);
 		return SK_PASS;
 	}
 	/* A redirected skb leaves this socket's receive buffer at once, so TCP
 	 * keeps its window open however far behind the partner is: the queue
-	 * in front of the partner would grow without bound. Once it is more
-	 * than SLUICE_L4_MAX_AHEAD behind, this direction is held for good:
-	 * bytes stay here, charged to this socket, so TCP pushes back on the
-	 * sender, and the daemon copies them once the partner has sent all it
-	 * was given. Sticky, because bytes redirected after kept ones would
-	 * overtake them. (The daemon's own sends count as taken too; that only
-	 * loosens the bound by the few bytes it forwarded at attach.) */
-	if (!pair->held) {
-		taken = bytes_taken(&pair->peer);
-		if (taken < 0 || (__s64)pair->redirected - taken > (__s64)SLUICE_L4_MAX_AHEAD) {
+	 * in front of the partner would grow without bound. So the verdict
+	 * compares what the partner was given (redirected here, written by the
+	 * daemon) with what its TCP has taken, and holds the direction past
+	 * SLUICE_L4_MAX_AHEAD (see struct sluice_l4pair). */
+	copy = bpf_map_lookup_elem(&sluice_l4copy, &cookie);
+	if (copy) {
+		sent = copy->sent;
+		copied = copy->copied;
+	}
+	given = pair->redirected + sent;
+	taken = bytes_taken(&pair->peer);
+	if (pair->held) {
+		/* Caught up: every kept byte passed on, and taken. */
+		if (taken >= 0 && pair->kept == copied && (__u64)taken >= given) {
+			if (pair->held == SLUICE_L4_HELD)
+				cnt_inc(SLUICE_CNT_L4_RESUMED);
+			pair->held = 0;
+		} else if (pair->held == SLUICE_L4_STARTING) {
 			pair->held = SLUICE_L4_HELD;
 			cnt_inc(SLUICE_CNT_L4_HELD);
 		}
+	} else if (taken < 0 || (__s64)given - taken > (__s64)SLUICE_L4_MAX_AHEAD) {
+		pair->held = SLUICE_L4_HELD;
+		cnt_inc(SLUICE_CNT_L4_HELD);
+	}
+	/* The partner left the sockhash (teardown): keep, as held. */
+	if (!pair->held &&
+	    bpf_sk_redirect_hash(skb, &sluice_l4socks, &pair->peer, 0) != SK_PASS) {
+		cnt_inc(SLUICE_CNT_L4_NO_PEER);
+		pair->held = SLUICE_L4_HELD;
 	}
 	if (pair->held) {
+		__sync_fetch_and_add(&pair->kept, len);
 		cnt_add(SLUICE_CNT_L4_HELD_BYTES, len);
-		return SK_PASS;
-	}
-	if (bpf_sk_redirect_hash(skb, &sluice_l4socks, &pair->peer, 0) != SK_PASS) {
-		cnt_inc(SLUICE_CNT_L4_NO_PEER);
 		return SK_PASS;
 	}
 	__sync_fetch_and_add(&pair->redirected, len);

@@ -104,6 +104,13 @@ struct {
 	__type(value, struct sluice_l4pair);
 } sluice_l4peer SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct sluice_l4copy);
+} sluice_l4copy SEC(".maps");
+
 /* Passive ends to keep out of sluice_socks, by their own tuple: the
  * node-local peer of an active socket that is never redirected (an L4
  * upstream socket of the daemon). Its sends would run sk_msg for nothing,

@@ -22,6 +22,7 @@
  *   sluice_l4socks    daemon    spliced L4 sockets, by socket cookie
  *   sluice_l4peer     both      socket cookie -> struct sluice_l4pair (the
  *                               daemon pairs, the verdict counts and holds)
+ *   sluice_l4copy     daemon    source cookie -> struct sluice_l4copy
  *   sluice_noredir    kernel    passive ends kept out of sluice_socks
  */
 #ifndef SLUICE_MAPS_H
@@ -64,10 +65,11 @@ enum sluice_counter {
 	/* L4 splice (sk_skb stream verdict on sluice_l4socks). */
 	SLUICE_CNT_L4_SPLICED_BYTES = 19,  /* bytes moved socket to socket in the kernel */
 	SLUICE_CNT_L4_NO_PEER = 20,        /* skb on a spliced socket without a partner: kept there */
-	SLUICE_CNT_L4_HELD = 21,           /* a spliced direction handed back to the daemon (reader behind) */
+	SLUICE_CNT_L4_HELD = 21,           /* a spliced direction held: its reader fell behind */
 	SLUICE_CNT_L4_HELD_BYTES = 22,     /* bytes kept on the source socket for the daemon to copy */
 	SLUICE_CNT_SOCKHASH_KEPT_OUT = 23, /* passive end of a never-redirected socket left out */
-	SLUICE_CNT_MAX = 24,
+	SLUICE_CNT_L4_RESUMED = 24,        /* a held direction spliced again (all caught up) */
+	SLUICE_CNT_MAX = 25,
 };
 
 /* An IPv4 endpoint: the key of sluice_peers, sluice_svcstat,
@@ -150,8 +152,12 @@ struct sluice_endpoint {
 
 /* sluice_l4pair.held */
 #define SLUICE_L4_HELD 1u
+/* The daemon pairs the sockets in this state: whatever arrived before the
+ * pair was complete must not be overtaken, so the first skb is redirected
+ * only if nothing was kept before it; one kept makes it SLUICE_L4_HELD. */
+#define SLUICE_L4_STARTING 2u
 /* How far the sk_skb splice may run ahead of the socket it sends out of:
- * bytes redirected that the destination's TCP has not yet taken. A
+ * bytes given to the destination that its TCP has not yet taken. A
  * redirected skb no longer counts against the source's receive buffer, so
  * without this bound a reader that stops reading would let the sender fill
  * the kernel's memory. Past it the direction is held: see sluice_l4pair. */
@@ -160,15 +166,28 @@ struct sluice_endpoint {
 /* Value of "sluice_l4peer" (key: __u64 socket cookie of one spliced end).
  * The daemon writes peer (and zeroes the rest) when it pairs two sockets;
  * after that only the verdict writes it (the socket's verdicts run one at a
- * time; redirected is added atomically all the same). */
+ * time; the counters are added atomically all the same).
+ *
+ * Held: once the destination is SLUICE_L4_MAX_AHEAD behind, bytes stay on
+ * this socket, charged to its receive buffer, so TCP pushes back on the
+ * sender; the daemon reads them and writes them to the destination itself,
+ * after every byte redirected before them (sluice_l4copy says how far it
+ * got). The verdict redirects again only when the daemon has passed on every
+ * kept byte and the destination's TCP has taken everything, redirected or
+ * written: nothing can then be overtaken. */
 struct sluice_l4pair {
 	__u64 peer;       /* cookie of the socket this one's bytes go out of */
 	__u64 redirected; /* host byte order; payload bytes sent to peer so far */
-	/* SLUICE_L4_HELD once the destination fell SLUICE_L4_MAX_AHEAD behind:
-	 * from then on every byte stays on this socket (its receive buffer
-	 * pushes back on the sender) and the daemon copies this direction. */
-	__u32 held;
+	__u64 kept;       /* host byte order; payload bytes kept here while held */
+	__u32 held;       /* SLUICE_L4_HELD, SLUICE_L4_STARTING or 0 */
 	__u32 _pad;
+};
+
+/* Value of "sluice_l4copy" (key: __u64 cookie of the source socket of a
+ * spliced direction). Written by the daemon only, read by the verdict. */
+struct sluice_l4copy {
+	__u64 sent;   /* host byte order; bytes the daemon wrote to the destination */
+	__u64 copied; /* host byte order; of those, bytes it read back from kept ones */
 };
 
 /* Socket local storage ("sluice_sock"): what the kernel remembers about one

@@ -240,7 +240,7 @@ TEST(SockopsBpf, PinsMapsInPerRunDirectoryAndUnpins) {
       ASSERT_TRUE(prog) << prog.error();
       // Every map but the two sockhashes and the socket storage (they hold
       // live sockets) and sluice_enabled (pinned too, but kept: see below).
-      ASSERT_EQ(prog->pinnedPaths().size(), 9u);
+      ASSERT_EQ(prog->pinnedPaths().size(), 10u);
       EXPECT_EQ(::access((dir + "/sluice_enabled").c_str(), F_OK), 0);
       for (const auto& p : prog->pinnedPaths()) {
         EXPECT_EQ(p.rfind(dir + "/", 0), 0u) << p;

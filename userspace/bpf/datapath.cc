@@ -483,9 +483,12 @@ std::expected<void, std::string> Datapath::spliceAttach(int fdA, int fdB) {
   int peers = sk_->mapFd("sluice_l4peer");
   int socks = sk_->mapFd("sluice_l4socks");
   // Pairing first: a verdict that runs between the two inserts must find it.
+  // Both directions start held: bytes that arrived before the pair was
+  // complete are kept for the caller, and nothing redirected overtakes them.
   sluice_l4pair toB{}, toA{};
   toB.peer = *b;
   toA.peer = *a;
+  toB.held = toA.held = SLUICE_L4_STARTING;
   if (bpf_map_update_elem(peers, &*a, &toB, BPF_ANY) != 0 ||
       bpf_map_update_elem(peers, &*b, &toA, BPF_ANY) != 0) {
     int err = errno;
@@ -493,8 +496,8 @@ std::expected<void, std::string> Datapath::spliceAttach(int fdA, int fdB) {
     return std::unexpected("cannot pair sockets in sluice_l4peer: " + errnoText(err));
   }
   // B before A: once A is in, A's bytes always find B. Bytes B receives in
-  // between find no A; the verdict keeps them on B for the caller to read
-  // (see spliceAttach's contract).
+  // between cannot be redirected yet; the verdict keeps them on B, held,
+  // for the caller to read (see spliceAttach's contract).
   std::uint64_t va = static_cast<std::uint64_t>(fdA), vb = static_cast<std::uint64_t>(fdB);
   if (bpf_map_update_elem(socks, &*b, &vb, BPF_NOEXIST) != 0 ||
       bpf_map_update_elem(socks, &*a, &va, BPF_NOEXIST) != 0) {
@@ -518,18 +521,32 @@ std::expected<Datapath::SpliceState, std::string> Datapath::spliceState(int fd) 
   sluice_l4pair pair{};
   if (bpf_map_lookup_elem(sk_->mapFd("sluice_l4peer"), &*c, &pair) != 0)
     return std::unexpected("socket is not spliced: " + errnoText(errno));
-  return SpliceState{.redirected = pair.redirected, .held = (pair.held & SLUICE_L4_HELD) != 0};
+  return SpliceState{.redirected = pair.redirected, .kept = pair.kept,
+                     .held = pair.held == SLUICE_L4_HELD};
+}
+
+std::expected<void, std::string> Datapath::spliceCopied(int fd, std::uint64_t sent,
+                                                        std::uint64_t copied) {
+  if (!sk_) return std::unexpected("data path is not loaded");
+  auto c = socketCookie(fd);
+  if (!c) return std::unexpected(c.error());
+  sluice_l4copy v{.sent = sent, .copied = copied};
+  if (bpf_map_update_elem(sk_->mapFd("sluice_l4copy"), &*c, &v, BPF_ANY) != 0)
+    return std::unexpected("cannot write sluice_l4copy: " + errnoText(errno));
+  return {};
 }
 
 void Datapath::spliceDetach(int fdA, int fdB) {
   if (!sk_) return;
   int peers = sk_->mapFd("sluice_l4peer");
   int socks = sk_->mapFd("sluice_l4socks");
+  int copies = sk_->mapFd("sluice_l4copy");
   for (int fd : {fdA, fdB}) {
     auto c = socketCookie(fd);
     if (!c) continue;
     bpf_map_delete_elem(socks, &*c);
     bpf_map_delete_elem(peers, &*c);
+    bpf_map_delete_elem(copies, &*c);
   }
 }
 
@@ -761,6 +778,7 @@ const char* counterName(sluice_counter c) {
     case SLUICE_CNT_L4_HELD: return "l4_held";
     case SLUICE_CNT_L4_HELD_BYTES: return "l4_held_bytes";
     case SLUICE_CNT_SOCKHASH_KEPT_OUT: return "sockhash_kept_out";
+    case SLUICE_CNT_L4_RESUMED: return "l4_resumed";
     case SLUICE_CNT_MAX: break;
   }
   return "unknown";

@@ -142,23 +142,29 @@ class Datapath {
   // L4 splice. markNoRedirect() keeps a socket out of sluice_socks; call it
   // before connect(). spliceAttach() pairs two connected sockets and hands
   // them to the stream verdict: from then on the kernel moves every byte
-  // either receives to the other. Bytes fdB received in the instant before
-  // fdA joined stay readable on fdB: the caller reads them once, right after,
-  // and writes them to fdA. spliceDetach() undoes it (closing the sockets
-  // does too, except for the pairing entries, so call it before close).
+  // either receives to the other, except while it holds a direction (see
+  // struct sluice_l4pair): bytes that arrived before the pair was complete,
+  // or while the destination is too far behind, stay readable on their
+  // socket, spliceState() says held, and the caller writes them on itself,
+  // reporting with spliceCopied(). spliceDetach() undoes it (closing the
+  // sockets does too, except for the map entries, so call it before close).
   // Thread-safe. Only established sockets can join (EOPNOTSUPP otherwise,
   // e.g. a client that already half-closed).
   std::expected<void, std::string> markNoRedirect(int fd);
   std::expected<void, std::string> spliceAttach(int fdA, int fdB);
   void spliceDetach(int fdA, int fdB);
   // What the verdict did with the bytes `fd` received since spliceAttach:
-  // how many it sent out of the partner, and whether it holds them now
-  // (the partner fell too far behind; see struct sluice_l4pair).
+  // how many it sent out of the partner, how many it kept on `fd`, and
+  // whether it holds them now (see struct sluice_l4pair).
   struct SpliceState {
     std::uint64_t redirected = 0;
+    std::uint64_t kept = 0;
     bool held = false;
   };
   std::expected<SpliceState, std::string> spliceState(int fd) const;
+  // The caller wrote `sent` bytes to `fd`'s partner itself, `copied` of them
+  // read back from bytes held on `fd`: what lets the verdict resume.
+  std::expected<void, std::string> spliceCopied(int fd, std::uint64_t sent, std::uint64_t copied);
 
   std::expected<Counters, std::string> counters() const;
   // nullopt when the kernel never saw that peer (or evicted it).

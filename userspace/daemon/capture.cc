@@ -145,7 +145,12 @@ void Capture::detach(int clientFd, int upstreamFd) { dp_.spliceDetach(clientFd, 
 std::optional<proxy::L4Splicer::Direction> Capture::direction(int fd) {
   auto st = dp_.spliceState(fd);
   if (!st) return std::nullopt;
-  return Direction{.redirected = st->redirected, .held = st->held};
+  return Direction{.redirected = st->redirected, .kept = st->kept, .held = st->held};
+}
+
+void Capture::copied(int fd, uint64_t sent, uint64_t copied) {
+  if (auto r = dp_.spliceCopied(fd, sent, copied); !r)
+    std::fprintf(stderr, "sluiced: eBPF splice: %s\n", r.error().c_str());
 }
 
 std::string Capture::renderPrometheus() {

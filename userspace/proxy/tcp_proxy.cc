@@ -22,18 +22,19 @@ using stats::Counter;
 constexpr size_t kMaxBuffered = 1 << 20;
 // Splice mode, after an EOF: how often and how long to wait for the kernel
 // to have handed every received byte to the other socket before passing
-// the EOF on. 1 ms x 5000.
+// the EOF on: 1 ms ticks, up to 5 s without the destination taking a byte.
 constexpr uint64_t kDrainTickNs = 1'000'000;
 constexpr int kMaxDrainTicks = 5000;
-// Splice mode, a held direction: how often to look whether its destination
-// has sent everything the kernel gave it. Starts at 1 ms and doubles to
-// 100 ms: the destination only drains as fast as its reader reads.
-constexpr uint64_t kHandoverFirstWaitNs = 1'000'000;
-constexpr uint64_t kHandoverMaxWaitNs = 100'000'000;
+// Splice mode, bytes read from a held direction: how often to look whether
+// the destination has sent everything the kernel redirected before them.
+// Starts at 1 ms and doubles to 100 ms: it drains as fast as its reader.
+constexpr uint64_t kFlushFirstWaitNs = 1'000'000;
+constexpr uint64_t kFlushMaxWaitNs = 100'000'000;
 // Splice mode: how often to ask the kernel whether it held a direction.
 // Every 10 ms while bytes move (a held direction stalls its reader until
-// the daemon takes over), backing off to 1 s while they do not. Not a poll
+// the daemon reads it), backing off to 1 s while they do not. Not a poll
 // for POLLIN: every skb the verdict consumes wakes the socket's waiters.
+constexpr uint64_t kHoldCheckFirstNs = 1'000'000;
 constexpr uint64_t kHoldCheckBusyNs = 10'000'000;
 constexpr uint64_t kHoldCheckIdleNs = 1'000'000'000;
 
@@ -231,14 +232,12 @@ void TcpProxy::onConnected() {
   if (sp && sp->attach(client_->fd(), upstream_->fd())) {
     spliced_ = true;
     worker_.stats().inc(Counter::TcpCxSpliced);
-    if (!forwardKeptBytes(*upstream_)) {
-      closeBoth();
-      return;
-    }
     client_->watchForEnd();
     upstream_->watchForEnd();
+    // Soon: bytes that came before the pair was complete are held (a
+    // server that speaks first), and wait for the daemon.
     holdCheckNs_ = kHoldCheckBusyNs;
-    worker_.timers().schedule(holdCheckTimer_, holdCheckNs_);
+    worker_.timers().schedule(holdCheckTimer_, kHoldCheckFirstNs);
     return;
   }
   client_->startReading();
@@ -258,6 +257,14 @@ void TcpProxy::onData(TcpSide& from) {
   lastActivityNs_ = worker_.clock().nowNs();
   std::string bytes = from.takeInput();
   worker_.stats().inc(Counter::TcpBytesCopied, bytes.size());
+  if (spliced_) {
+    // Kept by the kernel (a held direction): in order after what it
+    // redirected, so they wait until the destination has taken that.
+    const int dir = from.isClient() ? 0 : 1;
+    pending_[dir] += bytes;
+    flushHeld(dir);
+    return;
+  }
   to->write(std::move(bytes));
   if (to->unsentBytes() > kMaxBuffered) from.pauseReading();
 }
@@ -266,6 +273,14 @@ void TcpProxy::onDrained(TcpSide& side) {
   if (closing_) return;
   TcpSide* src = peerOf(side);
   int dir = src->isClient() ? 0 : 1;
+  if (spliced_) {
+    if (!pending_[dir].empty()) {
+      flushHeld(dir);
+    } else if (src->readingPaused() && !eofFrom_[dir]) {
+      src->startReading();
+    }
+    return;
+  }
   if (src->readingPaused() && !eofFrom_[dir]) src->startReading();
   if (eofFrom_[dir] && !shutTo_[dir] && side.unsentBytes() == 0) shutTo_[dir] = true;
   if (shutTo_[0] && shutTo_[1]) closeBoth();
@@ -282,7 +297,7 @@ void TcpProxy::onEnd(TcpSide& side, int err) {
   int dir = side.isClient() ? 0 : 1;
   if (eofFrom_[dir]) return;
   eofFrom_[dir] = true;
-  if (spliced_ && !copied_[dir]) {
+  if (spliced_) {
     checkSplicedDrain();
     return;
   }
@@ -292,35 +307,12 @@ void TcpProxy::onEnd(TcpSide& side, int err) {
   if (shutTo_[0] && shutTo_[1]) closeBoth();
 }
 
-// Bytes the verdict kept on `from` without holding the direction: the
-// upstream's that arrived while the client was joining the splice (no
-// partner yet), or any that came once the partner had left the sockhash.
-// Moving them now, before anything else the source sends can overtake them,
-// keeps the stream in order in practice; the window is the two map updates.
-bool TcpProxy::forwardKeptBytes(TcpSide& from) {
-  TcpSide* to = peerOf(from);
-  const int dir = from.isClient() ? 0 : 1;
-  char buf[16384];
-  for (;;) {
-    ssize_t n = ::recv(from.fd(), buf, sizeof(buf), MSG_DONTWAIT);
-    if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK;
-    if (n == 0) return true;  // EOF: the poll reports it
-    worker_.stats().inc(Counter::TcpBytesCopied, uint64_t(n));
-    for (ssize_t off = 0; off < n;) {
-      ssize_t w = ::send(to->fd(), buf + off, size_t(n - off), MSG_DONTWAIT | MSG_NOSIGNAL);
-      if (w <= 0) return false;  // so few bytes cannot fill a send buffer: give up
-      off += w;
-      keptForwarded_[dir] += uint64_t(w);
-    }
-  }
-}
-
-// Asks the kernel about both directions; true if it held `dir` just now
-// (or holds it still and nobody noticed yet). false on error: closed.
+// Asks the kernel about the directions the daemon does not read yet; a held
+// one is read from now on. false on error (closed).
 bool TcpProxy::pollHeld(bool* moved) {
   L4Splicer* sp = worker_.engine().options().l4Splicer;
   for (int dir = 0; dir < 2; ++dir) {
-    if (copied_[dir] || handoverPending_[dir]) continue;
+    if (readingHeld_[dir]) continue;
     TcpSide* src = dir == 0 ? client_ : upstream_;
     std::optional<L4Splicer::Direction> d = sp ? sp->direction(src->fd()) : std::nullopt;
     if (!d) {
@@ -331,9 +323,11 @@ bool TcpProxy::pollHeld(bool* moved) {
     if (d->redirected != lastRedirected_[dir]) *moved = true;
     lastRedirected_[dir] = d->redirected;
     if (d->held) {
-      // From here this direction is copied; its EOF comes through the copy.
-      handoverPending_[dir] = true;
-      worker_.stats().inc(Counter::TcpSpliceHandedBack);
+      // From here the daemon reads this source: the kernel keeps bytes on
+      // it whenever it holds the direction, and its EOF comes that way.
+      readingHeld_[dir] = true;
+      worker_.stats().inc(Counter::TcpSpliceHeld);
+      src->startReading();
     }
   }
   return true;
@@ -343,80 +337,88 @@ void TcpProxy::onHoldCheck() {
   if (closing_) return;
   bool moved = false;
   if (!pollHeld(&moved)) return;
-  if (handoverPending_[0] || handoverPending_[1]) checkHandover();
-  if (closing_ || ((copied_[0] || handoverPending_[0]) && (copied_[1] || handoverPending_[1]))) return;
+  if (readingHeld_[0] && readingHeld_[1]) return;
   holdCheckNs_ = moved ? kHoldCheckBusyNs : std::min(holdCheckNs_ * 2, kHoldCheckIdleNs);
   worker_.timers().schedule(holdCheckTimer_, holdCheckNs_);
 }
 
-// The poll of a spliced side fired: its EOF or an error. A held direction
-// (the kernel keeps its bytes on `side`) passes the EOF on through the copy.
+// The poll of a spliced side fired: its EOF or an error. A source the
+// daemon reads reports its EOF through that read instead.
 void TcpProxy::onSplicedWake(TcpSide& side) {
   if (closing_) return;
   const int dir = side.isClient() ? 0 : 1;
   bool moved = false;
   if (!pollHeld(&moved)) return;
-  if (handoverPending_[0] || handoverPending_[1]) checkHandover();
-  if (closing_ || handoverPending_[dir] || copied_[dir]) return;
-  // Bytes kept while the partner was missing come before the EOF.
-  if (!forwardKeptBytes(side)) {
-    closeBoth();
-    return;
-  }
+  // Anything the kernel kept comes before the EOF: a held direction is read
+  // now, and its EOF comes with that read.
+  if (readingHeld_[dir]) return;
   onEnd(side, 0);
 }
 
-// A held direction starts copying once its destination has taken every byte
-// the kernel redirected to it: what it copies came later in the stream.
-void TcpProxy::checkHandover() {
-  if (closing_) return;
+// Writes what the daemon read from a held source to its destination, once
+// the destination's TCP has taken every byte given to it before: all the
+// kernel redirected and all the daemon wrote. Then tells the kernel how far
+// it got, which is what lets the verdict splice this direction again.
+void TcpProxy::flushHeld(int dir) {
+  if (closing_ || pending_[dir].empty()) return;
+  TcpSide* src = dir == 0 ? client_ : upstream_;
+  TcpSide* dst = peerOf(*src);
   L4Splicer* sp = worker_.engine().options().l4Splicer;
-  bool waiting = false;
-  for (int dir = 0; dir < 2; ++dir) {
-    if (!handoverPending_[dir]) continue;
-    TcpSide* src = dir == 0 ? client_ : upstream_;
-    TcpSide* dst = peerOf(*src);
-    std::optional<L4Splicer::Direction> d = sp ? sp->direction(src->fd()) : std::nullopt;
-    Progress out = progress(dst->fd(), false);
-    if (!d || !out.ok) {
-      worker_.stats().inc(Counter::TcpCxError);
-      closeBoth();
-      return;
-    }
-    if (out.written < d->redirected + keptForwarded_[dir]) {
-      waiting = true;
-      continue;
-    }
-    handoverPending_[dir] = false;
-    copied_[dir] = true;
-    lastActivityNs_ = worker_.clock().nowNs();
-    src->startReading();
-  }
-  if (!waiting) {
-    handoverWaitNs_ = 0;
+  std::optional<L4Splicer::Direction> d = sp ? sp->direction(src->fd()) : std::nullopt;
+  Progress out = progress(dst->fd(), false);
+  if (!d || !out.ok) {
+    worker_.stats().inc(Counter::TcpCxError);
+    closeBoth();
     return;
   }
-  handoverWaitNs_ = handoverWaitNs_ ? std::min(handoverWaitNs_ * 2, kHandoverMaxWaitNs) : kHandoverFirstWaitNs;
-  worker_.timers().schedule(handoverTimer_, handoverWaitNs_);
+  if (out.written < d->redirected + sent_[dir]) {
+    src->pauseReading();
+    // Its own earlier writes: onDrained comes back. The kernel's: a timer.
+    if (dst->unsentBytes() == 0) {
+      flushWaitNs_ = flushWaitNs_ ? std::min(flushWaitNs_ * 2, kFlushMaxWaitNs) : kFlushFirstWaitNs;
+      worker_.timers().schedule(flushTimer_, flushWaitNs_);
+    }
+    return;
+  }
+  flushWaitNs_ = 0;
+  const uint64_t n = pending_[dir].size();
+  dst->write(std::move(pending_[dir]));
+  pending_[dir].clear();
+  sent_[dir] += n;
+  copied_[dir] += n;
+  sp->copied(src->fd(), sent_[dir], copied_[dir]);
+  if (dst->unsentBytes() > kMaxBuffered) {
+    src->pauseReading();
+  } else if (src->readingPaused() && !eofFrom_[dir]) {
+    src->startReading();
+  }
 }
 
+void TcpProxy::onFlushTick() {
+  for (int dir = 0; dir < 2 && !closing_; ++dir) flushHeld(dir);
+  if (!closing_ && (eofFrom_[0] || eofFrom_[1])) checkSplicedDrain();
+}
 
 // The kernel moves a spliced pair's bytes asynchronously (a redirected skb
 // can wait in the destination's psock queue): a FIN passed on too early would
 // cut the stream. So each direction is shut only once the destination has
 // taken as many bytes as the source received.
 void TcpProxy::checkSplicedDrain() {
+  uint64_t written = 0;
   for (int dir = 0; dir < 2; ++dir) {
-    if (!eofFrom_[dir] || shutTo_[dir] || copied_[dir]) continue;
+    if (!eofFrom_[dir] || shutTo_[dir]) continue;
     TcpSide* src = dir == 0 ? client_ : upstream_;
     TcpSide* dst = peerOf(*src);
+    if (!pending_[dir].empty()) flushHeld(dir);
+    if (closing_) return;
     Progress in = progress(src->fd(), true);
     Progress out = progress(dst->fd(), eofFrom_[1 - dir]);
     if (!in.ok || !out.ok) {
       closeBoth();
       return;
     }
-    if (out.written >= in.received) {
+    written += out.written;
+    if (pending_[dir].empty() && dst->unsentBytes() == 0 && out.written >= in.received) {
       shutTo_[dir] = true;
       ::shutdown(dst->fd(), SHUT_WR);
     }
@@ -425,9 +427,14 @@ void TcpProxy::checkSplicedDrain() {
     closeBoth();
     return;
   }
-  bool waiting = (eofFrom_[0] && !shutTo_[0] && !copied_[0]) ||
-                 (eofFrom_[1] && !shutTo_[1] && !copied_[1]);
+  bool waiting = (eofFrom_[0] && !shutTo_[0]) || (eofFrom_[1] && !shutTo_[1]);
   if (!waiting) return;
+  // A slow reader drains slowly: only a destination that takes nothing for
+  // the whole wait is given up on.
+  if (written != drainWritten_) {
+    drainWritten_ = written;
+    drainTicks_ = 0;
+  }
   if (++drainTicks_ > kMaxDrainTicks) {
     worker_.stats().inc(Counter::TcpDrainTimeout);
     closeBoth();
@@ -472,7 +479,7 @@ void TcpProxy::closeBoth() {
   closing_ = true;
   drainTimer_.cancel();
   idleTimer_.cancel();
-  handoverTimer_.cancel();
+  flushTimer_.cancel();
   holdCheckTimer_.cancel();
   if (spliced_) {
     if (L4Splicer* sp = worker_.engine().options().l4Splicer)
@@ -491,7 +498,7 @@ void TcpProxy::onSideGone(TcpSide& side, bool closeOther) {
       closing_ = true;
       drainTimer_.cancel();
       idleTimer_.cancel();
-      handoverTimer_.cancel();
+      flushTimer_.cancel();
       holdCheckTimer_.cancel();
       if (TcpSide* other = client_ ? client_ : upstream_) other->close();
     }

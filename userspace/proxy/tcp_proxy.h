@@ -39,9 +39,13 @@ class L4Splicer {
   // attached, or unreadable.
   struct Direction {
     uint64_t redirected = 0;
+    uint64_t kept = 0;
     bool held = false;
   };
   virtual std::optional<Direction> direction(int fd) = 0;
+  // The daemon wrote `sent` bytes to `fd`'s partner so far, `copied` of
+  // them read back from bytes the kernel held on `fd`.
+  virtual void copied(int fd, uint64_t sent, uint64_t copied) = 0;
 };
 
 class TcpProxy;
@@ -107,11 +111,10 @@ class TcpProxy {
   TcpProxy(Worker& worker, std::shared_ptr<const route::Snapshot> snap);
   TcpSide* peerOf(TcpSide& s) { return &s == client_ ? upstream_ : client_; }
   void closeBoth();
-  bool forwardKeptBytes(TcpSide& from);
   bool pollHeld(bool* moved);
   void onHoldCheck();
-  void checkHandover();
-  void onHandoverTick() { checkHandover(); }
+  void flushHeld(int dir);
+  void onFlushTick();
   void checkSplicedDrain();
   void onDrainTick();
   void onIdleCheck();
@@ -128,17 +131,19 @@ class TcpProxy {
   TcpSide* upstream_ = nullptr;
   bool spliced_ = false;
   bool closing_ = false;
-  // Spliced, per direction ([0] client -> upstream, [1] upstream -> client):
-  // the kernel held it (its destination fell behind) and it waits until the
-  // destination has sent what the kernel gave it; then it is copied here,
-  // for the rest of the connection.
-  bool handoverPending_[2] = {false, false};
-  bool copied_[2] = {false, false};
-  uint64_t keptForwarded_[2] = {0, 0};  // bytes forwardKeptBytes() wrote to the destination
-  uint64_t handoverWaitNs_ = 0;
-  core::MemberTimer<TcpProxy, &TcpProxy::onHandoverTick> handoverTimer_{this};
+  // Spliced, per direction ([0] client -> upstream, [1] upstream -> client).
+  // Once the kernel held a direction (its reader fell behind), the daemon
+  // reads its source for good: whatever the kernel keeps there waits in
+  // pending_ until the destination has taken everything given before it.
+  bool readingHeld_[2] = {false, false};
+  std::string pending_[2];
+  uint64_t sent_[2] = {0, 0};    // bytes the daemon wrote to the destination (all held ones)
+  uint64_t copied_[2] = {0, 0};  // ... of which it read back from held bytes
   uint64_t lastRedirected_[2] = {0, 0};
   uint64_t holdCheckNs_ = 0;
+  uint64_t flushWaitNs_ = 0;
+  uint64_t drainWritten_ = 0;
+  core::MemberTimer<TcpProxy, &TcpProxy::onFlushTick> flushTimer_{this};
   core::MemberTimer<TcpProxy, &TcpProxy::onHoldCheck> holdCheckTimer_{this};
   // Per direction: the source side reached EOF / the destination was shut.
   bool eofFrom_[2] = {false, false};  // [0] client, [1] upstream

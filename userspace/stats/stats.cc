@@ -38,7 +38,7 @@ const char* counterName(Counter c) {
     case Counter::RecvRearm: return "worker_recv_rearm";
     case Counter::TcpCxTotal: return "tcp_cx_total";
     case Counter::TcpCxSpliced: return "tcp_cx_spliced";
-    case Counter::TcpSpliceHandedBack: return "tcp_splice_handed_back";
+    case Counter::TcpSpliceHeld: return "tcp_splice_held";
     case Counter::TcpBytesCopied: return "tcp_bytes_copied";
     case Counter::TcpDrainTimeout: return "tcp_drain_timeout";
     case Counter::TcpCxError: return "tcp_cx_error";

@@ -55,7 +55,7 @@ enum class Counter : size_t {
   RecvRearm,        // multishot recv ended and was armed again
   TcpCxTotal,       // L4 (TCP route) connections accepted
   TcpCxSpliced,     // ... handed to the kernel's sk_skb splice
-  TcpSpliceHandedBack,  // a spliced direction the kernel held (reader behind), copied from then on
+  TcpSpliceHeld,    // a spliced direction the kernel held (reader behind): the daemon reads it too
   TcpBytesCopied,   // ... bytes relayed by the userspace copy loop
   TcpDrainTimeout,  // spliced pair closed before the kernel drained an EOF
   TcpCxError,       // an L4 connection ended by a socket error on either side
