@@ -225,11 +225,13 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
-# How many spliced connections the kernel handed back to the copy loop (a
-# reader more than 16 MiB behind): those bytes were copied, not spliced.
+# How much of the L4 traffic the kernel spliced: a reader more than 16 MiB
+# behind has its direction held, and those bytes are copied by sluiced.
 l4stats=$(curl -s "http://127.0.0.1:${ADMIN[ebpf]}/stats" |
-  awk -F': ' '$1 == "tcp_cx_spliced" { s = $2 } $1 == "tcp_splice_handed_back" { h = $2 }
-    END { printf "%d spliced connections, %d directions handed back to the copy loop", s, h }')
+  awk -F': ' '$1 == "tcp_cx_spliced" { c = $2 } $1 == "bpf.l4_held" { h = $2 } $1 == "bpf.l4_resumed" { r = $2 }
+    $1 == "bpf.l4_spliced_bytes" { s = $2 } $1 == "bpf.l4_held_bytes" { k = $2 }
+    END { printf "%d spliced connections; directions held %d times, resumed %d; %.1f%% of bytes spliced",
+          c, h, r, (s + k > 0) ? 100 * s / (s + k) : 0 }')
 col() { awk -v t="$1" -v s="$2" -v c="$3" '$1 == t && $2 == s { print $c }' "$work/results" | median; }
 l4col() { awk -v t="$1" -v c="$2" '$1 == t { print $c }' "$work/l4results" | median; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "nan"; else printf "%.2f", a / b }'; }
