@@ -1047,7 +1047,7 @@ spec:
   }
   EXPECT_EQ(statValue(st, "tcp_cx_spliced"), 1u) << st;
   EXPECT_GE(statValue(st, "bpf.l4_held"), 1u) << st;
-  EXPECT_EQ(statValue(st, "tcp_splice_held"), 1u) << st;
+  EXPECT_GE(statValue(st, "tcp_splice_held"), 1u) << st;
   // Caught up in the sender's pause, the kernel splices again.
   EXPECT_GE(statValue(st, "bpf.l4_resumed"), 1u) << st;
   EXPECT_EQ(statValue(st, "tcp_cx_error"), 0u) << st;

@@ -88,6 +88,8 @@ void TcpSide::connect(const sockaddr_in& addr, uint64_t timeoutNs) {
 }
 
 void TcpSide::watchForEnd() {
+  if (watching_) return;
+  watching_ = true;
   io_uring_sqe* s = worker_.ring().sqeFor(pollOp_);
   io_uring_prep_poll_add(s, fd_, POLLRDHUP | POLLHUP | POLLERR);
   track(pollOp_);
@@ -113,6 +115,7 @@ void TcpSide::onOtherCompletion(uint8_t op, int32_t res) {
       proxy_->onConnected();
     }
   } else if (op == kPoll) {
+    watching_ = false;
     if (res < 0) return;  // cancelled by close
     if (res & POLLERR) {
       int err = 0;
@@ -261,6 +264,7 @@ void TcpProxy::onData(TcpSide& from) {
     // Kept by the kernel (a held direction): in order after what it
     // redirected, so they wait until the destination has taken that.
     const int dir = from.isClient() ? 0 : 1;
+    readingHeld_[dir] = true;  // a read still in flight when it was paused
     pending_[dir] += bytes;
     flushHeld(dir);
     return;
@@ -276,7 +280,7 @@ void TcpProxy::onDrained(TcpSide& side) {
   if (spliced_) {
     if (!pending_[dir].empty()) {
       flushHeld(dir);
-    } else if (src->readingPaused() && !eofFrom_[dir]) {
+    } else if (readingHeld_[dir] && src->readingPaused() && !eofFrom_[dir]) {
       src->startReading();
     }
     return;
@@ -312,7 +316,7 @@ void TcpProxy::onEnd(TcpSide& side, int err) {
 bool TcpProxy::pollHeld(bool* moved) {
   L4Splicer* sp = worker_.engine().options().l4Splicer;
   for (int dir = 0; dir < 2; ++dir) {
-    if (readingHeld_[dir]) continue;
+    if (eofFrom_[dir]) continue;
     TcpSide* src = dir == 0 ? client_ : upstream_;
     std::optional<L4Splicer::Direction> d = sp ? sp->direction(src->fd()) : std::nullopt;
     if (!d) {
@@ -322,12 +326,19 @@ bool TcpProxy::pollHeld(bool* moved) {
     }
     if (d->redirected != lastRedirected_[dir]) *moved = true;
     lastRedirected_[dir] = d->redirected;
-    if (d->held) {
-      // From here the daemon reads this source: the kernel keeps bytes on
-      // it whenever it holds the direction, and its EOF comes that way.
+    if (!readingHeld_[dir] && d->held) {
+      // The daemon reads this source while the kernel holds it; its EOF
+      // comes that way too.
       readingHeld_[dir] = true;
       worker_.stats().inc(Counter::TcpSpliceHeld);
       src->startReading();
+    } else if (readingHeld_[dir] && !d->held && pending_[dir].empty() &&
+               peerOf(*src)->unsentBytes() == 0) {
+      // Spliced again: a read armed on it would wake for every skb the
+      // verdict consumes. Back to the poll for its end.
+      readingHeld_[dir] = false;
+      src->pauseReading();
+      src->watchForEnd();
     }
   }
   return true;
@@ -337,7 +348,7 @@ void TcpProxy::onHoldCheck() {
   if (closing_) return;
   bool moved = false;
   if (!pollHeld(&moved)) return;
-  if (readingHeld_[0] && readingHeld_[1]) return;
+  if (eofFrom_[0] && eofFrom_[1]) return;
   holdCheckNs_ = moved ? kHoldCheckBusyNs : std::min(holdCheckNs_ * 2, kHoldCheckIdleNs);
   worker_.timers().schedule(holdCheckTimer_, holdCheckNs_);
 }
@@ -389,7 +400,7 @@ void TcpProxy::flushHeld(int dir) {
   sp->copied(src->fd(), sent_[dir], copied_[dir]);
   if (dst->unsentBytes() > kMaxBuffered) {
     src->pauseReading();
-  } else if (src->readingPaused() && !eofFrom_[dir]) {
+  } else if (readingHeld_[dir] && src->readingPaused() && !eofFrom_[dir]) {
     src->startReading();
   }
 }

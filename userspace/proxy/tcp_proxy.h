@@ -57,7 +57,7 @@ class TcpSide final : public Connection {
 
   // `timeoutNs` 0: the daemon's connect timeout.
   void connect(const sockaddr_in& addr, uint64_t timeoutNs = 0);
-  void watchForEnd();  // splice mode: one poll for RDHUP/HUP/ERR
+  void watchForEnd();  // splice mode: one poll for RDHUP/HUP/ERR (if not armed yet)
   bool isClient() const { return client_; }
   // Bytes this side has received from its peer socket and written out.
   uint64_t bytesIn() const { return bytesIn_; }
@@ -89,6 +89,7 @@ class TcpSide final : public Connection {
   sockaddr_in addr_{};
   bool shutWrite_ = false;
   bool writeShutPending_ = false;
+  bool watching_ = false;  // the poll of watchForEnd() is armed
 };
 
 class TcpProxy {
@@ -132,9 +133,9 @@ class TcpProxy {
   bool spliced_ = false;
   bool closing_ = false;
   // Spliced, per direction ([0] client -> upstream, [1] upstream -> client).
-  // Once the kernel held a direction (its reader fell behind), the daemon
-  // reads its source for good: whatever the kernel keeps there waits in
-  // pending_ until the destination has taken everything given before it.
+  // While the kernel holds a direction (its reader fell behind), the daemon
+  // reads its source: whatever the kernel keeps there waits in pending_
+  // until the destination has taken everything given before it.
   bool readingHeld_[2] = {false, false};
   std::string pending_[2];
   uint64_t sent_[2] = {0, 0};    // bytes the daemon wrote to the destination (all held ones)
