@@ -9,8 +9,10 @@
 
 #include "lib/common.h"
 
-/* Payload bytes the socket `cookie` has taken for sending so far (sent and
- * acknowledged, in flight, or queued), or -1 if it cannot be read. */
+/* Payload bytes the socket `cookie` has taken for sending so far (sent once,
+ * or queued), or -1 if it cannot be read. Not bytes_acked + (write_seq -
+ * snd_una): an active opener's bytes_acked counts its SYN too, one byte
+ * more than it sent, and the verdict compares this with exact counts. */
 static __always_inline __s64 bytes_taken(__u64 *cookie)
 {
 	struct bpf_sock *sk = bpf_map_lookup_elem(&sluice_l4socks, cookie);
@@ -21,7 +23,8 @@ static __always_inline __s64 bytes_taken(__u64 *cookie)
 		return -1;
 	tp = bpf_skc_to_tcp_sock(sk);
 	if (tp)
-		taken = (__s64)tp->bytes_acked + (__s64)(__u32)(tp->write_seq - tp->snd_una);
+		taken = (__s64)(tp->bytes_sent - tp->bytes_retrans) +
+			(__s64)(__u32)(tp->write_seq - tp->snd_nxt);
 	bpf_sk_release(sk);
 	return taken;
 }
