@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <optional>
@@ -697,6 +698,27 @@ spec:
 )";
 }
 
+// A blocking TCP connection to ip:port whose reads and writes give up after
+// `timeoutSec`; -1 with errno set if it cannot be made.
+int dial(const char* ip, int port, int timeoutSec) {
+  int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (s < 0) return -1;
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(std::uint16_t(port));
+  inet_pton(AF_INET, ip, &sa.sin_addr);
+  timeval tv{timeoutSec, 0};
+  ::setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  ::setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  if (::connect(s, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
+    int err = errno;
+    ::close(s);
+    errno = err;
+    return -1;
+  }
+  return s;
+}
+
 // What one plain TCP connection through the L4 route saw.
 struct TcpExchange {
   int err = 0;          // errno of the first failing call, 0 if none
@@ -724,14 +746,8 @@ std::expected<std::vector<TcpExchange>, std::string> tcpClients(const std::strin
     static char buf[1 << 16];
     for (int i = 0; i < n; ++i) {
       TcpExchange x;
-      int s = ::socket(AF_INET, SOCK_STREAM, 0);
-      sockaddr_in sa{};
-      sa.sin_family = AF_INET;
-      sa.sin_port = htons(kTcpPort);
-      inet_pton(AF_INET, kTcpVip, &sa.sin_addr);
-      timeval tv{5, 0};
-      ::setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-      if (::connect(s, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
+      int s = dial(kTcpVip, kTcpPort, 5);
+      if (s < 0) {
         x.err = errno;
       } else if (::write(s, req.data(), req.size()) != ssize_t(req.size())) {
         x.err = errno;
@@ -751,7 +767,7 @@ std::expected<std::vector<TcpExchange>, std::string> tcpClients(const std::strin
         auto at = head.find("\"name\":\"");
         if (at != std::string::npos) std::strncpy(x.name, head.c_str() + at + 8, 2);
       }
-      ::close(s);
+      if (s >= 0) ::close(s);
       if (::write(p[1], &x, sizeof(x)) != ssize_t(sizeof(x))) ::_exit(4);
     }
     ::_exit(0);
@@ -806,7 +822,7 @@ class TcpRouteTest : public CaptureTest, public ::testing::WithParamInterface<bo
     ASSERT_TRUE(text) << text.error();
     ASSERT_OK(mesh_->writeConfig("tcp.yaml", *text));
     mesh_->daemon().stop();
-    startDaemon(GetParam() ? std::vector<std::string>{} : std::vector<std::string>{"--no-bpf-splice"});
+    startDaemon(GetParam() ? std::vector<std::string>{"--bpf-splice"} : std::vector<std::string>{});
     ASSERT_EQ(sluicectl({"enable", "--cgroup", app_.path()}), 0);
   }
   std::string stats() {
@@ -922,21 +938,33 @@ std::int64_t readPattern(int fd) {
   }
 }
 
-// A reader that stops reading must not make the kernel queue what the
-// sender keeps sending: a redirected skb leaves the source's receive buffer,
-// so TCP alone would never push back. The splice holds the direction once
-// its destination is far enough behind, and the daemon copies what the
-// kernel keeps; when the sender pauses (halfway here) and the daemon has
-// caught up, the kernel splices again. The stream arrives whole and in
-// order. Both ways: a client that stops reading a download, and an upstream
-// that stops reading an upload.
+// A reader that stops reading must not make the node queue what the sender
+// keeps sending, and must get the whole stream, in order, once it reads.
+// Both ways: a client that stops reading a download, and an upstream that
+// stops reading an upload. The L4 path by default (the copy loop).
+//
+// SLUICE_TEST_SPLICE=1 runs it with --bpf-splice and the splice's own
+// checks: a redirected skb leaves the source's receive buffer, so TCP alone
+// would never push back; the verdict holds the direction once its
+// destination is far enough behind, the daemon copies what the kernel
+// keeps, and when the sender pauses (halfway here) and the daemon has
+// caught up, the kernel splices again. That mode is why the splice is not
+// the default: about one run in twelve gets a 64 KiB stretch twice (see
+// README, "Transparent capture (eBPF)").
 class TcpSlowReaderTest : public CaptureTest, public ::testing::WithParamInterface<bool> {};
 
 TEST_P(TcpSlowReaderTest, AReaderThatStopsHoldsTheSenderBackAndGetsEverything) {
   const bool download = GetParam();  // else: upload
+  const char* env = std::getenv("SLUICE_TEST_SPLICE");
+  const bool splice = env != nullptr && std::string(env) == "1";
+  if (splice) {
+    mesh_->daemon().stop();
+    startDaemon({"--bpf-splice"});
+  }
   const std::uint64_t total = 192ull << 20;
-  // The sender may get this far while nobody reads: the splice's 4 MiB, and
-  // the socket buffers on the way (each at most net.ipv4.tcp_[rw]mem's max).
+  // The sender may get this far while nobody reads: the socket buffers on the
+  // way (each at most net.ipv4.tcp_[rw]mem's max), the copy loop's 1 MiB or
+  // the splice's 16 MiB.
   // Unbounded, it moves 300 MB/s here: all of `total` in the pause.
   const std::uint64_t bound = 128ull << 20;
 
@@ -995,15 +1023,8 @@ spec:
   pid_t pid = ::fork();
   if (pid == 0) {
     if (::write(cgFd, "0", 1) != 1) ::_exit(3);
-    int s = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons(9000);
-    inet_pton(AF_INET, "127.10.5.5", &sa.sin_addr);
-    timeval tv{20, 0};
-    ::setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    ::setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    if (::connect(s, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) ::_exit(5);
+    int s = dial("127.10.5.5", 9000, 20);
+    if (s < 0) ::_exit(5);
     std::int64_t got = -3;
     if (download) {
       char g;
@@ -1043,14 +1064,20 @@ spec:
     EXPECT_EQ(got, std::int64_t(total)) << "-1: a byte out of place" << st << mesh_->logs();
   } else {
     EXPECT_EQ(got, 0) << "the client's sends failed";
-    EXPECT_EQ(serverRead.load(), std::int64_t(total)) << "-1: a byte out of place" << st;
+    EXPECT_EQ(serverRead.load(), std::int64_t(total)) << "-1: a byte out of place" << st << mesh_->logs();
+  }
+  EXPECT_EQ(statValue(st, "tcp_cx_total"), 1u) << st;
+  EXPECT_EQ(statValue(st, "tcp_cx_error"), 0u) << st;
+  if (!splice) {
+    EXPECT_EQ(statValue(st, "tcp_cx_spliced"), 0u) << st;
+    EXPECT_GE(statValue(st, "tcp_bytes_copied"), total) << st;
+    return;
   }
   EXPECT_EQ(statValue(st, "tcp_cx_spliced"), 1u) << st;
   EXPECT_GE(statValue(st, "bpf.l4_held"), 1u) << st;
   EXPECT_GE(statValue(st, "tcp_splice_held"), 1u) << st;
   // Caught up in the sender's pause, the kernel splices again.
   EXPECT_GE(statValue(st, "bpf.l4_resumed"), 1u) << st;
-  EXPECT_EQ(statValue(st, "tcp_cx_error"), 0u) << st;
 }
 
 INSTANTIATE_TEST_SUITE_P(Direction, TcpSlowReaderTest, ::testing::Bool(),
@@ -1183,7 +1210,7 @@ spec:
   ASSERT_TRUE(text) << text.error();
   ASSERT_OK(mesh_->writeConfig("idle.yaml", *text));
   mesh_->daemon().stop();
-  startDaemon(GetParam() ? std::vector<std::string>{} : std::vector<std::string>{"--no-bpf-splice"});
+  startDaemon(GetParam() ? std::vector<std::string>{"--bpf-splice"} : std::vector<std::string>{});
   ASSERT_EQ(sluicectl({"enable", "--cgroup", app_.path()}), 0);
 
   // A child in the app cgroup: one keep-alive request, the answer, then
@@ -1195,17 +1222,10 @@ spec:
   pid_t pid = ::fork();
   if (pid == 0) {
     if (::write(cgFd, "0", 1) != 1) ::_exit(3);
-    int s = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons(9000);
-    inet_pton(AF_INET, "127.10.5.4", &sa.sin_addr);
-    timeval tv{4, 0};
-    ::setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    int s = dial("127.10.5.4", 9000, 4);
     long ms = -1;
     const char req[] = "GET / HTTP/1.1\r\nHost: idle\r\n\r\n";
-    if (::connect(s, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0 &&
-        ::write(s, req, sizeof(req) - 1) == ssize_t(sizeof(req) - 1)) {
+    if (s >= 0 && ::write(s, req, sizeof(req) - 1) == ssize_t(sizeof(req) - 1)) {
       char buf[4096];
       ssize_t n = ::read(s, buf, sizeof(buf));  // the answer (small: one read)
       auto t0 = std::chrono::steady_clock::now();
