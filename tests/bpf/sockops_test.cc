@@ -235,6 +235,14 @@ TEST(SockopsBpf, PinsMapsInPerRunDirectoryAndUnpins) {
     ASSERT_TRUE(isBpffs(root)) << root;
 
     const std::string dir = root + "/sluice-test-" + std::to_string(::getpid());
+    // An assertion that fails below still leaves nothing pinned behind.
+    struct RemovePins {
+      const std::string& dir;
+      ~RemovePins() {
+        ::unlink((dir + "/sluice_enabled").c_str());
+        ::rmdir(dir.c_str());
+      }
+    } removePins{dir};
     {
       auto prog = Datapath::load({.pinDir = dir});
       ASSERT_TRUE(prog) << prog.error();
