@@ -35,7 +35,7 @@ int sluice_sk_skb(struct __sk_buff *skb)
 	__u64 cookie = bpf_get_socket_cookie(skb);
 	struct sluice_l4pair *pair = bpf_map_lookup_elem(&sluice_l4peer, &cookie);
 	struct sluice_l4copy *copy;
-	__u64 sent = 0, copied = 0, given;
+	__u64 copied = 0, given;
 	__u32 len = skb->len;
 	__s64 taken;
 
@@ -58,11 +58,9 @@ int sluice_sk_skb(struct __sk_buff *skb)
 	 * daemon) with what its TCP has taken, and holds the direction past
 	 * SLUICE_L4_MAX_AHEAD (see struct sluice_l4pair). */
 	copy = bpf_map_lookup_elem(&sluice_l4copy, &cookie);
-	if (copy) {
-		sent = copy->sent;
+	if (copy)
 		copied = copy->copied;
-	}
-	given = pair->redirected + sent;
+	given = pair->redirected + copied;
 	taken = bytes_taken(&pair->peer);
 	if (pair->held) {
 		/* Caught up: every kept byte passed on, and taken. */

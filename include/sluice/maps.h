@@ -184,10 +184,11 @@ struct sluice_l4pair {
 };
 
 /* Value of "sluice_l4copy" (key: __u64 cookie of the source socket of a
- * spliced direction). Written by the daemon only, read by the verdict. */
+ * spliced direction). Written by the daemon only, read by the verdict. The
+ * daemon writes to the destination only bytes it read back from kept ones,
+ * so this is also all it has given the destination itself. */
 struct sluice_l4copy {
-	__u64 sent;   /* host byte order; bytes the daemon wrote to the destination */
-	__u64 copied; /* host byte order; of those, bytes it read back from kept ones */
+	__u64 copied; /* host byte order; kept bytes the daemon wrote on */
 };
 
 /* Socket local storage ("sluice_sock"): what the kernel remembers about one

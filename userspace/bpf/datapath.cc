@@ -525,12 +525,11 @@ std::expected<Datapath::SpliceState, std::string> Datapath::spliceState(int fd) 
                      .held = pair.held == SLUICE_L4_HELD};
 }
 
-std::expected<void, std::string> Datapath::spliceCopied(int fd, std::uint64_t sent,
-                                                        std::uint64_t copied) {
+std::expected<void, std::string> Datapath::spliceCopied(int fd, std::uint64_t copied) {
   if (!sk_) return std::unexpected("data path is not loaded");
   auto c = socketCookie(fd);
   if (!c) return std::unexpected(c.error());
-  sluice_l4copy v{.sent = sent, .copied = copied};
+  sluice_l4copy v{.copied = copied};
   if (bpf_map_update_elem(sk_->mapFd("sluice_l4copy"), &*c, &v, BPF_ANY) != 0)
     return std::unexpected("cannot write sluice_l4copy: " + errnoText(errno));
   return {};

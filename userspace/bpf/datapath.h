@@ -162,9 +162,9 @@ class Datapath {
     bool held = false;
   };
   std::expected<SpliceState, std::string> spliceState(int fd) const;
-  // The caller wrote `sent` bytes to `fd`'s partner itself, `copied` of them
-  // read back from bytes held on `fd`: what lets the verdict resume.
-  std::expected<void, std::string> spliceCopied(int fd, std::uint64_t sent, std::uint64_t copied);
+  // The caller wrote `copied` bytes held on `fd` to its partner itself:
+  // what lets the verdict resume.
+  std::expected<void, std::string> spliceCopied(int fd, std::uint64_t copied);
 
   std::expected<Counters, std::string> counters() const;
   // nullopt when the kernel never saw that peer (or evicted it).

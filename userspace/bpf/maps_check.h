@@ -46,9 +46,8 @@ static_assert(offsetof(sluice_l4pair, peer) == 0);
 static_assert(offsetof(sluice_l4pair, redirected) == 8);
 static_assert(offsetof(sluice_l4pair, kept) == 16);
 static_assert(offsetof(sluice_l4pair, held) == 24);
-static_assert(sizeof(sluice_l4copy) == 16);
-static_assert(offsetof(sluice_l4copy, sent) == 0);
-static_assert(offsetof(sluice_l4copy, copied) == 8);
+static_assert(sizeof(sluice_l4copy) == 8);
+static_assert(offsetof(sluice_l4copy, copied) == 0);
 
 static_assert(sizeof(sluice_sock_state) == 16);
 static_assert(offsetof(sluice_sock_state, orig) == 0);

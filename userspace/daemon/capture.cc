@@ -148,8 +148,8 @@ std::optional<proxy::L4Splicer::Direction> Capture::direction(int fd) {
   return Direction{.redirected = st->redirected, .kept = st->kept, .held = st->held};
 }
 
-void Capture::copied(int fd, uint64_t sent, uint64_t copied) {
-  if (auto r = dp_.spliceCopied(fd, sent, copied); !r)
+void Capture::copied(int fd, uint64_t copied) {
+  if (auto r = dp_.spliceCopied(fd, copied); !r)
     std::fprintf(stderr, "sluiced: eBPF splice: %s\n", r.error().c_str());
 }
 

@@ -54,7 +54,7 @@ class Capture final : public proxy::L4Splicer {
   bool attach(int clientFd, int upstreamFd) override;
   void detach(int clientFd, int upstreamFd) override;
   std::optional<Direction> direction(int fd) override;
-  void copied(int fd, uint64_t sent, uint64_t copied) override;
+  void copied(int fd, uint64_t copied) override;
 
   // Stops capturing new connections; the maps stay readable.
   void detachPrograms() { dp_.detach(); }

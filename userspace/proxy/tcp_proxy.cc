@@ -382,7 +382,7 @@ void TcpProxy::flushHeld(int dir) {
     closeBoth();
     return;
   }
-  if (out.written < d->redirected + sent_[dir]) {
+  if (out.written < d->redirected + copied_[dir]) {
     src->pauseReading();
     // Its own earlier writes: onDrained comes back. The kernel's: a timer.
     if (dst->unsentBytes() == 0) {
@@ -395,9 +395,8 @@ void TcpProxy::flushHeld(int dir) {
   const uint64_t n = pending_[dir].size();
   dst->write(std::move(pending_[dir]));
   pending_[dir].clear();
-  sent_[dir] += n;
   copied_[dir] += n;
-  sp->copied(src->fd(), sent_[dir], copied_[dir]);
+  sp->copied(src->fd(), copied_[dir]);
   if (dst->unsentBytes() > kMaxBuffered) {
     src->pauseReading();
   } else if (readingHeld_[dir] && src->readingPaused() && !eofFrom_[dir]) {

@@ -43,9 +43,8 @@ class L4Splicer {
     bool held = false;
   };
   virtual std::optional<Direction> direction(int fd) = 0;
-  // The daemon wrote `sent` bytes to `fd`'s partner so far, `copied` of
-  // them read back from bytes the kernel held on `fd`.
-  virtual void copied(int fd, uint64_t sent, uint64_t copied) = 0;
+  // The daemon wrote `copied` bytes the kernel held on `fd` to its partner.
+  virtual void copied(int fd, uint64_t copied) = 0;
 };
 
 class TcpProxy;
@@ -138,8 +137,7 @@ class TcpProxy {
   // until the destination has taken everything given before it.
   bool readingHeld_[2] = {false, false};
   std::string pending_[2];
-  uint64_t sent_[2] = {0, 0};    // bytes the daemon wrote to the destination (all held ones)
-  uint64_t copied_[2] = {0, 0};  // ... of which it read back from held bytes
+  uint64_t copied_[2] = {0, 0};  // held bytes the daemon wrote to the destination
   uint64_t lastRedirected_[2] = {0, 0};
   uint64_t holdCheckNs_ = 0;
   uint64_t flushWaitNs_ = 0;
