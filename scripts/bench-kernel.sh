@@ -5,7 +5,7 @@
 # (1 worker, CPU PROXY_CPU) and its own two sluice-upstream backends (CPU
 # LOAD_CPU, like wrk):
 #   explicit    --bpf off; wrk -> 127.0.0.1:<outbound> with a Host header
-#   ebpf        capture + sk_msg redirection (+ --bpf-splice for the L4 section);
+#   ebpf        capture + sk_msg redirection + kernel splice of TCP routes;
 #               wrk inside an enabled cgroup
 #               dials the VIP 127.10.0.1:9080 (nothing listens there)
 #   ebpf-nored  capture only (--no-bpf-redirect --no-bpf-splice): what
@@ -129,7 +129,7 @@ startTarget() {
 }
 
 startTarget explicit ""
-startTarget ebpf "$CGROOT/$tag-ebpf" --bpf-splice
+startTarget ebpf "$CGROOT/$tag-ebpf"
 startTarget ebpf-nored "$CGROOT/$tag-nored" --no-bpf-redirect --no-bpf-splice
 targets=(explicit ebpf ebpf-nored)
 

@@ -69,7 +69,10 @@ enum sluice_counter {
 	SLUICE_CNT_L4_HELD_BYTES = 22,     /* bytes kept on the source socket for the daemon to copy */
 	SLUICE_CNT_SOCKHASH_KEPT_OUT = 23, /* passive end of a never-redirected socket left out */
 	SLUICE_CNT_L4_RESUMED = 24,        /* a held direction spliced again (all caught up) */
-	SLUICE_CNT_MAX = 25,
+	SLUICE_CNT_L4_TRIMMED = 25,        /* spliced skb that began with bytes already passed on */
+	SLUICE_CNT_L4_TRIMMED_BYTES = 26,  /* those bytes, cut off before the skb went on */
+	SLUICE_CNT_L4_BROKEN = 27,         /* a spliced stream the verdict could not keep exact */
+	SLUICE_CNT_MAX = 28,
 };
 
 /* An IPv4 endpoint: the key of sluice_peers, sluice_svcstat,
@@ -156,6 +159,14 @@ struct sluice_endpoint {
  * pair was complete must not be overtaken, so the first skb is redirected
  * only if nothing was kept before it; one kept makes it SLUICE_L4_HELD. */
 #define SLUICE_L4_STARTING 2u
+/* The verdict met an skb whose head it had passed on already and could not
+ * cut that head off: it drops everything from then on, and the daemon
+ * closes the pair with an error rather than deliver some bytes twice. */
+#define SLUICE_L4_BROKEN 3u
+/* How much of an skb's head the verdict can cut off (see sk_skb.bpf.c): the
+ * kernel helper takes at most 4095 bytes per call. */
+#define SLUICE_L4_TRIM_STEP 4095u
+#define SLUICE_L4_TRIM_STEPS 128u
 /* How far the sk_skb splice may run ahead of the socket it sends out of:
  * bytes given to the destination that its TCP has not yet taken. A
  * redirected skb no longer counts against the source's receive buffer, so
@@ -179,7 +190,9 @@ struct sluice_l4pair {
 	__u64 peer;       /* cookie of the socket this one's bytes go out of */
 	__u64 redirected; /* host byte order; payload bytes sent to peer so far */
 	__u64 kept;       /* host byte order; payload bytes kept here while held */
-	__u32 held;       /* SLUICE_L4_HELD, SLUICE_L4_STARTING or 0 */
+	__u32 held;       /* SLUICE_L4_HELD, SLUICE_L4_STARTING, SLUICE_L4_BROKEN or 0 */
+	__u32 next_seq;   /* TCP sequence after the last byte the verdict passed on */
+	__u32 seq_known;  /* next_seq is set (0 until the first skb) */
 	__u32 _pad;
 };
 

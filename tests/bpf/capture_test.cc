@@ -822,7 +822,7 @@ class TcpRouteTest : public CaptureTest, public ::testing::WithParamInterface<bo
     ASSERT_TRUE(text) << text.error();
     ASSERT_OK(mesh_->writeConfig("tcp.yaml", *text));
     mesh_->daemon().stop();
-    startDaemon(GetParam() ? std::vector<std::string>{"--bpf-splice"} : std::vector<std::string>{});
+    startDaemon(GetParam() ? std::vector<std::string>{} : std::vector<std::string>{"--no-bpf-splice"});
     ASSERT_EQ(sluicectl({"enable", "--cgroup", app_.path()}), 0);
   }
   std::string stats() {
@@ -941,26 +941,28 @@ std::int64_t readPattern(int fd) {
 // A reader that stops reading must not make the node queue what the sender
 // keeps sending, and must get the whole stream, in order, once it reads.
 // Both ways: a client that stops reading a download, and an upstream that
-// stops reading an upload. The L4 path by default (the copy loop).
+// stops reading an upload; with the kernel splice and with the copy loop.
 //
-// SLUICE_TEST_SPLICE=1 runs it with --bpf-splice and the splice's own
-// checks: a redirected skb leaves the source's receive buffer, so TCP alone
-// would never push back; the verdict holds the direction once its
-// destination is far enough behind, the daemon copies what the kernel
-// keeps, and when the sender pauses (halfway here) and the daemon has
-// caught up, the kernel splices again. That mode is why the splice is not
-// the default: about one run in twelve gets a 64 KiB stretch twice (see
-// README, "Transparent capture (eBPF)").
-class TcpSlowReaderTest : public CaptureTest, public ::testing::WithParamInterface<bool> {};
+// The splice's own checks: a redirected skb leaves the source's receive
+// buffer, so TCP alone would never push back; the verdict holds the
+// direction once its destination is far enough behind, the daemon copies
+// what the kernel keeps, and when the sender pauses (halfway here) and the
+// daemon has caught up, the kernel splices again. A held source's full
+// receive buffer makes TCP drop segments, and their retransmissions can
+// overlap what arrived: the verdict cuts that head off (bpf.l4_trimmed),
+// which is what the byte-order check guards.
+struct SlowReaderCase {
+  bool download;
+  bool splice;
+};
+
+class TcpSlowReaderTest : public CaptureTest, public ::testing::WithParamInterface<SlowReaderCase> {};
 
 TEST_P(TcpSlowReaderTest, AReaderThatStopsHoldsTheSenderBackAndGetsEverything) {
-  const bool download = GetParam();  // else: upload
-  const char* env = std::getenv("SLUICE_TEST_SPLICE");
-  const bool splice = env != nullptr && std::string(env) == "1";
-  if (splice) {
-    mesh_->daemon().stop();
-    startDaemon({"--bpf-splice"});
-  }
+  const bool download = GetParam().download;  // else: upload
+  const bool splice = GetParam().splice;
+  mesh_->daemon().stop();
+  startDaemon(splice ? std::vector<std::string>{} : std::vector<std::string>{"--no-bpf-splice"});
   const std::uint64_t total = 192ull << 20;
   // The sender may get this far while nobody reads: the socket buffers on the
   // way (each at most net.ipv4.tcp_[rw]mem's max), the copy loop's 1 MiB or
@@ -1074,14 +1076,21 @@ spec:
     return;
   }
   EXPECT_EQ(statValue(st, "tcp_cx_spliced"), 1u) << st;
+  EXPECT_EQ(statValue(st, "bpf.l4_broken"), 0u) << st;
   EXPECT_GE(statValue(st, "bpf.l4_held"), 1u) << st;
   EXPECT_GE(statValue(st, "tcp_splice_held"), 1u) << st;
   // Caught up in the sender's pause, the kernel splices again.
   EXPECT_GE(statValue(st, "bpf.l4_resumed"), 1u) << st;
 }
 
-INSTANTIATE_TEST_SUITE_P(Direction, TcpSlowReaderTest, ::testing::Bool(),
-                         [](const auto& info) { return info.param ? "Download" : "Upload"; });
+INSTANTIATE_TEST_SUITE_P(Modes, TcpSlowReaderTest,
+                         ::testing::Values(SlowReaderCase{true, true}, SlowReaderCase{false, true},
+                                           SlowReaderCase{true, false},
+                                           SlowReaderCase{false, false}),
+                         [](const auto& info) {
+                           return std::string(info.param.download ? "Download" : "Upload") +
+                                  (info.param.splice ? "Kernel" : "Userspace");
+                         });
 
 // A child in `cgroup` that opens `n` connections to 127.0.0.1:port (or the
 // given address) and holds them until killed. Reports readiness on a pipe.
@@ -1210,7 +1219,7 @@ spec:
   ASSERT_TRUE(text) << text.error();
   ASSERT_OK(mesh_->writeConfig("idle.yaml", *text));
   mesh_->daemon().stop();
-  startDaemon(GetParam() ? std::vector<std::string>{"--bpf-splice"} : std::vector<std::string>{});
+  startDaemon(GetParam() ? std::vector<std::string>{} : std::vector<std::string>{"--no-bpf-splice"});
   ASSERT_EQ(sluicectl({"enable", "--cgroup", app_.path()}), 0);
 
   // A child in the app cgroup: one keep-alive request, the answer, then

@@ -521,6 +521,8 @@ std::expected<Datapath::SpliceState, std::string> Datapath::spliceState(int fd) 
   sluice_l4pair pair{};
   if (bpf_map_lookup_elem(sk_->mapFd("sluice_l4peer"), &*c, &pair) != 0)
     return std::unexpected("socket is not spliced: " + errnoText(errno));
+  if (pair.held == SLUICE_L4_BROKEN)
+    return std::unexpected("the kernel could not keep the spliced stream exact (bpf.l4_broken)");
   return SpliceState{.redirected = pair.redirected, .kept = pair.kept,
                      .held = pair.held == SLUICE_L4_HELD};
 }
@@ -778,6 +780,9 @@ const char* counterName(sluice_counter c) {
     case SLUICE_CNT_L4_HELD_BYTES: return "l4_held_bytes";
     case SLUICE_CNT_SOCKHASH_KEPT_OUT: return "sockhash_kept_out";
     case SLUICE_CNT_L4_RESUMED: return "l4_resumed";
+    case SLUICE_CNT_L4_TRIMMED: return "l4_trimmed";
+    case SLUICE_CNT_L4_TRIMMED_BYTES: return "l4_trimmed_bytes";
+    case SLUICE_CNT_L4_BROKEN: return "l4_broken";
     case SLUICE_CNT_MAX: break;
   }
   return "unknown";

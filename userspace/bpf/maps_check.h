@@ -9,7 +9,7 @@
 
 namespace sluice::bpf::layout {
 
-static_assert(SLUICE_CNT_MAX == 25, "counter enum changed: update userspace readers");
+static_assert(SLUICE_CNT_MAX == 28, "counter enum changed: update userspace readers");
 static_assert(sizeof(sluice_counter) == 4);
 
 static_assert(sizeof(sluice_addr_key) == 8);
@@ -41,11 +41,13 @@ static_assert(sizeof(sluice_enabled) == 8);
 static_assert(sizeof(sluice_service) == 8);
 static_assert(sizeof(sluice_endpoint) == 8);
 
-static_assert(sizeof(sluice_l4pair) == 32);
+static_assert(sizeof(sluice_l4pair) == 40);
 static_assert(offsetof(sluice_l4pair, peer) == 0);
 static_assert(offsetof(sluice_l4pair, redirected) == 8);
 static_assert(offsetof(sluice_l4pair, kept) == 16);
 static_assert(offsetof(sluice_l4pair, held) == 24);
+static_assert(offsetof(sluice_l4pair, next_seq) == 28);
+static_assert(offsetof(sluice_l4pair, seq_known) == 32);
 static_assert(sizeof(sluice_l4copy) == 8);
 static_assert(offsetof(sluice_l4copy, copied) == 0);
 

@@ -144,7 +144,11 @@ void Capture::detach(int clientFd, int upstreamFd) { dp_.spliceDetach(clientFd, 
 
 std::optional<proxy::L4Splicer::Direction> Capture::direction(int fd) {
   auto st = dp_.spliceState(fd);
-  if (!st) return std::nullopt;
+  if (!st) {
+    // The proxy closes the pair on this: say why.
+    std::fprintf(stderr, "sluiced: eBPF splice: %s; closing the connection\n", st.error().c_str());
+    return std::nullopt;
+  }
   return Direction{.redirected = st->redirected, .kept = st->kept, .held = st->held};
 }
 

@@ -24,7 +24,7 @@ struct CaptureOptions {
   std::string pinDir = bpf::kDefaultPinDir;
   sockaddr_in outbound{};  // where captured connects are sent
   bool redirect = true;    // sk_msg socket redirection for node-local pairs
-  bool splice = false;     // sk_skb splice for L4 (TCP route) connections (--bpf-splice)
+  bool splice = true;      // sk_skb splice for L4 (TCP route) connections (--no-bpf-splice)
 };
 
 class Capture final : public proxy::L4Splicer {

@@ -73,7 +73,7 @@ int main(int argc, char** argv) {
   std::string bpfCgroup;
   std::string bpfPinDir = sluice::bpf::kDefaultPinDir;
   bool bpfRedirect = true;
-  bool bpfSplice = false;  // see --bpf-splice
+  bool bpfSplice = true;  // see --no-bpf-splice
   std::string accessLog;
   std::string credentialsDir;
   std::string gatewayBind = "0.0.0.0";
@@ -92,8 +92,8 @@ int main(int argc, char** argv) {
   app.add_flag("--bpf-redirect,!--no-bpf-redirect", bpfRedirect,
                "sk_msg socket redirection between node-local sockets (default on)");
   app.add_flag("--bpf-splice,!--no-bpf-splice", bpfSplice,
-               "kernel splice (sk_skb) for TCP-route connections (default off: the "
-               "userspace copy loop; see the README on why)");
+               "kernel splice (sk_skb) for TCP-route connections (default on; "
+               "--no-bpf-splice relays them with the userspace copy loop)");
   app.add_option("--access-log", accessLog, "access log path, or - for stdout");
   app.add_option("--credentials-dir", credentialsDir, "TLS secrets, one folder per credentialName");
   app.add_option("--gateway-bind", gatewayBind, "address Gateway servers bind to");
