@@ -923,12 +923,17 @@ bool sendPattern(int fd, std::uint64_t total, std::atomic<std::uint64_t>* taken)
 }
 
 // Reads blocking `fd` to EOF; the byte count, or -1 at the first byte that
-// is not the pattern's.
-std::int64_t readPattern(int fd) {
+// is not the pattern's. A failed read: -1, or with `readErr` its errno there
+// and the count so far.
+std::int64_t readPattern(int fd, int* readErr = nullptr) {
   std::vector<char> buf(kPatternChunk);
   std::uint64_t at = 0;
   for (;;) {
     ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0 && readErr != nullptr) {
+      *readErr = errno;
+      return std::int64_t(at);
+    }
     if (n < 0) return -1;
     if (n == 0) return std::int64_t(at);
     for (ssize_t i = 0; i < n; ++i, ++at) {
@@ -1091,6 +1096,114 @@ INSTANTIATE_TEST_SUITE_P(Modes, TcpSlowReaderTest,
                            return std::string(info.param.download ? "Download" : "Upload") +
                                   (info.param.splice ? "Kernel" : "Userspace");
                          });
+
+// A spliced stream the kernel cannot keep exact (the verdict could not cut a
+// retransmitted overlap off: sluice_l4pair.held is SLUICE_L4_BROKEN, and it
+// drops from then on) must not end as if it were complete: sluiced resets
+// both ends, counts an error and keeps no fd. The test marks the pair in the
+// pinned map itself, as the verdict would, in the middle of a download.
+TEST_F(CaptureTest, ABrokenSpliceResetsBothEnds) {
+  const pid_t daemon = mesh_->daemon().pid();
+  const std::size_t fdsBefore = openFds(daemon);
+  int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(lfd, 0);
+  sockaddr_in la{};
+  la.sin_family = AF_INET;
+  la.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t llen = sizeof(la);
+  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&la), sizeof(la)), 0);
+  ASSERT_EQ(::listen(lfd, 4), 0);
+  ASSERT_EQ(::getsockname(lfd, reinterpret_cast<sockaddr*>(&la), &llen), 0);
+  ASSERT_OK(mesh_->applyConfig("broken.yaml", R"(apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: broken}
+spec:
+  hosts: [broken.default.svc.cluster.local]
+  addresses: [127.10.5.6]
+  ports: [{number: 9000, name: tcp, protocol: TCP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1, ports: {tcp: )" + std::to_string(ntohs(la.sin_port)) + "}}]\n"));
+  ASSERT_EQ(sluicectl({"enable", "--cgroup", app_.path()}), 0);
+
+  // The upstream streams until its sends fail (at most 20 s of them).
+  std::atomic<std::uint64_t> serverTaken{0};
+  std::atomic<bool> serverFailed{false};
+  std::thread server([&] {
+    pollfd pfd{lfd, POLLIN, 0};
+    if (::poll(&pfd, 1, 10000) != 1) return;
+    int c = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (c < 0) return;
+    timeval tv{20, 0};
+    ::setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    serverFailed = !sendPattern(c, 64ull << 30, &serverTaken);
+    ::close(c);
+  });
+  struct Result {
+    std::int64_t got = -3;
+    int err = 0;
+  };
+  int done[2];
+  ASSERT_EQ(::pipe2(done, O_CLOEXEC), 0);
+  int cgFd = ::open((app_.path() + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(cgFd, 0);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    if (::write(cgFd, "0", 1) != 1) ::_exit(3);
+    Result res;
+    int s = dial("127.10.5.6", 9000, 20);
+    if (s >= 0) res.got = readPattern(s, &res.err);
+    if (::write(done[1], &res, sizeof(res)) != ssize_t(sizeof(res))) ::_exit(4);
+    ::_exit(0);
+  }
+  ::close(cgFd);
+  ASSERT_GT(pid, 0);
+
+  // Once bytes flow, mark both directions broken.
+  for (int i = 0; i < 500 && serverTaken.load() < (64u << 20); ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_GE(serverTaken.load(), 64u << 20) << "the download never started" << mesh_->logs();
+  int peers = bpf_obj_get((pinDir_ + "/sluice_l4peer").c_str());
+  EXPECT_GE(peers, 0) << std::strerror(errno);
+  int marked = 0;
+  std::uint64_t key = 0;
+  for (void* prev = nullptr; peers >= 0 && bpf_map_get_next_key(peers, prev, &key) == 0;
+       prev = &key) {
+    sluice_l4pair pair{};
+    if (bpf_map_lookup_elem(peers, &key, &pair) != 0) continue;
+    pair.held = SLUICE_L4_BROKEN;
+    if (bpf_map_update_elem(peers, &key, &pair, BPF_EXIST) == 0) ++marked;
+  }
+  if (peers >= 0) ::close(peers);
+  EXPECT_EQ(marked, 2) << "one spliced connection: two sockets";
+
+  Result res;
+  pollfd pfd{done[0], POLLIN, 0};
+  if (::poll(&pfd, 1, 10000) == 1) (void)!::read(done[0], &res, sizeof(res));
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  ::shutdown(lfd, SHUT_RDWR);
+  server.join();
+  for (int fd : {lfd, done[0], done[1]}) ::close(fd);
+
+  // Every byte the client got was in order, and the end was a reset, not an
+  // EOF that would pass for the end of the stream.
+  EXPECT_GT(res.got, 0) << "-1: a byte out of place; -3: no result";
+  EXPECT_EQ(res.err, ECONNRESET) << std::strerror(res.err);
+  EXPECT_TRUE(serverFailed.load()) << "the upstream's sends went on";
+  auto r = itest::httpRequest(mesh_->adminPort(), {.method = "GET", .target = "/stats", .headers = {}});
+  ASSERT_TRUE(r);
+  const std::string st = "\n" + r->body;
+  EXPECT_EQ(statValue(st, "tcp_cx_spliced"), 1u) << st;
+  EXPECT_EQ(statValue(st, "tcp_cx_error"), 1u) << st;
+  EXPECT_TRUE(mesh_->daemon().waitForLog("could not keep the spliced stream exact", 2000ms))
+      << mesh_->logs();
+  std::size_t fdsAfter = 0;
+  for (int i = 0; i < 100; ++i) {
+    fdsAfter = openFds(daemon);
+    if (fdsAfter <= fdsBefore) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_LE(fdsAfter, fdsBefore) << "daemon holds more fds than before the connection";
+}
 
 // A child in `cgroup` that opens `n` connections to 127.0.0.1:port (or the
 // given address) and holds them until killed. Reports readiness on a pipe.

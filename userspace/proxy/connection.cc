@@ -80,13 +80,19 @@ void Connection::submitSend() {
   ++inflight_;
 }
 
-void Connection::close() {
+void Connection::close(bool reset) {
   if (closing_) return;
   closing_ = true;
+  if (reset) {
+    // Linger 0: the final close() sends an RST and drops what is unsent.
+    linger lg{.l_onoff = 1, .l_linger = 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+  }
   if (inflight_ > 0) {
     // Shut the socket so in-flight recv/send complete promptly, then cancel
-    // whatever is still queued.
-    ::shutdown(fd_, SHUT_RDWR);
+    // whatever is still queued. Only the read side for a reset: shutting
+    // the write side would send a FIN ahead of the RST.
+    ::shutdown(fd_, reset ? SHUT_RD : SHUT_RDWR);
     io_uring_sqe* s = worker_.ring().sqe();
     io_uring_prep_cancel_fd(s, fd_, IORING_ASYNC_CANCEL_ALL);
     io_uring_sqe_set_data(s, nullptr);

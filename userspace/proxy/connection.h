@@ -33,7 +33,9 @@ class Connection : public core::CompletionHandler {
 
   // Starts teardown: cancels every operation, closes the fd when the last
   // completion arrives, then deletes the object. Safe to call repeatedly.
-  void close();
+  // `reset`: the peer gets an RST instead of a FIN, so a stream cut short
+  // cannot pass for a complete one.
+  void close(bool reset = false);
   // Closes once every written byte has been sent.
   void closeAfterFlush();
   bool closing() const { return closing_ || closeAfterFlush_; }

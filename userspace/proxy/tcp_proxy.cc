@@ -320,8 +320,7 @@ bool TcpProxy::pollHeld(bool* moved) {
     TcpSide* src = dir == 0 ? client_ : upstream_;
     std::optional<L4Splicer::Direction> d = sp ? sp->direction(src->fd()) : std::nullopt;
     if (!d) {
-      worker_.stats().inc(Counter::TcpCxError);
-      closeBoth();
+      resetBoth();
       return false;
     }
     if (d->redirected != lastRedirected_[dir]) *moved = true;
@@ -378,8 +377,7 @@ void TcpProxy::flushHeld(int dir) {
   std::optional<L4Splicer::Direction> d = sp ? sp->direction(src->fd()) : std::nullopt;
   Progress out = progress(dst->fd(), false);
   if (!d || !out.ok) {
-    worker_.stats().inc(Counter::TcpCxError);
-    closeBoth();
+    resetBoth();
     return;
   }
   if (out.written < d->redirected + copied_[dir]) {
@@ -484,7 +482,7 @@ void TcpProxy::onIdleCheck() {
   worker_.timers().schedule(idleTimer_, std::min<uint64_t>(left + 1'000'000, 1'000'000'000));
 }
 
-void TcpProxy::closeBoth() {
+void TcpProxy::closeBoth(bool reset) {
   if (closing_) return;
   closing_ = true;
   drainTimer_.cancel();
@@ -495,8 +493,17 @@ void TcpProxy::closeBoth() {
     if (L4Splicer* sp = worker_.engine().options().l4Splicer)
       sp->detach(client_->fd(), upstream_->fd());
   }
-  client_->close();
-  upstream_->close();
+  client_->close(reset);
+  upstream_->close(reset);
+}
+
+// The spliced stream cannot go on exactly (the kernel's state for it is
+// gone or broken): both ends get an RST, so neither takes the bytes it got
+// for the whole stream.
+void TcpProxy::resetBoth() {
+  if (closing_) return;
+  worker_.stats().inc(Counter::TcpCxError);
+  closeBoth(true);
 }
 
 void TcpProxy::onSideGone(TcpSide& side, bool closeOther) {

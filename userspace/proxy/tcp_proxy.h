@@ -110,7 +110,8 @@ class TcpProxy {
  private:
   TcpProxy(Worker& worker, std::shared_ptr<const route::Snapshot> snap);
   TcpSide* peerOf(TcpSide& s) { return &s == client_ ? upstream_ : client_; }
-  void closeBoth();
+  void closeBoth(bool reset = false);
+  void resetBoth();  // counts an error; RSTs both ends
   bool pollHeld(bool* moved);
   void onHoldCheck();
   void flushHeld(int dir);
