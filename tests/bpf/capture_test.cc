@@ -297,6 +297,40 @@ class CaptureTest : public ::testing::Test {
     return itest::curl(args, 5000ms, cg.path());
   }
 
+  // Listens on 127.0.0.1 (a free port), makes that the endpoint of a TCP
+  // service `name` at `vip`:9000 and enables the app cgroup. The listening
+  // fd, or -1 with the failure recorded.
+  int upstreamBehindTcpService(const std::string& name, const std::string& vip) {
+    int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in la{};
+    la.sin_family = AF_INET;
+    la.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t llen = sizeof(la);
+    if (lfd < 0 || ::bind(lfd, reinterpret_cast<sockaddr*>(&la), sizeof(la)) != 0 ||
+        ::listen(lfd, 4) != 0 ||
+        ::getsockname(lfd, reinterpret_cast<sockaddr*>(&la), &llen) != 0) {
+      ADD_FAILURE() << "upstream listener: " << std::strerror(errno);
+      if (lfd >= 0) ::close(lfd);
+      return -1;
+    }
+    auto r = mesh_->applyConfig(name + ".yaml", "apiVersion: networking.istio.io/v1\n"
+                                "kind: ServiceEntry\n"
+                                "metadata: {name: " + name + "}\n"
+                                "spec:\n"
+                                "  hosts: [" + name + ".default.svc.cluster.local]\n"
+                                "  addresses: [" + vip + "]\n"
+                                "  ports: [{number: 9000, name: tcp, protocol: TCP}]\n"
+                                "  resolution: STATIC\n"
+                                "  endpoints: [{address: 127.0.0.1, ports: {tcp: " +
+                                std::to_string(ntohs(la.sin_port)) + "}}]\n");
+    if (!r || sluicectl({"enable", "--cgroup", app_.path()}) != 0) {
+      ADD_FAILURE() << "TCP service " << name << ": " << (r ? "sluicectl enable failed" : r.error());
+      ::close(lfd);
+      return -1;
+    }
+    return lfd;
+  }
+
   TempDir tmp_;
   // Declared parent first: destroyed children first.
   TestCgroup root_, proxy_, app_, other_;
@@ -922,6 +956,19 @@ bool sendPattern(int fd, std::uint64_t total, std::atomic<std::uint64_t>* taken)
   return true;
 }
 
+// The first connection on listening `lfd` within 10 s, with 20 s send and
+// receive timeouts; -1 if none came.
+int acceptOne(int lfd) {
+  pollfd pfd{lfd, POLLIN, 0};
+  if (::poll(&pfd, 1, 10000) != 1) return -1;
+  int c = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+  if (c < 0) return -1;
+  timeval tv{20, 0};
+  ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  ::setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  return c;
+}
+
 // Reads blocking `fd` to EOF; the byte count, or -1 at the first byte that
 // is not the pattern's. A failed read: -1, or with `readErr` its errno there
 // and the count so far.
@@ -975,25 +1022,8 @@ TEST_P(TcpSlowReaderTest, AReaderThatStopsHoldsTheSenderBackAndGetsEverything) {
   // Unbounded, it moves 300 MB/s here: all of `total` in the pause.
   const std::uint64_t bound = 128ull << 20;
 
-  int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int lfd = upstreamBehindTcpService("slow", "127.10.5.5");
   ASSERT_GE(lfd, 0);
-  sockaddr_in la{};
-  la.sin_family = AF_INET;
-  la.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t llen = sizeof(la);
-  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&la), sizeof(la)), 0);
-  ASSERT_EQ(::listen(lfd, 4), 0);
-  ASSERT_EQ(::getsockname(lfd, reinterpret_cast<sockaddr*>(&la), &llen), 0);
-  ASSERT_OK(mesh_->applyConfig("slow.yaml", R"(apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: slow}
-spec:
-  hosts: [slow.default.svc.cluster.local]
-  addresses: [127.10.5.5]
-  ports: [{number: 9000, name: tcp, protocol: TCP}]
-  resolution: STATIC
-  endpoints: [{address: 127.0.0.1, ports: {tcp: )" + std::to_string(ntohs(la.sin_port)) + "}}]\n"));
-  ASSERT_EQ(sluicectl({"enable", "--cgroup", app_.path()}), 0);
 
   // Shared with the client child: bytes its sends got taken (upload).
   void* shm = ::mmap(nullptr, sizeof(std::atomic<std::uint64_t>), PROT_READ | PROT_WRITE,
@@ -1008,18 +1038,13 @@ spec:
 
   // The upstream, in this process (outside the attached tree).
   std::thread server([&] {
-    pollfd pfd{lfd, POLLIN, 0};
-    if (::poll(&pfd, 1, 10000) != 1) return;
-    int c = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+    int c = acceptOne(lfd);
     if (c < 0) return;
-    timeval tv{20, 0};
-    ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    ::setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     if (download) {
       sendPattern(c, total, &serverTaken);
     } else {
       char g;
-      pfd = {go[0], POLLIN, 0};
+      pollfd pfd{go[0], POLLIN, 0};
       if (::poll(&pfd, 1, 20000) == 1 && ::read(go[0], &g, 1) == 1) serverRead = readPattern(c);
     }
     ::close(c);
@@ -1105,36 +1130,15 @@ INSTANTIATE_TEST_SUITE_P(Modes, TcpSlowReaderTest,
 TEST_F(CaptureTest, ABrokenSpliceResetsBothEnds) {
   const pid_t daemon = mesh_->daemon().pid();
   const std::size_t fdsBefore = openFds(daemon);
-  int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int lfd = upstreamBehindTcpService("broken", "127.10.5.6");
   ASSERT_GE(lfd, 0);
-  sockaddr_in la{};
-  la.sin_family = AF_INET;
-  la.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t llen = sizeof(la);
-  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&la), sizeof(la)), 0);
-  ASSERT_EQ(::listen(lfd, 4), 0);
-  ASSERT_EQ(::getsockname(lfd, reinterpret_cast<sockaddr*>(&la), &llen), 0);
-  ASSERT_OK(mesh_->applyConfig("broken.yaml", R"(apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: broken}
-spec:
-  hosts: [broken.default.svc.cluster.local]
-  addresses: [127.10.5.6]
-  ports: [{number: 9000, name: tcp, protocol: TCP}]
-  resolution: STATIC
-  endpoints: [{address: 127.0.0.1, ports: {tcp: )" + std::to_string(ntohs(la.sin_port)) + "}}]\n"));
-  ASSERT_EQ(sluicectl({"enable", "--cgroup", app_.path()}), 0);
 
   // The upstream streams until its sends fail (at most 20 s of them).
   std::atomic<std::uint64_t> serverTaken{0};
   std::atomic<bool> serverFailed{false};
   std::thread server([&] {
-    pollfd pfd{lfd, POLLIN, 0};
-    if (::poll(&pfd, 1, 10000) != 1) return;
-    int c = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+    int c = acceptOne(lfd);
     if (c < 0) return;
-    timeval tv{20, 0};
-    ::setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     serverFailed = !sendPattern(c, 64ull << 30, &serverTaken);
     ::close(c);
   });
