@@ -969,13 +969,13 @@ int acceptOne(int lfd) {
   return c;
 }
 
-// Reads blocking `fd` to EOF; the byte count, or -1 at the first byte that
-// is not the pattern's. A failed read: -1, or with `readErr` its errno there
-// and the count so far.
-std::int64_t readPattern(int fd, int* readErr = nullptr) {
+// Reads blocking `fd` to EOF (or past `limit` bytes); the byte count, or -1
+// at the first byte that is not the pattern's. A failed read: -1, or with
+// `readErr` its errno there and the count so far.
+std::int64_t readPattern(int fd, int* readErr = nullptr, std::uint64_t limit = ~0ull) {
   std::vector<char> buf(kPatternChunk);
   std::uint64_t at = 0;
-  for (;;) {
+  while (at < limit) {
     ssize_t n = ::read(fd, buf.data(), buf.size());
     if (n < 0 && readErr != nullptr) {
       *readErr = errno;
@@ -988,6 +988,14 @@ std::int64_t readPattern(int fd, int* readErr = nullptr) {
       if (buf[std::size_t(i)] != reinterpret_cast<const char*>(&word)[at % 8]) return -1;
     }
   }
+  return std::int64_t(at);
+}
+
+// Closes `fd` with an RST instead of a FIN.
+void closeWithReset(int fd) {
+  linger lg{.l_onoff = 1, .l_linger = 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+  ::close(fd);
 }
 
 // A reader that stops reading must not make the node queue what the sender
@@ -1122,6 +1130,104 @@ INSTANTIATE_TEST_SUITE_P(Modes, TcpSlowReaderTest,
                                   (info.param.splice ? "Kernel" : "Userspace");
                          });
 
+// A download through a TCP service at `vip`:9000: an upstream thread in this
+// process streams the pattern to the first connection on `lfd` (`total`
+// bytes, or until a send fails), and a child in `cgroup` dials the VIP and
+// reads it. Either end can close with an RST once it has moved `reset`
+// bytes. The destructor ends both.
+class PatternDownload {
+ public:
+  struct Ends {
+    std::uint64_t total = 64ull << 30;
+    std::uint64_t serverResetAfter = 0;  // 0: never
+    std::uint64_t clientResetAfter = 0;  // 0: never
+  };
+  struct ClientResult {
+    std::int64_t got = -3;  // bytes in order; -1 a byte out of place; -3 nothing reported
+    int err = 0;            // errno of the read that failed, 0 for EOF
+  };
+
+  PatternDownload(int lfd, const std::string& cgroup, const char* vip, Ends ends) : lfd_(lfd) {
+    server_ = std::thread([this, ends] {
+      int c = acceptOne(lfd_);
+      if (c < 0) return;
+      const std::uint64_t n = ends.serverResetAfter ? ends.serverResetAfter : ends.total;
+      serverFailed_ = !sendPattern(c, n, &serverTaken_);
+      if (ends.serverResetAfter) {
+        closeWithReset(c);
+      } else {
+        ::close(c);
+      }
+    });
+    if (::pipe2(done_, O_CLOEXEC) != 0) return;
+    int cgFd = ::open((cgroup + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC);
+    if (cgFd < 0) return;
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      if (::write(cgFd, "0", 1) != 1) ::_exit(3);
+      ClientResult res;
+      int s = dial(vip, 9000, 20);
+      if (s >= 0 && ends.clientResetAfter) {
+        res.got = readPattern(s, &res.err, ends.clientResetAfter);
+        closeWithReset(s);
+      } else if (s >= 0) {
+        res.got = readPattern(s, &res.err);
+      }
+      if (::write(done_[1], &res, sizeof(res)) != ssize_t(sizeof(res))) ::_exit(4);
+      ::_exit(0);
+    }
+    ::close(cgFd);
+  }
+  ~PatternDownload() { finish(); }
+
+  bool started() const { return pid_ > 0; }
+  std::uint64_t serverTaken() const { return serverTaken_.load(); }
+  // Waits up to `timeout` for the client's report.
+  ClientResult client(std::chrono::milliseconds timeout) {
+    ClientResult res;
+    pollfd pfd{done_[0], POLLIN, 0};
+    if (done_[0] >= 0 && ::poll(&pfd, 1, int(timeout.count())) == 1)
+      (void)!::read(done_[0], &res, sizeof(res));
+    return res;
+  }
+  // Ends the client and the upstream; true if the upstream's sends failed.
+  bool finish() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+      pid_ = -1;
+    }
+    if (server_.joinable()) {
+      ::shutdown(lfd_, SHUT_RDWR);  // an accept still waiting gives up
+      server_.join();
+    }
+    for (int& fd : done_) {
+      if (fd >= 0) ::close(fd);
+      fd = -1;
+    }
+    return serverFailed_.load();
+  }
+
+ private:
+  int lfd_;
+  int done_[2] = {-1, -1};
+  pid_t pid_ = -1;
+  std::thread server_;
+  std::atomic<std::uint64_t> serverTaken_{0};
+  std::atomic<bool> serverFailed_{false};
+};
+
+// Waits for the daemon to hold no more fds than `before`; what it holds.
+std::size_t settledFds(pid_t daemon, std::size_t before) {
+  std::size_t now = 0;
+  for (int i = 0; i < 100; ++i) {
+    now = openFds(daemon);
+    if (now <= before) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  return now;
+}
+
 // A spliced stream the kernel cannot keep exact (the verdict could not cut a
 // retransmitted overlap off: sluice_l4pair.held is SLUICE_L4_BROKEN, and it
 // drops from then on) must not end as if it were complete: sluiced resets
@@ -1132,39 +1238,12 @@ TEST_F(CaptureTest, ABrokenSpliceResetsBothEnds) {
   const std::size_t fdsBefore = openFds(daemon);
   const int lfd = upstreamBehindTcpService("broken", "127.10.5.6");
   ASSERT_GE(lfd, 0);
-
-  // The upstream streams until its sends fail (at most 20 s of them).
-  std::atomic<std::uint64_t> serverTaken{0};
-  std::atomic<bool> serverFailed{false};
-  std::thread server([&] {
-    int c = acceptOne(lfd);
-    if (c < 0) return;
-    serverFailed = !sendPattern(c, 64ull << 30, &serverTaken);
-    ::close(c);
-  });
-  struct Result {
-    std::int64_t got = -3;
-    int err = 0;
-  };
-  int done[2];
-  ASSERT_EQ(::pipe2(done, O_CLOEXEC), 0);
-  int cgFd = ::open((app_.path() + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC);
-  ASSERT_GE(cgFd, 0);
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    if (::write(cgFd, "0", 1) != 1) ::_exit(3);
-    Result res;
-    int s = dial("127.10.5.6", 9000, 20);
-    if (s >= 0) res.got = readPattern(s, &res.err);
-    if (::write(done[1], &res, sizeof(res)) != ssize_t(sizeof(res))) ::_exit(4);
-    ::_exit(0);
-  }
-  ::close(cgFd);
-  ASSERT_GT(pid, 0);
+  PatternDownload dl(lfd, app_.path(), "127.10.5.6", {});
+  ASSERT_TRUE(dl.started());
 
   // Once bytes flow, mark both directions broken.
-  for (int i = 0; i < 500 && serverTaken.load() < (64u << 20); ++i) std::this_thread::sleep_for(10ms);
-  EXPECT_GE(serverTaken.load(), 64u << 20) << "the download never started" << mesh_->logs();
+  for (int i = 0; i < 500 && dl.serverTaken() < (64u << 20); ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_GE(dl.serverTaken(), 64u << 20) << "the download never started" << mesh_->logs();
   int peers = bpf_obj_get((pinDir_ + "/sluice_l4peer").c_str());
   EXPECT_GE(peers, 0) << std::strerror(errno);
   int marked = 0;
@@ -1179,20 +1258,13 @@ TEST_F(CaptureTest, ABrokenSpliceResetsBothEnds) {
   if (peers >= 0) ::close(peers);
   EXPECT_EQ(marked, 2) << "one spliced connection: two sockets";
 
-  Result res;
-  pollfd pfd{done[0], POLLIN, 0};
-  if (::poll(&pfd, 1, 10000) == 1) (void)!::read(done[0], &res, sizeof(res));
-  ::kill(pid, SIGKILL);
-  ::waitpid(pid, nullptr, 0);
-  ::shutdown(lfd, SHUT_RDWR);
-  server.join();
-  for (int fd : {lfd, done[0], done[1]}) ::close(fd);
-
   // Every byte the client got was in order, and the end was a reset, not an
   // EOF that would pass for the end of the stream.
+  PatternDownload::ClientResult res = dl.client(10000ms);
+  EXPECT_TRUE(dl.finish()) << "the upstream's sends went on";
+  ::close(lfd);
   EXPECT_GT(res.got, 0) << "-1: a byte out of place; -3: no result";
   EXPECT_EQ(res.err, ECONNRESET) << std::strerror(res.err);
-  EXPECT_TRUE(serverFailed.load()) << "the upstream's sends went on";
   auto r = itest::httpRequest(mesh_->adminPort(), {.method = "GET", .target = "/stats", .headers = {}});
   ASSERT_TRUE(r);
   const std::string st = "\n" + r->body;
@@ -1200,14 +1272,74 @@ TEST_F(CaptureTest, ABrokenSpliceResetsBothEnds) {
   EXPECT_EQ(statValue(st, "tcp_cx_error"), 1u) << st;
   EXPECT_TRUE(mesh_->daemon().waitForLog("could not keep the spliced stream exact", 2000ms))
       << mesh_->logs();
-  std::size_t fdsAfter = 0;
-  for (int i = 0; i < 100; ++i) {
-    fdsAfter = openFds(daemon);
-    if (fdsAfter <= fdsBefore) break;
-    std::this_thread::sleep_for(20ms);
-  }
-  EXPECT_LE(fdsAfter, fdsBefore) << "daemon holds more fds than before the connection";
+  EXPECT_LE(settledFds(daemon, fdsBefore), fdsBefore)
+      << "daemon holds more fds than before the connection";
 }
+
+// An end that resets in the middle of a download, spliced or copied: the
+// other end gets a reset at once (a FIN could pass for the end of the
+// stream, and would not stop an upstream that only sends), what the client
+// got was in order, the connection counts as an error, and sluiced keeps no
+// fd and stays up.
+struct ResetCase {
+  bool splice;
+  bool upstreamResets;  // else the client does
+};
+
+class TcpResetTest : public CaptureTest, public ::testing::WithParamInterface<ResetCase> {};
+
+TEST_P(TcpResetTest, AResetMidStreamEndsTheOtherSideCleanly) {
+  if (!GetParam().splice) {
+    mesh_->daemon().stop();
+    startDaemon({"--no-bpf-splice"});
+  }
+  const pid_t daemon = mesh_->daemon().pid();
+  const std::size_t fdsBefore = openFds(daemon);
+  const int lfd = upstreamBehindTcpService("cut", "127.10.5.7");
+  ASSERT_GE(lfd, 0);
+  PatternDownload::Ends ends;
+  if (GetParam().upstreamResets) {
+    ends.serverResetAfter = 32ull << 20;
+  } else {
+    ends.clientResetAfter = 32ull << 20;
+  }
+  PatternDownload dl(lfd, app_.path(), "127.10.5.7", ends);
+  ASSERT_TRUE(dl.started());
+  PatternDownload::ClientResult res = dl.client(10000ms);
+  // The upstream's sends fail within their 20 s timeout only if sluiced
+  // passed the client's reset on.
+  const auto t0 = std::chrono::steady_clock::now();
+  const bool serverFailed = dl.finish();
+  const auto serverWait = std::chrono::steady_clock::now() - t0;
+  ::close(lfd);
+
+  EXPECT_GE(res.got, 0) << "-1: a byte out of place; -3: the client never finished";
+  if (GetParam().upstreamResets) {
+    EXPECT_LE(res.got, std::int64_t(32ull << 20)) << "more than the upstream sent";
+    EXPECT_EQ(res.err, ECONNRESET) << std::strerror(res.err);
+  } else {
+    // It reads whole chunks: the last one may pass the mark.
+    EXPECT_GE(res.got, std::int64_t(32ull << 20));
+    EXPECT_TRUE(serverFailed) << "the upstream kept sending after the client's reset";
+    EXPECT_LT(serverWait, 10s) << "the upstream learned of the client's reset only by its timeout";
+  }
+  auto r = itest::httpRequest(mesh_->adminPort(), {.method = "GET", .target = "/stats", .headers = {}});
+  ASSERT_TRUE(r) << "sluiced is gone" << mesh_->logs();
+  const std::string st = "\n" + r->body;
+  EXPECT_EQ(statValue(st, "tcp_cx_total"), 1u) << st;
+  EXPECT_EQ(statValue(st, "tcp_cx_spliced"), GetParam().splice ? 1u : 0u) << st;
+  EXPECT_EQ(statValue(st, "tcp_cx_error"), 1u) << st;
+  EXPECT_LE(settledFds(daemon, fdsBefore), fdsBefore)
+      << "daemon holds more fds than before the connection" << st;
+}
+
+INSTANTIATE_TEST_SUITE_P(Ends, TcpResetTest,
+                         ::testing::Values(ResetCase{true, true}, ResetCase{true, false},
+                                           ResetCase{false, true}, ResetCase{false, false}),
+                         [](const auto& info) {
+                           return std::string(info.param.upstreamResets ? "Upstream" : "Client") +
+                                  (info.param.splice ? "Kernel" : "Userspace");
+                         });
 
 // A child in `cgroup` that opens `n` connections to 127.0.0.1:port (or the
 // given address) and holds them until killed. Reports readiness on a pipe.

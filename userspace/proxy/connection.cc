@@ -21,7 +21,11 @@ void Connection::startReading() {
   paused_ = false;
   if (recvArmed_ || closing_ || peerClosed_) return;
   io_uring_sqe* s = worker_.ring().sqeFor(recvOp_);
-  io_uring_prep_recv_multishot(s, fd_, nullptr, 0, 0);
+  if (oneShotRecv_) {
+    io_uring_prep_recv(s, fd_, nullptr, 0, 0);  // len 0: the buffer's size
+  } else {
+    io_uring_prep_recv_multishot(s, fd_, nullptr, 0, 0);
+  }
   s->flags |= IOSQE_BUFFER_SELECT;
   s->buf_group = worker_.buffers().groupId();
   recvArmed_ = true;
@@ -31,7 +35,7 @@ void Connection::startReading() {
 void Connection::pauseReading() {
   if (paused_) return;
   paused_ = true;
-  if (!recvArmed_) return;
+  if (!recvArmed_ || oneShotRecv_) return;
   io_uring_sqe* s = worker_.ring().sqe();
   io_uring_prep_cancel(s, &recvOp_, 0);
   io_uring_sqe_set_data(s, nullptr);
@@ -149,7 +153,7 @@ void Connection::handleRecv(int32_t res, uint32_t flags) {
     // onData may have paused or closed us; otherwise keep the recv armed
     // (a multishot recv ends when the buffer group runs dry).
     if (!closing_ && !more && !paused_ && !peerClosed_) {
-      worker_.stats().inc(stats::Counter::RecvRearm);
+      if (!oneShotRecv_) worker_.stats().inc(stats::Counter::RecvRearm);
       startReading();
     }
     return;

@@ -20,10 +20,18 @@ class Connection : public core::CompletionHandler {
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  // Arms (or re-arms) multishot recv. Idempotent.
+  // Arms (or re-arms) recv: multishot, or one recv at a time after
+  // useOneShotRecv(). Idempotent.
   void startReading();
   // Stops delivering data until startReading(); bytes wait in the kernel.
+  // A multishot recv is cancelled; a one-shot recv in flight may still
+  // deliver one buffer.
   void pauseReading();
+  // From the next startReading() on, one recv at a time, and pausing never
+  // cancels. For a connection that pauses often: re-arming a multishot recv
+  // after a cancel could miss a reset that came next (measured on 6.18: the
+  // recv stayed armed on a closed socket with ECONNRESET pending).
+  void useOneShotRecv() { oneShotRecv_ = true; }
   bool readingPaused() const { return paused_; }
 
   void write(std::string_view data);
@@ -87,6 +95,7 @@ class Connection : public core::CompletionHandler {
   size_t sentOff_ = 0;
   int inflight_ = 0;
   bool recvArmed_ = false;
+  bool oneShotRecv_ = false;
   bool sendInFlight_ = false;
   bool paused_ = false;
   bool closing_ = false;

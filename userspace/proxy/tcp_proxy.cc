@@ -59,6 +59,15 @@ Progress progress(int fd, bool finReceived) {
   return p;
 }
 
+// The socket is closed (TCP_CLOSE) though it was established: reset by its
+// peer, or both FINs exchanged.
+bool tcpClosed(int fd) {
+  tcp_info ti{};
+  socklen_t len = sizeof(ti);
+  constexpr uint8_t kTcpClose = 7;  // TCP_CLOSE of the kernel's tcp_states.h
+  return ::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 && ti.tcpi_state == kTcpClose;
+}
+
 void noDelay(int fd) {
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -243,6 +252,9 @@ void TcpProxy::onConnected() {
     worker_.timers().schedule(holdCheckTimer_, kHoldCheckFirstNs);
     return;
   }
+  // The copy loop pauses a side whenever the other falls behind.
+  client_->useOneShotRecv();
+  upstream_->useOneShotRecv();
   client_->startReading();
   upstream_->startReading();
 }
@@ -294,8 +306,12 @@ void TcpProxy::onDrained(TcpSide& side) {
 void TcpProxy::onEnd(TcpSide& side, int err) {
   if (closing_) return;
   if (err < 0) {
-    worker_.stats().inc(Counter::TcpCxError);
-    closeBoth();
+    // The other end gets a reset too. A FIN could pass for the end of the
+    // stream, and one sent towards a sender that never reads does not stop
+    // it: spliced bytes never sit in the receive queue, so the kernel would
+    // not reset the closed socket itself, and a sender facing its zero
+    // window would only probe.
+    resetBoth();
     return;
   }
   int dir = side.isClient() ? 0 : 1;
@@ -362,7 +378,16 @@ void TcpProxy::onSplicedWake(TcpSide& side) {
   // Anything the kernel kept comes before the EOF: a held direction is read
   // now, and its EOF comes with that read.
   if (readingHeld_[dir]) return;
-  onEnd(side, 0);
+  // The poll may see a reset as a hang-up only (no POLLERR): a reset must
+  // not pass for an EOF, or the other direction would wait for a socket
+  // that takes nothing any more.
+  onEnd(side, resetByPeer(side) ? -ECONNRESET : 0);
+}
+
+// `side` is closed and sluiced never sent it a FIN: its peer reset it.
+bool TcpProxy::resetByPeer(const TcpSide& side) const {
+  const bool finSent = side.isClient() ? shutTo_[1] : shutTo_[0];
+  return !finSent && tcpClosed(side.fd());
 }
 
 // Writes what the daemon read from a held source to its destination, once
@@ -381,6 +406,11 @@ void TcpProxy::flushHeld(int dir) {
     return;
   }
   if (out.written < d->redirected + copied_[dir]) {
+    if (resetByPeer(*dst)) {
+      // It will never take what it was given.
+      onEnd(*dst, -ECONNRESET);
+      return;
+    }
     src->pauseReading();
     // Its own earlier writes: onDrained comes back. The kernel's: a timer.
     if (dst->unsentBytes() == 0) {
@@ -423,6 +453,10 @@ void TcpProxy::checkSplicedDrain() {
     Progress out = progress(dst->fd(), eofFrom_[1 - dir]);
     if (!in.ok || !out.ok) {
       closeBoth();
+      return;
+    }
+    if (out.written < in.received && resetByPeer(*dst)) {
+      onEnd(*dst, -ECONNRESET);
       return;
     }
     written += out.written;
@@ -497,9 +531,9 @@ void TcpProxy::closeBoth(bool reset) {
   upstream_->close(reset);
 }
 
-// The spliced stream cannot go on exactly (the kernel's state for it is
-// gone or broken): both ends get an RST, so neither takes the bytes it got
-// for the whole stream.
+// An end failed, or the spliced stream cannot go on exactly (the kernel's
+// state for it is gone or broken): both ends get an RST, so neither takes
+// the bytes it got for the whole stream.
 void TcpProxy::resetBoth() {
   if (closing_) return;
   worker_.stats().inc(Counter::TcpCxError);
