@@ -22,12 +22,13 @@ void Connection::startReading() {
   if (recvArmed_ || closing_ || peerClosed_) return;
   io_uring_sqe* s = worker_.ring().sqeFor(recvOp_);
   if (oneShotRecv_) {
-    io_uring_prep_recv(s, fd_, nullptr, 0, 0);  // len 0: the buffer's size
+    if (!ownBuf_) ownBuf_ = std::make_unique<char[]>(kOwnBufSize);
+    io_uring_prep_recv(s, fd_, ownBuf_.get(), kOwnBufSize, 0);
   } else {
     io_uring_prep_recv_multishot(s, fd_, nullptr, 0, 0);
+    s->flags |= IOSQE_BUFFER_SELECT;
+    s->buf_group = worker_.buffers().groupId();
   }
-  s->flags |= IOSQE_BUFFER_SELECT;
-  s->buf_group = worker_.buffers().groupId();
   recvArmed_ = true;
   ++inflight_;
 }
@@ -138,7 +139,13 @@ void Connection::handleRecv(int32_t res, uint32_t flags) {
   worker_.stats().inc(stats::Counter::CompletionsRecv);
   bool more = flags & IORING_CQE_F_MORE;
   if (!more) recvArmed_ = false;
-  if (res > 0) {
+  if (res > 0 && !(flags & IORING_CQE_F_BUFFER)) {
+    // One-shot recv into this connection's own buffer.
+    if (!closing_) {
+      input_.append(ownBuf_.get(), size_t(res));
+      bytesIn_ += uint64_t(res);
+    }
+  } else if (res > 0) {
     uint16_t bid = uint16_t(flags >> IORING_CQE_BUFFER_SHIFT);
     if (!closing_) {
       input_.append(worker_.buffers().buffer(bid), size_t(res));

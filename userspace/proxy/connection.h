@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -27,10 +28,12 @@ class Connection : public core::CompletionHandler {
   // A multishot recv is cancelled; a one-shot recv in flight may still
   // deliver one buffer.
   void pauseReading();
-  // From the next startReading() on, one recv at a time, and pausing never
-  // cancels. For a connection that pauses often: re-arming a multishot recv
-  // after a cancel could miss a reset that came next (measured on 6.18: the
-  // recv stayed armed on a closed socket with ECONNRESET pending).
+  // From the next startReading() on, one recv at a time into a buffer of
+  // this connection's own (kOwnBufSize, so a read moves as much as four of
+  // the shared ring's buffers), and pausing never cancels. For a connection
+  // that pauses often: re-arming a multishot recv after a cancel could miss
+  // a reset that came next (measured on 6.18: the recv stayed armed on a
+  // closed socket with ECONNRESET pending).
   void useOneShotRecv() { oneShotRecv_ = true; }
   bool readingPaused() const { return paused_; }
 
@@ -96,6 +99,8 @@ class Connection : public core::CompletionHandler {
   int inflight_ = 0;
   bool recvArmed_ = false;
   bool oneShotRecv_ = false;
+  static constexpr size_t kOwnBufSize = 64 * 1024;
+  std::unique_ptr<char[]> ownBuf_;  // the one-shot recv's, owned by the kernel while armed
   bool sendInFlight_ = false;
   bool paused_ = false;
   bool closing_ = false;
