@@ -21,8 +21,7 @@ void Connection::startReading() {
   paused_ = false;
   if (recvArmed_ || closing_ || peerClosed_) return;
   io_uring_sqe* s = worker_.ring().sqeFor(recvOp_);
-  if (oneShotRecv_) {
-    if (!ownBuf_) ownBuf_ = std::make_unique<char[]>(kOwnBufSize);
+  if (ownBuf_) {
     io_uring_prep_recv(s, fd_, ownBuf_.get(), kOwnBufSize, 0);
   } else {
     io_uring_prep_recv_multishot(s, fd_, nullptr, 0, 0);
@@ -33,10 +32,14 @@ void Connection::startReading() {
   ++inflight_;
 }
 
+void Connection::useOneShotRecv() {
+  if (!ownBuf_) ownBuf_ = std::make_unique<char[]>(kOwnBufSize);
+}
+
 void Connection::pauseReading() {
   if (paused_) return;
   paused_ = true;
-  if (!recvArmed_ || oneShotRecv_) return;
+  if (!recvArmed_ || ownBuf_) return;
   io_uring_sqe* s = worker_.ring().sqe();
   io_uring_prep_cancel(s, &recvOp_, 0);
   io_uring_sqe_set_data(s, nullptr);
@@ -160,7 +163,7 @@ void Connection::handleRecv(int32_t res, uint32_t flags) {
     // onData may have paused or closed us; otherwise keep the recv armed
     // (a multishot recv ends when the buffer group runs dry).
     if (!closing_ && !more && !paused_ && !peerClosed_) {
-      if (!oneShotRecv_) worker_.stats().inc(stats::Counter::RecvRearm);
+      if (!ownBuf_) worker_.stats().inc(stats::Counter::RecvRearm);
       startReading();
     }
     return;

@@ -34,7 +34,7 @@ class Connection : public core::CompletionHandler {
   // that pauses often: re-arming a multishot recv after a cancel could miss
   // a reset that came next (measured on 6.18: the recv stayed armed on a
   // closed socket with ECONNRESET pending).
-  void useOneShotRecv() { oneShotRecv_ = true; }
+  void useOneShotRecv();
   bool readingPaused() const { return paused_; }
 
   void write(std::string_view data);
@@ -98,9 +98,9 @@ class Connection : public core::CompletionHandler {
   size_t sentOff_ = 0;
   int inflight_ = 0;
   bool recvArmed_ = false;
-  bool oneShotRecv_ = false;
   static constexpr size_t kOwnBufSize = 64 * 1024;
-  std::unique_ptr<char[]> ownBuf_;  // the one-shot recv's, owned by the kernel while armed
+  // Set: one-shot recvs into it (owned by the kernel while one is armed).
+  std::unique_ptr<char[]> ownBuf_;
   bool sendInFlight_ = false;
   bool paused_ = false;
   bool closing_ = false;

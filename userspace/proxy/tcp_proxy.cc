@@ -40,10 +40,12 @@ constexpr uint64_t kHoldCheckIdleNs = 1'000'000'000;
 
 // Payload bytes `fd` received (its FIN excluded once seen) and payload bytes
 // it has accepted for sending (sent, retransmissions not double counted,
-// plus what still waits in its send queue).
+// plus what still waits in its send queue), and whether it is closed
+// (TCP_CLOSE though it was established: reset, or both FINs exchanged).
 struct Progress {
   uint64_t received = 0;
   uint64_t written = 0;
+  bool closed = false;
   bool ok = false;
 };
 Progress progress(int fd, bool finReceived) {
@@ -55,17 +57,10 @@ Progress progress(int fd, bool finReceived) {
   if (::ioctl(fd, SIOCOUTQNSD, &unsent) != 0) return p;
   p.received = ti.tcpi_bytes_received - (finReceived && ti.tcpi_bytes_received > 0 ? 1 : 0);
   p.written = ti.tcpi_bytes_sent - ti.tcpi_bytes_retrans + uint64_t(unsent);
+  constexpr uint8_t kTcpClose = 7;  // TCP_CLOSE of the kernel's tcp_states.h
+  p.closed = ti.tcpi_state == kTcpClose;
   p.ok = true;
   return p;
-}
-
-// The socket is closed (TCP_CLOSE) though it was established: reset by its
-// peer, or both FINs exchanged.
-bool tcpClosed(int fd) {
-  tcp_info ti{};
-  socklen_t len = sizeof(ti);
-  constexpr uint8_t kTcpClose = 7;  // TCP_CLOSE of the kernel's tcp_states.h
-  return ::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 && ti.tcpi_state == kTcpClose;
 }
 
 void noDelay(int fd) {
@@ -381,13 +376,14 @@ void TcpProxy::onSplicedWake(TcpSide& side) {
   // The poll may see a reset as a hang-up only (no POLLERR): a reset must
   // not pass for an EOF, or the other direction would wait for a socket
   // that takes nothing any more.
-  onEnd(side, resetByPeer(side) ? -ECONNRESET : 0);
+  onEnd(side, resetByPeer(side, progress(side.fd(), false).closed) ? -ECONNRESET : 0);
 }
 
-// `side` is closed and sluiced never sent it a FIN: its peer reset it.
-bool TcpProxy::resetByPeer(const TcpSide& side) const {
+// `side` is closed (`closed`, from its Progress) and sluiced never sent it a
+// FIN: its peer reset it.
+bool TcpProxy::resetByPeer(const TcpSide& side, bool closed) const {
   const bool finSent = side.isClient() ? shutTo_[1] : shutTo_[0];
-  return !finSent && tcpClosed(side.fd());
+  return closed && !finSent;
 }
 
 // Writes what the daemon read from a held source to its destination, once
@@ -406,7 +402,7 @@ void TcpProxy::flushHeld(int dir) {
     return;
   }
   if (out.written < d->redirected + copied_[dir]) {
-    if (resetByPeer(*dst)) {
+    if (resetByPeer(*dst, out.closed)) {
       // It will never take what it was given.
       onEnd(*dst, -ECONNRESET);
       return;
@@ -455,7 +451,7 @@ void TcpProxy::checkSplicedDrain() {
       closeBoth();
       return;
     }
-    if (out.written < in.received && resetByPeer(*dst)) {
+    if (out.written < in.received && resetByPeer(*dst, out.closed)) {
       onEnd(*dst, -ECONNRESET);
       return;
     }

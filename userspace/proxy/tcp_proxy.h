@@ -112,7 +112,7 @@ class TcpProxy {
   TcpSide* peerOf(TcpSide& s) { return &s == client_ ? upstream_ : client_; }
   void closeBoth(bool reset = false);
   void resetBoth();  // counts an error; RSTs both ends
-  bool resetByPeer(const TcpSide& side) const;
+  bool resetByPeer(const TcpSide& side, bool closed) const;
   bool pollHeld(bool* moved);
   void onHoldCheck();
   void flushHeld(int dir);
