@@ -2,11 +2,68 @@
 /* sk_msg on sluice_socks: a sendmsg() on a node-local socket whose peer socket
  * is also in the map is delivered straight into the peer's receive queue
  * (BPF_F_INGRESS), skipping the loopback TCP stack. Anything else passes to
- * TCP untouched. */
+ * TCP untouched, and so does a send to a peer that is not keeping up (see
+ * peer_keeps_up). */
 #include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
 
 #include "lib/common.h"
+
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
+/* include/net/sock.h: the low bits of sk_user_data are flags; this one says
+ * the pointer is the socket's sk_psock. */
+#define SK_USER_DATA_PSOCK 4ul
+#define SK_USER_DATA_FLAGS 7ul
+
+/* Bytes redirected into `sk` that its reader has not taken yet: the length
+ * of its psock's ingress list. 0 on a kernel whose sk_psock lacks
+ * msg_tot_len (no bound there). */
+static __always_inline __u32 ingress_queued(struct sock *sk)
+{
+	unsigned long data = (unsigned long)sk->sk_user_data;
+	struct sk_psock *psock;
+
+	if (!bpf_core_field_exists(struct sk_psock, msg_tot_len))
+		return 0;
+	if (!(data & SK_USER_DATA_PSOCK) || !(data & ~SK_USER_DATA_FLAGS))
+		return 0;
+	psock = bpf_rdonly_cast((void *)(data & ~SK_USER_DATA_FLAGS),
+				bpf_core_type_id_kernel(struct sk_psock));
+	return psock->msg_tot_len;
+}
+
+/* Whether the message the helper just aimed at `target` (the peer, still
+ * in the sockhash, so alive) may really go into its receive queue.
+ *
+ * Bounded: the kernel queues a redirected message on the receiver without
+ * any per-socket limit, and the sender's call returns at once. A peer that
+ * reads nothing (a stalled upstream, an app that stops reading) would let
+ * this socket fill the node's TCP memory. Past SLUICE_MSG_MAX_QUEUED unread
+ * bytes the message goes through TCP, whose window stops the sender.
+ *
+ * In order: the reader takes redirected bytes before anything TCP queued,
+ * so a redirect while TCP still holds bytes of ours the peer has not read
+ * would overtake them. The peer's copied_seq counts in this socket's send
+ * sequence: equal to our write_seq, every byte TCP carried for us has been
+ * read. That also covers bytes sent before the peer joined the sockhash. */
+static __always_inline bool peer_keeps_up(struct sk_msg_md *msg, struct sock *target)
+{
+	struct bpf_sock *self_sk = msg->sk;
+	struct tcp_sock *self, *peer;
+
+	if (!self_sk || !target)
+		return false;
+	self = bpf_skc_to_tcp_sock(self_sk);
+	if (!self)
+		return false;
+	peer = bpf_rdonly_cast(target, bpf_core_type_id_kernel(struct tcp_sock));
+	if (peer->copied_seq != self->write_seq)
+		return false;
+	return ingress_queued(target) <= SLUICE_MSG_MAX_QUEUED;
+}
 
 /* Bytes moved by redirection never reach TCP's counters, so they are added
  * here: to the endpoints on both ends and, for a captured connection, to its
@@ -41,6 +98,7 @@ int sluice_sk_msg(struct sk_msg_md *msg)
 {
 	struct sluice_tuple4 self, peer;
 	__u64 size = msg->size;
+	struct sk_msg *kmsg;
 
 	if (msg->family != AF_INET)
 		return SK_PASS;
@@ -54,15 +112,28 @@ int sluice_sk_msg(struct sk_msg_md *msg)
 	peer.src_port = self.dst_port;
 	peer.dst_port = self.src_port;
 
-	if (bpf_msg_redirect_hash(msg, &sluice_socks, &peer, BPF_F_INGRESS) == SK_PASS) {
-		cnt_inc(SLUICE_CNT_MSG_REDIRECTED);
-		cnt_add(SLUICE_CNT_MSG_REDIRECTED_BYTES, size);
-		account_redirected(msg, &self, size);
-	} else {
+	if (bpf_msg_redirect_hash(msg, &sluice_socks, &peer, BPF_F_INGRESS) != SK_PASS) {
 		/* No peer in the map: the helper set no redirect, so passing
 		 * hands the data to TCP as if no program were attached. */
 		cnt_inc(SLUICE_CNT_MSG_PASSED);
+		return SK_PASS;
 	}
+	/* The helper recorded the peer's socket in the kernel's message; an
+	 * sk_msg program cannot look it up itself (a sockhash lookup takes a
+	 * reference it has no helper to drop). */
+	kmsg = bpf_cast_to_kern_ctx(msg);
+	if (!peer_keeps_up(msg, kmsg->sk_redir)) {
+		/* Aimed back out of this socket instead: TCP carries it, as a
+		 * plain pass would (a redirect, once set, cannot be unset). */
+		if (bpf_msg_redirect_hash(msg, &sluice_socks, &self, 0) == SK_PASS) {
+			cnt_inc(SLUICE_CNT_MSG_BACKLOGGED);
+			cnt_add(SLUICE_CNT_MSG_BACKLOGGED_BYTES, size);
+			return SK_PASS;
+		}
+	}
+	cnt_inc(SLUICE_CNT_MSG_REDIRECTED);
+	cnt_add(SLUICE_CNT_MSG_REDIRECTED_BYTES, size);
+	account_redirected(msg, &self, size);
 	return SK_PASS;
 }
 

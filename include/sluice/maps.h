@@ -72,7 +72,12 @@ enum sluice_counter {
 	SLUICE_CNT_L4_TRIMMED = 25,        /* spliced skb that began with bytes already passed on */
 	SLUICE_CNT_L4_TRIMMED_BYTES = 26,  /* those bytes, cut off before the skb went on */
 	SLUICE_CNT_L4_BROKEN = 27,         /* a spliced stream the verdict could not keep exact */
-	SLUICE_CNT_MAX = 28,
+	/* sendmsg left to TCP although the peer is in the sockhash: its
+	 * redirected bytes waiting to be read passed SLUICE_MSG_MAX_QUEUED, or
+	 * TCP still carries earlier bytes it has not read (see sk_msg.bpf.c). */
+	SLUICE_CNT_MSG_BACKLOGGED = 28,
+	SLUICE_CNT_MSG_BACKLOGGED_BYTES = 29,
+	SLUICE_CNT_MAX = 30,
 };
 
 /* An IPv4 endpoint: the key of sluice_peers, sluice_svcstat,
@@ -152,6 +157,16 @@ struct sluice_endpoint {
  * the daemon (userspace update keyed by the socket fd) before connect(), or
  * by sockops for the proxy's end of a captured L4 connection. */
 #define SLUICE_SOCK_NO_REDIRECT (1u << 3)
+
+/* How many redirected bytes may wait unread in a socket's receive queue
+ * (its psock's ingress list) before sk_msg stops redirecting to it. The
+ * kernel charges those bytes to the receiver without any per-socket limit,
+ * and the sender's call returns as soon as they are queued: a reader that
+ * stops reading would otherwise let its peer fill the node's TCP memory.
+ * Past the bound the sender's bytes go through TCP, whose window pushes
+ * back. One sendmsg may still add up to its own chunk (MAX_MSG_FRAGS pages)
+ * past the bound. */
+#define SLUICE_MSG_MAX_QUEUED (4u << 20)
 
 /* sluice_l4pair.held */
 #define SLUICE_L4_HELD 1u

@@ -783,6 +783,8 @@ const char* counterName(sluice_counter c) {
     case SLUICE_CNT_L4_TRIMMED: return "l4_trimmed";
     case SLUICE_CNT_L4_TRIMMED_BYTES: return "l4_trimmed_bytes";
     case SLUICE_CNT_L4_BROKEN: return "l4_broken";
+    case SLUICE_CNT_MSG_BACKLOGGED: return "msg_backlogged";
+    case SLUICE_CNT_MSG_BACKLOGGED_BYTES: return "msg_backlogged_bytes";
     case SLUICE_CNT_MAX: break;
   }
   return "unknown";

@@ -9,7 +9,7 @@
 
 namespace sluice::bpf::layout {
 
-static_assert(SLUICE_CNT_MAX == 28, "counter enum changed: update userspace readers");
+static_assert(SLUICE_CNT_MAX == 30, "counter enum changed: update userspace readers");
 static_assert(sizeof(sluice_counter) == 4);
 
 static_assert(sizeof(sluice_addr_key) == 8);
