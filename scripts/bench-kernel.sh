@@ -14,7 +14,8 @@
 # time, so p50 is the round trip) and throughput (wrk -c$CONNS).
 # Then the L4 section: a TCP-route service (VIP 127.10.0.2:9000 -> the v1
 # backend), large transfers (wrk -c4, L4_SIZE-byte responses, 1 MiB) through ebpf (kernel
-# splice) and ebpf-nored (userspace copy loop), interleaved; reports MB/s
+# splice) and ebpf-nored (userspace copy loop), and straight to a backend
+# with no proxy (the ceiling both chase), interleaved; reports MB/s
 # and the whole machine's busy CPU per GB moved (the splice runs in softirq
 # and kernel workers, so the proxy's own CPU would flatter it). wrk is not
 # pinned here (L4_PIN=1 pins it to LOAD_CPU like the rest): the splice's
@@ -83,7 +84,7 @@ onCpu() {
   ON+=(scripts/bench/run-pinned.sh "$1" "$NICE")
 }
 
-declare -A SLUICED_PID PORT WRK_CG URL HDR TARGET_PIDS ADMIN
+declare -A SLUICED_PID PORT WRK_CG URL HDR TARGET_PIDS ADMIN V1_PORT
 # startTarget NAME CGROUP_TREE|"" SLUICED_FLAGS...
 startTarget() {
   local name=$1 tree=$2; shift 2
@@ -98,6 +99,7 @@ startTarget() {
   "${ON[@]}" "$BUILD/sluice-upstream" --listen "127.0.0.1:$v1" --name reviews-v1 \
     --threads 1 >"$work/$name-v1.log" 2>&1 & pids+=($!)
   TARGET_PIDS[$name]="$!"
+  V1_PORT[$name]=$v1
   "${ON[@]}" "$BUILD/sluice-upstream" --listen "127.0.0.1:$v2" --name reviews-v2 \
     --threads 1 >"$work/$name-v2.log" 2>&1 & pids+=($!)
   waitHttp "http://127.0.0.1:$v1/__counter"; waitHttp "http://127.0.0.1:$v2/__counter"
@@ -179,7 +181,14 @@ done
 # --- L4: large transfers through a TCP route, splice vs copy loop
 L4_SIZE=${L4_SIZE:-1048576}  # bytes per response
 L4_URL="http://127.10.0.2:9000/bulk?size=$L4_SIZE"
-l4targets=(ebpf ebpf-nored)
+# direct: wrk to the explicit target's v1 backend itself (outside every
+# attached tree), no proxy at all: the rate the two proxied paths are
+# chasing on this machine.
+l4targets=(ebpf ebpf-nored direct)
+declare -A L4URL=([ebpf]=$L4_URL [ebpf-nored]=$L4_URL
+  [direct]="http://127.0.0.1:${V1_PORT[explicit]}/bulk?size=$L4_SIZE")
+WRK_CG[direct]=${WRK_CG[explicit]}
+TARGET_PIDS[direct]=${TARGET_PIDS[explicit]%% *}  # its v1 backend only
 busyTicks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
 toMB() {  # wrk "Transfer/sec" value ("1.23GB", "512.00MB") to MB
   awk -v v="$1" 'BEGIN { n = v + 0
@@ -188,7 +197,7 @@ toMB() {  # wrk "Transfer/sec" value ("1.23GB", "512.00MB") to MB
 }
 for t in "${l4targets[@]}"; do
   onCpu "$LOAD_CPU" "${WRK_CG[$t]}"
-  code=$("${ON[@]}" curl -s -o /dev/null -w '%{http_code}' "$L4_URL" || true)
+  code=$("${ON[@]}" curl -s -o /dev/null -w '%{http_code}' "${L4URL[$t]}" || true)
   [ "$code" = 200 ] || { echo "bench-kernel: L4 $t answered '$code'" >&2; cat "$work/$t-sluiced.log" >&2; exit 1; }
 done
 : > "$work/l4results"  # target MB/s cpu_ms_per_GB
@@ -201,16 +210,18 @@ for t in "${l4targets[@]}"; do
   done
 done
 for round in $(seq "$ROUNDS"); do
-  for i in 0 1; do
-    t=${l4targets[$(((i + round - 1) % 2))]}
-    onCpu "$LOAD_CPU" "${WRK_CG[$t]}"
-    if [ "$L4_PIN" != 1 ]; then  # same cgroup and priority, any CPU
-      ON=(setsid scripts/bench/run-in-cgroup.sh "${WRK_CG[$t]}" scripts/bench/run-pinned.sh "0-$(($(nproc) - 1))" "$L4_NICE")
+  for i in 0 1 2; do
+    t=${l4targets[$(((i + round - 1) % 3))]}
+    # Same cgroup and priority as the target's; any CPU unless L4_PIN=1.
+    ON=(setsid)
+    [ -n "${WRK_CG[$t]}" ] && ON+=(scripts/bench/run-in-cgroup.sh "${WRK_CG[$t]}")
+    if [ "$L4_PIN" != 1 ]; then
+      ON+=(scripts/bench/run-pinned.sh "0-$(($(nproc) - 1))" "$L4_NICE")
     else
-      ON=(setsid scripts/bench/run-in-cgroup.sh "${WRK_CG[$t]}" scripts/bench/run-pinned.sh "$LOAD_CPU" "$L4_NICE")
+      ON+=(scripts/bench/run-pinned.sh "$LOAD_CPU" "$L4_NICE")
     fi
     b0=$(busyTicks)
-    "${ON[@]}" wrk -t1 -c4 -d"$DURATION"s "$L4_URL" > "$work/wrk-l4.out" &
+    "${ON[@]}" wrk -t1 -c4 -d"$DURATION"s "${L4URL[$t]}" > "$work/wrk-l4.out" &
     wrk_pid=$!; wait "$wrk_pid"
     b1=$(busyTicks)
     tr=$(awk '/^Transfer\/sec:/ { print $2 }' "$work/wrk-l4.out")
@@ -264,10 +275,12 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "nan"; else printf 
   echo "|---|---:|---:|"
   printf '| kernel splice (ebpf) | %.1f | %.1f |\n' "$(l4col ebpf 2)" "$(l4col ebpf 3)"
   printf '| userspace copy (ebpf-nored) | %.1f | %.1f |\n' "$(l4col ebpf-nored 2)" "$(l4col ebpf-nored 3)"
+  printf '| no proxy (wrk to the backend) | %.1f | %.1f |\n' "$(l4col direct 2)" "$(l4col direct 3)"
   echo
   r=$(ratio "$(l4col ebpf 2)" "$(l4col ebpf-nored 2)")
   echo "- splice/copy throughput ${r}x; target >= 1.5x: $(awk -v r="$r" 'BEGIN { print (r >= 1.5) ? "met" : "NOT met" }')"
   echo "- splice/copy machine CPU per GB $(ratio "$(l4col ebpf 3)" "$(l4col ebpf-nored 3)")x"
+  echo "- of the no-proxy rate: splice $(ratio "$(l4col ebpf 2)" "$(l4col direct 2)")x, copy $(ratio "$(l4col ebpf-nored 2)" "$(l4col direct 2)")x"
   echo "- ebpf: $l4stats"
 } | tee "$work/summary.md"
 cp "$work/summary.md" "$BUILD/bench-kernel-results.md"
