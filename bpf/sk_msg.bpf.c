@@ -8,6 +8,7 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
 
+#include "lib/capture.h"
 #include "lib/common.h"
 
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
@@ -98,6 +99,7 @@ int sluice_sk_msg(struct sk_msg_md *msg)
 {
 	struct sluice_tuple4 self, peer;
 	__u64 size = msg->size;
+	struct sluice_sock_state *st;
 	struct sk_msg *kmsg;
 
 	if (msg->family != AF_INET)
@@ -126,10 +128,18 @@ int sluice_sk_msg(struct sk_msg_md *msg)
 		/* Aimed back out of this socket instead: TCP carries it, as a
 		 * plain pass would (a redirect, once set, cannot be unset). */
 		if (bpf_msg_redirect_hash(msg, &sluice_socks, &self, 0) == SK_PASS) {
+			st = sock_state_create(msg->sk);
+			if (st)
+				st->msg_backlogged = 1;
 			cnt_inc(SLUICE_CNT_MSG_BACKLOGGED);
 			cnt_add(SLUICE_CNT_MSG_BACKLOGGED_BYTES, size);
 			return SK_PASS;
 		}
+	}
+	st = sock_state(msg->sk);
+	if (st && st->msg_backlogged) {
+		st->msg_backlogged = 0;
+		cnt_inc(SLUICE_CNT_MSG_RESUMED);
 	}
 	cnt_inc(SLUICE_CNT_MSG_REDIRECTED);
 	cnt_add(SLUICE_CNT_MSG_REDIRECTED_BYTES, size);

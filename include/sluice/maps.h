@@ -77,7 +77,8 @@ enum sluice_counter {
 	 * TCP still carries earlier bytes it has not read (see sk_msg.bpf.c). */
 	SLUICE_CNT_MSG_BACKLOGGED = 28,
 	SLUICE_CNT_MSG_BACKLOGGED_BYTES = 29,
-	SLUICE_CNT_MAX = 30,
+	SLUICE_CNT_MSG_RESUMED = 30,       /* a socket's sends redirected again after a backlog */
+	SLUICE_CNT_MAX = 31,
 };
 
 /* An IPv4 endpoint: the key of sluice_peers, sluice_svcstat,
@@ -224,7 +225,10 @@ struct sluice_l4copy {
 struct sluice_sock_state {
 	struct sluice_addr_key orig; /* the VIP:port the app dialled */
 	__u32 flags;                 /* SLUICE_SOCK_* */
-	__u32 _pad;
+	/* Written by sk_msg only: 1 while this socket's sends go through TCP
+	 * because its peer fell behind (SLUICE_MSG_MAX_QUEUED), so the first
+	 * one redirected again is counted (SLUICE_CNT_MSG_RESUMED). */
+	__u32 msg_backlogged;
 };
 
 #endif /* SLUICE_MAPS_H */

@@ -297,13 +297,34 @@ class CaptureTest : public ::testing::Test {
     return itest::curl(args, 5000ms, cg.path());
   }
 
-  // Listens on 127.0.0.1 (a free port), makes that the endpoint of a
-  // service `name` at `vip`:9000 speaking `protocol` ("TCP": an L4 route;
-  // "HTTP") and enables the app cgroup. The listening fd, or -1 with the
-  // failure recorded.
+  // Makes 127.0.0.1:`port` the endpoint of a service `name` at `vip`:9000
+  // speaking `protocol` ("TCP": an L4 route; "HTTP") and enables the app
+  // cgroup; false with the failure recorded.
+  bool serviceAt(const std::string& name, const std::string& vip, const std::string& protocol,
+                 std::uint16_t port) {
+    const std::string portName = protocol == "TCP" ? "tcp" : "http";
+    auto r = mesh_->applyConfig(name + ".yaml", "apiVersion: networking.istio.io/v1\n"
+                                "kind: ServiceEntry\n"
+                                "metadata: {name: " + name + "}\n"
+                                "spec:\n"
+                                "  hosts: [" + name + ".default.svc.cluster.local]\n"
+                                "  addresses: [" + vip + "]\n"
+                                "  ports: [{number: 9000, name: " + portName + ", protocol: " +
+                                protocol + "}]\n"
+                                "  resolution: STATIC\n"
+                                "  endpoints: [{address: 127.0.0.1, ports: {" + portName + ": " +
+                                std::to_string(port) + "}}]\n");
+    if (!r || sluicectl({"enable", "--cgroup", app_.path()}) != 0) {
+      ADD_FAILURE() << protocol << " service " << name << ": " << (r ? "sluicectl enable failed" : r.error());
+      return false;
+    }
+    return true;
+  }
+
+  // Listens on 127.0.0.1 (a free port) and makes that the endpoint of a
+  // service (serviceAt). The listening fd, or -1 with the failure recorded.
   int upstreamBehindService(const std::string& name, const std::string& vip,
                             const std::string& protocol) {
-    const std::string port = protocol == "TCP" ? "tcp" : "http";
     int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in la{};
     la.sin_family = AF_INET;
@@ -316,19 +337,7 @@ class CaptureTest : public ::testing::Test {
       if (lfd >= 0) ::close(lfd);
       return -1;
     }
-    auto r = mesh_->applyConfig(name + ".yaml", "apiVersion: networking.istio.io/v1\n"
-                                "kind: ServiceEntry\n"
-                                "metadata: {name: " + name + "}\n"
-                                "spec:\n"
-                                "  hosts: [" + name + ".default.svc.cluster.local]\n"
-                                "  addresses: [" + vip + "]\n"
-                                "  ports: [{number: 9000, name: " + port + ", protocol: " +
-                                protocol + "}]\n"
-                                "  resolution: STATIC\n"
-                                "  endpoints: [{address: 127.0.0.1, ports: {" + port + ": " +
-                                std::to_string(ntohs(la.sin_port)) + "}}]\n");
-    if (!r || sluicectl({"enable", "--cgroup", app_.path()}) != 0) {
-      ADD_FAILURE() << protocol << " service " << name << ": " << (r ? "sluicectl enable failed" : r.error());
+    if (!serviceAt(name, vip, protocol, ntohs(la.sin_port))) {
       ::close(lfd);
       return -1;
     }
@@ -1164,42 +1173,64 @@ std::string readHttpHead(int fd) {
 // SLUICE_MSG_MAX_QUEUED unread bytes the sender's messages go through TCP
 // instead (bpf.msg_backlogged), and the redirect resumes only once TCP has
 // delivered everything it carried, so the bytes still arrive in order.
-class HttpSlowReaderTest : public CaptureTest, public ::testing::WithParamInterface<bool> {};
+struct HttpSlowCase {
+  bool download;
+  bool localUpstream;  // in proxy/, so sluiced's hop to it is redirected too
+};
+
+class HttpSlowReaderTest : public CaptureTest, public ::testing::WithParamInterface<HttpSlowCase> {};
 
 TEST_P(HttpSlowReaderTest, AReaderThatStopsHoldsTheSenderBackAndGetsEverything) {
-  const bool download = GetParam();  // else: upload
+  const bool download = GetParam().download;  // else: upload
+  const bool local = GetParam().localUpstream;
   const std::uint64_t total = 192ull << 20;
   // Socket buffers on the way (each at most net.ipv4.tcp_[rw]mem's max) and
   // sluiced's own; unbounded, the sender moves all of `total` in the pause.
   const std::uint64_t bound = 96ull << 20;
-  const int lfd = upstreamBehindService("bulk", "127.10.5.8", "HTTP");
-  ASSERT_GE(lfd, 0);
+  // The upstream listens in this process (outside the attached tree, so
+  // sluiced's hop to it is plain TCP), or in a child inside proxy/: there
+  // the listener must be made, since a socket belongs to the cgroup that
+  // created it, and accepted ones to their listener's.
+  int lfd = -1;
+  std::uint16_t port = 0;
+  if (local) {
+    port = itest::freePort();
+    ASSERT_TRUE(serviceAt("bulk", "127.10.5.8", "HTTP", port));
+  } else {
+    lfd = upstreamBehindService("bulk", "127.10.5.8", "HTTP");
+    ASSERT_GE(lfd, 0);
+  }
 
-  void* shm = ::mmap(nullptr, sizeof(std::atomic<std::uint64_t>), PROT_READ | PROT_WRITE,
-                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  // Shared with the children: bytes the app's and the upstream's sends got
+  // taken, and what the upstream read of an upload.
+  struct Shared {
+    std::atomic<std::uint64_t> clientTaken{0};
+    std::atomic<std::uint64_t> serverTaken{0};
+    std::atomic<std::int64_t> serverRead{-2};
+  };
+  void* shm = ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   ASSERT_NE(shm, MAP_FAILED);
-  auto* clientTaken = new (shm) std::atomic<std::uint64_t>(0);
-  std::atomic<std::uint64_t> serverTaken{0};
-  std::atomic<std::int64_t> serverRead{-2};
-  int go[2], done[2], stop[2];
+  auto* shared = new (shm) Shared;
+  int go[2], done[2], stop[2], ready[2];
   ASSERT_EQ(::pipe2(go, O_CLOEXEC), 0);
   ASSERT_EQ(::pipe2(done, O_CLOEXEC), 0);
   ASSERT_EQ(::pipe2(stop, O_CLOEXEC), 0);
+  ASSERT_EQ(::pipe2(ready, O_CLOEXEC), 0);
   const std::string length = "content-length: " + std::to_string(total) + "\r\n\r\n";
 
-  std::thread server([&] {
-    int c = acceptOne(lfd);
+  auto serve = [&](int listener) {
+    int c = acceptOne(listener);
     if (c < 0) return;
     if (download) {
       const std::string head = "HTTP/1.1 200 OK\r\n" + length;
       if (!readHttpHead(c).empty() &&
           ::send(c, head.data(), head.size(), MSG_NOSIGNAL) == ssize_t(head.size()))
-        sendPattern(c, total, &serverTaken);
+        sendPattern(c, total, &shared->serverTaken);
     } else {
       char g;
       pollfd pfd{go[0], POLLIN, 0};
       if (::poll(&pfd, 1, 20000) == 1 && ::read(go[0], &g, 1) == 1 && !readHttpHead(c).empty()) {
-        serverRead = readPattern(c, nullptr, total);
+        shared->serverRead = readPattern(c, nullptr, total);
         const char ok[] = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
         (void)!::send(c, ok, sizeof(ok) - 1, MSG_NOSIGNAL);
       }
@@ -1208,7 +1239,36 @@ TEST_P(HttpSlowReaderTest, AReaderThatStopsHoldsTheSenderBackAndGetsEverything) 
     pollfd pfd{stop[0], POLLIN, 0};
     (void)::poll(&pfd, 1, 30000);
     ::close(c);
-  });
+  };
+  std::thread server;
+  pid_t upstreamPid = -1;
+  if (local) {
+    int cgFd = ::open((proxy_.path() + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC);
+    ASSERT_GE(cgFd, 0);
+    upstreamPid = ::fork();
+    if (upstreamPid == 0) {
+      if (::write(cgFd, "0", 1) != 1) ::_exit(3);
+      int l = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      int one = 1;
+      ::setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+      sockaddr_in la{};
+      la.sin_family = AF_INET;
+      la.sin_port = htons(port);
+      la.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      if (::bind(l, reinterpret_cast<sockaddr*>(&la), sizeof(la)) != 0 || ::listen(l, 4) != 0)
+        ::_exit(5);
+      if (::write(ready[1], "r", 1) != 1) ::_exit(4);
+      serve(l);
+      ::_exit(0);
+    }
+    ::close(cgFd);
+    ASSERT_GT(upstreamPid, 0);
+    char r;
+    pollfd pfd{ready[0], POLLIN, 0};
+    ASSERT_TRUE(::poll(&pfd, 1, 5000) == 1 && ::read(ready[0], &r, 1) == 1) << "the upstream child did not listen";
+  } else {
+    server = std::thread(serve, lfd);
+  }
 
   const std::string request = std::string(download ? "GET" : "POST") +
                               " /bulk HTTP/1.1\r\nhost: bulk\r\n" + (download ? "\r\n" : length);
@@ -1231,7 +1291,7 @@ TEST_P(HttpSlowReaderTest, AReaderThatStopsHoldsTheSenderBackAndGetsEverything) 
       res[1] = std::int64_t(answer.size());
       if (answer.starts_with("HTTP/1.1 200")) got = readPattern(s, nullptr, total);
     } else {
-      got = sendPattern(s, total, clientTaken) ? 0 : -4;
+      got = sendPattern(s, total, &shared->clientTaken) ? 0 : -4;
       const std::string answer = got == 0 ? readHttpHead(s) : "";
       res[1] = std::int64_t(answer.size());
       if (got == 0 && !answer.starts_with("HTTP/1.1 200")) got = -6;
@@ -1244,7 +1304,8 @@ TEST_P(HttpSlowReaderTest, AReaderThatStopsHoldsTheSenderBackAndGetsEverything) 
 
   // Nobody reads for 1.5 s; then the reader takes everything.
   std::this_thread::sleep_for(1500ms);
-  const std::uint64_t aheadWhilePaused = download ? serverTaken.load() : clientTaken->load();
+  const std::uint64_t aheadWhilePaused =
+      download ? shared->serverTaken.load() : shared->clientTaken.load();
   ASSERT_EQ(::write(go[1], "g", 1), 1);
   std::int64_t res[2] = {-5, 0};
   const std::int64_t& got = res[0];
@@ -1253,10 +1314,20 @@ TEST_P(HttpSlowReaderTest, AReaderThatStopsHoldsTheSenderBackAndGetsEverything) 
   ASSERT_EQ(::write(stop[1], "s", 1), 1);
   ::kill(pid, SIGKILL);
   ::waitpid(pid, nullptr, 0);
-  ::shutdown(lfd, SHUT_RDWR);
-  server.join();
-  for (int fd : {lfd, go[0], go[1], done[0], done[1], stop[0], stop[1]}) ::close(fd);
-  ::munmap(shm, sizeof(std::atomic<std::uint64_t>));
+  if (local) {
+    int status = 0;
+    for (int i = 0; i < 100 && ::waitpid(upstreamPid, &status, WNOHANG) == 0; ++i)
+      std::this_thread::sleep_for(20ms);
+    ::kill(upstreamPid, SIGKILL);  // gone by now unless it hung
+    ::waitpid(upstreamPid, nullptr, 0);
+  } else {
+    ::shutdown(lfd, SHUT_RDWR);
+    server.join();
+    ::close(lfd);
+  }
+  for (int fd : {go[0], go[1], done[0], done[1], stop[0], stop[1], ready[0], ready[1]}) ::close(fd);
+  const std::int64_t serverRead = shared->serverRead.load();
+  ::munmap(shm, sizeof(Shared));
 
   auto r = itest::httpRequest(mesh_->adminPort(), {.method = "GET", .target = "/stats", .headers = {}});
   ASSERT_TRUE(r);
@@ -1264,15 +1335,20 @@ TEST_P(HttpSlowReaderTest, AReaderThatStopsHoldsTheSenderBackAndGetsEverything) 
   EXPECT_GT(aheadWhilePaused, 0u);
   EXPECT_LT(aheadWhilePaused, bound) << "the sender was never held back" << st;
   RecordProperty("ahead_while_paused", std::to_string(aheadWhilePaused));
+  RecordProperty("redirected_bytes", std::to_string(statValue(st, "bpf.msg_redirected_bytes")));
+  RecordProperty("backlogged_bytes", std::to_string(statValue(st, "bpf.msg_backlogged_bytes")));
+  RecordProperty("resumed", std::to_string(statValue(st, "bpf.msg_resumed")));
   if (download) {
     EXPECT_EQ(got, std::int64_t(total)) << "-1: a byte out of place" << st << mesh_->logs();
   } else {
     EXPECT_EQ(got, 0) << "-4: the client's sends failed; -6: no 200" << st << mesh_->logs();
-    EXPECT_EQ(serverRead.load(), std::int64_t(total)) << "-1: a byte out of place" << st;
+    EXPECT_EQ(serverRead, std::int64_t(total)) << "-1: a byte out of place" << st;
   }
   EXPECT_GE(statValue(st, "bpf.msg_backlogged"), 1u) << st;
-  // Still the kernel's path before and after the pause.
+  // The kernel's path before the pause, and again once the reader has read
+  // everything TCP carried (by the sender's own pause halfway at the latest).
   EXPECT_GT(statValue(st, "bpf.msg_redirected_bytes"), 0u) << st;
+  EXPECT_GE(statValue(st, "bpf.msg_resumed"), 1u) << st;
 
   // Each byte counted once for the service: the redirected ones by sk_msg,
   // the ones TCP carried by TCP when the app's socket closed.
@@ -1288,8 +1364,13 @@ TEST_P(HttpSlowReaderTest, AReaderThatStopsHoldsTheSenderBackAndGetsEverything) 
   EXPECT_EQ(svc->bytes_received, std::uint64_t(res[1]) + (download ? total : 0));
 }
 
-INSTANTIATE_TEST_SUITE_P(Ways, HttpSlowReaderTest, ::testing::Bool(),
-                         [](const auto& info) { return info.param ? "Download" : "Upload"; });
+INSTANTIATE_TEST_SUITE_P(Ways, HttpSlowReaderTest,
+                         ::testing::Values(HttpSlowCase{true, false}, HttpSlowCase{false, false},
+                                           HttpSlowCase{true, true}, HttpSlowCase{false, true}),
+                         [](const auto& info) {
+                           return std::string(info.param.download ? "Download" : "Upload") +
+                                  (info.param.localUpstream ? "LocalUpstream" : "");
+                         });
 
 // A download through a TCP service at `vip`:9000: an upstream thread in this
 // process streams the pattern to the first connection on `lfd` (`total`
