@@ -2,13 +2,12 @@
 /* sk_msg on sluice_socks: a sendmsg() on a node-local socket whose peer socket
  * is also in the map is delivered straight into the peer's receive queue
  * (BPF_F_INGRESS), skipping the loopback TCP stack. Anything else passes to
- * TCP untouched, and so does a send to a peer that is not keeping up (see
- * peer_keeps_up). */
+ * TCP untouched, and so is everything a socket sends once its peer fell
+ * too far behind (see may_redirect). */
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
 
-#include "lib/capture.h"
 #include "lib/common.h"
 
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
@@ -36,6 +35,13 @@ static __always_inline __u32 ingress_queued(struct sock *sk)
 	return psock->msg_tot_len;
 }
 
+/* Whether TCP has ever carried data for this socket: sent, or queued to
+ * send. */
+static __always_inline bool used_tcp(struct tcp_sock *self)
+{
+	return self->bytes_sent || self->write_seq != self->snd_nxt;
+}
+
 /* Whether the message the helper just aimed at `target` (the peer, still
  * in the sockhash, so alive) may really go into its receive queue.
  *
@@ -43,27 +49,30 @@ static __always_inline __u32 ingress_queued(struct sock *sk)
  * any per-socket limit, and the sender's call returns at once. A peer that
  * reads nothing (a stalled upstream, an app that stops reading) would let
  * this socket fill the node's TCP memory. Past SLUICE_MSG_MAX_QUEUED unread
- * bytes the message goes through TCP, whose window stops the sender.
+ * bytes the socket moves to TCP, whose window stops the sender.
  *
- * In order: the reader takes redirected bytes before anything TCP queued,
- * so a redirect while TCP still holds bytes of ours the peer has not read
- * would overtake them. The peer's copied_seq counts in this socket's send
- * sequence: equal to our write_seq, every byte TCP carried for us has been
- * read. That also covers bytes sent before the peer joined the sockhash. */
-static __always_inline bool peer_keeps_up(struct sk_msg_md *msg, struct sock *target)
+ * For good: once TCP carried data for this socket, its sends stay there.
+ * A reader takes redirected bytes before TCP's, so going back could overtake
+ * bytes TCP still holds; and even after the reader took them all, a reader
+ * blocked inside a TCP read for more (MSG_WAITALL, SO_RCVLOWAT) watches only
+ * TCP's queue and would never see what came on the redirect queue. The same
+ * keeps a socket that used TCP before its peer joined the sockhash on TCP. */
+static __always_inline bool may_redirect(struct sk_msg_md *msg, struct sock *target,
+					 bool *moved)
 {
 	struct bpf_sock *self_sk = msg->sk;
-	struct tcp_sock *self, *peer;
+	struct tcp_sock *self;
 
+	*moved = false;
 	if (!self_sk || !target)
 		return false;
 	self = bpf_skc_to_tcp_sock(self_sk);
-	if (!self)
+	if (!self || used_tcp(self))
 		return false;
-	peer = bpf_rdonly_cast(target, bpf_core_type_id_kernel(struct tcp_sock));
-	if (peer->copied_seq != self->write_seq)
-		return false;
-	return ingress_queued(target) <= SLUICE_MSG_MAX_QUEUED;
+	if (ingress_queued(target) <= SLUICE_MSG_MAX_QUEUED)
+		return true;
+	*moved = true;
+	return false;
 }
 
 /* Bytes moved by redirection never reach TCP's counters, so they are added
@@ -99,8 +108,8 @@ int sluice_sk_msg(struct sk_msg_md *msg)
 {
 	struct sluice_tuple4 self, peer;
 	__u64 size = msg->size;
-	struct sluice_sock_state *st;
 	struct sk_msg *kmsg;
+	bool moved;
 
 	if (msg->family != AF_INET)
 		return SK_PASS;
@@ -124,22 +133,15 @@ int sluice_sk_msg(struct sk_msg_md *msg)
 	 * sk_msg program cannot look it up itself (a sockhash lookup takes a
 	 * reference it has no helper to drop). */
 	kmsg = bpf_cast_to_kern_ctx(msg);
-	if (!peer_keeps_up(msg, kmsg->sk_redir)) {
-		/* Aimed back out of this socket instead: TCP carries it, as a
-		 * plain pass would (a redirect, once set, cannot be unset). */
-		if (bpf_msg_redirect_hash(msg, &sluice_socks, &self, 0) == SK_PASS) {
-			st = sock_state_create(msg->sk);
-			if (st)
-				st->msg_backlogged = 1;
+	if (!may_redirect(msg, kmsg->sk_redir, &moved) &&
+	    /* Aimed back out of this socket instead: TCP carries it, as a
+	     * plain pass would (a redirect, once set, cannot be unset). This
+	     * socket is in the map (the program runs for it), so it works. */
+	    bpf_msg_redirect_hash(msg, &sluice_socks, &self, 0) == SK_PASS) {
+		if (moved)
 			cnt_inc(SLUICE_CNT_MSG_BACKLOGGED);
-			cnt_add(SLUICE_CNT_MSG_BACKLOGGED_BYTES, size);
-			return SK_PASS;
-		}
-	}
-	st = sock_state(msg->sk);
-	if (st && st->msg_backlogged) {
-		st->msg_backlogged = 0;
-		cnt_inc(SLUICE_CNT_MSG_RESUMED);
+		cnt_add(SLUICE_CNT_MSG_KEPT_ON_TCP_BYTES, size);
+		return SK_PASS;
 	}
 	cnt_inc(SLUICE_CNT_MSG_REDIRECTED);
 	cnt_add(SLUICE_CNT_MSG_REDIRECTED_BYTES, size);

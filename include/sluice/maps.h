@@ -72,13 +72,13 @@ enum sluice_counter {
 	SLUICE_CNT_L4_TRIMMED = 25,        /* spliced skb that began with bytes already passed on */
 	SLUICE_CNT_L4_TRIMMED_BYTES = 26,  /* those bytes, cut off before the skb went on */
 	SLUICE_CNT_L4_BROKEN = 27,         /* a spliced stream the verdict could not keep exact */
-	/* sendmsg left to TCP although the peer is in the sockhash: its
-	 * redirected bytes waiting to be read passed SLUICE_MSG_MAX_QUEUED, or
-	 * TCP still carries earlier bytes it has not read (see sk_msg.bpf.c). */
+	/* A node-local socket moved to TCP for good: its peer had more than
+	 * SLUICE_MSG_MAX_QUEUED redirected bytes unread (see sk_msg.bpf.c). */
 	SLUICE_CNT_MSG_BACKLOGGED = 28,
-	SLUICE_CNT_MSG_BACKLOGGED_BYTES = 29,
-	SLUICE_CNT_MSG_RESUMED = 30,       /* a socket's sends redirected again after a backlog */
-	SLUICE_CNT_MAX = 31,
+	/* Bytes sent through TCP although the peer is in the sockhash: by
+	 * sockets moved there, or that used TCP before their peer joined. */
+	SLUICE_CNT_MSG_KEPT_ON_TCP_BYTES = 29,
+	SLUICE_CNT_MAX = 30,
 };
 
 /* An IPv4 endpoint: the key of sluice_peers, sluice_svcstat,
@@ -164,9 +164,9 @@ struct sluice_endpoint {
  * kernel charges those bytes to the receiver without any per-socket limit,
  * and the sender's call returns as soon as they are queued: a reader that
  * stops reading would otherwise let its peer fill the node's TCP memory.
- * Past the bound the sender's bytes go through TCP, whose window pushes
- * back. One sendmsg may still add up to its own chunk (MAX_MSG_FRAGS pages)
- * past the bound. */
+ * Past the bound the sender's socket moves to TCP, whose window pushes
+ * back. One sendmsg may still add its own chunk past the bound (up to 17
+ * page-frag elements of at most 32 KiB each, about 544 KiB). */
 #define SLUICE_MSG_MAX_QUEUED (4u << 20)
 
 /* sluice_l4pair.held */
@@ -225,10 +225,7 @@ struct sluice_l4copy {
 struct sluice_sock_state {
 	struct sluice_addr_key orig; /* the VIP:port the app dialled */
 	__u32 flags;                 /* SLUICE_SOCK_* */
-	/* Written by sk_msg only: 1 while this socket's sends go through TCP
-	 * because its peer fell behind (SLUICE_MSG_MAX_QUEUED), so the first
-	 * one redirected again is counted (SLUICE_CNT_MSG_RESUMED). */
-	__u32 msg_backlogged;
+	__u32 _pad;
 };
 
 #endif /* SLUICE_MAPS_H */

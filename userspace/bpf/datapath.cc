@@ -784,8 +784,7 @@ const char* counterName(sluice_counter c) {
     case SLUICE_CNT_L4_TRIMMED_BYTES: return "l4_trimmed_bytes";
     case SLUICE_CNT_L4_BROKEN: return "l4_broken";
     case SLUICE_CNT_MSG_BACKLOGGED: return "msg_backlogged";
-    case SLUICE_CNT_MSG_BACKLOGGED_BYTES: return "msg_backlogged_bytes";
-    case SLUICE_CNT_MSG_RESUMED: return "msg_resumed";
+    case SLUICE_CNT_MSG_KEPT_ON_TCP_BYTES: return "msg_kept_on_tcp_bytes";
     case SLUICE_CNT_MAX: break;
   }
   return "unknown";

@@ -9,7 +9,7 @@
 
 namespace sluice::bpf::layout {
 
-static_assert(SLUICE_CNT_MAX == 31, "counter enum changed: update userspace readers");
+static_assert(SLUICE_CNT_MAX == 30, "counter enum changed: update userspace readers");
 static_assert(sizeof(sluice_counter) == 4);
 
 static_assert(sizeof(sluice_addr_key) == 8);
@@ -54,6 +54,5 @@ static_assert(offsetof(sluice_l4copy, copied) == 0);
 static_assert(sizeof(sluice_sock_state) == 16);
 static_assert(offsetof(sluice_sock_state, orig) == 0);
 static_assert(offsetof(sluice_sock_state, flags) == 8);
-static_assert(offsetof(sluice_sock_state, msg_backlogged) == 12);
 
 }  // namespace sluice::bpf::layout
