@@ -21,19 +21,21 @@ class Connection : public core::CompletionHandler {
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  // Arms (or re-arms) recv: multishot, or one recv at a time after
-  // useOneShotRecv(). Idempotent.
+  // Arms (or re-arms) recv: multishot until the first pause, one recv at a
+  // time after it or after useOneShotRecv(). Idempotent.
   void startReading();
   // Stops delivering data until startReading(); bytes wait in the kernel.
-  // A multishot recv is cancelled; a one-shot recv in flight may still
-  // deliver one buffer.
+  // The first pause cancels the multishot recv; from then on the connection
+  // reads one recv at a time (into the shared ring's buffers), so a pause
+  // never cancels again and a recv in flight may still deliver one buffer.
+  // A multishot recv re-armed after its cancel sometimes missed a reset that
+  // came next (6.18: armed on a closed socket with ECONNRESET pending; in
+  // ProxyLifecycle.AnUpstreamReset... 6 of 84 rounds before, 0 of 140 after).
   void pauseReading();
   // From the next startReading() on, one recv at a time into a buffer of
   // this connection's own (kOwnBufSize, so a read moves as much as four of
   // the shared ring's buffers), and pausing never cancels. For a connection
-  // that pauses often: re-arming a multishot recv after a cancel could miss
-  // a reset that came next (measured on 6.18: the recv stayed armed on a
-  // closed socket with ECONNRESET pending).
+  // that pauses often and moves bulk (the TCP route's copy loop).
   void useOneShotRecv();
   bool readingPaused() const { return paused_; }
 
@@ -103,6 +105,7 @@ class Connection : public core::CompletionHandler {
   std::unique_ptr<char[]> ownBuf_;
   bool sendInFlight_ = false;
   bool paused_ = false;
+  bool pausedOnce_ = false;  // one-shot recvs from the first pause on
   bool closing_ = false;
   bool closeAfterFlush_ = false;
   bool peerClosed_ = false;
