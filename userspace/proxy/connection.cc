@@ -23,7 +23,7 @@ void Connection::startReading() {
   io_uring_sqe* s = worker_.ring().sqeFor(recvOp_);
   if (ownBuf_) {
     io_uring_prep_recv(s, fd_, ownBuf_.get(), kOwnBufSize, 0);
-  } else if (pausedOnce_) {
+  } else if (pausedOnce_ && !cancelEveryPause_) {
     io_uring_prep_recv(s, fd_, nullptr, 0, 0);
     s->flags |= IOSQE_BUFFER_SELECT;
     s->buf_group = worker_.buffers().groupId();
@@ -43,7 +43,7 @@ void Connection::useOneShotRecv() {
 void Connection::pauseReading() {
   if (paused_) return;
   paused_ = true;
-  if (!recvArmed_ || ownBuf_ || pausedOnce_) return;
+  if (!recvArmed_ || ownBuf_ || (pausedOnce_ && !cancelEveryPause_)) return;
   pausedOnce_ = true;
   io_uring_sqe* s = worker_.ring().sqe();
   io_uring_prep_cancel(s, &recvOp_, 0);

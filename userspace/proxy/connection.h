@@ -37,6 +37,10 @@ class Connection : public core::CompletionHandler {
   // the shared ring's buffers), and pausing never cancels. For a connection
   // that pauses often and moves bulk (the TCP route's copy loop).
   void useOneShotRecv();
+  // Every pause cancels the multishot recv, so nothing is read while paused
+  // (not even one buffer in flight). For a spliced side, whose bytes belong
+  // to the kernel's verdict whenever the daemon does not read it.
+  void cancelEveryPause() { cancelEveryPause_ = true; }
   bool readingPaused() const { return paused_; }
 
   void write(std::string_view data);
@@ -106,6 +110,7 @@ class Connection : public core::CompletionHandler {
   bool sendInFlight_ = false;
   bool paused_ = false;
   bool pausedOnce_ = false;  // one-shot recvs from the first pause on
+  bool cancelEveryPause_ = false;
   bool closing_ = false;
   bool closeAfterFlush_ = false;
   bool peerClosed_ = false;

@@ -239,6 +239,9 @@ void TcpProxy::onConnected() {
   if (sp && sp->attach(client_->fd(), upstream_->fd())) {
     spliced_ = true;
     worker_.stats().inc(Counter::TcpCxSpliced);
+    // A held source is read only until the kernel splices it again.
+    client_->cancelEveryPause();
+    upstream_->cancelEveryPause();
     client_->watchForEnd();
     upstream_->watchForEnd();
     // Soon: bytes that came before the pair was complete are held (a
