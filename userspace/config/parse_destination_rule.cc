@@ -28,8 +28,9 @@ void parseConsistentHash(Ctx& c, const Node& n, const Path& path, LoadBalancerSe
       readMessage(c, v, p, out.httpCookie,
                   [](Ctx& c, const Node& n, const Path& path, LoadBalancerSettings::ConsistentHash::HttpCookie& ck) {
                     forFields(c, n, path, [&](const std::string& key, const Node& v, const Path& p) {
-                      if (key == "name") readString(c, v, p, ck.name);
-                      else if (key == "path") readString(c, v, p, ck.path);
+                      // Both are written into the Set-Cookie header a missing cookie gets.
+                      if (key == "name") readWireString(c, v, p, ck.name, http::WireField::HeaderName);
+                      else if (key == "path") readWireString(c, v, p, ck.path, http::WireField::HeaderValue);
                       else if (key == "ttl") readDuration(c, v, p, ck.ttl, false);
                       else if (key == "attributes") acceptIgnored(c, v, p);
                       else return false;

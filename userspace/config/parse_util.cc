@@ -195,6 +195,27 @@ bool readStringList(Ctx& c, const Node& n, const std::string& path, std::vector<
   });
 }
 
+bool checkWire(Ctx& c, const Node& n, const std::string& path, std::string_view value, http::WireField field) {
+  std::string_view e = http::wireError(field, value);
+  if (e.empty()) return true;
+  c.error(n, path, std::string(e) + ": it would be written into an HTTP header or request line");
+  return false;
+}
+
+bool readWireString(Ctx& c, const Node& n, const std::string& path, std::string& out, http::WireField field) {
+  if (!readString(c, n, path, out)) return false;
+  return checkWire(c, n, path, out, field);
+}
+
+bool readWireStringList(Ctx& c, const Node& n, const std::string& path, std::vector<std::string>& out,
+                        http::WireField field) {
+  return forList(c, n, path, [&](const Node& e, const std::string& p) {
+    std::string s;
+    if (readWireString(c, e, p, s, field)) out.push_back(std::move(s));
+    else if (e.isNull()) c.error(e, p, "must be a string");
+  });
+}
+
 bool readStringMap(Ctx& c, const Node& n, const std::string& path, std::map<std::string, std::string>& out) {
   if (n.isNull()) return false;
   forFields(c, n, path, [&](const std::string& key, const Node& v, const std::string& p) {

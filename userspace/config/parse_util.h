@@ -19,6 +19,7 @@
 #include "config/loader.h"
 #include "config/model.h"
 #include "config/yaml_tree.h"
+#include "http/wire.h"
 
 namespace sluice::config::detail {
 
@@ -108,6 +109,14 @@ inline bool readPort(Ctx& c, const Node& n, const std::string& path, std::option
 bool readDuration(Ctx& c, const Node& n, const std::string& path, std::optional<Duration>& out,
                   bool minMs);
 bool readStringList(Ctx& c, const Node& n, const std::string& path, std::vector<std::string>& out);
+// A string that will be written into an HTTP head as `field` (a rewritten
+// path, an authority, a header value): the one place such configuration is
+// checked (http::wireError), so no CR, LF or NUL can reach the wire. Returns
+// false (and records an error) when it cannot be written.
+bool checkWire(Ctx& c, const Node& n, const std::string& path, std::string_view value, http::WireField field);
+bool readWireString(Ctx& c, const Node& n, const std::string& path, std::string& out, http::WireField field);
+bool readWireStringList(Ctx& c, const Node& n, const std::string& path, std::vector<std::string>& out,
+                        http::WireField field);
 bool readStringMap(Ctx& c, const Node& n, const std::string& path, std::map<std::string, std::string>& out);
 // Reads a string that must be one of `allowed`.
 bool readEnum(Ctx& c, const Node& n, const std::string& path, std::initializer_list<std::string_view> allowed,

@@ -163,12 +163,12 @@ void parseRouteDestination(Ctx& c, const Node& n, const Path& path, RouteDestina
 
 void parseRedirect(Ctx& c, const Node& n, const Path& path, HTTPRedirect& out) {
   forFields(c, n, path, [&](const std::string& key, const Node& v, const Path& p) {
-    if (key == "uri") readString(c, v, p, out.uri);
-    else if (key == "authority") readString(c, v, p, out.authority);
+    if (key == "uri") readWireString(c, v, p, out.uri, http::WireField::Path);
+    else if (key == "authority") readWireString(c, v, p, out.authority, http::WireField::Authority);
     else if (key == "port") readPort(c, v, p, out.port);
     else if (key == "derivePort") {
       readEnum(c, v, p, {"FROM_PROTOCOL_DEFAULT", "FROM_REQUEST_PORT"}, out.derivePort);
-    } else if (key == "scheme") readString(c, v, p, out.scheme);
+    } else if (key == "scheme") readWireString(c, v, p, out.scheme, http::WireField::Scheme);
     else if (key == "redirectCode") {
       if (readInt(c, v, p, out.redirectCode, 0, 999) && (out.redirectCode < 300 || out.redirectCode > 399))
         c.error(v, p, "redirect code " + std::to_string(out.redirectCode) + " is not a 3xx status");
@@ -246,8 +246,8 @@ void parseDirectResponse(Ctx& c, const Node& n, const Path& path, HTTPDirectResp
 
 void parseRewrite(Ctx& c, const Node& n, const Path& path, HTTPRewrite& out) {
   forFields(c, n, path, [&](const std::string& key, const Node& v, const Path& p) {
-    if (key == "uri") readString(c, v, p, out.uri);
-    else if (key == "authority") readString(c, v, p, out.authority);
+    if (key == "uri") readWireString(c, v, p, out.uri, http::WireField::Path);
+    else if (key == "authority") readWireString(c, v, p, out.authority, http::WireField::Authority);
     else if (key == "uriRegexRewrite") {
       readMessage(c, v, p, out.uriRegexRewrite, [](Ctx& c, const Node& n, const Path& path, RegexRewrite& rr) {
         Node matchNode;
@@ -255,7 +255,7 @@ void parseRewrite(Ctx& c, const Node& n, const Path& path, HTTPRewrite& out) {
         forFields(c, n, path, [&](const std::string& key, const Node& v, const Path& p) {
           if (key == "match") {
             if (readString(c, v, p, rr.match)) matchNode.reset(v), hasMatch = true;
-          } else if (key == "rewrite") readString(c, v, p, rr.rewrite);
+          } else if (key == "rewrite") readWireString(c, v, p, rr.rewrite, http::WireField::Path);
           else return false;
           return true;
         });
@@ -345,10 +345,13 @@ void parseCors(Ctx& c, const Node& n, const Path& path, CorsPolicy& out) {
     if (key == "allowOrigins") {
       readMessageList(c, v, p, out.allowOrigins, [](Ctx& c, const Node& e, const Path& ep, StringMatch& m) {
         parseStringMatch(c, e, ep, m, /*allowPresence=*/false);
+        // An exact or prefix origin is what a matching request echoes back.
+        if (m.kind != StringMatch::Kind::Regex) checkWire(c, e, ep, m.value, http::WireField::HeaderValue);
       });
     } else if (key == "allowOrigin") {  // deprecated: exact strings
       std::vector<std::string> origins;
       readStringList(c, v, p, origins);
+      for (size_t i = 0; i < origins.size(); ++i) checkWire(c, v, index(p, i), origins[i], http::WireField::HeaderValue);
       for (auto& o : origins) out.allowOrigins.push_back(StringMatch{StringMatch::Kind::Exact, std::move(o), nullptr});
     } else if (key == "allowMethods") {
       readStringList(c, v, p, out.allowMethods);
@@ -357,8 +360,8 @@ void parseCors(Ctx& c, const Node& n, const Path& path, CorsPolicy& out) {
       for (const auto& m : out.allowMethods)
         if (std::find(methods.begin(), methods.end(), m) == methods.end())
           c.error(v, p, "invalid HTTP method \"" + m + "\"");
-    } else if (key == "allowHeaders") readStringList(c, v, p, out.allowHeaders);
-    else if (key == "exposeHeaders") readStringList(c, v, p, out.exposeHeaders);
+    } else if (key == "allowHeaders") readWireStringList(c, v, p, out.allowHeaders, http::WireField::HeaderValue);
+    else if (key == "exposeHeaders") readWireStringList(c, v, p, out.exposeHeaders, http::WireField::HeaderValue);
     else if (key == "maxAge") readDuration(c, v, p, out.maxAge, true);
     else if (key == "allowCredentials") readBool(c, v, p, out.allowCredentials);
     else if (key == "unmatchedPreflights") {

@@ -418,5 +418,68 @@ TEST(Validation, HeaderOperationsCannotTouchFraming) {
                            "the proxy and cannot be changed with add")));
 }
 
+// Every configured string that is written into a request line or a header
+// is refused at load time when it holds CR, LF or NUL: otherwise a config
+// injects header lines upstream or to the client.
+TEST(Validation, StringsThatReachTheWireRefuseControlBytes) {
+  EXPECT_THAT(vsErrors(R"(
+  - rewrite: {uri: "/v2\r\nX-Injected: 1"}
+    route:
+    - destination: {host: r}
+)"), ElementsAre(vsErr(7, "spec.http[0].rewrite.uri: contains a CR or LF: it would be written into an HTTP "
+                          "header or request line")));
+  struct Case {
+    const char* http;
+    const char* path;
+  };
+  for (const Case& c : {
+           Case{"  - rewrite: {authority: \"a\\nX-Injected: 1\"}\n    route: [{destination: {host: r}}]\n",
+                "spec.http[0].rewrite.authority"},
+           Case{"  - rewrite: {uriRegexRewrite: {match: \"^/a\", rewrite: \"/b\\r\\nX: 1\"}}\n"
+                "    route: [{destination: {host: r}}]\n",
+                "spec.http[0].rewrite.uriRegexRewrite.rewrite"},
+           Case{"  - redirect: {uri: \"/x\\r\\nSet-Cookie: a=b\"}\n", "spec.http[0].redirect.uri"},
+           Case{"  - redirect: {authority: \"x\\u0000y\"}\n", "spec.http[0].redirect.authority"},
+           Case{"  - redirect: {scheme: \"https\\r\\nX: 1\"}\n", "spec.http[0].redirect.scheme"},
+           Case{"  - corsPolicy: {allowHeaders: [\"a\\r\\nX: 1\"]}\n    route: [{destination: {host: r}}]\n",
+                "spec.http[0].corsPolicy.allowHeaders[0]"},
+           Case{"  - corsPolicy: {exposeHeaders: [ok, \"a\\nX: 1\"]}\n    route: [{destination: {host: r}}]\n",
+                "spec.http[0].corsPolicy.exposeHeaders[1]"},
+           Case{"  - corsPolicy: {allowOrigins: [{exact: \"https://a\\r\\nX: 1\"}]}\n"
+                "    route: [{destination: {host: r}}]\n",
+                "spec.http[0].corsPolicy.allowOrigins[0]"},
+           Case{"  - corsPolicy: {allowOrigin: [\"https://a\\r\\nX: 1\"]}\n    route: [{destination: {host: r}}]\n",
+                "spec.http[0].corsPolicy.allowOrigin[0]"},
+       }) {
+    std::vector<std::string> errs = vsErrors(c.http);
+    ASSERT_EQ(errs.size(), 1u) << c.http << ::testing::PrintToString(errs);
+    EXPECT_THAT(errs[0], ::testing::HasSubstr(std::string(c.path) + ": contains a ")) << c.http;
+  }
+  // Ordinary values still load.
+  EXPECT_THAT(vsErrors(R"(
+  - rewrite: {uri: "/v2/%20?a=b", authority: "reviews.default:9080"}
+    corsPolicy: {allowHeaders: [X-Foo, "*"], allowOrigins: [{exact: "https://a.example"}]}
+    route:
+    - destination: {host: r}
+)"), IsEmpty());
+}
+
+TEST(Validation, HashCookieNameAndPathRefuseControlBytes) {
+  std::string yaml =
+      "apiVersion: networking.istio.io/v1\n"
+      "kind: DestinationRule\n"
+      "metadata: {name: r}\n"
+      "spec:\n"
+      "  host: r\n"
+      "  trafficPolicy:\n"
+      "    loadBalancer:\n"
+      "      consistentHash:\n"
+      "        httpCookie: {name: \"u\\r\\nX: 1\", path: \"/\\nX: 2\", ttl: 0s}\n";
+  std::vector<std::string> errs = testing::load(yaml).errors;
+  ASSERT_EQ(errs.size(), 2u) << ::testing::PrintToString(errs);
+  EXPECT_THAT(errs[0], ::testing::HasSubstr("httpCookie.name: contains a CR or LF"));
+  EXPECT_THAT(errs[1], ::testing::HasSubstr("httpCookie.path: contains a CR or LF"));
+}
+
 }  // namespace
 }  // namespace sluice::config
