@@ -35,6 +35,9 @@ struct Facts {
   bool connKeepAlive = false;
   bool connUpgrade = false;
   bool upgradeHeader = false;
+  // Connection named a header that frames or routes the message: a hop that
+  // honours it would drop the header and read the body differently.
+  bool connNamesFraming = false;
 
   uint32_t hostHeaders = 0;
   std::string_view host;
@@ -106,6 +109,8 @@ void noteConnection(std::string_view value, Facts& f) {
       f.connKeepAlive = true;
     } else if (iequals(e, "upgrade")) {
       f.connUpgrade = true;
+    } else if (iequals(e, "content-length") || iequals(e, "transfer-encoding") || iequals(e, "host")) {
+      f.connNamesFraming = true;
     }
   });
 }
@@ -331,6 +336,7 @@ ParseStatus parseRequestHead(const char* data, size_t len, const Limits& limits,
   out.headBytes = static_cast<size_t>(headEnd - data);
 
   if (f.hostHeaders > 1) return fail(400, "multiple Host headers");
+  if (f.connNamesFraming) return fail(400, "Connection names Host, Content-Length or Transfer-Encoding");
   if (out.versionMinor == 1 && f.hostHeaders == 0 && !isAbsoluteForm(out.target)) {
     return fail(400, "missing Host header");
   }
@@ -368,6 +374,7 @@ ParseStatus parseResponseHead(const char* data, size_t len, const Limits& limits
   out.versionMinor = 1;
   out.headBytes = 0;
   out.framing = Framing{};
+  out.declared = Framing{};
   out.keepAlive = true;
 
   // Whatever is wrong with an upstream's response, the client sees 502.
@@ -425,29 +432,30 @@ ParseStatus parseResponseHead(const char* data, size_t len, const Limits& limits
   out.headBytes = static_cast<size_t>(headEnd - data);
   out.keepAlive = keepAliveFor(out.versionMinor, f);
 
-  if (requestMethodHead || out.status < 200 || out.status == 204 || out.status == 304) {
-    out.framing.kind = Framing::Kind::None;
-  } else if (f.transferEncodingHeaders > 0) {
-    // RFC 9112 6.3: Transfer-Encoding overrides Content-Length. A message that
-    // carries both was built by something confused; do not reuse its
-    // connection. Without a final chunked the body runs to close.
-    if (f.lastIsChunked) {
-      out.framing.kind = Framing::Kind::Chunked;
-      if (f.contentLengthSeen || out.versionMinor == 0) {
-        out.keepAlive = false;
-      }
-    } else {
-      out.framing.kind = Framing::Kind::UntilClose;
-      out.keepAlive = false;
-    }
+  // What the headers declare, checked whether or not a body follows: the
+  // proxy writes the response's framing itself from this, never copies it.
+  // Anything another hop could read two ways is refused (502, Envoy's UPE).
+  if (f.transferEncodingHeaders > 0) {
+    if (f.contentLengthSeen) return fail("both Transfer-Encoding and Content-Length in response");
+    if (f.codings == 0) return fail("empty Transfer-Encoding in response");
+    if (f.codingAfterChunked) return fail("chunked is not the final transfer coding in response");
+    if (f.otherCoding) return fail("unsupported transfer coding in response");
+    out.declared.kind = Framing::Kind::Chunked;
+    if (out.versionMinor == 0) out.keepAlive = false;  // chunked from an HTTP/1.0 server is suspect
   } else if (f.contentLengthBad) {
     return fail("invalid Content-Length in response");
   } else if (f.contentLengthSeen) {
-    out.framing.kind = Framing::Kind::ContentLength;
-    out.framing.length = f.contentLength;
+    out.declared.kind = Framing::Kind::ContentLength;
+    out.declared.length = f.contentLength;
   } else {
-    out.framing.kind = Framing::Kind::UntilClose;
-    out.keepAlive = false;
+    out.declared.kind = Framing::Kind::UntilClose;
+  }
+
+  if (requestMethodHead || out.status < 200 || out.status == 204 || out.status == 304) {
+    out.framing.kind = Framing::Kind::None;
+  } else {
+    out.framing = out.declared;
+    if (out.framing.kind == Framing::Kind::UntilClose) out.keepAlive = false;
   }
   return ParseStatus::Complete;
 }

@@ -63,7 +63,8 @@ struct ResponseHead {
   int versionMinor = 1;
   std::vector<Header> headers;
   size_t headBytes = 0;
-  Framing framing;       // computed for a non-HEAD request; see parseResponseHead
+  Framing framing;       // how this body is delimited; None after HEAD, 1xx, 204, 304
+  Framing declared;      // what the headers say (a HEAD answer's length, say)
   bool keepAlive = true; // upstream allows reuse of the connection
   const Header* find(std::string_view name) const;
 };

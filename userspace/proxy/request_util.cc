@@ -74,6 +74,29 @@ void eraseHostLines(std::string& out, size_t from) {
   }
 }
 
+bool isFramingHeader(std::string_view name) {
+  return http::iequals(name, "content-length") || http::iequals(name, "transfer-encoding");
+}
+
+// The one place a forwarded message's framing is written: from what the
+// parser decided, never copied from the peer, so no header the peer chose
+// (a second Content-Length, "chunked," or a Connection that names one) can
+// make the next hop read the body differently. `noChunked` when the body is
+// sent decoded (to an HTTP/1.0 client) and ends with the connection.
+void appendFraming(const http::Framing& f, bool noChunked, std::string& out) {
+  switch (f.kind) {
+    case http::Framing::Kind::ContentLength:
+      out.append("content-length: ").append(std::to_string(f.length)).append("\r\n");
+      break;
+    case http::Framing::Kind::Chunked:
+      if (!noChunked) out.append("transfer-encoding: chunked\r\n");
+      break;
+    case http::Framing::Kind::None:
+    case http::Framing::Kind::UntilClose:
+      break;
+  }
+}
+
 }  // namespace
 
 bool splitTarget(std::string_view target, std::string_view hostHeader, TargetParts& out) {
@@ -154,13 +177,9 @@ std::string buildUpstreamHead(const http::RequestHead& head, const TargetParts& 
     if (http::iequals(h.name, "host")) {
       if (target.absolute || rewriteHost || dropped(ops, "host")) continue;  // the URI's authority wins (RFC 9112 3.2.2)
       hostWritten = true;
-    } else if (http::iequals(h.name, "transfer-encoding")) {
-      // Kept: the body is forwarded in the framing it arrived in.
-    } else if (http::isHopByHop(h.name) || http::iequals(h.name, "expect") ||
+    } else if (isFramingHeader(h.name) || http::isHopByHop(h.name) || http::iequals(h.name, "expect") ||
                namedInConnection(head.headers, h.name)) {
-      continue;
-    } else if (http::iequals(h.name, "content-length")) {
-      // Kept whatever the operations say: it frames the body.
+      continue;  // framing is written below from what the parser decided
     } else if (dropped(ops, h.name)) {
       continue;
     } else if (!mutation.originalPath.empty() && http::iequals(h.name, "x-envoy-original-path")) {
@@ -187,6 +206,7 @@ std::string buildUpstreamHead(const http::RequestHead& head, const TargetParts& 
   // A header the operations set or remove is theirs: the proxy adds no second one.
   if (!ridPresent && !dropped(ops, "x-request-id")) out.append("x-request-id: ").append(requestId).append("\r\n");
   if (!protoPresent && !dropped(ops, "x-forwarded-proto")) out.append("x-forwarded-proto: http\r\n");
+  appendFraming(head.framing, false, out);
   out.append("\r\n");
   return out;
 }
@@ -199,16 +219,18 @@ std::string buildDownstreamHead(const http::ResponseHead& resp, uint64_t service
   out.append("HTTP/1.1 ").append(std::to_string(resp.status)).append(" ");
   out.append(resp.reason.empty() ? http::reasonPhrase(resp.status) : resp.reason).append("\r\n");
   for (const http::Header& h : resp.headers) {
-    if (http::iequals(h.name, "transfer-encoding")) {
-      if (dechunk) continue;
-    } else if (http::isHopByHop(h.name) || namedInConnection(resp.headers, h.name)) {
-      continue;
-    } else if (http::iequals(h.name, "content-length")) {
-      // Kept: it frames the body.
-    } else if (dropped(headers, h.name)) {
+    if (isFramingHeader(h.name) || http::isHopByHop(h.name) || namedInConnection(resp.headers, h.name) ||
+        dropped(headers, h.name)) {
       continue;
     }
     out.append(h.name).append(": ").append(h.value).append("\r\n");
+  }
+  if (resp.framing.kind != http::Framing::Kind::None) {
+    appendFraming(resp.framing, dechunk, out);
+  } else if (resp.status >= 200 && resp.status != 204) {
+    // No body follows (HEAD, 304), but the headers still tell the client
+    // what a GET would have carried.
+    appendFraming(resp.declared, dechunk || http10, out);
   }
   out.append(extraHeaders);
   if (headers != nullptr) headers->append(out);

@@ -197,6 +197,39 @@ TEST(BuildUpstreamHead, StripsHopByHopAndConnectionListedHeaders) {
   EXPECT_TRUE(hasLine(lines, "x-forwarded-proto: http")) << out;
 }
 
+// The upstream request's framing is the one the parser decided, written
+// once by sluiced: odd spellings the parser accepted reach the next hop in
+// one clean form.
+TEST(BuildUpstreamHead, FramingIsRebuiltNotCopied) {
+  struct Case {
+    std::string headers;
+    std::string expect;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"Content-Length: 5, 5\r\n", "content-length: 5"},
+           {"Content-Length: 5\r\ncontent-length: 5\r\n", "content-length: 5"},
+           {"Content-Length: 05\r\n", "content-length: 5"},
+           {"Transfer-Encoding: ,chunked\r\n", "transfer-encoding: chunked"},
+           {"Transfer-Encoding: chunked,\r\n", "transfer-encoding: chunked"},
+           {"transfer-encoding: CHUNKED\r\n", "transfer-encoding: chunked"},
+       }) {
+    auto p = parseRequest("POST /api HTTP/1.1\r\nHost: reviews:9080\r\n" + c.headers + "\r\n");
+    TargetParts t;
+    ASSERT_TRUE(splitTarget(p->head.target, p->head.host, t));
+    std::string out = buildUpstreamHead(p->head, t, "rid-1");
+    auto lines = headerLines(out);
+    EXPECT_EQ(countPrefix(lines, "content-length:") + countPrefix(lines, "transfer-encoding:"), 1u)
+        << c.headers << " gave:\n" << out;
+    EXPECT_TRUE(hasLine(lines, c.expect)) << c.headers << " gave:\n" << out;
+  }
+  // No body, no framing header at all.
+  auto p = parseRequest("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+  TargetParts t;
+  ASSERT_TRUE(splitTarget(p->head.target, p->head.host, t));
+  auto lines = headerLines(buildUpstreamHead(p->head, t, "rid"));
+  EXPECT_EQ(countPrefix(lines, "content-length:") + countPrefix(lines, "transfer-encoding:"), 0u);
+}
+
 TEST(BuildUpstreamHead, AbsoluteFormSetsHostFromTheUri) {
   auto p = parseRequest(
       "GET http://reviews:9080/api/reviews?x=1 HTTP/1.1\r\n"
@@ -338,8 +371,8 @@ TEST(BuildUpstreamHead, DefaultMutationChangesNothing) {
   TargetParts t;
   ASSERT_TRUE(splitTarget(p->head.target, p->head.host, t));
   EXPECT_EQ(buildUpstreamHead(p->head, t, "r", HeadMutation{}),
-            "POST /p?q=1 HTTP/1.1\r\nHost: a\r\nX-Envoy-Original-Path: /z\r\nContent-Length: 2\r\n"
-            "x-request-id: r\r\nx-forwarded-proto: http\r\n\r\n");
+            "POST /p?q=1 HTTP/1.1\r\nHost: a\r\nX-Envoy-Original-Path: /z\r\n"
+            "x-request-id: r\r\nx-forwarded-proto: http\r\ncontent-length: 2\r\n\r\n");
 }
 
 // ---------------------------------------------------- buildDownstreamHead
@@ -383,6 +416,43 @@ TEST(BuildDownstreamHead, DechunkDropsTransferEncoding) {
   EXPECT_EQ(countPrefix(dechunked, "content-length:"), 0u) << "close-delimited";
   EXPECT_TRUE(hasLine(dechunked, "connection: close"));
   EXPECT_TRUE(hasLine(dechunked, "x-a: b"));
+}
+
+// Whatever the upstream's headers say about framing besides the framing
+// itself (a Connection that names Content-Length, repeated lengths) never
+// changes what the client is told.
+TEST(BuildDownstreamHead, FramingIsRebuiltNotCopied) {
+  auto r = parseResponse("HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 5\r\n\r\n");
+  auto lines = headerLines(buildDownstreamHead(r->head, 0, false, false, false));
+  EXPECT_TRUE(hasLine(lines, "content-length: 5"));
+  EXPECT_EQ(countPrefix(lines, "content-length:"), 1u);
+
+  r = parseResponse("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n");
+  lines = headerLines(buildDownstreamHead(r->head, 0, false, false, false));
+  EXPECT_EQ(countPrefix(lines, "content-length:"), 1u);
+  EXPECT_TRUE(hasLine(lines, "content-length: 5"));
+
+  r = parseResponse("HTTP/1.1 200 OK\r\nTransfer-Encoding: ,Chunked\r\n\r\n");
+  lines = headerLines(buildDownstreamHead(r->head, 0, false, false, false));
+  EXPECT_EQ(countPrefix(lines, "transfer-encoding:"), 1u);
+  EXPECT_TRUE(hasLine(lines, "transfer-encoding: chunked"));
+
+  r = parseResponse("HTTP/1.1 200 OK\r\nServer: x\r\n\r\n");  // ends with the connection
+  lines = headerLines(buildDownstreamHead(r->head, 0, true, false, false));
+  EXPECT_EQ(countPrefix(lines, "content-length:") + countPrefix(lines, "transfer-encoding:"), 0u);
+}
+
+TEST(BuildDownstreamHead, BodilessResponsesKeepTheirDeclaredLength) {
+  auto head = std::make_unique<ParsedResponse>();
+  head->raw = "HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n";
+  http::ParseError err;
+  ASSERT_EQ(http::parseResponseHead(head->raw.data(), head->raw.size(), http::Limits{}, /*HEAD*/ true, head->head, err),
+            http::ParseStatus::Complete);
+  EXPECT_TRUE(hasLine(headerLines(buildDownstreamHead(head->head, 0, false, false, false)), "content-length: 42"))
+      << "a HEAD answer says what GET would carry";
+  auto r = parseResponse("HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
+  EXPECT_EQ(countPrefix(headerLines(buildDownstreamHead(r->head, 0, false, false, false)), "content-length:"), 0u)
+      << "a 204 carries no length";
 }
 
 TEST(BuildDownstreamHead, ResponseHeaderOps) {
