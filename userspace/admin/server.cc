@@ -1,18 +1,55 @@
+// One thread, one poll loop, many connections: a client that trickles its
+// request (or never sends one) holds only its own slot until its deadline,
+// never the listener, so readiness probes keep answering.
 #include "admin/server.h"
 
 #include <fmt/format.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <vector>
 
 #include "http/parser.h"
 
 namespace sluice::admin {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// A connection has this long from its accept to have sent its request and
+// taken its whole response.
+constexpr auto kConnDeadline = std::chrono::seconds(5);
+// Past this many open connections, the oldest is closed to make room: the
+// newest client is the one most likely to be a probe that still waits.
+constexpr size_t kMaxConns = 64;
+// Heads past this are answered 431 (admin requests are one short line).
+constexpr size_t kMaxHeadBytes = 16 * 1024;
+
+std::string render(const Response& r, bool head) {
+  std::string out = fmt::format(
+      "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", r.status,
+      r.status == 200 ? "OK" : "Error", r.contentType, r.body.size());
+  if (!head) out += r.body;
+  return out;
+}
+
+}  // namespace
+
+struct AdminServer::Conn {
+  int fd = -1;
+  Clock::time_point deadline;
+  std::string in;
+  std::string out;  // the response, once the request is complete
+  size_t sent = 0;
+  bool done = false;
+};
 
 AdminServer::AdminServer(sockaddr_in addr, Handler handler) : addr_(addr), handler_(std::move(handler)) {}
 
@@ -23,7 +60,7 @@ AdminServer::~AdminServer() {
 }
 
 std::expected<void, std::string> AdminServer::start() {
-  listenFd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  listenFd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (listenFd_ < 0) return std::unexpected(std::string("admin socket: ") + strerror(errno));
   int one = 1;
   setsockopt(listenFd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
@@ -45,61 +82,100 @@ void AdminServer::stop() {
 }
 
 void AdminServer::loop() {
+  std::vector<Conn> conns;
+  std::vector<pollfd> fds;
+  bool acceptPaused = false;  // out of descriptors: retry after a short wait
   for (;;) {
-    pollfd fds[2] = {{listenFd_, POLLIN, 0}, {wakeFd_, POLLIN, 0}};
-    int n = ::poll(fds, 2, -1);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 || (fds[1].revents & POLLIN)) return;
-    if (fds[0].revents & POLLIN) {
-      int fd = ::accept4(listenFd_, nullptr, nullptr, SOCK_CLOEXEC);
-      if (fd >= 0) {
-        serve(fd);
-        ::close(fd);
-      } else if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-        // Out of descriptors or memory: the connection stays in the backlog
-        // and poll would report it again at once. Wait, still stoppable.
-        pollfd wake{wakeFd_, POLLIN, 0};
-        if (::poll(&wake, 1, 100) > 0) return;
+    auto now = Clock::now();
+    int timeoutMs = acceptPaused ? 100 : -1;
+    fds.clear();
+    fds.push_back({wakeFd_, POLLIN, 0});
+    fds.push_back({acceptPaused ? -1 : listenFd_, POLLIN, 0});
+    for (const Conn& c : conns) {
+      fds.push_back({c.fd, short(c.out.empty() ? POLLIN : POLLOUT), 0});
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(c.deadline - now).count() + 1;
+      timeoutMs = timeoutMs < 0 ? int(std::max<int64_t>(left, 0)) : std::min<int>(timeoutMs, int(std::max<int64_t>(left, 0)));
+    }
+    int n = ::poll(fds.data(), fds.size(), timeoutMs);
+    if (n < 0 && errno != EINTR) break;
+    if (n > 0 && (fds[0].revents & POLLIN)) break;
+    acceptPaused = false;
+    for (size_t i = 0; n > 0 && i < conns.size(); ++i) {
+      if (fds[i + 2].revents != 0) step(conns[i]);
+    }
+    if (n > 0 && (fds[1].revents & POLLIN)) acceptPaused = !acceptAll(conns);
+    now = Clock::now();
+    for (Conn& c : conns) {
+      if (c.done || c.deadline <= now) {
+        ::close(c.fd);
+        c.fd = -1;
       }
     }
+    std::erase_if(conns, [](const Conn& c) { return c.fd < 0; });
+  }
+  for (Conn& c : conns) ::close(c.fd);
+}
+
+// Takes every pending connection; false when the process is out of
+// descriptors or memory (the connection stays in the backlog).
+bool AdminServer::acceptAll(std::vector<Conn>& conns) {
+  for (;;) {
+    int fd = ::accept4(listenFd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) {
+      return !(errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM);
+    }
+    if (conns.size() >= kMaxConns) {
+      auto oldest = std::min_element(conns.begin(), conns.end(),
+                                     [](const Conn& a, const Conn& b) { return a.deadline < b.deadline; });
+      ::close(oldest->fd);
+      conns.erase(oldest);
+    }
+    conns.push_back(Conn{.fd = fd, .deadline = Clock::now() + kConnDeadline});
   }
 }
 
-void AdminServer::serve(int fd) {
-  // A slow or silent client must not wedge the admin thread.
-  timeval tv{2, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  std::string buf;
-  http::RequestHead head;
-  http::ParseError err;
-  http::Limits limits;
-  char chunk[4096];
-  for (;;) {
-    ssize_t n = ::recv(fd, chunk, sizeof(chunk), 0);
-    if (n <= 0) return;
-    buf.append(chunk, size_t(n));
-    head.headers.clear();
-    auto st = http::parseRequestHead(buf.data(), buf.size(), limits, head, err);
-    if (st == http::ParseStatus::Incomplete) continue;
-    Response r;
+// Reads what the socket has, answers once the head is complete, writes what
+// the socket takes. Marks the connection done when it is finished with.
+void AdminServer::step(Conn& c) {
+  if (c.out.empty()) {
+    char chunk[4096];
+    for (;;) {
+      ssize_t n = ::recv(c.fd, chunk, sizeof(chunk), 0);
+      if (n > 0) {
+        c.in.append(chunk, size_t(n));
+        if (c.in.size() > kMaxHeadBytes) break;
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+        c.done = true;
+        return;
+      }
+      break;
+    }
+    http::RequestHead head;
+    http::ParseError err;
+    http::Limits limits;
+    limits.maxHeadBytes = kMaxHeadBytes;
+    auto st = http::parseRequestHead(c.in.data(), c.in.size(), limits, head, err);
+    if (st == http::ParseStatus::Incomplete) return;
     if (st == http::ParseStatus::Error) {
-      r = {err.status, "text/plain", std::string(err.reason) + "\n"};
+      c.out = render({err.status, "text/plain", std::string(err.reason) + "\n"}, false);
     } else {
-      r = handler_(head.method, head.target);
+      c.out = render(handler_(head.method, head.target), head.method == "HEAD");
     }
-    std::string out = fmt::format(
-        "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", r.status,
-        r.status == 200 ? "OK" : "Error", r.contentType, r.body.size());
-    if (head.method != "HEAD") out += r.body;
-    size_t off = 0;
-    while (off < out.size()) {
-      ssize_t w = ::send(fd, out.data() + off, out.size() - off, MSG_NOSIGNAL);
-      if (w <= 0) return;
-      off += size_t(w);
-    }
-    return;
   }
+  while (c.sent < c.out.size()) {
+    ssize_t w = ::send(c.fd, c.out.data() + c.sent, c.out.size() - c.sent, MSG_NOSIGNAL);
+    if (w > 0) {
+      c.sent += size_t(w);
+      continue;
+    }
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    break;
+  }
+  c.done = true;
 }
 
 }  // namespace sluice::admin

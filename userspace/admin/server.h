@@ -1,6 +1,7 @@
-// The admin listener: a small blocking HTTP/1.1 server on its own thread,
-// off the request path. One request per connection; handlers return the
-// whole body.
+// The admin listener: a small HTTP/1.1 server on its own thread, off the
+// request path. Connections are served concurrently by one poll loop, each
+// with its own deadline, so a slow client cannot hold up /ready for anyone
+// else. One request per connection; handlers return the whole body.
 #pragma once
 
 #include <netinet/in.h>
@@ -10,6 +11,7 @@
 #include <functional>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace sluice::admin {
 
@@ -29,8 +31,10 @@ class AdminServer {
   void stop();
 
  private:
+  struct Conn;
   void loop();
-  void serve(int fd);
+  bool acceptAll(std::vector<Conn>& conns);
+  void step(Conn& c);
 
   sockaddr_in addr_;
   Handler handler_;
