@@ -48,6 +48,7 @@ Parse parseRequest(std::string_view buf, RecordedRequest& req, size_t& used) {
   size_t sp2 = line.rfind(' ');
   if (sp1 == std::string_view::npos || sp2 == sp1) return Parse::Bad;
   req = RecordedRequest{};
+  req.head = std::string(buf.substr(0, headEnd + 4));
   req.method = std::string(line.substr(0, sp1));
   req.target = std::string(line.substr(sp1 + 1, sp2 - sp1 - 1));
   size_t pos = eol == std::string_view::npos ? head.size() : eol + 2;
@@ -93,11 +94,13 @@ Parse parseRequest(std::string_view buf, RecordedRequest& req, size_t& used) {
   return Parse::Done;
 }
 
-std::string answer(const std::string& name, int status) {
+std::string answer(const std::string& name, int status, std::string_view target = {}) {
   std::string body = status == 200 ? "{\"name\":\"" + name + "\"}" : "{\"error\":\"bad request\"}";
-  return "HTTP/1.1 " + std::to_string(status) + (status == 200 ? " OK" : " Bad Request") +
-         "\r\ncontent-type: application/json\r\ncontent-length: " + std::to_string(body.size()) +
-         "\r\nx-upstream-name: " + name + "\r\n\r\n" + body;
+  std::string out = "HTTP/1.1 " + std::to_string(status) + (status == 200 ? " OK" : " Bad Request") +
+                    "\r\ncontent-type: application/json\r\ncontent-length: " + std::to_string(body.size()) +
+                    "\r\nx-upstream-name: " + name + "\r\n";
+  if (!target.empty()) out.append("x-request-target: ").append(target).append("\r\n");
+  return out + "\r\n" + body;
 }
 
 }  // namespace
@@ -148,6 +151,11 @@ size_t RecordingUpstream::count() const {
 std::vector<RecordedRequest> RecordingUpstream::requests() const {
   std::lock_guard lock(mu_);
   return requests_;
+}
+
+void RecordingUpstream::setResponder(Responder r) {
+  std::lock_guard lock(mu_);
+  responder_ = std::move(r);
 }
 
 void RecordingUpstream::clear() {
@@ -220,11 +228,14 @@ void RecordingUpstream::run() {
           }
           c.in.erase(0, used);
           req.receivedAt = done;
+          std::string reply;
           {
             std::lock_guard lock(mu_);
+            if (responder_) reply = responder_(req);
+            if (reply.empty()) reply = answer(name_, 200, req.target);
             requests_.push_back(std::move(req));
           }
-          c.pending.emplace_back(done + Millis(delayMs_.load()), answer(name_, 200));
+          c.pending.emplace_back(done + Millis(delayMs_.load()), std::move(reply));
         }
       }
       const auto t = Clock::now();

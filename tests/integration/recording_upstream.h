@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdint>
 #include <expected>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -25,6 +26,7 @@
 namespace sluice::itest {
 
 struct RecordedRequest {
+  std::string head;    // the request line and headers, byte for byte, with the blank line
   std::string method;
   std::string target;  // as sent: path and query
   std::vector<Header> headers;
@@ -49,6 +51,12 @@ class RecordingUpstream {
   // Applies to requests completed from now on.
   void setDelay(Millis delay) { delayMs_.store(delay.count()); }
 
+  // The bytes to answer a request with (status line, headers, body), sent
+  // verbatim: crafted responses. An empty string, or no responder, gets the
+  // default 200 with `x-upstream-name` and `x-request-target`.
+  using Responder = std::function<std::string(const RecordedRequest&)>;
+  void setResponder(Responder r);
+
   size_t count() const;
   std::vector<RecordedRequest> requests() const;
   void clear();
@@ -66,6 +74,7 @@ class RecordingUpstream {
   std::atomic<bool> stop_{false};
   mutable std::mutex mu_;
   std::vector<RecordedRequest> requests_;
+  Responder responder_;
   std::thread thread_;
 };
 

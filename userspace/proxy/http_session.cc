@@ -13,6 +13,7 @@
 #include <optional>
 #include <cstring>
 
+#include "http/wire.h"
 #include "proxy/engine.h"
 #include "proxy/exchange.h"
 #include "proxy/request_util.h"
@@ -171,13 +172,19 @@ bool DownstreamConn::startRequest() {
   ex.reqDone = head_.framing.kind == http::Framing::Kind::None;
   ex.expectContinue = head_.expectContinue;
 
+  if (head_.method == "CONNECT") {
+    // Nothing is tunnelled: what follows the head is not HTTP, so the
+    // connection ends with the answer, whatever bytes came with it.
+    ex.keepAlive = false;
+    consumeInput(head_.headBytes);
+    localReply(501, "CONNECT is not supported", "DPE");
+    return !closing();
+  }
   TargetParts target;
   if (!splitTarget(head_.target, head_.host, target)) {
     ex.keepAlive = ex.keepAlive && ex.reqDone;
     consumeInput(head_.headBytes);
-    localReply(head_.method == "CONNECT" ? 501 : 400,
-               head_.method == "CONNECT" ? "CONNECT is not supported" : "invalid request target",
-               "DPE");
+    localReply(400, "invalid request target", "DPE");
     return !closing();
   }
   ex.authority.assign(target.authority);
@@ -218,7 +225,17 @@ bool DownstreamConn::startRequest() {
   const config::HTTPRoute* spec = route.spec;
   if (spec && (spec->directResponse || spec->redirect)) {
     std::string extra;
-    if (spec->redirect) extra = "location: " + redirectLocation(*spec->redirect, target, port) + "\r\n";
+    if (spec->redirect) {
+      std::string location = redirectLocation(*spec->redirect, target, port);
+      // Built from the request: checked before it becomes a header line.
+      if (!http::wireError(http::WireField::HeaderValue, location).empty()) {
+        consumeInput(head_.headBytes);
+        ex.keepAlive = false;
+        localReply(400, "invalid redirect target", "DPE");
+        return !closing();
+      }
+      extra = "location: " + location + "\r\n";
+    }
     if (route.localResponseHeaders) route.localResponseHeaders->render(headerContext()).append(extra);
     consumeInput(head_.headBytes);
     if (!ex.reqDone) ex.keepAlive = false;
@@ -262,6 +279,13 @@ bool DownstreamConn::startRequest() {
   // operations.
   std::optional<std::string> newPath;
   if (route.rewrite) newPath = route.rewrite->rewritePath(target.path, ex.matched);
+  if (newPath && !http::wireError(http::WireField::Path, *newPath).empty()) {
+    // A regex rewrite's captures come from the request: checked again here.
+    consumeInput(head_.headBytes);
+    ex.keepAlive = false;
+    localReply(400, "rewritten path is not a valid request target", "DPE");
+    return !closing();
+  }
   std::string_view authority =
       route.rewrite && !route.rewrite->authority().empty() ? std::string_view(route.rewrite->authority())
                                                            : target.authority;
