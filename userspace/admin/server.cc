@@ -29,6 +29,7 @@ constexpr auto kConnDeadline = std::chrono::seconds(5);
 // Past this many open connections, the oldest is closed to make room: the
 // newest client is the one most likely to be a probe that still waits.
 constexpr size_t kMaxConns = 64;
+constexpr int kAcceptBatch = 16;
 // Heads past this are answered 431 (admin requests are one short line).
 constexpr size_t kMaxHeadBytes = 16 * 1024;
 
@@ -119,19 +120,30 @@ void AdminServer::loop() {
 // Takes every pending connection; false when the process is out of
 // descriptors or memory (the connection stays in the backlog).
 bool AdminServer::acceptAll(std::vector<Conn>& conns) {
-  for (;;) {
+  // A bounded batch per turn: a flood of connects cannot keep the loop from
+  // serving the connections it already has.
+  for (int i = 0; i < kAcceptBatch; ++i) {
     int fd = ::accept4(listenFd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (fd < 0) {
       return !(errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM);
     }
     if (conns.size() >= kMaxConns) {
-      auto oldest = std::min_element(conns.begin(), conns.end(),
-                                     [](const Conn& a, const Conn& b) { return a.deadline < b.deadline; });
-      ::close(oldest->fd);
-      conns.erase(oldest);
+      // Make room by closing the oldest connection still sending its
+      // request (a stalled or trickling client); one being answered stays.
+      auto victim = conns.end();
+      for (auto it = conns.begin(); it != conns.end(); ++it) {
+        if (it->out.empty() && (victim == conns.end() || it->deadline < victim->deadline)) victim = it;
+      }
+      if (victim == conns.end()) {
+        ::close(fd);  // every slot is busy answering: this client tries again
+        continue;
+      }
+      ::close(victim->fd);
+      conns.erase(victim);
     }
     conns.push_back(Conn{.fd = fd, .deadline = Clock::now() + kConnDeadline});
   }
+  return true;
 }
 
 // Reads what the socket has, answers once the head is complete, writes what
@@ -139,6 +151,7 @@ bool AdminServer::acceptAll(std::vector<Conn>& conns) {
 void AdminServer::step(Conn& c) {
   if (c.out.empty()) {
     char chunk[4096];
+    bool eof = false;  // a request followed by a FIN (shutdown(SHUT_WR)) still gets its answer
     for (;;) {
       ssize_t n = ::recv(c.fd, chunk, sizeof(chunk), 0);
       if (n > 0) {
@@ -147,7 +160,9 @@ void AdminServer::step(Conn& c) {
         continue;
       }
       if (n < 0 && errno == EINTR) continue;
-      if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+      if (n == 0) {
+        eof = true;
+      } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
         c.done = true;
         return;
       }
@@ -158,7 +173,10 @@ void AdminServer::step(Conn& c) {
     http::Limits limits;
     limits.maxHeadBytes = kMaxHeadBytes;
     auto st = http::parseRequestHead(c.in.data(), c.in.size(), limits, head, err);
-    if (st == http::ParseStatus::Incomplete) return;
+    if (st == http::ParseStatus::Incomplete) {
+      c.done = eof;
+      return;
+    }
     if (st == http::ParseStatus::Error) {
       c.out = render({err.status, "text/plain", std::string(err.reason) + "\n"}, false);
     } else {

@@ -1,5 +1,6 @@
 // DestinationRule spec: traffic policies (load balancer, connection pool,
 // outlier detection, client TLS), port-level overrides and subsets.
+#include <algorithm>
 #include <set>
 
 #include "config/parse_util.h"
@@ -19,6 +20,15 @@ void acceptIgnored(Ctx& c, const Node& v, const Path& p) {
   c.warn(v, p, "accepted but not enforced by sluice");
 }
 
+// Istio requires subset names to be DNS-1123 labels; they become metric
+// label values and cluster names.
+bool isDns1123Label(std::string_view s) {
+  if (s.empty() || s.size() > 63) return false;
+  auto alnum = [](char ch) { return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9'); };
+  if (!alnum(s.front()) || !alnum(s.back())) return false;
+  return std::all_of(s.begin(), s.end(), [&](char ch) { return alnum(ch) || ch == '-'; });
+}
+
 void parseConsistentHash(Ctx& c, const Node& n, const Path& path, LoadBalancerSettings::ConsistentHash& out) {
   int keys = 0;
   forFields(c, n, path, [&](const std::string& key, const Node& v, const Path& p) {
@@ -30,7 +40,7 @@ void parseConsistentHash(Ctx& c, const Node& n, const Path& path, LoadBalancerSe
                     forFields(c, n, path, [&](const std::string& key, const Node& v, const Path& p) {
                       // Both are written into the Set-Cookie header a missing cookie gets.
                       if (key == "name") readWireString(c, v, p, ck.name, http::WireField::HeaderName);
-                      else if (key == "path") readWireString(c, v, p, ck.path, http::WireField::HeaderValue);
+                      else if (key == "path") readWireString(c, v, p, ck.path, http::WireField::CookieAttribute);
                       else if (key == "ttl") readDuration(c, v, p, ck.ttl, false);
                       else if (key == "attributes") acceptIgnored(c, v, p);
                       else return false;
@@ -259,6 +269,7 @@ void parseDestinationRuleSpec(Ctx& c, const Node& spec, DestinationRule& out) {
           return true;
         });
         if (s.name.empty()) c.error(n, join(path, "name"), "is required");
+        else if (!isDns1123Label(s.name)) c.error(n, join(path, "name"), "subset name is invalid: " + s.name);
         else if (!names.insert(s.name).second) c.error(n, join(path, "name"), "duplicate subset name \"" + s.name + "\"");
       });
     } else if (key == "exportTo") {

@@ -29,6 +29,9 @@ std::string_view wireError(WireField field, std::string_view s) {
   switch (field) {
     case WireField::HeaderValue:
       return {};
+    case WireField::CookieAttribute:
+      if (s.find(';') != std::string_view::npos) return "contains ';' (it would add a cookie attribute)";
+      return {};
     case WireField::HeaderName:
       if (s.empty()) return "is empty";
       for (char c : s) {

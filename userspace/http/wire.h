@@ -17,6 +17,7 @@ enum class WireField {
   Scheme,       // RFC 3986: ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
   HeaderName,   // RFC 9110 token
   HeaderValue,  // no control byte but HTAB (obs-text allowed)
+  CookieAttribute,  // a Set-Cookie attribute value: a header value without ';'
 };
 
 // Empty when `s` may be written as `field`; otherwise why not, for an error

@@ -154,14 +154,29 @@ std::pair<std::string, std::string> serviceNameNs(const std::string& fqdn) {
   return {fqdn.substr(0, dot), fqdn.substr(dot + 1, dot2 - dot - 1)};
 }
 
+// A Prometheus label value: backslash, double quote and newline escaped, as
+// the text exposition format requires (a value from configuration must not
+// end its label or its line).
+std::string lv(std::string_view v) {
+  if (v.find_first_of("\\\"\n") == std::string_view::npos) return std::string(v);
+  std::string out;
+  for (char ch : v) {
+    if (ch == '\\') out += "\\\\";
+    else if (ch == '"') out += "\\\"";
+    else if (ch == '\n') out += "\\n";
+    else out += ch;
+  }
+  return out;
+}
+
 std::string labels(const StatsShard::SeriesCopy& c) {
   auto [name, ns] = serviceNameNs(c.key.destinationService);
   return fmt::format(
       "reporter=\"source\",request_protocol=\"http\",response_code=\"{}\",response_flags=\"{}\","
       "destination_service=\"{}\",destination_service_name=\"{}\",destination_service_namespace=\"{}\","
       "destination_version=\"{}\",destination_cluster=\"{}\"",
-      c.key.responseCode, c.key.responseFlags, c.key.destinationService, name, ns,
-      c.key.destinationVersion, c.key.cluster);
+      c.key.responseCode, lv(c.key.responseFlags), lv(c.key.destinationService), lv(name), lv(ns),
+      lv(c.key.destinationVersion), lv(c.key.cluster));
 }
 
 }  // namespace
@@ -176,7 +191,7 @@ std::string renderTcpPrometheus(const std::vector<TcpServiceStats>& services) {
           "{}{{reporter=\"source\",request_protocol=\"tcp\",destination_service=\"{}\","
           "destination_service_name=\"{}\",destination_service_namespace=\"{}\","
           "destination_port=\"{}\"}} {}\n",
-          name, s.service, svc, ns, s.port, s.*field);
+          name, lv(s.service), lv(svc), lv(ns), s.port, s.*field);
     }
   };
   family("istio_tcp_connections_opened_total", &TcpServiceStats::opened);
@@ -190,11 +205,11 @@ std::string renderOutlierPrometheus(const std::vector<OutlierStats>& clusters) {
   std::string out = "# TYPE envoy_cluster_outlier_detection_ejections_active gauge\n";
   for (const auto& c : clusters)
     out += fmt::format("envoy_cluster_outlier_detection_ejections_active{{cluster_name=\"{}\"}} {}\n",
-                       c.cluster, c.ejectedNow);
+                       lv(c.cluster), c.ejectedNow);
   out += "# TYPE envoy_cluster_outlier_detection_ejections_enforced_total counter\n";
   for (const auto& c : clusters)
     out += fmt::format("envoy_cluster_outlier_detection_ejections_enforced_total{{cluster_name=\"{}\"}} {}\n",
-                       c.cluster, c.ejectionsTotal);
+                       lv(c.cluster), c.ejectionsTotal);
   return out;
 }
 
@@ -213,7 +228,7 @@ std::string renderCircuitPrometheus(const std::vector<CircuitStats>& clusters) {
   auto family = [&](const char* name, const char* type, uint64_t CircuitStats::*field) {
     out += fmt::format("# TYPE envoy_cluster_{} {}\n", name, type);
     for (const auto& c : clusters)
-      out += fmt::format("envoy_cluster_{}{{cluster_name=\"{}\"}} {}\n", name, c.cluster, c.*field);
+      out += fmt::format("envoy_cluster_{}{{cluster_name=\"{}\"}} {}\n", name, lv(c.cluster), c.*field);
   };
   family("upstream_cx_overflow", "counter", &CircuitStats::cxOverflow);
   family("upstream_rq_pending_overflow", "counter", &CircuitStats::rqPendingOverflow);

@@ -479,6 +479,35 @@ TEST(Validation, HashCookieNameAndPathRefuseControlBytes) {
   ASSERT_EQ(errs.size(), 2u) << ::testing::PrintToString(errs);
   EXPECT_THAT(errs[0], ::testing::HasSubstr("httpCookie.name: contains a CR or LF"));
   EXPECT_THAT(errs[1], ::testing::HasSubstr("httpCookie.path: contains a CR or LF"));
+  // A ';' in the path would add attributes of the config's choosing.
+  yaml.replace(yaml.find("httpCookie"), std::string::npos,
+               "httpCookie: {name: u, path: \"/; Domain=evil.example\", ttl: 0s}\n");
+  errs = testing::load(yaml).errors;
+  ASSERT_EQ(errs.size(), 1u) << ::testing::PrintToString(errs);
+  EXPECT_THAT(errs[0], ::testing::HasSubstr("httpCookie.path: contains ';'"));
+}
+
+// As Istio: subset names are DNS-1123 labels (they end up in cluster names
+// and metric labels).
+TEST(Validation, SubsetNamesAreDns1123Labels) {
+  auto l = testing::load(R"(
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: a}
+spec:
+  host: a
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: canary-2, labels: {version: v2}}
+  - {name: "V3", labels: {version: v3}}
+  - {name: "v4\"} 1", labels: {version: v4}}
+  - {name: -v5, labels: {version: v5}}
+)");
+  EXPECT_THAT(l.errors,
+              ElementsAre("configs/x.yaml:9: DestinationRule default/a: spec.subsets[2].name: subset name is invalid: V3",
+                          "configs/x.yaml:10: DestinationRule default/a: spec.subsets[3].name: subset name is invalid: "
+                          "v4\"} 1",
+                          "configs/x.yaml:11: DestinationRule default/a: spec.subsets[4].name: subset name is invalid: -v5"));
 }
 
 }  // namespace
