@@ -26,6 +26,7 @@ bool iequal(std::string_view a, std::string_view b) {
 
 struct Conn {
   int fd = -1;
+  size_t id = 0;
   std::string in;
   std::string out;
   // Answers in request order, each with the time it may go out.
@@ -80,6 +81,7 @@ Parse parseRequest(std::string_view buf, RecordedRequest& req, size_t& used) {
         size_t end = buf.find("\r\n", at);  // trailers are not expected: one empty line
         if (end == std::string_view::npos) return Parse::NeedMore;
         used = end + 2;
+        req.body = std::string(buf.substr(headEnd + 4, used - headEnd - 4));
         return Parse::Done;
       }
       if (buf.size() < at + size + 2) return Parse::NeedMore;
@@ -91,6 +93,7 @@ Parse parseRequest(std::string_view buf, RecordedRequest& req, size_t& used) {
   if (buf.size() < at + len) return Parse::NeedMore;
   req.bodyBytes = len;
   used = at + len;
+  req.body = std::string(buf.substr(at, len));
   return Parse::Done;
 }
 
@@ -198,7 +201,8 @@ void RecordingUpstream::run() {
         if (fd < 0) break;
         int one = 1;
         ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        conns.push_back(Conn{.fd = fd});
+        conns.push_back(Conn{.fd = fd, .id = ++accepted_});
+        peak_.store(std::max(peak_.load(), conns.size()));
       }
     }
     for (size_t i = 0; i + 1 < fds.size() && i < conns.size(); ++i) {
@@ -228,6 +232,7 @@ void RecordingUpstream::run() {
           }
           c.in.erase(0, used);
           req.receivedAt = done;
+          req.connection = c.id;
           std::string reply;
           {
             std::lock_guard lock(mu_);

@@ -31,6 +31,8 @@ struct RecordedRequest {
   std::string target;  // as sent: path and query
   std::vector<Header> headers;
   size_t bodyBytes = 0;
+  std::string body;  // the body's bytes as they came, framing included
+  size_t connection = 0;  // which accepted connection it came on, counted from 1
   std::chrono::steady_clock::time_point receivedAt;
 
   std::optional<std::string> header(std::string_view name) const;  // case-insensitive, first
@@ -58,6 +60,9 @@ class RecordingUpstream {
   void setResponder(Responder r);
 
   size_t count() const;
+  // Connections accepted so far, and the most ever open at once.
+  size_t connectionsAccepted() const { return accepted_.load(); }
+  size_t peakConnections() const { return peak_.load(); }
   std::vector<RecordedRequest> requests() const;
   void clear();
   // Polls until at least `n` requests arrived; false on timeout.
@@ -72,6 +77,7 @@ class RecordingUpstream {
   uint16_t port_ = 0;
   std::atomic<int64_t> delayMs_{0};
   std::atomic<bool> stop_{false};
+  std::atomic<size_t> accepted_{0}, peak_{0};
   mutable std::mutex mu_;
   std::vector<RecordedRequest> requests_;
   Responder responder_;

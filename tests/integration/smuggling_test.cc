@@ -211,6 +211,87 @@ TEST_F(Smuggling, ResponseFramingIsRebuilt) {
   expectVictimsServed(3);
 }
 
+// A chunked body crosses sluiced re-encoded: chunk extensions, leading
+// zeros in sizes and trailers (which may name framing headers a next hop
+// merges into the head) stop at sluiced, both ways.
+TEST_F(Smuggling, ChunkedBodiesAreReEncoded) {
+  up_->setResponder([](const RecordedRequest& r) -> std::string {
+    if (r.target != "/chunked-answer") return "";
+    return "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+           "0005;ext=\"x\"\r\nhello\r\n0\r\nContent-Length: 1000\r\n\r\n";
+  });
+  auto c = raw();
+  ASSERT_OK(c);
+  ASSERT_OK(c->send("POST /up HTTP/1.1\r\nHost: raw:9080\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    "003;a=b\r\nabc\r\n2\r\nde\r\n0\r\nContent-Length: 1\r\nX-T: y\r\n\r\n"));
+  auto r = c->readResponse();
+  ASSERT_OK(r);
+  ASSERT_EQ(r->status, 200);
+  ASSERT_TRUE(up_->waitForCount(1, 2000ms));
+  EXPECT_EQ(up_->requests()[0].body, "3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n");
+
+  ASSERT_OK(c->send("GET /chunked-answer HTTP/1.1\r\nHost: raw:9080\r\n\r\n"));
+  auto head = c->readUntil("\r\n\r\n");
+  ASSERT_OK(head);
+  EXPECT_NE(head->find("transfer-encoding: chunked\r\n"), std::string::npos) << *head;
+  auto body = c->readUntil("0\r\n\r\n");
+  ASSERT_OK(body);
+  EXPECT_EQ(*body, "5\r\nhello\r\n0\r\n\r\n");
+  // The connection is still in step.
+  ASSERT_OK(c->send("GET /after HTTP/1.1\r\nHost: raw:9080\r\n\r\n"));
+  auto next = c->readResponse();
+  ASSERT_OK(next);
+  EXPECT_EQ(next->header("x-request-target").value_or(""), "/after");
+}
+
+// A Host that is no authority is refused: it would be forwarded, echoed into
+// a redirect's Location or become a mirror's Host.
+TEST_F(Smuggling, HostThatIsNoAuthorityIs400) {
+  for (std::string host : {"raw:9080#x", "raw:9080/x", "user@raw:9080", "raw:9080, other", "raw :9080"}) {
+    auto c = raw();
+    ASSERT_OK(c);
+    ASSERT_OK(c->send("GET /h HTTP/1.1\r\nHost: " + host + "\r\n\r\n"));
+    auto r = c->readResponse();
+    ASSERT_OK(r);
+    EXPECT_EQ(r->status, 400) << host;
+  }
+  EXPECT_EQ(up_->count(), 0u);
+}
+
+// A request with an empty body ("Content-Length: 0") is complete with its
+// head: it keeps its connection.
+TEST_F(Smuggling, AnEmptyBodyKeepsTheConnection) {
+  auto c = raw();
+  ASSERT_OK(c);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_OK(c->send("POST /empty HTTP/1.1\r\nHost: raw:9080\r\nContent-Length: 0\r\n\r\n"));
+    auto r = c->readResponse();
+    ASSERT_OK(r);
+    EXPECT_EQ(r->status, 200);
+    EXPECT_FALSE(r->header("connection").has_value()) << "said connection: " << *r->header("connection");
+  }
+  ASSERT_TRUE(up_->waitForCount(3, 2000ms));
+  EXPECT_NE(up_->requests()[0].head.find("content-length: 0\r\n"), std::string::npos);
+}
+
+// Nothing asked the upstream to switch protocols: a 101 is its error, and
+// the bytes after it are never read as this or another request's answer.
+TEST_F(Smuggling, AnUnaskedSwitchOfProtocolsIs502) {
+  up_->setResponder([](const RecordedRequest& r) -> std::string {
+    if (r.target != "/switch") return "";
+    return "HTTP/1.1 101 Switching Protocols\r\nUpgrade: evil\r\nConnection: upgrade\r\n\r\n"
+           "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nSMUGGLED";
+  });
+  auto c = raw();
+  ASSERT_OK(c);
+  ASSERT_OK(c->send("GET /switch HTTP/1.1\r\nHost: raw:9080\r\n\r\n"));
+  auto r = c->readResponse();
+  ASSERT_OK(r);
+  EXPECT_EQ(r->status, 502);
+  EXPECT_EQ(r->body.find("SMUGGLED"), std::string::npos);
+  expectVictimsServed(3);
+}
+
 // CONNECT is answered 501 whether or not bytes follow the head, and the
 // connection ends with the answer: what follows is not HTTP.
 TEST_F(Smuggling, ConnectGets501WithOrWithoutBytesAfterIt) {
@@ -256,6 +337,20 @@ TEST_F(Smuggling, AdminAnswersWhileClientsTrickle) {
   EXPECT_TRUE(silent->peerClosed());
   EXPECT_LT(msSince(opened), 8000);
   EXPECT_GE(msSince(opened), 4000) << "closed before its deadline";
+}
+
+// A probe that sends its request and closes its sending side at once
+// (shutdown(SHUT_WR), `nc -N`) still gets its answer.
+TEST_F(Smuggling, AdminAnswersARequestFollowedByItsFin) {
+  for (int i = 0; i < 5; ++i) {
+    auto probe = RawConn::connect(mesh_.adminPort(), 2000ms);
+    ASSERT_OK(probe);
+    ASSERT_OK(probe->send("GET /ready HTTP/1.1\r\nHost: a\r\n\r\n"));
+    ASSERT_EQ(::shutdown(probe->fd(), SHUT_WR), 0);
+    auto r = probe->readResponse();
+    ASSERT_OK(r);
+    EXPECT_EQ(r->status, 200);
+  }
 }
 
 }  // namespace

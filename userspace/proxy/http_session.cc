@@ -169,7 +169,8 @@ bool DownstreamConn::startRequest() {
   ex.http10 = head_.versionMinor == 0;
   ex.keepAlive = head_.keepAlive;
   ex.reqBody.reset(head_.framing);
-  ex.reqDone = head_.framing.kind == http::Framing::Kind::None;
+  ex.reqDone = head_.framing.kind == http::Framing::Kind::None ||
+               (head_.framing.kind == http::Framing::Kind::ContentLength && head_.framing.length == 0);
   ex.expectContinue = head_.expectContinue;
 
   if (head_.method == "CONNECT") {
@@ -279,7 +280,8 @@ bool DownstreamConn::startRequest() {
   // operations.
   std::optional<std::string> newPath;
   if (route.rewrite) newPath = route.rewrite->rewritePath(target.path, ex.matched);
-  if (newPath && !http::wireError(http::WireField::Path, *newPath).empty()) {
+  if (newPath && (newPath->empty() || newPath->front() != '/' ||
+                  !http::wireError(http::WireField::Path, *newPath).empty())) {
     // A regex rewrite's captures come from the request: checked again here.
     consumeInput(head_.headBytes);
     ex.keepAlive = false;
@@ -483,7 +485,9 @@ void DownstreamConn::sendUpstreamHead() {
 void DownstreamConn::forwardRequestBody() {
   Exchange& ex = *ex_;
   if (!ex.reqDone && !input_.empty()) {
-    http::BodyFramer::Step step = ex.reqBody.consume(input_.data(), input_.size());
+    const bool chunked = ex.reqBody.framing().kind == http::Framing::Kind::Chunked;
+    std::vector<std::string_view> payload;
+    http::BodyFramer::Step step = ex.reqBody.consume(input_.data(), input_.size(), chunked ? &payload : nullptr);
     if (step.status == http::BodyFramer::Status::Error) {
       worker_.stats().inc(Counter::DownstreamRqBad);
       // The client gets a 400 (the upstream, which saw a truncated body, is
@@ -496,7 +500,12 @@ void DownstreamConn::forwardRequestBody() {
     bool done = step.status == http::BodyFramer::Status::Done;
     if (step.consumed > 0 || done) {
       std::string_view bytes(input_.data(), step.consumed);
-      up_->write(bytes);
+      std::string encoded;
+      if (chunked) {
+        appendChunks(payload, done, encoded);
+        bytes = encoded;
+      }
+      if (!bytes.empty()) up_->write(bytes);
       if (ex.keepReplay && !ex.replayOverflow) {
         if (ex.replay.size() + bytes.size() > kReplayLimit) {
           // Too big to keep: once sent, this request cannot be retried.
@@ -550,6 +559,14 @@ bool DownstreamConn::handleResponseHead() {
       releaseUpstream(false);
       ex.keepAlive = ex.keepAlive && ex.reqDone;
       localReply(502, "upstream sent an invalid response", "UPE");
+      return false;
+    }
+    if (resp_.status == 101) {
+      // No Upgrade is forwarded, so a switch of protocol is the upstream's
+      // error; what follows is not HTTP and the connection is not reused.
+      releaseUpstream(false);
+      ex.keepAlive = ex.keepAlive && ex.reqDone;
+      localReply(502, "upstream switched protocols unasked", "UPE");
       return false;
     }
     if (resp_.status >= 100 && resp_.status < 200) {
@@ -610,15 +627,20 @@ void DownstreamConn::forwardResponseBody() {
   Exchange& ex = *ex_;
   std::string& in = up_->input();
   if (!ex.respBody.done() && !in.empty()) {
+    const bool rechunk = !ex.dechunk && ex.respBody.framing().kind == http::Framing::Kind::Chunked;
     std::vector<std::string_view> payload;
     http::BodyFramer::Step step =
-        ex.respBody.consume(in.data(), in.size(), ex.dechunk ? &payload : nullptr);
+        ex.respBody.consume(in.data(), in.size(), ex.dechunk || rechunk ? &payload : nullptr);
     if (step.status == http::BodyFramer::Status::Error) {
       cutResponse("UPE");
       return;
     }
     if (ex.dechunk) {
       for (std::string_view p : payload) write(p);
+    } else if (rechunk) {
+      std::string encoded;
+      appendChunks(payload, step.status == http::BodyFramer::Status::Done, encoded);
+      if (!encoded.empty()) write(std::move(encoded));
     } else if (step.consumed > 0) {
       write(std::string_view(in.data(), step.consumed));
     }

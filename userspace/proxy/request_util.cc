@@ -7,6 +7,7 @@
 #include <sys/time.h>
 
 #include "http/status.h"
+#include "http/wire.h"
 
 namespace sluice::proxy {
 
@@ -23,6 +24,12 @@ bool splitAuthority(std::string_view authority, std::string_view& host, uint32_t
   if (authority.empty()) {
     host = {};
     return true;
+  }
+  // It is forwarded as the Host, echoed into redirects and mirrors' Host: a
+  // value that is no authority ("a/b", "a#", "a, b", "user@a") is refused.
+  if (!http::wireError(http::WireField::Authority, authority).empty() ||
+      authority.find(',') != std::string_view::npos) {
+    return false;
   }
   if (authority.front() == '[') {  // IPv6 literal
     size_t close = authority.find(']');
@@ -243,6 +250,16 @@ std::string buildDownstreamHead(const http::ResponseHead& resp, uint64_t service
   }
   out.append("\r\n");
   return out;
+}
+
+void appendChunks(const std::vector<std::string_view>& payload, bool last, std::string& out) {
+  for (std::string_view p : payload) {
+    if (p.empty()) continue;
+    char size[20];
+    auto [end, ec] = std::to_chars(size, size + sizeof(size), p.size(), 16);
+    out.append(size, end).append("\r\n").append(p).append("\r\n");
+  }
+  if (last) out.append("0\r\n\r\n");
 }
 
 std::string buildLocalReply(int status, std::string_view body, bool close, bool isHead,

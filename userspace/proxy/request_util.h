@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "config/model.h"
 #include "core/clock.h"
@@ -54,6 +55,12 @@ std::string buildUpstreamHead(const http::RequestHead& head, const TargetParts& 
 std::string buildDownstreamHead(const http::ResponseHead& resp, uint64_t serviceTimeMs, bool close,
                                 bool http10, bool dechunk, std::string_view extraHeaders = {},
                                 const route::HeaderMutation::Rendered* headers = nullptr);
+// Appends the chunked encoding of `payload` (one chunk per non-empty view:
+// size in hex, no extensions) and, when `last`, the last chunk with no
+// trailers. A chunked body is forwarded re-encoded, never as the peer
+// wrote it: extensions, odd size spellings and trailers (which could name
+// framing headers) stop here, as in Envoy.
+void appendChunks(const std::vector<std::string_view>& payload, bool last, std::string& out);
 // A response the proxy answers itself (errors, direct responses, redirects).
 std::string buildLocalReply(int status, std::string_view body, bool close, bool isHead,
                             std::string_view extraHeaders);

@@ -130,6 +130,10 @@ class ShadowConn final : public Connection {
           fail();
           return;
         }
+        if (resp_.status == 101) {  // nothing was upgraded: not HTTP from here on
+          fail();
+          return;
+        }
         consumeInput(resp_.headBytes);
         if (resp_.status >= 200) break;  // 1xx: interim, the final head follows
       }

@@ -85,6 +85,26 @@ TEST(SplitTarget, OriginFormTakesAuthorityFromHost) {
   EXPECT_EQ(t.authority, "");
 }
 
+TEST(SplitTarget, AnAuthorityThatIsNotOneIsRefused) {
+  TargetParts t;
+  for (std::string_view host : {"a#b", "a/b", "u@a", "a, b", "a b", "a?x"}) {
+    EXPECT_FALSE(splitTarget("/", host, t)) << host;
+  }
+  EXPECT_FALSE(splitTarget("http://a#b/x", "", t));
+  EXPECT_TRUE(splitTarget("/", "reviews.default:9080", t));
+  EXPECT_TRUE(splitTarget("/", "[::1]:80", t));
+  EXPECT_TRUE(splitTarget("/", "", t)) << "HTTP/1.0 without Host";
+}
+
+TEST(AppendChunks, OneChunkPerViewAndTheLastChunk) {
+  std::string out;
+  appendChunks({"hello", "", std::string_view("0123456789abcdefg")}, false, out);
+  EXPECT_EQ(out, "5\r\nhello\r\n11\r\n0123456789abcdefg\r\n");
+  out.clear();
+  appendChunks({}, true, out);
+  EXPECT_EQ(out, "0\r\n\r\n");
+}
+
 TEST(SplitTarget, AbsoluteForm) {
   TargetParts t;
   ASSERT_TRUE(splitTarget("http://reviews:9080/api?q=1", "ignored:1", t));
