@@ -67,6 +67,10 @@ Published Engine::published() const {
   return published_;
 }
 
+void Engine::wakeWorker(int index) {
+  if (index >= 0 && size_t(index) < workers_.size()) workers_[size_t(index)]->wake();
+}
+
 void Engine::join() {
   for (auto& t : threads_) {
     if (t.joinable()) t.join();

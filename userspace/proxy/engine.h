@@ -78,6 +78,9 @@ class Engine {
   void publish(std::shared_ptr<const route::Snapshot> s);
   std::shared_ptr<const route::Snapshot> current() const;
   Published published() const;
+  // Asks worker `index` to look at its waiting requests (see ConnPool).
+  // Thread-safe; out-of-range indexes are ignored.
+  void wakeWorker(int index);
   // Every cluster with outlier detection / connection-pool limits, for
   // /clusters and metrics.
   std::vector<std::shared_ptr<upstream::ClusterHealth>> outlierClusters() const { return health_.live(); }

@@ -22,9 +22,6 @@
 namespace sluice::proxy {
 
 namespace {
-// A request waiting for a connection slot looks again this often.
-constexpr uint64_t kPendingPollNs = 1'000'000;
-
 // Past this many unsent bytes on the far side, stop reading from the near
 // side: bodies stream with bounded memory instead of being buffered whole.
 constexpr size_t kHighWater = 1 << 20;
@@ -371,7 +368,8 @@ void DownstreamConn::onRequestComplete() {
 
 void DownstreamConn::dispatch() {
   Exchange& ex = *ex_;
-  int avoid = ex.route->retry.ignorePreviousHosts ? ex.endpoint : -1;
+  // A request woken from the pool picks afresh: its last pick was never tried.
+  int avoid = ex.route->retry.ignorePreviousHosts && !wokenFirst_ ? ex.endpoint : -1;
   ex.attemptWrote = false;
   ex.respHeadDone = false;
   // PASSTHROUGH with a captured connection: no balancing, the address the
@@ -406,46 +404,27 @@ void DownstreamConn::dispatch() {
   }
   if (!ex.health) ex.health = worker_.healthFor(*ex.cluster);
   const route::Endpoint& ep = toOriginal ? passthrough : ex.cluster->endpoints[size_t(ex.endpoint)];
-  ex.ep = &worker_.endpointState(ep);
-  ex.ep->incActive();
+  EndpointState& state = worker_.endpointState(ep);
   ex.upstreamHost = ep.key;
   ex.upstreamAddr = ep.sockaddr;
-  worker_.stats().inc(Counter::UpstreamRqTotal);
-  if (ex.reqDone && ex.route->retry.perTryTimeoutNs)
-    worker_.timers().schedule(perTryTimer_, ex.route->retry.perTryTimeoutNs);
-  if (!ex.ep->idle.empty()) {
-    ex.pendingToken.reset();
-    up_ = ex.ep->idle.back();
+  if (!state.idle.empty()) {
+    ex.ep = &state;
+    up_ = state.idle.back();
     up_->attach(this);
+    beginAttempt();
     sendUpstreamHead();
     return;
   }
   // A new connection needs a unit of maxConnections; without one the request
-  // waits (within http1MaxPendingRequests) for a connection to free up.
+  // waits (within http1MaxPendingRequests) to be woken by a connection or a
+  // slot that frees up.
   auto conn = upstream::acquire(ex.limits, upstream::ClusterLimits::kConnections);
   if (!conn) {
-    perTryTimer_.cancel();
-    ex.limits->cxOverflow.fetch_add(1, std::memory_order_relaxed);
-    worker_.stats().inc(Counter::UpstreamCxOverflow);
-    ex.ep->decActive();
-    ex.ep = nullptr;
-    ex.endpoint = -1;
-    if (!ex.pendingToken) {
-      auto pending = upstream::acquire(ex.limits, upstream::ClusterLimits::kPending);
-      if (!pending) {
-        overflow(false);
-        return;
-      }
-      ex.pendingToken = std::move(*pending);
-    }
-    worker_.timers().schedule(pendingTimer_, kPendingPollNs);
+    waitForConnection(state);
     return;
   }
-  ex.pendingToken.reset();
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
-    ex.ep->decActive();
-    ex.ep = nullptr;
     failAttempt(route::AttemptFailure::ConnectFailure, 503,
                 "upstream connect error or disconnect/reset before headers. reset reason: local socket error", "UF");
     return;
@@ -453,9 +432,20 @@ void DownstreamConn::dispatch() {
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   applyKeepalive(fd, ex.cluster->upstream);
-  up_ = new UpstreamConn(worker_, fd, ep, *ex.ep, std::move(*conn), ex.cluster->upstream);
+  ex.ep = &state;
+  up_ = new UpstreamConn(worker_, fd, ep, state, std::move(*conn), ex.cluster->upstream);
   up_->attach(this);
+  beginAttempt();
   up_->connect();
+}
+
+void DownstreamConn::beginAttempt() {
+  Exchange& ex = *ex_;
+  ex.pendingToken.reset();
+  ex.ep->incActive();
+  worker_.stats().inc(Counter::UpstreamRqTotal);
+  if (ex.reqDone && ex.route->retry.perTryTimeoutNs)
+    worker_.timers().schedule(perTryTimer_, ex.route->retry.perTryTimeoutNs);
 }
 
 void DownstreamConn::onUpstreamConnected() {
@@ -714,7 +704,7 @@ void DownstreamConn::cutResponse(std::string_view flags) {
 void DownstreamConn::cancelTimers() {
   routeTimer_.cancel();
   retryTimer_.cancel();
-  pendingTimer_.cancel();
+  worker_.pool().cancel(*this);
   perTryTimer_.cancel();
   faultTimer_.cancel();
 }

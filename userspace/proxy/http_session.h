@@ -11,6 +11,7 @@
 
 #include "core/timer_wheel.h"
 #include "http/parser.h"
+#include "proxy/conn_pool.h"
 #include "proxy/connection.h"
 #include "proxy/request_util.h"
 #include "route/table.h"
@@ -38,6 +39,7 @@ class UpstreamConn final : public Connection {
   // Returns the connection to its endpoint's idle pool.
   void release();
   bool connected() const { return connected_; }
+  EndpointState& endpointState() { return state_; }
   bool reused() const { return reused_; }
   const std::string& endpointKey() const { return key_; }
   std::string& input() { return input_; }
@@ -75,7 +77,7 @@ class UpstreamConn final : public Connection {
 // before its connection closes anyway (DownstreamConn::cutResponse).
 inline constexpr uint64_t kCutFlushNs = 5'000'000'000ull;
 
-class DownstreamConn final : public Connection {
+class DownstreamConn final : public Connection, public PoolWaiter {
  public:
   // `orig`: the address the client dialled when the kernel captured the
   // connection (its port routes instead of the Host port; PASSTHROUGH
@@ -146,11 +148,18 @@ class DownstreamConn final : public Connection {
   void onPerTryTimeout();
   void onFaultDelayDone();
   void onRetryTimer();
-  void onPendingTimer();
   // A circuit breaker tripped: 503 UO with x-envoy-overloaded.
   void overflow(bool unused);
   void onIdleTimeout();
   void onStreamIdle();
+  // PoolWaiter: the connection or slot this request waited for.
+  void onPoolConnection(UpstreamConn* c) override;
+  void onPoolSlot() override;
+  // No connection and no slot for one: wait in the worker's pool (within
+  // http1MaxPendingRequests) or overflow.
+  void waitForConnection(EndpointState& wanted);
+  // An attempt has its connection: count it and start its per-try timer.
+  void beginAttempt();
   void onSendProgress() override;
   void logAndCount();
   void cancelTimers();
@@ -171,11 +180,11 @@ class DownstreamConn final : public Connection {
   bool pausedForUpstream_ = false;
   bool inProcess_ = false;
   bool halfClosed_ = false;  // client sent EOF after a complete request
+  bool wokenFirst_ = false;  // re-dispatching after a pool wake: queue first again
   core::MemberTimer<DownstreamConn, &DownstreamConn::onRouteTimeout> routeTimer_{this};
   core::MemberTimer<DownstreamConn, &DownstreamConn::onRetryTimer> retryTimer_{this};
   core::MemberTimer<DownstreamConn, &DownstreamConn::onPerTryTimeout> perTryTimer_{this};
   core::MemberTimer<DownstreamConn, &DownstreamConn::onFaultDelayDone> faultTimer_{this};
-  core::MemberTimer<DownstreamConn, &DownstreamConn::onPendingTimer> pendingTimer_{this};
   core::MemberTimer<DownstreamConn, &DownstreamConn::onIdleTimeout> idleTimer_{this};
   core::MemberTimer<DownstreamConn, &DownstreamConn::onStreamIdle> streamTimer_{this};
 };

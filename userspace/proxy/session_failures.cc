@@ -103,8 +103,35 @@ void DownstreamConn::onRetryTimer() {
   if (ex_ && !up_) dispatch();
 }
 
-void DownstreamConn::onPendingTimer() {
-  if (ex_ && !up_ && ex_->pendingToken) dispatch();
+void DownstreamConn::onPoolSlot() {
+  if (!ex_ || up_ || !ex_->pendingToken) return;
+  wokenFirst_ = true;
+  dispatch();
+  wokenFirst_ = false;
+}
+
+void DownstreamConn::onPoolConnection(UpstreamConn* c) {
+  Exchange& ex = *ex_;
+  ex.ep = &c->endpointState();  // the endpoint this request chose
+  up_ = c;
+  up_->attach(this);
+  beginAttempt();
+  sendUpstreamHead();
+}
+
+void DownstreamConn::waitForConnection(EndpointState& wanted) {
+  Exchange& ex = *ex_;
+  ex.limits->cxOverflow.fetch_add(1, std::memory_order_relaxed);
+  worker_.stats().inc(Counter::UpstreamCxOverflow);
+  if (!ex.pendingToken) {
+    auto pending = upstream::acquire(ex.limits, upstream::ClusterLimits::kPending);
+    if (!pending) {
+      overflow(false);
+      return;
+    }
+    ex.pendingToken = std::move(*pending);
+  }
+  worker_.pool().wait(*this, ex.limits, wanted, wokenFirst_);
 }
 
 // A connection-pool circuit breaker tripped: answer at once, as Envoy does.

@@ -94,21 +94,27 @@ void UpstreamConn::attach(DownstreamConn* owner) {
 void UpstreamConn::release() {
   owner_ = nullptr;
   ++requestsServed;
-  if (const upstream::ClusterLimits* l = connToken_.limits()) {
-    // maxRequestsPerConnection used up, or requests of this cluster waiting
-    // for a connection slot (possibly on another worker, which cannot use
-    // this one): close, so the slot is free.
-    uint32_t perConn = l->limits().maxRequestsPerConnection;
-    if ((perConn && requestsServed >= perConn) || l->inUse(upstream::ClusterLimits::kPending) > 0) {
-      close();
-      return;
-    }
+  upstream::ClusterLimits* l = connToken_.limits();
+  // maxRequestsPerConnection used up: close, so the slot is free.
+  if (l && l->limits().maxRequestsPerConnection && requestsServed >= l->limits().maxRequestsPerConnection) {
+    close();
+    return;
   }
   // tcp.maxConnectionDuration: an old connection is not reused.
   if (settings_.maxConnectionDurationNs &&
       worker_.clock().nowNs() - createdNs_ >= settings_.maxConnectionDurationNs) {
     close();
     return;
+  }
+  if (l) {
+    // A request queued on this worker for this endpoint takes it at once.
+    if (worker_.pool().offer(*this, *l, state_)) return;
+    // Requests of this cluster wait for another endpoint or on another
+    // worker, neither of which can use this connection: give the slot back.
+    if (l->inUse(upstream::ClusterLimits::kPending) > 0) {
+      close();
+      return;
+    }
   }
   pooled_ = true;
   state_.idle.push_back(this);
@@ -168,6 +174,13 @@ void UpstreamConn::onDrained() {
 void UpstreamConn::onDestroy() {
   if (pooled_) removeFromPool();
   worker_.stats().dec(Counter::UpstreamCxActive);
+  if (connToken_) {
+    // The maxConnections slot goes back now, and a request waiting for one
+    // is woken (here or on another worker).
+    std::shared_ptr<upstream::ClusterLimits> limits = connToken_.shared();
+    connToken_.reset();
+    worker_.pool().slotFreed(limits);
+  }
 }
 
 }  // namespace sluice::proxy

@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -167,6 +168,43 @@ class Worker::Listener final : public core::CompletionHandler {
   bool stopped_ = false;
 };
 
+// An eventfd read on the ring: other workers write it when they give back
+// a connection slot of a cluster this worker has requests waiting for.
+class Worker::Waker final : public core::CompletionHandler {
+ public:
+  explicit Waker(Worker& w) : worker_(w) {}
+  ~Waker() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  std::expected<void, std::string> open() {
+    fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (fd_ < 0) return std::unexpected(std::string("eventfd: ") + strerror(errno));
+    return {};
+  }
+  void arm() {
+    io_uring_sqe* s = worker_.ring().sqeFor(op_);
+    io_uring_prep_read(s, fd_, &value_, sizeof(value_), 0);
+  }
+  void wake() {
+    uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(fd_, &one, sizeof(one));
+  }
+
+ private:
+  void onCompletion(uint8_t, int32_t res, uint32_t) override {
+    if (res == -ECANCELED) return;
+    arm();
+    worker_.pool().onWake();
+  }
+
+  Worker& worker_;
+  core::IoOp op_{this, 0};
+  int fd_ = -1;
+  uint64_t value_ = 0;
+};
+
+void Worker::wake() { waker_->wake(); }
+
 Worker::Worker(Engine& engine, int index)
     : engine_(engine), index_(index), timers_(clock_),
       rng_(clock_.nowNs() ^ (uint64_t(index + 1) * 0x9e3779b97f4a7c15ull)),
@@ -188,7 +226,8 @@ AccessLog* Worker::accessLog() { return engine_.accessLog(); }
 std::expected<void, std::string> Worker::init(const sockaddr_in& listenAddr) {
   listener_ = std::make_unique<Listener>(*this);
   if (auto r = listener_->bind(listenAddr); !r) return r;
-  return {};
+  waker_ = std::make_unique<Waker>(*this);
+  return waker_->open();
 }
 
 void Worker::addDownstream(Connection* c) { downstreams_.push_back(c); }
@@ -396,6 +435,7 @@ void Worker::run() {
   }
   adoptSnapshotIfChanged();
   listener_->arm();
+  waker_->arm();
   for (;;) {
     ring_.submitAndWait(timers_.nextTimeoutNs(kMaxWaitNs));
     stats_.inc(stats::Counter::LoopIterations);

@@ -17,6 +17,7 @@
 #include "core/clock.h"
 #include "core/ring.h"
 #include "core/timer_wheel.h"
+#include "proxy/conn_pool.h"
 #include "proxy/shadow.h"
 #include "route/table.h"
 #include "stats/stats.h"
@@ -69,6 +70,12 @@ class Worker {
   bool draining() const { return draining_; }
   // Traffic mirroring: this worker's mirrored requests and their connections.
   ShadowManager& shadows() { return shadows_; }
+  // Requests waiting for an upstream connection on this worker.
+  ConnPool& pool() { return pool_; }
+  // Runs pool().onWake() on this worker's thread soon; callable from any
+  // thread (an eventfd the ring reads).
+  void wake();
+  void wakeSelf() { wake(); }
 
   // The snapshot new requests route with; in-flight requests keep theirs.
   const std::shared_ptr<const route::Snapshot>& snapshot() const { return snapshot_; }
@@ -100,6 +107,7 @@ class Worker {
 
  private:
   class Listener;
+  class Waker;
   int pickWith(const route::Cluster& cluster, int avoid, upstream::ActiveFn active,
                const uint64_t* hashKey = nullptr);
   // The ring or Maglev table of a hashing cluster, built on first use and
@@ -125,6 +133,8 @@ class Worker {
   core::Rng rng_;
   stats::StatsShard stats_;
   std::unique_ptr<Listener> listener_;
+  std::unique_ptr<Waker> waker_;
+  ConnPool pool_{*this};
   std::shared_ptr<const route::Snapshot> snapshot_;
   std::shared_ptr<const std::vector<std::shared_ptr<upstream::ClusterHealth>>> health_;
   std::shared_ptr<const std::vector<std::shared_ptr<upstream::ClusterLimits>>> limits_;

@@ -44,6 +44,7 @@ class ClusterLimits {
   }
   void release(Kind k) { inUse_[k].fetch_sub(1, std::memory_order_relaxed); }
   uint64_t inUse(Kind k) const { return inUse_[k].load(std::memory_order_relaxed); }
+  bool hasRoom(Kind k) const { return inUse(k) < limitOf(k); }
 
   const std::string& name() const { return name_; }
   const PoolLimits& limits() const { return limits_; }
@@ -52,6 +53,10 @@ class ClusterLimits {
   std::atomic<uint64_t> cxOverflow{0};         // upstream_cx_overflow
   std::atomic<uint64_t> rqPendingOverflow{0};  // upstream_rq_pending_overflow
   std::atomic<uint64_t> rqRetryOverflow{0};    // upstream_rq_retry_overflow
+
+  // Workers (bit = index % 64) with requests queued for a connection of
+  // this cluster: a worker that gives a connection slot back wakes them.
+  std::atomic<uint64_t> waitingWorkers{0};
 
  private:
   uint64_t limitOf(Kind k) const {
@@ -91,6 +96,7 @@ class LimitToken {
   }
   explicit operator bool() const { return limits_ != nullptr; }
   ClusterLimits* limits() const { return limits_.get(); }
+  const std::shared_ptr<ClusterLimits>& shared() const { return limits_; }
 
  private:
   std::shared_ptr<ClusterLimits> limits_;
