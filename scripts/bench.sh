@@ -27,8 +27,14 @@
 # and wrk share CPU 1, so every proxy gets one whole core and the same load
 # generator. "direct" runs wrk against the v1 backend with the proxy core idle.
 #
+# "sluiced-base" and "sluiced-ebpf-base" (with BASELINE=DIR, a build folder
+# of another commit, e.g. `git worktree add /tmp/old <commit> && make -C
+# /tmp/old`): the same two targets run with DIR/sluiced, in the same rounds,
+# reported as this build / baseline ratios. The way to show a change costs
+# nothing: both binaries measured interleaved on the same machine.
+#
 # Env: ROUNDS (5), DURATION seconds per run (5), CONNS (32), PROXY_CPU (0),
-# LOAD_CPU (1), NICE (-20 as root), ACTIONS (1), EBPF (1). Loopback only: 127.0.0.1, and a
+# LOAD_CPU (1), NICE (-20 as root), ACTIONS (1), EBPF (1), BASELINE (unset). Loopback only: 127.0.0.1, and a
 # 127.10.0.1 VIP that only appears in the config.
 set -euo pipefail
 BUILD=${1:-build}
@@ -40,6 +46,10 @@ REQ_PATH=/reviews/1
 HOST_HEADER='Host: reviews:9080'
 ACTIONS=${ACTIONS:-1}
 EBPF=${EBPF:-1}
+BASELINE=${BASELINE:-}
+if [ -n "$BASELINE" ] && [ ! -x "$BASELINE/sluiced" ]; then
+  echo "bench: BASELINE=$BASELINE has no sluiced (build it there first)" >&2; exit 1
+fi
 
 for tool in wrk haproxy nginx taskset curl; do
   command -v "$tool" >/dev/null || { echo "bench: $tool missing (run scripts/install-deps.sh)" >&2; exit 1; }
@@ -97,6 +107,14 @@ render scripts/bench/sluice.yaml.in V1_PORT="$V1_PORT" V2_PORT="$V2_PORT" > "$wo
   --admin "127.0.0.1:$ADMIN_PORT" --workers 1 --bpf off >"$work/sluiced.log" 2>&1 & pids+=($!)
 sluiced_pid=$!
 
+base_pid=
+if [ -n "$BASELINE" ]; then
+  freePort BASE_PORT; freePort BASE_ADMIN_PORT
+  "${ON_PROXY[@]}" "$BASELINE/sluiced" --config-dir "$work/sluice" --outbound "127.0.0.1:$BASE_PORT" \
+    --admin "127.0.0.1:$BASE_ADMIN_PORT" --workers 1 --bpf off >"$work/sluiced-base.log" 2>&1 & pids+=($!)
+  base_pid=$!
+fi
+
 actions_pid=
 if [ "$ACTIONS" = 1 ]; then
   mkdir -p "$work/sluice-actions"
@@ -121,38 +139,61 @@ nginx_pid=$!
 
 # --- sluiced-ebpf: its own cgroup tree (proxy/ holds sluiced and its two
 # backends, app/ the client), enabled through the pinned map like a node.
+# startEbpf NAME BINDIR: sets EBPF_PID_<NAME>, EBPF_PORTS_<NAME> (backends),
+# EBPF_VIP_<NAME>, EBPF_APP_<NAME> (the client cgroup). Each instance has its
+# own tree, pins, backends and service VIP, so two can run side by side.
+startEbpf() {
+  local name=$1 bin=$2 vip=$3 tree pin p1 p2 sport sadmin
+  tree=$CGROOT/sluice-bench-$$-$name
+  for cg in "$tree" "$tree/proxy" "$tree/app"; do mkdir "$cg"; cgroups+=("$cg"); done
+  pin=/sys/fs/bpf/sluice-bench-$$-$name; pins+=("$pin")
+  freePort p1; freePort p2; freePort sport; freePort sadmin
+  local in_tree=(setsid scripts/bench/run-in-cgroup.sh "$tree/proxy" scripts/bench/run-pinned.sh)
+  "${in_tree[@]}" "$LOAD_CPU" "$NICE" "$BUILD/sluice-upstream" --listen "127.0.0.1:$p1" \
+    --name reviews-v1 --threads 1 2>"$work/$name-v1.log" & pids+=($!)
+  "${in_tree[@]}" "$LOAD_CPU" "$NICE" "$BUILD/sluice-upstream" --listen "127.0.0.1:$p2" \
+    --name reviews-v2 --threads 1 2>"$work/$name-v2.log" & pids+=($!)
+  waitHttp "http://127.0.0.1:$p1/__counter"; waitHttp "http://127.0.0.1:$p2/__counter"
+  mkdir -p "$work/$name"
+  render scripts/bench/sluice.yaml.in V1_PORT="$p1" V2_PORT="$p2" | sed "s/127\.10\.0\.1\b/$vip/" \
+    > "$work/$name/reviews.yaml"
+  "${in_tree[@]}" "$PROXY_CPU" "$NICE" "$bin/sluiced" --config-dir "$work/$name" \
+    --outbound "127.0.0.1:$sport" --admin "127.0.0.1:$sadmin" --workers 1 \
+    --bpf required --bpf-cgroup "$tree" --bpf-pin-dir "$pin" >"$work/$name.log" 2>&1 & pids+=($!)
+  local pid=$!
+  if ! waitHttp "http://127.0.0.1:$sadmin/ready" 200; then
+    echo "bench: $name not ready; its log:" >&2; cat "$work/$name.log" >&2; exit 1
+  fi
+  "$BUILD/sluicectl" mesh enable --cgroup "$tree/app" --bpf-pin-dir "$pin" >/dev/null
+  printf -v "EBPF_PID_${name//-/_}" '%s' "$pid"
+  printf -v "EBPF_PORTS_${name//-/_}" '%s %s' "$p1" "$p2"
+  printf -v "EBPF_VIP_${name//-/_}" '%s' "$vip"
+  printf -v "EBPF_APP_${name//-/_}" '%s' "$tree/app"
+}
+
+# --- sluiced-ebpf: its own cgroup tree (proxy/ holds sluiced and its two
+# backends, app/ the client), enabled through the pinned map like a node.
 ebpf_pid=
+ebpf_base_pid=
 if [ "$EBPF" = 1 ]; then
   bpfCheck
   if [ -n "$BPF_UNAVAILABLE" ]; then
     echo "bench: sluiced-ebpf left out: $BPF_UNAVAILABLE" >&2
   else
-    tree=$CGROOT/sluice-bench-$$-ebpf
-    for cg in "$tree" "$tree/proxy" "$tree/app"; do mkdir "$cg"; cgroups+=("$cg"); done
-    EBPF_PIN=/sys/fs/bpf/sluice-bench-$$-ebpf; pins+=("$EBPF_PIN")
-    EBPF_APP_CG=$tree/app
-    freePort E1_PORT; freePort E2_PORT; freePort EBPF_PORT; freePort EBPF_ADMIN_PORT
-    IN_TREE=(setsid scripts/bench/run-in-cgroup.sh "$tree/proxy" scripts/bench/run-pinned.sh)
-    "${IN_TREE[@]}" "$LOAD_CPU" "$NICE" "$BUILD/sluice-upstream" --listen "127.0.0.1:$E1_PORT" \
-      --name reviews-v1 --threads 1 2>"$work/e1.log" & pids+=($!)
-    "${IN_TREE[@]}" "$LOAD_CPU" "$NICE" "$BUILD/sluice-upstream" --listen "127.0.0.1:$E2_PORT" \
-      --name reviews-v2 --threads 1 2>"$work/e2.log" & pids+=($!)
-    waitHttp "http://127.0.0.1:$E1_PORT/__counter"; waitHttp "http://127.0.0.1:$E2_PORT/__counter"
-    mkdir -p "$work/sluice-ebpf"
-    render scripts/bench/sluice.yaml.in V1_PORT="$E1_PORT" V2_PORT="$E2_PORT" > "$work/sluice-ebpf/reviews.yaml"
-    "${IN_TREE[@]}" "$PROXY_CPU" "$NICE" "$BUILD/sluiced" --config-dir "$work/sluice-ebpf" \
-      --outbound "127.0.0.1:$EBPF_PORT" --admin "127.0.0.1:$EBPF_ADMIN_PORT" --workers 1 \
-      --bpf required --bpf-cgroup "$tree" --bpf-pin-dir "$EBPF_PIN" >"$work/sluiced-ebpf.log" 2>&1 & pids+=($!)
-    ebpf_pid=$!
-    if ! waitHttp "http://127.0.0.1:$EBPF_ADMIN_PORT/ready" 200; then
-      echo "bench: sluiced-ebpf not ready; its log:" >&2; cat "$work/sluiced-ebpf.log" >&2; exit 1
+    startEbpf sluiced-ebpf "$BUILD" 127.10.0.1
+    ebpf_pid=$EBPF_PID_sluiced_ebpf
+    if [ -n "$BASELINE" ]; then
+      startEbpf sluiced-ebpf-base "$BASELINE" 127.10.0.2
+      ebpf_base_pid=$EBPF_PID_sluiced_ebpf_base
     fi
-    "$BUILD/sluicectl" mesh enable --cgroup "$EBPF_APP_CG" --bpf-pin-dir "$EBPF_PIN" >/dev/null
   fi
 fi
 
 if ! waitHttp "http://127.0.0.1:$ADMIN_PORT/ready" 200; then
   echo "bench: sluiced not ready; its log:" >&2; cat "$work/sluiced.log" >&2; exit 1
+fi
+if [ -n "$base_pid" ] && ! waitHttp "http://127.0.0.1:$BASE_ADMIN_PORT/ready" 200; then
+  echo "bench: sluiced-base not ready; its log:" >&2; cat "$work/sluiced-base.log" >&2; exit 1
 fi
 if [ -n "$actions_pid" ] && ! waitHttp "http://127.0.0.1:$ACTIONS_ADMIN_PORT/ready" 200; then
   echo "bench: sluiced-actions not ready; its log:" >&2; cat "$work/sluiced-actions.log" >&2; exit 1
@@ -164,8 +205,10 @@ url_of() {
   case $1 in
     direct) echo "http://127.0.0.1:$V1_PORT$REQ_PATH" ;;
     sluiced) echo "http://127.0.0.1:$SLUICE_PORT$REQ_PATH" ;;
+    sluiced-base) echo "http://127.0.0.1:$BASE_PORT$REQ_PATH" ;;
     sluiced-actions) echo "http://127.0.0.1:$ACTIONS_PORT$REQ_PATH" ;;
-    sluiced-ebpf) echo "http://127.10.0.1:9080$REQ_PATH" ;;  # the VIP: nothing listens there
+    sluiced-ebpf) echo "http://$EBPF_VIP_sluiced_ebpf:9080$REQ_PATH" ;;  # the VIP: nothing listens there
+    sluiced-ebpf-base) echo "http://$EBPF_VIP_sluiced_ebpf_base:9080$REQ_PATH" ;;
     haproxy) echo "http://127.0.0.1:$HAPROXY_PORT$REQ_PATH" ;;
     nginx) echo "http://127.0.0.1:$NGINX_PORT$REQ_PATH" ;;
   esac
@@ -176,8 +219,10 @@ pids_of() {
   case $1 in
     direct) echo "$v1_pid" ;;
     sluiced) echo "$sluiced_pid" ;;
+    sluiced-base) echo "$base_pid" ;;
     sluiced-actions) echo "$actions_pid" ;;
     sluiced-ebpf) echo "$ebpf_pid" ;;
+    sluiced-ebpf-base) echo "$ebpf_base_pid" ;;
     haproxy) echo "$haproxy_pid" ;;
     nginx) withChildren "$nginx_pid" ;;
   esac
@@ -186,7 +231,8 @@ pids_of() {
 # The v1 and v2 backends a target sends to.
 backends_of() {
   case $1 in
-    sluiced-ebpf) echo "$E1_PORT $E2_PORT" ;;
+    sluiced-ebpf) echo "$EBPF_PORTS_sluiced_ebpf" ;;
+    sluiced-ebpf-base) echo "$EBPF_PORTS_sluiced_ebpf_base" ;;
     *) echo "$V1_PORT $V2_PORT" ;;
   esac
 }
@@ -194,13 +240,19 @@ backends_of() {
 # pinned to the load CPU and, for sluiced-ebpf, inside the enabled cgroup.
 loadPrefix() {
   LOAD_ON=("${ON_LOAD[@]}")
-  [ "$1" = sluiced-ebpf ] && LOAD_ON=(setsid scripts/bench/run-in-cgroup.sh "$EBPF_APP_CG"
-    scripts/bench/run-pinned.sh "$LOAD_CPU" "$NICE")
+  case $1 in
+    sluiced-ebpf) LOAD_ON=(setsid scripts/bench/run-in-cgroup.sh "$EBPF_APP_sluiced_ebpf"
+      scripts/bench/run-pinned.sh "$LOAD_CPU" "$NICE") ;;
+    sluiced-ebpf-base) LOAD_ON=(setsid scripts/bench/run-in-cgroup.sh "$EBPF_APP_sluiced_ebpf_base"
+      scripts/bench/run-pinned.sh "$LOAD_CPU" "$NICE") ;;
+  esac
   return 0
 }
 
 targets=(direct sluiced)
+[ -n "$base_pid" ] && targets+=(sluiced-base)
 [ -n "$ebpf_pid" ] && targets+=(sluiced-ebpf)
+[ -n "$ebpf_base_pid" ] && targets+=(sluiced-ebpf-base)
 [ -n "$actions_pid" ] && targets+=(sluiced-actions)
 targets+=(haproxy nginx)
 
@@ -262,7 +314,8 @@ for round in $(seq "$ROUNDS"); do
     printf 'bench: round %d %-15s %10.0f req/s  p50 %6s  p99 %6s  cpu %7.2f us/req%s\n' \
       "$round" "$t" "$rps" "$p50" "$p99" "$cpu" \
       "$( [ "$non2xx$errs" = 00 ] || echo "  ERRORS non2xx=$non2xx socket=$errs")"
-    for p in sluiced:$sluiced_pid sluiced-actions:$actions_pid sluiced-ebpf:$ebpf_pid; do
+    for p in sluiced:$sluiced_pid sluiced-base:$base_pid sluiced-actions:$actions_pid sluiced-ebpf:$ebpf_pid \
+             sluiced-ebpf-base:$ebpf_base_pid; do
       [ -n "${p#*:}" ] || continue
       if ! kill -0 "${p#*:}" 2>/dev/null; then
         echo "bench: ${p%%:*} exited during the run; its log:" >&2; tail -50 "$work/${p%%:*}.log" >&2; exit 1
@@ -319,6 +372,16 @@ verdict() { awk -v v="$1" -v op="$2" -v lim="$3" 'BEGIN {
     echo "- $s: req/s $(verdict "$r" '>=' 1.3) (${r}x), CPU/req $(verdict "$c" '<=' 0.75) (${c}x)," \
       "p99 $(verdict "$p" '<=' 1.0) (${p}x)"
   done
+  if [ -n "$base_pid" ]; then
+    echo
+    echo "This build against BASELINE=$BASELINE (same rounds; issue 15 allows at most 3% worse):"
+    for pair in sluiced:sluiced-base sluiced-ebpf:sluiced-ebpf-base; do
+      a=${pair%%:*}; b=${pair#*:}
+      [ -n "${RPS[$b]:-}" ] || continue
+      echo "- $a/$b: req/s $(ratio "${RPS[$a]}" "${RPS[$b]}")x, CPU/req $(ratio "${CPU[$a]}" "${CPU[$b]}")x," \
+        "p99 $(ratio "${P99[$a]}" "${P99[$b]}")x"
+    done
+  fi
   if [ -n "$actions_pid" ]; then
     r=$(ratio "${RPS[sluiced-actions]}" "${RPS[sluiced]}")
     c=$(ratio "${CPU[sluiced-actions]}" "${CPU[sluiced]}")
