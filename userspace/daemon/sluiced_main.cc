@@ -8,9 +8,11 @@
 #include <cstdio>
 #include <string>
 #include <thread>
+#include <tuple>
 
 #include "admin/server.h"
 #include "bpf/datapath.h"
+#include "config/loader.h"
 #include "config/watcher.h"
 #include "daemon/capture.h"
 #include "daemon/config_manager.h"
@@ -79,6 +81,8 @@ int main(int argc, char** argv) {
   std::string gatewayBind = "0.0.0.0";
   double drainSeconds = 10;
   double streamIdleSeconds = 300;
+  std::string requestHeadersTimeout = "10s";
+  std::string idleTimeout = "1h";
   app.add_option("--config-dir", configDir, "directory of Istio YAML (watched)");
   app.add_option("--outbound", outbound, "capture listener ADDR:PORT");
   app.add_option("--admin", adminAddr, "admin listener ADDR:PORT");
@@ -102,6 +106,12 @@ int main(int argc, char** argv) {
   app.add_option("--stream-idle-timeout", streamIdleSeconds,
                  "seconds without progress on an active request before it ends (408, flag SI)")
       ->check(CLI::Range(0.001, 86400.0));
+  app.add_option("--request-headers-timeout", requestHeadersTimeout,
+                 "a request head must be complete this long after its first byte, else 408 and close "
+                 "(Go duration, e.g. 10s; 0 = no limit)");
+  app.add_option("--idle-timeout", idleTimeout,
+                 "idle timeout (Go duration; 0 = never) of client connections with no request in flight, "
+                 "and of pooled upstream connections and TCP routes that their DestinationRule gives none");
   CLI11_PARSE(app, argc, argv);
 
   sluice::proxy::EngineOptions opts;
@@ -115,6 +125,24 @@ int main(int argc, char** argv) {
   opts.accessLogPath = accessLog;
   opts.drainTimeoutNs = uint64_t(drainSeconds * 1e9);
   opts.streamIdleTimeoutNs = uint64_t(streamIdleSeconds * 1e9);
+  for (auto [flag, text, out] : {std::tuple{"--request-headers-timeout", &requestHeadersTimeout,
+                                            &opts.requestHeadersTimeoutNs},
+                                 std::tuple{"--idle-timeout", &idleTimeout, &opts.idleTimeoutNs}}) {
+    if (*text == "0") {
+      *out = 0;
+      continue;
+    }
+    auto d = sluice::config::parseDuration(*text);
+    if (!d || d->count() <= 0) {
+      fprintf(stderr, "sluiced: %s %s: %s\n", flag, text->c_str(),
+              d ? "must be positive (0 turns it off)" : d.error().c_str());
+      return 2;
+    }
+    *out = uint64_t(d->count());
+  }
+  // An idle timeout of 0 keeps connections for as long as the timer wheel
+  // can wait.
+  if (opts.idleTimeoutNs == 0) opts.idleTimeoutNs = UINT64_MAX / 4;
 
   // eBPF capture: everything or nothing. auto falls back to explicit-proxy
   // mode with one line naming the reason; required exits with it.

@@ -33,6 +33,12 @@ struct EngineOptions {
   uint64_t drainTimeoutNs = 10'000'000'000ull;
   uint64_t connectTimeoutNs = 10'000'000'000ull;  // Istio's default connectTimeout
   uint64_t idleTimeoutNs = 3600'000'000'000ull;   // Istio's default idle timeout
+  // A request head must be complete this long after its first byte, or the
+  // connection gets 408 and is closed (Envoy's request_headers_timeout). 0:
+  // no limit. On by default here: a node proxy serves every pod on the
+  // node, and one pod trickling heads (slowloris) must not hold its
+  // descriptors and memory for the hour the idle timeout allows.
+  uint64_t requestHeadersTimeoutNs = 10'000'000'000ull;
   // No bytes moving either way on an active request for this long ends it
   // (Envoy's stream_idle_timeout, 5 minutes by default).
   uint64_t streamIdleTimeoutNs = 300'000'000'000ull;

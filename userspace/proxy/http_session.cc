@@ -64,6 +64,15 @@ void DownstreamConn::onIdleTimeout() {
   if (!ex_) close();
 }
 
+void DownstreamConn::onHeadersTimeout() {
+  if (ex_ || closing()) return;
+  worker_.stats().inc(Counter::DownstreamRqHeaderTimeout);
+  pauseReading();
+  input_.clear();
+  write(buildLocalReply(408, "request headers timeout", /*close=*/true, /*isHead=*/false, {}));
+  closeAfterFlush();
+}
+
 void DownstreamConn::onData() {
   if (ex_) touchStream();
   processInput();
@@ -92,15 +101,15 @@ void DownstreamConn::onStreamIdle() {
 }
 
 void DownstreamConn::onPeerClosed(int err) {
-  // A clean EOF after a complete request is a half-close (`curl` with
-  // --no-keepalive over some tools, `nc -N`): answer it, then close. An EOF
-  // mid-request or a reset means the client went away: whatever is in
-  // flight is abandoned, Envoy's "downstream connection termination" (DC).
-  if (err == 0 && ex_ && ex_->reqDone) {
-    halfClosed_ = true;
-    return;
+  // The client went away (a FIN or a reset: a half-close cannot be told
+  // from a close, and Envoy and nginx treat both as the end): whatever is in
+  // flight is cancelled at once, Envoy's "downstream connection
+  // termination" (DC). Its upstream connection is closed, not pooled;
+  // mirrors that have their whole request finish on their own.
+  if (ex_) {
+    worker_.stats().inc(Counter::DownstreamCxDestroyRemoteActiveRq);
+    abortExchange("DC");
   }
-  if (ex_) abortExchange("DC");
   if (err == 0) {
     closeAfterFlush();  // a local reply (e.g. 400) may still be queued
   } else {
@@ -139,7 +148,14 @@ bool DownstreamConn::startRequest() {
   http::ParseError err;
   head_.headers.clear();
   http::ParseStatus st = http::parseRequestHead(input_.data(), input_.size(), limits_, head_, err);
-  if (st == http::ParseStatus::Incomplete) return false;
+  if (st == http::ParseStatus::Incomplete) {
+    // The clock starts at the head's first byte (Envoy's rule), so an idle
+    // keep-alive connection is the idle timeout's business, not this one's.
+    const uint64_t limit = worker_.engine().options().requestHeadersTimeoutNs;
+    if (limit && !headersTimer_.armed()) worker_.timers().schedule(headersTimer_, limit);
+    return false;
+  }
+  headersTimer_.cancel();
   idleTimer_.cancel();
   if (spare_) {
     ex_ = std::move(spare_);
@@ -584,7 +600,7 @@ bool DownstreamConn::handleResponseHead() {
   ex.serviceTimeMs = (worker_.clock().nowNs() - ex.upstreamSentNs) / 1'000'000;
   ex.dechunk = ex.http10 && resp_.framing.kind == http::Framing::Kind::Chunked;
   bool untilClose = resp_.framing.kind == http::Framing::Kind::UntilClose;
-  ex.closeAfter = !ex.keepAlive || draining_ || halfClosed_ || ex.dechunk || untilClose;
+  ex.closeAfter = !ex.keepAlive || draining_ || ex.dechunk || untilClose;
   ex.respBody.reset(resp_.framing);
   if (ex.retryLimitHit && ex.flags == "-") ex.flags.assign("URX");
   std::optional<route::HeaderMutation::Rendered> rendered;
@@ -657,7 +673,7 @@ void DownstreamConn::localReply(int status, std::string_view body, std::string_v
   }
   ex.status = status;
   ex.flags.assign(flags);
-  ex.closeAfter = !ex.keepAlive || draining_ || halfClosed_;
+  ex.closeAfter = !ex.keepAlive || draining_;
   std::string out = buildLocalReply(status, body, ex.closeAfter, ex.isHead, extraHeaders);
   ex.respBytes += out.size();
   ex.respStarted = true;
@@ -671,7 +687,7 @@ void DownstreamConn::finishExchange(bool upstreamReusable) {
   if (ex.retried && ex.status > 0 && ex.status < 500) worker_.stats().inc(Counter::UpstreamRqRetrySuccess);
   releaseUpstream(upstreamReusable);
   logAndCount();
-  bool keep = ex.keepAlive && ex.reqDone && !ex.closeAfter && !draining_ && !halfClosed_;
+  bool keep = ex.keepAlive && ex.reqDone && !ex.closeAfter && !draining_;
   retireExchange();
   if (!keep) {
     closeAfterFlush();

@@ -151,6 +151,7 @@ class DownstreamConn final : public Connection, public PoolWaiter {
   // A circuit breaker tripped: 503 UO with x-envoy-overloaded.
   void overflow(bool unused);
   void onIdleTimeout();
+  void onHeadersTimeout();
   void onStreamIdle();
   // PoolWaiter: the connection or slot this request waited for.
   void onPoolConnection(UpstreamConn* c) override;
@@ -179,13 +180,13 @@ class DownstreamConn final : public Connection, public PoolWaiter {
   bool draining_ = false;
   bool pausedForUpstream_ = false;
   bool inProcess_ = false;
-  bool halfClosed_ = false;  // client sent EOF after a complete request
   bool wokenFirst_ = false;  // re-dispatching after a pool wake: queue first again
   core::MemberTimer<DownstreamConn, &DownstreamConn::onRouteTimeout> routeTimer_{this};
   core::MemberTimer<DownstreamConn, &DownstreamConn::onRetryTimer> retryTimer_{this};
   core::MemberTimer<DownstreamConn, &DownstreamConn::onPerTryTimeout> perTryTimer_{this};
   core::MemberTimer<DownstreamConn, &DownstreamConn::onFaultDelayDone> faultTimer_{this};
   core::MemberTimer<DownstreamConn, &DownstreamConn::onIdleTimeout> idleTimer_{this};
+  core::MemberTimer<DownstreamConn, &DownstreamConn::onHeadersTimeout> headersTimer_{this};
   core::MemberTimer<DownstreamConn, &DownstreamConn::onStreamIdle> streamTimer_{this};
 };
 

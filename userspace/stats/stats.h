@@ -36,6 +36,8 @@ enum class Counter : size_t {
   DownstreamRq5xx,
   DownstreamRqBad,  // malformed requests answered locally (400/413/431/501/505)
   DownstreamRqIdleTimeout,  // stream idle timeout (flag SI)
+  DownstreamRqHeaderTimeout,  // --request-headers-timeout: a head not complete in time (408, closed)
+  DownstreamCxDestroyRemoteActiveRq,  // the client left with a request in flight (flag DC): cancelled
   DownstreamCxAcceptError,  // accept failed (out of descriptors or memory: the listener backs off)
   UpstreamCxTotal,
   UpstreamCxActive,  // gauge
