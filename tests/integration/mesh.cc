@@ -139,6 +139,7 @@ std::expected<void, std::string> Mesh::startDaemon(int workers, Millis readyTime
     args.push_back("off");
   }
   args.insert(args.end(), extraArgs.begin(), extraArgs.end());
+  args.insert(args.begin(), daemonPrefix_.begin(), daemonPrefix_.end());
   auto p = Process::start(args, dir_ / "sluiced.log", {}, cgroup_);
   if (!p) return std::unexpected(p.error());
   daemon_ = std::move(*p);

@@ -58,6 +58,9 @@ class Mesh {
   // Processes started from now on (upstreams, the daemon) run in this
   // cgroup v2 directory. Empty (the default): the test's own cgroup.
   void setCgroup(const fs::path& cgroup) { cgroup_ = cgroup; }
+  // A command the daemon is started through, which must exec it in place
+  // (the pid stays the daemon's): {"prlimit", "--nofile=48:48", "--"}.
+  void setDaemonPrefix(std::vector<std::string> prefix) { daemonPrefix_ = std::move(prefix); }
 
   // Starts sluiced on fresh outbound/admin ports and waits for /ready.
   // `extraArgs` are appended to the command line; without a --bpf among
@@ -116,6 +119,7 @@ class Mesh {
   std::map<std::string, Process> upstreams_;
   std::map<std::string, std::string> extraVars_;
   Process daemon_;
+  std::vector<std::string> daemonPrefix_;
   fs::path cgroup_;
   uint16_t outboundPort_ = 0;
   uint16_t adminPort_ = 0;

@@ -331,9 +331,12 @@ long cpuTicks(pid_t pid) {
 // Out of descriptors, accept fails at once for every waiting connection.
 // The listener pauses instead of re-arming in a tight loop (which held a
 // core at 100% here), the waiting connections are taken once descriptors
-// free up, and the daemon serves as before. The daemon inherits a tight
-// RLIMIT_NOFILE from this process at start: io_uring reads the limit when
-// the multishot accept is armed, so lowering it afterwards would not bite.
+// free up, and the daemon serves as before. The daemon starts with a tight
+// RLIMIT_NOFILE: io_uring reads the limit when the multishot accept is
+// armed, so lowering it afterwards would not bite.
+// The daemon is started through prlimit with a tight hard limit too (it
+// raises its soft limit to the hard one), and --max-connections is set above
+// it, so the descriptors run out before the connection cap refuses anyone.
 TEST_F(ProxyLifecycle, RunningOutOfDescriptorsPausesAcceptsInsteadOfSpinning) {
 #if defined(__SANITIZE_ADDRESS__)
   // UBSan's vptr check probes memory through a pipe(); in a process with no
@@ -343,17 +346,8 @@ TEST_F(ProxyLifecycle, RunningOutOfDescriptorsPausesAcceptsInsteadOfSpinning) {
   GTEST_SKIP() << "sanitizer runtime needs free descriptors";
 #endif
   constexpr rlim_t kDaemonFds = 48;
-  rlimit old{};
-  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old), 0);
-  {
-    struct Restore {
-      rlimit limit;
-      ~Restore() { ::setrlimit(RLIMIT_NOFILE, &limit); }
-    } restore{old};
-    rlimit tight{kDaemonFds, old.rlim_max};
-    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &tight), 0);
-    ASSERT_NO_FATAL_FAILURE(startMesh(1));
-  }
+  mesh_.setDaemonPrefix({"prlimit", "--nofile=" + std::to_string(kDaemonFds) + ":" + std::to_string(kDaemonFds), "--"});
+  ASSERT_NO_FATAL_FAILURE(startMesh(1, {"--max-connections", "1000"}));
   const pid_t pid = daemonPid();
   ASSERT_OK(get("/warm"));
   std::vector<RawConn> held;
@@ -366,7 +360,7 @@ TEST_F(ProxyLifecycle, RunningOutOfDescriptorsPausesAcceptsInsteadOfSpinning) {
   const std::string kPaused = "accept: Too many open files; pausing new connections";
   ASSERT_TRUE(eventually([&] { return mesh_.daemon().logText().find(kPaused) != std::string::npos; }, 3000ms))
       << out();
-  // A health probe waiting on the admin port must not make its thread spin either.
+  // A health probe on the admin port must not make its thread spin either.
   auto probe = RawConn::connect(mesh_.adminPort());
   ASSERT_OK(probe);
   ASSERT_OK(probe->send("GET /ready HTTP/1.1\r\nHost: admin\r\n\r\n"));
@@ -374,10 +368,17 @@ TEST_F(ProxyLifecycle, RunningOutOfDescriptorsPausesAcceptsInsteadOfSpinning) {
   std::this_thread::sleep_for(1000ms);
   const long t1 = cpuTicks(pid);
   EXPECT_LT(t1 - t0, sysconf(_SC_CLK_TCK) / 5) << "the daemon used " << (t1 - t0) << " ticks in 1 s";
-  held.clear();
-  auto ready = probe->readResponse();  // answered once descriptors are back
+  // The admin listener keeps a descriptor in reserve: readiness probes are
+  // answered while every other descriptor is taken, one after another.
+  auto ready = probe->readResponse();
   ASSERT_OK(ready);
   EXPECT_EQ(ready->status, 200);
+  for (int i = 0; i < 3; ++i) {
+    auto again = httpRequest(mesh_.adminPort(), {.target = "/ready"}, 2000ms);
+    ASSERT_OK(again);
+    EXPECT_EQ(again->status, 200);
+  }
+  held.clear();
   auto r = get("/after");
   ASSERT_OK(r);
   EXPECT_EQ(r->status, 200) << r->summary();

@@ -1,6 +1,7 @@
-// Downstream timeouts and cancellation: --request-headers-timeout against a
-// client that trickles its head (slowloris), --idle-timeout, and a client
-// that leaves with its request in flight (cancelled at once, flag DC).
+// Downstream timeouts, limits and cancellation: --request-headers-timeout
+// against a client that trickles its head (slowloris), --idle-timeout,
+// --max-connections, and a client that leaves with its request in flight
+// (cancelled at once, flag DC).
 #include <gtest/gtest.h>
 
 #include <poll.h>
@@ -121,6 +122,40 @@ TEST_F(Timeouts, AClientThatLeavesCancelsItsRequest) {
            std::ifstream in(log);
            return std::string((std::istreambuf_iterator<char>(in)), {});
          }();
+}
+
+// Past --max-connections a new client is closed as soon as it is accepted
+// (not left waiting in the backlog), the admin API still answers, and a
+// freed slot is usable again.
+TEST_F(Timeouts, ConnectionsPastMaxConnectionsAreClosedAtOnce) {
+  ASSERT_NO_FATAL_FAILURE(startMesh(2, {"--max-connections", "3"}));
+  std::vector<RawConn> held;
+  for (int i = 0; i < 3; ++i) {
+    auto c = raw();
+    ASSERT_OK(c);
+    ASSERT_OK(c->send("GET /held HTTP/1.1\r\nHost: echo:9080\r\n\r\n"));
+    ASSERT_OK(c->readResponse());  // admitted and served
+    held.push_back(std::move(*c));
+  }
+  auto extra = raw(3000ms);
+  ASSERT_OK(extra);
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(extra->peerClosed()) << "the connection past the limit was not closed";
+  EXPECT_LT(msSince(start), 1000);
+  EXPECT_EQ(stat("downstream_cx_overflow"), 1);
+  auto ready = httpRequest(mesh_.adminPort(), {.target = "/ready"});
+  ASSERT_OK(ready);
+  EXPECT_EQ(ready->status, 200);
+
+  held.pop_back();  // one slot frees when the daemon sees the close
+  ASSERT_TRUE(eventually(
+      [&] {
+        auto c = raw(1000ms);
+        if (!c || !c->send("GET /again HTTP/1.1\r\nHost: echo:9080\r\n\r\n")) return false;
+        auto r = c->readResponse();
+        return r && r->status == 200;
+      },
+      2000ms));
 }
 
 }  // namespace

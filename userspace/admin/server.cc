@@ -4,6 +4,7 @@
 #include "admin/server.h"
 
 #include <fmt/format.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -58,6 +59,7 @@ AdminServer::~AdminServer() {
   stop();
   if (listenFd_ >= 0) ::close(listenFd_);
   if (wakeFd_ >= 0) ::close(wakeFd_);
+  if (reserveFd_ >= 0) ::close(reserveFd_);
 }
 
 std::expected<void, std::string> AdminServer::start() {
@@ -69,6 +71,9 @@ std::expected<void, std::string> AdminServer::start() {
       ::listen(listenFd_, 64) < 0) {
     return std::unexpected(fmt::format("admin bind port {}: {}", ntohs(addr_.sin_port), strerror(errno)));
   }
+  // Held so /ready and /stats still answer when the process is out of
+  // descriptors: given up for one accept, taken back once one is free.
+  reserveFd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   wakeFd_ = eventfd(0, EFD_CLOEXEC);
   if (wakeFd_ < 0) return std::unexpected(std::string("eventfd: ") + strerror(errno));
   thread_ = std::thread([this] { loop(); });
@@ -113,6 +118,7 @@ void AdminServer::loop() {
       }
     }
     std::erase_if(conns, [](const Conn& c) { return c.fd < 0; });
+    if (reserveFd_ < 0) reserveFd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   }
   for (Conn& c : conns) ::close(c.fd);
 }
@@ -124,6 +130,12 @@ bool AdminServer::acceptAll(std::vector<Conn>& conns) {
   // serving the connections it already has.
   for (int i = 0; i < kAcceptBatch; ++i) {
     int fd = ::accept4(listenFd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0 && (errno == EMFILE || errno == ENFILE) && reserveFd_ >= 0) {
+      // Out of descriptors: the one kept in reserve serves this probe.
+      ::close(reserveFd_);
+      reserveFd_ = -1;
+      fd = ::accept4(listenFd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    }
     if (fd < 0) {
       return !(errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM);
     }

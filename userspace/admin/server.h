@@ -40,6 +40,7 @@ class AdminServer {
   Handler handler_;
   int listenFd_ = -1;
   int wakeFd_ = -1;
+  int reserveFd_ = -1;
   std::thread thread_;
 };
 

@@ -1,6 +1,7 @@
 // sluiced: the Sluice node daemon.
 #include <arpa/inet.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -83,6 +84,7 @@ int main(int argc, char** argv) {
   double streamIdleSeconds = 300;
   std::string requestHeadersTimeout = "10s";
   std::string idleTimeout = "1h";
+  uint64_t maxConnections = 0;
   app.add_option("--config-dir", configDir, "directory of Istio YAML (watched)");
   app.add_option("--outbound", outbound, "capture listener ADDR:PORT");
   app.add_option("--admin", adminAddr, "admin listener ADDR:PORT");
@@ -112,6 +114,9 @@ int main(int argc, char** argv) {
   app.add_option("--idle-timeout", idleTimeout,
                  "idle timeout (Go duration; 0 = never) of client connections with no request in flight, "
                  "and of pooled upstream connections and TCP routes that their DestinationRule gives none");
+  app.add_option("--max-connections", maxConnections,
+                 "client connections open at once, past which new ones are closed at once "
+                 "(default: from the descriptor limit, leaving room for upstreams and the admin API)");
   CLI11_PARSE(app, argc, argv);
 
   sluice::proxy::EngineOptions opts;
@@ -122,6 +127,20 @@ int main(int argc, char** argv) {
     return 2;
   }
   opts.workers = workers;
+  // Descriptors: as many as the hard limit allows (each proxied connection
+  // needs two). --max-connections keeps clients within them, so the
+  // upstream side and the admin API are never starved.
+  rlimit nofile{};
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &nofile);
+  }
+  getrlimit(RLIMIT_NOFILE, &nofile);
+  if (maxConnections == 0) {
+    constexpr rlim_t kReserved = 128;  // config files, rings, eventfds, admin, BPF
+    maxConnections = nofile.rlim_cur > 2 * kReserved ? (nofile.rlim_cur - kReserved) / 2 : 64;
+  }
+  opts.maxConnections = maxConnections;
   opts.accessLogPath = accessLog;
   opts.drainTimeoutNs = uint64_t(drainSeconds * 1e9);
   opts.streamIdleTimeoutNs = uint64_t(streamIdleSeconds * 1e9);
@@ -251,8 +270,8 @@ int main(int argc, char** argv) {
   if (auto r = watcher.start(); !r) {
     fprintf(stderr, "sluiced: config watch disabled: %s\n", r.error().c_str());
   }
-  fprintf(stderr, "sluiced: listening on %s (admin %s), %d worker(s)\n", outbound.c_str(), adminAddr.c_str(),
-          workers);
+  fprintf(stderr, "sluiced: listening on %s (admin %s), %d worker(s), at most %llu client connections\n",
+          outbound.c_str(), adminAddr.c_str(), workers, static_cast<unsigned long long>(maxConnections));
 
   for (;;) {
     int sig = sigwaitinfo(&sigs, nullptr);

@@ -67,6 +67,15 @@ Published Engine::published() const {
   return published_;
 }
 
+std::optional<ConnectionSlot> Engine::admit() {
+  uint64_t now = connections_.fetch_add(1, std::memory_order_relaxed) + 1;
+  if (opts_.maxConnections && now > opts_.maxConnections) {
+    connections_.fetch_sub(1, std::memory_order_relaxed);
+    return std::nullopt;
+  }
+  return ConnectionSlot(&connections_);
+}
+
 void Engine::wakeWorker(int index) {
   if (index >= 0 && size_t(index) < workers_.size()) workers_[size_t(index)]->wake();
 }

@@ -10,6 +10,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <utility>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -39,6 +40,11 @@ struct EngineOptions {
   // node, and one pod trickling heads (slowloris) must not hold its
   // descriptors and memory for the hour the idle timeout allows.
   uint64_t requestHeadersTimeoutNs = 10'000'000'000ull;
+  // Client connections (HTTP and TCP routes, all workers) open at once;
+  // past it a new one is closed as soon as it is accepted (Envoy's
+  // global_downstream_max_connections, counted as downstream_cx_overflow).
+  // 0: no limit. The daemon derives it from RLIMIT_NOFILE.
+  uint64_t maxConnections = 0;
   // No bytes moving either way on an active request for this long ends it
   // (Envoy's stream_idle_timeout, 5 minutes by default).
   uint64_t streamIdleTimeoutNs = 300'000'000'000ull;
@@ -73,8 +79,37 @@ struct Published {
   std::shared_ptr<const LimitsTable> limits;
 };
 
+// One admitted client connection, counted against maxConnections for as
+// long as it lives.
+class ConnectionSlot {
+ public:
+  ConnectionSlot() = default;
+  explicit ConnectionSlot(std::atomic<uint64_t>* count) : count_(count) {}
+  ConnectionSlot(ConnectionSlot&& o) noexcept : count_(std::exchange(o.count_, nullptr)) {}
+  ConnectionSlot& operator=(ConnectionSlot&& o) noexcept {
+    if (this != &o) {
+      reset();
+      count_ = std::exchange(o.count_, nullptr);
+    }
+    return *this;
+  }
+  ~ConnectionSlot() { reset(); }
+  void reset() {
+    if (count_) count_->fetch_sub(1, std::memory_order_relaxed);
+    count_ = nullptr;
+  }
+
+ private:
+  std::atomic<uint64_t>* count_ = nullptr;
+};
+
 class Engine {
  public:
+  // A slot for a newly accepted client connection; nullopt past
+  // maxConnections. Thread-safe.
+  std::optional<ConnectionSlot> admit();
+  uint64_t connections() const { return connections_.load(std::memory_order_relaxed); }
+
   explicit Engine(EngineOptions opts);
   ~Engine();
 
@@ -112,6 +147,7 @@ class Engine {
   mutable std::mutex snapMu_;
   Published published_;
   std::atomic<uint64_t> version_{0};
+  std::atomic<uint64_t> connections_{0};
   upstream::HealthRegistry health_;
   upstream::LimitsRegistry limits_;
   std::thread sweeper_;  // returns ejected hosts every outlier interval

@@ -36,8 +36,8 @@ using stats::Counter;
 // -------------------------------------------------------------- downstream
 
 DownstreamConn::DownstreamConn(Worker& worker, int fd, const sockaddr_in& peer,
-                               const sockaddr_in* orig)
-    : Connection(worker, fd), peer_(peer), origPort_(orig ? ntohs(orig->sin_port) : 0) {
+                               const sockaddr_in* orig, ConnectionSlot slot)
+    : Connection(worker, fd), slot_(std::move(slot)), peer_(peer), origPort_(orig ? ntohs(orig->sin_port) : 0) {
   if (orig) orig_ = *orig;
   worker_.stats().inc(Counter::DownstreamCxTotal);
   worker_.stats().inc(Counter::DownstreamCxActive);

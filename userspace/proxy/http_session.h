@@ -13,6 +13,7 @@
 #include "http/parser.h"
 #include "proxy/conn_pool.h"
 #include "proxy/connection.h"
+#include "proxy/engine.h"
 #include "proxy/request_util.h"
 #include "route/table.h"
 #include "upstream/circuit_breaker.h"
@@ -82,7 +83,8 @@ class DownstreamConn final : public Connection, public PoolWaiter {
   // `orig`: the address the client dialled when the kernel captured the
   // connection (its port routes instead of the Host port; PASSTHROUGH
   // clusters connect to it), else null.
-  DownstreamConn(Worker& worker, int fd, const sockaddr_in& peer, const sockaddr_in* orig = nullptr);
+  DownstreamConn(Worker& worker, int fd, const sockaddr_in& peer, const sockaddr_in* orig = nullptr,
+                 ConnectionSlot slot = {});
   void start();
   // Drain: close now if idle, else after the current response.
   void drain() override;
@@ -168,6 +170,7 @@ class DownstreamConn final : public Connection, public PoolWaiter {
 
   std::unique_ptr<Exchange> ex_;
   std::unique_ptr<Exchange> spare_;  // the previous exchange, reused
+  ConnectionSlot slot_;  // this connection's unit of --max-connections
   UpstreamConn* up_ = nullptr;
   sockaddr_in peer_;
   uint16_t origPort_ = 0;

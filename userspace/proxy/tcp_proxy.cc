@@ -169,7 +169,7 @@ TcpProxy::TcpProxy(Worker& worker, std::shared_ptr<const route::Snapshot> snap)
 
 void TcpProxy::start(Worker& worker, int clientFd, const sockaddr_in& /*client*/,
                      const sockaddr_in& orig, std::shared_ptr<const route::Snapshot> snap,
-                     const route::TcpService& svc) {
+                     const route::TcpService& svc, ConnectionSlot slot) {
   worker.stats().inc(Counter::TcpCxTotal);
   const route::TcpRoute* r = svc.match(orig.sin_addr.s_addr);
   const route::TcpRoute::Dest* d = r ? r->pick(worker.rng().next()) : nullptr;
@@ -213,6 +213,7 @@ void TcpProxy::start(Worker& worker, int clientFd, const sockaddr_in& /*client*/
   noDelay(ufd);
   applyKeepalive(ufd, d->cluster->upstream);
   auto* p = new TcpProxy(worker, std::move(snap));
+  p->slot_ = std::move(slot);
   if (!toOriginal) p->health_ = worker.healthFor(*d->cluster);
   p->connToken_ = std::move(*conn);
   p->endpointIndex_ = idx;

@@ -14,6 +14,7 @@
 
 #include "core/timer_wheel.h"
 #include "proxy/connection.h"
+#include "proxy/engine.h"
 #include "route/table.h"
 #include "upstream/circuit_breaker.h"
 #include "upstream/outlier.h"
@@ -96,7 +97,8 @@ class TcpProxy {
   // Takes `clientFd`. Picks route, cluster and endpoint; connects; closes
   // the client at once when nothing can serve it.
   static void start(Worker& worker, int clientFd, const sockaddr_in& client, const sockaddr_in& orig,
-                    std::shared_ptr<const route::Snapshot> snap, const route::TcpService& svc);
+                    std::shared_ptr<const route::Snapshot> snap, const route::TcpService& svc,
+                    ConnectionSlot slot = {});
 
   // From the sides.
   void onConnected();
@@ -125,6 +127,7 @@ class TcpProxy {
 
   Worker& worker_;
   std::shared_ptr<const route::Snapshot> snap_;
+  ConnectionSlot slot_;  // the client connection's unit of --max-connections
   EndpointState* endpoint_ = nullptr;  // active L4 connections count for LEAST_REQUEST
   std::shared_ptr<upstream::ClusterHealth> health_;
   upstream::LimitToken connToken_;  // this connection's unit of maxConnections

@@ -99,7 +99,13 @@ class Worker::Listener final : public core::CompletionHandler {
     if (res < 0 && res != -ECANCELED && !stopped_) onAcceptError(-res);
     if (res >= 0) {
       backoffNs_ = 0;
+      std::optional<ConnectionSlot> slot;
+      if (!stopped_) slot = worker_.engine().admit();
       if (stopped_) {
+        ::close(res);
+      } else if (!slot) {
+        // --max-connections: refused at once rather than left waiting.
+        worker_.stats().inc(stats::Counter::DownstreamCxOverflow);
         ::close(res);
       } else {
         int one = 1;
@@ -116,9 +122,9 @@ class Worker::Listener final : public core::CompletionHandler {
         const route::TcpService* tcp =
             captured && snap ? snap->findTcp(orig.sin_addr.s_addr, ntohs(orig.sin_port)) : nullptr;
         if (tcp) {
-          TcpProxy::start(worker_, res, peer, orig, snap, *tcp);
+          TcpProxy::start(worker_, res, peer, orig, snap, *tcp, std::move(*slot));
         } else {
-          auto* c = new DownstreamConn(worker_, res, peer, captured ? &orig : nullptr);
+          auto* c = new DownstreamConn(worker_, res, peer, captured ? &orig : nullptr, std::move(*slot));
           c->start();
         }
       }

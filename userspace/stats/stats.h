@@ -39,6 +39,7 @@ enum class Counter : size_t {
   DownstreamRqHeaderTimeout,  // --request-headers-timeout: a head not complete in time (408, closed)
   DownstreamCxDestroyRemoteActiveRq,  // the client left with a request in flight (flag DC): cancelled
   DownstreamCxAcceptError,  // accept failed (out of descriptors or memory: the listener backs off)
+  DownstreamCxOverflow,     // --max-connections reached: a new connection closed at once
   UpstreamCxTotal,
   UpstreamCxActive,  // gauge
   UpstreamCxConnectFail,
