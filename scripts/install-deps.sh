@@ -10,7 +10,9 @@ PACKAGES=(
   libhiredis-dev libxxhash-dev libcli11-dev nlohmann-json3-dev libfmt-dev
   # tests
   libgtest-dev libgmock-dev libbenchmark-dev curl redis-server openssl
-  iproute2 procps
+  iproute2 procps util-linux
+  # fuzz targets: libFuzzer; clang 16 compiles libstdc++ 12's std::expected
+  clang-16 libclang-rt-16-dev
   # benchmark peers
   haproxy nginx-light wrk nghttp2-client
 )

@@ -2,7 +2,8 @@
 # Runs every test binary `make test` built and prints one summary line.
 # Unit tests first (fast), then integration tests (real processes on
 # loopback), then BPF tests (root; they skip with a reason elsewhere, and fail
-# instead of skipping when CI=true), then the deploy/ helper's shell test.
+# instead of skipping when CI=true), then the deploy/ helper's shell test,
+# then each fuzz target for a few seconds.
 set -uo pipefail
 BUILD=${1:-build}
 cd "$(dirname "$0")/.."
@@ -40,6 +41,19 @@ run "$BUILD/unit_tests"
 run "$BUILD/integration_tests"
 run "$BUILD/bpf_tests"
 runScript deploy/kubernetes/sluice-enable-namespaces_test.sh
+
+# Each fuzz target `make test` built runs FUZZ_TEST_SECONDS from its seeds:
+# one test each, failed by a crash or a broken property.
+if compgen -G "$BUILD/fuzz/*_fuzz" >/dev/null; then
+  echo "=== fuzz targets, ${FUZZ_TEST_SECONDS:-15}s each"
+  while IFS= read -r line; do
+    echo "$line"
+    case $line in
+      "fuzz: "*" ok "*) passed=$((passed + 1)) ;;
+      "fuzz: "*" FAILED"*) failed=$((failed + 1)); status=1 ;;
+    esac
+  done < <(bash scripts/run-fuzz.sh "$BUILD" "${FUZZ_TEST_SECONDS:-15}")
+fi
 
 echo "tests: $passed passed, $failed failed, $skipped skipped"
 exit $status

@@ -127,7 +127,10 @@ template <class T, class Fn>
 void readMessage(Ctx& c, const Node& n, const std::string& path, std::optional<T>& out, Fn&& parse) {
   if (n.isNull()) return;
   if (!expectMap(c, n, path)) return;
-  parse(c, n, path, out.emplace());
+  // Not out.emplace(): clang decides early that a nested struct with default
+  // member initializers is not default-constructible (the fuzz build).
+  out = T{};
+  parse(c, n, path, *out);
 }
 template <class T, class Fn>
 void readMessageList(Ctx& c, const Node& n, const std::string& path, std::vector<T>& out, Fn&& parse) {
