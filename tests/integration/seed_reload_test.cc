@@ -179,6 +179,67 @@ spec:
   EXPECT_TRUE(eventually([&] { return mesh_.servedBy(kReviews, "/") == "reviews-v3"; }, 2000ms));
 }
 
+// Config isolation: the unit is the file. An invalid file keeps the version
+// of it that last loaded (or stays out if none did) while every other file's
+// changes apply; /config_dump and last_error name it.
+TEST_F(Reload, AnInvalidFileDoesNotHoldBackTheOthers) {
+  ASSERT_NO_FATAL_FAILURE(startReviews("basic-http-routing.yaml"));
+  ASSERT_OK(mesh_.startDaemon());
+  ASSERT_EQ(mesh_.servedBy(kReviews, "/"), "reviews-v2") << mesh_.logs();
+  const int64_t v0 = mesh_.configVersion();
+
+  // A new file that never loaded stays out; the VirtualService's change in
+  // its own file still applies.
+  ASSERT_OK(mesh_.writeConfig("zz-broken.yaml", "kind: VirtualService\nspec: [unclosed\n"));
+  ASSERT_TRUE(eventually([&] { return mesh_.lastError().find("zz-broken.yaml") != std::string::npos; }, 3000ms));
+  ASSERT_OK(mesh_.writeConfig("basic-http-routing.yaml", allToSubsetVs("v3")));
+  ASSERT_TRUE(eventually([&] { return mesh_.configVersion() > v0; }, 3000ms)) << mesh_.logs();
+  EXPECT_TRUE(eventually([&] { return mesh_.servedBy(kReviews, "/") == "reviews-v3"; }, 2000ms));
+  EXPECT_NE(mesh_.lastError().find("zz-broken.yaml"), std::string::npos) << mesh_.lastError();
+  auto dump = mesh_.configDump();
+  ASSERT_OK(dump);
+  ASSERT_EQ((*dump)["rejected_files"].size(), 1u) << dump->dump();
+  EXPECT_NE((*dump)["rejected_files"][0]["file"].get<std::string>().find("zz-broken.yaml"), std::string::npos);
+  EXPECT_EQ((*dump)["rejected_files"][0]["serving"], "none");
+
+  // The VirtualService's file turns invalid: its last good version (all to
+  // v3) keeps serving, while a change in another file (weights through a
+  // second VirtualService for another host) applies.
+  const int64_t v1 = mesh_.configVersion();
+  ASSERT_OK(mesh_.writeConfig("basic-http-routing.yaml", allToSubsetVs("v1") + "  bogus: field\n"));
+  ASSERT_TRUE(eventually([&] { return mesh_.lastError().find("basic-http-routing.yaml") != std::string::npos; },
+                         3000ms))
+      << mesh_.lastError();
+  EXPECT_EQ(mesh_.configVersion(), v1) << "nothing valid changed: no new version";
+  ASSERT_OK(mesh_.writeConfig("other.yaml", R"(apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews-tls-off
+spec:
+  host: reviews.other.svc.cluster.local
+)"));
+  ASSERT_TRUE(eventually([&] { return mesh_.configVersion() > v1; }, 3000ms)) << mesh_.logs();
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(mesh_.servedBy(kReviews, "/"), "reviews-v3") << "request " << i;
+  EXPECT_EQ(mesh_.counter("reviews-v1"), 0);
+  dump = mesh_.configDump();
+  ASSERT_OK(dump);
+  std::map<std::string, std::string> rejected;
+  for (const auto& r : (*dump)["rejected_files"]) {
+    rejected[fs::path(r["file"].get<std::string>()).filename().string()] = r["serving"].get<std::string>();
+  }
+  EXPECT_EQ(rejected["basic-http-routing.yaml"], "last_good") << dump->dump();
+  EXPECT_EQ(rejected["zz-broken.yaml"], "none");
+
+  // Fixed: everything applies, nothing is rejected.
+  ASSERT_EQ(::unlink((mesh_.configDir() / "zz-broken.yaml").c_str()), 0);
+  ASSERT_OK(mesh_.writeConfig("basic-http-routing.yaml", allToSubsetVs("v1")));
+  ASSERT_TRUE(eventually([&] { return mesh_.servedBy(kReviews, "/") == "reviews-v1"; }, 3000ms));
+  EXPECT_TRUE(eventually([&] { return mesh_.lastError().empty(); }, 2000ms)) << mesh_.lastError();
+  dump = mesh_.configDump();
+  ASSERT_OK(dump);
+  EXPECT_TRUE((*dump)["rejected_files"].empty());
+}
+
 // Keep-alive clients hammer the proxy while the weights are rewritten 20
 // times, 50 ms apart, by write-then-rename, then 5 more times each awaited.
 // No request may fail, and the final weights (v1 0, v2 100) take effect.

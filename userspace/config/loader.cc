@@ -16,6 +16,8 @@
 #include <sstream>
 #include <unordered_map>
 
+#include <xxhash.h>
+
 #include "config/parse_util.h"
 
 namespace sluice::config {
@@ -355,6 +357,109 @@ std::expected<LoadReport, std::vector<ConfigError>> loadDirectory(const std::str
   checkDuplicates(report.resources, Counts{}, errors);
   if (!errors.empty()) return std::unexpected(std::move(errors));
   return report;
+}
+
+namespace {
+
+void append(Resources& to, const Resources& from) {
+  auto add = [](auto& dst, const auto& src) { dst.insert(dst.end(), src.begin(), src.end()); };
+  add(to.virtualServices, from.virtualServices);
+  add(to.destinationRules, from.destinationRules);
+  add(to.gateways, from.gateways);
+  add(to.serviceEntries, from.serviceEntries);
+  add(to.workloadEntries, from.workloadEntries);
+  add(to.envoyFilters, from.envoyFilters);
+}
+
+// walk() names a config file in the errors that concern one file, and a
+// directory in those that concern the whole tree.
+bool isFileError(const ConfigError& e) { return hasYamlExtension(e.file); }
+
+}  // namespace
+
+std::expected<IsolatedLoad, std::vector<ConfigError>> loadDirectoryIsolated(const std::string& dirIn,
+                                                                            const GoodFiles& lastGood) {
+  std::string dir = dirIn;
+  while (dir.size() > 1 && dir.ends_with('/')) dir.pop_back();
+  std::vector<ConfigError> walkErrors;
+  std::vector<std::string> files;
+  std::set<std::pair<dev_t, ino_t>> visited;
+  walk(dir, 0, visited, files, walkErrors);
+
+  IsolatedLoad out;
+  // Per file: its own errors (walk, read, YAML, validation, duplicates inside it).
+  std::map<std::string, std::vector<ConfigError>> bad;
+  for (ConfigError& e : walkErrors) {
+    if (!isFileError(e)) return std::unexpected(std::move(walkErrors));
+    bad[e.file].push_back(std::move(e));
+  }
+  std::map<std::string, std::shared_ptr<const FileResources>> good;
+  for (const std::string& f : files) {
+    auto text = readBounded(f);
+    if (!text) {
+      bad[f].push_back(ConfigError{f, 0, "", "", text.error()});
+      continue;
+    }
+    const XXH128_hash_t hash = XXH3_128bits(text->data(), text->size());
+    if (auto it = lastGood.find(f);
+        it != lastGood.end() && it->second->hashLow == hash.low64 && it->second->hashHigh == hash.high64) {
+      good[f] = it->second;  // unchanged since it last loaded
+      continue;
+    }
+    LoadReport one;
+    std::vector<ConfigError> errs = loadYamlNoDuplicateCheck(*text, f, one);
+    checkDuplicates(one.resources, Counts{}, errs);
+    if (!errs.empty()) {
+      bad[f] = std::move(errs);
+      continue;
+    }
+    auto fr = std::make_shared<FileResources>();
+    fr->resources = std::move(one.resources);
+    fr->resources.files = {f};
+    fr->warnings = std::move(one.warnings);
+    fr->hashLow = hash.low64;
+    fr->hashHigh = hash.high64;
+    good[f] = std::move(fr);
+  }
+  // What each file contributes: itself when good, else its last good version.
+  std::map<std::string, std::shared_ptr<const FileResources>> contrib = good;
+  for (const auto& [f, errs] : bad) {
+    if (auto it = lastGood.find(f); it != lastGood.end()) contrib[f] = it->second;
+  }
+  // Across files a kind/namespace/name is defined once: the first file in
+  // path order keeps it; a later file that repeats it falls back to its last
+  // good version (if that does not repeat it too) or drops out. Each pass
+  // removes or replaces at least one file, so this ends.
+  for (size_t pass = 0; pass <= contrib.size() + 1; ++pass) {
+    Resources merged;
+    std::vector<std::string> order;
+    for (const auto& [f, fr] : contrib) {
+      append(merged, fr->resources);
+      order.push_back(f);
+    }
+    std::vector<ConfigError> dups;
+    checkDuplicates(merged, Counts{}, dups);
+    if (dups.empty()) break;
+    const std::string offender = dups.front().file;
+    bad[offender].push_back(dups.front());
+    auto last = lastGood.find(offender);
+    if (contrib[offender] != (last == lastGood.end() ? nullptr : last->second) && last != lastGood.end()) {
+      contrib[offender] = last->second;
+    } else {
+      contrib.erase(offender);
+    }
+  }
+  for (const auto& [f, fr] : contrib) {
+    append(out.report.resources, fr->resources);
+    out.report.resources.files.push_back(f);
+    out.report.warnings.insert(out.report.warnings.end(), fr->warnings.begin(), fr->warnings.end());
+  }
+  out.serving = std::move(contrib);
+  for (auto& [f, errs] : bad) {
+    (out.serving.count(f) ? out.heldBack : out.leftOut).push_back(f);
+    out.errors.insert(out.errors.end(), std::make_move_iterator(errs.begin()), std::make_move_iterator(errs.end()));
+  }
+  return out;
 }
 
 }  // namespace sluice::config

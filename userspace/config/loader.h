@@ -8,6 +8,8 @@
 #pragma once
 
 #include <expected>
+#include <map>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -42,6 +44,35 @@ std::vector<ConfigError> loadYaml(std::string_view text, const std::string& file
 // a file over kMaxConfigFileBytes (a ConfigMap holds at most 1 MiB).
 inline constexpr size_t kMaxConfigFileBytes = size_t(64) << 20;
 std::expected<LoadReport, std::vector<ConfigError>> loadDirectory(const std::string& dir);
+
+// What the daemon serves from a directory in which some files are invalid.
+// The unit of isolation is the file, as a ConfigMap key or one
+// `kubectl apply -f` is: a file with any error (YAML, validation, a
+// resource another file already defines) keeps the version of it that last
+// loaded cleanly, or is left out if it never did; every other file applies.
+struct FileResources {
+  Resources resources;  // this file's alone (resources.files = {the file})
+  std::vector<std::string> warnings;
+  // XXH3-128 of the file's bytes: an unchanged file is not parsed again and
+  // keeps its object, so "nothing changed" is a pointer comparison.
+  uint64_t hashLow = 0, hashHigh = 0;
+};
+using GoodFiles = std::map<std::string, std::shared_ptr<const FileResources>>;
+
+struct IsolatedLoad {
+  LoadReport report;                // the good files and the last good version of the others
+  GoodFiles serving;                // per file, what `report` holds of it: the next load's `lastGood`
+  std::vector<ConfigError> errors;  // why files were held back (empty: every file is as written)
+  std::vector<std::string> heldBack;  // invalid files still serving their last good version
+  std::vector<std::string> leftOut;   // invalid files with no good version: not serving at all
+};
+
+// loadDirectory with per-file isolation. Only a directory that cannot be
+// read at all fails the whole load. Resources that two files define are
+// kept in the file that comes first in path order, and the other file is
+// held back.
+std::expected<IsolatedLoad, std::vector<ConfigError>> loadDirectoryIsolated(const std::string& dir,
+                                                                            const GoodFiles& lastGood);
 
 // Go-style duration ("30ms", "1.5s", "2h45m"). Istio's minimum for most
 // fields is 1ms; that check belongs to the caller.

@@ -15,11 +15,27 @@ using nlohmann::json;
 ConfigManager::ConfigManager(std::string dir, proxy::Engine& engine)
     : dir_(std::move(dir)), engine_(engine) {}
 
+namespace {
+std::string render(const std::vector<config::ConfigError>& errs) {
+  std::string text;
+  for (const auto& e : errs) text += e.str() + "\n";
+  if (!text.empty()) text.pop_back();
+  return text;
+}
+
+// The same files serving the same versions of themselves.
+bool sameServing(const config::GoodFiles& a, const config::GoodFiles& b) {
+  if (a.size() != b.size()) return false;
+  for (auto ia = a.begin(), ib = b.begin(); ia != a.end(); ++ia, ++ib) {
+    if (ia->first != ib->first || ia->second != ib->second) return false;
+  }
+  return true;
+}
+}  // namespace
+
 bool ConfigManager::reload() {
-  auto fail = [&](const std::vector<config::ConfigError>& errs) {
-    std::string text;
-    for (const auto& e : errs) text += e.str() + "\n";
-    if (!text.empty()) text.pop_back();
+  std::lock_guard reloading(reloadMu_);
+  auto fail = [&](const std::string& text) {
     fprintf(stderr, "sluiced: config rejected, keeping the last good configuration (version %lu):\n%s\n",
             static_cast<unsigned long>(version()), text.c_str());
     std::lock_guard lock(mu_);
@@ -28,24 +44,47 @@ bool ConfigManager::reload() {
     engine_.stats().configReloadFail++;
     return false;
   };
-  auto loaded = config::loadDirectory(dir_);
-  if (!loaded) return fail(loaded.error());
-  for (const std::string& w : loaded->warnings) fprintf(stderr, "sluiced: config: %s\n", w.c_str());
+  auto loaded = config::loadDirectoryIsolated(dir_, goodFiles_);
+  if (!loaded) return fail(render(loaded.error()));
+  const std::string fileErrors = render(loaded->errors);
+  auto noteFiles = [&] {
+    std::lock_guard lock(mu_);
+    heldBack_ = loaded->heldBack;
+    leftOut_ = loaded->leftOut;
+  };
+  // Invalid files only, nothing else changed: what serves stays as it is.
+  if (!fileErrors.empty() && loadedOnce() && sameServing(loaded->serving, goodFiles_)) {
+    noteFiles();
+    return fail(fileErrors);
+  }
+  for (const std::string& w : loaded->report.warnings) fprintf(stderr, "sluiced: config: %s\n", w.c_str());
   uint64_t next;
   {
     std::lock_guard lock(mu_);
     next = version_ + 1;
   }
-  auto compiled = route::compile(std::move(loaded->resources), next);
-  if (!compiled) return fail(compiled.error());
+  auto compiled = route::compile(std::move(loaded->report.resources), next);
+  if (!compiled) {
+    std::string text = render(compiled.error());
+    if (!fileErrors.empty()) text += "\n" + fileErrors;
+    return fail(text);
+  }
   for (const std::string& w : (*compiled)->warnings) fprintf(stderr, "sluiced: config: %s\n", w.c_str());
+  goodFiles_ = std::move(loaded->serving);
+  noteFiles();
   {
     std::lock_guard lock(mu_);
     snapshot_ = *compiled;
     version_ = next;
     loaded_ = true;
-    lastError_.clear();
+    lastError_ = fileErrors;
+    if (!fileErrors.empty()) lastErrorTime_ = proxy::formatLogTime();
     loadedAt_ = proxy::formatLogTime();
+  }
+  if (!fileErrors.empty()) {
+    fprintf(stderr,
+            "sluiced: config: invalid files keep their last good version (or stay out); the rest applies:\n%s\n",
+            fileErrors.c_str());
   }
   engine_.publish(*compiled);
   engine_.stats().configReloadOk++;
@@ -111,6 +150,11 @@ std::string ConfigManager::dumpJson() const {
   j["last_error"] = lastError_;
   j["last_error_time"] = lastErrorTime_;
   j["loaded_at"] = loadedAt_;
+  // Files with errors: "last_good" (that version serves) or "none".
+  json rejected = json::array();
+  for (const auto& f : heldBack_) rejected.push_back({{"file", f}, {"serving", "last_good"}});
+  for (const auto& f : leftOut_) rejected.push_back({{"file", f}, {"serving", "none"}});
+  j["rejected_files"] = rejected;
   if (!snapshot_) {
     j["resources"] = json::object();
     return j.dump(2);

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "config/loader.h"
 #include "proxy/engine.h"
 #include "route/table.h"
 
@@ -19,8 +20,11 @@ class ConfigManager {
  public:
   ConfigManager(std::string dir, proxy::Engine& engine);
 
-  // Loads, compiles and publishes. Returns false (and keeps the previous
-  // snapshot) when anything fails; the errors are logged to stderr.
+  // Loads, compiles and publishes. A file with errors keeps its last good
+  // version (or stays out) while the other files apply
+  // (config::loadDirectoryIsolated); the errors are logged and kept for
+  // /config_dump. Returns false when nothing new was published. Reloads
+  // from the watcher thread and from SIGHUP run one at a time.
   bool reload();
 
   // Called after each successful publish, on the reloading thread (the
@@ -47,6 +51,9 @@ class ConfigManager {
   std::string lastErrorTime_;
   std::string loadedAt_;
   std::function<void(const route::Snapshot&)> onPublish_;  // guarded by mu_
+  std::mutex reloadMu_;  // serialises reload(): versions publish in order
+  config::GoodFiles goodFiles_;  // what each file serves now; reload() only
+  std::vector<std::string> heldBack_, leftOut_;  // guarded by mu_
 };
 
 }  // namespace sluice::daemon

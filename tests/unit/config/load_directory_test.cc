@@ -176,5 +176,54 @@ TEST(LoadDirectory, TenThousandVirtualServices) {
   EXPECT_LT(cpuMs, 5000);
 }
 
+// loadDirectoryIsolated: the file is the unit. A file with an error keeps
+// its last good version, or stays out; the others apply; a name two files
+// define stays with the first file in path order.
+TEST(LoadDirectoryIsolated, AnInvalidFileKeepsItsLastGoodVersionAndTheRestApplies) {
+  TempDir d;
+  d.write("a.yaml", dr("a"));
+  d.write("b.yaml", dr("b"));
+  auto first = loadDirectoryIsolated(d.path(), {});
+  ASSERT_TRUE(first.has_value());
+  EXPECT_TRUE(first->errors.empty());
+  ASSERT_EQ(first->report.resources.destinationRules.size(), 2u);
+
+  d.write("a.yaml", dr("a2") + "  bogus: 1\n");  // invalid now
+  d.write("b.yaml", dr("b2"));                    // changed, valid
+  d.write("c.yaml", "spec: [");                   // never valid
+  auto second = loadDirectoryIsolated(d.path(), first->serving);
+  ASSERT_TRUE(second.has_value());
+  std::vector<std::string> names;
+  for (const auto& r : second->report.resources.destinationRules) names.push_back(r.metadata.name);
+  EXPECT_THAT(names, ElementsAre("a", "b2")) << "a keeps its last good version, b's change applies";
+  EXPECT_THAT(second->heldBack, ElementsAre(d.path() + "/a.yaml"));
+  EXPECT_THAT(second->leftOut, ElementsAre(d.path() + "/c.yaml"));
+  EXPECT_EQ(second->serving.at(d.path() + "/a.yaml"), first->serving.at(d.path() + "/a.yaml"));
+  EXPECT_THAT(testing::joinLines(strs(second->errors)), HasSubstr("a.yaml"));
+  EXPECT_THAT(testing::joinLines(strs(second->errors)), HasSubstr("c.yaml"));
+
+  // An unchanged file keeps its object: "nothing changed" is cheap to see.
+  auto third = loadDirectoryIsolated(d.path(), second->serving);
+  ASSERT_TRUE(third.has_value());
+  EXPECT_EQ(third->serving.at(d.path() + "/b.yaml"), second->serving.at(d.path() + "/b.yaml"));
+}
+
+TEST(LoadDirectoryIsolated, ANameTwoFilesDefineStaysWithTheFirstFile) {
+  TempDir d;
+  d.write("a.yaml", dr("x"));
+  d.write("b.yaml", dr("x") + "---\n" + dr("y"));
+  auto r = loadDirectoryIsolated(d.path(), {});
+  ASSERT_TRUE(r.has_value());
+  ASSERT_EQ(r->report.resources.destinationRules.size(), 1u);
+  EXPECT_EQ(r->report.resources.destinationRules[0].source.file, d.path() + "/a.yaml");
+  EXPECT_THAT(r->leftOut, ElementsAre(d.path() + "/b.yaml"));
+  EXPECT_THAT(testing::joinLines(strs(r->errors)), HasSubstr("duplicate resource"));
+}
+
+TEST(LoadDirectoryIsolated, AnUnreadableDirectoryFailsTheWholeLoad) {
+  auto r = loadDirectoryIsolated("/nonexistent/sluice-config", {});
+  EXPECT_FALSE(r.has_value());
+}
+
 }  // namespace
 }  // namespace sluice::config
