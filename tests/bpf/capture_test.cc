@@ -21,6 +21,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <optional>
@@ -355,6 +356,33 @@ class CaptureTest : public ::testing::Test {
   std::string pinDir_;
   std::optional<Mesh> mesh_;  // last: its processes stop before the cgroups go
 };
+
+// The daemon's capabilities once its programs are attached and it serves:
+// the set sluiced_main.cc keeps for eBPF mode, in every thread.
+TEST_F(CaptureTest, KeepsOnlyTheCapabilitiesItStillUses) {
+  const pid_t pid = mesh_->daemon().pid();
+  const uint64_t want = (1ull << 10) | (1ull << 12) | (1ull << 14) | (1ull << 21) | (1ull << 38) | (1ull << 39);
+  int threads = 0;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
+    std::ifstream in(task.path() / "status");
+    std::string line;
+    while (std::getline(in, line)) {
+      for (const char* field : {"CapEff:", "CapPrm:", "CapBnd:"}) {
+        if (line.rfind(field, 0) == 0) {
+          EXPECT_EQ(std::stoull(line.substr(std::strlen(field)), nullptr, 16), want) << task.path() << " " << line;
+        }
+      }
+    }
+    ++threads;
+  }
+  EXPECT_GE(threads, 3);
+  // And it still captures and routes.
+  std::string out;
+  ASSERT_EQ(sluicectl({"enable", "--cgroup", app_.path()}, &out), 0) << out;
+  CurlResult r = curlIn(app_, {vipUrl()});
+  ASSERT_EQ(r.exitCode, 0) << r.stderrText << mesh_->logs();
+  EXPECT_EQ(r.status, 200);
+}
 
 TEST_F(CaptureTest, CapturesOnlyEnabledCgroupsAndTheAppStillSeesTheVip) {
   // Not enabled yet: the connect goes to the VIP itself, where nothing

@@ -1,11 +1,17 @@
 // sluiced: the Sluice node daemon.
 #include <arpa/inet.h>
+#include <linux/capability.h>
 #include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <vector>
 #include <cstdio>
 #include <string>
 #include <thread>
@@ -66,11 +72,47 @@ std::vector<sluice::stats::CircuitStats> circuitStats(const sluice::proxy::Engin
 
 }  // namespace
 
+// Once the kernel data path is loaded, the daemon gives up every capability
+// it will not use again, before it starts any thread (threads inherit the
+// set; capset changes only the calling thread). Kept:
+// - CAP_NET_BIND_SERVICE: Gateway servers on ports below 1024, bound when a
+//   configuration adds them;
+// - with eBPF capture also CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN (map updates
+//   on every publish: VIPs, endpoint health; bpffs; detaching at exit on
+//   kernels without CAP_BPF), CAP_NET_ADMIN (cgroup and sockmap programs
+//   are detached with it) and CAP_IPC_LOCK (maps charged to RLIMIT_MEMLOCK
+//   on older kernels).
+// Everything else (DAC override, setuid, ptrace, raw sockets, module
+// loading, ...) is dropped from the effective, permitted, inheritable and
+// bounding sets. A daemon started without privileges has nothing to drop.
+std::string dropCapabilities(bool bpf) {
+  __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2]{};
+  if (syscall(SYS_capget, &hdr, data) != 0) return std::string("capget: ") + strerror(errno);
+  const uint64_t permitted = data[0].permitted | (uint64_t(data[1].permitted) << 32);
+  if (permitted == 0) return {};
+  std::vector<int> keep = {CAP_NET_BIND_SERVICE};
+  if (bpf) keep.insert(keep.end(), {CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_IPC_LOCK});
+  uint64_t mask = 0;
+  for (int c : keep) mask |= uint64_t(1) << c;
+  for (int c = 0; c <= CAP_LAST_CAP; ++c) {
+    if (!(mask >> c & 1)) prctl(PR_CAPBSET_DROP, c, 0, 0, 0);  // EINVAL: a cap this kernel lacks
+  }
+  const uint64_t now = permitted & mask;
+  for (int i = 0; i < 2; ++i) {
+    data[i].permitted = data[i].effective = uint32_t(now >> (32 * i));
+    data[i].inheritable = 0;
+  }
+  if (syscall(SYS_capset, &hdr, data) != 0) return std::string("capset: ") + strerror(errno);
+  return {};
+}
+
 int main(int argc, char** argv) {
   CLI::App app{"sluiced: Sluice node proxy (Istio traffic management without sidecars)"};
   std::string configDir = "/etc/sluice/config";
   std::string outbound = "127.0.0.1:15001";
   std::string adminAddr = "127.0.0.1:15000";
+  bool adminAllowRemote = false;
   int workers = int(std::thread::hardware_concurrency());
   std::string bpfMode = "auto";
   std::string bpfCgroup;
@@ -114,6 +156,8 @@ int main(int argc, char** argv) {
   app.add_option("--idle-timeout", idleTimeout,
                  "idle timeout (Go duration; 0 = never) of client connections with no request in flight, "
                  "and of pooled upstream connections and TCP routes that their DestinationRule gives none");
+  app.add_flag("--admin-allow-remote", adminAllowRemote,
+               "allow --admin on a non-loopback address (the admin API shows the whole configuration)");
   app.add_option("--max-connections", maxConnections,
                  "client connections open at once, past which new ones are closed at once "
                  "(default: from the descriptor limit, leaving room for upstreams and the admin API)");
@@ -125,6 +169,19 @@ int main(int argc, char** argv) {
   if (!parseAddr(outbound, opts.outbound, err) || !parseAddr(adminAddr, adminSa, err)) {
     fprintf(stderr, "sluiced: %s\n", err.c_str());
     return 2;
+  }
+  // The admin API has no authentication: /config_dump shows every route and
+  // endpoint. Off loopback only when asked for by name.
+  if ((ntohl(adminSa.sin_addr.s_addr) >> 24) != 127) {
+    if (!adminAllowRemote) {
+      fprintf(stderr,
+              "sluiced: --admin %s is not a loopback address; the admin API (configuration, stats, no "
+              "authentication) would be reachable from the network. Pass --admin-allow-remote to mean it.\n",
+              adminAddr.c_str());
+      return 2;
+    }
+    fprintf(stderr, "sluiced: warning: admin API on %s, reachable from the network (--admin-allow-remote)\n",
+            adminAddr.c_str());
   }
   opts.workers = workers;
   // Descriptors: as many as the hard limit allows (each proxied connection
@@ -214,6 +271,11 @@ int main(int argc, char** argv) {
   sigaddset(&sigs, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   signal(SIGPIPE, SIG_IGN);
+
+  if (std::string e = dropCapabilities(capture != nullptr); !e.empty()) {
+    fprintf(stderr, "sluiced: could not drop capabilities: %s\n", e.c_str());
+    return 1;
+  }
 
   sluice::proxy::Engine engine(opts);
   sluice::daemon::ConfigManager configs(configDir, engine);
