@@ -49,7 +49,7 @@ BINS := $(BUILD)/sluiced $(BUILD)/sluicectl $(BUILD)/sluice-upstream
 # intermediates (deleting them would rebuild every C++ object each time).
 .SECONDARY:
 
-.PHONY: all deps run test test-unit test-integration test-bpf test-asan bench clean fuzz
+.PHONY: all deps run test test-unit test-integration test-bpf test-asan bench clean fuzz soak
 all: $(DEPS_STAMP) $(BINS)
 
 # Installs packages only when one is missing (install-deps.sh is idempotent).
@@ -107,6 +107,10 @@ test-asan:
 
 run: all
 	@bash scripts/demo.sh $(BUILD)
+
+# MINUTES (default 10) of mixed traffic, reloads and upstream kills.
+soak: all
+	@bash scripts/soak.sh $(BUILD)
 
 bench: all
 	@bash scripts/bench.sh $(BUILD)

@@ -3,7 +3,7 @@
 # Unit tests first (fast), then integration tests (real processes on
 # loopback), then BPF tests (root; they skip with a reason elsewhere, and fail
 # instead of skipping when CI=true), then the deploy/ helper's shell test,
-# then each fuzz target for a few seconds.
+# then a 60 s soak and each fuzz target for a few seconds.
 set -uo pipefail
 BUILD=${1:-build}
 cd "$(dirname "$0")/.."
@@ -41,6 +41,15 @@ run "$BUILD/unit_tests"
 run "$BUILD/integration_tests"
 run "$BUILD/bpf_tests"
 runScript deploy/kubernetes/sluice-enable-namespaces_test.sh
+
+# A short soak (scripts/soak.sh): mixed traffic, reloads and upstream kills
+# for SOAK_TEST_SECONDS; one test.
+echo "=== soak, ${SOAK_TEST_SECONDS:-60}s"
+if SECONDS_TOTAL=${SOAK_TEST_SECONDS:-60} bash scripts/soak.sh "$BUILD"; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1)); status=1
+fi
 
 # Each fuzz target `make test` built runs FUZZ_TEST_SECONDS from its seeds:
 # one test each, failed by a crash or a broken property.
