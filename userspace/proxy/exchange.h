@@ -54,6 +54,8 @@ struct DownstreamConn::Exchange {
   bool respStarted = false;  // bytes of the response went downstream
   bool dechunk = false;
   bool closeAfter = false;
+  bool websocket = false;  // the client asked for a WebSocket upgrade
+  bool tunnel = false;     // ... and the upstream switched: bytes flow both ways as they are
   int endpoint = -1;
   uint64_t triedMask = 0;  // endpoints 0..63 this request was sent to
   bool triedBefore(int i) const { return i < 64 && (triedMask >> i) & 1; }
@@ -122,7 +124,7 @@ struct DownstreamConn::Exchange {
     retry.reset();
     attemptWrote = retried = retryLimitHit = false;
     respBody.reset({});
-    respHeadDone = respStarted = dechunk = closeAfter = false;
+    respHeadDone = respStarted = dechunk = closeAfter = websocket = tunnel = false;
     endpoint = -1;
     triedMask = 0;
     ep = nullptr;

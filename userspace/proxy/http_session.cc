@@ -106,7 +106,9 @@ void DownstreamConn::onPeerClosed(int err) {
   // flight is cancelled at once, Envoy's "downstream connection
   // termination" (DC). Its upstream connection is closed, not pooled;
   // mirrors that have their whole request finish on their own.
-  if (ex_) {
+  if (ex_ && ex_->tunnel && err == 0) {
+    finishExchange(false);  // the client ended a WebSocket conversation: a normal end
+  } else if (ex_) {
     worker_.stats().inc(Counter::DownstreamCxDestroyRemoteActiveRq);
     abortExchange("DC");
   }
@@ -120,7 +122,11 @@ void DownstreamConn::onPeerClosed(int err) {
 void DownstreamConn::onDrained() {
   if (up_ && up_->readingPaused() && ex_ && ex_->respHeadDone) {
     up_->startReading();
-    forwardResponseBody();
+    if (ex_->tunnel) {
+      relayUpstream();
+    } else {
+      forwardResponseBody();
+    }
   }
 }
 
@@ -136,6 +142,18 @@ void DownstreamConn::processInput() {
       if (input_.empty()) return;
       if (!startRequest()) return;
       continue;  // a local reply may have finished the exchange already
+    }
+    if (ex_->tunnel) {
+      if (!input_.empty() && up_) {
+        touchStream();
+        up_->write(std::string_view(input_));
+        consumeInput(input_.size());
+        if (up_->unsentBytes() > kHighWater) {
+          pausedForUpstream_ = true;
+          pauseReading();
+        }
+      }
+      return;
     }
     if (!ex_->reqDone && up_ && up_->connected() && ex_->upstreamSentNs) forwardRequestBody();
     // Bound what pipelined clients can make us hold.
@@ -181,6 +199,7 @@ bool DownstreamConn::startRequest() {
   ex.isHead = head_.method == "HEAD";
   ex.http10 = head_.versionMinor == 0;
   ex.keepAlive = head_.keepAlive;
+  ex.websocket = wantsWebSocket(head_);
   ex.reqBody.reset(head_.framing);
   ex.reqDone = head_.framing.kind == http::Framing::Kind::None ||
                (head_.framing.kind == http::Framing::Kind::ContentLength && head_.framing.length == 0);
@@ -315,7 +334,7 @@ bool DownstreamConn::startRequest() {
   mutation.headers = rendered ? &*rendered : nullptr;
   ex.upstreamHead = buildUpstreamHead(head_, target, ex.requestId, mutation);
   ex.upstreamHead.resize(ex.upstreamHead.size() - 2);  // each attempt adds its count, then the blank line
-  if (!route.mirrors.empty())
+  if (!route.mirrors.empty() && !ex.websocket)  // a mirror cannot hold a conversation
     chooseMirrors(target, authority, mutation.headers, mutation.path, mutation.originalPath);
   if (ex.wc && ex.wc->responseHeaders) {
     for (const std::string& name : ex.wc->responseHeaders->requestHeaderNames()) {
@@ -542,15 +561,54 @@ void DownstreamConn::onUpstreamDrained() {
   if (pausedForUpstream_) {
     pausedForUpstream_ = false;
     startReading();
-    if (ex_ && !ex_->reqDone && up_) forwardRequestBody();
+    if (ex_ && ex_->tunnel) {
+      processInput();
+    } else if (ex_ && !ex_->reqDone && up_) {
+      forwardRequestBody();
+    }
   }
 }
 
 void DownstreamConn::onUpstreamData() {
   if (!ex_ || !up_) return;
   touchStream();
+  if (ex_->tunnel) {
+    relayUpstream();
+    return;
+  }
   if (!ex_->respHeadDone && !handleResponseHead()) return;
   forwardResponseBody();
+}
+
+void DownstreamConn::startTunnel() {
+  Exchange& ex = *ex_;
+  // The route and per-try timeouts bound the wait for the upgrade, not the
+  // conversation that follows (as Envoy); the stream idle timeout goes on.
+  routeTimer_.cancel();
+  perTryTimer_.cancel();
+  reportOutcome(upstream::Outcome::Success);
+  ex.respHeadDone = ex.respStarted = ex.tunnel = true;
+  ex.status = 101;
+  ex.keepAlive = false;  // the connection ends with the tunnel
+  ex.serviceTimeMs = (worker_.clock().nowNs() - ex.upstreamSentNs) / 1'000'000;
+  std::string head = buildDownstreamHead(resp_, ex.serviceTimeMs, /*close=*/false, /*http10=*/false,
+                                         /*dechunk=*/false);
+  head.insert(head.size() - 2, "upgrade: websocket\r\nconnection: upgrade\r\n");
+  up_->consume(resp_.headBytes);
+  ex.respBytes += head.size();
+  write(std::move(head));
+  relayUpstream();     // bytes the upstream sent right after its 101
+  if (ex_ && ex_->tunnel) processInput();  // and the client's, if it did not wait
+}
+
+void DownstreamConn::relayUpstream() {
+  std::string& in = up_->input();
+  if (!in.empty()) {
+    ex_->respBytes += in.size();
+    write(std::string_view(in));
+    up_->consume(in.size());
+  }
+  if (unsentBytes() > kHighWater) up_->pauseReading();
 }
 
 bool DownstreamConn::handleResponseHead() {
@@ -567,9 +625,14 @@ bool DownstreamConn::handleResponseHead() {
       localReply(502, "upstream sent an invalid response", "UPE");
       return false;
     }
+    if (resp_.status == 101 && ex.websocket && acceptsWebSocket(resp_)) {
+      startTunnel();
+      return false;
+    }
     if (resp_.status == 101) {
-      // No Upgrade is forwarded, so a switch of protocol is the upstream's
-      // error; what follows is not HTTP and the connection is not reused.
+      // Only a WebSocket upgrade is forwarded, so any other switch of
+      // protocol is the upstream's error; what follows is not HTTP and the
+      // connection is not reused.
       releaseUpstream(false);
       ex.keepAlive = ex.keepAlive && ex.reqDone;
       localReply(502, "upstream switched protocols unasked", "UPE");

@@ -127,6 +127,11 @@ class DownstreamConn final : public Connection, public PoolWaiter {
   void forwardRequestBody();
   bool handleResponseHead();
   void forwardResponseBody();
+  // WebSocket: the upstream answered 101; from here the exchange is a
+  // tunnel of raw bytes both ways, with back-pressure, until either side
+  // closes (or the stream idle timeout).
+  void startTunnel();
+  void relayUpstream();
   void localReply(int status, std::string_view body, std::string_view flags,
                   std::string_view extraHeaders = {});
   void finishExchange(bool upstreamReusable);

@@ -171,6 +171,17 @@ void newRequestId(core::Rng& rng, std::string& out) {
   put(b, 12);
 }
 
+bool wantsWebSocket(const http::RequestHead& head) {
+  if (!head.upgrade) return false;
+  const http::Header* u = head.find("upgrade");
+  return u != nullptr && http::headerHasToken(u->value, "websocket");
+}
+
+bool acceptsWebSocket(const http::ResponseHead& resp) {
+  const http::Header* u = resp.find("upgrade");
+  return resp.status == 101 && u != nullptr && http::headerHasToken(u->value, "websocket");
+}
+
 std::string buildUpstreamHead(const http::RequestHead& head, const TargetParts& target,
                               std::string_view requestId, const HeadMutation& mutation) {
   const route::HeaderMutation::Rendered* ops = mutation.headers;
@@ -214,6 +225,9 @@ std::string buildUpstreamHead(const http::RequestHead& head, const TargetParts& 
   if (!ridPresent && !dropped(ops, "x-request-id")) out.append("x-request-id: ").append(requestId).append("\r\n");
   if (!protoPresent && !dropped(ops, "x-forwarded-proto")) out.append("x-forwarded-proto: http\r\n");
   appendFraming(head.framing, false, out);
+  // The one hop-by-hop request sluiced passes on: a WebSocket upgrade, which
+  // it then tunnels once the upstream answers 101.
+  if (wantsWebSocket(head)) out.append("upgrade: websocket\r\nconnection: upgrade\r\n");
   out.append("\r\n");
   return out;
 }

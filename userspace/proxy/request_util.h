@@ -43,6 +43,11 @@ struct HeadMutation {
   const route::HeaderMutation::Rendered* headers = nullptr;
 };
 
+// The request asks for a WebSocket upgrade (Connection: upgrade and an
+// Upgrade header naming websocket), which Istio allows on every route.
+bool wantsWebSocket(const http::RequestHead& head);
+bool acceptsWebSocket(const http::ResponseHead& resp);
+
 // The head sent upstream: origin-form target, hop-by-hop headers removed,
 // Host set from an absolute-form target, x-request-id added when absent.
 // `mutation` applies the route's rewrite and request header operations; a

@@ -22,6 +22,10 @@ void DownstreamConn::onUpstreamClosed(int err) {
     ex.ep = nullptr;
   }
   if (ex.respHeadDone) {
+    if (err == 0 && ex.tunnel) {
+      finishExchange(false);  // the upstream ended the conversation: the client's bytes flush, then close
+      return;
+    }
     if (err == 0 && ex.respBody.framing().kind == http::Framing::Kind::UntilClose) {
       finishExchange(false);
     } else {

@@ -250,6 +250,28 @@ TEST(BuildUpstreamHead, FramingIsRebuiltNotCopied) {
   EXPECT_EQ(countPrefix(lines, "content-length:") + countPrefix(lines, "transfer-encoding:"), 0u);
 }
 
+TEST(BuildUpstreamHead, OnlyAWebSocketUpgradeIsPassedOn) {
+  auto ws = parseRequest("GET /chat HTTP/1.1\r\nHost: a\r\nUpgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\n"
+                         "Sec-WebSocket-Key: k\r\n\r\n");
+  EXPECT_TRUE(wantsWebSocket(ws->head));
+  TargetParts t;
+  ASSERT_TRUE(splitTarget(ws->head.target, ws->head.host, t));
+  auto lines = headerLines(buildUpstreamHead(ws->head, t, "rid"));
+  EXPECT_TRUE(hasLine(lines, "upgrade: websocket"));
+  EXPECT_TRUE(hasLine(lines, "connection: upgrade"));
+  EXPECT_EQ(countPrefix(lines, "connection:"), 1u);
+  EXPECT_TRUE(hasLine(lines, "sec-websocket-key: k"));
+
+  auto h2c = parseRequest("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n\r\n");
+  EXPECT_FALSE(wantsWebSocket(h2c->head));
+  ASSERT_TRUE(splitTarget(h2c->head.target, h2c->head.host, t));
+  lines = headerLines(buildUpstreamHead(h2c->head, t, "rid"));
+  EXPECT_EQ(countPrefix(lines, "upgrade:") + countPrefix(lines, "connection:"), 0u);
+  // Upgrade without Connection: upgrade is no upgrade request at all.
+  auto bare = parseRequest("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n");
+  EXPECT_FALSE(wantsWebSocket(bare->head));
+}
+
 TEST(BuildUpstreamHead, AbsoluteFormSetsHostFromTheUri) {
   auto p = parseRequest(
       "GET http://reviews:9080/api/reviews?x=1 HTTP/1.1\r\n"
