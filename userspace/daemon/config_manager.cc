@@ -52,10 +52,14 @@ bool ConfigManager::reload() {
     heldBack_ = loaded->heldBack;
     leftOut_ = loaded->leftOut;
   };
-  // Invalid files only, nothing else changed: what serves stays as it is.
-  if (!fileErrors.empty() && loadedOnce() && sameServing(loaded->serving, goodFiles_)) {
+  // Nothing changed: what serves stays as it is (no new version). With
+  // invalid files among them, that is a rejected reload.
+  if (loadedOnce() && sameServing(loaded->serving, goodFiles_)) {
     noteFiles();
-    return fail(fileErrors);
+    if (!fileErrors.empty()) return fail(fileErrors);
+    std::lock_guard lock(mu_);
+    lastError_.clear();
+    return false;
   }
   for (const std::string& w : loaded->report.warnings) fprintf(stderr, "sluiced: config: %s\n", w.c_str());
   uint64_t next;

@@ -314,13 +314,6 @@ int main(int argc, char** argv) {
     }
     return r;
   });
-  if (auto r = adminServer.start(); !r) {
-    fprintf(stderr, "sluiced: %s\n", r.error().c_str());
-    engine.stop();
-    engine.join();
-    return 1;
-  }
-
   if (capture) {
     // VIPs reach the kernel only once the engine serves the routes for them.
     sluice::daemon::Capture* cap = capture.get();
@@ -332,6 +325,18 @@ int main(int argc, char** argv) {
   if (auto r = watcher.start(); !r) {
     fprintf(stderr, "sluiced: config watch disabled: %s\n", r.error().c_str());
   }
+  // A file written between the first load and the watch starting would
+  // otherwise wait for the next change: look once more (free when nothing
+  // changed). Only then can /ready answer, so a change made after it is
+  // always seen.
+  configs.reload();
+  if (auto r = adminServer.start(); !r) {
+    fprintf(stderr, "sluiced: %s\n", r.error().c_str());
+    engine.stop();
+    engine.join();
+    return 1;
+  }
+
   fprintf(stderr, "sluiced: listening on %s (admin %s), %d worker(s), at most %llu client connections\n",
           outbound.c_str(), adminAddr.c_str(), workers, static_cast<unsigned long long>(maxConnections));
 
