@@ -158,5 +158,38 @@ TEST_F(Timeouts, ConnectionsPastMaxConnectionsAreClosedAtOnce) {
       2000ms));
 }
 
+// Past --max-heap (here 1 MiB, which the daemon passes at once) new
+// requests are refused with 503 (flag OM, x-envoy-overloaded) and idle
+// client connections are closed, while the admin API still answers.
+TEST_F(Timeouts, PastMaxHeapNewRequestsAre503AndIdleConnectionsClose) {
+  ASSERT_NO_FATAL_FAILURE(startMesh(2, {"--max-heap", "1M"}));
+  ASSERT_TRUE(eventually(
+      [&] {
+        auto r = get("/overloaded");
+        return r && r->status == 503 && r->header("x-envoy-overloaded") == "true";
+      },
+      3000ms))
+      << "never refused past the heap limit" << out();
+  auto idle = raw(3000ms);
+  ASSERT_OK(idle);
+  EXPECT_TRUE(idle->peerClosed()) << "an idle connection was kept while overloaded";
+  EXPECT_GE(stat("downstream_rq_overload"), 1);
+  EXPECT_GE(stat("downstream_cx_overload_shed"), 1);
+  auto ready = httpRequest(mesh_.adminPort(), {.target = "/ready"});
+  ASSERT_OK(ready);
+  EXPECT_EQ(ready->status, 200);
+}
+
+TEST_F(Timeouts, UnderMaxHeapNothingIsRefused) {
+  ASSERT_NO_FATAL_FAILURE(startMesh(2, {"--max-heap", "1G"}));
+  std::this_thread::sleep_for(300ms);  // a few samples
+  for (int i = 0; i < 20; ++i) {
+    auto r = get("/fine");
+    ASSERT_OK(r);
+    EXPECT_EQ(r->status, 200);
+  }
+  EXPECT_EQ(stat("downstream_rq_overload"), 0);
+}
+
 }  // namespace
 }  // namespace sluice::itest::proxy

@@ -9,6 +9,7 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <charconv>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -127,6 +128,7 @@ int main(int argc, char** argv) {
   std::string requestHeadersTimeout = "10s";
   std::string idleTimeout = "1h";
   uint64_t maxConnections = 0;
+  std::string maxHeap = "0";
   app.add_option("--config-dir", configDir, "directory of Istio YAML (watched)");
   app.add_option("--outbound", outbound, "capture listener ADDR:PORT");
   app.add_option("--admin", adminAddr, "admin listener ADDR:PORT");
@@ -156,6 +158,9 @@ int main(int argc, char** argv) {
   app.add_option("--idle-timeout", idleTimeout,
                  "idle timeout (Go duration; 0 = never) of client connections with no request in flight, "
                  "and of pooled upstream connections and TCP routes that their DestinationRule gives none");
+  app.add_option("--max-heap", maxHeap,
+                 "heap in use past which new requests get 503 and idle connections close "
+                 "(bytes, or with K, M, G; 0 = no limit)");
   app.add_flag("--admin-allow-remote", adminAllowRemote,
                "allow --admin on a non-loopback address (the admin API shows the whole configuration)");
   app.add_option("--max-connections", maxConnections,
@@ -198,6 +203,19 @@ int main(int argc, char** argv) {
     maxConnections = nofile.rlim_cur > 2 * kReserved ? (nofile.rlim_cur - kReserved) / 2 : 64;
   }
   opts.maxConnections = maxConnections;
+  {
+    // "512M", "2G", "1048576": binary multiples.
+    uint64_t v = 0;
+    auto [end, ec] = std::from_chars(maxHeap.data(), maxHeap.data() + maxHeap.size(), v);
+    std::string_view unit(end, size_t(maxHeap.data() + maxHeap.size() - end));
+    const uint64_t mult = unit.empty() ? 1 : unit == "K" ? 1ull << 10 : unit == "M" ? 1ull << 20
+                          : unit == "G" ? 1ull << 30 : 0;
+    if (ec != std::errc() || mult == 0) {
+      fprintf(stderr, "sluiced: --max-heap %s: a size in bytes, or with K, M or G\n", maxHeap.c_str());
+      return 2;
+    }
+    opts.maxHeapBytes = v * mult;
+  }
   opts.accessLogPath = accessLog;
   opts.drainTimeoutNs = uint64_t(drainSeconds * 1e9);
   opts.streamIdleTimeoutNs = uint64_t(streamIdleSeconds * 1e9);

@@ -59,6 +59,8 @@ class Connection : public core::CompletionHandler {
   // The worker began draining (SIGTERM). Default: keep going until done or
   // until the drain deadline closes everything.
   virtual void drain() {}
+  // Overloaded (--max-heap): a connection with nothing in flight closes.
+  virtual void shedIfIdle() {}
   int fd() const { return fd_; }
 
  protected:

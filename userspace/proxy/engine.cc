@@ -1,5 +1,7 @@
 #include "proxy/engine.h"
 
+#include <malloc.h>
+
 #include "proxy/access_log.h"
 #include "proxy/worker.h"
 
@@ -35,12 +37,22 @@ std::expected<void, std::string> Engine::start() {
   // a host comes back.
   sweeper_ = std::thread([this] {
     core::SteadyClock clock;
-    while (!stopping()) {
+    for (uint64_t tick = 0; !stopping(); ++tick) {
       health_.sweep(clock.nowNs());
+      if (opts_.maxHeapBytes && tick % 5 == 0) sampleHeap();
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
   });
   return {};
+}
+
+// malloc's bytes in use (small blocks and mmapped ones): what the daemon
+// itself holds, which RSS would blur with freed pages not yet returned.
+void Engine::sampleHeap() {
+  struct mallinfo2 mi = mallinfo2();
+  const bool over = mi.uordblks + mi.hblkhd > opts_.maxHeapBytes;
+  overloaded_.store(over, std::memory_order_relaxed);
+  if (over) shedEpoch_.fetch_add(1, std::memory_order_relaxed);
 }
 
 void Engine::publish(std::shared_ptr<const route::Snapshot> s) {

@@ -45,6 +45,11 @@ struct EngineOptions {
   // global_downstream_max_connections, counted as downstream_cx_overflow).
   // 0: no limit. The daemon derives it from RLIMIT_NOFILE.
   uint64_t maxConnections = 0;
+  // Heap in use (malloc's, sampled every 100 ms) past which the daemon is
+  // overloaded: new requests get 503 (flag OM, x-envoy-overloaded) and
+  // idle connections are closed, as Envoy's overload manager does with a
+  // heap monitor. 0: no limit.
+  uint64_t maxHeapBytes = 0;
   // No bytes moving either way on an active request for this long ends it
   // (Envoy's stream_idle_timeout, 5 minutes by default).
   uint64_t streamIdleTimeoutNs = 300'000'000'000ull;
@@ -109,6 +114,11 @@ class Engine {
   // maxConnections. Thread-safe.
   std::optional<ConnectionSlot> admit();
   uint64_t connections() const { return connections_.load(std::memory_order_relaxed); }
+  // --max-heap: over the limit at the last sample; and a counter that moves
+  // at every sample taken while over it (workers shed idle connections
+  // each time it moves).
+  bool overloaded() const { return overloaded_.load(std::memory_order_relaxed); }
+  uint64_t shedEpoch() const { return shedEpoch_.load(std::memory_order_relaxed); }
 
   explicit Engine(EngineOptions opts);
   ~Engine();
@@ -148,6 +158,9 @@ class Engine {
   Published published_;
   std::atomic<uint64_t> version_{0};
   std::atomic<uint64_t> connections_{0};
+  void sampleHeap();
+  std::atomic<bool> overloaded_{false};
+  std::atomic<uint64_t> shedEpoch_{0};
   upstream::HealthRegistry health_;
   upstream::LimitsRegistry limits_;
   std::thread sweeper_;  // returns ejected hosts every outlier interval

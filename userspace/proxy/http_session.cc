@@ -54,6 +54,12 @@ void DownstreamConn::drain() {
   if (!ex_ && input_.empty()) close();
 }
 
+void DownstreamConn::shedIfIdle() {
+  if (ex_ || !input_.empty() || closing()) return;
+  worker_.stats().inc(Counter::DownstreamCxOverloadShed);
+  close();
+}
+
 void DownstreamConn::onDestroy() {
   if (ex_) abortExchange("DC");
   worker_.stats().dec(Counter::DownstreamCxActive);
@@ -205,6 +211,14 @@ bool DownstreamConn::startRequest() {
                (head_.framing.kind == http::Framing::Kind::ContentLength && head_.framing.length == 0);
   ex.expectContinue = head_.expectContinue;
 
+  if (worker_.engine().overloaded()) {
+    // Envoy's overload manager: new work is refused while memory is short.
+    worker_.stats().inc(Counter::DownstreamRqOverload);
+    ex.keepAlive = false;
+    consumeInput(head_.headBytes);
+    localReply(503, "envoy overloaded", "OM", "x-envoy-overloaded: true\r\n");
+    return !closing();
+  }
   if (head_.method == "CONNECT") {
     // Nothing is tunnelled: what follows the head is not HTTP, so the
     // connection ends with the answer, whatever bytes came with it.

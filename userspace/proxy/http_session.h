@@ -39,6 +39,11 @@ class UpstreamConn final : public Connection {
   void attach(DownstreamConn* owner);
   // Returns the connection to its endpoint's idle pool.
   void release();
+  // An idle pooled connection leaves the pool at once and closes.
+  void retire() {
+    if (pooled_) removeFromPool();
+    close();
+  }
   bool connected() const { return connected_; }
   EndpointState& endpointState() { return state_; }
   bool reused() const { return reused_; }
@@ -88,6 +93,7 @@ class DownstreamConn final : public Connection, public PoolWaiter {
   void start();
   // Drain: close now if idle, else after the current response.
   void drain() override;
+  void shedIfIdle() override;
 
   // Upstream events, forwarded by UpstreamConn.
   void onUpstreamConnected();

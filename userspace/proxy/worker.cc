@@ -407,6 +407,17 @@ void Worker::beginDrain() {
   shadows_.drain();
 }
 
+// Overloaded: idle client connections and pooled upstream connections go,
+// so their buffers do.
+void Worker::shedIdle() {
+  std::vector<Connection*> conns = downstreams_;  // a close unregisters
+  for (Connection* c : conns) c->shedIfIdle();
+  for (auto& [key, st] : endpoints_) {
+    std::vector<UpstreamConn*> idle = st.idle;
+    for (UpstreamConn* c : idle) c->retire();
+  }
+}
+
 void Worker::flushWrites() {
   // Index loop: a flush never queues another, but keep it safe anyway.
   for (size_t i = 0; i < flushQueue_.size(); ++i) flushQueue_[i]->flush();
@@ -453,6 +464,10 @@ void Worker::run() {
     reap();
     flushLog();
     adoptSnapshotIfChanged();
+    if (uint64_t e = engine_.shedEpoch(); e != shedSeen_) {
+      shedSeen_ = e;
+      shedIdle();
+    }
     if (engine_.stopping() && !draining_) {
       beginDrain();
       flushWrites();

@@ -120,6 +120,8 @@ class Worker {
   const HashTables& hashTables(const route::Cluster& cluster);
   void adoptSnapshotIfChanged();
   void beginDrain();
+  void shedIdle();
+  uint64_t shedSeen_ = 0;
   void reap();
   void flushLog();
   void flushWrites();

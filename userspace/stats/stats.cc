@@ -21,6 +21,8 @@ const char* counterName(Counter c) {
     case Counter::DownstreamRqIdleTimeout: return "downstream_rq_idle_timeout";
     case Counter::DownstreamRqHeaderTimeout: return "downstream_rq_header_timeout";
     case Counter::DownstreamCxOverflow: return "downstream_cx_overflow";
+    case Counter::DownstreamRqOverload: return "downstream_rq_overload";
+    case Counter::DownstreamCxOverloadShed: return "downstream_cx_overload_shed";
     case Counter::DownstreamCxDestroyRemoteActiveRq: return "downstream_cx_destroy_remote_active_rq";
     case Counter::DownstreamCxAcceptError: return "downstream_cx_accept_error";
     case Counter::UpstreamCxTotal: return "upstream_cx_total";

@@ -40,6 +40,8 @@ enum class Counter : size_t {
   DownstreamCxDestroyRemoteActiveRq,  // the client left with a request in flight (flag DC): cancelled
   DownstreamCxAcceptError,  // accept failed (out of descriptors or memory: the listener backs off)
   DownstreamCxOverflow,     // --max-connections reached: a new connection closed at once
+  DownstreamRqOverload,     // --max-heap exceeded: a request answered 503 (flag OM)
+  DownstreamCxOverloadShed, // --max-heap exceeded: an idle connection closed
   UpstreamCxTotal,
   UpstreamCxActive,  // gauge
   UpstreamCxConnectFail,
