@@ -151,5 +151,80 @@ TEST(ConnPool, QueuedRequestsAreWokenAndShareTheOneConnection) {
   EXPECT_LT(p99, 1000.0) << "a queued request waited for more than a millisecond after the connection freed";
 }
 
+// A mirror honours its cluster's connectTimeout like the primary: to an
+// endpoint whose listener never accepts (backlog full, SYNs dropped) it
+// gives up after 150 ms, not after the 10 s default.
+TEST(ConnPool, AMirrorToASilentHostGivesUpAtItsConnectTimeout) {
+  int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)), 0);
+  ASSERT_EQ(::listen(lfd, 0), 0);
+  socklen_t len = sizeof(sa);
+  ::getsockname(lfd, reinterpret_cast<sockaddr*>(&sa), &len);
+  std::vector<int> fillers;
+  for (int i = 0; i < 4; ++i) {
+    int f = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    ::connect(f, reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
+    fillers.push_back(f);
+  }
+  std::this_thread::sleep_for(50ms);
+  auto up = RecordingUpstream::start("primary");
+  ASSERT_OK(up);
+  TempDir tmp;
+  Mesh mesh(tmp);
+  mesh.setVar("PRIMARY_PORT", std::to_string((*up)->port()));
+  mesh.setVar("SILENT_PORT", std::to_string(ntohs(sa.sin_port)));
+  auto cfg = renderTemplate(R"(apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: app, namespace: default}
+spec:
+  hosts: [app.default.svc.cluster.local]
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1, ports: {http: ${PRIMARY_PORT}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: silent, namespace: default}
+spec:
+  hosts: [silent.default.svc.cluster.local]
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1, ports: {http: ${SILENT_PORT}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: silent, namespace: default}
+spec:
+  host: silent
+  trafficPolicy: {connectionPool: {tcp: {connectTimeout: 150ms}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: app, namespace: default}
+spec:
+  hosts: [app]
+  http:
+  - route: [{destination: {host: app}}]
+    mirror: {host: silent}
+    mirrorPercentage: {value: 100}
+)",
+                            mesh.vars());
+  ASSERT_OK(cfg);
+  ASSERT_OK(mesh.writeConfig("mirror.yaml", *cfg));
+  ASSERT_OK(mesh.startDaemon(1));
+  auto r = mesh.get("app:9080", "/mirrored");
+  ASSERT_OK(r);
+  EXPECT_EQ(r->status, 200);
+  const auto sent = std::chrono::steady_clock::now();
+  EXPECT_TRUE(eventually([&] { return mesh.stat("shadow_rq_failed") == 1; }, 2000ms))
+      << "the mirror did not give up; shadow_rq_failed " << mesh.stat("shadow_rq_failed");
+  EXPECT_LT(msSince(sent), 1500) << "the mirror waited far past its 150 ms connectTimeout";
+  for (int f : fillers) ::close(f);
+  ::close(lfd);
+}
+
 }  // namespace
 }  // namespace sluice::itest::proxy

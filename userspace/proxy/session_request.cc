@@ -157,7 +157,8 @@ void DownstreamConn::startShadows() {
     int i = worker_.pickEndpoint(*p.cluster, -1, nullptr);
     if (i < 0) continue;
     std::unique_ptr<ShadowStream> s =
-        worker_.shadows().start(p.cluster->endpoints[size_t(i)], std::move(p.head), !ex.reqDone, timeout);
+        worker_.shadows().start(p.cluster->endpoints[size_t(i)], std::move(p.head), !ex.reqDone, timeout,
+                                p.cluster->upstream.connectTimeoutNs);
     if (s && !ex.reqDone) ex.shadows.push_back(std::move(s));
   }
   ex.pendingShadows.clear();

@@ -38,11 +38,12 @@ class ShadowConn final : public Connection {
   // exits (the worker reaps the others through Connection).
   ~ShadowConn() override { detachAll(); }
 
-  void connect() {
+  // `timeoutNs`: the mirror cluster's tcp.connectTimeout (0: Istio's 10 s).
+  void connect(uint64_t timeoutNs) {
     io_uring_sqe* s = worker_.ring().sqeFor(connectOp_);
     io_uring_prep_connect(s, fd_, reinterpret_cast<const sockaddr*>(&addr_), sizeof(addr_));
     track(connectOp_);
-    worker_.timers().schedule(connectTimer_, worker_.engine().options().connectTimeoutNs);
+    worker_.timers().schedule(connectTimer_, timeoutNs ? timeoutNs : worker_.engine().options().connectTimeoutNs);
   }
 
   // Binds a new mirrored request; counted in the manager's inFlight_ until
@@ -341,7 +342,7 @@ ShadowManager::~ShadowManager() {
 }
 
 std::unique_ptr<ShadowStream> ShadowManager::start(const route::Endpoint& ep, std::string head,
-                                                   bool hasBody, uint64_t timeoutNs) {
+                                                   bool hasBody, uint64_t timeoutNs, uint64_t connectTimeoutNs) {
   if (inFlight_ >= maxInFlight_) {
     worker_.stats().inc(Counter::ShadowRqShed);
     return nullptr;
@@ -367,7 +368,7 @@ std::unique_ptr<ShadowStream> ShadowManager::start(const route::Endpoint& ep, st
   std::unique_ptr<ShadowStream> stream(new ShadowStream(conn));
   stream->finished_ = !hasBody;
   conn->begin(stream.get(), std::move(head), hasBody, timeoutNs);
-  if (fresh) conn->connect();
+  if (fresh) conn->connect(connectTimeoutNs);
   return stream;
 }
 
