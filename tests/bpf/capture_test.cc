@@ -21,7 +21,6 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <optional>
@@ -360,22 +359,12 @@ class CaptureTest : public ::testing::Test {
 // The daemon's capabilities once its programs are attached and it serves:
 // the set sluiced_main.cc keeps for eBPF mode, in every thread.
 TEST_F(CaptureTest, KeepsOnlyTheCapabilitiesItStillUses) {
-  const pid_t pid = mesh_->daemon().pid();
   const uint64_t want = (1ull << 10) | (1ull << 12) | (1ull << 14) | (1ull << 21) | (1ull << 38) | (1ull << 39);
-  int threads = 0;
-  for (const auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
-    std::ifstream in(task.path() / "status");
-    std::string line;
-    while (std::getline(in, line)) {
-      for (const char* field : {"CapEff:", "CapPrm:", "CapBnd:"}) {
-        if (line.rfind(field, 0) == 0) {
-          EXPECT_EQ(std::stoull(line.substr(std::strlen(field)), nullptr, 16), want) << task.path() << " " << line;
-        }
-      }
-    }
-    ++threads;
+  const auto threads = itest::threadCapabilities(mesh_->daemon().pid());
+  EXPECT_GE(threads.size(), 3u);
+  for (const auto& caps : threads) {
+    for (const char* set : {"CapEff", "CapPrm", "CapBnd"}) EXPECT_EQ(caps.at(set), want) << set;
   }
-  EXPECT_GE(threads, 3);
   // And it still captures and routes.
   std::string out;
   ASSERT_EQ(sluicectl({"enable", "--cgroup", app_.path()}, &out), 0) << out;

@@ -169,24 +169,8 @@ using Clock = std::chrono::steady_clock;
 class PoolSettings : public CircuitBreaking {};
 
 TEST_F(PoolSettings, ConnectTimeoutGivesUpOnASilentHost) {
-  // A listener that never accepts, its backlog filled: further SYNs are
-  // dropped, so a connect neither succeeds nor fails until a timeout.
-  int lfd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)), 0);
-  ASSERT_EQ(::listen(lfd, 0), 0);
-  socklen_t len = sizeof(sa);
-  ::getsockname(lfd, reinterpret_cast<sockaddr*>(&sa), &len);
-  std::vector<int> fillers;
-  for (int i = 0; i < 4; ++i) {
-    int f = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    ::connect(f, reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
-    fillers.push_back(f);
-  }
-  std::this_thread::sleep_for(50ms);
-  mesh_.setVar("SILENT_PORT", std::to_string(ntohs(sa.sin_port)));
+  SilentListener silent;
+  mesh_.setVar("SILENT_PORT", std::to_string(silent.port()));
   ASSERT_OK(mesh_.startUpstreams({"up"}));
   auto text = renderTemplate(R"(apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -218,8 +202,6 @@ spec:
   EXPECT_GE(ms, 400);
   EXPECT_LE(ms, 1500);
   EXPECT_NE(r->body.find("connection timeout"), std::string::npos) << r->body;
-  for (int f : fillers) ::close(f);
-  ::close(lfd);
 }
 
 TEST_F(PoolSettings, IdleTimeoutClosesPooledConnections) {

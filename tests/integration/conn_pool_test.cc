@@ -155,27 +155,13 @@ TEST(ConnPool, QueuedRequestsAreWokenAndShareTheOneConnection) {
 // endpoint whose listener never accepts (backlog full, SYNs dropped) it
 // gives up after 150 ms, not after the 10 s default.
 TEST(ConnPool, AMirrorToASilentHostGivesUpAtItsConnectTimeout) {
-  int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)), 0);
-  ASSERT_EQ(::listen(lfd, 0), 0);
-  socklen_t len = sizeof(sa);
-  ::getsockname(lfd, reinterpret_cast<sockaddr*>(&sa), &len);
-  std::vector<int> fillers;
-  for (int i = 0; i < 4; ++i) {
-    int f = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    ::connect(f, reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
-    fillers.push_back(f);
-  }
-  std::this_thread::sleep_for(50ms);
+  SilentListener silent;
   auto up = RecordingUpstream::start("primary");
   ASSERT_OK(up);
   TempDir tmp;
   Mesh mesh(tmp);
   mesh.setVar("PRIMARY_PORT", std::to_string((*up)->port()));
-  mesh.setVar("SILENT_PORT", std::to_string(ntohs(sa.sin_port)));
+  mesh.setVar("SILENT_PORT", std::to_string(silent.port()));
   auto cfg = renderTemplate(R"(apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: app, namespace: default}
@@ -222,8 +208,6 @@ spec:
   EXPECT_TRUE(eventually([&] { return mesh.stat("shadow_rq_failed") == 1; }, 2000ms))
       << "the mirror did not give up; shadow_rq_failed " << mesh.stat("shadow_rq_failed");
   EXPECT_LT(msSince(sent), 1500) << "the mirror waited far past its 150 ms connectTimeout";
-  for (int f : fillers) ::close(f);
-  ::close(lfd);
 }
 
 }  // namespace

@@ -338,6 +338,48 @@ bool Process::waitForLog(std::string_view needle, Millis timeout) {
   return false;
 }
 
+SilentListener::SilentListener() {
+  fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(sa);
+  if (::bind(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0 || ::listen(fd_, 0) != 0 ||
+      ::getsockname(fd_, reinterpret_cast<sockaddr*>(&sa), &len) != 0) {
+    return;  // port() stays 0: the caller's connect fails loudly
+  }
+  port_ = ntohs(sa.sin_port);
+  for (int i = 0; i < 4; ++i) {
+    int f = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    ::connect(f, reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
+    fillers_.push_back(f);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the handshakes fill the backlog
+}
+
+SilentListener::~SilentListener() {
+  for (int f : fillers_) ::close(f);
+  if (fd_ >= 0) ::close(fd_);
+}
+
+std::vector<std::map<std::string, uint64_t>> threadCapabilities(pid_t pid) {
+  std::vector<std::map<std::string, uint64_t>> out;
+  std::error_code ec;
+  for (const auto& task : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::ifstream in(task.path() / "status");
+    std::map<std::string, uint64_t> caps;
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.rfind("Cap", 0) != 0) continue;
+      size_t colon = line.find(':');
+      if (colon == std::string::npos) continue;
+      caps[line.substr(0, colon)] = std::stoull(line.substr(colon + 1), nullptr, 16);
+    }
+    out.push_back(std::move(caps));
+  }
+  return out;
+}
+
 uint16_t freePort() {
   static std::mutex mu;
   static std::set<uint16_t> handedOut;

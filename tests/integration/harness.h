@@ -102,6 +102,27 @@ class Process {
   fs::path out_;
 };
 
+// A listener on 127.0.0.1 that never accepts, its backlog filled: further
+// SYNs are dropped, so a connect to it neither succeeds nor fails until the
+// connecting side's timeout. Closes everything when it goes.
+class SilentListener {
+ public:
+  SilentListener();
+  ~SilentListener();
+  SilentListener(const SilentListener&) = delete;
+  SilentListener& operator=(const SilentListener&) = delete;
+  uint16_t port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  uint16_t port_ = 0;
+  std::vector<int> fillers_;
+};
+
+// Per thread of `pid`, its capability sets from /proc/PID/task/TID/status:
+// "CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb" -> bits.
+std::vector<std::map<std::string, uint64_t>> threadCapabilities(pid_t pid);
+
 // A port on 127.0.0.1 that was free a moment ago (bind 0, read, close).
 // Never returns the same port twice within one test process.
 uint16_t freePort();

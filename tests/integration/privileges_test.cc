@@ -7,7 +7,6 @@
 
 #include <gtest/gtest.h>
 
-#include <fstream>
 
 #include "proxy_fixture.h"
 
@@ -20,23 +19,13 @@ TEST_F(Privileges, OnlyTheBindCapabilityIsKept) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root: a daemon started unprivileged has nothing to drop";
   ASSERT_NO_FATAL_FAILURE(startMesh(2));
   ASSERT_OK(get("/after-drop"));  // still serves
-  int threads = 0;
-  for (const auto& task : fs::directory_iterator("/proc/" + std::to_string(daemonPid()) + "/task")) {
-    std::ifstream in(task.path() / "status");
-    std::string line;
-    while (std::getline(in, line)) {
-      for (const char* field : {"CapEff:", "CapPrm:", "CapBnd:", "CapInh:", "CapAmb:"}) {
-        if (line.rfind(field, 0) != 0) continue;
-        const uint64_t want = std::string_view(field) == "CapEff:" || std::string_view(field) == "CapPrm:" ||
-                                      std::string_view(field) == "CapBnd:"
-                                  ? 1ull << 10
-                                  : 0;
-        EXPECT_EQ(std::stoull(line.substr(std::strlen(field)), nullptr, 16), want) << task.path() << " " << line;
-      }
-    }
-    ++threads;
+  const auto threads = threadCapabilities(daemonPid());
+  EXPECT_GE(threads.size(), 4u) << "main, two workers, admin";
+  for (const auto& caps : threads) {
+    const std::map<std::string, uint64_t> want = {
+        {"CapEff", 1ull << 10}, {"CapPrm", 1ull << 10}, {"CapBnd", 1ull << 10}, {"CapInh", 0}, {"CapAmb", 0}};
+    for (const auto& [set, bits] : want) EXPECT_EQ(caps.at(set), bits) << set;
   }
-  EXPECT_GE(threads, 4) << "main, two workers, admin";
 }
 
 TEST_F(Privileges, AnAdminOffLoopbackNeedsTheFlag) {

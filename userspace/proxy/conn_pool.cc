@@ -29,17 +29,11 @@ void ConnPool::wait(PoolWaiter& w, const std::shared_ptr<upstream::ClusterLimits
   // other, and this side looks again on the next loop turn.
   limits->waitingWorkers.fetch_or(workerBit(worker_.index()), std::memory_order_seq_cst);
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (limits->hasRoom(upstream::ClusterLimits::kConnections)) worker_.wakeSelf();
+  if (limits->hasRoom(upstream::ClusterLimits::kConnections)) worker_.wake();
 }
 
 void ConnPool::cancel(PoolWaiter& w) {
   if (w.cluster_) remove(w);
-}
-
-size_t ConnPool::waiters() const {
-  size_t n = 0;
-  for (const auto& [key, q] : queues_) n += q.waiters.size();
-  return n;
 }
 
 void ConnPool::remove(PoolWaiter& w) {

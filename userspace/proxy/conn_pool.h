@@ -51,8 +51,6 @@ class ConnPool {
   void wait(PoolWaiter& w, const std::shared_ptr<upstream::ClusterLimits>& limits, EndpointState& ep,
             bool first = false);
   void cancel(PoolWaiter& w);
-  bool waiting(const PoolWaiter& w) const { return w.cluster_ != nullptr; }
-  size_t waiters() const;
 
   // A connection of `limits`'s cluster to `ep` finished a request and may be
   // reused. True when a waiter took it.

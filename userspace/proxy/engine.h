@@ -113,7 +113,6 @@ class Engine {
   // A slot for a newly accepted client connection; nullopt past
   // maxConnections. Thread-safe.
   std::optional<ConnectionSlot> admit();
-  uint64_t connections() const { return connections_.load(std::memory_order_relaxed); }
   // --max-heap: over the limit at the last sample; and a counter that moves
   // at every sample taken while over it (workers shed idle connections
   // each time it moves).

@@ -75,7 +75,6 @@ class Worker {
   // Runs pool().onWake() on this worker's thread soon; callable from any
   // thread (an eventfd the ring reads).
   void wake();
-  void wakeSelf() { wake(); }
 
   // The snapshot new requests route with; in-flight requests keep theirs.
   const std::shared_ptr<const route::Snapshot>& snapshot() const { return snapshot_; }
