@@ -950,7 +950,17 @@ TEST_P(TcpRouteTest, WeightsSplitConnectionsAndStreamsEndCleanly) {
   EXPECT_EQ(statValue(st, "tcp_cx_error"), 0u) << st;
   if (GetParam()) {
     EXPECT_GE(statValue(st, "tcp_cx_spliced"), std::uint64_t(n + 3)) << st;
-    EXPECT_GE(statValue(st, "bpf.l4_spliced_bytes"), 45'000'000u) << st;
+    // Every byte moves once, by the kernel or by the copy loop: 85 MB of
+    // bodies plus the heads.
+    const std::uint64_t spliced = statValue(st, "bpf.l4_spliced_bytes");
+    const std::uint64_t copied = statValue(st, "tcp_bytes_copied");
+    EXPECT_GE(spliced + copied, 85'000'000u) << st;
+    EXPECT_LT(spliced + copied, 85'200'000u) << st;
+    // The kernel carries the two responses to clients that did not
+    // half-close and the upload (45 MB), except stretches it held while a
+    // destination was full, which the daemon copies (seen: 3.2 MB in one
+    // run of 90; tcp_splice_held counts such directions).
+    EXPECT_GE(spliced, 30'000'000u) << st;
   } else {
     EXPECT_EQ(statValue(st, "tcp_cx_spliced"), 0u) << st;
     EXPECT_GE(statValue(st, "tcp_bytes_copied"), 45'000'000u) << st;
