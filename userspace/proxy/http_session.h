@@ -14,6 +14,7 @@
 #include "proxy/conn_pool.h"
 #include "proxy/connection.h"
 #include "proxy/engine.h"
+#include "proxy/filters/filter.h"
 #include "proxy/request_util.h"
 #include "route/table.h"
 #include "upstream/circuit_breaker.h"
@@ -23,6 +24,7 @@ namespace sluice::proxy {
 
 class DownstreamConn;
 struct EndpointState;
+struct Stream;
 
 // tcp.tcpKeepalive of a cluster, applied to a new upstream socket.
 void applyKeepalive(int fd, const route::UpstreamSettings& s);
@@ -83,7 +85,7 @@ class UpstreamConn final : public Connection {
 // before its connection closes anyway (DownstreamConn::cutResponse).
 inline constexpr uint64_t kCutFlushNs = 5'000'000'000ull;
 
-class DownstreamConn final : public Connection, public PoolWaiter {
+class DownstreamConn final : public Connection, public PoolWaiter, private FilterCallbacks {
  public:
   // `orig`: the address the client dialled when the kernel captured the
   // connection (its port routes instead of the Host port; PASSTHROUGH
@@ -105,25 +107,26 @@ class DownstreamConn final : public Connection, public PoolWaiter {
   void touchStream();
 
  private:
-  struct Exchange;
+  friend struct Stream;  // its timers fire here
   void onData() override;
   void onPeerClosed(int err) override;
   void onDrained() override;
   void onDestroy() override;
 
   void processInput();
-  // Parses and routes the head at the start of input_. False when the
-  // connection is done (error reply sent) or more bytes are needed.
+  // Parses the head at the start of input_ into a new stream, routes it
+  // and runs the filter chain. False when the connection is done (error
+  // reply sent) or more bytes are needed.
   bool startRequest();
-  // The decisions startRequest makes while the head's bytes are still in
-  // input_ (session_request.cc).
-  bool decideCors(std::string_view method);
-  void chooseMirrors(const TargetParts& target, std::string_view authority,
-                     const route::HeaderMutation::Rendered* headers, std::string_view path,
-                     std::string_view originalPath);
-  route::HeaderContext headerContext();
-  // After an injected delay (or at once): abort, or on to the upstream.
-  void continueRequest();
+  // The codec's checks of a parsed head that the stream now owns; false
+  // when it was answered here (CONNECT, a bad target, overload).
+  bool acceptHead();
+  // Virtual host, route and weighted destination (with the consistent-hash
+  // key that may choose it); false when no route matched (404 NR).
+  bool resolveRoute();
+  // Runs the request filters from the stream's filterIndex on.
+  void runFilters();
+  void onFilterResume();
   void startShadows();
   // The whole request has been read: route and per-try timers start.
   void onRequestComplete();
@@ -140,8 +143,8 @@ class DownstreamConn final : public Connection, public PoolWaiter {
   void relayUpstream();
   void localReply(int status, std::string_view body, std::string_view flags,
                   std::string_view extraHeaders = {});
-  void finishExchange(bool upstreamReusable);
-  void abortExchange(std::string_view flags);
+  void finishStream(bool upstreamReusable);
+  void abortStream(std::string_view flags);
   // A response already under way cannot be finished: the exchange ends with
   // `flags`, the bytes already queued for the client (earlier pipelined
   // answers, this one's head and body so far) still go out, then the
@@ -159,7 +162,6 @@ class DownstreamConn final : public Connection, public PoolWaiter {
   bool scheduleRetry(route::RetryDecision decision);
   void onRouteTimeout();
   void onPerTryTimeout();
-  void onFaultDelayDone();
   void onRetryTimer();
   // A circuit breaker tripped: 503 UO with x-envoy-overloaded.
   void overflow(bool unused);
@@ -177,10 +179,21 @@ class DownstreamConn final : public Connection, public PoolWaiter {
   void onSendProgress() override;
   void logAndCount();
   void cancelTimers();
-  void retireExchange();
+  void retireStream();
 
-  std::unique_ptr<Exchange> ex_;
-  std::unique_ptr<Exchange> spare_;  // the previous exchange, reused
+  // FilterCallbacks, for the request filters.
+  Stream& stream() override { return *stream_; }
+  core::Rng& rng() override;
+  const core::Clock& clock() const override;
+  stats::StatsShard& stats() override;
+  const sockaddr_in& downstreamRemote() const override { return peer_; }
+  route::HeaderContext headerContext() override;
+  void sendLocalReply(int status, std::string_view body, std::string_view flags,
+                      std::string_view extraHeaders) override;
+  void pauseFor(uint64_t ns) override;
+  void forwardUpstream() override;
+
+  std::unique_ptr<Stream> stream_;  // the request in progress, if any
   ConnectionSlot slot_;  // this connection's unit of --max-connections
   UpstreamConn* up_ = nullptr;
   sockaddr_in peer_;
@@ -189,19 +202,14 @@ class DownstreamConn final : public Connection, public PoolWaiter {
   sockaddr_in local_{};  // our end, looked up once when a header needs it
   bool haveLocal_ = false;
   http::Limits limits_;
-  http::RequestHead head_;     // reused across requests (keeps capacity)
+  http::RequestHead head_;     // what the parser fills (reused, keeps capacity)
   http::ResponseHead resp_;
   bool draining_ = false;
   bool pausedForUpstream_ = false;
   bool inProcess_ = false;
   bool wokenFirst_ = false;  // re-dispatching after a pool wake: queue first again
-  core::MemberTimer<DownstreamConn, &DownstreamConn::onRouteTimeout> routeTimer_{this};
-  core::MemberTimer<DownstreamConn, &DownstreamConn::onRetryTimer> retryTimer_{this};
-  core::MemberTimer<DownstreamConn, &DownstreamConn::onPerTryTimeout> perTryTimer_{this};
-  core::MemberTimer<DownstreamConn, &DownstreamConn::onFaultDelayDone> faultTimer_{this};
   core::MemberTimer<DownstreamConn, &DownstreamConn::onIdleTimeout> idleTimer_{this};
   core::MemberTimer<DownstreamConn, &DownstreamConn::onHeadersTimeout> headersTimer_{this};
-  core::MemberTimer<DownstreamConn, &DownstreamConn::onStreamIdle> streamTimer_{this};
 };
 
 }  // namespace sluice::proxy

@@ -4,7 +4,7 @@
 #include <fmt/format.h>
 
 #include "proxy/engine.h"
-#include "proxy/exchange.h"
+#include "proxy/stream.h"
 #include "proxy/http_session.h"
 #include "proxy/worker.h"
 
@@ -15,51 +15,51 @@ using stats::Counter;
 void DownstreamConn::onUpstreamClosed(int err) {
   const bool wasReused = up_ && up_->reused();
   up_ = nullptr;  // the connection closed itself
-  if (!ex_) return;
-  Exchange& ex = *ex_;
-  if (ex.ep) {
-    ex.ep->decActive();
-    ex.ep = nullptr;
+  if (!stream_) return;
+  Stream& s = *stream_;
+  if (s.ep) {
+    s.ep->decActive();
+    s.ep = nullptr;
   }
-  if (ex.respHeadDone) {
-    if (err == 0 && ex.tunnel) {
-      finishExchange(false);  // the upstream ended the conversation: the client's bytes flush, then close
+  if (s.respHeadDone) {
+    if (err == 0 && s.tunnel) {
+      finishStream(false);  // the upstream ended the conversation: the client's bytes flush, then close
       return;
     }
-    if (err == 0 && ex.respBody.framing().kind == http::Framing::Kind::UntilClose) {
-      finishExchange(false);
+    if (err == 0 && s.respBody.framing().kind == http::Framing::Kind::UntilClose) {
+      finishStream(false);
     } else {
       cutResponse("UC");
     }
     return;
   }
-  perTryTimer_.cancel();
+  stream_->perTryTimer.cancel();
   worker_.stats().inc(Counter::UpstreamRqResetBeforeResponse);
   // A pooled connection the server closed just as we reused it: the request
   // never reached the application, so send it again on a new connection
   // without counting an attempt.
-  if (wasReused && !ex.raceRetried && ex.replayable()) {
-    ex.raceRetried = true;
+  if (wasReused && !s.raceRetried && s.replayable()) {
+    s.raceRetried = true;
     worker_.stats().inc(Counter::UpstreamRqRetry);
-    ex.endpoint = -1;
+    s.endpoint = -1;
     dispatch();
     return;
   }
   reportOutcome(upstream::Outcome::LocalOriginFailure);
-  failAttempt(ex.attemptWrote ? route::AttemptFailure::Reset : route::AttemptFailure::ResetBeforeRequest, 503,
+  failAttempt(s.attemptWrote ? route::AttemptFailure::Reset : route::AttemptFailure::ResetBeforeRequest, 503,
               "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
               "UC");
 }
 
 void DownstreamConn::onUpstreamConnectFailed(bool timeout) {
   up_ = nullptr;
-  if (!ex_) return;
+  if (!stream_) return;
   reportOutcome(upstream::Outcome::LocalOriginFailure);
-  if (ex_->ep) {
-    ex_->ep->decActive();
-    ex_->ep = nullptr;
+  if (stream_->ep) {
+    stream_->ep->decActive();
+    stream_->ep = nullptr;
   }
-  perTryTimer_.cancel();
+  stream_->perTryTimer.cancel();
   failAttempt(route::AttemptFailure::ConnectFailure, 503,
               timeout ? "upstream connect error or disconnect/reset before headers. reset reason: connection timeout"
                       : "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
@@ -68,55 +68,55 @@ void DownstreamConn::onUpstreamConnectFailed(bool timeout) {
 
 void DownstreamConn::failAttempt(route::AttemptFailure failure, int status, std::string_view body,
                                  std::string_view flags) {
-  Exchange& ex = *ex_;
-  route::RetryDecision d = ex.retry ? ex.retry->onFailure(failure, ex.attemptWrote) : route::RetryDecision::NoRetry;
+  Stream& s = *stream_;
+  route::RetryDecision d = s.retry ? s.retry->onFailure(failure, s.attemptWrote) : route::RetryDecision::NoRetry;
   if (scheduleRetry(d)) return;
-  if (!ex.reqDone) ex.keepAlive = false;
-  std::string f = ex.retryLimitHit ? "URX," + std::string(flags) : std::string(flags);
+  if (!s.reqDone) s.keepAlive = false;
+  std::string f = s.retryLimitHit ? "URX," + std::string(flags) : std::string(flags);
   localReply(status, body, f);
 }
 
 bool DownstreamConn::scheduleRetry(route::RetryDecision decision) {
-  Exchange& ex = *ex_;
+  Stream& s = *stream_;
   if (decision == route::RetryDecision::LimitExceeded) {
     worker_.stats().inc(Counter::UpstreamRqRetryLimitExceeded);
-    ex.retryLimitHit = true;
+    s.retryLimitHit = true;
     return false;
   }
   if (decision != route::RetryDecision::Retry) return false;
   // Body bytes already went out and were too many to keep: nothing to send
   // again.
-  if (!ex.replayable()) return false;
-  if (!ex.retryToken) {
+  if (!s.replayable()) return false;
+  if (!s.retryToken) {
     // maxRetries bounds retries in flight across the cluster.
-    if (auto t = upstream::acquire(ex.limits, upstream::ClusterLimits::kRetries)) {
-      ex.retryToken = std::move(*t);
+    if (auto t = upstream::acquire(s.limits, upstream::ClusterLimits::kRetries)) {
+      s.retryToken = std::move(*t);
     } else {
-      ex.limits->rqRetryOverflow.fetch_add(1, std::memory_order_relaxed);
+      s.limits->rqRetryOverflow.fetch_add(1, std::memory_order_relaxed);
       worker_.stats().inc(Counter::UpstreamRqRetryOverflow);
       return false;
     }
   }
-  ex.retried = true;
+  s.retried = true;
   worker_.stats().inc(Counter::UpstreamRqRetry);
-  worker_.timers().schedule(retryTimer_, ex.retry->backoffNs());
+  worker_.timers().schedule(stream_->retryTimer, s.retry->backoffNs());
   return true;
 }
 
 void DownstreamConn::onRetryTimer() {
-  if (ex_ && !up_) dispatch();
+  if (stream_ && !up_) dispatch();
 }
 
 void DownstreamConn::onPoolSlot() {
-  if (!ex_ || up_ || !ex_->pendingToken) return;
+  if (!stream_ || up_ || !stream_->pendingToken) return;
   wokenFirst_ = true;
   dispatch();
   wokenFirst_ = false;
 }
 
 void DownstreamConn::onPoolConnection(UpstreamConn* c) {
-  Exchange& ex = *ex_;
-  ex.ep = &c->endpointState();  // the endpoint this request chose
+  Stream& s = *stream_;
+  s.ep = &c->endpointState();  // the endpoint this request chose
   up_ = c;
   up_->attach(this);
   beginAttempt();
@@ -124,50 +124,50 @@ void DownstreamConn::onPoolConnection(UpstreamConn* c) {
 }
 
 void DownstreamConn::waitForConnection(EndpointState& wanted) {
-  Exchange& ex = *ex_;
-  ex.limits->cxOverflow.fetch_add(1, std::memory_order_relaxed);
+  Stream& s = *stream_;
+  s.limits->cxOverflow.fetch_add(1, std::memory_order_relaxed);
   worker_.stats().inc(Counter::UpstreamCxOverflow);
-  if (!ex.pendingToken) {
-    auto pending = upstream::acquire(ex.limits, upstream::ClusterLimits::kPending);
+  if (!s.pendingToken) {
+    auto pending = upstream::acquire(s.limits, upstream::ClusterLimits::kPending);
     if (!pending) {
       overflow(false);
       return;
     }
-    ex.pendingToken = std::move(*pending);
+    s.pendingToken = std::move(*pending);
   }
-  worker_.pool().wait(*this, ex.limits, wanted, wokenFirst_);
+  worker_.pool().wait(*this, s.limits, wanted, wokenFirst_);
 }
 
 // A connection-pool circuit breaker tripped: answer at once, as Envoy does.
 void DownstreamConn::overflow(bool) {
-  Exchange& ex = *ex_;
-  if (ex.limits) ex.limits->rqPendingOverflow.fetch_add(1, std::memory_order_relaxed);
+  Stream& s = *stream_;
+  if (s.limits) s.limits->rqPendingOverflow.fetch_add(1, std::memory_order_relaxed);
   worker_.stats().inc(Counter::UpstreamRqPendingOverflow);
-  ex.pendingToken.reset();
-  if (!ex.reqDone) ex.keepAlive = false;
+  s.pendingToken.reset();
+  if (!s.reqDone) s.keepAlive = false;
   localReply(503, "upstream connect error or disconnect/reset before headers. reset reason: overflow", "UO",
              "x-envoy-overloaded: true\r\n");
 }
 
 void DownstreamConn::onRouteTimeout() {
-  if (!ex_) return;
+  if (!stream_) return;
   worker_.stats().inc(Counter::UpstreamRqTimeout);
-  if (ex_->respStarted) {
+  if (stream_->respStarted) {
     // The route timeout covers the whole response: past it, a response
     // still streaming is cut off.
     cutResponse("UT");
     return;
   }
-  if (up_ && !ex_->respHeadDone) reportOutcome(upstream::Outcome::LocalOriginFailure);  // the host never answered
+  if (up_ && !stream_->respHeadDone) reportOutcome(upstream::Outcome::LocalOriginFailure);  // the host never answered
   releaseUpstream(false);
-  if (!ex_->reqDone) ex_->keepAlive = false;
+  if (!stream_->reqDone) stream_->keepAlive = false;
   localReply(504, "upstream request timeout", "UT");
 }
 
 void DownstreamConn::onPerTryTimeout() {
-  if (!ex_) return;
+  if (!stream_) return;
   worker_.stats().inc(Counter::UpstreamRqPerTryTimeout);
-  if (ex_->respStarted) {
+  if (stream_->respStarted) {
     cutResponse("UT");
     return;
   }
@@ -176,21 +176,17 @@ void DownstreamConn::onPerTryTimeout() {
   failAttempt(route::AttemptFailure::PerTryTimeout, 504, "upstream request timeout", "UT");
 }
 
-void DownstreamConn::onFaultDelayDone() {
-  if (ex_) continueRequest();
-}
-
 void DownstreamConn::reportOutcome(upstream::Outcome o) {
-  Exchange* ex = ex_.get();
-  if (ex && ex->health && ex->endpoint >= 0)
-    ex->health->report(size_t(ex->endpoint), o, worker_.clock().nowNs());
+  Stream* s = stream_.get();
+  if (s && s->health && s->endpoint >= 0)
+    s->health->report(size_t(s->endpoint), o, worker_.clock().nowNs());
 }
 
 void DownstreamConn::releaseUpstream(bool reusable) {
-  Exchange* ex = ex_.get();
-  if (ex && ex->ep) {
-    ex->ep->decActive();
-    ex->ep = nullptr;
+  Stream* s = stream_.get();
+  if (s && s->ep) {
+    s->ep->decActive();
+    s->ep = nullptr;
   }
   if (!up_) return;
   UpstreamConn* up = up_;

@@ -1,7 +1,5 @@
-// DownstreamConn: the per-request decisions taken from the request head
-// before its bytes leave the input buffer – consistent-hash key, CORS,
-// mirrors, the context header templates render with – and the start of the
-// chosen mirrors.
+// DownstreamConn: the consistent-hash key of a request, the context header
+// templates render with, and the start of the mirrors the router chose.
 #include <arpa/inet.h>
 #include <sys/socket.h>
 
@@ -9,7 +7,7 @@
 #include <ctime>
 
 #include "proxy/engine.h"
-#include "proxy/exchange.h"
+#include "proxy/stream.h"
 #include "proxy/http_session.h"
 #include "proxy/worker.h"
 #include "upstream/consistent_hash.h"
@@ -58,118 +56,66 @@ std::optional<std::string_view> queryValue(std::string_view path, std::string_vi
 // cookie with a ttl is generated and set on the response, so the client's
 // next request lands on the same host.
 void DownstreamConn::computeHashKey(const route::HashPolicy& hp, std::string_view path) {
-  Exchange& ex = *ex_;
+  Stream& s = *stream_;
   std::optional<std::string_view> key;
   switch (hp.kind) {
     case route::HashPolicy::Kind::Header:
-      if (const http::Header* h = head_.find(hp.name)) key = h->value;
+      if (const http::Header* h = s.head.find(hp.name)) key = h->value;
       break;
     case route::HashPolicy::Kind::QueryParam:
       key = queryValue(path, hp.name);
       break;
     case route::HashPolicy::Kind::SourceIp: {
-      ex.hasHashKey = true;
-      ex.hashKey = upstream::hashKey(std::string_view(reinterpret_cast<const char*>(&peer_.sin_addr),
+      s.hasHashKey = true;
+      s.hashKey = upstream::hashKey(std::string_view(reinterpret_cast<const char*>(&peer_.sin_addr),
                                                       sizeof(peer_.sin_addr)));
       return;
     }
     case route::HashPolicy::Kind::Cookie:
-      key = cookieValue(head_.headers, hp.name);
+      key = cookieValue(s.head.headers, hp.name);
       if (!key && hp.cookieTtl) {
         char value[17];
         std::snprintf(value, sizeof(value), "%016llx", static_cast<unsigned long long>(worker_.rng().next()));
-        ex.hasHashKey = true;
-        ex.hashKey = upstream::hashKey(value);
-        ex.setCookie = "set-cookie: " + hp.name + "=" + value;
-        if (!hp.cookiePath.empty()) ex.setCookie += "; Path=" + hp.cookiePath;
+        s.hasHashKey = true;
+        s.hashKey = upstream::hashKey(value);
+        s.setCookie = "set-cookie: " + hp.name + "=" + value;
+        if (!hp.cookiePath.empty()) s.setCookie += "; Path=" + hp.cookiePath;
         // A ttl of 0 makes a session cookie.
         if (hp.cookieTtl->count() > 0)
-          ex.setCookie += "; Max-Age=" + std::to_string(std::max<int64_t>(1, hp.cookieTtl->count() / 1'000'000'000));
-        ex.setCookie += "; HttpOnly\r\n";
+          s.setCookie += "; Max-Age=" + std::to_string(std::max<int64_t>(1, hp.cookieTtl->count() / 1'000'000'000));
+        s.setCookie += "; HttpOnly\r\n";
         return;
       }
       break;
   }
   if (key) {
-    ex.hasHashKey = true;
-    ex.hashKey = upstream::hashKey(*key);
-  }
-}
-
-// corsPolicy: a preflight the policy answers is replied to here (false);
-// otherwise the request goes on (true), with the CORS response headers kept
-// for its response.
-bool DownstreamConn::decideCors(std::string_view method) {
-  Exchange& ex = *ex_;
-  route::CorsPolicy::Decision d = ex.route->cors->evaluate(method, head_.headers);
-  if (d.kind == route::CorsPolicy::Decision::Kind::NotCors) return true;
-  worker_.stats().inc(d.originAllowed ? Counter::CorsOriginValid : Counter::CorsOriginInvalid);
-  switch (d.kind) {
-    case route::CorsPolicy::Decision::Kind::Preflight:
-      if (!ex.reqDone) ex.keepAlive = false;
-      localReply(200, "", "-", d.responseHeaders);
-      return false;
-    case route::CorsPolicy::Decision::Kind::PreflightBare:
-      if (!ex.reqDone) ex.keepAlive = false;
-      localReply(200, "", "-");
-      return false;
-    default:
-      ex.corsHeaders = std::move(d.responseHeaders);
-      return true;
-  }
-}
-
-namespace {
-// Envoy sends a mirrored request with "-shadow" appended to the host part
-// of its authority ("reviews:9080" -> "reviews-shadow:9080").
-std::string shadowAuthority(std::string_view authority) {
-  size_t colon = authority.rfind(':');
-  if (colon == std::string_view::npos || authority.find(']', colon) != std::string_view::npos)
-    return std::string(authority) + "-shadow";
-  return std::string(authority.substr(0, colon)) + "-shadow" + std::string(authority.substr(colon));
-}
-}  // namespace
-
-// Rolls each mirror's percentage and builds the mirrored head now, while the
-// request head is readable; the mirrors start when the request is
-// dispatched.
-void DownstreamConn::chooseMirrors(const TargetParts& target, std::string_view authority,
-                                   const route::HeaderMutation::Rendered* headers, std::string_view path,
-                                   std::string_view originalPath) {
-  Exchange& ex = *ex_;
-  for (const route::Route::Mirror& m : ex.route->mirrors) {
-    if (!m.cluster || m.cluster->missing || m.cluster->endpoints.empty()) continue;
-    if (m.ppm < 1'000'000 && worker_.rng().below(1'000'000) >= m.ppm) continue;
-    std::string shadowHost = shadowAuthority(authority);
-    HeadMutation mutation;
-    mutation.path = path;
-    mutation.originalPath = originalPath;
-    mutation.authority = shadowHost;
-    mutation.headers = headers;
-    ex.pendingShadows.push_back({m.cluster, buildUpstreamHead(head_, target, ex.requestId, mutation)});
+    s.hasHashKey = true;
+    s.hashKey = upstream::hashKey(*key);
   }
 }
 
 void DownstreamConn::startShadows() {
-  Exchange& ex = *ex_;
-  uint64_t timeout = ex.route->timeout && ex.route->timeout->count() > 0 ? uint64_t(ex.route->timeout->count()) : 0;
-  for (Exchange::PendingShadow& p : ex.pendingShadows) {
+  Stream& s = *stream_;
+  uint64_t timeout = s.route->timeout && s.route->timeout->count() > 0 ? uint64_t(s.route->timeout->count()) : 0;
+  for (Stream::PendingShadow& p : s.pendingShadows) {
     int i = worker_.pickEndpoint(*p.cluster, -1, nullptr);
     if (i < 0) continue;
-    std::unique_ptr<ShadowStream> s =
-        worker_.shadows().start(p.cluster->endpoints[size_t(i)], std::move(p.head), !ex.reqDone, timeout,
+    std::unique_ptr<ShadowStream> m =
+        worker_.shadows().start(p.cluster->endpoints[size_t(i)], std::move(p.head), !s.reqDone, timeout,
                                 p.cluster->upstream.connectTimeoutNs);
-    if (s && !ex.reqDone) ex.shadows.push_back(std::move(s));
+    if (m && !s.reqDone) s.shadows.push_back(std::move(m));
   }
-  ex.pendingShadows.clear();
+  s.pendingShadows.clear();
 }
 
 route::HeaderContext DownstreamConn::headerContext() {
-  Exchange& ex = *ex_;
-  if (!ex.startRealNs) {
+  Stream& s = *stream_;
+  if (!s.startRealNs) {
     timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    ex.startRealNs = uint64_t(ts.tv_sec) * 1'000'000'000ull + uint64_t(ts.tv_nsec);
+    // When the request began: a fault delay may have passed since.
+    s.startRealNs = uint64_t(ts.tv_sec) * 1'000'000'000ull + uint64_t(ts.tv_nsec) -
+                    (worker_.clock().nowNs() - s.startNs);
   }
   if (!haveLocal_) {
     if (orig_.sin_port) {
@@ -181,12 +127,12 @@ route::HeaderContext DownstreamConn::headerContext() {
     haveLocal_ = true;
   }
   route::HeaderContext ctx;
-  ctx.startTimeRealNs = ex.startRealNs;
+  ctx.startTimeRealNs = s.startRealNs;
   ctx.downstreamRemote = &peer_;
   ctx.downstreamLocal = &local_;
-  ctx.protocol = ex.http10 ? "HTTP/1.0" : "HTTP/1.1";
-  ctx.requestId = ex.requestId;
-  ctx.requestHeaders = &head_.headers;
+  ctx.protocol = s.http10 ? "HTTP/1.0" : "HTTP/1.1";
+  ctx.requestId = s.requestId;
+  ctx.requestHeaders = &s.head.headers;
   return ctx;
 }
 

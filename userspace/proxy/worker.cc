@@ -17,6 +17,7 @@
 #include "proxy/access_log.h"
 #include "proxy/engine.h"
 #include "proxy/http_session.h"
+#include "proxy/stream.h"
 
 namespace sluice::proxy {
 
@@ -424,6 +425,8 @@ void Worker::flushWrites() {
   flushQueue_.clear();
 }
 
+void Worker::deleteLater(std::unique_ptr<Stream> s) { deadStreams_.push_back(std::move(s)); }
+
 void Worker::reap() {
   while (!graveyard_.empty()) {
     std::vector<Connection*> dead;
@@ -433,6 +436,7 @@ void Worker::reap() {
       delete c;
     }
   }
+  deadStreams_.clear();
 }
 
 void Worker::flushLog() {

@@ -32,6 +32,7 @@ class Connection;
 class Engine;
 class UpstreamConn;
 class AccessLog;
+struct Stream;
 
 // Per-worker view of one endpoint (keyed by "address:port", so it survives
 // config reloads): active requests for LEAST_REQUEST and idle keep-alive
@@ -80,6 +81,9 @@ class Worker {
   const std::shared_ptr<const route::Snapshot>& snapshot() const { return snapshot_; }
 
   void destroyLater(Connection* c) { graveyard_.push_back(c); }
+  // A finished request's stream, freed at the end of this loop turn: the
+  // code that finished it may still be on the stack.
+  void deleteLater(std::unique_ptr<Stream> s);
   // Connections with bytes to send; flushed once per loop turn.
   void flushLater(Connection* c) { flushQueue_.push_back(c); }
   void noteBufferExhaustion() { stats_.inc(stats::Counter::RecvBufferExhausted); }
@@ -153,6 +157,7 @@ class Worker {
   // Share (0..1] of its normal traffic endpoint i of `cluster` may take now.
   double warmupFactor(const route::Cluster& cluster, size_t i) const;
   std::vector<Connection*> graveyard_;
+  std::vector<std::unique_ptr<Stream>> deadStreams_;
   std::vector<Connection*> flushQueue_;
   std::vector<Connection*> downstreams_;
   std::string logBuf_;

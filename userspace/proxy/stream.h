@@ -1,15 +1,22 @@
-// The state of one request/response exchange of a DownstreamConn, shared by
-// the files that implement the session (http_session.cc, session_request.cc,
-// session_failures.cc). Private to proxy/.
+// One request/response exchange of a downstream connection: created when a
+// request head has been parsed, destroyed when its response is done. It
+// owns the request head (a copy, so filters may pause and resume after the
+// connection's input buffer has moved on), the request's timers and its
+// retry, mirror and circuit-breaker state. Nothing carries over from one
+// request to the next.
 #pragma once
+
+#include <netinet/in.h>
 
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "core/timer_wheel.h"
 #include "http/parser.h"
 #include "proxy/http_session.h"
+#include "proxy/request_util.h"
 #include "proxy/shadow.h"
 #include "route/table.h"
 #include "upstream/circuit_breaker.h"
@@ -21,13 +28,29 @@ namespace sluice::proxy {
 // makes the request unretriable once any of it was sent.
 inline constexpr size_t kReplayLimit = 256 * 1024;
 
-struct DownstreamConn::Exchange {
+struct Stream {
+  explicit Stream(DownstreamConn* conn) : routeTimer(conn), retryTimer(conn), perTryTimer(conn),
+                                          resumeTimer(conn), idleTimer(conn) {}
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+
+  // Takes a copy of the head `parsed` read from `base` (its views point
+  // there); from here the stream's views point into its own bytes.
+  void adoptHead(const http::RequestHead& parsed, const char* base);
+
+  // The request head, its bytes owned here (empty after a parse error).
+  std::string headBytes;
+  http::RequestHead head;
+  TargetParts target;  // views into `head` (or its own storage)
+  std::string_view requestId;
+  std::string requestIdStorage;  // backs requestId when sluiced made one
+
   std::shared_ptr<const route::Snapshot> snapshot;
   const route::Route* route = nullptr;
   const route::CompiledMatch* matched = nullptr;  // the match block that chose `route`
   const route::WeightedCluster* wc = nullptr;
   const route::Cluster* cluster = nullptr;
-  std::string method, authority, path, requestId, userAgent, forwardedFor;
+  uint32_t port = 0;  // the port the virtual host was chosen by
   // The head sent upstream, without its final blank line: each attempt
   // appends its x-envoy-attempt-count.
   std::string upstreamHead;
@@ -75,9 +98,6 @@ struct DownstreamConn::Exchange {
   uint64_t hashKey = 0;
   std::string setCookie;
   std::string corsHeaders;  // CORS lines for the response
-  // Request headers the response's header values read (%REQ(x)%), copied
-  // before the request head's bytes go.
-  std::vector<std::pair<std::string, std::string>> savedRequestHeaders;
   route::FaultPolicy::Decision fault;
   bool faultDelayed = false;
   // Mirrors chosen for this request, started once it is dispatched, then
@@ -90,6 +110,7 @@ struct DownstreamConn::Exchange {
   std::vector<std::unique_ptr<ShadowStream>> shadows;
   std::string upstreamHost;
   bool raceRetried = false;   // one silent retry for a reused connection closed under us
+  size_t filterIndex = 0;     // the request filter running (or paused)
   uint64_t startNs = 0;
   uint64_t startRealNs = 0;
   uint64_t upstreamSentNs = 0;
@@ -98,55 +119,13 @@ struct DownstreamConn::Exchange {
   std::string flags = "-";
   uint64_t respBytes = 0;
 
-  // Back to the state of a new exchange, keeping the strings' capacity: one
-  // Exchange per connection is reused request after request.
-  void clear() {
-    snapshot.reset();
-    route = nullptr;
-    matched = nullptr;
-    wc = nullptr;
-    cluster = nullptr;
-    for (std::string* str : {&method, &authority, &path, &requestId, &userAgent, &forwardedFor,
-                             &upstreamHead, &upstreamHost, &setCookie, &corsHeaders}) {
-      str->clear();
-    }
-    isHead = http10 = expectContinue = false;
-    keepAlive = true;
-    reqBody.reset({});
-    reqDone = false;
-    reqBodySent = 0;
-    if (replay.capacity() > 16 * 1024) {
-      std::string().swap(replay);  // a big body's buffer is not kept for the next request
-    } else {
-      replay.clear();
-    }
-    keepReplay = replayOverflow = false;
-    retry.reset();
-    attemptWrote = retried = retryLimitHit = false;
-    respBody.reset({});
-    respHeadDone = respStarted = dechunk = closeAfter = websocket = tunnel = false;
-    endpoint = -1;
-    triedMask = 0;
-    ep = nullptr;
-    upstreamAddr = {};
-    health.reset();
-    limits.reset();
-    requestToken.reset();
-    pendingToken.reset();
-    retryToken.reset();
-    hasHashKey = false;
-    hashKey = 0;
-    fault = {};
-    faultDelayed = false;
-    pendingShadows.clear();
-    shadows.clear();
-    savedRequestHeaders.clear();
-    raceRetried = false;
-    startNs = startRealNs = upstreamSentNs = serviceTimeMs = 0;
-    status = 0;
-    flags.assign("-");
-    respBytes = 0;
-  }
+  // The request's timers: they fire on the connection, which knows what
+  // the stream is waiting for.
+  core::MemberTimer<DownstreamConn, &DownstreamConn::onRouteTimeout> routeTimer;
+  core::MemberTimer<DownstreamConn, &DownstreamConn::onRetryTimer> retryTimer;
+  core::MemberTimer<DownstreamConn, &DownstreamConn::onPerTryTimeout> perTryTimer;
+  core::MemberTimer<DownstreamConn, &DownstreamConn::onFilterResume> resumeTimer;  // a paused filter
+  core::MemberTimer<DownstreamConn, &DownstreamConn::onStreamIdle> idleTimer;
 };
 
 }  // namespace sluice::proxy

@@ -1,0 +1,65 @@
+// The request filter chain: the steps an HTTP request goes through between
+// routing and the upstream, each a small stateless object that reads and
+// writes the Stream it is given. The session runs them in order
+// (requestFilters()); a filter answers the request itself, pauses the
+// chain, or lets the next one run. Adding a filter is one file and one line
+// in filter_chain.cc.
+#pragma once
+
+#include <netinet/in.h>
+
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+#include "core/clock.h"
+#include "route/header_ops.h"
+#include "stats/stats.h"
+
+namespace sluice::proxy {
+
+struct Stream;
+
+// What a filter may read and do. The HTTP session implements it; unit tests
+// implement a fake.
+class FilterCallbacks {
+ public:
+  virtual Stream& stream() = 0;
+  virtual core::Rng& rng() = 0;
+  virtual const core::Clock& clock() const = 0;
+  virtual stats::StatsShard& stats() = 0;
+  virtual const sockaddr_in& downstreamRemote() const = 0;
+  // The variables header templates read, for this request.
+  virtual route::HeaderContext headerContext() = 0;
+  // Answers the request here (the chain ends). A request whose body has not
+  // been read yet closes its connection after the answer.
+  virtual void sendLocalReply(int status, std::string_view body, std::string_view flags,
+                              std::string_view extraHeaders = {}) = 0;
+  // Pauses the chain for `ns`; then the paused filter's onResume runs.
+  virtual void pauseFor(uint64_t ns) = 0;
+  // The terminal step: the request goes to its cluster (router).
+  virtual void forwardUpstream() = 0;
+
+ protected:
+  ~FilterCallbacks() = default;
+};
+
+enum class FilterStatus {
+  Continue,  // on to the next filter
+  Stop,      // answered (sendLocalReply), paused (pauseFor) or forwarded
+};
+
+class RequestFilter {
+ public:
+  virtual ~RequestFilter() = default;
+  virtual std::string_view name() const = 0;
+  // The request head is in and routed: stream().route is set.
+  virtual FilterStatus onRequestHead(FilterCallbacks& cb) const = 0;
+  // The pause this filter asked for is over.
+  virtual FilterStatus onResume(FilterCallbacks&) const { return FilterStatus::Continue; }
+};
+
+// Every HTTP request's chain, in order.
+std::span<const RequestFilter* const> requestFilters();
+
+}  // namespace sluice::proxy

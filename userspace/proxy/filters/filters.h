@@ -1,0 +1,18 @@
+// The filters sluiced has, one file each.
+#pragma once
+
+#include "proxy/filters/filter.h"
+
+namespace sluice::proxy {
+
+// VirtualService directResponse and redirect: answered without an upstream.
+const RequestFilter& directResponseFilter();
+// corsPolicy: preflights answered, CORS response headers chosen.
+const RequestFilter& corsFilter();
+// fault: delay (pauses the chain) and abort.
+const RequestFilter& faultFilter();
+// The terminal filter: rewrite, header operations, retries, mirrors, then
+// the upstream.
+const RequestFilter& routerFilter();
+
+}  // namespace sluice::proxy
