@@ -74,10 +74,6 @@ struct IsolatedLoad {
 std::expected<IsolatedLoad, std::vector<ConfigError>> loadDirectoryIsolated(const std::string& dir,
                                                                             const GoodFiles& lastGood);
 
-// Go-style duration ("30ms", "1.5s", "2h45m"). Istio's minimum for most
-// fields is 1ms; that check belongs to the caller.
-std::expected<Duration, std::string> parseDuration(std::string_view text);
-
 // `reviews` in namespace `default` -> `reviews.default.svc.cluster.local`.
 // Names containing a dot and wildcards are kept as written (lower-cased).
 std::string expandHost(std::string_view host, std::string_view ns);

@@ -1,5 +1,7 @@
 #include "config/parse_util.h"
 
+#include "istio/duration.h"
+
 #include <arpa/inet.h>
 #include <re2/re2.h>
 
@@ -168,7 +170,7 @@ bool readDouble(Ctx& c, const Node& n, const std::string& path, double& out) {
 
 bool readDuration(Ctx& c, const Node& n, const std::string& path, std::optional<Duration>& out, bool minMs) {
   if (!scalar(c, n, path, "a duration string")) return false;
-  auto d = parseDuration(n.scalar());
+  auto d = istio::parseDuration(n.scalar());
   if (!d) {
     c.error(n, path, "invalid duration \"" + n.scalar() + "\": " + d.error());
     return false;

@@ -8,7 +8,8 @@
 #include <re2/re2.h>
 
 #include "config/parse_util.h"
-#include "route/header_ops.h"
+#include "istio/header_template.h"
+#include "istio/retry_on.h"
 
 namespace sluice::config::detail {
 
@@ -18,16 +19,7 @@ using Node = yaml::Node;
 using Path = std::string;
 
 bool validRetryOn(std::string_view tok) {
-  static constexpr std::array<std::string_view, 16> known = {
-      "5xx",           "gateway-error",          "reset",
-      "reset-before-request", "connect-failure",  "retriable-4xx",
-      "refused-stream", "retriable-status-codes", "retriable-headers",
-      "envoy-ratelimited", "http3-post-connect-failure", "cancelled",
-      "deadline-exceeded", "internal",           "resource-exhausted",
-      "unavailable"};
-  if (std::find(known.begin(), known.end(), tok) != known.end()) return true;
-  return tok.size() == 3 && std::all_of(tok.begin(), tok.end(), [](char ch) { return ch >= '0' && ch <= '9'; }) &&
-         tok[0] >= '1' && tok[0] <= '5';
+  return istio::retryOnToken(tok).has_value() || istio::retryOnStatus(tok).has_value();
 }
 
 bool validHeaderName(std::string_view h) {
@@ -47,8 +39,8 @@ void parseHeaderOps(Ctx& c, const Node& n, const Path& path, HeaderOperations& o
       std::string value;
       if (!readString(c, hv, hp, value)) return true;
       if (!validHeaderName(name)) c.error(hv, hp, "invalid header name");
-      else if (auto e = route::headerOpNameError(op, name); !e.empty()) c.error(hv, hp, e);
-      if (auto t = route::HeaderTemplate::parse(value); !t) c.error(hv, hp, t.error());
+      else if (auto e = istio::headerOpNameError(op, name); !e.empty()) c.error(hv, hp, e);
+      if (auto t = istio::HeaderTemplate::parse(value); !t) c.error(hv, hp, t.error());
       m[name] = std::move(value);
       return true;
     });
@@ -62,7 +54,7 @@ void parseHeaderOps(Ctx& c, const Node& n, const Path& path, HeaderOperations& o
       readStringList(c, v, p, out.remove);
       for (const auto& h : out.remove) {
         if (!validHeaderName(h)) c.error(v, p, "invalid header name \"" + h + "\"");
-        else if (auto e = route::headerOpNameError("remove", h); !e.empty()) c.error(v, p, e);
+        else if (auto e = istio::headerOpNameError("remove", h); !e.empty()) c.error(v, p, e);
       }
     } else {
       return false;

@@ -21,6 +21,7 @@
 #include "admin/server.h"
 #include "bpf/datapath.h"
 #include "config/loader.h"
+#include "istio/duration.h"
 #include "config/watcher.h"
 #include "daemon/capture.h"
 #include "daemon/config_manager.h"
@@ -226,7 +227,7 @@ int main(int argc, char** argv) {
       *out = 0;
       continue;
     }
-    auto d = sluice::config::parseDuration(*text);
+    auto d = sluice::istio::parseDuration(*text);
     if (!d || d->count() <= 0) {
       fprintf(stderr, "sluiced: %s %s: %s\n", flag, text->c_str(),
               d ? "must be positive (0 turns it off)" : d.error().c_str());

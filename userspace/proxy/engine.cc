@@ -69,11 +69,6 @@ void Engine::publish(std::shared_ptr<const route::Snapshot> s) {
   version_.fetch_add(1, std::memory_order_acq_rel);
 }
 
-std::shared_ptr<const route::Snapshot> Engine::current() const {
-  std::lock_guard lock(snapMu_);
-  return published_.snapshot;
-}
-
 Published Engine::published() const {
   std::lock_guard lock(snapMu_);
   return published_;

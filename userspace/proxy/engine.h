@@ -126,7 +126,6 @@ class Engine {
   std::expected<void, std::string> start();
   // Makes `s` the snapshot for new requests on every worker.
   void publish(std::shared_ptr<const route::Snapshot> s);
-  std::shared_ptr<const route::Snapshot> current() const;
   Published published() const;
   // Asks worker `index` to look at its waiting requests (see ConnPool).
   // Thread-safe; out-of-range indexes are ignored.

@@ -614,7 +614,7 @@ bool DownstreamConn::handleResponseHead() {
   if (s.retryLimitHit && s.flags == "-") s.flags.assign("URX");
   std::optional<route::HeaderMutation::Rendered> rendered;
   if (s.wc && s.wc->responseHeaders) {
-    route::HeaderContext ctx = headerContext();
+    istio::HeaderContext ctx = headerContext();
     ctx.responseHeaders = &resp_.headers;
     ctx.upstreamRemote = &s.upstreamAddr;
     rendered.emplace(s.wc->responseHeaders->render(ctx));

@@ -187,7 +187,7 @@ class DownstreamConn final : public Connection, public PoolWaiter, private Filte
   const core::Clock& clock() const override;
   stats::StatsShard& stats() override;
   const sockaddr_in& downstreamRemote() const override { return peer_; }
-  route::HeaderContext headerContext() override;
+  istio::HeaderContext headerContext() override;
   void sendLocalReply(int status, std::string_view body, std::string_view flags,
                       std::string_view extraHeaders) override;
   void pauseFor(uint64_t ns) override;

@@ -291,15 +291,15 @@ std::string buildLocalReply(int status, std::string_view body, bool close, bool 
   return out;
 }
 
-std::string redirectLocation(const config::HTTPRedirect& r, const TargetParts& target,
+std::string redirectLocation(const route::Redirect& r, const TargetParts& target,
                              uint32_t requestPort) {
   std::string scheme = r.scheme.empty() ? "http" : r.scheme;
   std::string host = r.authority.empty() ? std::string(target.host) : r.authority;
   uint32_t port = target.port;
   if (!r.authority.empty()) port = 0;
   if (r.port) port = *r.port;
-  if (r.derivePort == "FROM_REQUEST_PORT") port = requestPort;
-  if (r.derivePort == "FROM_PROTOCOL_DEFAULT") port = 0;
+  if (r.derivePort == route::Redirect::DerivePort::FromRequestPort) port = requestPort;
+  if (r.derivePort == route::Redirect::DerivePort::FromProtocolDefault) port = 0;
   if ((scheme == "http" && port == 80) || (scheme == "https" && port == 443)) port = 0;
   std::string path;
   if (r.uri.empty()) {

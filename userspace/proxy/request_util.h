@@ -8,10 +8,10 @@
 #include <string_view>
 #include <vector>
 
-#include "config/model.h"
 #include "core/clock.h"
 #include "http/parser.h"
 #include "route/header_ops.h"
+#include "route/table.h"
 
 namespace sluice::proxy {
 
@@ -69,7 +69,7 @@ void appendChunks(const std::vector<std::string_view>& payload, bool last, std::
 // A response the proxy answers itself (errors, direct responses, redirects).
 std::string buildLocalReply(int status, std::string_view body, bool close, bool isHead,
                             std::string_view extraHeaders);
-std::string redirectLocation(const config::HTTPRedirect& r, const TargetParts& target,
+std::string redirectLocation(const route::Redirect& r, const TargetParts& target,
                              uint32_t requestPort);
 // "2026-11-27T03:13:49.123Z", as Envoy's %START_TIME%.
 std::string formatLogTime();

@@ -108,7 +108,7 @@ void DownstreamConn::startShadows() {
   s.pendingShadows.clear();
 }
 
-route::HeaderContext DownstreamConn::headerContext() {
+istio::HeaderContext DownstreamConn::headerContext() {
   Stream& s = *stream_;
   if (!s.startRealNs) {
     timespec ts;
@@ -126,7 +126,7 @@ route::HeaderContext DownstreamConn::headerContext() {
     }
     haveLocal_ = true;
   }
-  route::HeaderContext ctx;
+  istio::HeaderContext ctx;
   ctx.startTimeRealNs = s.startRealNs;
   ctx.downstreamRemote = &peer_;
   ctx.downstreamLocal = &local_;

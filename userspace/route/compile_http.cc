@@ -139,6 +139,9 @@ void Compiler::addRoutes(VirtualHost& vh, const config::VirtualService& vs, uint
     r.name = http.name.empty() ? vs.metadata.name + "." + src.index : http.name;
     r.spec = &http;
     r.virtualService = &vs;
+    if (http.redirect) r.redirect = Redirect::compile(*http.redirect);
+    if (http.directResponse)
+      r.directResponse = DirectResponse{http.directResponse->status, http.directResponse->body.value_or("")};
     r.timeout = http.timeout;
     if (auto it = vs.metadata.annotations.find("sluice.io/sticky-weighted-split");
         it != vs.metadata.annotations.end() && it->second == "true")

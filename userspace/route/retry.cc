@@ -10,34 +10,6 @@ namespace {
 
 constexpr uint64_t kMs = 1'000'000;
 
-struct Token {
-  std::string_view name;
-  uint32_t bits;
-};
-
-// envoy-ratelimited and http3-post-connect-failure are valid for Istio and
-// the loader accepts them, so compiling must not fail on them; neither has a
-// bit because Sluice never produces what they react to (an upstream Envoy's
-// rate-limit verdict worth retrying, an HTTP/3 upstream). They are inert.
-constexpr std::array<Token, 16> kTokens{{
-    {"5xx", RetryPolicy::k5xx},
-    {"gateway-error", RetryPolicy::kGatewayError},
-    {"reset", RetryPolicy::kReset},
-    {"reset-before-request", RetryPolicy::kResetBeforeRequest},
-    {"connect-failure", RetryPolicy::kConnectFailure},
-    {"retriable-4xx", RetryPolicy::kRetriable4xx},
-    {"refused-stream", RetryPolicy::kRefusedStream},
-    {"retriable-status-codes", RetryPolicy::kRetriableStatusCodes},
-    {"retriable-headers", RetryPolicy::kRetriableHeaders},
-    {"cancelled", RetryPolicy::kGrpcCancelled},
-    {"deadline-exceeded", RetryPolicy::kGrpcDeadlineExceeded},
-    {"internal", RetryPolicy::kGrpcInternal},
-    {"resource-exhausted", RetryPolicy::kGrpcResourceExhausted},
-    {"unavailable", RetryPolicy::kGrpcUnavailable},
-    {"envoy-ratelimited", 0},
-    {"http3-post-connect-failure", 0},
-}};
-
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
@@ -56,7 +28,7 @@ void forEachListElement(std::string_view list, F&& f) {
   }
 }
 
-// A three-digit HTTP status, or nullopt when `s` is anything else.
+// A status in 100-599, however many leading zeros it is written with.
 std::optional<uint16_t> parseStatus(std::string_view s) {
   unsigned v = 0;
   auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
@@ -112,16 +84,13 @@ std::expected<RetryPolicy, std::string> RetryPolicy::compile(const std::optional
     std::string bad;
     forEachListElement(spec->retryOn, [&](std::string_view tok) {
       if (isDigits(tok)) {
-        if (auto code = parseStatus(tok)) {
+        if (auto code = istio::retryOnStatus(tok)) {
           if (std::find(codes.begin(), codes.end(), *code) == codes.end()) codes.push_back(*code);
           return;
         }
-      } else {
-        auto it = std::find_if(kTokens.begin(), kTokens.end(), [&](const Token& t) { return t.name == tok; });
-        if (it != kTokens.end()) {
-          on |= it->bits;
-          return;
-        }
+      } else if (auto bits = istio::retryOnToken(tok)) {
+        on |= *bits;
+        return;
       }
       if (bad.empty()) bad = tok;
     });

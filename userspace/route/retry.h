@@ -14,30 +14,15 @@
 #include <vector>
 
 #include "config/model.h"
+#include "istio/retry_on.h"
 #include "core/clock.h"
 #include "http/parser.h"
 
 namespace sluice::route {
 
 struct RetryPolicy {
-  // retryOn tokens as bits.
-  enum On : uint32_t {
-    k5xx = 1u << 0,
-    kGatewayError = 1u << 1,
-    kReset = 1u << 2,
-    kResetBeforeRequest = 1u << 3,
-    kConnectFailure = 1u << 4,
-    kRetriable4xx = 1u << 5,
-    kRefusedStream = 1u << 6,
-    kRetriableStatusCodes = 1u << 7,
-    kRetriableHeaders = 1u << 8,
-    // gRPC (HTTP/2 only): validated and kept, inert on HTTP/1.1.
-    kGrpcCancelled = 1u << 9,
-    kGrpcDeadlineExceeded = 1u << 10,
-    kGrpcInternal = 1u << 11,
-    kGrpcResourceExhausted = 1u << 12,
-    kGrpcUnavailable = 1u << 13,
-  };
+  // retryOn tokens as bits (RetryPolicy::k5xx, ...).
+  using enum istio::RetryOn;
   uint32_t numRetries = 0;  // attempts: retries after the first try
   uint32_t retryOn = 0;
   std::vector<uint16_t> retriableStatusCodes;  // plain codes in retryOn

@@ -133,4 +133,16 @@ const Cluster* Snapshot::findCluster(std::string_view name) const {
   return it == clusterIndex.end() ? nullptr : it->second;
 }
 
+Redirect Redirect::compile(const config::HTTPRedirect& spec) {
+  Redirect r;
+  r.uri = spec.uri;
+  r.authority = spec.authority;
+  r.port = spec.port;
+  if (spec.derivePort == "FROM_PROTOCOL_DEFAULT") r.derivePort = DerivePort::FromProtocolDefault;
+  if (spec.derivePort == "FROM_REQUEST_PORT") r.derivePort = DerivePort::FromRequestPort;
+  r.scheme = spec.scheme;
+  r.code = spec.redirectCode;
+  return r;
+}
+
 }  // namespace sluice::route

@@ -114,12 +114,30 @@ struct WeightedCluster {
 
 class CompiledMatch;  // one HTTPMatchRequest, compiled (route/match.h)
 
+// HTTPRoute.redirect, compiled: what the Location header is built from.
+struct Redirect {
+  enum class DerivePort { None, FromProtocolDefault, FromRequestPort };
+  std::string uri;        // empty: the request's path
+  std::string authority;  // empty: the request's host
+  std::optional<uint32_t> port;
+  DerivePort derivePort = DerivePort::None;
+  std::string scheme;     // empty: http
+  uint32_t code = 301;
+  static Redirect compile(const config::HTTPRedirect& spec);
+};
+
+// HTTPRoute.directResponse, compiled.
+struct DirectResponse {
+  uint32_t status = 0;
+  std::string body;
+};
+
 struct Route {
   std::string name;                          // http[].name or "<vs>.<index>"
   std::vector<std::shared_ptr<const CompiledMatch>> matches;  // empty = match all
   std::vector<WeightedCluster> clusters;     // empty for redirect/directResponse
   uint64_t totalWeight = 0;
-  const config::HTTPRoute* spec = nullptr;   // actions for later issues
+  const config::HTTPRoute* spec = nullptr;   // its source, for the admin views only
   const config::VirtualService* virtualService = nullptr;
   std::optional<config::Duration> timeout;
   // VirtualService annotation sluice.io/sticky-weighted-split: "true": the
@@ -135,6 +153,9 @@ struct Route {
     uint32_t ppm = 1'000'000;  // chance in millionths
   };
   std::vector<Mirror> mirrors;
+  // The route answers itself: no destination is asked.
+  std::optional<Redirect> redirect;
+  std::optional<DirectResponse> directResponse;
   // Route-level response headers, for answers made without a destination
   // (directResponse, redirect); null when none.
   std::shared_ptr<const HeaderMutation> localResponseHeaders;

@@ -1,6 +1,6 @@
 #include "upstream_server/controls.h"
 
-#include "config/loader.h"
+#include "istio/duration.h"
 
 #include <charconv>
 #include <cmath>
@@ -56,7 +56,7 @@ std::optional<std::string_view> apply(std::string_view name, std::string_view va
     if (!parseUint(value, n) || n < 200 || n > 599) return "status must be an integer in 200..599";
     c.status = static_cast<int>(n);
   } else if (sameControl(name, "delay")) {
-    auto d = config::parseDuration(value);
+    auto d = istio::parseDuration(value);
     if (!d) return "delay must be a duration like 100ms or 2s";
     if (*d > kMaxDelay) return "delay is capped at 5m";
     c.delay = *d;

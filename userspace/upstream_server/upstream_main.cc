@@ -6,7 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
-#include "config/loader.h"
+#include "istio/duration.h"
 #include "upstream_server/server.h"
 
 int main(int argc, char** argv) {
@@ -22,7 +22,7 @@ int main(int argc, char** argv) {
   app.add_option("--delay", delay, "delay of answers without a delay control, e.g. 2s (default none)");
   CLI11_PARSE(app, argc, argv);
   if (!delay.empty()) {
-    auto d = sluice::config::parseDuration(delay);
+    auto d = sluice::istio::parseDuration(delay);
     if (!d || d->count() < 0) {
       std::fprintf(stderr, "sluice-upstream: --delay: not a duration: %s\n", delay.c_str());
       return 2;

@@ -98,8 +98,8 @@ class FakeSession final : public FilterCallbacks {
   const core::Clock& clock() const override { return clock_; }
   stats::StatsShard& stats() override { return stats_; }
   const sockaddr_in& downstreamRemote() const override { return peer_; }
-  route::HeaderContext headerContext() override {
-    route::HeaderContext ctx;
+  istio::HeaderContext headerContext() override {
+    istio::HeaderContext ctx;
     ctx.requestId = stream_->requestId;
     ctx.requestHeaders = &stream_->head.headers;
     return ctx;

@@ -349,7 +349,7 @@ TEST(BuildUpstreamHead, RewriteOriginalPathAuthorityAndHeaderOps) {
   ops.add = {{"x-trace", "on"}};
   ops.remove = {"x-internal"};
   route::HeaderMutation m = mutation(ops);
-  route::HeaderContext ctx;
+  istio::HeaderContext ctx;
   ctx.requestHeaders = &p->head.headers;
   auto rendered = m.render(ctx);
   HeadMutation hm{"/v2/users?id=3", t.path, "ratings.prod:8080", &rendered};
@@ -391,7 +391,7 @@ TEST(BuildUpstreamHead, HeaderOpsOwnHostRequestIdAndProto) {
   ops.set = {{"host", "b.example"}, {"x-request-id", "fixed"}};
   ops.remove = {"x-forwarded-proto"};
   route::HeaderMutation m = mutation(ops);
-  auto rendered = m.render(route::HeaderContext{});
+  auto rendered = m.render(istio::HeaderContext{});
   HeadMutation hm;
   hm.headers = &rendered;
   auto lines = headerLines(buildUpstreamHead(p->head, t, "generated", hm));
@@ -510,7 +510,7 @@ TEST(BuildDownstreamHead, ResponseHeaderOps) {
   ops.add = {{"cache-control", "private"}};
   ops.remove = {"x-powered-by"};
   route::HeaderMutation m = mutation(ops);
-  route::HeaderContext ctx;
+  istio::HeaderContext ctx;
   ctx.responseHeaders = &r->head.headers;
   auto rendered = m.render(ctx);
   std::string out = buildDownstreamHead(r->head, 4, false, false, false, "set-cookie: a=b\r\n", &rendered);
@@ -585,7 +585,7 @@ TEST(BuildLocalReply, ExtraHeadersAndEmptyBody) {
 TEST(RedirectLocation, KeepsHostPortAndPathByDefault) {
   TargetParts t;
   ASSERT_TRUE(splitTarget("/old?x=1", "reviews:9080", t));
-  config::HTTPRedirect r;
+  route::Redirect r;
   EXPECT_EQ(redirectLocation(r, t, 9080), "http://reviews:9080/old?x=1");
   r.uri = "/new";
   EXPECT_EQ(redirectLocation(r, t, 9080), "http://reviews:9080/new?x=1") << "query carried over";
@@ -596,7 +596,7 @@ TEST(RedirectLocation, KeepsHostPortAndPathByDefault) {
 TEST(RedirectLocation, AuthoritySchemeAndPorts) {
   TargetParts t;
   ASSERT_TRUE(splitTarget("/p", "reviews:9080", t));
-  config::HTTPRedirect r;
+  route::Redirect r;
   r.authority = "new.example.com";
   EXPECT_EQ(redirectLocation(r, t, 9080), "http://new.example.com/p") << "a new authority drops the port";
   r.port = 8443;
@@ -607,12 +607,12 @@ TEST(RedirectLocation, AuthoritySchemeAndPorts) {
   r.port.reset();
   r.authority.clear();
   r.scheme.clear();
-  r.derivePort = "FROM_PROTOCOL_DEFAULT";
+  r.derivePort = route::Redirect::DerivePort::FromProtocolDefault;
   EXPECT_EQ(redirectLocation(r, t, 9080), "http://reviews/p");
 
   TargetParts noPort;
   ASSERT_TRUE(splitTarget("/p", "reviews", noPort));
-  r.derivePort = "FROM_REQUEST_PORT";
+  r.derivePort = route::Redirect::DerivePort::FromRequestPort;
   EXPECT_EQ(redirectLocation(r, noPort, 9080), "http://reviews:9080/p");
 }
 

@@ -14,6 +14,9 @@ namespace {
 using testing::exact;
 using testing::prefix;
 using testing::regex;
+using istio::HeaderContext;
+using istio::HeaderTemplate;
+using istio::headerOpNameError;
 
 // 2026-11-27T03:13:49.123456789Z
 constexpr uint64_t kStartNs = 1795749229ull * 1000000000ull + 123456789ull;
@@ -198,18 +201,6 @@ TEST(HeaderMutation, LaterLevelWinsAndOrderIsKept) {
 
 // The response side cannot read the request head any more; the mutation
 // names the request headers its values read so the session keeps them.
-TEST(HeaderMutation, NamesTheRequestHeadersItReads) {
-  config::HeaderOperations ops;
-  ops.set = {{"x-who", "%REQ(X-User)%/%REQ(x-tenant?x-org):8%"}, {"x-id", "%REQ(x-request-id)%"}};
-  ops.add = {{"x-twice", "%REQ(x-user)%"}, {"x-lit", "plain"}};
-  HeaderMutation m = compileLevels({&ops});
-  EXPECT_EQ(m.requestHeaderNames(), (std::vector<std::string>{"x-org", "x-tenant", "x-user"}))
-      << "x-request-id is the proxy's own and needs no copy";
-  config::HeaderOperations none;
-  none.set = {{"x-a", "%START_TIME%"}};
-  EXPECT_TRUE(compileLevels({&none}).requestHeaderNames().empty());
-}
-
 TEST(HeaderMutation, RemoveInALaterLevelDropsEarlierEntries) {
   config::HeaderOperations a, b;
   a.add = {{"x-a", "1"}};

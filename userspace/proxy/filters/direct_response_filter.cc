@@ -15,11 +15,11 @@ class DirectResponseFilter final : public RequestFilter {
 
   FilterStatus onRequestHead(FilterCallbacks& cb) const override {
     Stream& s = cb.stream();
-    const config::HTTPRoute* spec = s.route->spec;
-    if (!spec || (!spec->directResponse && !spec->redirect)) return FilterStatus::Continue;
+    const route::Route& route = *s.route;
+    if (!route.directResponse && !route.redirect) return FilterStatus::Continue;
     std::string extra;
-    if (spec->redirect) {
-      std::string location = redirectLocation(*spec->redirect, s.target, s.port);
+    if (route.redirect) {
+      std::string location = redirectLocation(*route.redirect, s.target, s.port);
       // Built from the request: checked before it becomes a header line.
       if (!http::wireError(http::WireField::HeaderValue, location).empty()) {
         s.keepAlive = false;
@@ -28,11 +28,11 @@ class DirectResponseFilter final : public RequestFilter {
       }
       extra = "location: " + location + "\r\n";
     }
-    if (s.route->localResponseHeaders) s.route->localResponseHeaders->render(cb.headerContext()).append(extra);
-    if (spec->directResponse) {
-      cb.sendLocalReply(int(spec->directResponse->status), spec->directResponse->body.value_or(""), "-", extra);
+    if (route.localResponseHeaders) route.localResponseHeaders->render(cb.headerContext()).append(extra);
+    if (route.directResponse) {
+      cb.sendLocalReply(int(route.directResponse->status), route.directResponse->body, "-", extra);
     } else {
-      cb.sendLocalReply(int(spec->redirect->redirectCode), "", "-", extra);
+      cb.sendLocalReply(int(route.redirect->code), "", "-", extra);
     }
     return FilterStatus::Stop;
   }

@@ -30,7 +30,7 @@ class FilterCallbacks {
   virtual stats::StatsShard& stats() = 0;
   virtual const sockaddr_in& downstreamRemote() const = 0;
   // The variables header templates read, for this request.
-  virtual route::HeaderContext headerContext() = 0;
+  virtual istio::HeaderContext headerContext() = 0;
   // Answers the request here (the chain ends). A request whose body has not
   // been read yet closes its connection after the answer.
   virtual void sendLocalReply(int status, std::string_view body, std::string_view flags,

@@ -5,9 +5,9 @@
 #include <cstdint>
 #include <limits>
 
-#include "config/loader.h"
+#include "istio/duration.h"
 
-namespace sluice::config {
+namespace sluice::istio {
 
 namespace {
 
@@ -27,11 +27,11 @@ bool isDigit(char ch) { return ch >= '0' && ch <= '9'; }
 
 }  // namespace
 
-std::expected<Duration, std::string> parseDuration(std::string_view s) {
+std::expected<std::chrono::nanoseconds, std::string> parseDuration(std::string_view s) {
   if (s.empty()) return std::unexpected("empty duration");
   if (s.front() == '-') return std::unexpected("negative durations are not allowed");
   if (s.front() == '+') s.remove_prefix(1);
-  if (s == "0") return Duration(0);
+  if (s == "0") return std::chrono::nanoseconds(0);
   if (s.empty()) return std::unexpected("missing number");
 
   uint64_t total = 0;
@@ -73,7 +73,7 @@ std::expected<Duration, std::string> parseDuration(std::string_view s) {
     total += v;
     s.remove_prefix(u);
   }
-  return Duration(static_cast<int64_t>(total));
+  return std::chrono::nanoseconds(static_cast<int64_t>(total));
 }
 
-}  // namespace sluice::config
+}  // namespace sluice::istio

@@ -1,16 +1,16 @@
 #include <gtest/gtest.h>
 
-#include "config/loader.h"
+#include "istio/duration.h"
 
-namespace sluice::config {
+namespace sluice::istio {
 namespace {
 
 using namespace std::chrono_literals;
 
-Duration ok(std::string_view s) {
+std::chrono::nanoseconds ok(std::string_view s) {
   auto d = parseDuration(s);
   EXPECT_TRUE(d.has_value()) << s << ": " << (d ? "" : d.error());
-  return d.value_or(Duration(-1));
+  return d.value_or(std::chrono::nanoseconds(-1));
 }
 
 TEST(ParseDuration, GoUnits) {
@@ -49,4 +49,4 @@ TEST(ParseDuration, Rejects) {
 }
 
 }  // namespace
-}  // namespace sluice::config
+}  // namespace sluice::istio
