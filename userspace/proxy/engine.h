@@ -19,6 +19,7 @@
 #include "route/table.h"
 #include "stats/stats.h"
 #include "upstream/circuit_breaker.h"
+#include "upstream/cluster_manager.h"
 #include "upstream/outlier.h"
 
 namespace sluice::proxy {
@@ -73,15 +74,13 @@ struct EngineOptions {
   std::function<std::optional<uint32_t>(const sockaddr_in&)> kernelActiveConnections;
 };
 
-using HealthTable = std::vector<std::shared_ptr<upstream::ClusterHealth>>;
-using LimitsTable = std::vector<std::shared_ptr<upstream::ClusterLimits>>;
 
 // What workers route with, published together: the snapshot and the shared
 // per-cluster state of its clusters (by Cluster::index).
 struct Published {
   std::shared_ptr<const route::Snapshot> snapshot;
-  std::shared_ptr<const HealthTable> health;
-  std::shared_ptr<const LimitsTable> limits;
+  std::shared_ptr<const upstream::HealthTable> health;
+  std::shared_ptr<const upstream::LimitsTable> limits;
 };
 
 // One admitted client connection, counted against maxConnections for as

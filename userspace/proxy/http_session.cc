@@ -323,7 +323,7 @@ void DownstreamConn::forwardUpstream() {
     localReply(503, "no healthy upstream", s.cluster && !s.cluster->missing ? "UH" : "NC");
     return;
   }
-  s.limits = worker_.limitsFor(*s.cluster);
+  s.limits = worker_.clusters().limitsFor(*s.cluster);
   if (auto t = upstream::acquire(s.limits, upstream::ClusterLimits::kRequests)) {
     s.requestToken = std::move(*t);
   } else {
@@ -366,15 +366,11 @@ void DownstreamConn::dispatch() {
     passthrough.key = passthrough.address + ":" + std::to_string(passthrough.port);
     s.endpoint = -1;
   } else {
-    const uint64_t* key = s.hasHashKey ? &s.hashKey : nullptr;
-    s.endpoint = worker_.pickEndpoint(*s.cluster, avoid, key);
-    // retryIgnorePreviousHosts: like Envoy's previous-hosts predicate, pick
-    // again (up to 5 times) while the choice is a host this request already
-    // tried.
-    if (avoid >= 0) {
-      for (int k = 0; k < 5 && s.endpoint >= 0 && s.triedBefore(s.endpoint); ++k)
-        s.endpoint = worker_.pickEndpoint(*s.cluster, avoid, key);
-    }
+    upstream::PickContext pick;
+    pick.hashKey = s.hasHashKey ? &s.hashKey : nullptr;
+    pick.avoid = avoid;
+    pick.tried = s.triedMask;
+    s.endpoint = worker_.pickEndpoint(*s.cluster, pick);
     if (s.endpoint >= 0 && s.endpoint < 64) s.triedMask |= uint64_t(1) << s.endpoint;
   }
   if (!toOriginal && s.endpoint < 0) {  // every host ejected, and no panic threshold
@@ -383,7 +379,7 @@ void DownstreamConn::dispatch() {
     localReply(503, "no healthy upstream", "UH");
     return;
   }
-  if (!s.health) s.health = worker_.healthFor(*s.cluster);
+  if (!s.health) s.health = worker_.clusters().healthFor(*s.cluster);
   const route::Endpoint& ep = toOriginal ? passthrough : s.cluster->endpoints[size_t(s.endpoint)];
   EndpointState& state = worker_.endpointState(ep);
   s.upstreamHost = ep.key;

@@ -98,7 +98,7 @@ void DownstreamConn::startShadows() {
   Stream& s = *stream_;
   uint64_t timeout = s.route->timeout && s.route->timeout->count() > 0 ? uint64_t(s.route->timeout->count()) : 0;
   for (Stream::PendingShadow& p : s.pendingShadows) {
-    int i = worker_.pickEndpoint(*p.cluster, -1, nullptr);
+    int i = worker_.pickEndpoint(*p.cluster);
     if (i < 0) continue;
     std::unique_ptr<ShadowStream> m =
         worker_.shadows().start(p.cluster->endpoints[size_t(i)], std::move(p.head), !s.reqDone, timeout,

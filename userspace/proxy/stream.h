@@ -81,7 +81,6 @@ struct Stream {
   bool tunnel = false;     // ... and the upstream switched: bytes flow both ways as they are
   int endpoint = -1;
   uint64_t triedMask = 0;  // endpoints 0..63 this request was sent to
-  bool triedBefore(int i) const { return i < 64 && (triedMask >> i) & 1; }
   EndpointState* ep = nullptr;
   sockaddr_in upstreamAddr{};
   // Outlier state of `cluster` when it has any: every attempt's outcome goes

@@ -194,7 +194,7 @@ void TcpProxy::start(Worker& worker, int clientFd, const sockaddr_in& /*client*/
   const route::Endpoint& ep = toOriginal ? original : d->cluster->endpoints[size_t(idx)];
   // tcp.maxConnections holds for TCP routes too: over it, the client is
   // closed at once (Envoy's tcp_proxy does the same).
-  std::shared_ptr<upstream::ClusterLimits> limits = worker.limitsFor(*d->cluster);
+  std::shared_ptr<upstream::ClusterLimits> limits = worker.clusters().limitsFor(*d->cluster);
   auto conn = upstream::acquire(limits, upstream::ClusterLimits::kConnections);
   if (!conn) {
     limits->cxOverflow.fetch_add(1, std::memory_order_relaxed);
@@ -214,7 +214,7 @@ void TcpProxy::start(Worker& worker, int clientFd, const sockaddr_in& /*client*/
   applyKeepalive(ufd, d->cluster->upstream);
   auto* p = new TcpProxy(worker, std::move(snap));
   p->slot_ = std::move(slot);
-  if (!toOriginal) p->health_ = worker.healthFor(*d->cluster);
+  if (!toOriginal) p->health_ = worker.clusters().healthFor(*d->cluster);
   p->connToken_ = std::move(*conn);
   p->endpointIndex_ = idx;
   p->endpoint_ = &worker.endpointState(ep);

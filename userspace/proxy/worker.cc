@@ -215,7 +215,7 @@ void Worker::wake() { waker_->wake(); }
 Worker::Worker(Engine& engine, int index)
     : engine_(engine), index_(index), timers_(clock_),
       rng_(clock_.nowNs() ^ (uint64_t(index + 1) * 0x9e3779b97f4a7c15ull)),
-      lb_(rng_.next()), shadows_(*this) {}
+      clusters_(clock_, rng_), shadows_(*this) {}
 
 Worker::~Worker() {
   // Connections still alive at exit (drain timeout) are force-closed and
@@ -259,124 +259,19 @@ void Worker::collectActive(std::unordered_map<std::string, uint64_t>& out) const
   for (const auto& [key, st] : endpoints_) out[key] += st.active.load(std::memory_order_relaxed);
 }
 
-int Worker::pickEndpoint(const route::Cluster& cluster, int avoid, const uint64_t* hashKey) {
+int Worker::pickEndpoint(const route::Cluster& cluster, const upstream::PickContext& ctx) {
   auto active = [&](size_t i) { return endpointState(cluster.endpoints[i]).active.load(std::memory_order_relaxed); };
-  return pickWith(cluster, avoid, active, hashKey);
-}
-
-const Worker::HashTables& Worker::hashTables(const route::Cluster& cluster) {
-  HashTables& t = hashTables_[cluster.name];
-  bool same = t.keys.size() == cluster.endpoints.size();
-  for (size_t i = 0; same && i < t.keys.size(); ++i) same = t.keys[i] == cluster.endpoints[i].key;
-  if (same && (t.ring || t.maglev)) return t;
-  t.keys.clear();
-  for (const auto& ep : cluster.endpoints) t.keys.push_back(ep.key);
-  t.ring.reset();
-  t.maglev.reset();
-  if (cluster.lb == route::LbPolicy::Maglev) {
-    t.maglev = std::make_unique<upstream::MaglevTable>(
-        upstream::MaglevTable::build(cluster.endpoints, cluster.hash->maglevSize));
-  } else {
-    t.ring = std::make_unique<upstream::HashRing>(
-        upstream::HashRing::build(cluster.endpoints, cluster.hash->ringSize));
-  }
-  return t;
+  return clusters_.pick(cluster, active, ctx);
 }
 
 int Worker::pickEndpointForConnection(const route::Cluster& cluster) {
   const auto& kernel = engine_.options().kernelActiveConnections;
-  if (!kernel || cluster.lb != route::LbPolicy::LeastRequest) return pickEndpoint(cluster, -1);
+  if (!kernel || cluster.lb != route::LbPolicy::LeastRequest) return pickEndpoint(cluster);
   auto active = [&](size_t i) -> uint32_t {
     if (auto n = kernel(cluster.endpoints[i].sockaddr)) return *n;
     return endpointState(cluster.endpoints[i]).active.load(std::memory_order_relaxed);
   };
-  return pickWith(cluster, -1, active);
-}
-
-int Worker::pickWith(const route::Cluster& cluster, int avoid, upstream::ActiveFn active,
-                     const uint64_t* hashKey) {
-  std::shared_ptr<upstream::ClusterHealth> h = healthFor(cluster);
-  upstream::ClusterHealth* health = h.get();
-  if (hashKey && cluster.hash && !cluster.endpoints.empty()) {
-    const HashTables& t = hashTables(cluster);
-    auto excluded = [&](size_t i) {
-      return (int(i) == avoid && cluster.endpoints.size() > 1) || (health && health->skip(i));
-    };
-    int idx = t.ring ? t.ring->pick(*hashKey, excluded) : t.maglev->pick(*hashKey, excluded);
-    if (idx >= 0) return idx;
-  }
-  if (avoid >= 0 && cluster.endpoints.size() > 1) {
-    // A retry prefers another host (Istio's retryIgnorePreviousHosts default).
-    auto excluded = [&](size_t i) { return int(i) == avoid || (health && health->skip(i)); };
-    int idx = lb_.pick(cluster, active, excluded);
-    if (idx >= 0) return idx;
-  }
-  int idx;
-  if (health) {
-    auto ejected = [&](size_t i) { return health->skip(i); };
-    idx = lb_.pick(cluster, active, ejected);
-  } else {
-    idx = lb_.pick(cluster, active);
-  }
-  // Warmup: a warming endpoint keeps its pick with probability = its share
-  // now; otherwise the choice is made again without it (once).
-  if (idx >= 0 && cluster.warmupNs) {
-    double f = warmupFactor(cluster, size_t(idx));
-    if (f < 1.0 && double(rng_.below(1'000'000)) >= f * 1'000'000) {
-      auto notIt = [&](size_t i) { return int(i) == idx || (health && health->skip(i)); };
-      int other = lb_.pick(cluster, active, notIt);
-      if (other >= 0) idx = other;
-    }
-  }
-  return idx;
-}
-
-// Endpoints of a cluster this worker already routed with, seen for the first
-// time now, start warming; a cluster new to this worker starts warm (Envoy
-// slows down added hosts, not a whole new cluster).
-void Worker::trackWarmup() {
-  std::unordered_map<std::string, std::unordered_map<std::string, uint64_t>> next;
-  const uint64_t now = clock_.nowNs();
-  for (const auto& c : snapshot_->clusters) {
-    if (!c->warmupNs) continue;
-    auto old = firstSeen_.find(c->name);
-    auto& seen = next[c->name];
-    for (const auto& ep : c->endpoints) {
-      uint64_t t = 0;
-      if (old != firstSeen_.end()) {
-        auto it = old->second.find(ep.key);
-        t = it != old->second.end() ? it->second : now;
-      }
-      seen[ep.key] = t;
-    }
-  }
-  firstSeen_ = std::move(next);
-}
-
-double Worker::warmupFactor(const route::Cluster& cluster, size_t i) const {
-  if (!cluster.warmupNs) return 1.0;
-  auto c = firstSeen_.find(cluster.name);
-  if (c == firstSeen_.end()) return 1.0;
-  auto e = c->second.find(cluster.endpoints[i].key);
-  if (e == c->second.end() || e->second == 0) return 1.0;
-  uint64_t age = clock_.nowNs() - e->second;
-  if (age >= cluster.warmupNs) return 1.0;
-  return std::max(0.1, double(age) / double(cluster.warmupNs));
-}
-
-std::shared_ptr<upstream::ClusterLimits> Worker::limitsFor(const route::Cluster& cluster) const {
-  if (!limits_ || cluster.index >= limits_->size()) return nullptr;
-  const auto& l = (*limits_)[cluster.index];
-  if (!l || l->name() != cluster.name) return nullptr;
-  return l;
-}
-
-std::shared_ptr<upstream::ClusterHealth> Worker::healthFor(const route::Cluster& cluster) const {
-  if (!health_ || cluster.index >= health_->size()) return nullptr;
-  const auto& h = (*health_)[cluster.index];
-  // Index i of an older snapshot may be another cluster in this table.
-  if (!h || h->name() != cluster.name || h->endpoints().size() != cluster.endpoints.size()) return nullptr;
-  return h;
+  return clusters_.pick(cluster, active);
 }
 
 void Worker::adoptSnapshotIfChanged() {
@@ -385,13 +280,7 @@ void Worker::adoptSnapshotIfChanged() {
   snapshotVersion_ = v;
   Published p = engine_.published();
   snapshot_ = std::move(p.snapshot);
-  health_ = std::move(p.health);
-  limits_ = std::move(p.limits);
-  if (snapshot_) {
-    lb_.retainClusters([&](const std::string& name) { return snapshot_->findCluster(name) != nullptr; });
-    std::erase_if(hashTables_, [&](const auto& kv) { return snapshot_->findCluster(kv.first) == nullptr; });
-    trackWarmup();
-  }
+  if (snapshot_) clusters_.adopt(*snapshot_, std::move(p.health), std::move(p.limits));
 }
 
 void Worker::beginDrain() {

@@ -21,10 +21,7 @@
 #include "proxy/shadow.h"
 #include "route/table.h"
 #include "stats/stats.h"
-#include "upstream/circuit_breaker.h"
-#include "upstream/consistent_hash.h"
-#include "upstream/load_balancer.h"
-#include "upstream/outlier.h"
+#include "upstream/cluster_manager.h"
 
 namespace sluice::proxy {
 
@@ -90,20 +87,14 @@ class Worker {
 
   EndpointState& endpointState(const route::Endpoint& ep);
   void collectActive(std::unordered_map<std::string, uint64_t>& out) const;
-  // Picks an endpoint of `cluster`, skipping `avoid` when another exists and
-  // hosts outlier detection ejected. Returns -1 when no endpoint is left.
-  // `hashKey`: the request's consistent-hash key when the cluster hashes
-  // (RingHash/Maglev); null picks as if it had none.
-  int pickEndpoint(const route::Cluster& cluster, int avoid, const uint64_t* hashKey = nullptr);
+  // Picks an endpoint of `cluster` for one request (upstream::ClusterManager
+  // holds the rules), weighing the requests in flight on this worker; -1
+  // when no endpoint is left.
+  int pickEndpoint(const route::Cluster& cluster, const upstream::PickContext& ctx = {});
   // For one L4 connection: like pickEndpoint, but LEAST_REQUEST weighs the
   // kernel's count of open connections per endpoint when the engine has it.
   int pickEndpointForConnection(const route::Cluster& cluster);
-  // The outlier state of `cluster`, or null (none configured, or the
-  // cluster belongs to a snapshot this worker no longer routes with).
-  std::shared_ptr<upstream::ClusterHealth> healthFor(const route::Cluster& cluster) const;
-  // The connection-pool limits of `cluster`, or null (same rules).
-  std::shared_ptr<upstream::ClusterLimits> limitsFor(const route::Cluster& cluster) const;
-
+  upstream::ClusterManager& clusters() { return clusters_; }
   // Connection registry, for draining and shutdown.
   void addDownstream(Connection* c);
   void removeDownstream(Connection* c);
@@ -111,16 +102,6 @@ class Worker {
  private:
   class Listener;
   class Waker;
-  int pickWith(const route::Cluster& cluster, int avoid, upstream::ActiveFn active,
-               const uint64_t* hashKey = nullptr);
-  // The ring or Maglev table of a hashing cluster, built on first use and
-  // kept while the cluster's endpoints stay the same.
-  struct HashTables {
-    std::vector<std::string> keys;  // the endpoint set it was built for
-    std::unique_ptr<upstream::HashRing> ring;
-    std::unique_ptr<upstream::MaglevTable> maglev;
-  };
-  const HashTables& hashTables(const route::Cluster& cluster);
   void adoptSnapshotIfChanged();
   void beginDrain();
   void shedIdle();
@@ -141,21 +122,12 @@ class Worker {
   std::unique_ptr<Waker> waker_;
   ConnPool pool_{*this};
   std::shared_ptr<const route::Snapshot> snapshot_;
-  std::shared_ptr<const std::vector<std::shared_ptr<upstream::ClusterHealth>>> health_;
-  std::shared_ptr<const std::vector<std::shared_ptr<upstream::ClusterLimits>>> limits_;
   uint64_t snapshotVersion_ = 0;
   // Inserted into only by this worker, under endpointsMu_ so the admin
   // thread can iterate it; lookups on the request path take no lock.
   std::unordered_map<std::string, EndpointState> endpoints_;
   mutable std::mutex endpointsMu_;
-  upstream::LoadBalancer lb_;
-  std::unordered_map<std::string, HashTables> hashTables_;  // by cluster name
-  // Warmup: when this worker first saw each endpoint of each warming
-  // cluster (0: there from the cluster's start, already warm).
-  std::unordered_map<std::string, std::unordered_map<std::string, uint64_t>> firstSeen_;
-  void trackWarmup();
-  // Share (0..1] of its normal traffic endpoint i of `cluster` may take now.
-  double warmupFactor(const route::Cluster& cluster, size_t i) const;
+  upstream::ClusterManager clusters_;
   std::vector<Connection*> graveyard_;
   std::vector<std::unique_ptr<Stream>> deadStreams_;
   std::vector<Connection*> flushQueue_;
