@@ -55,18 +55,51 @@ void Connection::pauseReading() {
 // leave in one send and one TCP segment instead of one each.
 void Connection::write(std::string_view data) {
   if (closing_ || data.empty()) return;
-  pending_.append(data);
-  queueFlush();
+  if (transport_) {
+    transport_->onWrite(data, pending_);
+  } else {
+    pending_.append(data);
+  }
+  if (!pending_.empty()) queueFlush();
 }
 
 void Connection::write(std::string&& data) {
   if (closing_ || data.empty()) return;
+  if (transport_) {
+    write(std::string_view(data));
+    return;
+  }
   if (pending_.empty()) {
     pending_ = std::move(data);
   } else {
     pending_.append(data);
   }
   queueFlush();
+}
+
+void Connection::setTransport(std::unique_ptr<Transport> t) {
+  transport_ = std::move(t);
+  std::string wire;
+  transport_->onStart(wire);
+  sendWire(wire);
+}
+
+void Connection::sendWire(std::string_view wire) {
+  if (closing_ || wire.empty()) return;
+  pending_.append(wire);
+  queueFlush();
+}
+
+bool Connection::received(const char* data, size_t n) {
+  bytesIn_ += uint64_t(n);
+  if (!transport_) {
+    input_.append(data, n);
+    return true;
+  }
+  std::string wire;
+  const bool ok = transport_->onReceived(std::string_view(data, n), input_, wire);
+  sendWire(wire);
+  return ok;
 }
 
 void Connection::queueFlush() {
@@ -147,24 +180,31 @@ void Connection::handleRecv(int32_t res, uint32_t flags) {
   worker_.stats().inc(stats::Counter::CompletionsRecv);
   bool more = flags & IORING_CQE_F_MORE;
   if (!more) recvArmed_ = false;
+  const size_t had = input_.size();
+  bool ok = true;
   if (res > 0 && !(flags & IORING_CQE_F_BUFFER)) {
     // One-shot recv into this connection's own buffer.
-    if (!closing_) {
-      input_.append(ownBuf_.get(), size_t(res));
-      bytesIn_ += uint64_t(res);
-    }
+    if (!closing_) ok = received(ownBuf_.get(), size_t(res));
   } else if (res > 0) {
     uint16_t bid = uint16_t(flags >> IORING_CQE_BUFFER_SHIFT);
-    if (!closing_) {
-      input_.append(worker_.buffers().buffer(bid), size_t(res));
-      bytesIn_ += uint64_t(res);
-    }
+    if (!closing_) ok = received(worker_.buffers().buffer(bid), size_t(res));
     worker_.buffers().recycle(bid);
   }
   if (!more) finishOp();
   if (closing_) return;
+  if (!ok) {
+    // What the transport completed before the error is the peer's, as
+    // bytes before a reset are; then the connection ends.
+    if (input_.size() > had) onData();
+    if (closing_ || peerClosed_) return;
+    peerClosed_ = true;
+    onPeerClosed(-EPROTO);
+    return;
+  }
   if (res > 0) {
-    onData();
+    // A transport may have taken the bytes without completing plaintext
+    // (a handshake): the codec has nothing new then.
+    if (input_.size() > had) onData();
     // onData may have paused or closed us; otherwise keep the recv armed
     // (a multishot recv ends when the buffer group runs dry).
     if (!closing_ && !more && !paused_ && !peerClosed_) {

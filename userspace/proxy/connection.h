@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "core/ring.h"
+#include "proxy/transport.h"
 
 namespace sluice::proxy {
 
@@ -43,6 +44,11 @@ class Connection : public core::CompletionHandler {
   void cancelEveryPause() { cancelEveryPause_ = true; }
   bool readingPaused() const { return paused_; }
 
+  // From now on bytes pass through `t` both ways (see transport.h); its
+  // opening bytes are sent at once. Set before the first byte is read.
+  void setTransport(std::unique_ptr<Transport> t);
+
+  // Plaintext for the peer (through the transport, if any).
   void write(std::string_view data);
   void write(std::string&& data);
   // Bytes accepted by write() and not yet acknowledged by the kernel.
@@ -93,6 +99,10 @@ class Connection : public core::CompletionHandler {
   friend class Worker;
   void onCompletion(uint8_t op, int32_t res, uint32_t flags) override;
   void handleRecv(int32_t res, uint32_t flags);
+  // Bytes off the socket: into input_, through the transport if any. False
+  // when the transport refused them (the connection is being reset).
+  bool received(const char* data, size_t n);
+  void sendWire(std::string_view wire);
   void handleSend(int32_t res);
   void submitSend();
   void queueFlush();
@@ -109,6 +119,7 @@ class Connection : public core::CompletionHandler {
   static constexpr size_t kOwnBufSize = 64 * 1024;
   // Set: one-shot recvs into it (owned by the kernel while one is armed).
   std::unique_ptr<char[]> ownBuf_;
+  std::unique_ptr<Transport> transport_;
   bool sendInFlight_ = false;
   bool paused_ = false;
   bool pausedOnce_ = false;  // one-shot recvs from the first pause on

@@ -22,20 +22,13 @@
 #include "http/parser.h"
 #include "proxy/engine.h"
 #include "proxy/worker.h"
+#include "worker_script.h"
 
 namespace sluice::proxy {
 namespace {
 
 using stats::Counter;
 using namespace std::chrono_literals;
-
-sockaddr_in loopback(uint16_t port) {
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  return a;
-}
 
 route::Endpoint endpointAt(uint16_t port) {
   route::Endpoint ep;
@@ -153,39 +146,6 @@ class TestServer {
 std::optional<std::string> okReply(const TestServer::Request&) {
   return std::string("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
 }
-
-// Runs `steps` one after the other inside the worker's loop, each polled
-// every millisecond until it returns true, then stops the engine and lets
-// the worker drain and exit. Returns false if the steps did not finish
-// within `limit`.
-class Script final : public core::Timer {
- public:
-  Script(Engine& engine, Worker& worker, std::vector<std::function<bool()>> steps)
-      : engine_(engine), worker_(worker), steps_(std::move(steps)) {}
-
-  bool run(std::chrono::milliseconds limit = 5000ms) {
-    deadline_ = std::chrono::steady_clock::now() + limit;
-    worker_.timers().schedule(*this, 1'000'000);
-    worker_.run();
-    return next_ == steps_.size();
-  }
-
- private:
-  void onTimer() override {
-    while (next_ < steps_.size() && steps_[next_]()) ++next_;
-    if (next_ == steps_.size() || std::chrono::steady_clock::now() > deadline_) {
-      engine_.stop();
-      return;
-    }
-    worker_.timers().schedule(*this, 1'000'000);
-  }
-
-  Engine& engine_;
-  Worker& worker_;
-  std::vector<std::function<bool()>> steps_;
-  size_t next_ = 0;
-  std::chrono::steady_clock::time_point deadline_;
-};
 
 class ShadowTest : public ::testing::Test {
  protected:

@@ -1,0 +1,29 @@
+// What sits between a connection's socket and its codec. A connection
+// without one is plain: bytes go to the codec as they come and leave as
+// they are written (the fast path, and the only one for spliced and sk_msg
+// sockets). A transport (TLS next) turns received bytes into the codec's
+// plaintext and the codec's writes into bytes for the wire, and may send
+// bytes of its own (a handshake) on either call.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace sluice::proxy {
+
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  // The connection starts: bytes to send before anything else (a client's
+  // hello) go to `wire`.
+  virtual void onStart(std::string& wire) { (void)wire; }
+  // `received` came off the socket. The plaintext it completes is appended
+  // to `plain`, bytes the transport must answer with to `wire`. False: the
+  // peer broke the protocol, and the connection is reset.
+  virtual bool onReceived(std::string_view received, std::string& plain, std::string& wire) = 0;
+  // The codec writes `plain`: its wire form is appended to `wire` (or held
+  // until the transport is ready, then sent with a later call's output).
+  virtual void onWrite(std::string_view plain, std::string& wire) = 0;
+};
+
+}  // namespace sluice::proxy
