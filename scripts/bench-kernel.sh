@@ -28,10 +28,11 @@
 # 88761 to 1024) and the run measures the priority, not the path. A node
 # runs its apps at 0 too. L4_NICE=-20 shows that effect.
 #
-# Needs root, cgroup v2 and /sys/fs/bpf (bpffs); otherwise it says why and
+# Needs root and cgroup v2 (pins go under /sys/fs/bpf, or a private bpffs
+# when that is not one); otherwise it says why and
 # exits 0 so `make bench` still reports the userspace section. Everything
 # it creates is its own: cgroups sluice-bench-<pid>-* under the cgroup2
-# mount, pins under /sys/fs/bpf/sluice-bench-<pid>-*; removed on exit.
+# mount, pins under $BPFROOT/sluice-bench-<pid>-*; removed on exit.
 # Env: ROUNDS (5), DURATION (5), CONNS (32), PROXY_CPU (0), LOAD_CPU (1).
 set -euo pipefail
 BUILD=${1:-build}
@@ -48,6 +49,7 @@ HOST_HEADER='Host: reviews:9080'
 
 skip() { echo "bench-kernel: skipped: $*"; exit 0; }
 bpfCheck
+trap bpfRelease EXIT
 [ -z "$BPF_UNAVAILABLE" ] || skip "$BPF_UNAVAILABLE"
 for bin in sluiced sluicectl sluice-upstream; do
   [ -x "$BUILD/$bin" ] || { echo "bench-kernel: $BUILD/$bin missing" >&2; exit 1; }
@@ -67,6 +69,7 @@ cleanup() {
   for ((i = ${#cgroups[@]} - 1; i >= 0; i--)); do rmdir "${cgroups[$i]}" 2>/dev/null || true; done
   # The daemons unpinned their maps on exit; enablement is kept on purpose.
   for p in "${pins[@]}"; do rm -f "$p/sluice_enabled"; rmdir "$p" 2>/dev/null || true; done
+  bpfRelease
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -93,7 +96,7 @@ startTarget() {
   if [ -n "$tree" ]; then
     mkcg "$tree"; mkcg "$tree/proxy"; mkcg "$tree/app"
     proxy_cg=$tree/proxy
-    pin=/sys/fs/bpf/$tag-$name; pins+=("$pin")
+    pin=$BPFROOT/$tag-$name; pins+=("$pin")
   fi
   onCpu "$LOAD_CPU" "$proxy_cg"
   "${ON[@]}" "$BUILD/sluice-upstream" --listen "127.0.0.1:$v1" --name reviews-v1 \

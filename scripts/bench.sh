@@ -20,8 +20,9 @@
 # two backends (same binary, flags and CPU) inside its cgroup tree, and the
 # peers' backends stay outside it, untouched by any program. Its cgroups
 # (sluice-bench-<pid>-ebpf under the cgroup2 mount) and pins
-# (/sys/fs/bpf/sluice-bench-<pid>-ebpf) are removed on exit. EBPF=0 leaves
-# it out; so does a machine without root, cgroup v2 or bpffs (with the reason).
+# (/sys/fs/bpf/sluice-bench-<pid>-ebpf, or under a private bpffs the run
+# mounts when /sys/fs/bpf is not one) are removed on exit. EBPF=0 leaves it
+# out; so does a machine without root or cgroup v2 (with the reason).
 #
 # Pinning (2 cores assumed): the proxy under test runs on CPU 0, the backends
 # and wrk share CPU 1, so every proxy gets one whole core and the same load
@@ -76,6 +77,7 @@ cleanup() {
   for ((i = ${#cgroups[@]} - 1; i >= 0; i--)); do rmdir "${cgroups[$i]}" 2>/dev/null || true; done
   # sluiced unpinned its maps on exit; the enablement map is kept on purpose.
   for p in "${pins[@]}"; do rm -f "$p/sluice_enabled"; rmdir "$p" 2>/dev/null || true; done
+  bpfRelease
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -146,7 +148,7 @@ startEbpf() {
   local name=$1 bin=$2 vip=$3 tree pin p1 p2 sport sadmin
   tree=$CGROOT/sluice-bench-$$-$name
   for cg in "$tree" "$tree/proxy" "$tree/app"; do mkdir "$cg"; cgroups+=("$cg"); done
-  pin=/sys/fs/bpf/sluice-bench-$$-$name; pins+=("$pin")
+  pin=$BPFROOT/sluice-bench-$$-$name; pins+=("$pin")
   freePort p1; freePort p2; freePort sport; freePort sadmin
   local in_tree=(setsid scripts/bench/run-in-cgroup.sh "$tree/proxy" scripts/bench/run-pinned.sh)
   "${in_tree[@]}" "$LOAD_CPU" "$NICE" "$BUILD/sluice-upstream" --listen "127.0.0.1:$p1" \

@@ -127,14 +127,31 @@ backendCount() {
 }
 
 # Sets BPF_UNAVAILABLE to why the eBPF data path cannot be benchmarked here,
-# or to "" when it can: that needs root, a cgroup2 mount (its path goes to
-# CGROOT) and bpffs on /sys/fs/bpf.
+# or to "" when it can: that needs root and a cgroup2 mount (its path goes
+# to CGROOT). Pins go under BPFROOT: /sys/fs/bpf when it is bpffs, else a
+# private bpffs this run mounts on a fresh temporary folder (never on
+# /sys/fs/bpf) and bpfRelease unmounts and removes.
 bpfCheck() {
   BPF_UNAVAILABLE=
+  BPF_PRIVATE=
   CGROOT=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
   if [ "$(id -u)" != 0 ]; then BPF_UNAVAILABLE="not root (the eBPF data path needs root)"
   elif [ -z "$CGROOT" ]; then BPF_UNAVAILABLE="no cgroup2 mount in /proc/mounts"
-  elif [ "$(stat -f -c %T /sys/fs/bpf 2>/dev/null)" != bpf_fs ]; then
-    BPF_UNAVAILABLE="/sys/fs/bpf is not a bpffs mount"
+  elif [ "$(stat -f -c %T /sys/fs/bpf 2>/dev/null)" = bpf_fs ]; then BPFROOT=/sys/fs/bpf
+  else
+    BPFROOT=$(mktemp -d /tmp/sluice-bench-bpffs.XXXXXX)
+    if mount -t bpf bpf "$BPFROOT" 2>/dev/null; then
+      BPF_PRIVATE=$BPFROOT
+    else
+      rmdir "$BPFROOT"
+      BPF_UNAVAILABLE="/sys/fs/bpf is not bpffs and a private bpffs could not be mounted"
+    fi
+  fi
+}
+bpfRelease() {
+  if [ -n "${BPF_PRIVATE:-}" ]; then
+    umount "$BPF_PRIVATE" 2>/dev/null || umount -l "$BPF_PRIVATE" 2>/dev/null || true
+    rmdir "$BPF_PRIVATE" 2>/dev/null || true
+    BPF_PRIVATE=
   fi
 }

@@ -400,15 +400,12 @@ void DownstreamConn::dispatch() {
     waitForConnection(state);
     return;
   }
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int fd = OutboundConnection::openSocket(s.cluster->upstream);
   if (fd < 0) {
     failAttempt(route::AttemptFailure::ConnectFailure, 503,
                 "upstream connect error or disconnect/reset before headers. reset reason: local socket error", "UF");
     return;
   }
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  applyKeepalive(fd, s.cluster->upstream);
   s.ep = &state;
   up_ = new UpstreamConn(worker_, fd, ep, state, std::move(*conn), s.cluster->upstream);
   up_->attach(this);

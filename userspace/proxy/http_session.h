@@ -14,6 +14,7 @@
 #include "proxy/conn_pool.h"
 #include "proxy/connection.h"
 #include "proxy/engine.h"
+#include "proxy/outbound.h"
 #include "proxy/filters/filter.h"
 #include "proxy/request_util.h"
 #include "route/table.h"
@@ -26,10 +27,7 @@ class DownstreamConn;
 struct EndpointState;
 struct Stream;
 
-// tcp.tcpKeepalive of a cluster, applied to a new upstream socket.
-void applyKeepalive(int fd, const route::UpstreamSettings& s);
-
-class UpstreamConn final : public Connection {
+class UpstreamConn final : public OutboundConnection {
  public:
   // `connToken`: this connection's unit of its cluster's maxConnections
   // (empty when the cluster has no limit), released when it closes.
@@ -46,7 +44,6 @@ class UpstreamConn final : public Connection {
     if (pooled_) removeFromPool();
     close();
   }
-  bool connected() const { return connected_; }
   EndpointState& endpointState() { return state_; }
   bool reused() const { return reused_; }
   const std::string& endpointKey() const { return key_; }
@@ -61,8 +58,8 @@ class UpstreamConn final : public Connection {
   void onDrained() override;
   void onSendProgress() override;
   void onDestroy() override;
-  void onOtherCompletion(uint8_t op, int32_t res) override;
-  void onConnectTimeout();
+  void onConnected() override;
+  void onConnectFailed(bool timedOut) override;
   void onIdleTimeout();
   void removeFromPool();
 
@@ -73,10 +70,7 @@ class UpstreamConn final : public Connection {
   uint64_t createdNs_ = 0;
   sockaddr_in addr_;
   std::string key_;
-  core::IoOp connectOp_{this, kConnect};
-  core::MemberTimer<UpstreamConn, &UpstreamConn::onConnectTimeout> connectTimer_{this};
   core::MemberTimer<UpstreamConn, &UpstreamConn::onIdleTimeout> idleTimer_{this};
-  bool connected_ = false;
   bool reused_ = false;
   bool pooled_ = false;
 };

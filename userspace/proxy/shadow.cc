@@ -9,6 +9,7 @@
 #include "core/timer_wheel.h"
 #include "http/parser.h"
 #include "proxy/connection.h"
+#include "proxy/outbound.h"
 #include "proxy/engine.h"
 #include "proxy/worker.h"
 
@@ -26,10 +27,10 @@ using stats::Counter;
 // time. It owns itself like every Connection: it ends with close() and the
 // worker deletes it once no io_uring operation refers to it. The primary
 // only ever holds a ShadowStream, which this object nulls when it detaches.
-class ShadowConn final : public Connection {
+class ShadowConn final : public OutboundConnection {
  public:
   ShadowConn(ShadowManager& mgr, int fd, const route::Endpoint& ep)
-      : Connection(mgr.worker_, fd), mgr_(mgr), addr_(ep.sockaddr), key_(ep.key) {
+      : OutboundConnection(mgr.worker_, fd), mgr_(mgr), addr_(ep.sockaddr), key_(ep.key) {
     next_ = mgr_.live_;
     if (next_) next_->prev_ = this;
     mgr_.live_ = this;
@@ -39,12 +40,7 @@ class ShadowConn final : public Connection {
   ~ShadowConn() override { detachAll(); }
 
   // `timeoutNs`: the mirror cluster's tcp.connectTimeout (0: Istio's 10 s).
-  void connect(uint64_t timeoutNs) {
-    io_uring_sqe* s = worker_.ring().sqeFor(connectOp_);
-    io_uring_prep_connect(s, fd_, reinterpret_cast<const sockaddr*>(&addr_), sizeof(addr_));
-    track(connectOp_);
-    worker_.timers().schedule(connectTimer_, timeoutNs ? timeoutNs : worker_.engine().options().connectTimeoutNs);
-  }
+  void connect(uint64_t timeoutNs) { connectTo(addr_, timeoutNs); }
 
   // Binds a new mirrored request; counted in the manager's inFlight_ until
   // endMirror().
@@ -169,14 +165,15 @@ class ShadowConn final : public Connection {
     if (active_) touch();
   }
 
-  void onOtherCompletion(uint8_t op, int32_t res) override {
-    if (op != kConnect) return;
-    connectTimer_.cancel();
-    if (res < 0) {
+  void onConnectFailed(bool timedOut) override {
+    if (active_ || !timedOut) {
       fail();
-      return;
+    } else {
+      close();
     }
-    connected_ = true;
+  }
+
+  void onConnected() override {
     if (!preConnect_.empty()) {
       write(std::move(preConnect_));
       preConnect_.clear();
@@ -228,7 +225,6 @@ class ShadowConn final : public Connection {
 
   void detachAll() {
     endMirror();
-    connectTimer_.cancel();
     poolTimer_.cancel();
     if (pooled_) removeFromPool();
     if (prev_) {
@@ -254,7 +250,7 @@ class ShadowConn final : public Connection {
   }
 
   void send(std::string&& bytes) {
-    if (connected_) {
+    if (connected()) {
       write(std::move(bytes));
     } else if (preConnect_.empty()) {
       preConnect_ = std::move(bytes);
@@ -263,7 +259,7 @@ class ShadowConn final : public Connection {
     }
   }
   void send(std::string_view bytes) {
-    if (connected_) {
+    if (connected()) {
       write(bytes);
     } else {
       preConnect_.append(bytes);
@@ -279,13 +275,6 @@ class ShadowConn final : public Connection {
     }
   }
 
-  void onConnectTimeout() {
-    if (active_) {
-      fail();
-    } else {
-      close();
-    }
-  }
   void onRqTimer() {
     if (active_) fail();
   }
@@ -305,15 +294,12 @@ class ShadowConn final : public Connection {
   http::ResponseHead resp_;
   http::BodyFramer respBody_;
   uint64_t timeoutNs_ = 0;
-  core::IoOp connectOp_{this, kConnect};
-  core::MemberTimer<ShadowConn, &ShadowConn::onConnectTimeout> connectTimer_{this};
   core::MemberTimer<ShadowConn, &ShadowConn::onRqTimer> rqTimer_{this};
   core::MemberTimer<ShadowConn, &ShadowConn::onPoolTimer> poolTimer_{this};
   bool active_ = false;
   bool reqDone_ = false;
   bool isHead_ = false;
   bool respHeadDone_ = false;
-  bool connected_ = false;
   bool pooled_ = false;
 };
 
@@ -342,7 +328,8 @@ ShadowManager::~ShadowManager() {
 }
 
 std::unique_ptr<ShadowStream> ShadowManager::start(const route::Endpoint& ep, std::string head,
-                                                   bool hasBody, uint64_t timeoutNs, uint64_t connectTimeoutNs) {
+                                                   bool hasBody, uint64_t timeoutNs,
+                                                   const route::UpstreamSettings& settings) {
   if (inFlight_ >= maxInFlight_) {
     worker_.stats().inc(Counter::ShadowRqShed);
     return nullptr;
@@ -355,20 +342,18 @@ std::unique_ptr<ShadowStream> ShadowManager::start(const route::Endpoint& ep, st
   }
   bool fresh = false;
   if (!conn) {
-    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = OutboundConnection::openSocket(settings);
     if (fd < 0) {
       worker_.stats().inc(Counter::ShadowRqFailed);
       return std::unique_ptr<ShadowStream>(new ShadowStream(nullptr));
     }
-    int one = 1;
-    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     conn = new ShadowConn(*this, fd, ep);
     fresh = true;
   }
   std::unique_ptr<ShadowStream> stream(new ShadowStream(conn));
   stream->finished_ = !hasBody;
   conn->begin(stream.get(), std::move(head), hasBody, timeoutNs);
-  if (fresh) conn->connect(connectTimeoutNs);
+  if (fresh) conn->connect(settings.connectTimeoutNs);
   return stream;
 }
 

@@ -57,11 +57,11 @@ class ShadowManager {
   // Starts a mirrored request to `ep`: `head` is the complete request head
   // (already carrying the "-shadow" authority). `timeoutNs`: the longest the
   // mirror may take end to end (0: the engine's stream idle timeout bounds
-  // it instead). `connectTimeoutNs`: the mirror cluster's connectTimeout
-  // (0: the engine's default). Returns null when shed. Without a body the
-  // stream comes back finished, and dropping it at once is fine.
+  // it instead). `settings`: the mirror cluster's connection settings
+  // (connectTimeout, tcpKeepalive). Returns null when shed. Without a body
+  // the stream comes back finished, and dropping it at once is fine.
   std::unique_ptr<ShadowStream> start(const route::Endpoint& ep, std::string head, bool hasBody,
-                                      uint64_t timeoutNs, uint64_t connectTimeoutNs = 0);
+                                      uint64_t timeoutNs, const route::UpstreamSettings& settings = {});
   size_t inFlight() const { return inFlight_; }
   // The worker began draining: idle pooled mirror connections close now
   // (and, the worker draining, finished mirrors no longer enter the pool).

@@ -73,7 +73,7 @@ void noDelay(int fd) {
 // ------------------------------------------------------------------ TcpSide
 
 TcpSide::TcpSide(Worker& worker, int fd, TcpProxy* proxy, bool client)
-    : Connection(worker, fd), proxy_(proxy), client_(client) {
+    : OutboundConnection(worker, fd), proxy_(proxy), client_(client) {
   worker_.addDownstream(this);
 }
 
@@ -81,14 +81,6 @@ TcpSide::~TcpSide() {
   // Reached without onDestroy() only from the worker's destructor, which
   // deletes every side left at shutdown itself: just let go of the proxy.
   if (proxy_) proxy_->onSideGone(*this, /*closeOther=*/false);
-}
-
-void TcpSide::connect(const sockaddr_in& addr, uint64_t timeoutNs) {
-  addr_ = addr;
-  io_uring_sqe* s = worker_.ring().sqeFor(connectOp_);
-  io_uring_prep_connect(s, fd_, reinterpret_cast<const sockaddr*>(&addr_), sizeof(addr_));
-  track(connectOp_);
-  worker_.timers().schedule(connectTimer_, timeoutNs ? timeoutNs : worker_.engine().options().connectTimeoutNs);
 }
 
 void TcpSide::watchForEnd() {
@@ -109,16 +101,18 @@ void TcpSide::shutdownWrite() {
   ::shutdown(fd_, SHUT_WR);
 }
 
-void TcpSide::onOtherCompletion(uint8_t op, int32_t res) {
+void TcpSide::onConnected() {
+  if (proxy_) proxy_->onConnected();
+}
+
+void TcpSide::onConnectFailed(bool timedOut) {
+  if (timedOut) worker_.stats().inc(Counter::UpstreamCxConnectTimeout);
+  if (proxy_) proxy_->onConnectFailed();
+}
+
+void TcpSide::onOwnCompletion(uint8_t op, int32_t res) {
   if (!proxy_) return;
-  if (op == kConnect) {
-    connectTimer_.cancel();
-    if (res < 0) {
-      proxy_->onConnectFailed();
-    } else {
-      proxy_->onConnected();
-    }
-  } else if (op == kPoll) {
+  if (op == kPoll) {
     watching_ = false;
     if (res < 0) return;  // cancelled by close
     if (res & POLLERR) {
@@ -130,11 +124,6 @@ void TcpSide::onOtherCompletion(uint8_t op, int32_t res) {
       proxy_->onSplicedWake(*this);
     }
   }
-}
-
-void TcpSide::onConnectTimeout() {
-  worker_.stats().inc(Counter::UpstreamCxConnectTimeout);
-  if (proxy_) proxy_->onConnectFailed();
 }
 
 void TcpSide::onData() {
@@ -202,7 +191,7 @@ void TcpProxy::start(Worker& worker, int clientFd, const sockaddr_in& /*client*/
     ::close(clientFd);
     return;
   }
-  int ufd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int ufd = OutboundConnection::openSocket(d->cluster->upstream);
   if (ufd < 0) {
     worker.stats().inc(Counter::UpstreamCxConnectFail);
     ::close(clientFd);
@@ -210,8 +199,6 @@ void TcpProxy::start(Worker& worker, int clientFd, const sockaddr_in& /*client*/
   }
   if (L4Splicer* sp = worker.engine().options().l4Splicer) sp->prepareUpstream(ufd);
   noDelay(clientFd);
-  noDelay(ufd);
-  applyKeepalive(ufd, d->cluster->upstream);
   auto* p = new TcpProxy(worker, std::move(snap));
   p->slot_ = std::move(slot);
   if (!toOriginal) p->health_ = worker.clusters().healthFor(*d->cluster);

@@ -14,6 +14,7 @@
 
 #include "core/timer_wheel.h"
 #include "proxy/connection.h"
+#include "proxy/outbound.h"
 #include "proxy/engine.h"
 #include "route/table.h"
 #include "upstream/circuit_breaker.h"
@@ -51,12 +52,12 @@ class L4Splicer {
 class TcpProxy;
 
 // One end of an L4 connection.
-class TcpSide final : public Connection {
+class TcpSide final : public OutboundConnection {
  public:
   TcpSide(Worker& worker, int fd, TcpProxy* proxy, bool client);
 
   // `timeoutNs` 0: the daemon's connect timeout.
-  void connect(const sockaddr_in& addr, uint64_t timeoutNs = 0);
+  void connect(const sockaddr_in& addr, uint64_t timeoutNs = 0) { connectTo(addr, timeoutNs); }
   void watchForEnd();  // splice mode: one poll for RDHUP/HUP/ERR (if not armed yet)
   bool isClient() const { return client_; }
   // Bytes this side has received from its peer socket and written out.
@@ -77,16 +78,14 @@ class TcpSide final : public Connection {
   void onPeerClosed(int err) override;
   void onDrained() override;
   void onDestroy() override;
-  void onOtherCompletion(uint8_t op, int32_t res) override;
-  void onConnectTimeout();
+  void onOwnCompletion(uint8_t op, int32_t res) override;
+  void onConnected() override;
+  void onConnectFailed(bool timedOut) override;
 
   enum : uint8_t { kPoll = 4 };
   TcpProxy* proxy_;
   bool client_;
-  core::IoOp connectOp_{this, kConnect};
   core::IoOp pollOp_{this, kPoll};
-  core::MemberTimer<TcpSide, &TcpSide::onConnectTimeout> connectTimer_{this};
-  sockaddr_in addr_{};
   bool shutWrite_ = false;
   bool writeShutPending_ = false;
   bool watching_ = false;  // the poll of watchForEnd() is armed

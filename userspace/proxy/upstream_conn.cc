@@ -16,28 +16,9 @@ using stats::Counter;
 
 // tcp.tcpKeepalive on an upstream socket: probes after `time` idle, every
 // `interval`, `probes` of them; unset fields keep the kernel's values.
-void applyKeepalive(int fd, const route::UpstreamSettings& s) {
-  if (!s.keepalive) return;
-  int one = 1;
-  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
-  auto secs = [](uint64_t ns) { return int(std::max<uint64_t>(1, ns / 1'000'000'000)); };
-  if (s.keepalive->timeNs) {
-    int v = secs(s.keepalive->timeNs);
-    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &v, sizeof(v));
-  }
-  if (s.keepalive->intervalNs) {
-    int v = secs(s.keepalive->intervalNs);
-    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &v, sizeof(v));
-  }
-  if (s.keepalive->probes) {
-    int v = int(s.keepalive->probes);
-    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &v, sizeof(v));
-  }
-}
-
 UpstreamConn::UpstreamConn(Worker& worker, int fd, const route::Endpoint& ep, EndpointState& state,
                            upstream::LimitToken connToken, const route::UpstreamSettings& settings)
-    : Connection(worker, fd),
+    : OutboundConnection(worker, fd),
       state_(state),
       connToken_(std::move(connToken)),
       settings_(settings),
@@ -48,37 +29,19 @@ UpstreamConn::UpstreamConn(Worker& worker, int fd, const route::Endpoint& ep, En
   worker_.stats().inc(Counter::UpstreamCxActive);
 }
 
-void UpstreamConn::connect() {
-  io_uring_sqe* s = worker_.ring().sqeFor(connectOp_);
-  io_uring_prep_connect(s, fd_, reinterpret_cast<const sockaddr*>(&addr_), sizeof(addr_));
-  track(connectOp_);
-  uint64_t timeout = settings_.connectTimeoutNs ? settings_.connectTimeoutNs
-                                                : worker_.engine().options().connectTimeoutNs;
-  worker_.timers().schedule(connectTimer_, timeout);
-}
+void UpstreamConn::connect() { connectTo(addr_, settings_.connectTimeoutNs); }
 
-void UpstreamConn::onOtherCompletion(uint8_t op, int32_t res) {
-  if (op != kConnect) return;
-  connectTimer_.cancel();
-  if (res < 0) {
-    worker_.stats().inc(Counter::UpstreamCxConnectFail);
-    DownstreamConn* o = owner_;
-    owner_ = nullptr;
-    close();
-    if (o) o->onUpstreamConnectFailed(false);
-    return;
-  }
-  connected_ = true;
+void UpstreamConn::onConnected() {
   if (owner_) owner_->onUpstreamConnected();
 }
 
-void UpstreamConn::onConnectTimeout() {
-  worker_.stats().inc(Counter::UpstreamCxConnectTimeout);
+void UpstreamConn::onConnectFailed(bool timedOut) {
+  if (timedOut) worker_.stats().inc(Counter::UpstreamCxConnectTimeout);
   worker_.stats().inc(Counter::UpstreamCxConnectFail);
   DownstreamConn* o = owner_;
   owner_ = nullptr;
   close();
-  if (o) o->onUpstreamConnectFailed(true);
+  if (o) o->onUpstreamConnectFailed(timedOut);
 }
 
 void UpstreamConn::attach(DownstreamConn* owner) {
