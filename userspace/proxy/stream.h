@@ -24,6 +24,12 @@
 
 namespace sluice::proxy {
 
+// Past this many unsent bytes on the far side, stop reading from the near
+// side: bodies stream with bounded memory instead of being buffered whole.
+inline constexpr size_t kHighWater = 1 << 20;
+// Bytes of pipelined requests we are willing to hold while one is in flight.
+inline constexpr size_t kMaxBufferedInput = 128 * 1024;
+
 // Request bodies are kept for replay (retries) up to this size; a longer body
 // makes the request unretriable once any of it was sent.
 inline constexpr size_t kReplayLimit = 256 * 1024;

@@ -1,0 +1,251 @@
+// DownstreamConn, the response side of a request: the upstream's head
+// (retried or passed on with the route's header operations), its body,
+// local replies, and the end of the stream (counters, access log).
+#include <arpa/inet.h>
+#include <fmt/format.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <charconv>
+#include <cstring>
+
+#include "proxy/engine.h"
+#include "proxy/http_session.h"
+#include "proxy/request_util.h"
+#include "proxy/stream.h"
+#include "proxy/worker.h"
+
+namespace sluice::proxy {
+
+using stats::Counter;
+
+bool DownstreamConn::handleResponseHead() {
+  Stream& s = *stream_;
+  for (;;) {
+    http::ParseError err;
+    resp_.headers.clear();
+    std::string& in = up_->input();
+    http::ParseStatus st = http::parseResponseHead(in.data(), in.size(), limits_, s.isHead, resp_, err);
+    if (st == http::ParseStatus::Incomplete) return false;
+    if (st == http::ParseStatus::Error) {
+      releaseUpstream(false);
+      s.keepAlive = s.keepAlive && s.reqDone;
+      localReply(502, "upstream sent an invalid response", "UPE");
+      return false;
+    }
+    if (resp_.status == 101 && s.websocket && acceptsWebSocket(resp_)) {
+      startTunnel();
+      return false;
+    }
+    if (resp_.status == 101) {
+      // Only a WebSocket upgrade is forwarded, so any other switch of
+      // protocol is the upstream's error; what follows is not HTTP and the
+      // connection is not reused.
+      releaseUpstream(false);
+      s.keepAlive = s.keepAlive && s.reqDone;
+      localReply(502, "upstream switched protocols unasked", "UPE");
+      return false;
+    }
+    if (resp_.status >= 100 && resp_.status < 200) {
+      // Interim responses: 100 Continue was already answered by us.
+      up_->consume(resp_.headBytes);
+      continue;
+    }
+    break;
+  }
+  reportOutcome(upstream::outcomeOf(resp_.status));
+  if (s.retry) {
+    // A retriable answer is dropped and the request tried again; the last
+    // attempt's answer goes to the client whatever it is.
+    route::RetryDecision d = s.retry->onResponse(resp_.status, resp_.headers);
+    if (scheduleRetry(d)) {
+      stream_->perTryTimer.cancel();
+      releaseUpstream(false);
+      return false;
+    }
+    // Otherwise (not retriable, no attempt left, body not replayable,
+    // maxRetries reached) this answer is the one the client gets.
+  }
+  s.respHeadDone = true;
+  s.status = resp_.status;
+  s.serviceTimeMs = (worker_.clock().nowNs() - s.upstreamSentNs) / 1'000'000;
+  s.dechunk = s.http10 && resp_.framing.kind == http::Framing::Kind::Chunked;
+  bool untilClose = resp_.framing.kind == http::Framing::Kind::UntilClose;
+  s.closeAfter = !s.keepAlive || draining_ || s.dechunk || untilClose;
+  s.respBody.reset(resp_.framing);
+  if (s.retryLimitHit && s.flags == "-") s.flags.assign("URX");
+  std::optional<route::HeaderMutation::Rendered> rendered;
+  if (s.wc && s.wc->responseHeaders) {
+    istio::HeaderContext ctx = headerContext();
+    ctx.responseHeaders = &resp_.headers;
+    ctx.upstreamRemote = &s.upstreamAddr;
+    rendered.emplace(s.wc->responseHeaders->render(ctx));
+  }
+  std::string extra;
+  std::string_view extraView = s.setCookie;
+  if (!s.corsHeaders.empty()) {
+    extra = s.setCookie + s.corsHeaders;
+    extraView = extra;
+  }
+  std::string head = buildDownstreamHead(resp_, s.serviceTimeMs, s.closeAfter, s.http10, s.dechunk,
+                                         extraView, rendered ? &*rendered : nullptr);
+  up_->consume(resp_.headBytes);
+  s.respBytes += head.size();
+  s.respStarted = true;
+  write(std::move(head));
+  return true;
+}
+
+void DownstreamConn::forwardResponseBody() {
+  Stream& s = *stream_;
+  std::string& in = up_->input();
+  if (!s.respBody.done() && !in.empty()) {
+    const bool rechunk = !s.dechunk && s.respBody.framing().kind == http::Framing::Kind::Chunked;
+    std::vector<std::string_view> payload;
+    http::BodyFramer::Step step =
+        s.respBody.consume(in.data(), in.size(), s.dechunk || rechunk ? &payload : nullptr);
+    if (step.status == http::BodyFramer::Status::Error) {
+      cutResponse("UPE");
+      return;
+    }
+    if (s.dechunk) {
+      for (std::string_view p : payload) write(p);
+    } else if (rechunk) {
+      std::string encoded;
+      appendChunks(payload, step.status == http::BodyFramer::Status::Done, encoded);
+      if (!encoded.empty()) write(std::move(encoded));
+    } else if (step.consumed > 0) {
+      write(std::string_view(in.data(), step.consumed));
+    }
+    s.respBytes += step.consumed;
+    up_->consume(step.consumed);
+  }
+  if (s.respBody.done()) {
+    // Leftover bytes after a complete response mean the server broke
+    // framing: never reuse such a connection.
+    finishStream(resp_.keepAlive && s.reqDone && in.empty());
+    return;
+  }
+  if (unsentBytes() > kHighWater) up_->pauseReading();
+}
+
+void DownstreamConn::localReply(int status, std::string_view body, std::string_view flags,
+                                std::string_view extraHeaders) {
+  Stream& s = *stream_;
+  cancelTimers();
+  if (s.respStarted) {
+    // Too late for a clean answer.
+    cutResponse(flags);
+    return;
+  }
+  s.status = status;
+  s.flags.assign(flags);
+  s.closeAfter = !s.keepAlive || draining_;
+  std::string out = buildLocalReply(status, body, s.closeAfter, s.isHead, extraHeaders);
+  s.respBytes += out.size();
+  s.respStarted = true;
+  write(std::move(out));
+  finishStream(false);
+}
+
+void DownstreamConn::finishStream(bool upstreamReusable) {
+  Stream& s = *stream_;
+  cancelTimers();
+  if (s.retried && s.status > 0 && s.status < 500) worker_.stats().inc(Counter::UpstreamRqRetrySuccess);
+  releaseUpstream(upstreamReusable);
+  logAndCount();
+  bool keep = s.keepAlive && s.reqDone && !s.closeAfter && !draining_;
+  retireStream();
+  if (!keep) {
+    closeAfterFlush();
+    return;
+  }
+  worker_.timers().schedule(idleTimer_, worker_.engine().options().idleTimeoutNs);
+  if (readingPaused() && !pausedForUpstream_) startReading();
+  // Pipelined requests already buffered are picked up by processInput's loop
+  // when we were called from it, or here when called from an upstream event.
+  if (!input_.empty()) processInput();
+}
+
+void DownstreamConn::abortStream(std::string_view flags) {
+  if (!stream_) return;
+  if (stream_->status == 0 || !stream_->respStarted) stream_->status = 0;
+  stream_->flags.assign(flags);
+  cancelTimers();
+  releaseUpstream(false);
+  logAndCount();
+  retireStream();
+}
+
+void DownstreamConn::cutResponse(std::string_view flags) {
+  abortStream(flags);
+  const bool flushing = unsentBytes() > 0;
+  closeAfterFlush();  // closes now when nothing is queued
+  if (flushing) worker_.timers().schedule(idleTimer_, kCutFlushNs);  // fires close(): no exchange left
+}
+
+void DownstreamConn::cancelTimers() {
+  stream_->routeTimer.cancel();
+  stream_->retryTimer.cancel();
+  worker_.pool().cancel(*this);
+  stream_->perTryTimer.cancel();
+  stream_->resumeTimer.cancel();
+}
+
+void DownstreamConn::retireStream() {
+  stream_->idleTimer.cancel();
+  // Mirrors still waiting for body bytes are abandoned; the others finish
+  // on their own.
+  stream_->shadows.clear();
+  stream_->pendingShadows.clear();
+  stream_->retry.reset();  // refers to the snapshot's route
+  // Drop the snapshot now: an idle keep-alive connection must not keep an
+  // old configuration alive. The circuit-breaker units go back now too.
+  stream_->snapshot.reset();
+  stream_->requestToken.reset();
+  stream_->pendingToken.reset();
+  stream_->retryToken.reset();
+  stream_->limits.reset();
+  stream_->health.reset();
+  worker_.deleteLater(std::move(stream_));
+}
+
+void DownstreamConn::logAndCount() {
+  Stream& s = *stream_;
+  uint64_t durUs = (worker_.clock().nowNs() - s.startNs) / 1000;
+  int cls = s.status / 100;
+  switch (cls) {
+    case 1: worker_.stats().inc(Counter::DownstreamRq1xx); break;
+    case 2: worker_.stats().inc(Counter::DownstreamRq2xx); break;
+    case 3: worker_.stats().inc(Counter::DownstreamRq3xx); break;
+    case 4: worker_.stats().inc(Counter::DownstreamRq4xx); break;
+    case 5: worker_.stats().inc(Counter::DownstreamRq5xx); break;
+    default: break;
+  }
+  stats::RequestKeyView key;
+  if (s.cluster) {
+    key.destinationService = s.cluster->serviceHost;
+    key.destinationVersion = s.cluster->subset.empty() ? std::string_view("unknown") : s.cluster->subset;
+    key.cluster = s.cluster->name;
+  } else {
+    key.destinationService = "unknown";
+    key.destinationVersion = "unknown";
+  }
+  key.responseCode = uint16_t(s.status);
+  if (s.faultDelayed) s.flags = s.flags == "-" ? std::string("DI") : "DI," + s.flags;
+  key.responseFlags = s.flags;
+  worker_.stats().recordRequest(key, durUs, s.reqBodySent, s.respBytes);
+  if (worker_.accessLog()) {
+    const http::Header* xff = s.head.find("x-forwarded-for");
+    const http::Header* ua = s.head.find("user-agent");
+    worker_.logLine(fmt::format(
+        "[{}] \"{} {} HTTP/1.{}\" {} {} {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {}\n",
+        formatLogTime(), s.head.method, s.target.path, s.http10 ? 0 : 1, s.status, s.flags, s.reqBodySent,
+        s.respBytes, durUs / 1000, s.respHeadDone ? std::to_string(s.serviceTimeMs) : "-",
+        xff && !xff->value.empty() ? xff->value : "-", ua && !ua->value.empty() ? ua->value : "-",
+        s.requestId, s.target.authority, s.upstreamHost.empty() ? "-" : s.upstreamHost,
+        s.cluster ? s.cluster->name : "-"));
+  }
+}
+
+}  // namespace sluice::proxy

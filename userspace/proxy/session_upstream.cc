@@ -1,0 +1,236 @@
+// DownstreamConn, the upstream side of a request: the route and per-try
+// timers, choosing an endpoint and a connection (or waiting in the pool),
+// sending the head and streaming the body, and the WebSocket tunnel.
+#include <arpa/inet.h>
+#include <fmt/format.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <charconv>
+#include <cstring>
+
+#include "proxy/engine.h"
+#include "proxy/http_session.h"
+#include "proxy/request_util.h"
+#include "proxy/stream.h"
+#include "proxy/worker.h"
+
+namespace sluice::proxy {
+
+using stats::Counter;
+
+void DownstreamConn::onRequestComplete() {
+  Stream& s = *stream_;
+  // Envoy's route timeout runs from the end of the request to the end of
+  // the response; the per-try timeout from the start of each attempt (or
+  // the end of the request, whichever is later).
+  if (s.route->timeout && s.route->timeout->count() > 0 && !stream_->routeTimer.armed())
+    worker_.timers().schedule(stream_->routeTimer, uint64_t(s.route->timeout->count()));
+  if (s.route->retry.perTryTimeoutNs && (s.ep || up_) && !stream_->perTryTimer.armed())
+    worker_.timers().schedule(stream_->perTryTimer, s.route->retry.perTryTimeoutNs);
+}
+
+void DownstreamConn::dispatch() {
+  Stream& s = *stream_;
+  // A request woken from the pool picks afresh: its last pick was never tried.
+  int avoid = s.route->retry.ignorePreviousHosts && !wokenFirst_ ? s.endpoint : -1;
+  s.attemptWrote = false;
+  s.respHeadDone = false;
+  // PASSTHROUGH with a captured connection: no balancing, the address the
+  // client dialled is the endpoint.
+  route::Endpoint passthrough;
+  const bool toOriginal = s.cluster->lb == route::LbPolicy::Passthrough && orig_.sin_port != 0;
+  if (toOriginal) {
+    char ip[INET_ADDRSTRLEN] = "";
+    inet_ntop(AF_INET, &orig_.sin_addr, ip, sizeof(ip));
+    passthrough.address = ip;
+    passthrough.port = ntohs(orig_.sin_port);
+    passthrough.sockaddr = orig_;
+    passthrough.key = passthrough.address + ":" + std::to_string(passthrough.port);
+    s.endpoint = -1;
+  } else {
+    upstream::PickContext pick;
+    pick.hashKey = s.hasHashKey ? &s.hashKey : nullptr;
+    pick.avoid = avoid;
+    pick.tried = s.triedMask;
+    s.endpoint = worker_.pickEndpoint(*s.cluster, pick);
+    if (s.endpoint >= 0 && s.endpoint < 64) s.triedMask |= uint64_t(1) << s.endpoint;
+  }
+  if (!toOriginal && s.endpoint < 0) {  // every host ejected, and no panic threshold
+    worker_.stats().inc(Counter::NoHealthyUpstream);
+    if (!s.reqDone) s.keepAlive = false;
+    localReply(503, "no healthy upstream", "UH");
+    return;
+  }
+  if (!s.health) s.health = worker_.clusters().healthFor(*s.cluster);
+  const route::Endpoint& ep = toOriginal ? passthrough : s.cluster->endpoints[size_t(s.endpoint)];
+  EndpointState& state = worker_.endpointState(ep);
+  s.upstreamHost = ep.key;
+  s.upstreamAddr = ep.sockaddr;
+  if (!state.idle.empty()) {
+    s.ep = &state;
+    up_ = state.idle.back();
+    up_->attach(this);
+    beginAttempt();
+    sendUpstreamHead();
+    return;
+  }
+  // A new connection needs a unit of maxConnections; without one the request
+  // waits (within http1MaxPendingRequests) to be woken by a connection or a
+  // slot that frees up.
+  auto conn = upstream::acquire(s.limits, upstream::ClusterLimits::kConnections);
+  if (!conn) {
+    waitForConnection(state);
+    return;
+  }
+  int fd = OutboundConnection::openSocket(s.cluster->upstream);
+  if (fd < 0) {
+    failAttempt(route::AttemptFailure::ConnectFailure, 503,
+                "upstream connect error or disconnect/reset before headers. reset reason: local socket error", "UF");
+    return;
+  }
+  s.ep = &state;
+  up_ = new UpstreamConn(worker_, fd, ep, state, std::move(*conn), s.cluster->upstream);
+  up_->attach(this);
+  beginAttempt();
+  up_->connect();
+}
+
+void DownstreamConn::beginAttempt() {
+  Stream& s = *stream_;
+  s.pendingToken.reset();
+  s.ep->incActive();
+  worker_.stats().inc(Counter::UpstreamRqTotal);
+  if (s.reqDone && s.route->retry.perTryTimeoutNs)
+    worker_.timers().schedule(stream_->perTryTimer, s.route->retry.perTryTimeoutNs);
+}
+
+void DownstreamConn::onUpstreamConnected() {
+  if (stream_) sendUpstreamHead();
+}
+
+void DownstreamConn::sendUpstreamHead() {
+  Stream& s = *stream_;
+  s.upstreamSentNs = worker_.clock().nowNs();
+  // Istio turns on x-envoy-attempt-count for every route.
+  up_->write(std::string_view(s.upstreamHead));
+  char count[64] = "x-envoy-attempt-count: ";
+  char* end = std::to_chars(count + 23, count + 50, s.retry ? s.retry->attempt() : 1u).ptr;
+  std::memcpy(end, "\r\n\r\n", 4);
+  up_->write(std::string_view(count, size_t(end + 4 - count)));
+  s.attemptWrote = true;
+  // A retry: the body read so far goes again, from the replay buffer.
+  if (s.reqBodySent > 0) up_->write(std::string_view(s.replay));
+  up_->startReading();
+  forwardRequestBody();
+  // processInput pauses reading once kMaxBufferedInput bytes of body pile up
+  // while the connect is in flight; nothing else would resume it, and the
+  // request would hang with its body half read.
+  if (stream_ && !stream_->reqDone && !closing() && readingPaused() && !pausedForUpstream_) startReading();
+}
+
+void DownstreamConn::forwardRequestBody() {
+  Stream& s = *stream_;
+  if (!s.reqDone && !input_.empty()) {
+    const bool chunked = s.reqBody.framing().kind == http::Framing::Kind::Chunked;
+    std::vector<std::string_view> payload;
+    http::BodyFramer::Step step = s.reqBody.consume(input_.data(), input_.size(), chunked ? &payload : nullptr);
+    if (step.status == http::BodyFramer::Status::Error) {
+      worker_.stats().inc(Counter::DownstreamRqBad);
+      // The client gets a 400 (the upstream, which saw a truncated body, is
+      // closed by localReply); after the response has started it gets a reset.
+      s.keepAlive = false;
+      input_.clear();
+      localReply(400, "invalid request body", "DPE");
+      return;
+    }
+    bool done = step.status == http::BodyFramer::Status::Done;
+    if (step.consumed > 0 || done) {
+      std::string_view bytes(input_.data(), step.consumed);
+      std::string encoded;
+      if (chunked) {
+        appendChunks(payload, done, encoded);
+        bytes = encoded;
+      }
+      if (!bytes.empty()) up_->write(bytes);
+      if (s.keepReplay && !s.replayOverflow) {
+        if (s.replay.size() + bytes.size() > kReplayLimit) {
+          // Too big to keep: once sent, this request cannot be retried.
+          s.replayOverflow = true;
+          std::string().swap(s.replay);
+          worker_.stats().inc(Counter::RetryOrShadowAbandoned);
+        } else {
+          s.replay.append(bytes);
+        }
+      }
+      for (auto& m : s.shadows) m->feed(bytes, done);
+      s.reqBodySent += step.consumed;
+      consumeInput(step.consumed);
+    }
+    if (done) {
+      s.reqDone = true;
+      s.shadows.clear();  // each has its whole request; they finish on their own
+      onRequestComplete();
+    }
+  }
+  if (!s.reqDone && up_->unsentBytes() > kHighWater) {
+    pausedForUpstream_ = true;
+    pauseReading();
+  }
+}
+
+void DownstreamConn::onUpstreamDrained() {
+  if (pausedForUpstream_) {
+    pausedForUpstream_ = false;
+    startReading();
+    if (stream_ && stream_->tunnel) {
+      processInput();
+    } else if (stream_ && !stream_->reqDone && up_) {
+      forwardRequestBody();
+    }
+  }
+}
+
+void DownstreamConn::onUpstreamData() {
+  if (!stream_ || !up_) return;
+  touchStream();
+  if (stream_->tunnel) {
+    relayUpstream();
+    return;
+  }
+  if (!stream_->respHeadDone && !handleResponseHead()) return;
+  forwardResponseBody();
+}
+
+void DownstreamConn::startTunnel() {
+  Stream& s = *stream_;
+  // The route and per-try timeouts bound the wait for the upgrade, not the
+  // conversation that follows (as Envoy); the stream idle timeout goes on.
+  stream_->routeTimer.cancel();
+  stream_->perTryTimer.cancel();
+  reportOutcome(upstream::Outcome::Success);
+  s.respHeadDone = s.respStarted = s.tunnel = true;
+  s.status = 101;
+  s.keepAlive = false;  // the connection ends with the tunnel
+  s.serviceTimeMs = (worker_.clock().nowNs() - s.upstreamSentNs) / 1'000'000;
+  std::string head = buildDownstreamHead(resp_, s.serviceTimeMs, /*close=*/false, /*http10=*/false,
+                                         /*dechunk=*/false);
+  head.insert(head.size() - 2, "upgrade: websocket\r\nconnection: upgrade\r\n");
+  up_->consume(resp_.headBytes);
+  s.respBytes += head.size();
+  write(std::move(head));
+  relayUpstream();     // bytes the upstream sent right after its 101
+  if (stream_ && stream_->tunnel) processInput();  // and the client's, if it did not wait
+}
+
+void DownstreamConn::relayUpstream() {
+  std::string& in = up_->input();
+  if (!in.empty()) {
+    stream_->respBytes += in.size();
+    write(std::string_view(in));
+    up_->consume(in.size());
+  }
+  if (unsentBytes() > kHighWater) up_->pauseReading();
+}
+
+}  // namespace sluice::proxy
