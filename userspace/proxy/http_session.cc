@@ -189,6 +189,9 @@ bool DownstreamConn::startRequest() {
     localReply(err.status, err.reason, "DPE");
     return false;
   }
+  // The head's bytes and header list reuse the previous request's buffers.
+  s.headBytes.swap(spareHeadBytes_);
+  s.head.headers.swap(spareHeaders_);
   s.adoptHead(head_, input_.data());
   consumeInput(head_.headBytes);
   if (!acceptHead() || !resolveRoute()) return !closing();
@@ -231,7 +234,7 @@ bool DownstreamConn::acceptHead() {
     s.requestId = rid->value;
   } else {
     newRequestId(worker_.rng(), s.requestIdStorage);
-    s.requestId = s.requestIdStorage;
+    s.requestId = std::string_view(s.requestIdStorage, sizeof(s.requestIdStorage));
   }
   return true;
 }

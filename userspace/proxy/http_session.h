@@ -197,6 +197,9 @@ class DownstreamConn final : public Connection, public PoolWaiter, private Filte
   bool haveLocal_ = false;
   http::Limits limits_;
   http::RequestHead head_;     // what the parser fills (reused, keeps capacity)
+  // The last stream's head buffers, for the next stream to fill.
+  std::string spareHeadBytes_;
+  std::vector<http::Header> spareHeaders_;
   http::ResponseHead resp_;
   bool draining_ = false;
   bool pausedForUpstream_ = false;

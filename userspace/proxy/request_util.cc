@@ -6,6 +6,8 @@
 #include <ctime>
 #include <sys/time.h>
 
+#include <cstring>
+
 #include "http/status.h"
 #include "http/wire.h"
 
@@ -144,21 +146,21 @@ std::string lowerHost(std::string_view host) {
 }
 
 std::string newRequestId(core::Rng& rng) {
-  std::string out;
+  char out[36];
   newRequestId(rng, out);
-  return out;
+  return std::string(out, sizeof(out));
 }
 
-void newRequestId(core::Rng& rng, std::string& out) {
+void newRequestId(core::Rng& rng, char (&out)[36]) {
   // UUID version 4 (RFC 9562): 122 random bits, hex in 8-4-4-4-12 groups.
   uint64_t a = rng.next(), b = rng.next();
   a = (a & 0xffffffffffff0fffull) | 0x0000000000004000ull;  // version 4
   b = (b & 0x3fffffffffffffffull) | 0x8000000000000000ull;  // variant 10
   static constexpr char kHex[] = "0123456789abcdef";
-  out.assign(36, '-');
+  std::memset(out, '-', sizeof(out));
   int pos = 0;
   auto put = [&](uint64_t v, int nibbles) {
-    for (int i = nibbles - 1; i >= 0; --i) out[size_t(pos++)] = kHex[(v >> (4 * i)) & 0xf];
+    for (int i = nibbles - 1; i >= 0; --i) out[pos++] = kHex[(v >> (4 * i)) & 0xf];
   };
   put(a >> 32, 8);
   ++pos;

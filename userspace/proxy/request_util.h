@@ -31,8 +31,8 @@ bool splitTarget(std::string_view target, std::string_view hostHeader, TargetPar
 
 std::string lowerHost(std::string_view host);
 std::string newRequestId(core::Rng& rng);
-// The same, written into `out` (its capacity reused: no allocation).
-void newRequestId(core::Rng& rng, std::string& out);
+// The same, written into `out` (36 characters, no allocation).
+void newRequestId(core::Rng& rng, char (&out)[36]);
 
 // What the route changes in the head sent upstream. Views must outlive the
 // buildUpstreamHead call only.

@@ -207,6 +207,10 @@ void DownstreamConn::retireStream() {
   stream_->retryToken.reset();
   stream_->limits.reset();
   stream_->health.reset();
+  // Its head's buffers serve the next request (nothing reads a retired
+  // stream's head: the access log line is written).
+  spareHeadBytes_.swap(stream_->headBytes);
+  spareHeaders_.swap(stream_->head.headers);
   worker_.deleteLater(std::move(stream_));
 }
 

@@ -39,6 +39,11 @@ struct Stream {
                                           resumeTimer(conn), idleTimer(conn) {}
   Stream(const Stream&) = delete;
   Stream& operator=(const Stream&) = delete;
+  // A stream is made and freed for every request: its memory comes from a
+  // small per-thread free list (the object itself is built and destroyed
+  // each time; only the bytes are reused).
+  static void* operator new(size_t size);
+  static void operator delete(void* p, size_t size);
 
   // Takes a copy of the head `parsed` read from `base` (its views point
   // there); from here the stream's views point into its own bytes.
@@ -49,7 +54,7 @@ struct Stream {
   http::RequestHead head;
   TargetParts target;  // views into `head` (or its own storage)
   std::string_view requestId;
-  std::string requestIdStorage;  // backs requestId when sluiced made one
+  char requestIdStorage[36];  // backs requestId when sluiced made one
 
   std::shared_ptr<const route::Snapshot> snapshot;
   const route::Route* route = nullptr;
