@@ -102,7 +102,7 @@ void DownstreamConn::startShadows() {
     if (i < 0) continue;
     std::unique_ptr<ShadowStream> m =
         worker_.shadows().start(p.cluster->endpoints[size_t(i)], std::move(p.head), !s.reqDone, timeout,
-                                p.cluster->upstream);
+                                p.cluster->upstream, worker_.clusters().limitsFor(*p.cluster));
     if (m && !s.reqDone) s.shadows.push_back(std::move(m));
   }
   s.pendingShadows.clear();

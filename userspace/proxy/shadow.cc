@@ -29,8 +29,11 @@ using stats::Counter;
 // only ever holds a ShadowStream, which this object nulls when it detaches.
 class ShadowConn final : public OutboundConnection {
  public:
-  ShadowConn(ShadowManager& mgr, int fd, const route::Endpoint& ep)
-      : OutboundConnection(mgr.worker_, fd), mgr_(mgr), addr_(ep.sockaddr), key_(ep.key) {
+  // `connToken`: its unit of the mirror cluster's maxConnections (empty
+  // when the cluster has no limit), given back when it closes.
+  ShadowConn(ShadowManager& mgr, int fd, const route::Endpoint& ep, upstream::LimitToken connToken)
+      : OutboundConnection(mgr.worker_, fd), mgr_(mgr), addr_(ep.sockaddr), key_(ep.key),
+        connToken_(std::move(connToken)) {
     next_ = mgr_.live_;
     if (next_) next_->prev_ = this;
     mgr_.live_ = this;
@@ -181,7 +184,16 @@ class ShadowConn final : public OutboundConnection {
     startReading();
   }
 
-  void onDestroy() override { detachAll(); }
+  void onDestroy() override {
+    detachAll();
+    if (connToken_) {
+      // The slot goes back now; a request of that cluster waiting for one
+      // is woken (here or on another worker).
+      std::shared_ptr<upstream::ClusterLimits> limits = connToken_.shared();
+      connToken_.reset();
+      worker_.pool().slotFreed(limits);
+    }
+  }
 
   // The response is complete.
   void finish() {
@@ -285,6 +297,7 @@ class ShadowConn final : public OutboundConnection {
   ShadowManager& mgr_;
   sockaddr_in addr_;
   std::string key_;
+  upstream::LimitToken connToken_;
   ShadowStream* stream_ = nullptr;
   ShadowConn* prev_ = nullptr;
   ShadowConn* next_ = nullptr;
@@ -329,17 +342,30 @@ ShadowManager::~ShadowManager() {
 
 std::unique_ptr<ShadowStream> ShadowManager::start(const route::Endpoint& ep, std::string head,
                                                    bool hasBody, uint64_t timeoutNs,
-                                                   const route::UpstreamSettings& settings) {
+                                                   const route::UpstreamSettings& settings,
+                                                   const std::shared_ptr<upstream::ClusterLimits>& limits) {
   if (inFlight_ >= maxInFlight_) {
     worker_.stats().inc(Counter::ShadowRqShed);
     return nullptr;
   }
-  worker_.stats().inc(Counter::ShadowRqTotal);
   ShadowConn* conn = nullptr;
   if (auto it = idle_.find(ep.key); it != idle_.end() && !it->second.empty()) {
     conn = it->second.back();  // the most recently used: least likely timed out by the server
     conn->unpark();
   }
+  upstream::LimitToken token;
+  if (!conn) {
+    // A new connection needs a unit of the mirror cluster's maxConnections:
+    // a mirror is best effort, so without one it is shed, never queued.
+    auto t = upstream::acquire(limits, upstream::ClusterLimits::kConnections);
+    if (!t) {
+      limits->cxOverflow.fetch_add(1, std::memory_order_relaxed);
+      worker_.stats().inc(Counter::ShadowRqShed);
+      return nullptr;
+    }
+    token = std::move(*t);
+  }
+  worker_.stats().inc(Counter::ShadowRqTotal);
   bool fresh = false;
   if (!conn) {
     int fd = OutboundConnection::openSocket(settings);
@@ -347,7 +373,7 @@ std::unique_ptr<ShadowStream> ShadowManager::start(const route::Endpoint& ep, st
       worker_.stats().inc(Counter::ShadowRqFailed);
       return std::unique_ptr<ShadowStream>(new ShadowStream(nullptr));
     }
-    conn = new ShadowConn(*this, fd, ep);
+    conn = new ShadowConn(*this, fd, ep, std::move(token));
     fresh = true;
   }
   std::unique_ptr<ShadowStream> stream(new ShadowStream(conn));

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "route/table.h"
+#include "upstream/circuit_breaker.h"
 
 namespace sluice::proxy {
 
@@ -57,11 +58,15 @@ class ShadowManager {
   // Starts a mirrored request to `ep`: `head` is the complete request head
   // (already carrying the "-shadow" authority). `timeoutNs`: the longest the
   // mirror may take end to end (0: the engine's stream idle timeout bounds
-  // it instead). `settings`: the mirror cluster's connection settings
-  // (connectTimeout, tcpKeepalive). Returns null when shed. Without a body
-  // the stream comes back finished, and dropping it at once is fine.
+  // it instead). `settings` and `limits`: the mirror cluster's connection
+  // settings (connectTimeout, tcpKeepalive) and circuit breakers (null:
+  // none); a new connection takes a unit of its maxConnections. Returns
+  // null when shed (too many mirrors in flight, or no connection slot).
+  // Without a body the stream comes back finished, and dropping it at once
+  // is fine.
   std::unique_ptr<ShadowStream> start(const route::Endpoint& ep, std::string head, bool hasBody,
-                                      uint64_t timeoutNs, const route::UpstreamSettings& settings = {});
+                                      uint64_t timeoutNs, const route::UpstreamSettings& settings = {},
+                                      const std::shared_ptr<upstream::ClusterLimits>& limits = nullptr);
   size_t inFlight() const { return inFlight_; }
   // The worker began draining: idle pooled mirror connections close now
   // (and, the worker draining, finished mirrors no longer enter the pool).

@@ -73,7 +73,7 @@ enum class Counter : size_t {
   UpstreamRqRetrySuccess,     // a retried request that ended well
   RetryOrShadowAbandoned,     // body past the replay/shadow buffer: no retry or shadow
   ShadowRqTotal,              // mirrored requests started
-  ShadowRqShed,               // mirrors not started: the worker's in-flight cap
+  ShadowRqShed,               // mirrors not started: the worker's in-flight cap, or no connection slot
   ShadowRqFailed,             // mirrors that ended without a response
   FaultDelaysInjected,        // flag DI
   FaultAbortsInjected,        // flag FI

@@ -251,6 +251,33 @@ TEST_F(ShadowTest, ShedsPastInFlightCapAndTimesOut) {
   EXPECT_EQ(server.requests().size(), 1u);
 }
 
+TEST_F(ShadowTest, AMirrorNeedsAConnectionSlotOfItsCluster) {
+  TestServer server([](const TestServer::Request&) { return std::nullopt; });
+  auto ep = endpointAt(server.port());
+  upstream::PoolLimits one;
+  one.maxConnections = 1;
+  auto limits = std::make_shared<upstream::ClusterLimits>("outbound|80||mirror", one);
+  ShadowManager& m = worker_.shadows();
+  bool ok = run({
+      [&] {
+        EXPECT_TRUE(m.start(ep, kGet, false, 100'000'000, {}, limits) != nullptr);
+        EXPECT_EQ(limits->inUse(upstream::ClusterLimits::kConnections), 1u);
+        // The one connection is busy: a second mirror is shed, not queued.
+        EXPECT_TRUE(m.start(ep, kGet, false, 100'000'000, {}, limits) == nullptr);
+        EXPECT_EQ(limits->cxOverflow.load(), 1u);
+        return true;
+      },
+      // The first times out and its connection closes: the slot comes back.
+      [&] { return m.inFlight() == 0 && limits->inUse(upstream::ClusterLimits::kConnections) == 0; },
+      [&] { return m.start(ep, kGet, false, 100'000'000, {}, limits) != nullptr; },
+      [&] { return m.inFlight() == 0; },
+  });
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(counter(Counter::ShadowRqShed), 1u);
+  EXPECT_EQ(counter(Counter::ShadowRqTotal), 2u);
+  EXPECT_EQ(server.accepted(), 2);
+}
+
 TEST_F(ShadowTest, ConnectFailureCountsFailed) {
   // A port nobody listens on: bind, read it back, close.
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
