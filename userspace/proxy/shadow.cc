@@ -184,6 +184,15 @@ class ShadowConn final : public OutboundConnection {
     startReading();
   }
 
+  // An idle mirror connection must not sit on a maxConnections slot its
+  // cluster is short of: requests may be waiting for one, and other
+  // mirrors would be shed for the whole idle timeout.
+  bool holdsNeededSlot() const {
+    const upstream::ClusterLimits* l = connToken_.limits();
+    return l && (!l->hasRoom(upstream::ClusterLimits::kConnections) ||
+                 l->inUse(upstream::ClusterLimits::kPending) > 0);
+  }
+
   void onDestroy() override {
     detachAll();
     if (connToken_) {
@@ -203,7 +212,7 @@ class ShadowConn final : public OutboundConnection {
                     preConnect_.empty() && respBody_.framing().kind != http::Framing::Kind::UntilClose &&
                     !worker_.draining();
     endMirror();
-    if (!reusable) {
+    if (!reusable || holdsNeededSlot()) {
       close();
       return;
     }

@@ -278,6 +278,32 @@ TEST_F(ShadowTest, AMirrorNeedsAConnectionSlotOfItsCluster) {
   EXPECT_EQ(server.accepted(), 2);
 }
 
+TEST_F(ShadowTest, AnIdleMirrorConnectionKeepsNoSlotItsClusterIsShortOf) {
+  TestServer server(okReply);
+  auto ep = endpointAt(server.port());
+  upstream::PoolLimits one, two;
+  one.maxConnections = 1;
+  two.maxConnections = 2;
+  auto tight = std::make_shared<upstream::ClusterLimits>("outbound|80||tight", one);
+  auto roomy = std::make_shared<upstream::ClusterLimits>("outbound|80||roomy", two);
+  ShadowManager& m = worker_.shadows();
+  bool ok = run({
+      [&] { return m.start(ep, kGet, false, 0, {}, tight) != nullptr; },
+      // Done: its connection closes instead of parking on the only slot.
+      [&] { return m.inFlight() == 0 && tight->inUse(upstream::ClusterLimits::kConnections) == 0; },
+      [&] { return m.start(ep, kGet, false, 0, {}, roomy) != nullptr; },
+      [&] { return m.inFlight() == 0 && server.requests().size() == 2; },
+      [&] {
+        // With room to spare the connection was parked, and holds its slot.
+        EXPECT_EQ(roomy->inUse(upstream::ClusterLimits::kConnections), 1u);
+        return m.start(ep, kGet, false, 0, {}, roomy) != nullptr;
+      },
+      [&] { return m.inFlight() == 0 && server.requests().size() == 3; },
+  });
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(server.accepted(), 2) << "the parked connection was reused";
+}
+
 TEST_F(ShadowTest, ConnectFailureCountsFailed) {
   // A port nobody listens on: bind, read it back, close.
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
