@@ -99,6 +99,7 @@ bool Connection::received(const char* data, size_t n) {
   std::string wire;
   const bool ok = transport_->onReceived(std::string_view(data, n), input_, wire);
   sendWire(wire);
+  if (closeAfterFlush_ && transport_->heldBytes() == 0) pauseReading();
   return ok;
 }
 
@@ -150,7 +151,9 @@ void Connection::close(bool reset) {
 
 void Connection::closeAfterFlush() {
   closeAfterFlush_ = true;
-  pauseReading();
+  // A transport holding plaintext may need the peer's bytes to release it
+  // (a handshake): reading goes on until it holds nothing.
+  if (!transport_ || transport_->heldBytes() == 0) pauseReading();
   if (unsentBytes() == 0) close();
 }
 
@@ -241,7 +244,9 @@ void Connection::handleSend(int32_t res) {
   onSendProgress();
   if (closing_) return;
   submitSend();
-  if (!sendInFlight_) {
+  // Done when nothing is in flight and nothing is held (a transport may
+  // still hold plaintext until its handshake ends).
+  if (!sendInFlight_ && unsentBytes() == 0) {
     if (closeAfterFlush_) {
       close();
       return;

@@ -52,7 +52,9 @@ class Connection : public core::CompletionHandler {
   void write(std::string_view data);
   void write(std::string&& data);
   // Bytes accepted by write() and not yet acknowledged by the kernel.
-  size_t unsentBytes() const { return (sending_.size() - sentOff_) + pending_.size(); }
+  size_t unsentBytes() const {
+    return (sending_.size() - sentOff_) + pending_.size() + (transport_ ? transport_->heldBytes() : 0);
+  }
 
   // Starts teardown: cancels every operation, closes the fd when the last
   // completion arrives, then deletes the object. Safe to call repeatedly.

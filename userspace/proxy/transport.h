@@ -19,11 +19,15 @@ class Transport {
   virtual void onStart(std::string& wire) { (void)wire; }
   // `received` came off the socket. The plaintext it completes is appended
   // to `plain`, bytes the transport must answer with to `wire`. False: the
-  // peer broke the protocol, and the connection is reset.
+  // peer broke the protocol; the codec gets the plaintext that came before,
+  // then a peer-closed event with -EPROTO, and closes the connection.
   virtual bool onReceived(std::string_view received, std::string& plain, std::string& wire) = 0;
   // The codec writes `plain`: its wire form is appended to `wire` (or held
   // until the transport is ready, then sent with a later call's output).
   virtual void onWrite(std::string_view plain, std::string& wire) = 0;
+  // Plaintext written but held (a handshake under way): it counts as unsent,
+  // so back-pressure and close-after-flush wait for it.
+  virtual size_t heldBytes() const { return 0; }
 };
 
 }  // namespace sluice::proxy

@@ -45,6 +45,7 @@ class XorTransport final : public Transport {
     return true;
   }
   void onWrite(std::string_view plain, std::string& wire) override { (greeted_ ? wire : held_).append(xored(plain)); }
+  size_t heldBytes() const override { return held_.size(); }
 
  private:
   bool greeted_ = false;
@@ -83,11 +84,12 @@ class TransportTest : public ::testing::Test {
   ~TransportTest() override { ::close(fds_[1]); }
 
   // Starts the connection on fds_[0] with the toy transport.
-  void start() {
+  EchoConn* start() {
     auto* c = new EchoConn(worker_, fds_[0], seen_);
     c->setTransport(std::make_unique<XorTransport>());
     c->write(std::string_view("early"));
     c->startReading();
+    return c;
   }
   // Reads what the peer has been sent so far into peerGot_.
   void drainPeer() {
@@ -130,6 +132,37 @@ TEST_F(TransportTest, TheCodecSeesPlaintextAndThePeerTheWireForm) {
                  [&] { return seen_.closedWith == 0; }});
   ASSERT_TRUE(script.run()) << "plain '" << seen_.plain << "', peer got '" << peerGot_ << "'";
   EXPECT_EQ(peerGot_, std::string(kHello) + xored("early") + xored("ping"));
+}
+
+TEST_F(TransportTest, CloseAfterFlushWaitsForWhatTheTransportHolds) {
+  bool eof = false;
+  Script script(engine_, worker_,
+                {[&] {
+                   EchoConn* c = start();
+                   EXPECT_EQ(c->unsentBytes(), kHello.size() + 5) << "the greeting, and 'early' held";
+                   c->closeAfterFlush();
+                   return true;
+                 },
+                 [&] {
+                   drainPeer();
+                   return peerGot_ == kHello;
+                 },
+                 [&] {
+                   // Still open: "early" has not gone out yet.
+                   char b;
+                   EXPECT_EQ(::recv(fds_[1], &b, 1, MSG_DONTWAIT), -1);
+                   send(kHello);
+                   return true;
+                 },
+                 [&] {
+                   char buf[64];
+                   ssize_t n;
+                   while ((n = ::recv(fds_[1], buf, sizeof(buf), MSG_DONTWAIT)) > 0) peerGot_.append(buf, size_t(n));
+                   eof = n == 0;
+                   return eof;
+                 }});
+  ASSERT_TRUE(script.run()) << "peer got '" << peerGot_ << "'";
+  EXPECT_EQ(peerGot_, std::string(kHello) + xored("early"));
 }
 
 TEST_F(TransportTest, AProtocolErrorClosesTheConnection) {
