@@ -13,6 +13,28 @@ namespace {
 uint64_t workerBit(int index) { return uint64_t(1) << (unsigned(index) % 64); }
 }  // namespace
 
+PoolResult ConnPool::newStream(PoolWaiter& w, const route::Endpoint& ep, EndpointState& state,
+                               const route::Cluster& cluster,
+                               const std::shared_ptr<upstream::ClusterLimits>& limits,
+                               upstream::LimitToken& pending, bool first) {
+  if (!state.idle.empty()) return {PoolResult::Kind::Ready, state.idle.back()};
+  auto slot = upstream::acquire(limits, upstream::ClusterLimits::kConnections);
+  if (!slot) {
+    limits->cxOverflow.fetch_add(1, std::memory_order_relaxed);
+    worker_.stats().inc(stats::Counter::UpstreamCxOverflow);
+    if (!pending) {
+      auto p = upstream::acquire(limits, upstream::ClusterLimits::kPending);
+      if (!p) return {PoolResult::Kind::Overflow, nullptr};
+      pending = std::move(*p);
+    }
+    wait(w, limits, state, first);
+    return {PoolResult::Kind::Queued, nullptr};
+  }
+  int fd = OutboundConnection::openSocket(cluster.upstream);
+  if (fd < 0) return {PoolResult::Kind::NoSocket, nullptr};
+  return {PoolResult::Kind::Connecting, new UpstreamConn(worker_, fd, ep, state, std::move(*slot), cluster.upstream)};
+}
+
 void ConnPool::wait(PoolWaiter& w, const std::shared_ptr<upstream::ClusterLimits>& limits, EndpointState& ep,
                     bool first) {
   if (w.cluster_) remove(w);

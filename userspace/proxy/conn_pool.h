@@ -10,6 +10,7 @@
 #include <memory>
 #include <unordered_map>
 
+#include "route/table.h"
 #include "upstream/circuit_breaker.h"
 
 namespace sluice::proxy {
@@ -17,6 +18,19 @@ namespace sluice::proxy {
 class UpstreamConn;
 class Worker;
 struct EndpointState;
+
+// What an attempt got from the pool (ConnPool::newStream).
+struct PoolResult {
+  enum class Kind {
+    Ready,       // an idle keep-alive connection, out of the pool: send now
+    Connecting,  // a new connection, not connected yet: call connect()
+    Queued,      // no connection and no slot: queued, woken later
+    Overflow,    // ... and http1MaxPendingRequests is full too
+    NoSocket,    // the process could not open a socket
+  };
+  Kind kind = Kind::NoSocket;
+  UpstreamConn* conn = nullptr;  // Ready and Connecting
+};
 
 // The side of a request that waits: DownstreamConn today (one HTTP/1.1
 // request at a time), an HTTP/2 stream later.
@@ -45,6 +59,16 @@ class ConnPool {
   explicit ConnPool(Worker& worker) : worker_(worker) {}
   ConnPool(const ConnPool&) = delete;
   ConnPool& operator=(const ConnPool&) = delete;
+
+  // A stream to endpoint `ep` of `cluster` for waiter `w`: an idle
+  // connection, else a new one within the cluster's maxConnections, else a
+  // place in the queue within http1MaxPendingRequests (`pending` receives
+  // the waiter's unit of it, kept across wake-ups). An HTTP/1.1 stream is
+  // a whole connection; an HTTP/2 pool would hand out a stream on a shared
+  // one. `first`: the waiter was woken and is still first in line.
+  PoolResult newStream(PoolWaiter& w, const route::Endpoint& ep, EndpointState& state,
+                       const route::Cluster& cluster, const std::shared_ptr<upstream::ClusterLimits>& limits,
+                       upstream::LimitToken& pending, bool first);
 
   // Queues `w` for `limits`'s cluster, wanting a connection to `ep`.
   // `first`: it was woken and is still first in line.

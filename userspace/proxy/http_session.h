@@ -165,9 +165,6 @@ class DownstreamConn final : public Connection, public PoolWaiter, private Filte
   // PoolWaiter: the connection or slot this request waited for.
   void onPoolConnection(UpstreamConn* c) override;
   void onPoolSlot() override;
-  // No connection and no slot for one: wait in the worker's pool (within
-  // http1MaxPendingRequests) or overflow.
-  void waitForConnection(EndpointState& wanted);
   // An attempt has its connection: count it and start its per-try timer.
   void beginAttempt();
   void onSendProgress() override;

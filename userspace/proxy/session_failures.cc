@@ -123,21 +123,6 @@ void DownstreamConn::onPoolConnection(UpstreamConn* c) {
   sendUpstreamHead();
 }
 
-void DownstreamConn::waitForConnection(EndpointState& wanted) {
-  Stream& s = *stream_;
-  s.limits->cxOverflow.fetch_add(1, std::memory_order_relaxed);
-  worker_.stats().inc(Counter::UpstreamCxOverflow);
-  if (!s.pendingToken) {
-    auto pending = upstream::acquire(s.limits, upstream::ClusterLimits::kPending);
-    if (!pending) {
-      overflow(false);
-      return;
-    }
-    s.pendingToken = std::move(*pending);
-  }
-  worker_.pool().wait(*this, s.limits, wanted, wokenFirst_);
-}
-
 // A connection-pool circuit breaker tripped: answer at once, as Envoy does.
 void DownstreamConn::overflow(bool) {
   Stream& s = *stream_;

@@ -67,33 +67,31 @@ void DownstreamConn::dispatch() {
   EndpointState& state = worker_.endpointState(ep);
   s.upstreamHost = ep.key;
   s.upstreamAddr = ep.sockaddr;
-  if (!state.idle.empty()) {
-    s.ep = &state;
-    up_ = state.idle.back();
-    up_->attach(this);
-    beginAttempt();
-    sendUpstreamHead();
-    return;
+  PoolResult r = worker_.pool().newStream(*this, ep, state, *s.cluster, s.limits, s.pendingToken, wokenFirst_);
+  switch (r.kind) {
+    case PoolResult::Kind::Ready:
+    case PoolResult::Kind::Connecting:
+      s.ep = &state;
+      up_ = r.conn;
+      up_->attach(this);
+      beginAttempt();
+      if (r.kind == PoolResult::Kind::Ready) {
+        sendUpstreamHead();
+      } else {
+        up_->connect();
+      }
+      return;
+    case PoolResult::Kind::Queued:
+      return;  // onPoolConnection or onPoolSlot follows
+    case PoolResult::Kind::Overflow:
+      overflow(false);
+      return;
+    case PoolResult::Kind::NoSocket:
+      failAttempt(route::AttemptFailure::ConnectFailure, 503,
+                  "upstream connect error or disconnect/reset before headers. reset reason: local socket error",
+                  "UF");
+      return;
   }
-  // A new connection needs a unit of maxConnections; without one the request
-  // waits (within http1MaxPendingRequests) to be woken by a connection or a
-  // slot that frees up.
-  auto conn = upstream::acquire(s.limits, upstream::ClusterLimits::kConnections);
-  if (!conn) {
-    waitForConnection(state);
-    return;
-  }
-  int fd = OutboundConnection::openSocket(s.cluster->upstream);
-  if (fd < 0) {
-    failAttempt(route::AttemptFailure::ConnectFailure, 503,
-                "upstream connect error or disconnect/reset before headers. reset reason: local socket error", "UF");
-    return;
-  }
-  s.ep = &state;
-  up_ = new UpstreamConn(worker_, fd, ep, state, std::move(*conn), s.cluster->upstream);
-  up_->attach(this);
-  beginAttempt();
-  up_->connect();
 }
 
 void DownstreamConn::beginAttempt() {
