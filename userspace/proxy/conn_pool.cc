@@ -31,7 +31,14 @@ PoolResult ConnPool::newStream(PoolWaiter& w, const route::Endpoint& ep, Endpoin
     return {PoolResult::Kind::Queued, nullptr};
   }
   int fd = OutboundConnection::openSocket(cluster.upstream);
-  if (fd < 0) return {PoolResult::Kind::NoSocket, nullptr};
+  if (fd < 0) {
+    // The slot goes back at once, and a request waiting for one hears of it.
+    if (limits) {
+      slot->reset();
+      slotFreed(limits);
+    }
+    return {PoolResult::Kind::NoSocket, nullptr};
+  }
   return {PoolResult::Kind::Connecting, new UpstreamConn(worker_, fd, ep, state, std::move(*slot), cluster.upstream)};
 }
 

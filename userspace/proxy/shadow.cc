@@ -379,6 +379,10 @@ std::unique_ptr<ShadowStream> ShadowManager::start(const route::Endpoint& ep, st
   if (!conn) {
     int fd = OutboundConnection::openSocket(settings);
     if (fd < 0) {
+      if (limits) {
+        token.reset();
+        worker_.pool().slotFreed(limits);  // a request waiting for a slot hears of it
+      }
       worker_.stats().inc(Counter::ShadowRqFailed);
       return std::unique_ptr<ShadowStream>(new ShadowStream(nullptr));
     }

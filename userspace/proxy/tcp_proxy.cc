@@ -112,6 +112,10 @@ void TcpProxy::start(Worker& worker, int clientFd, const sockaddr_in& /*client*/
   }
   int ufd = OutboundConnection::openSocket(d->cluster->upstream);
   if (ufd < 0) {
+    if (limits) {
+      conn->reset();
+      worker.pool().slotFreed(limits);  // a request waiting for a slot hears of it
+    }
     worker.stats().inc(Counter::UpstreamCxConnectFail);
     ::close(clientFd);
     return;
