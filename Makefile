@@ -49,7 +49,7 @@ BINS := $(BUILD)/sluiced $(BUILD)/sluicectl $(BUILD)/sluice-upstream
 # intermediates (deleting them would rebuild every C++ object each time).
 .SECONDARY:
 
-.PHONY: all deps run test test-unit test-integration test-bpf test-asan bench clean fuzz soak
+.PHONY: all deps run test test-unit test-integration test-bpf test-asan bench bench-scale clean fuzz soak
 all: $(DEPS_STAMP) $(BINS)
 
 # Installs packages only when one is missing (install-deps.sh is idempotent).
@@ -116,6 +116,12 @@ bench: all
 	@bash scripts/bench.sh $(BUILD)
 	@bash scripts/bench-lb.sh $(BUILD)
 	@bash scripts/bench-kernel.sh $(BUILD)
+	@bash scripts/bench-scale.sh $(BUILD)
+
+# SERVICES (10000) one-file services: ready time, RSS over RELOADS (20)
+# one-file reloads, and how long each takes to go live.
+bench-scale: all
+	@bash scripts/bench-scale.sh $(BUILD)
 
 # Fuzz targets (tests/fuzz/*_fuzz.cc) build with clang's libFuzzer, ASan and
 # UBSan: `make fuzz` builds them, `make fuzz FUZZ_SECONDS=N` also runs each

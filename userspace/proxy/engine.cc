@@ -40,6 +40,13 @@ std::expected<void, std::string> Engine::start() {
     for (uint64_t tick = 0; !stopping(); ++tick) {
       health_.sweep(clock.nowNs());
       if (opts_.maxHeapBytes && tick % 5 == 0) sampleHeap();
+      if (uint64_t at = trimAtNs_.load(std::memory_order_relaxed); at && clock.nowNs() >= at &&
+          trimAtNs_.compare_exchange_strong(at, 0, std::memory_order_relaxed)) {
+        // The snapshot a publish replaced is freed by now (workers adopt
+        // the new one within 50 ms): give its pages back to the kernel, or
+        // RSS keeps the high-water mark of two snapshots at once.
+        malloc_trim(0);
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
   });
@@ -67,6 +74,7 @@ void Engine::publish(std::shared_ptr<const route::Snapshot> s) {
     published_ = std::move(p);
   }
   version_.fetch_add(1, std::memory_order_acq_rel);
+  trimAtNs_.store(core::SteadyClock().nowNs() + kTrimAfterPublishNs, std::memory_order_relaxed);
 }
 
 Published Engine::published() const {

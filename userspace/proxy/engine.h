@@ -157,6 +157,11 @@ class Engine {
   std::atomic<uint64_t> connections_{0};
   void sampleHeap();
   std::atomic<bool> overloaded_{false};
+  // When the sweeper returns freed memory to the kernel after a publish (0:
+  // nothing to do); long enough after it for every worker to have let the
+  // old snapshot go.
+  static constexpr uint64_t kTrimAfterPublishNs = 250'000'000;
+  std::atomic<uint64_t> trimAtNs_{0};
   std::atomic<uint64_t> shedEpoch_{0};
   upstream::HealthRegistry health_;
   upstream::LimitsRegistry limits_;
