@@ -67,7 +67,8 @@ bool ConfigManager::reload() {
     std::lock_guard lock(mu_);
     next = version_ + 1;
   }
-  auto compiled = route::compile(std::move(loaded->report.resources), next);
+  auto compiled = route::compile(std::move(loaded->report.resources), next,
+                                 {engine_.options().gatewayLabels, engine_.options().gatewayBind.s_addr});
   if (!compiled) {
     std::string text = render(compiled.error());
     if (!fileErrors.empty()) text += "\n" + fileErrors;
@@ -76,6 +77,9 @@ bool ConfigManager::reload() {
   for (const std::string& w : (*compiled)->warnings) fprintf(stderr, "sluiced: config: %s\n", w.c_str());
   goodFiles_ = std::move(loaded->serving);
   noteFiles();
+  // The engine first (it opens gateway listeners and records their status),
+  // so whoever sees the new version sees what serves it.
+  engine_.publish(*compiled);
   {
     std::lock_guard lock(mu_);
     snapshot_ = *compiled;
@@ -90,7 +94,6 @@ bool ConfigManager::reload() {
             "sluiced: config: invalid files keep their last good version (or stay out); the rest applies:\n%s\n",
             fileErrors.c_str());
   }
-  engine_.publish(*compiled);
   engine_.stats().configReloadOk++;
   std::function<void(const route::Snapshot&)> hook;
   {
@@ -146,6 +149,53 @@ json meta(const config::ObjectMeta& m, const config::SourceRef& src) {
 }
 
 }  // namespace
+
+// One route table's virtual hosts, sorted by name, with their routes.
+static json virtualHostsJson(const route::RouteConfig& rc) {
+  std::vector<const route::VirtualHost*> vhs;
+  for (const auto& [host, vh] : rc.exact) {
+    if (std::find(vhs.begin(), vhs.end(), vh) == vhs.end()) vhs.push_back(vh);
+  }
+  for (const auto& [suffix, vh] : rc.wildcards) {
+    if (std::find(vhs.begin(), vhs.end(), vh) == vhs.end()) vhs.push_back(vh);
+  }
+  if (rc.star && std::find(vhs.begin(), vhs.end(), rc.star) == vhs.end()) vhs.push_back(rc.star);
+  std::sort(vhs.begin(), vhs.end(), [](auto* a, auto* b) { return a->name < b->name; });
+  json jv = json::array();
+  for (const route::VirtualHost* vh : vhs) {
+    json rs = json::array();
+    for (const route::Route& r : vh->routes) {
+      json cl = json::array();
+      for (const auto& wc : r.clusters) cl.push_back({{"cluster", wc.cluster->name}, {"weight", wc.weight}});
+      json jr = {{"name", r.name}, {"matches", r.matches.size()}, {"clusters", cl}};
+      if (r.timeout) jr["timeout_ms"] = r.timeout->count() / 1'000'000;
+      if (r.spec && r.spec->redirect) jr["redirect"] = true;
+      if (r.spec && r.spec->directResponse) jr["direct_response"] = r.spec->directResponse->status;
+      // The effective retry policy (Istio's default when the route has
+      // none), so a user can see what will be retried.
+      json retry = {{"num_retries", r.retry.numRetries}, {"retry_on_bits", r.retry.retryOn},
+                    {"retriable_status_codes", r.retry.retriableStatusCodes},
+                    {"ignore_previous_hosts", r.retry.ignorePreviousHosts}};
+      if (r.retry.perTryTimeoutNs) retry["per_try_timeout_ms"] = r.retry.perTryTimeoutNs / 1'000'000;
+      if (r.retry.idempotentOnly) retry["idempotent_only"] = true;
+      jr["retry_policy"] = retry;
+      if (r.fault) jr["fault"] = {{"delay", r.fault->hasDelay()}, {"abort", r.fault->hasAbort()}};
+      if (!r.mirrors.empty()) {
+        json ms = json::array();
+        for (const auto& m : r.mirrors)
+          ms.push_back({{"cluster", m.cluster ? m.cluster->name : ""}, {"percent", m.ppm / 10'000.0}});
+        jr["mirrors"] = ms;
+      }
+      if (r.rewrite) jr["rewrite"] = true;
+      if (r.cors) jr["cors"] = true;
+      rs.push_back(jr);
+    }
+    json jvh = {{"name", vh->name}, {"domains", vh->domains}, {"routes", rs}};
+    if (vh->httpsRedirect) jvh["https_redirect"] = true;
+    jv.push_back(std::move(jvh));
+  }
+  return jv;
+}
 
 std::string ConfigManager::dumpJson() const {
   std::lock_guard lock(mu_);
@@ -205,49 +255,20 @@ std::string ConfigManager::dumpJson() const {
   for (const auto& [port, rc] : s.routeConfigs) ports.push_back(port);
   std::sort(ports.begin(), ports.end());
   for (uint32_t port : ports) {
-    const route::RouteConfig& rc = s.routeConfigs.at(port);
-    std::vector<const route::VirtualHost*> vhs;
-    for (const auto& [host, vh] : rc.exact) {
-      if (std::find(vhs.begin(), vhs.end(), vh) == vhs.end()) vhs.push_back(vh);
-    }
-    for (const auto& [suffix, vh] : rc.wildcards) {
-      if (std::find(vhs.begin(), vhs.end(), vh) == vhs.end()) vhs.push_back(vh);
-    }
-    if (rc.star && std::find(vhs.begin(), vhs.end(), rc.star) == vhs.end()) vhs.push_back(rc.star);
-    std::sort(vhs.begin(), vhs.end(), [](auto* a, auto* b) { return a->name < b->name; });
-    json jv = json::array();
-    for (const route::VirtualHost* vh : vhs) {
-      json rs = json::array();
-      for (const route::Route& r : vh->routes) {
-        json cl = json::array();
-        for (const auto& wc : r.clusters) cl.push_back({{"cluster", wc.cluster->name}, {"weight", wc.weight}});
-        json jr = {{"name", r.name}, {"matches", r.matches.size()}, {"clusters", cl}};
-        if (r.timeout) jr["timeout_ms"] = r.timeout->count() / 1'000'000;
-        if (r.spec && r.spec->redirect) jr["redirect"] = true;
-        if (r.spec && r.spec->directResponse) jr["direct_response"] = r.spec->directResponse->status;
-        // The effective retry policy (Istio's default when the route has
-        // none), so a user can see what will be retried.
-        json retry = {{"num_retries", r.retry.numRetries}, {"retry_on_bits", r.retry.retryOn},
-                      {"retriable_status_codes", r.retry.retriableStatusCodes},
-                      {"ignore_previous_hosts", r.retry.ignorePreviousHosts}};
-        if (r.retry.perTryTimeoutNs) retry["per_try_timeout_ms"] = r.retry.perTryTimeoutNs / 1'000'000;
-        if (r.retry.idempotentOnly) retry["idempotent_only"] = true;
-        jr["retry_policy"] = retry;
-        if (r.fault) jr["fault"] = {{"delay", r.fault->hasDelay()}, {"abort", r.fault->hasAbort()}};
-        if (!r.mirrors.empty()) {
-          json ms = json::array();
-          for (const auto& m : r.mirrors)
-            ms.push_back({{"cluster", m.cluster ? m.cluster->name : ""}, {"percent", m.ppm / 10'000.0}});
-          jr["mirrors"] = ms;
-        }
-        if (r.rewrite) jr["rewrite"] = true;
-        if (r.cors) jr["cors"] = true;
-        rs.push_back(jr);
-      }
-      jv.push_back({{"name", vh->name}, {"domains", vh->domains}, {"routes", rs}});
-    }
-    routes.push_back({{"port", port}, {"virtual_hosts", jv}});
+    routes.push_back({{"port", port}, {"virtual_hosts", virtualHostsJson(s.routeConfigs.at(port))}});
   }
+  json listeners = json::array();
+  auto status = engine_.gatewayListenerStatus();
+  for (const auto& l : s.gatewayListeners) {
+    json jl = {{"port", l->port}, {"servers", l->servers}, {"virtual_hosts", virtualHostsJson(l->routes)}};
+    if (auto it = status.find(l->key); it != status.end()) {
+      jl["address"] = it->second.address;
+      jl["listening"] = it->second.error.empty();
+      if (!it->second.error.empty()) jl["error"] = it->second.error;
+    }
+    listeners.push_back(std::move(jl));
+  }
+  j["gateway_listeners"] = listeners;
   j["routes"] = routes;
   j["warnings"] = s.warnings;
   return j.dump(2);

@@ -10,6 +10,8 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <charconv>
+#include <expected>
+#include <map>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -109,6 +111,22 @@ std::string dropCapabilities(bool bpf) {
   return {};
 }
 
+// "k=v,k2=v2" -> labels.
+static std::expected<std::map<std::string, std::string>, std::string> parseLabels(std::string_view text) {
+  std::map<std::string, std::string> out;
+  while (!text.empty()) {
+    size_t comma = text.find(',');
+    std::string_view item = text.substr(0, comma);
+    size_t eq = item.find('=');
+    if (eq == std::string_view::npos || eq == 0)
+      return std::unexpected("\"" + std::string(item) + "\" is not key=value");
+    out[std::string(item.substr(0, eq))] = std::string(item.substr(eq + 1));
+    if (comma == std::string_view::npos) break;
+    text.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
 int main(int argc, char** argv) {
   CLI::App app{"sluiced: Sluice node proxy (Istio traffic management without sidecars)"};
   std::string configDir = "/etc/sluice/config";
@@ -124,6 +142,8 @@ int main(int argc, char** argv) {
   std::string accessLog;
   std::string credentialsDir;
   std::string gatewayBind = "0.0.0.0";
+  uint32_t gatewayPortOffset = 0;
+  std::string gatewayLabels;
   double drainSeconds = 10;
   double streamIdleSeconds = 300;
   std::string requestHeadersTimeout = "10s";
@@ -147,7 +167,13 @@ int main(int argc, char** argv) {
                "--no-bpf-splice relays them with the userspace copy loop)");
   app.add_option("--access-log", accessLog, "access log path, or - for stdout");
   app.add_option("--credentials-dir", credentialsDir, "TLS secrets, one folder per credentialName");
-  app.add_option("--gateway-bind", gatewayBind, "address Gateway servers bind to");
+  app.add_option("--gateway-bind", gatewayBind, "IPv4 address Gateway servers without `bind` listen on");
+  app.add_option("--gateway-port-offset", gatewayPortOffset,
+                 "added to every Gateway server port (tests and unprivileged runs)")
+      ->check(CLI::Range(0u, 65535u));
+  app.add_option("--gateway-labels", gatewayLabels,
+                 "k=v,...: this proxy's gateway labels; only Gateways whose selector they match are "
+                 "served (default: every Gateway)");
   app.add_option("--drain-timeout", drainSeconds, "seconds to finish in-flight requests on SIGTERM")
       ->check(CLI::Range(0.0, 3600.0));
   app.add_option("--stream-idle-timeout", streamIdleSeconds,
@@ -190,6 +216,19 @@ int main(int argc, char** argv) {
             adminAddr.c_str());
   }
   opts.workers = workers;
+  if (inet_pton(AF_INET, gatewayBind.c_str(), &opts.gatewayBind) != 1) {
+    fprintf(stderr, "sluiced: --gateway-bind %s: not an IPv4 address\n", gatewayBind.c_str());
+    return 2;
+  }
+  opts.gatewayPortOffset = gatewayPortOffset;
+  if (!gatewayLabels.empty()) {
+    auto labels = parseLabels(gatewayLabels);
+    if (!labels) {
+      fprintf(stderr, "sluiced: --gateway-labels %s: %s\n", gatewayLabels.c_str(), labels.error().c_str());
+      return 2;
+    }
+    opts.gatewayLabels = std::move(*labels);
+  }
   // Descriptors: as many as the hard limit allows (each proxied connection
   // needs two). --max-connections keeps clients within them, so the
   // upstream side and the admin API are never starved.

@@ -1,6 +1,12 @@
 #include "proxy/engine.h"
 
+#include <arpa/inet.h>
 #include <malloc.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include "proxy/access_log.h"
 #include "proxy/worker.h"
@@ -62,12 +68,117 @@ void Engine::sampleHeap() {
   if (over) shedEpoch_.fetch_add(1, std::memory_order_relaxed);
 }
 
+ListenerSockets::~ListenerSockets() {
+  for (int fd : fds) {
+    if (fd >= 0) ::close(fd);
+  }
+}
+
+namespace {
+
+std::string addrText(const sockaddr_in& a) {
+  char ip[INET_ADDRSTRLEN];
+  inet_ntop(AF_INET, &a.sin_addr, ip, sizeof(ip));
+  return std::string(ip) + ":" + std::to_string(ntohs(a.sin_port));
+}
+
+// One SO_REUSEPORT listening socket per worker on `addr`.
+std::expected<std::shared_ptr<ListenerSockets>, std::string> openListener(uint64_t key, const sockaddr_in& addr,
+                                                                         int workers) {
+  auto out = std::make_shared<ListenerSockets>();
+  out->key = key;
+  out->addr = addr;
+  for (int i = 0; i < workers; ++i) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return std::unexpected(std::string("socket: ") + strerror(errno));
+    out->fds.push_back(fd);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    if (::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) < 0)
+      return std::unexpected(std::string("bind: ") + strerror(errno));
+    if (::listen(fd, 4096) < 0) return std::unexpected(std::string("listen: ") + strerror(errno));
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::shared_ptr<const ListenerSockets>> Engine::reconcileGatewayListeners(const route::Snapshot* s) {
+  std::vector<std::shared_ptr<const ListenerSockets>> open;
+  std::map<uint64_t, std::shared_ptr<const ListenerSockets>> keep;
+  std::map<uint64_t, GatewayListenerStatus> status;
+  std::map<uint64_t, GatewayListenerStatus> before;
+  {
+    std::lock_guard lock(snapMu_);
+    before = gatewayStatus_;
+  }
+  const int workers = opts_.workers > 0 ? opts_.workers : 1;
+  static const std::vector<std::unique_ptr<route::GatewayListener>> kNone;
+  for (const auto& l : s ? s->gatewayListeners : kNone) {
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = l->bindBe;
+    const uint64_t port = uint64_t(l->port) + opts_.gatewayPortOffset;
+    addr.sin_port = htons(uint16_t(port));
+    GatewayListenerStatus& st = status[l->key];
+    st.address = addrText(addr);
+    auto servers = [&] {
+      std::string out;
+      for (const std::string& srv : l->servers) out += (out.empty() ? "" : "; ") + srv;
+      return out;
+    };
+    const bool anyAddr = addr.sin_addr.s_addr == htonl(INADDR_ANY) || opts_.outbound.sin_addr.s_addr == htonl(INADDR_ANY);
+    if (port == 0 || port > 65535) {
+      st.address = std::to_string(port);
+      st.error = "port " + std::to_string(l->port) + " + --gateway-port-offset " +
+                 std::to_string(opts_.gatewayPortOffset) + " is not a TCP port";
+    } else if (addr.sin_port == opts_.outbound.sin_port &&
+               (anyAddr || addr.sin_addr.s_addr == opts_.outbound.sin_addr.s_addr)) {
+      // SO_REUSEPORT would let both bind and split connections between them.
+      st.error = "the outbound listener's address";
+    } else if (auto it = gatewaySockets_.find(l->key);
+               it != gatewaySockets_.end() && it->second->addr.sin_addr.s_addr == addr.sin_addr.s_addr &&
+               it->second->addr.sin_port == addr.sin_port) {
+      keep.emplace(l->key, it->second);
+      open.push_back(it->second);
+      continue;
+    } else if (auto made = openListener(l->key, addr, workers)) {
+      fprintf(stderr, "sluiced: gateway listener %s open (%s)\n", st.address.c_str(), servers().c_str());
+      keep.emplace(l->key, *made);
+      open.push_back(std::move(*made));
+      continue;
+    } else {
+      st.error = made.error();
+    }
+    // Said once, not at every publish while it lasts.
+    if (auto was = before.find(l->key); was == before.end() || was->second.error != st.error)
+      fprintf(stderr, "sluiced: gateway listener %s (%s) not served: %s\n", st.address.c_str(),
+              servers().c_str(), st.error.c_str());
+  }
+  for (const auto& [key, socks] : gatewaySockets_) {
+    if (!keep.contains(key)) fprintf(stderr, "sluiced: gateway listener %s closed\n", addrText(socks->addr).c_str());
+  }
+  gatewaySockets_ = std::move(keep);
+  {
+    std::lock_guard lock(snapMu_);
+    gatewayStatus_ = std::move(status);
+  }
+  return open;
+}
+
+std::map<uint64_t, GatewayListenerStatus> Engine::gatewayListenerStatus() const {
+  std::lock_guard lock(snapMu_);
+  return gatewayStatus_;
+}
+
 void Engine::publish(std::shared_ptr<const route::Snapshot> s) {
   Published p;
   if (s) {
     p.health = health_.adopt(*s, opts_.onEjection);
     p.limits = limits_.adopt(*s);
   }
+  p.gatewaySockets = reconcileGatewayListeners(s.get());
   p.snapshot = std::move(s);
   {
     std::lock_guard lock(snapMu_);

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <expected>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -72,6 +73,32 @@ struct EngineOptions {
   // workers, and anyone else's). LEAST_REQUEST of TCP routes balances on it;
   // nullopt (not seen) falls back to this worker's own count. Thread-safe.
   std::function<std::optional<uint32_t>(const sockaddr_in&)> kernelActiveConnections;
+  // Gateway listeners (route::GatewayListener): the address a server
+  // without `bind` listens on, the offset added to every server port (tests
+  // and unprivileged runs), and --gateway-labels (which Gateways are served;
+  // unset: all of them).
+  in_addr gatewayBind{};  // INADDR_ANY
+  uint32_t gatewayPortOffset = 0;
+  std::optional<std::map<std::string, std::string>> gatewayLabels;
+};
+
+// The listening sockets of one gateway listener, one per worker
+// (SO_REUSEPORT), opened by the engine when a snapshot first asks for the
+// listener and closed when the last worker has let go of them.
+struct ListenerSockets {
+  uint64_t key = 0;  // route::GatewayListener::key
+  sockaddr_in addr{};
+  std::vector<int> fds;  // by worker index
+  ListenerSockets() = default;
+  ListenerSockets(const ListenerSockets&) = delete;
+  ListenerSockets& operator=(const ListenerSockets&) = delete;
+  ~ListenerSockets();
+};
+
+// Whether a gateway listener of the published snapshot is open.
+struct GatewayListenerStatus {
+  std::string address;  // "0.0.0.0:18080"
+  std::string error;    // empty when listening
 };
 
 
@@ -81,6 +108,9 @@ struct Published {
   std::shared_ptr<const route::Snapshot> snapshot;
   std::shared_ptr<const upstream::HealthTable> health;
   std::shared_ptr<const upstream::LimitsTable> limits;
+  // The open sockets of the snapshot's gateway listeners (those that could
+  // not be opened are left out).
+  std::vector<std::shared_ptr<const ListenerSockets>> gatewaySockets;
 };
 
 // One admitted client connection, counted against maxConnections for as
@@ -134,6 +164,8 @@ class Engine {
   std::vector<std::shared_ptr<upstream::ClusterHealth>> outlierClusters() const { return health_.live(); }
   std::vector<std::shared_ptr<upstream::ClusterLimits>> limitedClusters() const { return limits_.live(); }
   uint64_t publishedVersion() const { return version_.load(std::memory_order_acquire); }
+  // By route::GatewayListener::key, for the published snapshot.
+  std::map<uint64_t, GatewayListenerStatus> gatewayListenerStatus() const;
 
   // Stop accepting, let in-flight requests finish (up to drainTimeout), exit.
   void stop() { stopping_.store(true, std::memory_order_release); }
@@ -153,6 +185,11 @@ class Engine {
   std::vector<std::thread> threads_;
   mutable std::mutex snapMu_;
   Published published_;
+  // Opens (or keeps) the sockets of `s`'s gateway listeners; on the
+  // publishing thread.
+  std::vector<std::shared_ptr<const ListenerSockets>> reconcileGatewayListeners(const route::Snapshot* s);
+  std::map<uint64_t, std::shared_ptr<const ListenerSockets>> gatewaySockets_;  // publish() only
+  std::map<uint64_t, GatewayListenerStatus> gatewayStatus_;                    // under snapMu_
   std::atomic<uint64_t> version_{0};
   std::atomic<uint64_t> connections_{0};
   void sampleHeap();

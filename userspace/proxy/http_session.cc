@@ -31,8 +31,9 @@ using stats::Counter;
 // -------------------------------------------------------------- downstream
 
 DownstreamConn::DownstreamConn(Worker& worker, int fd, const sockaddr_in& peer,
-                               const sockaddr_in* orig, ConnectionSlot slot)
-    : Connection(worker, fd), slot_(std::move(slot)), peer_(peer), origPort_(orig ? ntohs(orig->sin_port) : 0) {
+                               const sockaddr_in* orig, ConnectionSlot slot, uint64_t gatewayKey)
+    : Connection(worker, fd), slot_(std::move(slot)), peer_(peer), origPort_(orig ? ntohs(orig->sin_port) : 0),
+      gatewayKey_(gatewayKey) {
   if (orig) orig_ = *orig;
   worker_.stats().inc(Counter::DownstreamCxTotal);
   worker_.stats().inc(Counter::DownstreamCxActive);
@@ -239,14 +240,41 @@ bool DownstreamConn::acceptHead() {
   return true;
 }
 
+const route::VirtualHost* DownstreamConn::findVirtualHost() {
+  Stream& s = *stream_;
+  if (!s.snapshot) return nullptr;
+  if (gatewayKey_) {
+    // The server's port, not the one listened on (--gateway-port-offset):
+    // match blocks and redirects name the server's.
+    const route::GatewayListener* l = s.snapshot->findGatewayListener(gatewayKey_);
+    if (!l) return nullptr;  // the listener left the configuration
+    s.port = l->port;
+    return l->routes.find(lowerHost(s.target.host));
+  }
+  // The original destination (eBPF capture) outranks the Host/URI port.
+  s.port = origPort_ ? origPort_ : s.target.port;
+  return s.snapshot->findVirtualHost(s.port, lowerHost(s.target.host), &s.port);
+}
+
 bool DownstreamConn::resolveRoute() {
   Stream& s = *stream_;
   s.snapshot = worker_.snapshot();
-  // Virtual host by destination port + Host, then the first match. The
-  // original destination (eBPF capture) outranks the Host/URI port.
-  const route::VirtualHost* vh = nullptr;
-  s.port = origPort_ ? origPort_ : s.target.port;
-  if (s.snapshot) vh = s.snapshot->findVirtualHost(s.port, lowerHost(s.target.host), &s.port);
+  // Virtual host, then the first route whose match blocks accept the request.
+  const route::VirtualHost* vh = findVirtualHost();
+  if (vh && vh->httpsRedirect) {
+    // Gateway server tls.httpsRedirect: the same URL over https.
+    route::Redirect toHttps;
+    toHttps.scheme = "https";
+    toHttps.derivePort = route::Redirect::DerivePort::FromProtocolDefault;
+    std::string location = redirectLocation(toHttps, s.target, s.port);
+    if (!http::wireError(http::WireField::HeaderValue, location).empty()) {
+      s.keepAlive = false;
+      sendLocalReply(400, "invalid redirect target", "DPE", {});
+    } else {
+      sendLocalReply(301, "", "-", "location: " + location + "\r\n");
+    }
+    return false;
+  }
   route::RequestView view;
   view.method = s.head.method;
   view.path = s.target.path;

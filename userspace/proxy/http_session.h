@@ -83,9 +83,11 @@ class DownstreamConn final : public Connection, public PoolWaiter, private Filte
  public:
   // `orig`: the address the client dialled when the kernel captured the
   // connection (its port routes instead of the Host port; PASSTHROUGH
-  // clusters connect to it), else null.
+  // clusters connect to it), else null. `gatewayKey`: the gateway listener
+  // (route::GatewayListener::key) that accepted it, whose route table its
+  // requests use; 0 for the outbound listener.
   DownstreamConn(Worker& worker, int fd, const sockaddr_in& peer, const sockaddr_in* orig = nullptr,
-                 ConnectionSlot slot = {});
+                 ConnectionSlot slot = {}, uint64_t gatewayKey = 0);
   void start();
   // Drain: close now if idle, else after the current response.
   void drain() override;
@@ -118,6 +120,9 @@ class DownstreamConn final : public Connection, public PoolWaiter, private Filte
   // Virtual host, route and weighted destination (with the consistent-hash
   // key that may choose it); false when no route matched (404 NR).
   bool resolveRoute();
+  // The virtual host of the stream's request: by destination port and Host
+  // for the outbound listener, by Host in the gateway listener's table.
+  const route::VirtualHost* findVirtualHost();
   // Runs the request filters from the stream's filterIndex on.
   void runFilters();
   void onFilterResume();
@@ -189,6 +194,7 @@ class DownstreamConn final : public Connection, public PoolWaiter, private Filte
   UpstreamConn* up_ = nullptr;
   sockaddr_in peer_;
   uint16_t origPort_ = 0;
+  uint64_t gatewayKey_ = 0;
   sockaddr_in orig_{};  // sin_port 0: not captured
   sockaddr_in local_{};  // our end, looked up once when a header needs it
   bool haveLocal_ = false;

@@ -42,9 +42,13 @@ constexpr uint64_t kAcceptErrorLogEveryNs = 10'000'000'000;  // a shortage that 
 class Worker::Listener final : public core::CompletionHandler {
  public:
   explicit Listener(Worker& w) : worker_(w) {}
-  ~Listener() {
-    if (fd_ >= 0) ::close(fd_);
-  }
+  // A gateway listener: this worker's socket of `socks`, which the engine
+  // opened and which close when the last worker lets go of them.
+  Listener(Worker& w, std::shared_ptr<const ListenerSockets> socks)
+      : worker_(w), shared_(std::move(socks)), fd_(shared_->fds.at(size_t(w.index()))),
+        local_(shared_->addr), gatewayKey_(shared_->key) {}
+  ~Listener() { closeFd(); }
+  const ListenerSockets* sockets() const { return shared_.get(); }
 
   std::expected<void, std::string> bind(const sockaddr_in& addr) {
     fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -85,6 +89,10 @@ class Worker::Listener final : public core::CompletionHandler {
 
   void stop() {
     if (fd_ < 0) return;
+    // A gateway socket closes only when every worker has let go of it;
+    // until then it would take connections into its backlog that nobody
+    // accepts. Shut down, it leaves its SO_REUSEPORT group and refuses them.
+    if (shared_) ::shutdown(fd_, SHUT_RD);
     backoff_.cancel();
     if (armed_) {
       io_uring_sqe* s = worker_.ring().sqe();
@@ -115,7 +123,8 @@ class Worker::Listener final : public core::CompletionHandler {
         socklen_t len = sizeof(peer);
         getpeername(res, reinterpret_cast<sockaddr*>(&peer), &len);
         sockaddr_in orig{};
-        bool captured = originalDst(res, peer, &orig);
+        // Gateway listeners serve clients that dialled them: nothing was captured.
+        bool captured = !gatewayKey_ && originalDst(res, peer, &orig);
         // The kernel captures a new VIP only once its snapshot is published;
         // route with that snapshot even if this loop turn has not adopted it.
         if (captured) worker_.adoptSnapshotIfChanged();
@@ -125,16 +134,14 @@ class Worker::Listener final : public core::CompletionHandler {
         if (tcp) {
           TcpProxy::start(worker_, res, peer, orig, snap, *tcp, std::move(*slot));
         } else {
-          auto* c = new DownstreamConn(worker_, res, peer, captured ? &orig : nullptr, std::move(*slot));
+          auto* c = new DownstreamConn(worker_, res, peer, captured ? &orig : nullptr, std::move(*slot),
+                                       gatewayKey_);
           c->start();
         }
       }
     }
     if (!armed_ && !stopped_ && !backoff_.armed()) arm();
-    if (stopped_ && !armed_ && fd_ >= 0) {
-      ::close(fd_);
-      fd_ = -1;
-    }
+    if (stopped_ && !armed_) closeFd();
   }
 
  private:
@@ -164,11 +171,18 @@ class Worker::Listener final : public core::CompletionHandler {
     if (!stopped_) arm();
   }
 
+  void closeFd() {
+    if (fd_ >= 0 && !shared_) ::close(fd_);
+    fd_ = -1;
+  }
+
   Worker& worker_;
   core::IoOp op_{this, 0};
   core::MemberTimer<Listener, &Listener::onBackoffEnd> backoff_{this};
+  std::shared_ptr<const ListenerSockets> shared_;  // gateway listeners only
   int fd_ = -1;
   sockaddr_in local_{};
+  uint64_t gatewayKey_ = 0;  // route::GatewayListener::key; 0: the outbound listener
   uint64_t backoffNs_ = 0;  // current pause; 0 while accepts succeed
   uint64_t lastLogNs_ = 0;
   bool armed_ = false;
@@ -281,12 +295,47 @@ void Worker::adoptSnapshotIfChanged() {
   Published p = engine_.published();
   snapshot_ = std::move(p.snapshot);
   if (snapshot_) clusters_.adopt(*snapshot_, std::move(p.health), std::move(p.limits));
+  if (running_ && !draining_) reconcileListeners(p.gatewaySockets);
+}
+
+// Gateway listeners follow the published set: new sockets start accepting,
+// those no longer published stop (and are freed once their accept is
+// cancelled). Connections already accepted are not touched.
+void Worker::reconcileListeners(const std::vector<std::shared_ptr<const ListenerSockets>>& socks) {
+  std::map<uint64_t, std::unique_ptr<Listener>> next;
+  for (const auto& sock : socks) {
+    auto it = gatewayListeners_.find(sock->key);
+    if (it != gatewayListeners_.end() && it->second->sockets() == sock.get()) {
+      next.emplace(sock->key, std::move(it->second));
+      gatewayListeners_.erase(it);
+      continue;
+    }
+    auto l = std::make_unique<Listener>(*this, sock);
+    l->arm();
+    next.emplace(sock->key, std::move(l));
+  }
+  for (auto& [key, l] : gatewayListeners_) retireListener(std::move(l));
+  gatewayListeners_ = std::move(next);
+}
+
+void Worker::retireListener(std::unique_ptr<Listener> l) {
+  l->stop();
+  retiredListeners_.push_back(std::move(l));
+}
+
+bool Worker::listenersIdle() const {
+  if (!listener_->idle() || !retiredListeners_.empty()) return false;
+  for (const auto& [key, l] : gatewayListeners_) {
+    if (!l->idle()) return false;
+  }
+  return true;
 }
 
 void Worker::beginDrain() {
   draining_ = true;
   drainDeadlineNs_ = clock_.nowNs() + engine_.options().drainTimeoutNs;
   listener_->stop();
+  for (auto& [key, l] : gatewayListeners_) l->stop();
   // Copy: drain() may close and unregister connections.
   std::vector<Connection*> conns = downstreams_;
   for (Connection* c : conns) c->drain();
@@ -343,6 +392,7 @@ void Worker::run() {
     fprintf(stderr, "sluiced: worker %d: %s\n", index_, r.error().c_str());
     return;
   }
+  running_ = true;
   adoptSnapshotIfChanged();
   listener_->arm();
   waker_->arm();
@@ -355,6 +405,7 @@ void Worker::run() {
     timers_.advance();
     flushWrites();  // before reap: queued connections are still alive
     reap();
+    std::erase_if(retiredListeners_, [](const std::unique_ptr<Listener>& l) { return l->idle(); });
     flushLog();
     adoptSnapshotIfChanged();
     if (uint64_t e = engine_.shedEpoch(); e != shedSeen_) {
@@ -368,7 +419,7 @@ void Worker::run() {
     if (draining_) {
       // In-flight mirrors may finish (each is bounded by its own timer and
       // all by the drain deadline); idle mirror connections were closed.
-      if (downstreams_.empty() && shadows_.inFlight() == 0 && listener_->idle()) break;
+      if (downstreams_.empty() && shadows_.inFlight() == 0 && listenersIdle()) break;
       if (clock_.nowNs() > drainDeadlineNs_) break;
     }
   }

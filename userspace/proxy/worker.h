@@ -1,13 +1,14 @@
-// One worker thread: its io_uring, provided buffers, timer wheel, listener
-// (SO_REUSEPORT), upstream connection pools and stats shard. Nothing here is
+// One worker thread: its io_uring, provided buffers, timer wheel, listeners
+// (SO_REUSEPORT: the outbound one and the gateway listeners), upstream connection pools and stats shard. Nothing here is
 // touched by another thread except through Engine's atomics and the stats
 // shard's relaxed counters.
 #pragma once
 
 #include <netinet/in.h>
 
-#include <cstdint>
 #include <atomic>
+#include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -27,6 +28,7 @@ namespace sluice::proxy {
 
 class Connection;
 class Engine;
+struct ListenerSockets;
 class UpstreamConn;
 class AccessLog;
 struct Stream;
@@ -103,6 +105,9 @@ class Worker {
   class Listener;
   class Waker;
   void adoptSnapshotIfChanged();
+  void reconcileListeners(const std::vector<std::shared_ptr<const ListenerSockets>>& socks);
+  void retireListener(std::unique_ptr<Listener> l);
+  bool listenersIdle() const;
   void beginDrain();
   void shedIdle();
   uint64_t shedSeen_ = 0;
@@ -118,7 +123,10 @@ class Worker {
   core::TimerWheel timers_;
   core::Rng rng_;
   stats::StatsShard stats_;
-  std::unique_ptr<Listener> listener_;
+  std::unique_ptr<Listener> listener_;  // the outbound (capture) listener
+  std::map<uint64_t, std::unique_ptr<Listener>> gatewayListeners_;  // by route::GatewayListener::key
+  std::vector<std::unique_ptr<Listener>> retiredListeners_;         // stopped, accept not yet cancelled
+  bool running_ = false;  // the ring is up: listeners can be armed
   std::unique_ptr<Waker> waker_;
   ConnPool pool_{*this};
   std::shared_ptr<const route::Snapshot> snapshot_;

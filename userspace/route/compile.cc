@@ -45,6 +45,9 @@ void Compiler::indexDestinationRules() {
 
 void Compiler::indexVirtualServices() {
   for (const config::VirtualService& vs : snap_.resources.virtualServices) {
+    for (const std::string& gw : vs.gateways) {
+      if (gw != "mesh") vsByGateway_[gw].push_back(&vs);
+    }
     // A VirtualService bound only to gateways is not part of sidecar routing;
     // one with only tcp/tls routes leaves HTTP traffic to the default route.
     if (!hasMesh(vs.gateways)) continue;
@@ -543,18 +546,19 @@ std::vector<config::ConfigError> Compiler::run() {
   buildServiceHosts();
   buildVirtualServiceOnlyHosts();
   publishDomains();
+  buildGateways();
   return std::move(errors_);
 }
 
 }  // namespace detail
 
 std::expected<std::shared_ptr<const Snapshot>, std::vector<config::ConfigError>> compile(
-    config::Resources resources, uint64_t version) {
+    config::Resources resources, uint64_t version, const CompileOptions& options) {
   auto snap = std::make_shared<Snapshot>();
   // Routes point into the resources, so they move in first and never move again.
   snap->resources = std::move(resources);
   snap->version = version;
-  std::vector<config::ConfigError> errors = detail::Compiler(*snap).run();
+  std::vector<config::ConfigError> errors = detail::Compiler(*snap, options).run();
   if (!errors.empty()) return std::unexpected(std::move(errors));
   return std::shared_ptr<const Snapshot>(std::move(snap));
 }

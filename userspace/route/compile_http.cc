@@ -130,7 +130,8 @@ bool Compiler::compileActions(Route& r, const config::HTTPRoute& http, const con
   return true;
 }
 
-void Compiler::addRoutes(VirtualHost& vh, const config::VirtualService& vs, uint32_t port) {
+void Compiler::addRoutes(VirtualHost& vh, const config::VirtualService& vs, uint32_t port,
+                         std::string_view gateway) {
   std::string resource = resourceName("VirtualService", vs.metadata);
   for (const RouteSource& src : routeSources(vs, resource)) {
     const config::HTTPRoute& http = *src.spec;
@@ -168,9 +169,9 @@ void Compiler::addRoutes(VirtualHost& vh, const config::VirtualService& vs, uint
         cached = matchCache_.emplace(m, std::move(*compiled)).first;
       }
       const CompiledMatch& cm = *cached->second;
-      // Blocks that cannot match on this port or for mesh traffic are left
-      // out, as Istio leaves them out of a sidecar's routes.
-      if (!cm.reachable() || (cm.port() && *cm.port() != port)) continue;
+      // Blocks that cannot match on this port or for this gateway's (or
+      // the mesh's) traffic are left out, as Istio leaves them out.
+      if (!cm.reachable() || !cm.appliesTo(gateway) || (cm.port() && *cm.port() != port)) continue;
       r.matches.push_back(cached->second);
     }
     if (!ok) continue;

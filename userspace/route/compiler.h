@@ -77,7 +77,7 @@ struct Service {
 
 class Compiler {
  public:
-  explicit Compiler(Snapshot& snap) : snap_(snap) {}
+  Compiler(Snapshot& snap, const CompileOptions& options) : snap_(snap), options_(options) {}
   std::vector<config::ConfigError> run();
 
  private:
@@ -105,7 +105,9 @@ class Compiler {
   std::optional<config::TrafficPolicy> effectivePolicy(const config::DestinationRule* dr,
                                                        const config::Subset* subset, uint32_t port);
   VirtualHost* newVirtualHost(const std::string& host, uint32_t port);
-  void addRoutes(VirtualHost& vh, const config::VirtualService& vs, uint32_t port);
+  // `gateway`: whose traffic the routes serve, "mesh" or "ns/name".
+  void addRoutes(VirtualHost& vh, const config::VirtualService& vs, uint32_t port,
+                 std::string_view gateway = "mesh");
   struct RouteSource {
     const config::HTTPRoute* spec;
     std::string path;   // "spec.http[2]" or "spec.http[2].delegate[0]"
@@ -123,6 +125,15 @@ class Compiler {
                   VirtualHost& vh);
   void buildServiceHosts();
   void buildVirtualServiceOnlyHosts();
+  // Gateway listeners (compile_gateway.cc).
+  void buildGateways();
+  void addGatewayServer(const config::Gateway& gw, const std::string& gwName, const config::Server& server,
+                        size_t index);
+  void addGatewayHost(GatewayListener& l, const std::string& domain, const config::VirtualService& vs,
+                      const std::string& gwName, bool httpsRedirect);
+  struct GatewayHost;
+  // The listener's virtual host for `domain`, made on first use.
+  GatewayHost& gatewayHost(GatewayListener& l, const std::string& domain);
   void publishDomains();
   // The same VirtualService is compiled once per host and port: say each
   // thing once.
@@ -131,7 +142,17 @@ class Compiler {
   }
 
   Snapshot& snap_;
+  const CompileOptions& options_;
   std::vector<config::ConfigError> errors_;
+  // Gateway "ns/name" -> the VirtualServices bound to it, in load order.
+  std::unordered_map<std::string, std::vector<const config::VirtualService*>> vsByGateway_;
+  // (listener key, domain) -> its virtual host and the VirtualServices
+  // already compiled into it.
+  struct GatewayHost {
+    VirtualHost* vh = nullptr;
+    std::vector<const config::VirtualService*> from;
+  };
+  std::map<std::pair<uint64_t, std::string>, GatewayHost> gatewayHosts_;
   std::unordered_map<std::string, Service> services_;
   std::vector<const Service*> serviceOrder_;
   std::unordered_map<std::string, std::vector<const config::WorkloadEntry*>> workloadsByNs_;

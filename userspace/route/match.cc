@@ -129,16 +129,20 @@ std::expected<std::shared_ptr<const CompiledMatch>, std::string> CompiledMatch::
     out->query_.push_back(QueryCond{name, std::move(*m)});
   }
   out->port_ = spec.port;
-  // A block that names gateways applies to mesh (sidecar) traffic only if it
-  // lists "mesh". There is no source identity yet (no mTLS peer, no workload
-  // labels of the client), so a block that requires sourceLabels or
-  // sourceNamespace cannot be proven to match and never does.
-  if (!spec.gateways.empty() &&
-      std::find(spec.gateways.begin(), spec.gateways.end(), "mesh") == spec.gateways.end()) {
-    out->never_ = true;
-  }
+  out->gateways_ = spec.gateways;
+  // There is no source identity yet (no mTLS peer, no workload labels of
+  // the client), so a block that requires sourceLabels or sourceNamespace
+  // cannot be proven to match and never does.
   if (!spec.sourceLabels.empty() || !spec.sourceNamespace.empty()) out->never_ = true;
   return std::shared_ptr<const CompiledMatch>(std::move(out));
+}
+
+bool CompiledMatch::catchAll() const {
+  using Kind = config::StringMatch::Kind;
+  if (never_ || scheme_ || method_ || authority_ || !headers_.empty() || !query_.empty() || port_) return false;
+  if (!uri_) return true;
+  return (uri_->kind == Kind::Prefix && uri_->value == "/") ||
+         (uri_->kind == Kind::Regex && (uri_->value == ".*" || uri_->value == "*"));
 }
 
 bool CompiledMatch::headerMatches(const HeaderCond& c, const RequestView& req) const {

@@ -6,6 +6,7 @@
 // values joined with "," as Envoy does, which needs one thread-local buffer.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <expected>
 #include <memory>
@@ -43,9 +44,19 @@ class CompiledMatch {
   bool matches(const RequestView& req) const;
 
   const std::string& name() const { return name_; }
-  // False when the block can never match mesh traffic (gateways without
-  // "mesh", or a source-identity condition): compile() drops such blocks.
+  // False when the block can never match (a source-identity condition:
+  // there is no client identity yet); compile() drops such blocks.
   bool reachable() const { return !never_; }
+  // Whether the block applies to traffic of `gateway` ("mesh" for sidecar
+  // traffic, else "ns/name"): a block that names gateways applies only to
+  // those; one that names none, to every gateway of its VirtualService.
+  // Matches every request, as Istio counts it: no conditions but a uri of
+  // prefix "/" or regex ".*" (Istio sorts such routes last in a gateway's
+  // merged virtual host, and ignores a VirtualService's routes after one).
+  bool catchAll() const;
+  bool appliesTo(std::string_view gateway) const {
+    return gateways_.empty() || std::find(gateways_.begin(), gateways_.end(), gateway) != gateways_.end();
+  }
   std::optional<uint32_t> port() const { return port_; }
   // The uri condition, or null: what a `rewrite.uri` replaces.
   const StringMatcher* uri() const { return uri_ ? &*uri_ : nullptr; }
@@ -71,6 +82,7 @@ class CompiledMatch {
   std::vector<HeaderCond> headers_;
   std::vector<QueryCond> query_;
   std::optional<uint32_t> port_;
+  std::vector<std::string> gateways_;
   bool never_ = false;
 };
 

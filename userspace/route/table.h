@@ -171,6 +171,9 @@ struct VirtualHost {
   std::string name;  // "reviews.default.svc.cluster.local:9080"
   std::vector<std::string> domains;
   std::vector<Route> routes;
+  // A Gateway server with tls.httpsRedirect: every request is answered with
+  // a 301 to the same URL over https.
+  bool httpsRedirect = false;
   // First route whose match blocks accept the request, or nullptr.
   const Route* match(const RequestView& req, const CompiledMatch** matched = nullptr) const;
 };
@@ -218,6 +221,31 @@ struct RouteConfig {  // one per destination port, as Istio builds for a sidecar
   const VirtualHost* find(std::string_view host) const;  // host without port, any case
 };
 
+// A listener the configuration asks for beside the outbound one: the
+// plaintext HTTP servers (HTTP, HTTP2 as HTTP/1.1, GRPC-WEB) of the served Gateways that
+// share one bind address and port, and the virtual hosts of the
+// VirtualServices bound to them. The daemon opens it at port +
+// --gateway-port-offset, on bindBe.
+struct GatewayListener {
+  // Identity across snapshots: (address bound, network order) << 16 | port.
+  uint64_t key = 0;
+  uint32_t bindBe = 0;  // the server's `bind`, else CompileOptions::gatewayBindBe
+  uint32_t port = 0;                 // Server.port.number
+  std::vector<std::string> servers;  // "istio-system/main-gateway: http (HTTP 80)"
+  RouteConfig routes;
+  static uint64_t makeKey(uint32_t bindBe, uint32_t port) { return (uint64_t(bindBe) << 16) | port; }
+};
+
+// What compile() needs to know of the daemon.
+struct CompileOptions {
+  // --gateway-labels: the labels this proxy's gateway workload has; a
+  // Gateway is served when its selector matches them. Unset: every Gateway
+  // is served (a node proxy is every gateway of its node).
+  std::optional<std::map<std::string, std::string>> gatewayLabels;
+  // --gateway-bind (network order): where servers without `bind` listen.
+  uint32_t gatewayBindBe = 0;
+};
+
 class Snapshot {
  public:
   config::Resources resources;
@@ -250,6 +278,15 @@ class Snapshot {
                                      uint32_t* resolvedPort = nullptr) const;
   const Cluster* findCluster(std::string_view name) const;
 
+  // Gateway listeners, in the order their first server was loaded.
+  std::vector<std::unique_ptr<GatewayListener>> gatewayListeners;
+  const GatewayListener* findGatewayListener(uint64_t key) const {
+    for (const auto& l : gatewayListeners) {
+      if (l->key == key) return l.get();
+    }
+    return nullptr;
+  }
+
   std::vector<std::unique_ptr<TcpService>> tcpServices;
   // (VIP network order << 16 | port host order) -> its L4 service.
   std::unordered_map<uint64_t, const TcpService*> tcpByVip;
@@ -262,6 +299,6 @@ class Snapshot {
 };
 
 std::expected<std::shared_ptr<const Snapshot>, std::vector<config::ConfigError>> compile(
-    config::Resources resources, uint64_t version);
+    config::Resources resources, uint64_t version, const CompileOptions& options = {});
 
 }  // namespace sluice::route

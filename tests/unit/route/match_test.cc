@@ -235,15 +235,18 @@ TEST(CompiledMatch, ConditionsAreAnded) {
   EXPECT_FALSE(matches(m, r));
 }
 
-TEST(CompiledMatch, GatewaysWithoutMeshAndSourceConditionsNeverMatch) {
+TEST(CompiledMatch, GatewaysSelectTrafficAndSourceConditionsNeverMatch) {
   config::HTTPMatchRequest gw;
   gw.gateways = {"istio-system/ingress"};
   Request r;
-  EXPECT_FALSE(compiled(gw)->reachable());
-  EXPECT_FALSE(matches(gw, r));
-  gw.gateways.push_back("mesh");
   EXPECT_TRUE(compiled(gw)->reachable());
+  EXPECT_FALSE(compiled(gw)->appliesTo("mesh"));
+  EXPECT_TRUE(compiled(gw)->appliesTo("istio-system/ingress"));
+  EXPECT_FALSE(compiled(gw)->appliesTo("istio-system/other"));
+  gw.gateways.push_back("mesh");
+  EXPECT_TRUE(compiled(gw)->appliesTo("mesh"));
   EXPECT_TRUE(matches(gw, r));
+  EXPECT_TRUE(compiled(config::HTTPMatchRequest{})->appliesTo("istio-system/ingress"));
 
   config::HTTPMatchRequest src;
   src.sourceLabels = {{"app", "productpage"}};

@@ -1,0 +1,378 @@
+// Gateway listeners compiled from YAML: which servers become listeners,
+// which VirtualServices bind to them and under which host names, as Istio
+// builds a gateway's routes.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "builders.h"
+#include "config/loader.h"
+#include "route/table.h"
+
+namespace sluice::route {
+namespace {
+
+constexpr const char* kServices = R"(
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: web, namespace: default}
+spec:
+  hosts: [web.default.svc.cluster.local]
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api, namespace: prod}
+spec:
+  hosts: [api.prod.svc.cluster.local]
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.2}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: ingress, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["*.example.com", "prod/api.internal"]
+  - port: {number: 80, name: http-legacy, protocol: HTTP}
+    hosts: [legacy.test]
+  - port: {number: 8443, name: https, protocol: HTTPS}
+    tls: {mode: SIMPLE, credentialName: cert}
+    hosts: ["*"]
+  - port: {number: 9000, name: tcp, protocol: TCP}
+    hosts: ["*"]
+)";
+
+std::shared_ptr<const Snapshot> compileYaml(const std::string& extra, const CompileOptions& options = {}) {
+  config::LoadReport report;
+  auto errors = config::loadYaml(std::string(kServices) + "---\n" + extra, "gw.yaml", report);
+  for (const auto& e : errors) ADD_FAILURE() << e.str();
+  auto compiled = compile(report.resources, 1, options);
+  if (!compiled) {
+    for (const auto& e : compiled.error()) ADD_FAILURE() << e.str();
+    return nullptr;
+  }
+  return *compiled;
+}
+
+bool hasWarning(const Snapshot& s, std::string_view needle) {
+  return std::any_of(s.warnings.begin(), s.warnings.end(),
+                     [&](const std::string& w) { return w.find(needle) != std::string::npos; });
+}
+
+const GatewayListener* listenerOn(const Snapshot& s, uint32_t port) {
+  return s.findGatewayListener(GatewayListener::makeKey(0, port));
+}
+
+const Route* routeFor(const GatewayListener& l, std::string_view host, std::string_view path) {
+  const VirtualHost* vh = l.routes.find(host);
+  if (!vh) return nullptr;
+  testing::Request r;
+  r.path = std::string(path);
+  r.port = l.port;
+  return vh->match(r.view());
+}
+
+constexpr const char* kBoundVs = R"(
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop, namespace: default}
+spec:
+  hosts: [shop.example.com]
+  gateways: [istio-system/ingress]
+  http:
+  - match: [{uri: {prefix: /api}}]
+    route: [{destination: {host: web}}]
+  - directResponse: {status: 418}
+)";
+
+TEST(GatewayCompile, HttpServersOfOnePortShareOneListener) {
+  auto s = compileYaml(kBoundVs);
+  ASSERT_TRUE(s);
+  ASSERT_EQ(s->gatewayListeners.size(), 1u);
+  const GatewayListener& l = *s->gatewayListeners[0];
+  EXPECT_EQ(l.port, 80u);
+  EXPECT_EQ(l.bindBe, 0u);
+  ASSERT_EQ(l.servers.size(), 2u);
+  EXPECT_EQ(l.servers[0], "Gateway istio-system/ingress server http (HTTP 80)");
+  // Not built yet: said, and not served (no listener on 8443 or 9000).
+  EXPECT_TRUE(hasWarning(*s, "server https (HTTPS 8443): TLS termination and passthrough are not built yet"));
+  EXPECT_TRUE(hasWarning(*s, "server tcp (TCP 9000): TCP gateway servers are not built yet"));
+  EXPECT_EQ(listenerOn(*s, 8443), nullptr);
+  EXPECT_EQ(listenerOn(*s, 9000), nullptr);
+}
+
+TEST(GatewayCompile, BoundVirtualServiceRoutesOnTheGatewayOnly) {
+  auto s = compileYaml(kBoundVs);
+  ASSERT_TRUE(s);
+  const GatewayListener* l = listenerOn(*s, 80);
+  ASSERT_NE(l, nullptr);
+  const Route* api = routeFor(*l, "Shop.Example.com", "/api/items");
+  ASSERT_NE(api, nullptr);
+  ASSERT_EQ(api->clusters.size(), 1u);
+  EXPECT_EQ(api->clusters[0].cluster->name, "outbound|8080||web.default.svc.cluster.local");
+  const Route* other = routeFor(*l, "shop.example.com", "/");
+  ASSERT_NE(other, nullptr);
+  ASSERT_TRUE(other->directResponse);
+  EXPECT_EQ(other->directResponse->status, 418u);
+  // The server covers *.example.com, but only shop.example.com is routed.
+  EXPECT_EQ(l->routes.find("www.example.com"), nullptr);
+  // Not mesh routing: the mesh knows no shop.example.com.
+  EXPECT_EQ(s->findVirtualHost(80, "shop.example.com"), nullptr);
+}
+
+TEST(GatewayCompile, HostsIntersectAndNamespacesRestrictBinding) {
+  auto s = compileYaml(R"(
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: all, namespace: default}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/ingress]
+  http: [{route: [{destination: {host: web}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: prod}
+spec:
+  hosts: [api.internal]
+  gateways: [istio-system/ingress]
+  http: [{route: [{destination: {host: api.prod.svc.cluster.local}}]}]
+)");
+  ASSERT_TRUE(s);
+  const GatewayListener* l = listenerOn(*s, 80);
+  ASSERT_NE(l, nullptr);
+  // A VirtualService for `*` takes the server's names: *.example.com and
+  // legacy.test, but not prod/api.internal (default is not prod).
+  const VirtualHost* wild = l->routes.find("a.example.com");
+  ASSERT_NE(wild, nullptr);
+  EXPECT_EQ(wild->name, "*.example.com:80");
+  EXPECT_EQ(l->routes.find("example.com"), nullptr);
+  ASSERT_NE(l->routes.find("legacy.test"), nullptr);
+  EXPECT_EQ(l->routes.find("legacy.test")->name, "legacy.test:80");
+  EXPECT_EQ(l->routes.star, nullptr);
+  const Route* api = routeFor(*l, "api.internal", "/");
+  ASSERT_NE(api, nullptr);
+  EXPECT_EQ(api->virtualService->metadata.namespace_, "prod");
+}
+
+TEST(GatewayCompile, VirtualServiceOfAnotherNamespaceIsRefusedByNsPrefixedHost) {
+  auto s = compileYaml(R"(
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: default}
+spec:
+  hosts: [api.internal]
+  gateways: [istio-system/ingress]
+  http: [{route: [{destination: {host: web}}]}]
+)");
+  ASSERT_TRUE(s);
+  EXPECT_EQ(listenerOn(*s, 80)->routes.find("api.internal"), nullptr);
+}
+
+TEST(GatewayCompile, MatchBlocksNamingGatewaysSplitMeshAndGatewayTraffic) {
+  auto s = compileYaml(R"(
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: default}
+spec:
+  hosts: [web, web.example.com]
+  gateways: [mesh, istio-system/ingress]
+  http:
+  - match: [{uri: {prefix: /internal}, gateways: [mesh]}]
+    directResponse: {status: 403}
+  - match: [{uri: {prefix: /edge}, gateways: [istio-system/ingress]}]
+    directResponse: {status: 410}
+  - match: [{uri: {prefix: /wrong-port}, port: 8080}]
+    directResponse: {status: 409}
+  - route: [{destination: {host: web}}]
+)");
+  ASSERT_TRUE(s);
+  const GatewayListener* l = listenerOn(*s, 80);
+  ASSERT_NE(l, nullptr);
+  const VirtualHost* gw = l->routes.find("web.example.com");
+  ASSERT_NE(gw, nullptr);
+  ASSERT_EQ(gw->routes.size(), 2u);  // /edge and the catch-all
+  EXPECT_EQ(routeFor(*l, "web.example.com", "/edge")->directResponse->status, 410u);
+  EXPECT_TRUE(routeFor(*l, "web.example.com", "/internal")->directResponse == std::nullopt);
+  EXPECT_TRUE(routeFor(*l, "web.example.com", "/wrong-port")->directResponse == std::nullopt);
+
+  const VirtualHost* mesh = s->findVirtualHost(8080, "web");
+  ASSERT_NE(mesh, nullptr);
+  testing::Request internal;
+  internal.path = "/internal";
+  ASSERT_NE(mesh->match(internal.view()), nullptr);
+  EXPECT_EQ(mesh->match(internal.view())->directResponse->status, 403u);
+  testing::Request edge;
+  edge.path = "/edge";
+  EXPECT_EQ(mesh->match(edge.view())->directResponse, std::nullopt);
+}
+
+TEST(GatewayCompile, HttpsRedirectServersRedirectEveryHostTheyName) {
+  auto s = compileYaml(R"(
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: secure, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8000, name: http, protocol: HTTP}
+    hosts: [app.example.com, api.example.com]
+    tls: {httpsRedirect: true}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: default}
+spec:
+  hosts: [api.example.com]
+  gateways: [secure]
+  http: [{route: [{destination: {host: web}}]}]
+)");
+  ASSERT_TRUE(s);
+  const GatewayListener* l = listenerOn(*s, 8000);
+  ASSERT_NE(l, nullptr);
+  for (const char* host : {"app.example.com", "api.example.com"}) {
+    const VirtualHost* vh = l->routes.find(host);
+    ASSERT_NE(vh, nullptr) << host;
+    EXPECT_TRUE(vh->httpsRedirect) << host;
+  }
+  EXPECT_EQ(l->routes.find("app.example.com")->routes.size(), 0u);
+  EXPECT_EQ(l->routes.find("api.example.com")->routes.size(), 1u);
+}
+
+TEST(GatewayCompile, VirtualServicesSharingAHostMergeWithCatchAllLast) {
+  auto s = compileYaml(R"(
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: first, namespace: default}
+spec:
+  hosts: [shop.example.com]
+  gateways: [istio-system/ingress]
+  http:
+  - directResponse: {status: 200}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: second, namespace: default}
+spec:
+  hosts: [shop.example.com]
+  gateways: [istio-system/ingress]
+  http:
+  - match: [{uri: {prefix: /cart}}]
+    directResponse: {status: 201}
+)");
+  ASSERT_TRUE(s);
+  const GatewayListener* l = listenerOn(*s, 80);
+  EXPECT_EQ(routeFor(*l, "shop.example.com", "/cart")->directResponse->status, 201u);
+  EXPECT_EQ(routeFor(*l, "shop.example.com", "/")->directResponse->status, 200u);
+  EXPECT_TRUE(hasWarning(*s, "also routed by VirtualService default/first"));
+}
+
+TEST(GatewayCompile, RoutesAfterACatchAllAreDroppedBeforeTheMerge) {
+  auto s = compileYaml(R"(
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: first, namespace: default}
+spec:
+  hosts: [shop.example.com]
+  gateways: [istio-system/ingress]
+  http:
+  - match: [{uri: {prefix: /}}]
+    directResponse: {status: 200}
+  - match: [{uri: {prefix: /hidden}}]
+    directResponse: {status: 500}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: second, namespace: default}
+spec:
+  hosts: [shop.example.com]
+  gateways: [istio-system/ingress]
+  http:
+  - match: [{uri: {prefix: /cart}}]
+    directResponse: {status: 201}
+)");
+  ASSERT_TRUE(s);
+  const GatewayListener* l = listenerOn(*s, 80);
+  ASSERT_EQ(l->routes.find("shop.example.com")->routes.size(), 2u);
+  EXPECT_EQ(routeFor(*l, "shop.example.com", "/cart")->directResponse->status, 201u);
+  EXPECT_EQ(routeFor(*l, "shop.example.com", "/hidden")->directResponse->status, 200u);
+}
+
+TEST(GatewayCompile, GrpcServersWaitForHttp2AndHttp2ServersSpeakHttp1) {
+  auto s = compileYaml(R"(
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: rpc, namespace: default}
+spec:
+  servers:
+  - port: {number: 9090, name: grpc, protocol: GRPC}
+    hosts: ["*"]
+  - port: {number: 9091, name: h2, protocol: HTTP2}
+    hosts: ["*"]
+)");
+  ASSERT_TRUE(s);
+  EXPECT_EQ(listenerOn(*s, 9090), nullptr);
+  EXPECT_TRUE(hasWarning(*s, "server grpc (GRPC 9090): gRPC needs HTTP/2"));
+  EXPECT_NE(listenerOn(*s, 9091), nullptr);
+  EXPECT_TRUE(hasWarning(*s, "server h2 (HTTP2 9091): served as HTTP/1.1"));
+}
+
+TEST(GatewayCompile, GatewayLabelsChooseWhichGatewaysAreServed) {
+  CompileOptions other;
+  other.gatewayLabels = std::map<std::string, std::string>{{"istio", "egressgateway"}};
+  auto none = compileYaml(kBoundVs, other);
+  ASSERT_TRUE(none);
+  EXPECT_TRUE(none->gatewayListeners.empty());
+
+  CompileOptions match;
+  match.gatewayLabels = std::map<std::string, std::string>{{"istio", "ingressgateway"}, {"zone", "a"}};
+  auto served = compileYaml(kBoundVs, match);
+  ASSERT_TRUE(served);
+  EXPECT_EQ(served->gatewayListeners.size(), 1u);
+}
+
+TEST(GatewayCompile, ServerBindAddressIsPartOfTheListener) {
+  auto s = compileYaml(R"(
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: local, namespace: default}
+spec:
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    bind: 127.0.0.5
+    hosts: ["*"]
+)");
+  ASSERT_TRUE(s);
+  ASSERT_EQ(s->gatewayListeners.size(), 2u);
+  const GatewayListener& bound = *s->gatewayListeners[1];
+  EXPECT_EQ(bound.port, 80u);
+  EXPECT_EQ(bound.bindBe, htonl(0x7f000005));
+  EXPECT_EQ(bound.key, GatewayListener::makeKey(htonl(0x7f000005), 80));
+  EXPECT_NE(bound.key, s->gatewayListeners[0]->key);
+
+  // With --gateway-bind 127.0.0.5 both servers are one listener.
+  CompileOptions sameAddress;
+  sameAddress.gatewayBindBe = htonl(0x7f000005);
+  auto merged = compileYaml(R"(
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: local, namespace: default}
+spec:
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    bind: 127.0.0.5
+    hosts: ["*"]
+)", sameAddress);
+  ASSERT_TRUE(merged);
+  ASSERT_EQ(merged->gatewayListeners.size(), 1u);
+  EXPECT_EQ(merged->gatewayListeners[0]->servers.size(), 3u);
+}
+
+}  // namespace
+}  // namespace sluice::route
