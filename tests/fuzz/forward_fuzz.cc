@@ -50,7 +50,9 @@ void request(const char* text, size_t len) {
   if (!proxy::splitTarget(head.target, head.host, target)) return;
   // No authority at all (HTTP/1.0 without Host) routes nowhere: 404 NR.
   if (target.authority.empty()) return;
-  std::string out = proxy::buildUpstreamHead(head, target, "fuzz-request-id");
+  const http::HeaderMap fields(std::vector<http::Header>(head.headers));
+  const bool websocket = proxy::wantsWebSocket(head, fields);
+  std::string out = proxy::buildUpstreamHead(head, fields, target, "fuzz-request-id");
   http::RequestHead again;
   check(http::parseRequestHead(out.data(), out.size(), roomy(), again, err) == http::ParseStatus::Complete);
   check(again.headBytes == out.size());  // one head, nothing smuggled after it
@@ -59,8 +61,8 @@ void request(const char* text, size_t len) {
         (head.framing.kind == http::Framing::Kind::None ? 0u : 1u));
   check(countNamed(again.headers, "host") <= 1);
   // Hop-by-hop headers stop here, but for a WebSocket upgrade sluiced writes itself.
-  check(countNamed(again.headers, "connection") == (proxy::wantsWebSocket(head) ? 1u : 0u));
-  check(countNamed(again.headers, "upgrade") == (proxy::wantsWebSocket(head) ? 1u : 0u));
+  check(countNamed(again.headers, "connection") == (websocket ? 1u : 0u));
+  check(countNamed(again.headers, "upgrade") == (websocket ? 1u : 0u));
 }
 
 void response(uint8_t opts, const char* text, size_t len) {
@@ -72,7 +74,8 @@ void response(uint8_t opts, const char* text, size_t len) {
   if (resp.status < 200 || resp.status == 101) return;  // interim answers are never forwarded
   const bool dechunk = http10 && resp.framing.kind == http::Framing::Kind::Chunked;
   const bool close = dechunk || resp.framing.kind == http::Framing::Kind::UntilClose || !resp.keepAlive;
-  std::string out = proxy::buildDownstreamHead(resp, 1, close, http10, dechunk);
+  const http::HeaderMap fields(std::vector<http::Header>(resp.headers));
+  std::string out = proxy::buildDownstreamHead(resp, fields, "1", close, http10, dechunk);
   http::ResponseHead again;
   check(http::parseResponseHead(out.data(), out.size(), roomy(), isHead, again, err) == http::ParseStatus::Complete);
   check(again.headBytes == out.size());

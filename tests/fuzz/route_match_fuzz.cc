@@ -101,7 +101,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   view.path = target.path;
   view.authority = target.authority;
   view.port = routedPort;
-  view.headers = &head.headers;
+  const sluice::http::HeaderMap fields(std::vector<sluice::http::Header>(head.headers));
+  view.headers = &fields;
   const sluice::route::CompiledMatch* matched = nullptr;
   const sluice::route::Route* r = vh->match(view, &matched);
   const sluice::route::CompiledMatch* again = nullptr;

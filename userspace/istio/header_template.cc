@@ -159,13 +159,10 @@ void appendStartTime(std::string_view fmt, uint64_t ns, std::string& out) {
   appendStrftime(fmt.substr(chunk), secs, t, out);
 }
 
-std::string_view findHeader(const std::vector<http::Header>* headers, std::string_view name) {
+std::string_view findHeader(const http::HeaderMap* headers, std::string_view name) {
   if (headers == nullptr) return {};
   if (name == ":authority") name = "host";
-  for (const http::Header& h : *headers) {
-    if (http::iequals(h.name, name)) return h.value;
-  }
-  return {};
+  return headers->get(name);
 }
 
 // Appends `v`, with control characters turned into spaces: values taken from

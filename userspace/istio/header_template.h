@@ -14,7 +14,7 @@
 #include <string_view>
 #include <vector>
 
-#include "http/parser.h"
+#include "http/header_map.h"
 
 namespace sluice::istio {
 
@@ -26,8 +26,8 @@ struct HeaderContext {
   const sockaddr_in* upstreamRemote = nullptr;  // known on the response side
   std::string_view protocol = "HTTP/1.1";
   std::string_view requestId;
-  const std::vector<http::Header>* requestHeaders = nullptr;   // %REQ(x)%
-  const std::vector<http::Header>* responseHeaders = nullptr;  // %RESP(x)%
+  const http::HeaderMap* requestHeaders = nullptr;   // %REQ(x)%
+  const http::HeaderMap* responseHeaders = nullptr;  // %RESP(x)%
   // Downstream TLS facts; all empty on a plaintext connection.
   std::string_view peerCertVStart, peerCertVEnd, peerUriSan, peerSubject, tlsVersion;
 };
@@ -38,6 +38,8 @@ class HeaderTemplate {
   // Error text names the offending variable ("unknown variable %FOO%").
   static std::expected<HeaderTemplate, std::string> parse(std::string_view text);
   bool dynamic() const { return !pieces_.empty() && !(pieces_.size() == 1 && pieces_[0].kind == Piece::Literal); }
+  // The value of a template that is not dynamic (empty for an empty one).
+  std::string_view literal() const { return pieces_.empty() ? std::string_view() : std::string_view(pieces_[0].arg); }
   // Appends the rendered value to `out`.
   void render(const HeaderContext& ctx, std::string& out) const;
 

@@ -206,7 +206,7 @@ bool DownstreamConn::acceptHead() {
   s.isHead = head.method == "HEAD";
   s.http10 = head.versionMinor == 0;
   s.keepAlive = head.keepAlive;
-  s.websocket = wantsWebSocket(head);
+  s.websocket = wantsWebSocket(head, s.headers);
   s.reqBody.reset(head.framing);
   s.reqDone = head.framing.kind == http::Framing::Kind::None ||
               (head.framing.kind == http::Framing::Kind::ContentLength && head.framing.length == 0);
@@ -215,7 +215,9 @@ bool DownstreamConn::acceptHead() {
     // Envoy's overload manager: new work is refused while memory is short.
     worker_.stats().inc(Counter::DownstreamRqOverload);
     s.keepAlive = false;
-    localReply(503, "envoy overloaded", "OM", "x-envoy-overloaded: true\r\n");
+    http::HeaderMap extra;
+    extra.add("x-envoy-overloaded", "true");
+    localReply(503, "envoy overloaded", "OM", &extra);
     return false;
   }
   if (head.method == "CONNECT") {
@@ -230,7 +232,7 @@ bool DownstreamConn::acceptHead() {
     localReply(400, "invalid request target", "DPE");
     return false;
   }
-  const http::Header* rid = head.find("x-request-id");
+  const http::HeaderMap::Field* rid = s.headers.find("x-request-id");
   if (rid && !rid->value.empty()) {
     s.requestId = rid->value;
   } else {
@@ -269,9 +271,11 @@ bool DownstreamConn::resolveRoute() {
     std::string location = redirectLocation(toHttps, s.target, s.port);
     if (!http::wireError(http::WireField::HeaderValue, location).empty()) {
       s.keepAlive = false;
-      sendLocalReply(400, "invalid redirect target", "DPE", {});
+      sendLocalReply(400, "invalid redirect target", "DPE", nullptr);
     } else {
-      sendLocalReply(301, "", "-", "location: " + location + "\r\n");
+      http::HeaderMap extra;
+      extra.add("location", location);
+      sendLocalReply(301, "", "-", &extra);
     }
     return false;
   }
@@ -280,7 +284,7 @@ bool DownstreamConn::resolveRoute() {
   view.path = s.target.path;
   view.authority = s.target.authority;
   view.port = s.port;
-  view.headers = &s.head.headers;
+  view.headers = &s.headers;
   if (vh) s.route = vh->match(view, &s.matched);
   if (!s.route) {
     worker_.stats().inc(Counter::NoRoute);
@@ -335,7 +339,7 @@ stats::StatsShard& DownstreamConn::stats() { return worker_.stats(); }
 void DownstreamConn::pauseFor(uint64_t ns) { worker_.timers().schedule(stream_->resumeTimer, ns); }
 
 void DownstreamConn::sendLocalReply(int status, std::string_view body, std::string_view flags,
-                                    std::string_view extraHeaders) {
+                                    const http::HeaderMap* extraHeaders) {
   // The body was not read: the connection cannot carry another request.
   if (!stream_->reqDone) stream_->keepAlive = false;
   localReply(status, body, flags, extraHeaders);

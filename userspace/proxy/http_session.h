@@ -141,7 +141,7 @@ class DownstreamConn final : public Connection, public PoolWaiter, private Filte
   void startTunnel();
   void relayUpstream();
   void localReply(int status, std::string_view body, std::string_view flags,
-                  std::string_view extraHeaders = {});
+                  const http::HeaderMap* extraHeaders = nullptr);
   void finishStream(bool upstreamReusable);
   void abortStream(std::string_view flags);
   // A response already under way cannot be finished: the exchange ends with
@@ -185,7 +185,7 @@ class DownstreamConn final : public Connection, public PoolWaiter, private Filte
   const sockaddr_in& downstreamRemote() const override { return peer_; }
   istio::HeaderContext headerContext() override;
   void sendLocalReply(int status, std::string_view body, std::string_view flags,
-                      std::string_view extraHeaders) override;
+                      const http::HeaderMap* extraHeaders) override;
   void pauseFor(uint64_t ns) override;
   void forwardUpstream() override;
 

@@ -55,8 +55,8 @@ bool startsWithCi(std::string_view s, std::string_view prefix) {
 }
 
 // Header names listed in Connection are hop-by-hop for this message.
-bool namedInConnection(const std::vector<http::Header>& headers, std::string_view name) {
-  for (const http::Header& h : headers) {
+bool namedInConnection(const http::HeaderMap& headers, std::string_view name) {
+  for (const http::HeaderMap::Field& h : headers) {
     if (http::iequals(h.name, "connection") && http::headerHasToken(h.value, name)) return true;
   }
   return false;
@@ -66,21 +66,6 @@ bool namedInConnection(const std::vector<http::Header>& headers, std::string_vie
 // these), so a drop can only ever hit an ordinary end-to-end header.
 bool dropped(const route::HeaderMutation::Rendered* headers, std::string_view name) {
   return headers != nullptr && headers->drops(name);
-}
-
-// Deletes the "host: ..." lines in out[from..): a rewritten authority wins
-// over a `set host` of the header operations, as Envoy applies host_rewrite
-// after request_headers_to_add.
-void eraseHostLines(std::string& out, size_t from) {
-  while (from < out.size()) {
-    size_t eol = out.find("\r\n", from);
-    if (eol == std::string::npos) return;
-    if (out.compare(from, 5, "host:") == 0) {
-      out.erase(from, eol + 2 - from);
-    } else {
-      from = eol + 2;
-    }
-  }
 }
 
 bool isFramingHeader(std::string_view name) {
@@ -173,10 +158,8 @@ void newRequestId(core::Rng& rng, char (&out)[36]) {
   put(b, 12);
 }
 
-bool wantsWebSocket(const http::RequestHead& head) {
-  if (!head.upgrade) return false;
-  const http::Header* u = head.find("upgrade");
-  return u != nullptr && http::headerHasToken(u->value, "websocket");
+bool wantsWebSocket(const http::RequestHead& head, const http::HeaderMap& headers) {
+  return head.upgrade && http::headerHasToken(headers.get("upgrade"), "websocket");
 }
 
 bool acceptsWebSocket(const http::ResponseHead& resp) {
@@ -184,24 +167,18 @@ bool acceptsWebSocket(const http::ResponseHead& resp) {
   return resp.status == 101 && u != nullptr && http::headerHasToken(u->value, "websocket");
 }
 
-std::string buildUpstreamHead(const http::RequestHead& head, const TargetParts& target,
-                              std::string_view requestId, const HeadMutation& mutation) {
+void upstreamHeaders(const http::HeaderMap& request, const TargetParts& target, std::string_view requestId,
+                     const HeadMutation& mutation, http::HeaderMap& out) {
   const route::HeaderMutation::Rendered* ops = mutation.headers;
-  std::string_view path = mutation.path.empty() ? target.path : mutation.path;
-  std::string out;
-  out.reserve(head.headBytes + 128 + mutation.path.size() + mutation.originalPath.size());
-  out.append(head.method).append(" ").append(path).append(" HTTP/1.1\r\n");
-  bool rewriteHost = !mutation.authority.empty();
-  bool hostWritten = false, ridPresent = false, protoPresent = false;
-  for (const http::Header& h : head.headers) {
+  const bool rewriteHost = !mutation.authority.empty();
+  bool hostSeen = false, ridPresent = false, protoPresent = false;
+  for (const http::HeaderMap::Field& h : request) {
     if (http::iequals(h.name, "host")) {
-      if (target.absolute || rewriteHost || dropped(ops, "host")) continue;  // the URI's authority wins (RFC 9112 3.2.2)
-      hostWritten = true;
+      if (target.absolute || rewriteHost) continue;  // the URI's authority wins (RFC 9112 3.2.2)
+      hostSeen = true;
     } else if (isFramingHeader(h.name) || http::isHopByHop(h.name) || http::iequals(h.name, "expect") ||
-               namedInConnection(head.headers, h.name)) {
-      continue;  // framing is written below from what the parser decided
-    } else if (dropped(ops, h.name)) {
-      continue;
+               namedInConnection(request, h.name)) {
+      continue;  // framing is written by the codec from what the parser decided
     } else if (!mutation.originalPath.empty() && http::iequals(h.name, "x-envoy-original-path")) {
       continue;  // ours replaces the client's
     } else if (http::iequals(h.name, "x-request-id")) {
@@ -210,44 +187,67 @@ std::string buildUpstreamHead(const http::RequestHead& head, const TargetParts& 
     } else if (http::iequals(h.name, "x-forwarded-proto")) {
       protoPresent = true;
     }
-    out.append(h.name).append(": ").append(h.value).append("\r\n");
+    out.add(h.name, h.value);
   }
-  if (rewriteHost) {
-    out.append("host: ").append(mutation.authority).append("\r\n");
-  } else if (!hostWritten && !target.authority.empty() && !dropped(ops, "host")) {
-    out.append("host: ").append(target.authority).append("\r\n");
-  }
-  if (ops != nullptr) {
-    size_t start = out.size();
-    ops->append(out);
-    if (rewriteHost && ops->drops("host")) eraseHostLines(out, start);
-  }
-  if (!mutation.originalPath.empty()) out.append("x-envoy-original-path: ").append(mutation.originalPath).append("\r\n");
+  if (!hostSeen && !rewriteHost && !target.authority.empty()) out.add("host", target.authority);
+  if (ops != nullptr) ops->applyTo(out);
+  // A rewritten authority wins over a `set host` of the header operations,
+  // as Envoy applies host_rewrite after request_headers_to_add.
+  if (rewriteHost) out.set("host", mutation.authority);
+  if (!mutation.originalPath.empty()) out.add("x-envoy-original-path", mutation.originalPath);
   // A header the operations set or remove is theirs: the proxy adds no second one.
-  if (!ridPresent && !dropped(ops, "x-request-id")) out.append("x-request-id: ").append(requestId).append("\r\n");
-  if (!protoPresent && !dropped(ops, "x-forwarded-proto")) out.append("x-forwarded-proto: http\r\n");
-  appendFraming(head.framing, false, out);
-  // The one hop-by-hop request sluiced passes on: a WebSocket upgrade, which
-  // it then tunnels once the upstream answers 101.
-  if (wantsWebSocket(head)) out.append("upgrade: websocket\r\nconnection: upgrade\r\n");
+  if (!ridPresent && !dropped(ops, "x-request-id")) out.add("x-request-id", requestId);
+  if (!protoPresent && !dropped(ops, "x-forwarded-proto")) out.add("x-forwarded-proto", "http");
+}
+
+std::string http1RequestHead(std::string_view method, std::string_view path, const http::HeaderMap& fields,
+                             const http::Framing& framing, bool websocket) {
+  std::string out;
+  out.reserve(method.size() + path.size() + fields.http1Size() + 96);
+  out.append(method).append(" ").append(path).append(" HTTP/1.1\r\n");
+  fields.appendHttp1(out);
+  appendFraming(framing, false, out);
+  // The one hop-by-hop request header sluiced passes on: a WebSocket
+  // upgrade, which it then tunnels once the upstream answers 101.
+  if (websocket) out.append("upgrade: websocket\r\nconnection: upgrade\r\n");
   out.append("\r\n");
   return out;
 }
 
-std::string buildDownstreamHead(const http::ResponseHead& resp, uint64_t serviceTimeMs, bool close,
-                                bool http10, bool dechunk, std::string_view extraHeaders,
-                                const route::HeaderMutation::Rendered* headers) {
+std::string buildUpstreamHead(const http::RequestHead& head, const http::HeaderMap& headers,
+                              const TargetParts& target, std::string_view requestId, const HeadMutation& mutation) {
+  // The fields live only until they are serialised: one list per thread,
+  // its capacity reused, instead of an allocation per request.
+  thread_local http::HeaderMap fields;
+  fields.clear();
+  upstreamHeaders(headers, target, requestId, mutation, fields);
+  std::string_view path = mutation.path.empty() ? target.path : mutation.path;
+  return http1RequestHead(head.method, path, fields, head.framing, wantsWebSocket(head, headers));
+}
+
+void downstreamHeaders(const http::HeaderMap& response, std::string_view serviceTime, const http::HeaderMap* extra,
+                       const route::HeaderMutation::Rendered* ops, http::HeaderMap& out) {
+  for (const http::HeaderMap::Field& h : response) {
+    if (isFramingHeader(h.name) || http::isHopByHop(h.name) || namedInConnection(response, h.name)) continue;
+    out.add(h.name, h.value);
+  }
+  if (ops != nullptr) ops->applyTo(out);
+  // What the proxy's own filters add (CORS, a generated hash cookie) comes
+  // after the route's operations, which do not see it (Envoy's order).
+  if (extra != nullptr) {
+    for (const http::HeaderMap::Field& h : *extra) out.add(h.name, h.value);
+  }
+  if (!serviceTime.empty() && !dropped(ops, "x-envoy-upstream-service-time"))
+    out.add("x-envoy-upstream-service-time", serviceTime);
+}
+
+std::string http1ResponseHead(const http::ResponseHead& resp, const http::HeaderMap& fields, bool close,
+                              bool http10, bool dechunk) {
   std::string out;
-  out.reserve(resp.headBytes + 96);
+  out.reserve(fields.http1Size() + 96);
   out.append("HTTP/1.1 ").append(std::to_string(resp.status)).append(" ");
   out.append(resp.reason.empty() ? http::reasonPhrase(resp.status) : resp.reason).append("\r\n");
-  for (const http::Header& h : resp.headers) {
-    if (isFramingHeader(h.name) || http::isHopByHop(h.name) || namedInConnection(resp.headers, h.name) ||
-        dropped(headers, h.name)) {
-      continue;
-    }
-    out.append(h.name).append(": ").append(h.value).append("\r\n");
-  }
+  fields.appendHttp1(out);
   if (resp.framing.kind != http::Framing::Kind::None) {
     appendFraming(resp.framing, dechunk, out);
   } else if (resp.status >= 200 && resp.status != 204) {
@@ -255,10 +255,6 @@ std::string buildDownstreamHead(const http::ResponseHead& resp, uint64_t service
     // what a GET would have carried.
     appendFraming(resp.declared, dechunk || http10, out);
   }
-  out.append(extraHeaders);
-  if (headers != nullptr) headers->append(out);
-  if (!dropped(headers, "x-envoy-upstream-service-time"))
-    out.append("x-envoy-upstream-service-time: ").append(std::to_string(serviceTimeMs)).append("\r\n");
   if (close) {
     out.append("connection: close\r\n");
   } else if (http10) {
@@ -266,6 +262,15 @@ std::string buildDownstreamHead(const http::ResponseHead& resp, uint64_t service
   }
   out.append("\r\n");
   return out;
+}
+
+std::string buildDownstreamHead(const http::ResponseHead& resp, const http::HeaderMap& headers,
+                                std::string_view serviceTime, bool close, bool http10, bool dechunk,
+                                const http::HeaderMap* extra, const route::HeaderMutation::Rendered* ops) {
+  thread_local http::HeaderMap fields;  // as in buildUpstreamHead
+  fields.clear();
+  downstreamHeaders(headers, serviceTime, extra, ops, fields);
+  return http1ResponseHead(resp, fields, close, http10, dechunk);
 }
 
 void appendChunks(const std::vector<std::string_view>& payload, bool last, std::string& out) {
@@ -279,14 +284,14 @@ void appendChunks(const std::vector<std::string_view>& payload, bool last, std::
 }
 
 std::string buildLocalReply(int status, std::string_view body, bool close, bool isHead,
-                            std::string_view extraHeaders) {
+                            const http::HeaderMap* extraHeaders) {
   bool noBody = status == 204 || status == 304 || (status >= 100 && status < 200);
   std::string out = fmt::format("HTTP/1.1 {} {}\r\n", status, http::reasonPhrase(status));
   if (!noBody) {
     out += fmt::format("content-length: {}\r\n", body.size());
     if (!body.empty()) out += "content-type: text/plain\r\n";
   }
-  out.append(extraHeaders);
+  if (extraHeaders != nullptr) extraHeaders->appendHttp1(out);
   if (close) out += "connection: close\r\n";
   out += "\r\n";
   if (!isHead && !noBody) out.append(body);

@@ -130,8 +130,10 @@ void DownstreamConn::overflow(bool) {
   worker_.stats().inc(Counter::UpstreamRqPendingOverflow);
   s.pendingToken.reset();
   if (!s.reqDone) s.keepAlive = false;
+  http::HeaderMap extra;
+  extra.add("x-envoy-overloaded", "true");
   localReply(503, "upstream connect error or disconnect/reset before headers. reset reason: overflow", "UO",
-             "x-envoy-overloaded: true\r\n");
+             &extra);
 }
 
 void DownstreamConn::onRouteTimeout() {

@@ -18,8 +18,8 @@ using stats::Counter;
 
 namespace {
 // The value of `name` in Cookie headers ("a=1; b=2"), if any.
-std::optional<std::string_view> cookieValue(const std::vector<http::Header>& headers, std::string_view name) {
-  for (const http::Header& h : headers) {
+std::optional<std::string_view> cookieValue(const http::HeaderMap& headers, std::string_view name) {
+  for (const http::HeaderMap::Field& h : headers) {
     if (!http::iequals(h.name, "cookie")) continue;
     std::string_view v = h.value;
     while (!v.empty()) {
@@ -60,7 +60,7 @@ void DownstreamConn::computeHashKey(const route::HashPolicy& hp, std::string_vie
   std::optional<std::string_view> key;
   switch (hp.kind) {
     case route::HashPolicy::Kind::Header:
-      if (const http::Header* h = s.head.find(hp.name)) key = h->value;
+      if (const http::HeaderMap::Field* h = s.headers.find(hp.name)) key = h->value;
       break;
     case route::HashPolicy::Kind::QueryParam:
       key = queryValue(path, hp.name);
@@ -72,18 +72,18 @@ void DownstreamConn::computeHashKey(const route::HashPolicy& hp, std::string_vie
       return;
     }
     case route::HashPolicy::Kind::Cookie:
-      key = cookieValue(s.head.headers, hp.name);
+      key = cookieValue(s.headers, hp.name);
       if (!key && hp.cookieTtl) {
         char value[17];
         std::snprintf(value, sizeof(value), "%016llx", static_cast<unsigned long long>(worker_.rng().next()));
         s.hasHashKey = true;
         s.hashKey = upstream::hashKey(value);
-        s.setCookie = "set-cookie: " + hp.name + "=" + value;
+        s.setCookie = hp.name + "=" + value;
         if (!hp.cookiePath.empty()) s.setCookie += "; Path=" + hp.cookiePath;
         // A ttl of 0 makes a session cookie.
         if (hp.cookieTtl->count() > 0)
           s.setCookie += "; Max-Age=" + std::to_string(std::max<int64_t>(1, hp.cookieTtl->count() / 1'000'000'000));
-        s.setCookie += "; HttpOnly\r\n";
+        s.setCookie += "; HttpOnly";
         return;
       }
       break;
@@ -132,7 +132,7 @@ istio::HeaderContext DownstreamConn::headerContext() {
   ctx.downstreamLocal = &local_;
   ctx.protocol = s.http10 ? "HTTP/1.0" : "HTTP/1.1";
   ctx.requestId = s.requestId;
-  ctx.requestHeaders = &s.head.headers;
+  ctx.requestHeaders = &s.headers;
   return ctx;
 }
 

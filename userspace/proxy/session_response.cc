@@ -54,10 +54,19 @@ bool DownstreamConn::handleResponseHead() {
     break;
   }
   reportOutcome(upstream::outcomeOf(resp_.status));
+  // The response's fields as a map for the retry decision, the header
+  // templates and the head sent on; the parser's list (and its capacity)
+  // goes back to resp_ for the next response.
+  http::HeaderMap respHeaders(std::move(resp_.headers));
+  struct GiveBack {
+    http::ResponseHead& resp;
+    http::HeaderMap& map;
+    ~GiveBack() { resp.headers = map.takeFields(); }
+  } giveBack{resp_, respHeaders};
   if (s.retry) {
     // A retriable answer is dropped and the request tried again; the last
     // attempt's answer goes to the client whatever it is.
-    route::RetryDecision d = s.retry->onResponse(resp_.status, resp_.headers);
+    route::RetryDecision d = s.retry->onResponse(resp_.status, respHeaders);
     if (scheduleRetry(d)) {
       stream_->perTryTimer.cancel();
       releaseUpstream(false);
@@ -77,18 +86,17 @@ bool DownstreamConn::handleResponseHead() {
   std::optional<route::HeaderMutation::Rendered> rendered;
   if (s.wc && s.wc->responseHeaders) {
     istio::HeaderContext ctx = headerContext();
-    ctx.responseHeaders = &resp_.headers;
+    ctx.responseHeaders = &respHeaders;
     ctx.upstreamRemote = &s.upstreamAddr;
     rendered.emplace(s.wc->responseHeaders->render(ctx));
   }
-  std::string extra;
-  std::string_view extraView = s.setCookie;
-  if (!s.corsHeaders.empty()) {
-    extra = s.setCookie + s.corsHeaders;
-    extraView = extra;
-  }
-  std::string head = buildDownstreamHead(resp_, s.serviceTimeMs, s.closeAfter, s.http10, s.dechunk,
-                                         extraView, rendered ? &*rendered : nullptr);
+  if (!s.setCookie.empty()) s.responseExtra.add("set-cookie", s.setCookie);
+  char serviceTime[24];
+  auto [end, ec] = std::to_chars(serviceTime, serviceTime + sizeof(serviceTime), s.serviceTimeMs);
+  std::string head = buildDownstreamHead(resp_, respHeaders, std::string_view(serviceTime, size_t(end - serviceTime)),
+                                         s.closeAfter, s.http10, s.dechunk,
+                                         s.responseExtra.empty() ? nullptr : &s.responseExtra,
+                                         rendered ? &*rendered : nullptr);
   up_->consume(resp_.headBytes);
   s.respBytes += head.size();
   s.respStarted = true;
@@ -130,7 +138,7 @@ void DownstreamConn::forwardResponseBody() {
 }
 
 void DownstreamConn::localReply(int status, std::string_view body, std::string_view flags,
-                                std::string_view extraHeaders) {
+                                const http::HeaderMap* extraHeaders) {
   Stream& s = *stream_;
   cancelTimers();
   if (s.respStarted) {
@@ -210,7 +218,7 @@ void DownstreamConn::retireStream() {
   // Its head's buffers serve the next request (nothing reads a retired
   // stream's head: the access log line is written).
   spareHeadBytes_.swap(stream_->headBytes);
-  spareHeaders_.swap(stream_->head.headers);
+  spareHeaders_ = stream_->headers.takeFields();
   worker_.deleteLater(std::move(stream_));
 }
 
@@ -240,8 +248,8 @@ void DownstreamConn::logAndCount() {
   key.responseFlags = s.flags;
   worker_.stats().recordRequest(key, durUs, s.reqBodySent, s.respBytes);
   if (worker_.accessLog()) {
-    const http::Header* xff = s.head.find("x-forwarded-for");
-    const http::Header* ua = s.head.find("user-agent");
+    const http::HeaderMap::Field* xff = s.headers.find("x-forwarded-for");
+    const http::HeaderMap::Field* ua = s.headers.find("user-agent");
     worker_.logLine(fmt::format(
         "[{}] \"{} {} HTTP/1.{}\" {} {} {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {}\n",
         formatLogTime(), s.head.method, s.target.path, s.http10 ? 0 : 1, s.status, s.flags, s.reqBodySent,

@@ -211,8 +211,11 @@ void DownstreamConn::startTunnel() {
   s.status = 101;
   s.keepAlive = false;  // the connection ends with the tunnel
   s.serviceTimeMs = (worker_.clock().nowNs() - s.upstreamSentNs) / 1'000'000;
-  std::string head = buildDownstreamHead(resp_, s.serviceTimeMs, /*close=*/false, /*http10=*/false,
+  const std::string serviceTime = std::to_string(s.serviceTimeMs);
+  http::HeaderMap respHeaders(std::move(resp_.headers));
+  std::string head = buildDownstreamHead(resp_, respHeaders, serviceTime, /*close=*/false, /*http10=*/false,
                                          /*dechunk=*/false);
+  resp_.headers = respHeaders.takeFields();
   head.insert(head.size() - 2, "upgrade: websocket\r\nconnection: upgrade\r\n");
   up_->consume(resp_.headBytes);
   s.respBytes += head.size();

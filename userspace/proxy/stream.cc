@@ -53,6 +53,8 @@ void Stream::adoptHead(const http::RequestHead& parsed, const char* base) {
     rebase(h.name);
     rebase(h.value);
   }
+  headers = http::HeaderMap(std::move(head.headers));
+  head.headers.clear();
 }
 
 }  // namespace sluice::proxy

@@ -50,8 +50,10 @@ struct Stream {
   void adoptHead(const http::RequestHead& parsed, const char* base);
 
   // The request head, its bytes owned here (empty after a parse error).
+  // Its header fields are in `headers` (head.headers is left empty).
   std::string headBytes;
   http::RequestHead head;
+  http::HeaderMap headers;
   TargetParts target;  // views into `head` (or its own storage)
   std::string_view requestId;
   char requestIdStorage[36];  // backs requestId when sluiced made one
@@ -107,7 +109,9 @@ struct Stream {
   bool hasHashKey = false;
   uint64_t hashKey = 0;
   std::string setCookie;
-  std::string corsHeaders;  // CORS lines for the response
+  // Fields the proxy's filters add to the upstream's response (CORS, the
+  // generated hash cookie).
+  http::HeaderMap responseExtra;
   route::FaultPolicy::Decision fault;
   bool faultDelayed = false;
   // Mirrors chosen for this request, started once it is dispatched, then

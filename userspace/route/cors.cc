@@ -15,20 +15,6 @@ std::string joined(const std::vector<std::string>& items) {
   return out;
 }
 
-void appendHeader(std::string& out, std::string_view name, std::string_view value) {
-  out.append(name);
-  out.append(": ");
-  out.append(value);
-  out.append("\r\n");
-}
-
-const http::Header* findHeader(const std::vector<http::Header>& headers, std::string_view name) {
-  for (const auto& h : headers) {
-    if (http::iequals(h.name, name)) return &h;
-  }
-  return nullptr;
-}
-
 }  // namespace
 
 std::expected<CorsPolicy, std::string> CorsPolicy::compile(const config::CorsPolicy& spec) {
@@ -58,9 +44,9 @@ std::expected<CorsPolicy, std::string> CorsPolicy::compile(const config::CorsPol
 }
 
 CorsPolicy::Decision CorsPolicy::evaluate(std::string_view method,
-                                          const std::vector<http::Header>& headers) const {
+                                          const http::HeaderMap& headers) const {
   Decision d;
-  const http::Header* origin = findHeader(headers, "origin");
+  const http::HeaderMap::Field* origin = headers.find("origin");
   // An empty Origin carries nothing to echo back; Envoy treats it as absent.
   if (!origin || origin->value.empty()) return d;
 
@@ -71,7 +57,7 @@ CorsPolicy::Decision CorsPolicy::evaluate(std::string_view method,
     }
   }
 
-  const http::Header* requestMethod = findHeader(headers, "access-control-request-method");
+  const http::HeaderMap::Field* requestMethod = headers.find("access-control-request-method");
   bool preflight = method == "OPTIONS" && requestMethod && !requestMethod->value.empty();
 
   if (preflight) {
@@ -80,19 +66,19 @@ CorsPolicy::Decision CorsPolicy::evaluate(std::string_view method,
       return d;
     }
     d.kind = Decision::Kind::Preflight;
-    appendHeader(d.responseHeaders, "access-control-allow-origin", origin->value);
-    if (allowCredentials_) appendHeader(d.responseHeaders, "access-control-allow-credentials", "true");
-    if (!allowMethods_.empty()) appendHeader(d.responseHeaders, "access-control-allow-methods", allowMethods_);
-    if (!allowHeaders_.empty()) appendHeader(d.responseHeaders, "access-control-allow-headers", allowHeaders_);
-    if (!maxAge_.empty()) appendHeader(d.responseHeaders, "access-control-max-age", maxAge_);
+    d.responseHeaders.add("access-control-allow-origin", origin->value);
+    if (allowCredentials_) d.responseHeaders.add("access-control-allow-credentials", "true");
+    if (!allowMethods_.empty()) d.responseHeaders.add("access-control-allow-methods", allowMethods_);
+    if (!allowHeaders_.empty()) d.responseHeaders.add("access-control-allow-headers", allowHeaders_);
+    if (!maxAge_.empty()) d.responseHeaders.add("access-control-max-age", maxAge_);
     return d;
   }
 
   d.kind = Decision::Kind::Forward;
   if (!d.originAllowed) return d;
-  appendHeader(d.responseHeaders, "access-control-allow-origin", origin->value);
-  if (allowCredentials_) appendHeader(d.responseHeaders, "access-control-allow-credentials", "true");
-  if (!exposeHeaders_.empty()) appendHeader(d.responseHeaders, "access-control-expose-headers", exposeHeaders_);
+  d.responseHeaders.add("access-control-allow-origin", origin->value);
+  if (allowCredentials_) d.responseHeaders.add("access-control-allow-credentials", "true");
+  if (!exposeHeaders_.empty()) d.responseHeaders.add("access-control-expose-headers", exposeHeaders_);
   return d;
 }
 

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "config/model.h"
-#include "http/parser.h"
+#include "http/header_map.h"
 #include "route/match.h"
 
 namespace sluice::route {
@@ -27,13 +27,14 @@ class CorsPolicy {
     };
     Kind kind = Kind::NotCors;
     bool originAllowed = false;
-    // Whole "name: value\r\n" lines (access-control-allow-origin echoing
-    // the request's Origin, -allow-credentials, -expose-headers for actual
-    // requests; -allow-methods, -allow-headers, -max-age for preflights).
-    std::string responseHeaders;
+    // access-control-allow-origin echoing the request's Origin,
+    // -allow-credentials, -expose-headers for actual requests;
+    // -allow-methods, -allow-headers, -max-age for preflights. Views into
+    // the request's headers and this policy: valid while both are.
+    http::HeaderMap responseHeaders;
   };
   // `method` and `headers` of the downstream request.
-  Decision evaluate(std::string_view method, const std::vector<http::Header>& headers) const;
+  Decision evaluate(std::string_view method, const http::HeaderMap& headers) const;
 
  private:
   std::vector<StringMatcher> origins_;

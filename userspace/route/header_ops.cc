@@ -113,19 +113,21 @@ bool HeaderMutation::Rendered::drops(std::string_view name) const {
   return false;
 }
 
-void HeaderMutation::Rendered::append(std::string& out) const {
+void HeaderMutation::Rendered::applyTo(http::HeaderMap& headers) const {
   if (m_ == nullptr) return;
-  static const istio::HeaderContext kNoContext;
+  for (const std::string& d : m_->drop_) headers.remove(d);
+  for (size_t i = 0; i < m_->entries_.size(); ++i) {
+    const Entry& e = m_->entries_[i];
+    if (e.set && e.value.dynamic() && !values_[i].empty()) headers.remove(e.name);
+  }
   for (size_t i = 0; i < m_->entries_.size(); ++i) {
     const Entry& e = m_->entries_[i];
     if (!liveEntry(m_->entries_, values_, i)) continue;
-    out.append(e.name).append(": ");
     if (e.value.dynamic()) {
-      out.append(values_[i]);
+      headers.addCopy(e.name, values_[i]);
     } else {
-      e.value.render(kNoContext, out);
+      headers.add(e.name, e.value.literal());
     }
-    out.append("\r\n");
   }
 }
 

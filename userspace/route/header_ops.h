@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "config/model.h"
+#include "http/header_map.h"
 #include "http/parser.h"
 #include "istio/header_template.h"
 
@@ -45,8 +46,10 @@ class HeaderMutation {
    public:
     // Whether an original header named `name` (any case) is dropped.
     bool drops(std::string_view name) const;
-    // Appends the generated "name: value\r\n" lines.
-    void append(std::string& out) const;
+    // Applies the operations to `headers`: removed and replaced names go,
+    // then the generated fields are added (literal values as views into the
+    // compiled mutation, rendered ones as copies).
+    void applyTo(http::HeaderMap& headers) const;
 
    private:
     friend class HeaderMutation;

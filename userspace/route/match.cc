@@ -157,7 +157,7 @@ bool CompiledMatch::headerMatches(const HeaderCond& c, const RequestView& req) c
   } else if (req.headers) {
     thread_local std::string joined;
     int found = 0;
-    for (const http::Header& h : *req.headers) {
+    for (const http::HeaderMap::Field& h : *req.headers) {
       if (!http::iequals(h.name, c.name)) continue;
       if (found == 0) {
         value = h.value;

@@ -53,9 +53,7 @@ bool idempotent(std::string_view method) {
   return std::find(kIdempotent.begin(), kIdempotent.end(), method) != kIdempotent.end();
 }
 
-bool hasHeader(const std::vector<http::Header>& headers, std::string_view name) {
-  return std::any_of(headers.begin(), headers.end(), [&](const http::Header& h) { return http::iequals(h.name, name); });
-}
+bool hasHeader(const http::HeaderMap& headers, std::string_view name) { return headers.has(name); }
 
 }  // namespace
 
@@ -119,7 +117,7 @@ std::expected<RetryPolicy, std::string> RetryPolicy::compile(const std::optional
 }
 
 RetryState::RetryState(const RetryPolicy& policy, std::string_view method,
-                       const std::vector<http::Header>& requestHeaders, const core::Clock& clock, core::Rng& rng)
+                       const http::HeaderMap& requestHeaders, const core::Clock& clock, core::Rng& rng)
     : policy_(policy), clock_(clock), rng_(rng), idempotentMethod_(idempotent(method)) {
   for (const http::Header& h : requestHeaders) {
     if (http::iequals(h.name, "x-envoy-retriable-header-names")) {
@@ -137,7 +135,7 @@ uint64_t RetryState::beginAttempt() {
   return policy_.perTryTimeoutNs == 0 ? 0 : clock_.nowNs() + policy_.perTryTimeoutNs;
 }
 
-RetryDecision RetryState::onResponse(int status, const std::vector<http::Header>& responseHeaders) {
+RetryDecision RetryState::onResponse(int status, const http::HeaderMap& responseHeaders) {
   const uint32_t on = policy_.retryOn;
   bool would = false;
   {

@@ -16,6 +16,7 @@
 #include "config/model.h"
 #include "istio/retry_on.h"
 #include "core/clock.h"
+#include "http/header_map.h"
 #include "http/parser.h"
 
 namespace sluice::route {
@@ -60,7 +61,7 @@ class RetryState {
   // x-envoy-retriable-header-names, which lists the response headers that
   // make `retriable-headers` retry).
   RetryState(const RetryPolicy& policy, std::string_view method,
-             const std::vector<http::Header>& requestHeaders, const core::Clock& clock, core::Rng& rng);
+             const http::HeaderMap& requestHeaders, const core::Clock& clock, core::Rng& rng);
 
   // 1 for the first try; what x-envoy-attempt-count carries.
   uint32_t attempt() const { return attempt_; }
@@ -69,7 +70,7 @@ class RetryState {
   uint64_t beginAttempt();
 
   // A response head arrived. Retry: discard it and try again.
-  RetryDecision onResponse(int status, const std::vector<http::Header>& responseHeaders);
+  RetryDecision onResponse(int status, const http::HeaderMap& responseHeaders);
   // An attempt failed without a response head. `requestBytesSent`: whether
   // any byte of this attempt's request reached the socket.
   RetryDecision onFailure(AttemptFailure failure, bool requestBytesSent);

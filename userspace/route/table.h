@@ -23,6 +23,7 @@
 
 #include "config/loader.h"
 #include "config/model.h"
+#include "http/header_map.h"
 #include "http/parser.h"
 #include "route/cors.h"
 #include "route/fault.h"
@@ -99,7 +100,7 @@ struct RequestView {
   std::string_view authority;  // Host / :authority as sent (may include :port)
   std::string_view scheme = "http";
   uint32_t port = 0;           // destination port the request was routed by
-  const std::vector<http::Header>* headers = nullptr;
+  const http::HeaderMap* headers = nullptr;
 };
 
 struct WeightedCluster {

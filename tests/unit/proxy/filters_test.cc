@@ -84,7 +84,7 @@ class FakeSession final : public FilterCallbacks {
     view.path = stream_->target.path;
     view.authority = stream_->target.authority;
     view.port = stream_->port;
-    view.headers = &stream_->head.headers;
+    view.headers = &stream_->headers;
     stream_->route = vh ? vh->match(view, &stream_->matched) : nullptr;
     EXPECT_NE(stream_->route, nullptr);
     if (stream_->route && !stream_->route->clusters.empty()) {
@@ -101,16 +101,17 @@ class FakeSession final : public FilterCallbacks {
   istio::HeaderContext headerContext() override {
     istio::HeaderContext ctx;
     ctx.requestId = stream_->requestId;
-    ctx.requestHeaders = &stream_->head.headers;
+    ctx.requestHeaders = &stream_->headers;
     return ctx;
   }
   void sendLocalReply(int status, std::string_view body, std::string_view flags,
-                      std::string_view extraHeaders) override {
+                      const http::HeaderMap* extraHeaders) override {
     ++replies;
     replyStatus = status;
     replyBody = body;
     replyFlags = flags;
-    replyHeaders = extraHeaders;
+    replyHeaders.clear();
+    if (extraHeaders) extraHeaders->appendHttp1(replyHeaders);
   }
   void pauseFor(uint64_t ns) override { pausedNs = ns; }
   void forwardUpstream() override { ++forwarded; }
@@ -127,6 +128,13 @@ class FakeSession final : public FilterCallbacks {
   core::FakeClock clock_;
   sockaddr_in peer_{};
 };
+
+// The CORS fields the filter left for the response, as HTTP/1.1 lines.
+std::string corsLines(const Stream& s) {
+  std::string out;
+  s.responseExtra.appendHttp1(out);
+  return out;
+}
 
 std::string get(std::string_view path, std::string_view extra = "") {
   return "GET " + std::string(path) + " HTTP/1.1\r\nHost: shop.test\r\n" + std::string(extra) + "\r\n";
@@ -173,15 +181,15 @@ TEST(CorsFilter, ASimpleRequestGoesOnWithItsResponseHeaders) {
   FakeSession cb(raw);
   EXPECT_EQ(corsFilter().onRequestHead(cb), FilterStatus::Continue);
   EXPECT_EQ(cb.replies, 0);
-  EXPECT_NE(cb.stream().corsHeaders.find("access-control-expose-headers: x-trace\r\n"), std::string::npos)
-      << cb.stream().corsHeaders;
+  EXPECT_NE(corsLines(cb.stream()).find("access-control-expose-headers: x-trace\r\n"), std::string::npos)
+      << corsLines(cb.stream());
 }
 
 TEST(CorsFilter, AnOriginNotAllowedIsCountedAndGetsNoCorsHeaders) {
   std::string raw = get("/cors", "Origin: https://evil.test\r\n");
   FakeSession cb(raw);
   EXPECT_EQ(corsFilter().onRequestHead(cb), FilterStatus::Continue);
-  EXPECT_EQ(cb.stream().corsHeaders, "");
+  EXPECT_EQ(corsLines(cb.stream()), "");
   EXPECT_EQ(cb.stats_.get(stats::Counter::CorsOriginInvalid), 1u);
 }
 
@@ -246,7 +254,7 @@ TEST(RouterFilter, BuildsTheRewrittenHeadAndTheMirrorsThenForwards) {
 TEST(RouterFilter, AWebSocketRequestIsNotMirrored) {
   std::string raw = get("/v1/chat", "Connection: upgrade\r\nUpgrade: websocket\r\n");
   FakeSession cb(raw);
-  cb.stream().websocket = wantsWebSocket(cb.stream().head);
+  cb.stream().websocket = wantsWebSocket(cb.stream().head, cb.stream().headers);
   ASSERT_TRUE(cb.stream().websocket);
   EXPECT_EQ(routerFilter().onRequestHead(cb), FilterStatus::Stop);
   EXPECT_EQ(cb.forwarded, 1);

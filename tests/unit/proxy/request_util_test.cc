@@ -40,6 +40,41 @@ std::unique_ptr<ParsedResponse> parseResponse(std::string raw) {
 }
 
 // Header lines of a serialised head, lower-cased names, in order.
+// A parsed head's fields as the session holds them.
+http::HeaderMap mapOf(const std::vector<http::Header>& headers) {
+  return http::HeaderMap(std::vector<http::Header>(headers));
+}
+
+// "name: value\r\n" lines as fields (views into `lines`).
+http::HeaderMap fieldsOf(std::string_view lines) {
+  http::HeaderMap out;
+  while (!lines.empty()) {
+    size_t eol = lines.find("\r\n");
+    std::string_view line = lines.substr(0, eol);
+    size_t colon = line.find(':');
+    out.add(line.substr(0, colon), line.substr(colon + 2));
+    lines.remove_prefix(eol + 2);
+  }
+  return out;
+}
+
+// The builders as the session calls them.
+std::string upstreamHead(const http::RequestHead& head, const TargetParts& t, std::string_view rid,
+                         const HeadMutation& m = {}) {
+  return buildUpstreamHead(head, mapOf(head.headers), t, rid, m);
+}
+std::string downstreamHead(const http::ResponseHead& r, uint64_t serviceMs, bool close, bool http10, bool dechunk,
+                           std::string_view extraLines = {}, const route::HeaderMutation::Rendered* ops = nullptr) {
+  http::HeaderMap extra = fieldsOf(extraLines);
+  return buildDownstreamHead(r, mapOf(r.headers), std::to_string(serviceMs), close, http10, dechunk,
+                             extra.empty() ? nullptr : &extra, ops);
+}
+bool wantsWebSocket(const http::RequestHead& head) { return proxy::wantsWebSocket(head, mapOf(head.headers)); }
+std::string localReply(int status, std::string_view body, bool close, bool isHead, std::string_view extraLines) {
+  http::HeaderMap extra = fieldsOf(extraLines);
+  return buildLocalReply(status, body, close, isHead, &extra);
+}
+
 std::vector<std::string> headerLines(const std::string& head) {
   std::vector<std::string> out;
   size_t pos = head.find("\r\n") + 2;
@@ -201,7 +236,7 @@ TEST(BuildUpstreamHead, StripsHopByHopAndConnectionListedHeaders) {
       "\r\n");
   TargetParts t;
   ASSERT_TRUE(splitTarget(p->head.target, p->head.host, t));
-  std::string out = buildUpstreamHead(p->head, t, "rid-1");
+  std::string out = upstreamHead(p->head, t, "rid-1");
   EXPECT_EQ(out.substr(0, out.find("\r\n")), "POST /api HTTP/1.1");
   ASSERT_TRUE(out.ends_with("\r\n\r\n"));
   auto lines = headerLines(out);
@@ -236,7 +271,7 @@ TEST(BuildUpstreamHead, FramingIsRebuiltNotCopied) {
     auto p = parseRequest("POST /api HTTP/1.1\r\nHost: reviews:9080\r\n" + c.headers + "\r\n");
     TargetParts t;
     ASSERT_TRUE(splitTarget(p->head.target, p->head.host, t));
-    std::string out = buildUpstreamHead(p->head, t, "rid-1");
+    std::string out = upstreamHead(p->head, t, "rid-1");
     auto lines = headerLines(out);
     EXPECT_EQ(countPrefix(lines, "content-length:") + countPrefix(lines, "transfer-encoding:"), 1u)
         << c.headers << " gave:\n" << out;
@@ -246,7 +281,7 @@ TEST(BuildUpstreamHead, FramingIsRebuiltNotCopied) {
   auto p = parseRequest("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
   TargetParts t;
   ASSERT_TRUE(splitTarget(p->head.target, p->head.host, t));
-  auto lines = headerLines(buildUpstreamHead(p->head, t, "rid"));
+  auto lines = headerLines(upstreamHead(p->head, t, "rid"));
   EXPECT_EQ(countPrefix(lines, "content-length:") + countPrefix(lines, "transfer-encoding:"), 0u);
 }
 
@@ -256,7 +291,7 @@ TEST(BuildUpstreamHead, OnlyAWebSocketUpgradeIsPassedOn) {
   EXPECT_TRUE(wantsWebSocket(ws->head));
   TargetParts t;
   ASSERT_TRUE(splitTarget(ws->head.target, ws->head.host, t));
-  auto lines = headerLines(buildUpstreamHead(ws->head, t, "rid"));
+  auto lines = headerLines(upstreamHead(ws->head, t, "rid"));
   EXPECT_TRUE(hasLine(lines, "upgrade: websocket"));
   EXPECT_TRUE(hasLine(lines, "connection: upgrade"));
   EXPECT_EQ(countPrefix(lines, "connection:"), 1u);
@@ -265,7 +300,7 @@ TEST(BuildUpstreamHead, OnlyAWebSocketUpgradeIsPassedOn) {
   auto h2c = parseRequest("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n\r\n");
   EXPECT_FALSE(wantsWebSocket(h2c->head));
   ASSERT_TRUE(splitTarget(h2c->head.target, h2c->head.host, t));
-  lines = headerLines(buildUpstreamHead(h2c->head, t, "rid"));
+  lines = headerLines(upstreamHead(h2c->head, t, "rid"));
   EXPECT_EQ(countPrefix(lines, "upgrade:") + countPrefix(lines, "connection:"), 0u);
   // Upgrade without Connection: upgrade is no upgrade request at all.
   auto bare = parseRequest("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n");
@@ -279,7 +314,7 @@ TEST(BuildUpstreamHead, AbsoluteFormSetsHostFromTheUri) {
       "\r\n");
   TargetParts t;
   ASSERT_TRUE(splitTarget(p->head.target, p->head.host, t));
-  std::string out = buildUpstreamHead(p->head, t, "rid");
+  std::string out = upstreamHead(p->head, t, "rid");
   EXPECT_EQ(out.substr(0, out.find("\r\n")), "GET /api/reviews?x=1 HTTP/1.1") << "origin-form upstream";
   auto lines = headerLines(out);
   EXPECT_EQ(countPrefix(lines, "host:"), 1u) << out;
@@ -290,7 +325,7 @@ TEST(BuildUpstreamHead, AbsoluteFormWithoutHostHeaderGetsOne) {
   auto p = parseRequest("GET http://ratings/x HTTP/1.0\r\n\r\n");
   TargetParts t;
   ASSERT_TRUE(splitTarget(p->head.target, p->head.host, t));
-  auto lines = headerLines(buildUpstreamHead(p->head, t, "rid"));
+  auto lines = headerLines(upstreamHead(p->head, t, "rid"));
   EXPECT_TRUE(hasLine(lines, "host: ratings"));
 }
 
@@ -298,19 +333,19 @@ TEST(BuildUpstreamHead, RequestIdAddedOnlyWhenAbsent) {
   auto withId = parseRequest("GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: client-chosen\r\n\r\n");
   TargetParts t;
   ASSERT_TRUE(splitTarget(withId->head.target, withId->head.host, t));
-  auto lines = headerLines(buildUpstreamHead(withId->head, t, "generated"));
+  auto lines = headerLines(upstreamHead(withId->head, t, "generated"));
   EXPECT_EQ(countPrefix(lines, "x-request-id:"), 1u);
   EXPECT_TRUE(hasLine(lines, "x-request-id: client-chosen"));
 
   auto empty = parseRequest("GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id:\r\n\r\n");
   ASSERT_TRUE(splitTarget(empty->head.target, empty->head.host, t));
-  lines = headerLines(buildUpstreamHead(empty->head, t, "generated"));
+  lines = headerLines(upstreamHead(empty->head, t, "generated"));
   EXPECT_EQ(countPrefix(lines, "x-request-id:"), 1u) << "an empty id is replaced, not duplicated";
   EXPECT_TRUE(hasLine(lines, "x-request-id: generated"));
 
   auto proto = parseRequest("GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: https\r\n\r\n");
   ASSERT_TRUE(splitTarget(proto->head.target, proto->head.host, t));
-  lines = headerLines(buildUpstreamHead(proto->head, t, "generated"));
+  lines = headerLines(upstreamHead(proto->head, t, "generated"));
   EXPECT_EQ(countPrefix(lines, "x-forwarded-proto:"), 1u);
   EXPECT_TRUE(hasLine(lines, "x-forwarded-proto: https"));
 }
@@ -319,7 +354,7 @@ TEST(BuildUpstreamHead, Http10RequestGoesUpstreamAsHttp11) {
   auto p = parseRequest("GET /old HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n");
   TargetParts t;
   ASSERT_TRUE(splitTarget(p->head.target, p->head.host, t));
-  std::string out = buildUpstreamHead(p->head, t, "r");
+  std::string out = upstreamHead(p->head, t, "r");
   EXPECT_EQ(out.substr(0, out.find("\r\n")), "GET /old HTTP/1.1");
   EXPECT_EQ(countPrefix(headerLines(out), "connection:"), 0u);
 }
@@ -350,10 +385,11 @@ TEST(BuildUpstreamHead, RewriteOriginalPathAuthorityAndHeaderOps) {
   ops.remove = {"x-internal"};
   route::HeaderMutation m = mutation(ops);
   istio::HeaderContext ctx;
-  ctx.requestHeaders = &p->head.headers;
+  const http::HeaderMap requestMap = mapOf(p->head.headers);
+  ctx.requestHeaders = &requestMap;
   auto rendered = m.render(ctx);
   HeadMutation hm{"/v2/users?id=3", t.path, "ratings.prod:8080", &rendered};
-  std::string out = buildUpstreamHead(p->head, t, "rid-9", hm);
+  std::string out = upstreamHead(p->head, t, "rid-9", hm);
   EXPECT_EQ(out.substr(0, out.find("\r\n")), "GET /v2/users?id=3 HTTP/1.1");
   auto lines = headerLines(out);
   EXPECT_EQ(countPrefix(lines, "host:"), 1u) << out;
@@ -377,7 +413,7 @@ TEST(BuildUpstreamHead, AuthorityRewriteReplacesAnAbsoluteFormHost) {
   ASSERT_TRUE(splitTarget(p->head.target, p->head.host, t));
   HeadMutation hm;
   hm.authority = "ratings";
-  auto lines = headerLines(buildUpstreamHead(p->head, t, "r", hm));
+  auto lines = headerLines(upstreamHead(p->head, t, "r", hm));
   EXPECT_EQ(countPrefix(lines, "host:"), 1u);
   EXPECT_TRUE(hasLine(lines, "host: ratings"));
   EXPECT_EQ(countPrefix(lines, "x-envoy-original-path:"), 0u) << "only sent when the path was rewritten";
@@ -394,7 +430,7 @@ TEST(BuildUpstreamHead, HeaderOpsOwnHostRequestIdAndProto) {
   auto rendered = m.render(istio::HeaderContext{});
   HeadMutation hm;
   hm.headers = &rendered;
-  auto lines = headerLines(buildUpstreamHead(p->head, t, "generated", hm));
+  auto lines = headerLines(upstreamHead(p->head, t, "generated", hm));
   EXPECT_EQ(countPrefix(lines, "host:"), 1u);
   EXPECT_TRUE(hasLine(lines, "host: b.example"));
   EXPECT_EQ(countPrefix(lines, "x-request-id:"), 1u);
@@ -403,7 +439,7 @@ TEST(BuildUpstreamHead, HeaderOpsOwnHostRequestIdAndProto) {
 
   // rewrite.authority wins over a `set host`, as in Envoy.
   hm.authority = "c.example";
-  lines = headerLines(buildUpstreamHead(p->head, t, "generated", hm));
+  lines = headerLines(upstreamHead(p->head, t, "generated", hm));
   EXPECT_EQ(countPrefix(lines, "host:"), 1u);
   EXPECT_TRUE(hasLine(lines, "host: c.example"));
 }
@@ -412,7 +448,7 @@ TEST(BuildUpstreamHead, DefaultMutationChangesNothing) {
   auto p = parseRequest("POST /p?q=1 HTTP/1.1\r\nHost: a\r\nX-Envoy-Original-Path: /z\r\nContent-Length: 2\r\n\r\n");
   TargetParts t;
   ASSERT_TRUE(splitTarget(p->head.target, p->head.host, t));
-  EXPECT_EQ(buildUpstreamHead(p->head, t, "r", HeadMutation{}),
+  EXPECT_EQ(upstreamHead(p->head, t, "r", HeadMutation{}),
             "POST /p?q=1 HTTP/1.1\r\nHost: a\r\nX-Envoy-Original-Path: /z\r\n"
             "x-request-id: r\r\nx-forwarded-proto: http\r\ncontent-length: 2\r\n\r\n");
 }
@@ -428,7 +464,7 @@ TEST(BuildDownstreamHead, StripsHopByHopAndAddsServiceTime) {
       "X-Hop: 1\r\n"
       "X-App: yes\r\n"
       "\r\n");
-  std::string out = buildDownstreamHead(r->head, 17, false, false, false);
+  std::string out = downstreamHead(r->head, 17, false, false, false);
   EXPECT_EQ(out.substr(0, out.find("\r\n")), "HTTP/1.1 201 Created");
   auto lines = headerLines(out);
   EXPECT_EQ(countPrefix(lines, "connection:"), 0u) << out;
@@ -442,18 +478,18 @@ TEST(BuildDownstreamHead, StripsHopByHopAndAddsServiceTime) {
 
 TEST(BuildDownstreamHead, ConnectionHeaderForCloseAndHttp10) {
   auto r = parseResponse("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-  EXPECT_TRUE(hasLine(headerLines(buildDownstreamHead(r->head, 0, true, false, false)), "connection: close"));
-  EXPECT_TRUE(hasLine(headerLines(buildDownstreamHead(r->head, 0, true, true, false)), "connection: close"));
-  EXPECT_TRUE(hasLine(headerLines(buildDownstreamHead(r->head, 0, false, true, false)), "connection: keep-alive"))
+  EXPECT_TRUE(hasLine(headerLines(downstreamHead(r->head, 0, true, false, false)), "connection: close"));
+  EXPECT_TRUE(hasLine(headerLines(downstreamHead(r->head, 0, true, true, false)), "connection: close"));
+  EXPECT_TRUE(hasLine(headerLines(downstreamHead(r->head, 0, false, true, false)), "connection: keep-alive"))
       << "an HTTP/1.0 client needs an explicit keep-alive";
-  EXPECT_EQ(countPrefix(headerLines(buildDownstreamHead(r->head, 0, false, false, false)), "connection:"), 0u);
+  EXPECT_EQ(countPrefix(headerLines(downstreamHead(r->head, 0, false, false, false)), "connection:"), 0u);
 }
 
 TEST(BuildDownstreamHead, DechunkDropsTransferEncoding) {
   auto r = parseResponse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n");
-  auto kept = headerLines(buildDownstreamHead(r->head, 0, false, false, false));
+  auto kept = headerLines(downstreamHead(r->head, 0, false, false, false));
   EXPECT_TRUE(hasLine(kept, "transfer-encoding: chunked"));
-  auto dechunked = headerLines(buildDownstreamHead(r->head, 0, true, true, true));
+  auto dechunked = headerLines(downstreamHead(r->head, 0, true, true, true));
   EXPECT_EQ(countPrefix(dechunked, "transfer-encoding:"), 0u);
   EXPECT_EQ(countPrefix(dechunked, "content-length:"), 0u) << "close-delimited";
   EXPECT_TRUE(hasLine(dechunked, "connection: close"));
@@ -465,22 +501,22 @@ TEST(BuildDownstreamHead, DechunkDropsTransferEncoding) {
 // changes what the client is told.
 TEST(BuildDownstreamHead, FramingIsRebuiltNotCopied) {
   auto r = parseResponse("HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 5\r\n\r\n");
-  auto lines = headerLines(buildDownstreamHead(r->head, 0, false, false, false));
+  auto lines = headerLines(downstreamHead(r->head, 0, false, false, false));
   EXPECT_TRUE(hasLine(lines, "content-length: 5"));
   EXPECT_EQ(countPrefix(lines, "content-length:"), 1u);
 
   r = parseResponse("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n");
-  lines = headerLines(buildDownstreamHead(r->head, 0, false, false, false));
+  lines = headerLines(downstreamHead(r->head, 0, false, false, false));
   EXPECT_EQ(countPrefix(lines, "content-length:"), 1u);
   EXPECT_TRUE(hasLine(lines, "content-length: 5"));
 
   r = parseResponse("HTTP/1.1 200 OK\r\nTransfer-Encoding: ,Chunked\r\n\r\n");
-  lines = headerLines(buildDownstreamHead(r->head, 0, false, false, false));
+  lines = headerLines(downstreamHead(r->head, 0, false, false, false));
   EXPECT_EQ(countPrefix(lines, "transfer-encoding:"), 1u);
   EXPECT_TRUE(hasLine(lines, "transfer-encoding: chunked"));
 
   r = parseResponse("HTTP/1.1 200 OK\r\nServer: x\r\n\r\n");  // ends with the connection
-  lines = headerLines(buildDownstreamHead(r->head, 0, true, false, false));
+  lines = headerLines(downstreamHead(r->head, 0, true, false, false));
   EXPECT_EQ(countPrefix(lines, "content-length:") + countPrefix(lines, "transfer-encoding:"), 0u);
 }
 
@@ -490,10 +526,10 @@ TEST(BuildDownstreamHead, BodilessResponsesKeepTheirDeclaredLength) {
   http::ParseError err;
   ASSERT_EQ(http::parseResponseHead(head->raw.data(), head->raw.size(), http::Limits{}, /*HEAD*/ true, head->head, err),
             http::ParseStatus::Complete);
-  EXPECT_TRUE(hasLine(headerLines(buildDownstreamHead(head->head, 0, false, false, false)), "content-length: 42"))
+  EXPECT_TRUE(hasLine(headerLines(downstreamHead(head->head, 0, false, false, false)), "content-length: 42"))
       << "a HEAD answer says what GET would carry";
   auto r = parseResponse("HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
-  EXPECT_EQ(countPrefix(headerLines(buildDownstreamHead(r->head, 0, false, false, false)), "content-length:"), 0u)
+  EXPECT_EQ(countPrefix(headerLines(downstreamHead(r->head, 0, false, false, false)), "content-length:"), 0u)
       << "a 204 carries no length";
 }
 
@@ -511,9 +547,10 @@ TEST(BuildDownstreamHead, ResponseHeaderOps) {
   ops.remove = {"x-powered-by"};
   route::HeaderMutation m = mutation(ops);
   istio::HeaderContext ctx;
-  ctx.responseHeaders = &r->head.headers;
+  const http::HeaderMap responseMap = mapOf(r->head.headers);
+  ctx.responseHeaders = &responseMap;
   auto rendered = m.render(ctx);
-  std::string out = buildDownstreamHead(r->head, 4, false, false, false, "set-cookie: a=b\r\n", &rendered);
+  std::string out = downstreamHead(r->head, 4, false, false, false, "set-cookie: a=b\r\n", &rendered);
   auto lines = headerLines(out);
   EXPECT_EQ(countPrefix(lines, "server:"), 1u) << out;
   EXPECT_TRUE(hasLine(lines, "server: sluice")) << out;
@@ -531,21 +568,21 @@ TEST(BuildDownstreamHead, ResponseHeaderOps) {
   hide.remove = {"x-envoy-upstream-service-time"};
   route::HeaderMutation h = mutation(hide);
   auto hidden = h.render(ctx);
-  EXPECT_EQ(countPrefix(headerLines(buildDownstreamHead(r->head, 4, false, false, false, {}, &hidden)),
+  EXPECT_EQ(countPrefix(headerLines(downstreamHead(r->head, 4, false, false, false, {}, &hidden)),
                         "x-envoy-upstream-service-time:"),
             0u);
 }
 
 TEST(BuildDownstreamHead, EmptyReasonGetsTheStandardPhrase) {
   auto r = parseResponse("HTTP/1.1 404 \r\nContent-Length: 0\r\n\r\n");
-  std::string out = buildDownstreamHead(r->head, 0, false, false, false);
+  std::string out = downstreamHead(r->head, 0, false, false, false);
   EXPECT_EQ(out.substr(0, out.find("\r\n")), "HTTP/1.1 404 Not Found");
 }
 
 // --------------------------------------------------------- buildLocalReply
 
 TEST(BuildLocalReply, BodyAndLength) {
-  std::string out = buildLocalReply(503, "no healthy upstream", false, false, {});
+  std::string out = localReply(503, "no healthy upstream", false, false, {});
   EXPECT_EQ(out,
             "HTTP/1.1 503 Service Unavailable\r\n"
             "content-length: 19\r\n"
@@ -555,7 +592,7 @@ TEST(BuildLocalReply, BodyAndLength) {
 }
 
 TEST(BuildLocalReply, HeadGetsTheLengthButNoBody) {
-  std::string out = buildLocalReply(404, "nope", true, true, {});
+  std::string out = localReply(404, "nope", true, true, {});
   EXPECT_EQ(out,
             "HTTP/1.1 404 Not Found\r\n"
             "content-length: 4\r\n"
@@ -565,14 +602,14 @@ TEST(BuildLocalReply, HeadGetsTheLengthButNoBody) {
 }
 
 TEST(BuildLocalReply, NoContentHasNoLengthAndNoBody) {
-  std::string out = buildLocalReply(204, "ignored", false, false, {});
+  std::string out = localReply(204, "ignored", false, false, {});
   EXPECT_EQ(out, "HTTP/1.1 204 No Content\r\n\r\n");
-  out = buildLocalReply(304, "ignored", false, false, {});
+  out = localReply(304, "ignored", false, false, {});
   EXPECT_EQ(out, "HTTP/1.1 304 Not Modified\r\n\r\n");
 }
 
 TEST(BuildLocalReply, ExtraHeadersAndEmptyBody) {
-  std::string out = buildLocalReply(301, "", false, false, "location: http://a/b\r\n");
+  std::string out = localReply(301, "", false, false, "location: http://a/b\r\n");
   EXPECT_EQ(out,
             "HTTP/1.1 301 Moved Permanently\r\n"
             "content-length: 0\r\n"

@@ -8,6 +8,7 @@
 
 #include "config/model.h"
 #include "http/parser.h"
+#include "http/header_map.h"
 #include "route/table.h"
 
 namespace sluice::route::testing {
@@ -120,6 +121,7 @@ struct Request {
   uint32_t port = 9080;
   std::vector<std::pair<std::string, std::string>> headerStore;
   std::vector<http::Header> headers;
+  http::HeaderMap headerMap;
 
   Request& header(std::string name, std::string value) {
     headerStore.emplace_back(std::move(name), std::move(value));
@@ -134,7 +136,8 @@ struct Request {
     r.authority = authority;
     r.scheme = scheme;
     r.port = port;
-    r.headers = &headers;
+    headerMap = http::HeaderMap(std::vector<http::Header>(headers));
+    r.headers = &headerMap;
     return r;
   }
 };

@@ -21,11 +21,18 @@ CorsPolicy compiled(const config::CorsPolicy& spec) {
 // Header storage the views in `list` point into.
 struct RequestHeaders {
   std::vector<std::pair<std::string, std::string>> store;
-  std::vector<http::Header> list;
+  http::HeaderMap list;
   RequestHeaders(std::initializer_list<std::pair<std::string, std::string>> hs) : store(hs) {
-    for (const auto& [n, v] : store) list.push_back(http::Header{n, v});
+    for (const auto& [n, v] : store) list.add(n, v);
   }
 };
+
+// The fields as HTTP/1.1 lines, in order.
+std::string text(const http::HeaderMap& m) {
+  std::string out;
+  m.appendHttp1(out);
+  return out;
+}
 
 config::CorsPolicy fullPolicy() {
   config::CorsPolicy c;
@@ -44,7 +51,7 @@ TEST(Cors, NoOriginIsNotCors) {
   auto d = p.evaluate("GET", h.list);
   EXPECT_EQ(d.kind, Kind::NotCors);
   EXPECT_FALSE(d.originAllowed);
-  EXPECT_EQ(d.responseHeaders, "");
+  EXPECT_EQ(text(d.responseHeaders), "");
   // OPTIONS with a request method but no Origin is not a preflight either.
   RequestHeaders pre{{"access-control-request-method", "POST"}};
   EXPECT_EQ(p.evaluate("OPTIONS", pre.list).kind, Kind::NotCors);
@@ -60,7 +67,7 @@ TEST(Cors, AllowedOriginsEchoTheOriginForEachMatchKind) {
     auto d = p.evaluate("GET", h.list);
     EXPECT_EQ(d.kind, Kind::Forward) << origin;
     EXPECT_TRUE(d.originAllowed) << origin;
-    EXPECT_EQ(d.responseHeaders, "access-control-allow-origin: " + origin + "\r\n");
+    EXPECT_EQ(text(d.responseHeaders), "access-control-allow-origin: " + origin + "\r\n");
   }
 }
 
@@ -73,7 +80,7 @@ TEST(Cors, DisallowedOriginsForwardWithoutHeaders) {
     auto d = p.evaluate("GET", h.list);
     EXPECT_EQ(d.kind, Kind::Forward) << origin;
     EXPECT_FALSE(d.originAllowed) << origin;
-    EXPECT_EQ(d.responseHeaders, "") << origin;
+    EXPECT_EQ(text(d.responseHeaders), "") << origin;
   }
 }
 
@@ -82,7 +89,7 @@ TEST(Cors, ActualRequestCarriesCredentialsAndExposeHeaders) {
   RequestHeaders h{{"origin", "https://app.example.com"}};
   auto d = p.evaluate("POST", h.list);
   EXPECT_EQ(d.kind, Kind::Forward);
-  EXPECT_EQ(d.responseHeaders,
+  EXPECT_EQ(text(d.responseHeaders),
             "access-control-allow-origin: https://app.example.com\r\n"
             "access-control-allow-credentials: true\r\n"
             "access-control-expose-headers: x-trace,x-req\r\n");
@@ -94,7 +101,7 @@ TEST(Cors, AllowedPreflightIsAnsweredWithPolicyHeaders) {
   auto d = p.evaluate("OPTIONS", h.list);
   EXPECT_EQ(d.kind, Kind::Preflight);
   EXPECT_TRUE(d.originAllowed);
-  EXPECT_EQ(d.responseHeaders,
+  EXPECT_EQ(text(d.responseHeaders),
             "access-control-allow-origin: https://dev.web\r\n"
             "access-control-allow-credentials: true\r\n"
             "access-control-allow-methods: GET,POST\r\n"
@@ -111,7 +118,7 @@ TEST(Cors, PreflightOmitsEmptyListsAndUnsetFields) {
   RequestHeaders h{{"origin", "https://a"}, {"access-control-request-method", "PUT"}};
   auto d = p.evaluate("OPTIONS", h.list);
   EXPECT_EQ(d.kind, Kind::Preflight);
-  EXPECT_EQ(d.responseHeaders,
+  EXPECT_EQ(text(d.responseHeaders),
             "access-control-allow-origin: https://a\r\n"
             "access-control-allow-methods: PUT\r\n");
 }
@@ -121,8 +128,8 @@ TEST(Cors, OptionsWithoutRequestMethodIsAnActualRequest) {
   RequestHeaders empty{{"origin", "https://app.example.com"}, {"access-control-request-method", ""}};
   auto d = p.evaluate("OPTIONS", empty.list);
   EXPECT_EQ(d.kind, Kind::Forward);
-  EXPECT_NE(d.responseHeaders.find("access-control-expose-headers"), std::string::npos);
-  EXPECT_EQ(d.responseHeaders.find("access-control-allow-methods"), std::string::npos);
+  EXPECT_NE(text(d.responseHeaders).find("access-control-expose-headers"), std::string::npos);
+  EXPECT_EQ(text(d.responseHeaders).find("access-control-allow-methods"), std::string::npos);
   // A GET carrying Access-Control-Request-Method is still not a preflight.
   RequestHeaders get{{"origin", "https://app.example.com"}, {"access-control-request-method", "GET"}};
   EXPECT_EQ(p.evaluate("GET", get.list).kind, Kind::Forward);
@@ -136,7 +143,7 @@ TEST(Cors, UnmatchedPreflightForwardsByDefaultAndUnderForward) {
     auto d = compiled(spec).evaluate("OPTIONS", h.list);
     EXPECT_EQ(d.kind, Kind::Forward) << mode;
     EXPECT_FALSE(d.originAllowed);
-    EXPECT_EQ(d.responseHeaders, "");
+    EXPECT_EQ(text(d.responseHeaders), "");
   }
 }
 
@@ -148,7 +155,7 @@ TEST(Cors, UnmatchedPreflightUnderIgnoreIsAnsweredBare) {
   auto d = p.evaluate("OPTIONS", h.list);
   EXPECT_EQ(d.kind, Kind::PreflightBare);
   EXPECT_FALSE(d.originAllowed);
-  EXPECT_EQ(d.responseHeaders, "");
+  EXPECT_EQ(text(d.responseHeaders), "");
   // IGNORE changes nothing for an allowed origin.
   RequestHeaders ok{{"origin", "https://app.example.com"}, {"access-control-request-method", "GET"}};
   EXPECT_EQ(p.evaluate("OPTIONS", ok.list).kind, Kind::Preflight);
@@ -159,7 +166,7 @@ TEST(Cors, HeaderNamesAreCaseInsensitive) {
   RequestHeaders h{{"ORIGIN", "https://app.example.com"}, {"Access-Control-Request-METHOD", "POST"}};
   auto d = p.evaluate("OPTIONS", h.list);
   EXPECT_EQ(d.kind, Kind::Preflight);
-  EXPECT_TRUE(d.responseHeaders.starts_with("access-control-allow-origin: https://app.example.com\r\n"));
+  EXPECT_TRUE(text(d.responseHeaders).starts_with("access-control-allow-origin: https://app.example.com\r\n"));
 }
 
 TEST(Cors, NoAllowOriginsAllowsNothing) {
@@ -176,7 +183,7 @@ TEST(Cors, MaxAgeIsWholeSeconds) {
   spec.allowOrigins = {prefix("")};
   spec.maxAge = std::chrono::milliseconds(1500);
   RequestHeaders h{{"origin", "https://x"}, {"access-control-request-method", "GET"}};
-  EXPECT_EQ(compiled(spec).evaluate("OPTIONS", h.list).responseHeaders,
+  EXPECT_EQ(text(compiled(spec).evaluate("OPTIONS", h.list).responseHeaders),
             "access-control-allow-origin: https://x\r\naccess-control-max-age: 1\r\n");
 }
 

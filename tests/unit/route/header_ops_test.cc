@@ -33,8 +33,8 @@ struct Fixture {
   sockaddr_in remote = addr("127.1.2.3", 41000);
   sockaddr_in local = addr("127.9.8.7", 9080);
   sockaddr_in upstream = addr("127.4.4.4", 8080);
-  std::vector<http::Header> req{{"Host", "reviews:9080"}, {"X-User", "alice"}, {"x-long", "abcdefgh"}};
-  std::vector<http::Header> resp{{"Server", "upstream"}};
+  http::HeaderMap req{{"Host", "reviews:9080"}, {"X-User", "alice"}, {"x-long", "abcdefgh"}};
+  http::HeaderMap resp{{"Server", "upstream"}};
   HeaderContext ctx;
   Fixture() {
     ctx.startTimeRealNs = kStartNs;
@@ -46,6 +46,13 @@ struct Fixture {
     ctx.responseHeaders = &resp;
   }
 };
+
+// The fields a mutation adds, as HTTP/1.1 lines appended to `out`.
+void appendLines(const HeaderMutation::Rendered& r, std::string& out) {
+  http::HeaderMap added;
+  r.applyTo(added);
+  added.appendHttp1(out);
+}
 
 std::string render(std::string_view tpl, const HeaderContext& ctx) {
   auto t = HeaderTemplate::parse(tpl);
@@ -104,7 +111,7 @@ TEST(HeaderTemplate, RequestAndResponseHeaders) {
   EXPECT_EQ(render("%RESP(x-user)%", f.ctx), "");
   // The generated id stands in for a request that came without one.
   EXPECT_EQ(render("%REQ(X-Request-Id)%", f.ctx), "rid-7");
-  f.req.push_back({"x-request-id", "client-id"});
+  f.req.add("x-request-id", "client-id");
   EXPECT_EQ(render("%REQ(x-request-id)%", f.ctx), "client-id");
 }
 
@@ -189,7 +196,7 @@ TEST(HeaderMutation, LaterLevelWinsAndOrderIsKept) {
   Fixture f;
   auto r = m.render(f.ctx);
   Lines out;
-  r.append(out.text);
+  appendLines(r, out.text);
   EXPECT_EQ(out.text, "x-list: one\r\nx-a: route\r\nx-list: two\r\n");
   EXPECT_TRUE(r.drops("x-a"));
   EXPECT_TRUE(r.drops("X-A"));
@@ -210,7 +217,7 @@ TEST(HeaderMutation, RemoveInALaterLevelDropsEarlierEntries) {
   Fixture f;
   Lines out;
   auto r = m.render(f.ctx);
-  r.append(out.text);
+  appendLines(r, out.text);
   EXPECT_EQ(out.text, "");
   EXPECT_TRUE(r.drops("x-a"));
   EXPECT_TRUE(r.drops("x-b"));
@@ -224,7 +231,7 @@ TEST(HeaderMutation, DynamicSetRenderingEmptyKeepsTheOriginal) {
   Fixture f;
   auto r = m.render(f.ctx);
   Lines out;
-  r.append(out.text);
+  appendLines(r, out.text);
   EXPECT_EQ(out.text, "x-who: alice\r\n");
   EXPECT_TRUE(r.drops("x-who"));
   EXPECT_FALSE(r.drops("x-added-by")) << "an empty set leaves the original alone";
@@ -233,7 +240,7 @@ TEST(HeaderMutation, DynamicSetRenderingEmptyKeepsTheOriginal) {
   f.req = {{"Host", "h"}};
   auto r2 = m.render(f.ctx);
   Lines out2;
-  r2.append(out2.text);
+  appendLines(r2, out2.text);
   EXPECT_EQ(out2.text, "");
   EXPECT_FALSE(r2.drops("x-who"));
 }
@@ -245,11 +252,11 @@ TEST(HeaderMutation, DynamicSetReplacesEarlierEntriesOnlyWhenNonEmpty) {
   HeaderMutation m = compileLevels({&dest, &route});
   Fixture f;
   Lines withUser;
-  m.render(f.ctx).append(withUser.text);
+  appendLines(m.render(f.ctx), withUser.text);
   EXPECT_EQ(withUser.text, "x-id: alice\r\n");
   f.req = {};
   Lines without;
-  m.render(f.ctx).append(without.text);
+  appendLines(m.render(f.ctx), without.text);
   EXPECT_EQ(without.text, "x-id: from-dest\r\n");
 }
 
@@ -263,7 +270,7 @@ TEST(HeaderMutation, StaticEmptyValuesAddNothingAndRemoveNothing) {
   auto r = m.render(f.ctx);
   EXPECT_FALSE(r.drops("x-s"));
   std::string out;
-  r.append(out);
+  appendLines(r, out);
   EXPECT_EQ(out, "");
 }
 
@@ -271,8 +278,26 @@ TEST(HeaderMutation, DefaultRenderedIsInert) {
   HeaderMutation::Rendered r;
   EXPECT_FALSE(r.drops("x-a"));
   std::string out = "keep";
-  r.append(out);
+  appendLines(r, out);
   EXPECT_EQ(out, "keep");
+}
+
+// Applied to a message's fields: removed and replaced names go (any case),
+// added fields follow the originals, a dynamic set that renders empty
+// leaves the original.
+TEST(HeaderMutation, AppliedToFieldsRemovesReplacesAndAdds) {
+  config::HeaderOperations ops;
+  ops.set = {{"x-env", "canary"}, {"x-who", "%REQ(x-user)%"}, {"x-keep", "%REQ(x-absent)%"}};
+  ops.add = {{"x-trace", "on"}};
+  ops.remove = {"x-internal"};
+  HeaderMutation m = compileLevels({&ops});
+  Fixture f;
+  http::HeaderMap fields{{"X-Env", "prod"}, {"x-internal", "1"}, {"X-Who", "mallory"}, {"x-keep", "mine"},
+                         {"x-trace", "upstream"}, {"X-INTERNAL", "2"}};
+  m.render(f.ctx).applyTo(fields);
+  std::string out;
+  fields.appendHttp1(out);
+  EXPECT_EQ(out, "x-keep: mine\r\nx-trace: upstream\r\nx-env: canary\r\nx-who: alice\r\nx-trace: on\r\n");
 }
 
 TEST(HeaderMutation, Errors) {

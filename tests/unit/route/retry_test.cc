@@ -11,7 +11,7 @@ namespace sluice::route {
 namespace {
 
 using namespace std::chrono_literals;
-using Headers = std::vector<http::Header>;
+using Headers = http::HeaderMap;
 
 constexpr uint64_t kMs = 1'000'000;
 

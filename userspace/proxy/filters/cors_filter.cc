@@ -15,19 +15,19 @@ class CorsFilter final : public RequestFilter {
   FilterStatus onRequestHead(FilterCallbacks& cb) const override {
     Stream& s = cb.stream();
     if (!s.route->cors) return FilterStatus::Continue;
-    route::CorsPolicy::Decision d = s.route->cors->evaluate(s.head.method, s.head.headers);
+    route::CorsPolicy::Decision d = s.route->cors->evaluate(s.head.method, s.headers);
     using Kind = route::CorsPolicy::Decision::Kind;
     if (d.kind == Kind::NotCors) return FilterStatus::Continue;
     cb.stats().inc(d.originAllowed ? stats::Counter::CorsOriginValid : stats::Counter::CorsOriginInvalid);
     switch (d.kind) {
       case Kind::Preflight:
-        cb.sendLocalReply(200, "", "-", d.responseHeaders);
+        cb.sendLocalReply(200, "", "-", &d.responseHeaders);
         return FilterStatus::Stop;
       case Kind::PreflightBare:
         cb.sendLocalReply(200, "", "-");
         return FilterStatus::Stop;
       default:
-        s.corsHeaders = std::move(d.responseHeaders);
+        s.responseExtra = std::move(d.responseHeaders);
         return FilterStatus::Continue;
     }
   }

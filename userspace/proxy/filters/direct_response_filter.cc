@@ -17,7 +17,7 @@ class DirectResponseFilter final : public RequestFilter {
     Stream& s = cb.stream();
     const route::Route& route = *s.route;
     if (!route.directResponse && !route.redirect) return FilterStatus::Continue;
-    std::string extra;
+    http::HeaderMap extra;
     if (route.redirect) {
       std::string location = redirectLocation(*route.redirect, s.target, s.port);
       // Built from the request: checked before it becomes a header line.
@@ -26,13 +26,13 @@ class DirectResponseFilter final : public RequestFilter {
         cb.sendLocalReply(400, "invalid redirect target", "DPE");
         return FilterStatus::Stop;
       }
-      extra = "location: " + location + "\r\n";
+      extra.addCopy("location", std::move(location));
     }
-    if (route.localResponseHeaders) route.localResponseHeaders->render(cb.headerContext()).append(extra);
+    if (route.localResponseHeaders) route.localResponseHeaders->render(cb.headerContext()).applyTo(extra);
     if (route.directResponse) {
-      cb.sendLocalReply(int(route.directResponse->status), route.directResponse->body, "-", extra);
+      cb.sendLocalReply(int(route.directResponse->status), route.directResponse->body, "-", &extra);
     } else {
-      cb.sendLocalReply(int(route.redirect->code), "", "-", extra);
+      cb.sendLocalReply(int(route.redirect->code), "", "-", &extra);
     }
     return FilterStatus::Stop;
   }

@@ -35,10 +35,11 @@ class FaultFilter final : public RequestFilter {
     if (!fault.abortStatus) return FilterStatus::Continue;
     cb.stats().inc(stats::Counter::FaultAbortsInjected);
     if (fault.grpcStatus >= 0) {
-      std::string extra = fmt::format(
-          "content-type: application/grpc\r\ngrpc-status: {}\r\ngrpc-message: fault filter abort\r\n",
-          fault.grpcStatus);
-      cb.sendLocalReply(fault.abortStatus, "", "FI", extra);
+      http::HeaderMap extra;
+      extra.add("content-type", "application/grpc");
+      extra.addCopy("grpc-status", std::to_string(fault.grpcStatus));
+      extra.add("grpc-message", "fault filter abort");
+      cb.sendLocalReply(fault.abortStatus, "", "FI", &extra);
     } else {
       cb.sendLocalReply(fault.abortStatus, "fault filter abort", "FI");
     }

@@ -33,8 +33,9 @@ class FilterCallbacks {
   virtual istio::HeaderContext headerContext() = 0;
   // Answers the request here (the chain ends). A request whose body has not
   // been read yet closes its connection after the answer.
+  // `extraHeaders`: fields the answer carries (or null).
   virtual void sendLocalReply(int status, std::string_view body, std::string_view flags,
-                              std::string_view extraHeaders = {}) = 0;
+                              const http::HeaderMap* extraHeaders = nullptr) = 0;
   // Pauses the chain for `ns`; then the paused filter's onResume runs.
   virtual void pauseFor(uint64_t ns) = 0;
   // The terminal step: the request goes to its cluster (router).

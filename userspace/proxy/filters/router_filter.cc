@@ -30,7 +30,7 @@ void chooseMirrors(FilterCallbacks& cb, Stream& s, const HeadMutation& upstream,
     std::string shadowHost = shadowAuthority(authority);
     HeadMutation mutation = upstream;
     mutation.authority = shadowHost;
-    s.pendingShadows.push_back({m.cluster, buildUpstreamHead(s.head, s.target, s.requestId, mutation)});
+    s.pendingShadows.push_back({m.cluster, buildUpstreamHead(s.head, s.headers, s.target, s.requestId, mutation)});
   }
 }
 
@@ -41,7 +41,7 @@ class RouterFilter final : public RequestFilter {
   FilterStatus onRequestHead(FilterCallbacks& cb) const override {
     Stream& s = cb.stream();
     const route::Route& route = *s.route;
-    s.retry.emplace(route.retry, s.head.method, s.head.headers, cb.clock(), cb.rng());
+    s.retry.emplace(route.retry, s.head.method, s.headers, cb.clock(), cb.rng());
     s.keepReplay = route.retry.enabled();
 
     std::optional<std::string> newPath;
@@ -65,7 +65,7 @@ class RouterFilter final : public RequestFilter {
     }
     if (authority.data() != s.target.authority.data()) mutation.authority = authority;
     mutation.headers = rendered ? &*rendered : nullptr;
-    s.upstreamHead = buildUpstreamHead(s.head, s.target, s.requestId, mutation);
+    s.upstreamHead = buildUpstreamHead(s.head, s.headers, s.target, s.requestId, mutation);
     s.upstreamHead.resize(s.upstreamHead.size() - 2);  // each attempt adds its count, then the blank line
     if (!route.mirrors.empty() && !s.websocket)  // a mirror cannot hold a conversation
       chooseMirrors(cb, s, mutation, authority);
