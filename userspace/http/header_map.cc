@@ -1,6 +1,7 @@
 #include "http/header_map.h"
 
 #include <algorithm>
+#include <cstring>
 
 namespace sluice::http {
 
@@ -23,7 +24,24 @@ const HeaderMap::Field* HeaderMap::find(std::string_view name) const {
 }
 
 void HeaderMap::appendHttp1(std::string& out) const {
-  for (const Field& f : fields_) out.append(f.name).append(": ").append(f.value).append("\r\n");
+  // One size computation and plain copies: this runs twice per request.
+  const size_t old = out.size(), n = http1Size();
+  // The bytes written are counted from what was there before, not from the
+  // callback's size argument (libstdc++ 12 may pass more than was asked).
+  out.resize_and_overwrite(old + n, [&](char* buf, size_t) {
+    char* p = buf + old;
+    for (const Field& f : fields_) {
+      std::memcpy(p, f.name.data(), f.name.size());
+      p += f.name.size();
+      *p++ = ':';
+      *p++ = ' ';
+      std::memcpy(p, f.value.data(), f.value.size());
+      p += f.value.size();
+      *p++ = '\r';
+      *p++ = '\n';
+    }
+    return old + n;
+  });
 }
 
 size_t HeaderMap::http1Size() const {

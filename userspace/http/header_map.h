@@ -43,7 +43,10 @@ class HeaderMap {
   HeaderMap(const HeaderMap&) = delete;
   HeaderMap& operator=(const HeaderMap&) = delete;
 
-  void add(std::string_view name, std::string_view value) { fields_.push_back(Field{name, value}); }
+  void add(std::string_view name, std::string_view value) {
+    if (fields_.size() == fields_.capacity()) [[unlikely]] fields_.reserve(fields_.empty() ? 16 : 2 * fields_.size());
+    fields_.push_back(Field{name, value});
+  }
   void addCopy(std::string_view name, std::string value);
   // Every field named `name` (any case) goes, then one is added.
   void set(std::string_view name, std::string_view value) {
