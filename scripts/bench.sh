@@ -35,7 +35,10 @@
 # nothing: both binaries measured interleaved on the same machine.
 #
 # Env: ROUNDS (5), DURATION seconds per run (5), CONNS (32), PROXY_CPU (0),
-# LOAD_CPU (1), NICE (-20 as root), ACTIONS (1), EBPF (1), BASELINE (unset). Loopback only: 127.0.0.1, and a
+# LOAD_CPU (1), NICE (-20 as root), ACTIONS (1), EBPF (1), BASELINE (unset), PROFILE (0; 1: also
+# sample each sluiced run with `perf record -e cpu-clock` and report its
+# user-space CPU per request from the samples, which /proc's 10 ms ticks
+# split too coarsely to compare builds by). Loopback only: 127.0.0.1, and a
 # 127.10.0.1 VIP that only appears in the config.
 set -euo pipefail
 BUILD=${1:-build}
@@ -47,6 +50,11 @@ REQ_PATH=/reviews/1
 HOST_HEADER='Host: reviews:9080'
 ACTIONS=${ACTIONS:-1}
 EBPF=${EBPF:-1}
+PROFILE=${PROFILE:-0}
+if [ "$PROFILE" = 1 ] && ! command -v perf >/dev/null; then
+  echo "bench: PROFILE=1 needs perf (Debian: linux-perf)" >&2; exit 2
+fi
+PERF_PERIOD_NS=250000  # one cpu-clock sample per 250 us of CPU
 BASELINE=${BASELINE:-}
 if [ -n "$BASELINE" ] && [ ! -x "$BASELINE/sluiced" ]; then
   echo "bench: BASELINE=$BASELINE has no sluiced (build it there first)" >&2; exit 1
@@ -291,7 +299,7 @@ TICK_US=$((1000000 / $(getconf CLK_TCK)))
 # Ticks to microseconds per request of the run just measured ($reqs).
 perReq() { awk -v d="$1" -v tick="$TICK_US" -v n="$reqs" 'BEGIN { printf "%.3f", d * tick / n }'; }
 ntargets=${#targets[@]}
-: > "$work/results"  # target rps p50 p99 cpu_us_per_req rss_kib non2xx sockerrs v1 v2 user_us sys_us v3
+: > "$work/results"  # target rps p50 p99 cpu_us_per_req rss_kib non2xx sockerrs v1 v2 user_us sys_us v3 perf_user_us
 for round in $(seq "$ROUNDS"); do
   # Rotate the order so no target always runs first or after the same peer.
   order=()
@@ -318,8 +326,15 @@ for round in $(seq "$ROUNDS"); do
     done
     mapfile -t tp < <(pids_of "$t")
     read -r u0 s0 < <(cpuTicks "${tp[@]}")
+    prof=""
+    if [ "$PROFILE" = 1 ] && [[ $t == sluiced* ]]; then
+      perf record -q -e cpu-clock -c "$PERF_PERIOD_NS" -p "$(IFS=,; echo "${tp[*]}")" -o "$work/perf.data" \
+        -- sleep "$DURATION" >/dev/null 2>&1 &
+      prof=$!
+    fi
     wrkRun "$t" "$DURATION" > "$work/wrk.out"
     read -r u1 s1 < <(cpuTicks "${tp[@]}")
+    [ -n "$prof" ] && wait "$prof"
     rss=$(rssKib "${tp[@]}")
     read -r rps p50 p99 reqs non2xx errs < <(parseWrk < "$work/wrk.out")
     if [ -z "$reqs" ] || [ "$reqs" -eq 0 ]; then
@@ -327,7 +342,15 @@ for round in $(seq "$ROUNDS"); do
     fi
     cpu=$(perReq $((u1 + s1 - u0 - s0))); ucpu=$(perReq $((u1 - u0))); scpu=$(perReq $((s1 - s0)))
     v1=$(backendCount "$b1"); v2=$(backendCount "$b2"); v3=$(backendCount "$V3_PORT")
-    echo "$t $rps $(toMs "$p50") $(toMs "$p99") $cpu $rss $non2xx $errs ${v1:-0} ${v2:-0} $ucpu $scpu ${v3:-0}" \
+    # Samples outside the kernel and BPF programs, per request.
+    puser=0
+    if [ -n "$prof" ]; then
+      puser=$(perf report -i "$work/perf.data" --stdio -g none --no-children --sort dso -n 2>/dev/null |
+        awk -v n="$reqs" -v period="$PERF_PERIOD_NS" '/%/ && !/^#/ {
+          if ($3 ~ /kernel\.kallsyms|^bpf_prog_/) next; u += $2 }
+          END { printf "%.3f", u * period / 1000 / n }')
+    fi
+    echo "$t $rps $(toMs "$p50") $(toMs "$p99") $cpu $rss $non2xx $errs ${v1:-0} ${v2:-0} $ucpu $scpu ${v3:-0} $puser" \
       >> "$work/results"
     printf 'bench: round %d %-15s %10.0f req/s  p50 %6s  p99 %6s  cpu %7.2f us/req%s\n' \
       "$round" "$t" "$rps" "$p50" "$p99" "$cpu" \
@@ -371,6 +394,17 @@ verdict() { awk -v v="$1" -v op="$2" -v lim="$3" 'BEGIN {
   printf 'CPU us/req split user + kernel (medians):'
   for t in "${targets[@]}"; do printf ' %s %.1f + %.1f;' "$t" "$(col "$t" 11)" "$(col "$t" 12)"; done
   echo; echo
+  if [ "$PROFILE" = 1 ]; then
+    printf 'User-space CPU us/req from perf samples (medians, %d us per sample):' $((PERF_PERIOD_NS / 1000))
+    for t in "${targets[@]}"; do [[ $t == sluiced* ]] && printf ' %s %.3f;' "$t" "$(col "$t" 14)"; done
+    echo
+    for pair in sluiced:sluiced-base sluiced-ebpf:sluiced-ebpf-base; do
+      a=${pair%%:*}; b=${pair#*:}
+      [ -n "${RPS[$b]:-}" ] || continue
+      echo "- $a/$b user-space CPU/req (perf): $(ratio "$(col "$a" 14)" "$(col "$b" 14)")x"
+    done
+    echo
+  fi
   modes=(sluiced)
   [ -n "$ebpf_pid" ] && modes+=(sluiced-ebpf)
   for s in "${modes[@]}"; do
