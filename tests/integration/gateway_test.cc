@@ -100,17 +100,22 @@ class GatewayTest : public ::testing::Test {
         {"users-service-v2", "legacy-api", "health-checker", "cdn-service", "frontend-service"}));
     ASSERT_OK(mesh_.addServiceTemplate("api.yaml"));
   }
+  // The seed VirtualService bound to api-gateway; with `gatewayPort`, the
+  // Gateway too, serving it there. Then the daemon, listeners on 127.0.0.1.
+  void serveUriMatching(uint16_t gatewayPort) {
+    auto vs = uriMatchingOnItsGateway();
+    ASSERT_OK(vs);
+    ASSERT_OK(mesh_.writeConfig("uri-matching.yaml", *vs));
+    if (gatewayPort) ASSERT_OK(mesh_.writeConfig("gateway.yaml", apiGateway(gatewayPort)));
+    ASSERT_OK(mesh_.startDaemon(2, 10000ms, {"--gateway-bind", "127.0.0.1"}));
+  }
   TempDir tmp_;
   Mesh mesh_{tmp_};
 };
 
 TEST_F(GatewayTest, SeedUriMatchingIsServedOnTheGatewayItNames) {
   const uint16_t port = freePort();
-  auto vs = uriMatchingOnItsGateway();
-  ASSERT_OK(vs);
-  ASSERT_OK(mesh_.writeConfig("uri-matching.yaml", *vs));
-  ASSERT_OK(mesh_.writeConfig("gateway.yaml", apiGateway(port)));
-  ASSERT_OK(mesh_.startDaemon(2, 10000ms, {"--gateway-bind", "127.0.0.1"}));
+  ASSERT_NO_FATAL_FAILURE(serveUriMatching(port));
 
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"/api/v2/users/42", "users-service-v2"}, {"/api/v1/books", "legacy-api"},
@@ -186,10 +191,7 @@ TEST_F(GatewayTest, GatewayLabelsLeaveOtherGatewaysUnserved) {
 
 TEST_F(GatewayTest, ListenersOpenAndCloseWithTheConfigurationWithoutLeakingSockets) {
   const uint16_t port = freePort();
-  auto vs = uriMatchingOnItsGateway();
-  ASSERT_OK(vs);
-  ASSERT_OK(mesh_.writeConfig("uri-matching.yaml", *vs));
-  ASSERT_OK(mesh_.startDaemon(2, 10000ms, {"--gateway-bind", "127.0.0.1"}));
+  ASSERT_NO_FATAL_FAILURE(serveUriMatching(0));  // no Gateway yet
   const pid_t pid = mesh_.daemon().pid();
   EXPECT_TRUE(refused(port));
   EXPECT_TRUE(gatewayListeners(mesh_).empty());
@@ -241,11 +243,7 @@ TEST_F(GatewayTest, ListenersOpenAndCloseWithTheConfigurationWithoutLeakingSocke
 // backlog nobody accepts), while the request in flight on it finishes.
 TEST_F(GatewayTest, DrainRefusesNewConnectionsOnGatewayPorts) {
   const uint16_t port = freePort();
-  auto vs = uriMatchingOnItsGateway();
-  ASSERT_OK(vs);
-  ASSERT_OK(mesh_.writeConfig("uri-matching.yaml", *vs));
-  ASSERT_OK(mesh_.writeConfig("gateway.yaml", apiGateway(port)));
-  ASSERT_OK(mesh_.startDaemon(2, 10000ms, {"--gateway-bind", "127.0.0.1"}));
+  ASSERT_NO_FATAL_FAILURE(serveUriMatching(port));
 
   auto busy = proxy::RawConn::connect(port, 5000ms);
   ASSERT_OK(busy);
