@@ -133,7 +133,7 @@ FUZZ_CXX ?= clang++-16
 FUZZ_SECONDS ?=
 FUZZ_CXXFLAGS := -std=c++2b -O1 -g -Iinclude -Iuserspace -U__cpp_concepts -D__cpp_concepts=202002L \
   -Wno-builtin-macro-redefined -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
-FUZZ_LIB_SRCS := $(shell find userspace/http userspace/istio userspace/config userspace/route -name '*.cc' | sort) \
+FUZZ_LIB_SRCS := $(shell find userspace/http userspace/istio userspace/config userspace/route userspace/tls -name '*.cc' | sort) \
   userspace/proxy/request_util.cc
 FUZZ_LIB_OBJS := $(FUZZ_LIB_SRCS:%.cc=$(BUILD)/fuzz/obj/%.o)
 $(BUILD)/fuzz/obj/%.o: %.cc | $(DEPS_STAMP)

@@ -35,15 +35,39 @@ void parseServerTls(Ctx& c, const Node& n, const Path& path, ServerTLSSettings& 
     return true;
   });
   if (!n.isMap()) return;
-  const bool terminates = out.mode == "SIMPLE" || out.mode == "MUTUAL" || out.mode == "OPTIONAL_MUTUAL";
-  if (terminates && out.credentialName.empty() && out.credentialNames.empty()) {
-    if (out.serverCertificate.empty())
-      c.error(n, join(path, "serverCertificate"), "is required for " + out.mode + " mode without credentialName");
-    if (out.privateKey.empty())
-      c.error(n, join(path, "privateKey"), "is required for " + out.mode + " mode without credentialName");
+  // Istio's rules (validateTLSOptions), with its messages.
+  const std::string& mode = out.mode;
+  if (mode == "ISTIO_MUTUAL") {
+    auto refuse = [&](bool set, const char* field, const char* what) {
+      if (set) c.error(n, join(path, field), std::string("ISTIO_MUTUAL TLS cannot have associated ") + what);
+    };
+    refuse(!out.serverCertificate.empty(), "serverCertificate", "server certificate");
+    refuse(!out.privateKey.empty(), "privateKey", "private key");
+    refuse(!out.caCertificates.empty(), "caCertificates", "CA bundle");
+    refuse(!out.credentialName.empty(), "credentialName", "credentialName");
+    refuse(!out.credentialNames.empty(), "credentialNames", "credentialNames");
+    return;
   }
-  if (out.mode == "MUTUAL" && out.credentialName.empty() && out.credentialNames.empty() && out.caCertificates.empty())
-    c.error(n, join(path, "caCertificates"), "is required for MUTUAL mode without credentialName");
+  if (mode.empty() || mode == "PASSTHROUGH" || mode == "AUTO_PASSTHROUGH") {
+    if (!out.serverCertificate.empty() || !out.privateKey.empty() || !out.caCertificates.empty() ||
+        !out.credentialName.empty() || !out.credentialNames.empty())
+      c.warn(n, path, (mode.empty() ? std::string("PASSTHROUGH") : mode) +
+                          " mode does not use certificates, they will be ignored");
+    return;
+  }
+  const int sources = int(!out.credentialName.empty()) + int(!out.credentialNames.empty()) +
+                      int(!out.serverCertificate.empty() && !out.privateKey.empty());
+  if (sources > 1)
+    c.error(n, path,
+            "only one of credential_name, credential_names, server_certificate/private_key, tls_certificates "
+            "should be specified");
+  if (!out.credentialName.empty() || !out.credentialNames.empty()) return;
+  const std::string kind = mode == "SIMPLE" ? "SIMPLE" : "MUTUAL";
+  if (out.serverCertificate.empty())
+    c.error(n, join(path, "serverCertificate"), kind + " TLS requires a server certificate");
+  if (out.privateKey.empty()) c.error(n, join(path, "privateKey"), kind + " TLS requires a private key");
+  if (kind == "MUTUAL" && out.caCertificates.empty())
+    c.error(n, join(path, "caCertificates"), "MUTUAL TLS requires a client CA bundle");
 }
 
 void parsePort(Ctx& c, const Node& n, const Path& path, Server::Port& out) {
@@ -57,7 +81,10 @@ void parsePort(Ctx& c, const Node& n, const Path& path, Server::Port& out) {
       if (readString(c, v, p, out.protocol) && !validProtocol(out.protocol))
         c.error(v, p, "invalid protocol \"" + out.protocol + "\"");
     } else if (key == "name") readString(c, v, p, out.name);
-    else if (key == "targetPort") readPort(c, v, p, out.targetPort);
+    else if (key == "targetPort") {
+      readPort(c, v, p, out.targetPort);
+      if (out.targetPort > 0) c.error(v, p, "targetPort has no impact on Gateways");
+    }
     else return false;
     return true;
   });
@@ -103,10 +130,19 @@ void parseServer(Ctx& c, const Node& n, const Path& path, Server& out) {
   if (!hasPort) c.error(n, join(path, "port"), "is required");
   if (out.hosts.empty()) c.error(n, join(path, "hosts"), "at least one host is required");
   std::string proto = lower(out.port.protocol);
-  if ((proto == "https" || proto == "tls") && !out.tls)
-    c.error(n, join(path, "tls"), "is required for " + out.port.protocol + " servers");
-  if (out.tls && out.tls->httpsRedirect && proto != "http" && proto != "https")
-    c.error(n, join(path, "tls.httpsRedirect"), "only applies to HTTP and HTTPS servers");
+  const bool tlsPort = proto == "https" || proto == "tls";
+  const bool httpPort = proto == "http" || proto == "http2" || proto == "grpc" || proto == "grpc-web";
+  if (tlsPort && !out.tls) c.error(n, join(path, "tls"), "server must have TLS settings for HTTPS/TLS protocols");
+  if (out.tls && httpPort) {
+    const ServerTLSSettings& t = *out.tls;
+    const bool passthrough = t.mode.empty() || t.mode == "PASSTHROUGH" || t.mode == "AUTO_PASSTHROUGH";
+    if (!passthrough || !t.caCertificates.empty() || !t.privateKey.empty() || !t.serverCertificate.empty())
+      c.error(n, join(path, "tls"), "server cannot have TLS settings for plain text HTTP ports");
+  } else if (out.tls && !tlsPort && !proto.empty() && validProtocol(out.port.protocol)) {
+    c.error(n, join(path, "tls"), "server cannot have TLS settings for non HTTPS/TLS ports");
+  }
+  if (out.tls && out.tls->httpsRedirect && proto != "http")
+    c.warn(n, join(path, "tls.httpsRedirect"), "tls.httpsRedirect should only be used with http servers");
 }
 
 }  // namespace

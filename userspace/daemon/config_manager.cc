@@ -7,13 +7,14 @@
 #include "config/loader.h"
 #include "proxy/request_util.h"
 #include "route/match.h"
+#include "tls/credential_store.h"
 
 namespace sluice::daemon {
 
 using nlohmann::json;
 
-ConfigManager::ConfigManager(std::string dir, proxy::Engine& engine)
-    : dir_(std::move(dir)), engine_(engine) {}
+ConfigManager::ConfigManager(std::string dir, proxy::Engine& engine, tls::CredentialStore* credentials)
+    : dir_(std::move(dir)), engine_(engine), credentials_(credentials) {}
 
 namespace {
 std::string render(const std::vector<config::ConfigError>& errs) {
@@ -68,7 +69,8 @@ bool ConfigManager::reload() {
     next = version_ + 1;
   }
   auto compiled = route::compile(std::move(loaded->report.resources), next,
-                                 {engine_.options().gatewayLabels, engine_.options().gatewayBind.s_addr});
+                                 {engine_.options().gatewayLabels, engine_.options().gatewayBind.s_addr,
+                                  credentials_});
   if (!compiled) {
     std::string text = render(compiled.error());
     if (!fileErrors.empty()) text += "\n" + fileErrors;
@@ -197,6 +199,27 @@ static json virtualHostsJson(const route::RouteConfig& rc) {
   return jv;
 }
 
+// One HTTPS server: its SNI names, routes and certificate as loaded now
+// (subject, SANs, validity; never key material).
+static json tlsServerJson(const route::GatewayTlsServer& t) {
+  json j = {{"server", t.label}, {"server_names", t.serverNames}, {"virtual_hosts", virtualHostsJson(t.routes)}};
+  if (!t.credentials) {
+    j["certificate_error"] = "no credential store";
+    return j;
+  }
+  const tls::Files files = t.credentials->files();
+  j["certificate_file"] = files.cert;
+  if (!files.ca.empty()) j["ca_file"] = files.ca;
+  if (auto ctx = t.credentials->current()) {
+    const tls::CertificateInfo& info = ctx->info();
+    j["certificate"] = {{"subject", info.subject},     {"subject_alt_names", info.subjectAltNames},
+                        {"not_before", info.notBefore}, {"not_after", info.notAfter},
+                        {"serial", info.serial}};
+  }
+  if (std::string e = t.credentials->error(); !e.empty()) j["certificate_error"] = e;
+  return j;
+}
+
 std::string ConfigManager::dumpJson() const {
   std::lock_guard lock(mu_);
   json j;
@@ -260,7 +283,9 @@ std::string ConfigManager::dumpJson() const {
   json listeners = json::array();
   auto status = engine_.gatewayListenerStatus();
   for (const auto& l : s.gatewayListeners) {
-    json jl = {{"port", l->port}, {"servers", l->servers}, {"virtual_hosts", virtualHostsJson(l->routes)}};
+    json jl = {{"port", l->port}, {"servers", l->servers}};
+    if (!l->tls()) jl["virtual_hosts"] = virtualHostsJson(l->routes);
+    for (const auto& t : l->tlsServers) jl["tls_servers"].push_back(tlsServerJson(*t));
     if (auto it = status.find(l->key); it != status.end()) {
       jl["address"] = it->second.address;
       jl["listening"] = it->second.error.empty();

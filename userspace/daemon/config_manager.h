@@ -13,12 +13,15 @@
 #include "config/loader.h"
 #include "proxy/engine.h"
 #include "route/table.h"
+#include "tls/credential_store.h"
 
 namespace sluice::daemon {
 
 class ConfigManager {
  public:
-  ConfigManager(std::string dir, proxy::Engine& engine);
+  // `credentials`: loads and rotates HTTPS servers' certificates (null:
+  // HTTPS gateway servers compile without them and refuse handshakes).
+  ConfigManager(std::string dir, proxy::Engine& engine, tls::CredentialStore* credentials = nullptr);
 
   // Loads, compiles and publishes. A file with errors keeps its last good
   // version (or stays out) while the other files apply
@@ -43,6 +46,7 @@ class ConfigManager {
  private:
   std::string dir_;
   proxy::Engine& engine_;
+  tls::CredentialStore* credentials_;
   mutable std::mutex mu_;
   std::shared_ptr<const route::Snapshot> snapshot_;
   uint64_t version_ = 0;

@@ -147,6 +147,7 @@ int main(int argc, char** argv) {
   double drainSeconds = 10;
   double streamIdleSeconds = 300;
   std::string requestHeadersTimeout = "10s";
+  std::string tlsHandshakeTimeout = "10s";
   std::string idleTimeout = "1h";
   uint64_t maxConnections = 0;
   std::string maxHeap = "0";
@@ -182,6 +183,9 @@ int main(int argc, char** argv) {
   app.add_option("--request-headers-timeout", requestHeadersTimeout,
                  "a request head must be complete this long after its first byte, else 408 and close "
                  "(Go duration, e.g. 10s; 0 = no limit)");
+  app.add_option("--tls-handshake-timeout", tlsHandshakeTimeout,
+                 "a TLS handshake on a gateway HTTPS server must end this long after accept, else the "
+                 "connection closes (Go duration)");
   app.add_option("--idle-timeout", idleTimeout,
                  "idle timeout (Go duration; 0 = never) of client connections with no request in flight, "
                  "and of pooled upstream connections and TCP routes that their DestinationRule gives none");
@@ -261,7 +265,9 @@ int main(int argc, char** argv) {
   opts.streamIdleTimeoutNs = uint64_t(streamIdleSeconds * 1e9);
   for (auto [flag, text, out] : {std::tuple{"--request-headers-timeout", &requestHeadersTimeout,
                                             &opts.requestHeadersTimeoutNs},
-                                 std::tuple{"--idle-timeout", &idleTimeout, &opts.idleTimeoutNs}}) {
+                                 std::tuple{"--idle-timeout", &idleTimeout, &opts.idleTimeoutNs},
+                                 std::tuple{"--tls-handshake-timeout", &tlsHandshakeTimeout,
+                                            &opts.tlsHandshakeTimeoutNs}}) {
     if (*text == "0") {
       *out = 0;
       continue;
@@ -336,8 +342,12 @@ int main(int argc, char** argv) {
   }
 
   sluice::proxy::Engine engine(opts);
-  sluice::daemon::ConfigManager configs(configDir, engine);
+  // Certificates of HTTPS gateway servers: loaded while compiling, then
+  // polled so a rotated file serves new handshakes within a second.
+  sluice::tls::CredentialStore credentials(credentialsDir);
+  sluice::daemon::ConfigManager configs(configDir, engine, &credentials);
   configs.reload();
+  credentials.start(250);
 
   if (auto r = engine.start(); !r) {
     fprintf(stderr, "sluiced: %s\n", r.error().c_str());
@@ -408,6 +418,7 @@ int main(int argc, char** argv) {
   }
   fprintf(stderr, "sluiced: draining\n");
   watcher.stop();
+  credentials.stop();
   // Stop capturing first: new connects to VIPs are no longer sent to a
   // listener that is going away. Then drain what was accepted.
   // The engine may still look up original destinations until it is joined,

@@ -42,6 +42,9 @@ struct EngineOptions {
   // node, and one pod trickling heads (slowloris) must not hold its
   // descriptors and memory for the hour the idle timeout allows.
   uint64_t requestHeadersTimeoutNs = 10'000'000'000ull;
+  // A TLS handshake on a gateway HTTPS server must end this long after the
+  // connection is accepted, or it is closed (ssl.handshake_timeout).
+  uint64_t tlsHandshakeTimeoutNs = 10'000'000'000ull;
   // Client connections (HTTP and TCP routes, all workers) open at once;
   // past it a new one is closed as soon as it is accepted (Envoy's
   // global_downstream_max_connections, counted as downstream_cx_overflow).

@@ -21,6 +21,7 @@
 #include "proxy/engine.h"
 #include "proxy/stream.h"
 #include "proxy/request_util.h"
+#include "proxy/tls_transport.h"
 #include "proxy/worker.h"
 
 namespace sluice::proxy {
@@ -38,6 +39,21 @@ DownstreamConn::DownstreamConn(Worker& worker, int fd, const sockaddr_in& peer,
   worker_.stats().inc(Counter::DownstreamCxTotal);
   worker_.stats().inc(Counter::DownstreamCxActive);
   worker_.addDownstream(this);
+}
+
+void DownstreamConn::useTls() {
+  char addr[INET_ADDRSTRLEN] = {};
+  inet_ntop(AF_INET, &peer_.sin_addr, addr, sizeof(addr));
+  auto t = std::make_unique<TlsServerTransport>(worker_, gatewayKey_, fmt::format("{}:{}", addr, ntohs(peer_.sin_port)));
+  tls_ = t.get();
+  setTransport(std::move(t));
+  if (uint64_t limit = worker_.engine().options().tlsHandshakeTimeoutNs) worker_.timers().schedule(handshakeTimer_, limit);
+}
+
+void DownstreamConn::onHandshakeTimeout() {
+  if (!tls_ || tls_->established() || closing()) return;
+  tls_->noteHandshakeTimeout();
+  close();
 }
 
 void DownstreamConn::start() {
@@ -114,8 +130,9 @@ void DownstreamConn::onPeerClosed(int err) {
     worker_.stats().inc(Counter::DownstreamCxDestroyRemoteActiveRq);
     abortStream("DC");
   }
-  if (err == 0) {
-    closeAfterFlush();  // a local reply (e.g. 400) may still be queued
+  if (err == 0 || err == -EPROTO) {
+    // A local reply (e.g. 400), or a TLS alert, may still be queued.
+    closeAfterFlush();
   } else {
     close();
   }
@@ -180,6 +197,7 @@ bool DownstreamConn::startRequest() {
   stream_ = std::make_unique<Stream>(this);
   Stream& s = *stream_;
   s.startNs = worker_.clock().nowNs();
+  if (gatewayKey_) s.forwardedProto = tls_ ? "https" : "http";
   touchStream();
   worker_.stats().inc(Counter::DownstreamRqTotal);
   if (st == http::ParseStatus::Error) {
@@ -251,7 +269,11 @@ const route::VirtualHost* DownstreamConn::findVirtualHost() {
     const route::GatewayListener* l = s.snapshot->findGatewayListener(gatewayKey_);
     if (!l) return nullptr;  // the listener left the configuration
     s.port = l->port;
-    return l->routes.find(lowerHost(s.target.host));
+    if (!l->tls()) return l->routes.find(lowerHost(s.target.host));
+    // HTTPS: the table of the server the ClientHello chose (chosen again
+    // under this snapshot, by the same SNI).
+    const route::GatewayTlsServer* server = tls_ ? l->selectServer(tls_->serverName()) : nullptr;
+    return server ? server->routes.find(lowerHost(s.target.host)) : nullptr;
   }
   // The original destination (eBPF capture) outranks the Host/URI port.
   s.port = origPort_ ? origPort_ : s.target.port;

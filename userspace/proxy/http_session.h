@@ -24,6 +24,7 @@
 namespace sluice::proxy {
 
 class DownstreamConn;
+class TlsServerTransport;
 struct EndpointState;
 struct Stream;
 
@@ -88,6 +89,9 @@ class DownstreamConn final : public Connection, public PoolWaiter, private Filte
   // requests use; 0 for the outbound listener.
   DownstreamConn(Worker& worker, int fd, const sockaddr_in& peer, const sockaddr_in* orig = nullptr,
                  ConnectionSlot slot = {}, uint64_t gatewayKey = 0);
+  // The listener terminates TLS (an HTTPS gateway server): call before
+  // start(). The handshake must end within --tls-handshake-timeout.
+  void useTls();
   void start();
   // Drain: close now if idle, else after the current response.
   void drain() override;
@@ -166,6 +170,7 @@ class DownstreamConn final : public Connection, public PoolWaiter, private Filte
   void overflow(bool unused);
   void onIdleTimeout();
   void onHeadersTimeout();
+  void onHandshakeTimeout();
   void onStreamIdle();
   // PoolWaiter: the connection or slot this request waited for.
   void onPoolConnection(UpstreamConn* c) override;
@@ -195,6 +200,7 @@ class DownstreamConn final : public Connection, public PoolWaiter, private Filte
   sockaddr_in peer_;
   uint16_t origPort_ = 0;
   uint64_t gatewayKey_ = 0;
+  TlsServerTransport* tls_ = nullptr;  // owned by Connection; set: TLS terminated here
   sockaddr_in orig_{};  // sin_port 0: not captured
   sockaddr_in local_{};  // our end, looked up once when a header needs it
   bool haveLocal_ = false;
@@ -210,6 +216,7 @@ class DownstreamConn final : public Connection, public PoolWaiter, private Filte
   bool wokenFirst_ = false;  // re-dispatching after a pool wake: queue first again
   core::MemberTimer<DownstreamConn, &DownstreamConn::onIdleTimeout> idleTimer_{this};
   core::MemberTimer<DownstreamConn, &DownstreamConn::onHeadersTimeout> headersTimer_{this};
+  core::MemberTimer<DownstreamConn, &DownstreamConn::onHandshakeTimeout> handshakeTimer_{this};
 };
 
 }  // namespace sluice::proxy

@@ -185,6 +185,7 @@ void upstreamHeaders(const http::HeaderMap& request, const TargetParts& target, 
       if (h.value.empty()) continue;
       ridPresent = true;
     } else if (http::iequals(h.name, "x-forwarded-proto")) {
+      if (!mutation.forwardedProto.empty()) continue;  // ours replaces the client's
       protoPresent = true;
     }
     out.add(h.name, h.value);
@@ -197,7 +198,8 @@ void upstreamHeaders(const http::HeaderMap& request, const TargetParts& target, 
   if (!mutation.originalPath.empty()) out.add("x-envoy-original-path", mutation.originalPath);
   // A header the operations set or remove is theirs: the proxy adds no second one.
   if (!ridPresent && !dropped(ops, "x-request-id")) out.add("x-request-id", requestId);
-  if (!protoPresent && !dropped(ops, "x-forwarded-proto")) out.add("x-forwarded-proto", "http");
+  if (!protoPresent && !dropped(ops, "x-forwarded-proto"))
+    out.add("x-forwarded-proto", mutation.forwardedProto.empty() ? std::string_view("http") : mutation.forwardedProto);
 }
 
 std::string http1RequestHead(std::string_view method, std::string_view path, const http::HeaderMap& fields,
@@ -299,8 +301,8 @@ std::string buildLocalReply(int status, std::string_view body, bool close, bool 
 }
 
 std::string redirectLocation(const route::Redirect& r, const TargetParts& target,
-                             uint32_t requestPort) {
-  std::string scheme = r.scheme.empty() ? "http" : r.scheme;
+                             uint32_t requestPort, std::string_view requestScheme) {
+  std::string scheme(r.scheme.empty() ? requestScheme : std::string_view(r.scheme));
   std::string host = r.authority.empty() ? std::string(target.host) : r.authority;
   uint32_t port = target.port;
   if (!r.authority.empty()) port = 0;

@@ -42,6 +42,8 @@ struct HeadMutation {
   std::string_view originalPath;  // non-empty: sent as x-envoy-original-path
   std::string_view authority;     // rewritten Host; empty = keep
   const route::HeaderMutation::Rendered* headers = nullptr;
+  // Non-empty: x-forwarded-proto is this, whatever the client sent.
+  std::string_view forwardedProto;
 };
 
 // The request asks for a WebSocket upgrade (Connection: upgrade and an
@@ -92,8 +94,9 @@ void appendChunks(const std::vector<std::string_view>& payload, bool last, std::
 // `extraHeaders`: fields it carries besides the framing (or null).
 std::string buildLocalReply(int status, std::string_view body, bool close, bool isHead,
                             const http::HeaderMap* extraHeaders = nullptr);
+// A redirect's Location; without a scheme of its own, the request's.
 std::string redirectLocation(const route::Redirect& r, const TargetParts& target,
-                             uint32_t requestPort);
+                             uint32_t requestPort, std::string_view requestScheme = "http");
 // "2026-11-27T03:13:49.123Z", as Envoy's %START_TIME%.
 std::string formatLogTime();
 

@@ -64,6 +64,10 @@ struct Stream {
   const route::WeightedCluster* wc = nullptr;
   const route::Cluster* cluster = nullptr;
   uint32_t port = 0;  // the port the virtual host was chosen by
+  // On a gateway listener: the scheme the client used ("http", "https"),
+  // sent upstream as x-forwarded-proto in place of the client's, as an
+  // edge proxy does. Empty (the mesh): the client's value, else "http".
+  std::string_view forwardedProto;
   // The head sent upstream, without its final blank line: each attempt
   // appends its x-envoy-attempt-count.
   std::string upstreamHead;

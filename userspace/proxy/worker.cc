@@ -136,6 +136,10 @@ class Worker::Listener final : public core::CompletionHandler {
         } else {
           auto* c = new DownstreamConn(worker_, res, peer, captured ? &orig : nullptr, std::move(*slot),
                                        gatewayKey_);
+          // This worker adopted the snapshot that opened the listener, so
+          // it knows whether the listener terminates TLS.
+          const route::GatewayListener* gl = gatewayKey_ && snap ? snap->findGatewayListener(gatewayKey_) : nullptr;
+          if (gl && gl->tls()) c->useTls();
           c->start();
         }
       }

@@ -1,13 +1,15 @@
-// compile(), continued: Gateway listeners. Each served Gateway's plaintext
-// HTTP servers become listeners keyed by (bind, port); the VirtualServices
-// bound to the Gateway compile into that listener's virtual hosts, one per
-// host both the VirtualService and a server name (as Istio builds a gateway's
-// route configuration).
+// compile(), continued: Gateway listeners. Each served Gateway's HTTP and
+// HTTPS servers become listeners keyed by (bind, port); the VirtualServices
+// bound to the Gateway compile into virtual hosts, one per host both the
+// VirtualService and a server name (as Istio builds a gateway's route
+// configuration): one table for a port's plaintext servers, one per HTTPS
+// server (its filter chain, chosen by SNI, with its certificate).
 #include <arpa/inet.h>
 
 #include <algorithm>
 
 #include "route/compiler.h"
+#include "tls/credential_store.h"
 
 namespace sluice::route::detail {
 namespace {
@@ -53,9 +55,13 @@ void Compiler::buildGateways() {
     const std::string gwName = gw.metadata.namespace_ + "/" + gw.metadata.name;
     for (size_t i = 0; i < gw.servers.size(); ++i) addGatewayServer(gw, gwName, gw.servers[i], i);
   }
-  for (auto& l : snap_.gatewayListeners) {
-    std::stable_sort(l->routes.wildcards.begin(), l->routes.wildcards.end(),
+  auto finish = [](RouteConfig& rc) {
+    std::stable_sort(rc.wildcards.begin(), rc.wildcards.end(),
                      [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
+  };
+  for (auto& l : snap_.gatewayListeners) {
+    finish(l->routes);
+    for (auto& t : l->tlsServers) finish(t->routes);
   }
   // Catch-all routes last, so one VirtualService's cannot hide the routes
   // of those merged after it (Istio sorts every gateway virtual host so).
@@ -71,16 +77,21 @@ void Compiler::addGatewayServer(const config::Gateway& gw, const std::string& gw
   const std::string label = "Gateway " + gwName + " server " +
                             (server.port.name.empty() ? "servers[" + std::to_string(index) + "]" : server.port.name) +
                             " (" + proto + " " + std::to_string(server.port.number) + ")";
+  const std::string mode = server.tls ? (server.tls->mode.empty() ? "PASSTHROUGH" : server.tls->mode) : "";
   if (proto == "HTTPS" || proto == "TLS") {
-    warn(label + ": TLS termination and passthrough are not built yet; not served");
-    return;
-  }
-  if (proto == "GRPC") {
+    if (mode == "PASSTHROUGH" || mode == "AUTO_PASSTHROUGH" || mode == "ISTIO_MUTUAL") {
+      warn(label + ": TLS mode " + mode + " is not supported yet; not served");
+      return;
+    }
+    if (proto == "TLS") {
+      warn(label + ": TLS servers that terminate (tcp routes after TLS) are not supported yet; not served");
+      return;
+    }
+  } else if (proto == "GRPC") {
     warn(label + ": gRPC needs HTTP/2, which is not built yet; not served");
     return;
-  }
-  if (proto != "HTTP" && proto != "HTTP2" && proto != "GRPC-WEB") {
-    warn(label + ": " + proto + " gateway servers are not built yet (HTTP only); not served");
+  } else if (proto != "HTTP" && proto != "HTTP2" && proto != "GRPC-WEB") {
+    warn(label + ": " + proto + " gateway servers are not built yet (HTTP and HTTPS only); not served");
     return;
   }
   if (proto == "HTTP2") warn(label + ": served as HTTP/1.1 until HTTP/2 is built");
@@ -93,21 +104,128 @@ void Compiler::addGatewayServer(const config::Gateway& gw, const std::string& gw
   // --gateway-bind address shares the listener of servers naming none.
   if (server.bind.empty()) bind.s_addr = options_.gatewayBindBe;
   const uint64_t key = GatewayListener::makeKey(bind.s_addr, server.port.number);
-  GatewayListener* l = nullptr;
+  GatewayListener* existing = nullptr;
+  for (auto& l : snap_.gatewayListeners) {
+    if (l->key == key) existing = l.get();
+  }
+  const bool https = proto == "HTTPS";
+  if (existing && existing->tls() != https) {
+    // Istio merges servers on one port only when both are plaintext HTTP
+    // or both terminate TLS; the later one is skipped.
+    warn(label + ": conflicts with " + existing->servers.front() + " on the same port (plaintext and TLS); not served");
+    return;
+  }
+  if (https) {
+    std::unique_ptr<GatewayTlsServer> t = makeTlsServer(existing, server, label);
+    if (!t) return;
+    GatewayListener& l = gatewayListener(bind.s_addr, server.port.number);
+    l.servers.push_back(label);
+    l.tlsServers.push_back(std::move(t));
+    bindGatewayHosts(l.tlsServers.back()->routes, gw, gwName, server, false);
+    return;
+  }
+  GatewayListener& l = gatewayListener(bind.s_addr, server.port.number);
+  l.servers.push_back(label);
+  bindGatewayHosts(l.routes, gw, gwName, server, server.tls && server.tls->httpsRedirect);
+}
+
+GatewayListener& Compiler::gatewayListener(uint32_t bindBe, uint32_t port) {
+  const uint64_t key = GatewayListener::makeKey(bindBe, port);
   for (auto& existing : snap_.gatewayListeners) {
-    if (existing->key == key) l = existing.get();
+    if (existing->key == key) return *existing;
   }
-  if (!l) {
-    auto made = std::make_unique<GatewayListener>();
-    made->key = key;
-    made->bindBe = bind.s_addr;
-    made->port = server.port.number;
-    made->routes.port = server.port.number;
-    l = made.get();
-    snap_.gatewayListeners.push_back(std::move(made));
+  auto made = std::make_unique<GatewayListener>();
+  made->key = key;
+  made->bindBe = bindBe;
+  made->port = port;
+  made->routes.port = port;
+  snap_.gatewayListeners.push_back(std::move(made));
+  return *snap_.gatewayListeners.back();
+}
+
+std::unique_ptr<GatewayTlsServer> Compiler::makeTlsServer(const GatewayListener* l, const config::Server& server,
+                                                          const std::string& label) {
+  const config::ServerTLSSettings& s = *server.tls;
+  tls::ServerSpec spec;
+  spec.mode = s.mode == "MUTUAL"            ? tls::ServerSpec::Mode::kMutual
+              : s.mode == "OPTIONAL_MUTUAL" ? tls::ServerSpec::Mode::kOptionalMutual
+                                            : tls::ServerSpec::Mode::kSimple;
+  // A credential wins over file paths, as in Istio.
+  if (!s.credentialName.empty()) {
+    spec.credentialName = s.credentialName;
+  } else if (!s.credentialNames.empty()) {
+    spec.credentialName = s.credentialNames[0];
+    if (s.credentialNames.size() > 1) warn(label + ": only the first of credentialNames is served");
+  } else {
+    spec.certFile = s.serverCertificate;
+    spec.keyFile = s.privateKey;
+    spec.caFile = s.caCertificates;
   }
-  l->servers.push_back(label);
-  const bool httpsRedirect = server.tls && server.tls->httpsRedirect;
+  spec.subjectAltNames = s.subjectAltNames;
+  spec.minVersion = tls::versionFromName(s.minProtocolVersion, TLS1_2_VERSION);
+  spec.maxVersion = tls::versionFromName(s.maxProtocolVersion, TLS1_3_VERSION);
+  if (spec.minVersion > spec.maxVersion) {
+    warn(label + ": minProtocolVersion " + s.minProtocolVersion + " is above maxProtocolVersion " +
+         s.maxProtocolVersion + "; not served");
+    return nullptr;
+  }
+  // As Istio: unknown or repeated suites are ignored with a warning.
+  std::vector<std::string> ignored;
+  for (const std::string& c : s.cipherSuites) {
+    if (tls::checkCipherSuite(c) &&
+        std::find(spec.cipherSuites.begin(), spec.cipherSuites.end(), c) == spec.cipherSuites.end()) {
+      spec.cipherSuites.push_back(c);
+    } else {
+      ignored.push_back(c);
+    }
+  }
+  if (!ignored.empty()) {
+    std::string list;
+    for (const auto& c : ignored) list += (list.empty() ? "" : ", ") + c;
+    warn(label + ": ignoring invalid or duplicate cipher suites: " + list);
+  }
+  if (!s.cipherSuites.empty() && spec.cipherSuites.empty()) {
+    warn(label + ": none of its cipherSuites is known; not served");
+    return nullptr;
+  }
+
+  auto t = std::make_unique<GatewayTlsServer>();
+  t->label = label;
+  t->routes.port = server.port.number;
+  bool any = false;
+  for (const std::string& entry : server.hosts) {
+    size_t slash = entry.find('/');
+    std::string dns = lowerCopy(slash == std::string::npos ? entry : entry.substr(slash + 1));
+    if (dns == "*") any = true;
+    if (std::find(t->serverNames.begin(), t->serverNames.end(), dns) == t->serverNames.end())
+      t->serverNames.push_back(dns);
+  }
+  if (any) t->serverNames.clear();
+  // One SNI name, one server: a later server repeating a name is skipped
+  // (Istio: "duplicate host names").
+  static const std::vector<std::unique_ptr<GatewayTlsServer>> kNone;
+  for (const auto& other : l ? l->tlsServers : kNone) {
+    const bool clash = (any && other->serverNames.empty()) ||
+                       std::any_of(t->serverNames.begin(), t->serverNames.end(), [&](const std::string& n) {
+                         return std::find(other->serverNames.begin(), other->serverNames.end(), n) !=
+                                other->serverNames.end();
+                       });
+    if (clash) {
+      warn(label + ": a host it names is already served by " + other->label + " on the same port; not served");
+      return nullptr;
+    }
+  }
+  if (options_.credentials) {
+    t->credentials = options_.credentials->get(spec);
+    if (std::string e = t->credentials->error(); !e.empty()) {
+      warn(label + ": " + e + "; not served until its certificate loads");
+    }
+  }
+  return t;
+}
+
+void Compiler::bindGatewayHosts(RouteConfig& rc, const config::Gateway& gw, const std::string& gwName,
+                                const config::Server& server, bool httpsRedirect) {
   auto bound = vsByGateway_.find(gwName);
   for (const std::string& entry : server.hosts) {
     // "ns/host": only VirtualServices of namespace ns ("." the Gateway's,
@@ -116,7 +234,7 @@ void Compiler::addGatewayServer(const config::Gateway& gw, const std::string& gw
     std::string ns = slash == std::string::npos ? "*" : entry.substr(0, slash);
     std::string dns = lowerCopy(slash == std::string::npos ? entry : entry.substr(slash + 1));
     // Redirected to https whether or not a VirtualService routes the host.
-    if (httpsRedirect) gatewayHost(*l, dns).vh->httpsRedirect = true;
+    if (httpsRedirect) gatewayHost(rc, dns).vh->httpsRedirect = true;
     if (bound == vsByGateway_.end()) continue;
     for (const config::VirtualService* vs : bound->second) {
       const std::string& vsNs = vs->metadata.namespace_;
@@ -129,45 +247,45 @@ void Compiler::addGatewayServer(const config::Gateway& gw, const std::string& gw
         continue;
       }
       for (const std::string& raw : vs->hosts) {
-        if (auto domain = intersect(lowerCopy(raw), dns)) addGatewayHost(*l, *domain, *vs, gwName, httpsRedirect);
+        if (auto domain = intersect(lowerCopy(raw), dns)) addGatewayHost(rc, *domain, *vs, gwName, httpsRedirect);
       }
     }
   }
 }
 
-Compiler::GatewayHost& Compiler::gatewayHost(GatewayListener& l, const std::string& domain) {
-  GatewayHost& host = gatewayHosts_[{l.key, domain}];
+Compiler::GatewayHost& Compiler::gatewayHost(RouteConfig& rc, const std::string& domain) {
+  GatewayHost& host = gatewayHosts_[{&rc, domain}];
   if (!host.vh) {
     auto vh = std::make_unique<VirtualHost>();
-    vh->name = domain + ":" + std::to_string(l.port);
+    vh->name = domain + ":" + std::to_string(rc.port);
     vh->domains = {domain, vh->name};
     host.vh = vh.get();
     snap_.virtualHosts.push_back(std::move(vh));
     if (domain == "*") {
-      l.routes.star = host.vh;
+      rc.star = host.vh;
     } else if (isWildcard(domain)) {
-      l.routes.wildcardIndex.emplace(domain.substr(1), host.vh);
-      l.routes.wildcards.emplace_back(domain.substr(1), host.vh);
+      rc.wildcardIndex.emplace(domain.substr(1), host.vh);
+      rc.wildcards.emplace_back(domain.substr(1), host.vh);
     } else {
-      l.routes.exact.emplace(domain, host.vh);
+      rc.exact.emplace(domain, host.vh);
     }
   }
   return host;
 }
 
-void Compiler::addGatewayHost(GatewayListener& l, const std::string& domain, const config::VirtualService& vs,
+void Compiler::addGatewayHost(RouteConfig& rc, const std::string& domain, const config::VirtualService& vs,
                               const std::string& gwName, bool httpsRedirect) {
-  GatewayHost& host = gatewayHost(l, domain);
+  GatewayHost& host = gatewayHost(rc, domain);
   host.vh->httpsRedirect = host.vh->httpsRedirect || httpsRedirect;
   if (std::find(host.from.begin(), host.from.end(), &vs) != host.from.end()) return;
   if (!host.from.empty()) {
     warn(resourceName("VirtualService", vs.metadata) + ": host " + domain + " on " + gwName + " port " +
-         std::to_string(l.port) + " is also routed by " + resourceName("VirtualService", host.from[0]->metadata) +
+         std::to_string(rc.port) + " is also routed by " + resourceName("VirtualService", host.from[0]->metadata) +
          "; their routes are merged in load order, catch-all routes last");
   }
   host.from.push_back(&vs);
   const size_t first = host.vh->routes.size();
-  addRoutes(*host.vh, vs, l.port, gwName);
+  addRoutes(*host.vh, vs, rc.port, gwName);
   // Routes after a catch-all can never match; Istio leaves them out, and
   // so must the merge, which moves catch-alls last.
   auto all = std::find_if(host.vh->routes.begin() + ptrdiff_t(first), host.vh->routes.end(), catchAll);

@@ -129,11 +129,19 @@ class Compiler {
   void buildGateways();
   void addGatewayServer(const config::Gateway& gw, const std::string& gwName, const config::Server& server,
                         size_t index);
-  void addGatewayHost(GatewayListener& l, const std::string& domain, const config::VirtualService& vs,
+  // The listener of (bind, port), made on first use.
+  GatewayListener& gatewayListener(uint32_t bindBe, uint32_t port);
+  // A terminating HTTPS server's own filter chain, to join `l` (null: a
+  // new listener), or null (warned) when it cannot be served.
+  std::unique_ptr<GatewayTlsServer> makeTlsServer(const GatewayListener* l, const config::Server& server,
+                                                  const std::string& label);
+  void bindGatewayHosts(RouteConfig& rc, const config::Gateway& gw, const std::string& gwName,
+                        const config::Server& server, bool httpsRedirect);
+  void addGatewayHost(RouteConfig& rc, const std::string& domain, const config::VirtualService& vs,
                       const std::string& gwName, bool httpsRedirect);
   struct GatewayHost;
-  // The listener's virtual host for `domain`, made on first use.
-  GatewayHost& gatewayHost(GatewayListener& l, const std::string& domain);
+  // The route table's virtual host for `domain`, made on first use.
+  GatewayHost& gatewayHost(RouteConfig& rc, const std::string& domain);
   void publishDomains();
   // The same VirtualService is compiled once per host and port: say each
   // thing once.
@@ -146,13 +154,13 @@ class Compiler {
   std::vector<config::ConfigError> errors_;
   // Gateway "ns/name" -> the VirtualServices bound to it, in load order.
   std::unordered_map<std::string, std::vector<const config::VirtualService*>> vsByGateway_;
-  // (listener key, domain) -> its virtual host and the VirtualServices
+  // (route table, domain) -> its virtual host and the VirtualServices
   // already compiled into it.
   struct GatewayHost {
     VirtualHost* vh = nullptr;
     std::vector<const config::VirtualService*> from;
   };
-  std::map<std::pair<uint64_t, std::string>, GatewayHost> gatewayHosts_;
+  std::map<std::pair<const RouteConfig*, std::string>, GatewayHost> gatewayHosts_;
   std::unordered_map<std::string, Service> services_;
   std::vector<const Service*> serviceOrder_;
   std::unordered_map<std::string, std::vector<const config::WorkloadEntry*>> workloadsByNs_;

@@ -98,6 +98,31 @@ const VirtualHost* RouteConfig::find(std::string_view host) const {
   return star;
 }
 
+const GatewayTlsServer* GatewayListener::selectServer(std::string_view sni) const {
+  const GatewayTlsServer* best = nullptr;
+  size_t bestLen = 0;  // the matched wildcard's suffix length
+  const GatewayTlsServer* any = nullptr;
+  for (const auto& t : tlsServers) {
+    if (t->serverNames.empty()) {
+      if (!any) any = t.get();
+      continue;
+    }
+    if (sni.empty()) continue;
+    for (const std::string& name : t->serverNames) {
+      if (name == sni) return t.get();
+      // "*.a.com" covers "b.a.com" and "c.b.a.com", not "a.com".
+      if (name.size() > 1 && name[0] == '*') {
+        std::string_view suffix = std::string_view(name).substr(1);
+        if (sni.size() > suffix.size() && sni.ends_with(suffix) && suffix.size() > bestLen) {
+          best = t.get();
+          bestLen = suffix.size();
+        }
+      }
+    }
+  }
+  return best ? best : any;
+}
+
 const VirtualHost* Snapshot::findVirtualHost(uint32_t port, std::string_view hostNoPort,
                                              uint32_t* resolvedPort) const {
   auto lookup = [&](uint32_t p) -> const VirtualHost* {

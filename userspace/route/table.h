@@ -30,6 +30,11 @@
 #include "route/header_ops.h"
 #include "route/retry.h"
 
+namespace sluice::tls {
+class ServerCredentials;
+class CredentialStore;
+}  // namespace sluice::tls
+
 namespace sluice::route {
 
 struct Endpoint {
@@ -222,10 +227,24 @@ struct RouteConfig {  // one per destination port, as Istio builds for a sidecar
   const VirtualHost* find(std::string_view host) const;  // host without port, any case
 };
 
+// One HTTPS server of a Gateway listener (an Envoy filter chain): the SNI
+// names it answers, its certificate, and its own virtual hosts (compiled
+// from the VirtualServices bound to its Gateway, as Istio gives each HTTPS
+// server its own route configuration).
+struct GatewayTlsServer {
+  std::string label;                     // as GatewayListener::servers
+  std::vector<std::string> serverNames;  // exact or "*.suffix"; empty: any name, or none
+  // The live certificate (rotated in place); null when compiled without a
+  // credential store (sluicectl).
+  std::shared_ptr<tls::ServerCredentials> credentials;
+  RouteConfig routes;
+};
+
 // A listener the configuration asks for beside the outbound one: the
-// plaintext HTTP servers (HTTP, HTTP2 as HTTP/1.1, GRPC-WEB) of the served Gateways that
-// share one bind address and port, and the virtual hosts of the
-// VirtualServices bound to them. The daemon opens it at port +
+// servers of the served Gateways that share one bind address and port,
+// either plaintext HTTP (HTTP, HTTP2 as HTTP/1.1, GRPC-WEB; one route table
+// for all) or HTTPS (TLS terminated, one route table per server, the
+// server chosen by SNI). The daemon opens it at port +
 // --gateway-port-offset, on bindBe.
 struct GatewayListener {
   // Identity across snapshots: (address bound, network order) << 16 | port.
@@ -233,7 +252,13 @@ struct GatewayListener {
   uint32_t bindBe = 0;  // the server's `bind`, else CompileOptions::gatewayBindBe
   uint32_t port = 0;                 // Server.port.number
   std::vector<std::string> servers;  // "istio-system/main-gateway: http (HTTP 80)"
-  RouteConfig routes;
+  RouteConfig routes;                // plaintext servers
+  std::vector<std::unique_ptr<GatewayTlsServer>> tlsServers;  // HTTPS servers, in load order
+  bool tls() const { return !tlsServers.empty(); }
+  // The server a ClientHello naming `sni` (lower case, may be empty) gets:
+  // an exact name, else the longest wildcard covering it, else a server
+  // for any name (Envoy's filter chain match). Null: none.
+  const GatewayTlsServer* selectServer(std::string_view sni) const;
   static uint64_t makeKey(uint32_t bindBe, uint32_t port) { return (uint64_t(bindBe) << 16) | port; }
 };
 
@@ -245,6 +270,9 @@ struct CompileOptions {
   std::optional<std::map<std::string, std::string>> gatewayLabels;
   // --gateway-bind (network order): where servers without `bind` listen.
   uint32_t gatewayBindBe = 0;
+  // Loads HTTPS servers' certificates (and keeps them rotated). Null: the
+  // servers are compiled without credentials (sluicectl) and cannot serve.
+  tls::CredentialStore* credentials = nullptr;
 };
 
 class Snapshot {

@@ -1,5 +1,7 @@
 #include "stats/stats.h"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include <map>
@@ -62,6 +64,14 @@ const char* counterName(Counter c) {
     case Counter::FaultAbortsInjected: return "fault_aborts_injected";
     case Counter::CorsOriginValid: return "cors_origin_valid";
     case Counter::CorsOriginInvalid: return "cors_origin_invalid";
+    case Counter::SslHandshake: return "ssl.handshake";
+    case Counter::SslHandshakeError: return "ssl.handshake_error";
+    case Counter::SslNoCertificate: return "ssl.no_certificate";
+    case Counter::SslFailVerifySan: return "ssl.fail_verify_san";
+    case Counter::SslFailVerifyError: return "ssl.fail_verify_error";
+    case Counter::SslConnectionError: return "ssl.connection_error";
+    case Counter::SslHandshakeTimeout: return "ssl.handshake_timeout";
+    case Counter::ListenerNoFilterChainMatch: return "listener.no_filter_chain_match";
     case Counter::kCount: break;
   }
   return "unknown";
@@ -295,10 +305,13 @@ std::string Registry::renderPrometheus() const {
   out += "# TYPE istio_response_bytes_sum counter\n";
   for (const auto& [k, c] : merged) out += fmt::format("istio_response_bytes_sum{{{}}} {}\n", labels(c), c.responseBytes);
   for (size_t i = 0; i < size_t(Counter::kCount); ++i) {
-    out += fmt::format("# TYPE sluice_{} {}\nsluice_{} {}\n", counterName(Counter(i)),
+    // Envoy's dotted names ("ssl.handshake") become Prometheus names.
+    std::string name = counterName(Counter(i));
+    std::replace(name.begin(), name.end(), '.', '_');
+    out += fmt::format("# TYPE sluice_{} {}\nsluice_{} {}\n", name,
                        (Counter(i) == Counter::DownstreamCxActive || Counter(i) == Counter::UpstreamCxActive)
                            ? "gauge" : "counter",
-                       counterName(Counter(i)), total(Counter(i)));
+                       name, total(Counter(i)));
   }
   out += fmt::format("# TYPE sluice_config_reload_ok counter\nsluice_config_reload_ok {}\n", configReloadOk.load());
   out += fmt::format("# TYPE sluice_config_reload_fail counter\nsluice_config_reload_fail {}\n", configReloadFail.load());

@@ -79,6 +79,14 @@ enum class Counter : size_t {
   FaultAbortsInjected,        // flag FI
   CorsOriginValid,            // CORS requests whose Origin the policy allows
   CorsOriginInvalid,          // ... and whose Origin it does not
+  SslHandshake,               // TLS handshakes completed (gateway HTTPS servers)
+  SslHandshakeError,          // ... failed: not TLS, malformed, no shared version or cipher, no certificate loaded
+  SslNoCertificate,           // MUTUAL: the client sent no certificate
+  SslFailVerifySan,           // the client's certificate has none of subjectAltNames
+  SslFailVerifyError,         // the client's certificate does not verify against the CA
+  SslConnectionError,         // a TLS error after the handshake
+  SslHandshakeTimeout,        // a handshake not finished within --tls-handshake-timeout
+  ListenerNoFilterChainMatch, // a ClientHello whose SNI no HTTPS server of the port names
   kCount
 };
 

@@ -9,7 +9,9 @@
 namespace sluice::config {
 namespace {
 
+using ::testing::Contains;
 using ::testing::ElementsAre;
+using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 
 // A VirtualService whose http list starts on line 7.
@@ -342,9 +344,57 @@ spec:
 )");
   const std::string r = "configs/x.yaml:";
   EXPECT_THAT(l.errors, ElementsAre(r + "7: Gateway default/g: spec.servers[0].hosts[0]: invalid host \"a..com\" (label \"\")",
-                                    r + "6: Gateway default/g: spec.servers[0].tls: is required for HTTPS servers",
+                                    r + "6: Gateway default/g: spec.servers[0].tls: server must have TLS settings for HTTPS/TLS "
+                                        "protocols",
                                     r + "8: Gateway default/g: spec.servers[1].port.name: is required",
                                     r + "8: Gateway default/g: spec.servers[1].hosts: at least one host is required"));
+}
+
+// Istio's validateTLSOptions and server rules, with its messages.
+TEST(Validation, GatewayTlsOptions) {
+  auto l = testing::load(R"(
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: g}
+spec:
+  servers:
+  - port: {number: 443, protocol: HTTPS, name: a}
+    hosts: [a.com]
+    tls: {mode: SIMPLE}
+  - port: {number: 444, protocol: HTTPS, name: b}
+    hosts: [b.com]
+    tls: {mode: MUTUAL, serverCertificate: /c, privateKey: /k}
+  - port: {number: 445, protocol: HTTPS, name: c}
+    hosts: [c.com]
+    tls: {mode: SIMPLE, credentialName: x, serverCertificate: /c, privateKey: /k}
+  - port: {number: 446, protocol: HTTPS, name: d}
+    hosts: [d.com]
+    tls: {mode: ISTIO_MUTUAL, credentialName: x}
+  - port: {number: 80, protocol: HTTP, name: e}
+    hosts: [e.com]
+    tls: {mode: SIMPLE, credentialName: x}
+  - port: {number: 81, protocol: TCP, name: f, targetPort: 8081}
+    hosts: [f.com]
+    tls: {httpsRedirect: true}
+  - port: {number: 447, protocol: HTTPS, name: g}
+    hosts: [g.com]
+    tls: {mode: OPTIONAL_MUTUAL, credentialName: g}
+)");
+  const std::string r = "configs/x.yaml:";
+  const std::string gw = "Gateway default/g: spec.servers";
+  EXPECT_THAT(l.errors,
+              ElementsAre(r + "8: " + gw + "[0].tls.serverCertificate: SIMPLE TLS requires a server certificate",
+                          r + "8: " + gw + "[0].tls.privateKey: SIMPLE TLS requires a private key",
+                          r + "11: " + gw + "[1].tls.caCertificates: MUTUAL TLS requires a client CA bundle",
+                          r + "14: " + gw +
+                              "[2].tls: only one of credential_name, credential_names, "
+                              "server_certificate/private_key, tls_certificates should be specified",
+                          r + "17: " + gw + "[3].tls.credentialName: ISTIO_MUTUAL TLS cannot have associated "
+                                            "credentialName",
+                          r + "18: " + gw + "[4].tls: server cannot have TLS settings for plain text HTTP ports",
+                          r + "21: " + gw + "[5].port.targetPort: targetPort has no impact on Gateways",
+                          r + "21: " + gw + "[5].tls: server cannot have TLS settings for non HTTPS/TLS ports"));
+  EXPECT_THAT(l.report.warnings, Contains(HasSubstr("tls.httpsRedirect should only be used with http servers")));
 }
 
 TEST(Validation, MetadataAndDocumentShape) {

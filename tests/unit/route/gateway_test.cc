@@ -94,16 +94,21 @@ spec:
 TEST(GatewayCompile, HttpServersOfOnePortShareOneListener) {
   auto s = compileYaml(kBoundVs);
   ASSERT_TRUE(s);
-  ASSERT_EQ(s->gatewayListeners.size(), 1u);
+  ASSERT_EQ(s->gatewayListeners.size(), 2u) << "80 and 8443";
   const GatewayListener& l = *s->gatewayListeners[0];
   EXPECT_EQ(l.port, 80u);
   EXPECT_EQ(l.bindBe, 0u);
+  EXPECT_FALSE(l.tls());
   ASSERT_EQ(l.servers.size(), 2u);
   EXPECT_EQ(l.servers[0], "Gateway istio-system/ingress server http (HTTP 80)");
-  // Not built yet: said, and not served (no listener on 8443 or 9000).
-  EXPECT_TRUE(hasWarning(*s, "server https (HTTPS 8443): TLS termination and passthrough are not built yet"));
+  // The HTTPS server is its own listener, terminating TLS for any name.
+  const GatewayListener* https = listenerOn(*s, 8443);
+  ASSERT_NE(https, nullptr);
+  ASSERT_TRUE(https->tls());
+  EXPECT_TRUE(https->tlsServers[0]->serverNames.empty());
+  EXPECT_EQ(https->tlsServers[0]->credentials, nullptr) << "no credential store given";
+  // Not built yet: said, and not served.
   EXPECT_TRUE(hasWarning(*s, "server tcp (TCP 9000): TCP gateway servers are not built yet"));
-  EXPECT_EQ(listenerOn(*s, 8443), nullptr);
   EXPECT_EQ(listenerOn(*s, 9000), nullptr);
 }
 
@@ -334,7 +339,7 @@ TEST(GatewayCompile, GatewayLabelsChooseWhichGatewaysAreServed) {
   match.gatewayLabels = std::map<std::string, std::string>{{"istio", "ingressgateway"}, {"zone", "a"}};
   auto served = compileYaml(kBoundVs, match);
   ASSERT_TRUE(served);
-  EXPECT_EQ(served->gatewayListeners.size(), 1u);
+  EXPECT_EQ(served->gatewayListeners.size(), 2u) << "80 and 8443";
 }
 
 TEST(GatewayCompile, ServerBindAddressIsPartOfTheListener) {
@@ -349,8 +354,8 @@ spec:
     hosts: ["*"]
 )");
   ASSERT_TRUE(s);
-  ASSERT_EQ(s->gatewayListeners.size(), 2u);
-  const GatewayListener& bound = *s->gatewayListeners[1];
+  ASSERT_EQ(s->gatewayListeners.size(), 3u) << "80, 8443, and 80 on 127.0.0.5";
+  const GatewayListener& bound = *s->gatewayListeners[2];
   EXPECT_EQ(bound.port, 80u);
   EXPECT_EQ(bound.bindBe, htonl(0x7f000005));
   EXPECT_EQ(bound.key, GatewayListener::makeKey(htonl(0x7f000005), 80));
@@ -370,8 +375,121 @@ spec:
     hosts: ["*"]
 )", sameAddress);
   ASSERT_TRUE(merged);
-  ASSERT_EQ(merged->gatewayListeners.size(), 1u);
+  ASSERT_EQ(merged->gatewayListeners.size(), 2u) << "80 and 8443";
   EXPECT_EQ(merged->gatewayListeners[0]->servers.size(), 3u);
+}
+
+// ------------------------------------------------------------ HTTPS servers
+
+constexpr const char* kTlsGateway = R"(
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: tls, namespace: istio-system}
+spec:
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    tls: {mode: SIMPLE, credentialName: shop-cert}
+    hosts: [shop.example.com]
+  - port: {number: 443, name: https-wild, protocol: HTTPS}
+    tls: {mode: SIMPLE, credentialName: wild-cert}
+    hosts: ["*.example.com"]
+  - port: {number: 443, name: https-mtls, protocol: HTTPS}
+    tls: {mode: MUTUAL, credentialName: partner, subjectAltNames: [spiffe://partner]}
+    hosts: [partner.example.org]
+  - port: {number: 443, name: https-any, protocol: HTTPS}
+    tls: {mode: SIMPLE, credentialName: default-cert}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: edge, namespace: default}
+spec:
+  hosts: [shop.example.com, www.example.com, partner.example.org]
+  gateways: [istio-system/tls]
+  http:
+  - route: [{destination: {host: web}}]
+)";
+
+TEST(GatewayCompile, HttpsServersAreChosenBySniExactThenWildcardThenAny) {
+  auto s = compileYaml(kTlsGateway);
+  ASSERT_TRUE(s);
+  const GatewayListener* l = listenerOn(*s, 443);
+  ASSERT_NE(l, nullptr);
+  ASSERT_TRUE(l->tls());
+  ASSERT_EQ(l->tlsServers.size(), 4u);
+  auto chosen = [&](std::string_view sni) {
+    const GatewayTlsServer* t = l->selectServer(sni);
+    return t ? t->label : std::string("none");
+  };
+  EXPECT_EQ(chosen("shop.example.com"), "Gateway istio-system/tls server https (HTTPS 443)");
+  EXPECT_EQ(chosen("www.example.com"), "Gateway istio-system/tls server https-wild (HTTPS 443)");
+  EXPECT_EQ(chosen("a.b.example.com"), "Gateway istio-system/tls server https-wild (HTTPS 443)");
+  EXPECT_EQ(chosen("partner.example.org"), "Gateway istio-system/tls server https-mtls (HTTPS 443)");
+  EXPECT_EQ(chosen("example.com"), "Gateway istio-system/tls server https-any (HTTPS 443)");
+  EXPECT_EQ(chosen(""), "Gateway istio-system/tls server https-any (HTTPS 443)") << "no SNI";
+}
+
+TEST(GatewayCompile, EachHttpsServerHasItsOwnRoutes) {
+  auto s = compileYaml(kTlsGateway);
+  ASSERT_TRUE(s);
+  const GatewayListener* l = listenerOn(*s, 443);
+  ASSERT_NE(l, nullptr);
+  const GatewayTlsServer* shop = l->selectServer("shop.example.com");
+  const GatewayTlsServer* wild = l->selectServer("www.example.com");
+  const GatewayTlsServer* partner = l->selectServer("partner.example.org");
+  ASSERT_TRUE(shop && wild && partner);
+  EXPECT_NE(shop->routes.find("shop.example.com"), nullptr);
+  EXPECT_EQ(shop->routes.find("partner.example.org"), nullptr) << "another server's host";
+  EXPECT_NE(wild->routes.find("www.example.com"), nullptr);
+  EXPECT_NE(wild->routes.find("shop.example.com"), nullptr) << "*.example.com covers it too";
+  EXPECT_NE(partner->routes.find("partner.example.org"), nullptr);
+  EXPECT_EQ(partner->routes.find("www.example.com"), nullptr);
+  EXPECT_EQ(partner->routes.port, 443u);
+}
+
+TEST(GatewayCompile, HttpsServersThatCannotBeServedAreSaidSo) {
+  auto s = compileYaml(R"(
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: odd, namespace: default}
+spec:
+  servers:
+  - port: {number: 80, name: plain-on-80, protocol: HTTPS}
+    tls: {mode: SIMPLE, credentialName: c}
+    hosts: [a.test]
+  - port: {number: 8443, name: pass, protocol: HTTPS}
+    tls: {mode: PASSTHROUGH}
+    hosts: [a.test]
+  - port: {number: 8443, name: istio, protocol: HTTPS}
+    tls: {mode: ISTIO_MUTUAL}
+    hosts: [b.test]
+  - port: {number: 8444, name: first, protocol: HTTPS}
+    tls: {mode: SIMPLE, credentialName: c}
+    hosts: [dup.test]
+  - port: {number: 8444, name: again, protocol: HTTPS}
+    tls: {mode: SIMPLE, credentialName: d}
+    hosts: [other.test, dup.test]
+  - port: {number: 8445, name: versions, protocol: HTTPS}
+    tls: {mode: SIMPLE, credentialName: c, minProtocolVersion: TLSV1_3, maxProtocolVersion: TLSV1_2}
+    hosts: [v.test]
+  - port: {number: 8446, name: ciphers, protocol: HTTPS}
+    tls: {mode: SIMPLE, credentialName: c, cipherSuites: [ECDHE-ECDSA-AES128-GCM-SHA256, NOT-A-CIPHER]}
+    hosts: [c.test]
+)");
+  ASSERT_TRUE(s);
+  EXPECT_TRUE(hasWarning(*s, "server plain-on-80 (HTTPS 80): conflicts with Gateway istio-system/ingress server "
+                             "http (HTTP 80) on the same port (plaintext and TLS); not served"));
+  EXPECT_TRUE(hasWarning(*s, "server pass (HTTPS 8443): TLS mode PASSTHROUGH is not supported yet; not served"));
+  EXPECT_TRUE(hasWarning(*s, "server istio (HTTPS 8443): TLS mode ISTIO_MUTUAL is not supported yet; not served"));
+  EXPECT_EQ(listenerOn(*s, 8443)->tlsServers.size(), 1u) << "the ingress Gateway's https server only";
+  EXPECT_TRUE(hasWarning(*s, "server again (HTTPS 8444): a host it names is already served by Gateway "
+                             "default/odd server first (HTTPS 8444) on the same port; not served"));
+  EXPECT_EQ(listenerOn(*s, 8444)->tlsServers.size(), 1u);
+  EXPECT_TRUE(hasWarning(*s, "server versions (HTTPS 8445): minProtocolVersion TLSV1_3 is above "
+                             "maxProtocolVersion TLSV1_2; not served"));
+  EXPECT_EQ(listenerOn(*s, 8445), nullptr);
+  EXPECT_TRUE(hasWarning(*s, "server ciphers (HTTPS 8446): ignoring invalid or duplicate cipher suites: NOT-A-CIPHER"));
+  ASSERT_NE(listenerOn(*s, 8446), nullptr);
 }
 
 }  // namespace

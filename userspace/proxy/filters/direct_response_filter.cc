@@ -19,7 +19,7 @@ class DirectResponseFilter final : public RequestFilter {
     if (!route.directResponse && !route.redirect) return FilterStatus::Continue;
     http::HeaderMap extra;
     if (route.redirect) {
-      std::string location = redirectLocation(*route.redirect, s.target, s.port);
+      std::string location = redirectLocation(*route.redirect, s.target, s.port, s.forwardedProto.empty() ? "http" : s.forwardedProto);
       // Built from the request: checked before it becomes a header line.
       if (!http::wireError(http::WireField::HeaderValue, location).empty()) {
         s.keepAlive = false;

@@ -65,6 +65,7 @@ class RouterFilter final : public RequestFilter {
     }
     if (authority.data() != s.target.authority.data()) mutation.authority = authority;
     mutation.headers = rendered ? &*rendered : nullptr;
+    mutation.forwardedProto = s.forwardedProto;
     s.upstreamHead = buildUpstreamHead(s.head, s.headers, s.target, s.requestId, mutation);
     s.upstreamHead.resize(s.upstreamHead.size() - 2);  // each attempt adds its count, then the blank line
     if (!route.mirrors.empty() && !s.websocket)  // a mirror cannot hold a conversation

@@ -1,0 +1,357 @@
+// HTTPS gateway servers: the seed Gateway's TLS termination (SIMPLE and
+// MUTUAL on one port, chosen by SNI) with curl as the client, wildcard and
+// exact server names, subjectAltNames, TLS version limits, certificate
+// rotation under load, a secret that appears late, and hostile bytes on a
+// TLS port. Certificates are made at test time; every listener binds
+// 127.0.0.1.
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <random>
+
+#include "../common/test_pki.h"
+#include "mesh.h"
+#include "proxy_fixture.h"
+
+namespace sluice::itest {
+namespace {
+
+using proxy::eventually;
+using sluice::testing::CertOptions;
+using sluice::testing::TestCert;
+
+int openFds(pid_t pid) {
+  int n = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator("/proc/" + std::to_string(pid) + "/fd")) ++n;
+  return n;
+}
+
+// The peer closed (FIN or reset) within `timeout`; bytes before it (an
+// alert) are read and dropped.
+bool closedByPeer(proxy::RawConn& c, Millis timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto r = c.fill();
+    if (r) continue;
+    if (r.error() == "timeout") continue;
+    return true;  // eof or a reset
+  }
+  return false;
+}
+
+class GatewayTlsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    creds_ = fs::path(tmp_.path()) / "credentials";
+    caFile_ = (fs::path(tmp_.path()) / "ca.crt").string();
+    TestCert::writeFile(caFile_, ca_.certPem());
+    ASSERT_OK(mesh_.startUpstreams(
+        {"users-service-v2", "legacy-api", "health-checker", "cdn-service", "frontend-service"}));
+    ASSERT_OK(mesh_.addServiceTemplate("api.yaml"));
+  }
+  // A server certificate for `names`, signed by the test CA, in credential `name`.
+  void credential(const std::string& name, const std::vector<std::string>& names, const std::string& cn = "") {
+    std::vector<std::string> sans;
+    for (const auto& n : names) sans.push_back("DNS:" + n);
+    TestCert leaf({.commonName = cn.empty() ? names[0] : cn, .subjectAltNames = sans}, &ca_);
+    leaf.write(creds_ / name);
+  }
+  std::string clientCert(const std::string& name, const std::vector<std::string>& sans) {
+    TestCert c({.commonName = name, .subjectAltNames = sans, .clientAuth = true}, &ca_);
+    c.write(fs::path(tmp_.path()) / "clients", name + ".crt", name + ".key");
+    return (fs::path(tmp_.path()) / "clients" / name).string();
+  }
+  void startDaemon(uint16_t offset, std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"--gateway-bind",    "127.0.0.1", "--gateway-port-offset",
+                                     std::to_string(offset), "--credentials-dir", creds_.string()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    ASSERT_OK(mesh_.startDaemon(2, 10000ms, args));
+  }
+  // curl https://host:port/path resolved to 127.0.0.1, trusting the test CA.
+  CurlResult https(uint16_t port, const std::string& host, const std::string& path,
+                   std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"--cacert", caFile_, "--resolve",
+                                     host + ":" + std::to_string(port) + ":127.0.0.1"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    args.push_back("https://" + host + ":" + std::to_string(port) + path);
+    return curl(args, 5000ms);
+  }
+  // The subject of the certificate a handshake naming `sni` gets.
+  std::string servedSubject(uint16_t port, const std::string& sni) {
+    auto r = https(port, sni, "/", {"-w", "\n@@issuer=%{certs}", "-k"});
+    size_t at = r.body.find("Subject:");
+    if (at == std::string::npos) return "(none: exit " + std::to_string(r.exitCode) + " " + r.stderrText + ")";
+    std::string subject = r.body.substr(at + 8, r.body.find('\n', at) - at - 8);
+    subject.erase(0, subject.find_first_not_of(' '));
+    return subject;
+  }
+
+  TempDir tmp_;
+  Mesh mesh_{tmp_};
+  TestCert ca_{CertOptions{.commonName = "Sluice Test CA", .ca = true}};
+  fs::path creds_;
+  std::string caFile_;
+};
+
+// The seed's "Gateway Configuration" verbatim: HTTPS for app and api with
+// production-tls, plain HTTP redirected to https, and partner-api on the
+// same 443 with MUTUAL TLS (its CA in partner-mtls-cert-cacert, as Istio
+// allows).
+TEST_F(GatewayTlsTest, SeedGatewayTerminatesTlsOnOnePortBySni) {
+  ASSERT_OK(mesh_.addSeed("gateway.yaml"));
+  auto vs = Mesh::seedVariant("uri-matching.yaml", {{"  hosts:\n  - api.example.com\n",
+                                                     "  hosts:\n  - api.example.com\n  gateways:\n"
+                                                     "  - production-gateway\n"}});
+  ASSERT_OK(vs);
+  ASSERT_OK(mesh_.writeConfig("uri-matching.yaml", *vs));
+  credential("production-tls", {"app.example.com", "api.example.com"});
+  credential("partner-mtls-cert", {"partner-api.example.com"});
+  TestCert::writeFile(creds_ / "partner-mtls-cert-cacert/ca.crt", ca_.certPem());
+  const uint16_t http = freePort();
+  const uint16_t offset = uint16_t(http - 80), port = uint16_t(443 + offset);
+  ASSERT_NO_FATAL_FAILURE(startDaemon(offset));
+
+  // Plain HTTP: redirected.
+  auto redirect = httpRequest(http, {.method = "GET", .target = "/v1", .headers = {{"Host", "api.example.com"}}});
+  ASSERT_OK(redirect);
+  EXPECT_EQ(redirect->status, 301);
+  EXPECT_EQ(redirect->header("location"), "https://api.example.com/v1");
+
+  // HTTPS, SIMPLE: routed by the URI Matching VirtualService.
+  auto books = https(port, "api.example.com", "/api/v1/books");
+  ASSERT_EQ(books.exitCode, 0) << books.stderrText << mesh_.logs();
+  EXPECT_EQ(books.status, 200);
+  EXPECT_EQ(books.json()["name"], "legacy-api") << books.body;
+  EXPECT_EQ(books.json()["headers"]["x-forwarded-proto"], "https") << books.body;
+  auto users = https(port, "api.example.com", "/api/v2/users/1", {"-H", "x-forwarded-proto: http"});
+  EXPECT_EQ(users.json()["name"], "users-service-v2") << users.body;
+  EXPECT_EQ(users.json()["headers"]["x-forwarded-proto"], "https") << "the client's value is replaced";
+  // app.example.com: the same certificate, but no VirtualService routes it there.
+  auto app = https(port, "app.example.com", "/");
+  EXPECT_EQ(app.exitCode, 0) << app.stderrText;
+  EXPECT_EQ(app.status, 404);
+
+  // MUTUAL: no client certificate, refused; the CA's client, served.
+  auto anonymous = https(port, "partner-api.example.com", "/");
+  EXPECT_NE(anonymous.exitCode, 0) << "served without a client certificate: " << anonymous.status;
+  const std::string partner = clientCert("partner", {"URI:spiffe://partner.example.com/client"});
+  auto withCert = https(port, "partner-api.example.com", "/", {"--cert", partner + ".crt", "--key", partner + ".key"});
+  EXPECT_EQ(withCert.exitCode, 0) << withCert.stderrText;
+  EXPECT_EQ(withCert.status, 404) << "handshake done; no VirtualService routes partner-api";
+  // The partner certificate was chosen by SNI: curl checked its name.
+  EXPECT_EQ(servedSubject(port, "partner-api.example.com"), "CN = partner-api.example.com");
+  EXPECT_EQ(servedSubject(port, "app.example.com"), "CN = app.example.com");
+
+  EXPECT_GE(mesh_.stat("ssl.handshake"), 4);
+  EXPECT_GE(mesh_.stat("ssl.no_certificate"), 1);
+  auto dump = mesh_.configDump();
+  ASSERT_OK(dump);
+  const std::string text = dump->dump();
+  EXPECT_EQ(text.find("PRIVATE KEY"), std::string::npos) << "key material in /config_dump";
+  nlohmann::json https443;
+  for (const auto& l : (*dump)["gateway_listeners"]) {
+    if (l["port"] == 443) https443 = l;
+  }
+  ASSERT_EQ(https443["tls_servers"].size(), 2u) << text;
+  EXPECT_EQ(https443["tls_servers"][0]["certificate"]["subject"], "CN=app.example.com");
+  EXPECT_EQ(https443["tls_servers"][1]["ca_file"], (creds_ / "partner-mtls-cert-cacert/ca.crt").string());
+  EXPECT_EQ(https443["listening"], true);
+  if (HasFailure()) ADD_FAILURE() << mesh_.logs();
+}
+
+std::string tlsGateway(const std::string& extraServers) {
+  return "apiVersion: networking.istio.io/v1\n"
+         "kind: Gateway\n"
+         "metadata: {name: edge}\n"
+         "spec:\n"
+         "  servers:\n" + extraServers +
+         "---\n"
+         "apiVersion: networking.istio.io/v1\n"
+         "kind: VirtualService\n"
+         "metadata: {name: edge}\n"
+         "spec:\n"
+         "  hosts: [\"*\"]\n"
+         "  gateways: [edge]\n"
+         "  http:\n"
+         "  - route: [{destination: {host: api.example.com}}]\n";
+}
+
+TEST_F(GatewayTlsTest, ExactBeforeWildcardAndSubjectAltNamesChecked) {
+  credential("exact", {"shop.edge.test"});
+  credential("wild", {"*.edge.test"});
+  credential("mtls", {"m.partner.test"});
+  TestCert::writeFile(creds_ / "mtls/ca.crt", ca_.certPem());
+  const uint16_t port = freePort();
+  ASSERT_OK(mesh_.writeConfig("edge.yaml", tlsGateway(
+      "  - port: {number: " + std::to_string(port) + ", name: exact, protocol: HTTPS}\n"
+      "    tls: {mode: SIMPLE, credentialName: exact}\n"
+      "    hosts: [shop.edge.test]\n"
+      "  - port: {number: " + std::to_string(port) + ", name: wild, protocol: HTTPS}\n"
+      "    tls: {mode: SIMPLE, credentialName: wild}\n"
+      "    hosts: [\"*.edge.test\"]\n"
+      "  - port: {number: " + std::to_string(port) + ", name: mtls, protocol: HTTPS}\n"
+      "    tls: {mode: MUTUAL, credentialName: mtls, subjectAltNames: [spiffe://good/client]}\n"
+      "    hosts: [m.partner.test]\n")));
+  ASSERT_NO_FATAL_FAILURE(startDaemon(0));
+
+  EXPECT_EQ(servedSubject(port, "shop.edge.test"), "CN = shop.edge.test");
+  EXPECT_EQ(servedSubject(port, "www.edge.test"), "CN = *.edge.test");
+  EXPECT_EQ(servedSubject(port, "a.b.edge.test"), "CN = *.edge.test") << "a wildcard server covers deeper names";
+  // curl checks the name: each answer proves the right certificate came.
+  for (const std::string host : {"shop.edge.test", "www.edge.test"}) {
+    auto r = https(port, host, "/");
+    EXPECT_EQ(r.exitCode, 0) << host << ": " << r.stderrText;
+    EXPECT_EQ(r.json()["name"], "frontend-service") << host;
+  }
+  // No server names "other.test", and none takes any name.
+  auto none = https(port, "other.test", "/", {"-k"});
+  EXPECT_NE(none.exitCode, 0);
+  EXPECT_TRUE(eventually([&] { return mesh_.stat("listener.no_filter_chain_match") >= 1; }, 2000ms));
+
+  const std::string good = clientCert("good", {"URI:spiffe://good/client"});
+  const std::string bad = clientCert("bad", {"URI:spiffe://bad/client"});
+  auto ok = https(port, "m.partner.test", "/", {"--cert", good + ".crt", "--key", good + ".key"});
+  EXPECT_EQ(ok.exitCode, 0) << ok.stderrText;
+  EXPECT_EQ(ok.status, 200);
+  auto wrongSan = https(port, "m.partner.test", "/", {"--cert", bad + ".crt", "--key", bad + ".key"});
+  EXPECT_NE(wrongSan.exitCode, 0) << "a client without the SAN was served";
+  EXPECT_TRUE(eventually([&] { return mesh_.stat("ssl.fail_verify_san") >= 1; }, 2000ms));
+  if (HasFailure()) ADD_FAILURE() << mesh_.logs();
+}
+
+TEST_F(GatewayTlsTest, ProtocolVersionLimits) {
+  credential("c", {"v.test"});
+  const uint16_t only13 = freePort(), only12 = freePort();
+  ASSERT_OK(mesh_.writeConfig("edge.yaml", tlsGateway(
+      "  - port: {number: " + std::to_string(only13) + ", name: new, protocol: HTTPS}\n"
+      "    tls: {mode: SIMPLE, credentialName: c, minProtocolVersion: TLSV1_3}\n"
+      "    hosts: [v.test]\n"
+      "  - port: {number: " + std::to_string(only12) + ", name: old, protocol: HTTPS}\n"
+      "    tls: {mode: SIMPLE, credentialName: c, maxProtocolVersion: TLSV1_2}\n"
+      "    hosts: [v.test]\n")));
+  ASSERT_NO_FATAL_FAILURE(startDaemon(0));
+
+  EXPECT_EQ(https(only13, "v.test", "/").exitCode, 0);
+  EXPECT_NE(https(only13, "v.test", "/", {"--tls-max", "1.2"}).exitCode, 0) << "TLS 1.2 taken below the minimum";
+  auto v12 = https(only12, "v.test", "/", {"-w", "\n@@v=%{ssl_version}"});
+  EXPECT_EQ(v12.exitCode, 0) << v12.stderrText;
+  EXPECT_NE(https(only12, "v.test", "/", {"--tlsv1.3"}).exitCode, 0) << "TLS 1.3 taken above the maximum";
+  EXPECT_GE(mesh_.stat("ssl.handshake_error"), 2);
+  if (HasFailure()) ADD_FAILURE() << mesh_.logs();
+}
+
+// A certificate replaced while a client keeps making new connections: no
+// request fails, and new handshakes get the new certificate within a second.
+TEST_F(GatewayTlsTest, RotationDuringAClientLoopLosesNothing) {
+  credential("rot", {"rot.test"}, "first");
+  const uint16_t port = freePort();
+  ASSERT_OK(mesh_.writeConfig("edge.yaml", tlsGateway(
+      "  - port: {number: " + std::to_string(port) + ", name: https, protocol: HTTPS}\n"
+      "    tls: {mode: SIMPLE, credentialName: rot}\n"
+      "    hosts: [rot.test]\n")));
+  ASSERT_NO_FATAL_FAILURE(startDaemon(0));
+  ASSERT_EQ(servedSubject(port, "rot.test"), "CN = first");
+
+  std::atomic<bool> stop{false};
+  std::atomic<int> done{0}, failed{0};
+  std::string firstFailure;
+  std::thread loop([&] {
+    for (int i = 0; i < 400 && !stop; ++i) {
+      auto r = https(port, "rot.test", "/api/v1/x");
+      if (r.exitCode != 0 || r.status != 200) {
+        if (failed++ == 0) firstFailure = std::to_string(r.exitCode) + " " + std::to_string(r.status) + r.stderrText;
+      }
+      ++done;
+    }
+  });
+  ASSERT_TRUE(eventually([&] { return done >= 5; }, 10000ms));
+  credential("rot", {"rot.test"}, "second");
+  const auto rotated = std::chrono::steady_clock::now();
+  EXPECT_TRUE(eventually([&] { return servedSubject(port, "rot.test") == "CN = second"; }, 1500ms))
+      << servedSubject(port, "rot.test");
+  EXPECT_LT(std::chrono::steady_clock::now() - rotated, 1500ms);
+  const int at = done;
+  ASSERT_TRUE(eventually([&] { return done >= at + 5; }, 10000ms));
+  stop = true;
+  loop.join();
+  EXPECT_EQ(failed, 0) << firstFailure;
+  EXPECT_GE(done, 10);
+  if (HasFailure()) ADD_FAILURE() << mesh_.logs();
+}
+
+TEST_F(GatewayTlsTest, AMissingSecretIsReportedThenServedWhenItAppears) {
+  const uint16_t port = freePort();
+  ASSERT_OK(mesh_.writeConfig("edge.yaml", tlsGateway(
+      "  - port: {number: " + std::to_string(port) + ", name: https, protocol: HTTPS}\n"
+      "    tls: {mode: SIMPLE, credentialName: late}\n"
+      "    hosts: [late.test]\n")));
+  ASSERT_NO_FATAL_FAILURE(startDaemon(0));
+  auto dump = mesh_.configDump();
+  ASSERT_OK(dump);
+  const std::string text = dump->dump();
+  EXPECT_NE(text.find("Gateway default/edge server https (HTTPS " + std::to_string(port) + "): certificate " +
+                      (creds_ / "late/tls.crt").string()),
+            std::string::npos)
+      << text;
+  EXPECT_NE(https(port, "late.test", "/").exitCode, 0);
+
+  credential("late", {"late.test"});
+  EXPECT_TRUE(eventually([&] { return https(port, "late.test", "/").status == 200; }, 3000ms)) << mesh_.logs();
+}
+
+// Bytes that are not a TLS handshake, a ClientHello cut short, and a
+// client that stops mid-hello: each connection is closed and counted, and
+// the daemon keeps serving with no descriptor left behind.
+TEST_F(GatewayTlsTest, HostileBytesOnATlsPortAreClosedAndCounted) {
+  credential("c", {"h.test"});
+  const uint16_t port = freePort();
+  ASSERT_OK(mesh_.writeConfig("edge.yaml", tlsGateway(
+      "  - port: {number: " + std::to_string(port) + ", name: https, protocol: HTTPS}\n"
+      "    tls: {mode: SIMPLE, credentialName: c}\n"
+      "    hosts: [h.test]\n")));
+  ASSERT_NO_FATAL_FAILURE(startDaemon(0, {"--tls-handshake-timeout", "500ms"}));
+  ASSERT_EQ(https(port, "h.test", "/").status, 200);
+  const pid_t pid = mesh_.daemon().pid();
+  const int fdsBefore = openFds(pid);
+
+  std::mt19937 rng(7);
+  for (int i = 0; i < 20; ++i) {
+    auto c = proxy::RawConn::connect(port, 500ms);
+    ASSERT_OK(c);
+    std::string junk(200, '\0');
+    for (char& ch : junk) ch = char(rng());
+    if (i % 2 == 0) junk[0] = '\x16';  // looks like a handshake record, is not
+    (void)c->send(junk);
+    EXPECT_TRUE(closedByPeer(*c, 2000ms)) << "junk " << i << " left open";
+  }
+  // Plain HTTP on the TLS port.
+  {
+    auto c = proxy::RawConn::connect(port, 500ms);
+    ASSERT_OK(c);
+    ASSERT_OK(c->send("GET / HTTP/1.1\r\nHost: h.test\r\n\r\n"));
+    EXPECT_TRUE(closedByPeer(*c, 2000ms));
+  }
+  // A ClientHello's first bytes, then silence: closed by the handshake timeout.
+  {
+    auto c = proxy::RawConn::connect(port, 500ms);
+    ASSERT_OK(c);
+    ASSERT_OK(c->send(std::string("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 11)));
+    EXPECT_TRUE(closedByPeer(*c, 3000ms)) << "a stalled handshake was never closed";
+  }
+  EXPECT_GE(mesh_.stat("ssl.handshake_error"), 21);
+  EXPECT_GE(mesh_.stat("ssl.handshake_timeout"), 1);
+  // Counted before the next request: it may open a pooled upstream
+  // connection on the other worker.
+  EXPECT_TRUE(eventually([&] { return openFds(pid) <= fdsBefore; }, 3000ms))
+      << openFds(pid) << " descriptors, " << fdsBefore << " before";
+  auto r = https(port, "h.test", "/");
+  EXPECT_EQ(r.status, 200) << r.stderrText;
+  EXPECT_TRUE(mesh_.daemon().running());
+  if (HasFailure()) ADD_FAILURE() << mesh_.logs();
+}
+
+}  // namespace
+}  // namespace sluice::itest

@@ -1,0 +1,132 @@
+#include "proxy/tls_transport.h"
+
+#include <cstdio>
+
+#include "core/clock.h"
+#include "proxy/worker.h"
+#include "route/table.h"
+#include "tls/client_hello.h"
+#include "tls/credential_store.h"
+
+namespace sluice::proxy {
+
+using stats::Counter;
+
+namespace {
+
+// Handshake failures are logged at most once per interval per worker, with
+// how many were left unlogged since: a scanner cannot flood the log.
+constexpr uint64_t kLogIntervalNs = 10'000'000'000ull;
+
+void logFailure(Worker& worker, const std::string& peer, std::string_view reason) {
+  thread_local uint64_t lastNs = 0;
+  thread_local uint64_t suppressed = 0;
+  const uint64_t now = worker.clock().nowNs();
+  if (lastNs != 0 && now - lastNs < kLogIntervalNs) {
+    ++suppressed;
+    return;
+  }
+  fprintf(stderr, "sluiced: tls: %s: %.*s", peer.c_str(), int(reason.size()), reason.data());
+  if (suppressed > 0) fprintf(stderr, " (and %llu more failures since the last line)", (unsigned long long)suppressed);
+  fputc('\n', stderr);
+  lastNs = now;
+  suppressed = 0;
+}
+
+Counter counterFor(tls::Failure f) {
+  switch (f) {
+    case tls::Failure::kNoCertificate: return Counter::SslNoCertificate;
+    case tls::Failure::kVerifySan: return Counter::SslFailVerifySan;
+    case tls::Failure::kVerify: return Counter::SslFailVerifyError;
+    case tls::Failure::kConnection: return Counter::SslConnectionError;
+    default: return Counter::SslHandshakeError;
+  }
+}
+
+}  // namespace
+
+TlsServerTransport::TlsServerTransport(Worker& worker, uint64_t listenerKey, std::string peer)
+    : worker_(worker), key_(listenerKey), peer_(std::move(peer)) {}
+
+TlsServerTransport::~TlsServerTransport() = default;
+
+bool TlsServerTransport::fail(std::string_view reason) {
+  failed_ = true;
+  held_.clear();
+  hello_.clear();
+  logFailure(worker_, peer_, reason);
+  return false;
+}
+
+bool TlsServerTransport::onReceived(std::string_view received, std::string& plain, std::string& wire) {
+  if (failed_) return false;
+  if (!session_) {
+    // Gather the ClientHello (it may come in pieces), then choose the server.
+    hello_.append(received);
+    const tls::ClientHello hello = tls::parseClientHello(hello_);
+    switch (hello.status) {
+      case tls::ClientHello::Status::kNeedMore:
+        if (hello_.size() > 2 * tls::kMaxClientHello) {
+          worker_.stats().inc(Counter::SslHandshakeError);
+          return fail("ClientHello too large");
+        }
+        return true;
+      case tls::ClientHello::Status::kNotTls:
+        worker_.stats().inc(Counter::SslHandshakeError);
+        return fail("not a TLS handshake (plaintext on a TLS port?)");
+      case tls::ClientHello::Status::kInvalid:
+        worker_.stats().inc(Counter::SslHandshakeError);
+        return fail("malformed ClientHello");
+      case tls::ClientHello::Status::kOk:
+        break;
+    }
+    sni_ = hello.serverName;
+    const auto& snap = worker_.snapshot();
+    const route::GatewayListener* l = snap ? snap->findGatewayListener(key_) : nullptr;
+    const route::GatewayTlsServer* server = l ? l->selectServer(sni_) : nullptr;
+    if (!server) {
+      worker_.stats().inc(Counter::ListenerNoFilterChainMatch);
+      return fail("no server for SNI \"" + sni_ + "\"");
+    }
+    std::shared_ptr<const tls::ServerContext> ctx = server->credentials ? server->credentials->current() : nullptr;
+    if (!ctx) {
+      worker_.stats().inc(Counter::SslHandshakeError);
+      return fail(server->label + ": no certificate loaded");
+    }
+    session_ = std::make_unique<tls::ServerSession>(std::move(ctx));
+    std::string bytes = std::move(hello_);
+    hello_ = std::string();
+    return onReceived(bytes, plain, wire);
+  }
+  const bool wasEstablished = session_->established();
+  if (!session_->receive(received, plain, wire)) {
+    worker_.stats().inc(counterFor(session_->failure()));
+    return fail(std::string(wasEstablished ? "" : "handshake: ") + session_->failureDetail() +
+                        (sni_.empty() ? "" : " (SNI " + sni_ + ")"));
+  }
+  if (!wasEstablished && session_->established()) {
+    worker_.stats().inc(Counter::SslHandshake);
+    if (!held_.empty()) {
+      session_->send(held_, wire);
+      held_.clear();
+    }
+  }
+  return true;
+}
+
+void TlsServerTransport::onWrite(std::string_view plain, std::string& wire) {
+  if (failed_) return;
+  if (!established()) {
+    held_.append(plain);
+    return;
+  }
+  session_->send(plain, wire);
+}
+
+void TlsServerTransport::noteHandshakeTimeout() {
+  if (established() || failed_) return;
+  worker_.stats().inc(Counter::SslHandshakeTimeout);
+  fail("handshake timeout");
+}
+
+}  // namespace sluice::proxy

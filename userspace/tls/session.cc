@@ -1,0 +1,153 @@
+#include "tls/session.h"
+
+#include <openssl/err.h>
+
+#include <cstring>
+
+namespace sluice::tls {
+
+// A BIO over the session's current input view and output string: no copy
+// into an intermediate buffer, and nothing held between calls.
+struct SessionBio {
+  static int read(BIO* bio, char* buf, int len) {
+    auto* s = static_cast<ServerSession*>(BIO_get_data(bio));
+    BIO_clear_retry_flags(bio);
+    if (s->in_.empty()) {
+      BIO_set_retry_read(bio);
+      return -1;
+    }
+    const size_t n = std::min(s->in_.size(), size_t(len));
+    std::memcpy(buf, s->in_.data(), n);
+    s->in_.remove_prefix(n);
+    return int(n);
+  }
+  static int write(BIO* bio, const char* buf, int len) {
+    auto* s = static_cast<ServerSession*>(BIO_get_data(bio));
+    BIO_clear_retry_flags(bio);
+    if (!s->out_) {
+      BIO_set_retry_write(bio);
+      return -1;
+    }
+    s->out_->append(buf, size_t(len));
+    return len;
+  }
+  static long ctrl(BIO*, int cmd, long, void*) { return cmd == BIO_CTRL_FLUSH ? 1 : 0; }
+  static int create(BIO* bio) {
+    BIO_set_init(bio, 1);
+    return 1;
+  }
+  static const BIO_METHOD* method() {
+    static BIO_METHOD* m = [] {
+      BIO_METHOD* bm = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "sluice-session");
+      BIO_meth_set_read(bm, read);
+      BIO_meth_set_write(bm, write);
+      BIO_meth_set_ctrl(bm, ctrl);
+      BIO_meth_set_create(bm, create);
+      return bm;
+    }();
+    return m;
+  }
+};
+
+ServerSession::ServerSession(std::shared_ptr<const ServerContext> ctx) : ctx_(std::move(ctx)) {
+  ssl_ = SSL_new(ctx_->native());
+  BIO* bio = BIO_new(SessionBio::method());
+  BIO_set_data(bio, this);
+  SSL_set_bio(ssl_, bio, bio);  // one BIO both ways; SSL owns it
+  SSL_set_ex_data(ssl_, sessionExIndex(), &notes_);
+  SSL_set_accept_state(ssl_);
+}
+
+ServerSession::~ServerSession() { SSL_free(ssl_); }
+
+void ServerSession::fail(int sslError) {
+  unsigned long e = ERR_peek_error();
+  const int reason = ERR_GET_REASON(e);
+  if (!established_) {
+    if (reason == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) {
+      failure_ = Failure::kNoCertificate;
+    } else if (reason == SSL_R_CERTIFICATE_VERIFY_FAILED) {
+      failure_ = notes_.sanMismatch ? Failure::kVerifySan : Failure::kVerify;
+    } else {
+      failure_ = Failure::kHandshake;
+    }
+  } else {
+    failure_ = Failure::kConnection;
+  }
+  if (e != 0) {
+    const char* r = ERR_reason_error_string(e);
+    detail_ = r ? r : "error " + std::to_string(reason);
+  } else {
+    detail_ = sslError == SSL_ERROR_SYSCALL ? "unexpected end of stream" : "error " + std::to_string(sslError);
+  }
+  if (failure_ == Failure::kVerify) {
+    detail_ += std::string(": ") + X509_verify_cert_error_string(SSL_get_verify_result(ssl_));
+  }
+  ERR_clear_error();
+}
+
+bool ServerSession::receive(std::string_view in, std::string& plain, std::string& wire) {
+  if (failure_ != Failure::kNone) return false;
+  in_ = in;
+  out_ = &wire;
+  bool ok = true;
+  if (!established_) {
+    const int r = SSL_do_handshake(ssl_);
+    if (r == 1) {
+      established_ = true;
+    } else {
+      const int err = SSL_get_error(ssl_, r);
+      if (err != SSL_ERROR_WANT_READ) {
+        fail(err);
+        ok = false;
+      }
+    }
+  }
+  // Application data, possibly in the same segment as the handshake's end.
+  while (ok && established_) {
+    const size_t had = plain.size();
+    plain.resize(had + 16 * 1024);
+    size_t got = 0;
+    const int r = SSL_read_ex(ssl_, plain.data() + had, 16 * 1024, &got);
+    plain.resize(had + got);
+    if (r == 1) continue;
+    const int err = SSL_get_error(ssl_, r);
+    if (err == SSL_ERROR_WANT_READ) break;
+    if (err == SSL_ERROR_ZERO_RETURN) break;  // close_notify: the socket's FIN ends it
+    fail(err);
+    ok = false;
+  }
+  in_ = {};
+  out_ = nullptr;
+  return ok;
+}
+
+void ServerSession::send(std::string_view plain, std::string& wire) {
+  if (!established_ || failure_ != Failure::kNone || plain.empty()) return;
+  out_ = &wire;
+  size_t written = 0;
+  if (SSL_write_ex(ssl_, plain.data(), plain.size(), &written) != 1) fail(SSL_get_error(ssl_, 0));
+  out_ = nullptr;
+}
+
+void ServerSession::shutdown(std::string& wire) {
+  if (!established_ || failure_ != Failure::kNone) return;
+  out_ = &wire;
+  SSL_shutdown(ssl_);
+  ERR_clear_error();
+  out_ = nullptr;
+}
+
+std::string_view ServerSession::alpn() const {
+  const unsigned char* p = nullptr;
+  unsigned int n = 0;
+  SSL_get0_alpn_selected(ssl_, &p, &n);
+  return std::string_view(reinterpret_cast<const char*>(p), n);
+}
+
+bool ServerSession::peerCertificate() const {
+  X509* peer = SSL_get0_peer_certificate(ssl_);
+  return peer != nullptr;
+}
+
+}  // namespace sluice::tls
