@@ -53,7 +53,8 @@ class Connection : public core::CompletionHandler {
   void write(std::string&& data);
   // Bytes accepted by write() and not yet acknowledged by the kernel.
   size_t unsentBytes() const {
-    return (sending_.size() - sentOff_) + pending_.size() + (transport_ ? transport_->heldBytes() : 0);
+    return (sending_.size() - sentOff_) + pending_.size() + plainOut_.size() +
+           (transport_ ? transport_->heldBytes() : 0);
   }
 
   // Starts teardown: cancels every operation, closes the fd when the last
@@ -105,6 +106,8 @@ class Connection : public core::CompletionHandler {
   // when the transport refused them (the connection is being reset).
   bool received(const char* data, size_t n);
   void sendWire(std::string_view wire);
+  // Hands plaintext written so far to the transport (pending_ gets its wire form).
+  void encodePlain();
   void handleSend(int32_t res);
   void submitSend();
   void queueFlush();
@@ -115,6 +118,7 @@ class Connection : public core::CompletionHandler {
   core::IoOp sendOp_{this, kSend};
   std::string sending_;  // owned by the kernel while a send is in flight
   std::string pending_;  // appended to while `sending_` is in flight
+  std::string plainOut_;  // with a transport: plaintext written, encoded when sent
   size_t sentOff_ = 0;
   int inflight_ = 0;
   bool recvArmed_ = false;

@@ -105,12 +105,15 @@ bool ServerSession::receive(std::string_view in, std::string& plain, std::string
   }
   // Application data, possibly in the same segment as the handshake's end.
   while (ok && established_) {
-    const size_t had = plain.size();
-    plain.resize(had + 16 * 1024);
+    // Into a buffer of the thread's, then appended: growing `plain` by a
+    // record's worth first would zero 16 KiB per read.
+    thread_local char buf[16 * 1024];
     size_t got = 0;
-    const int r = SSL_read_ex(ssl_, plain.data() + had, 16 * 1024, &got);
-    plain.resize(had + got);
-    if (r == 1) continue;
+    const int r = SSL_read_ex(ssl_, buf, sizeof(buf), &got);
+    if (r == 1) {
+      plain.append(buf, got);
+      continue;
+    }
     const int err = SSL_get_error(ssl_, r);
     if (err == SSL_ERROR_WANT_READ) break;
     if (err == SSL_ERROR_ZERO_RETURN) break;  // close_notify: the socket's FIN ends it
