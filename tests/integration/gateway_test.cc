@@ -150,7 +150,7 @@ TEST_F(GatewayTest, SeedUriMatchingIsServedOnTheGatewayItNames) {
 TEST_F(GatewayTest, SeedGatewayRedirectsPlainHttpToHttps) {
   ASSERT_OK(mesh_.addSeed("gateway.yaml"));
   // The seed's ports (80, 443) moved to free ones.
-  const uint16_t http = freePort();
+  const uint16_t http = uint16_t(80 + freeGatewayOffset({80, 443}));
   const std::string offset = std::to_string(http - 80);
   ASSERT_OK(mesh_.startDaemon(2, 10000ms, {"--gateway-bind", "127.0.0.1", "--gateway-port-offset", offset}));
 

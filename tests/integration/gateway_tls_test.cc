@@ -110,8 +110,8 @@ TEST_F(GatewayTlsTest, SeedGatewayTerminatesTlsOnOnePortBySni) {
   credential("production-tls", {"app.example.com", "api.example.com"});
   credential("partner-mtls-cert", {"partner-api.example.com"});
   TestCert::writeFile(creds_ / "partner-mtls-cert-cacert/ca.crt", ca_.certPem());
-  const uint16_t http = freePort();
-  const uint16_t offset = uint16_t(http - 80), port = uint16_t(443 + offset);
+  const uint16_t offset = freeGatewayOffset({80, 443});
+  const uint16_t http = uint16_t(80 + offset), port = uint16_t(443 + offset);
   ASSERT_NO_FATAL_FAILURE(startDaemon(offset));
 
   // Plain HTTP: redirected.
@@ -350,6 +350,138 @@ TEST_F(GatewayTlsTest, HostileBytesOnATlsPortAreClosedAndCounted) {
   auto r = https(port, "h.test", "/");
   EXPECT_EQ(r.status, 200) << r.stderrText;
   EXPECT_TRUE(mesh_.daemon().running());
+  if (HasFailure()) ADD_FAILURE() << mesh_.logs();
+}
+
+// ------------------------------------------------------------ upstream TLS
+
+// DestinationRule trafficPolicy.tls against `openssl s_server -www` (its
+// status page says whether the session was new or reused and, with
+// -Verify, requires a client certificate).
+class UpstreamTlsTest : public GatewayTlsTest {
+ protected:
+  void SetUp() override {
+    GatewayTlsTest::SetUp();
+    TestCert server({.commonName = "secure.backend.test", .subjectAltNames = {"DNS:secure.backend.test"}}, &ca_);
+    server.write(fs::path(tmp_.path()) / "backend", "tls.crt", "tls.key");
+    TestCert client({.commonName = "sluice-client", .clientAuth = true}, &ca_);
+    client.write(fs::path(tmp_.path()) / "client", "tls.crt", "tls.key");
+  }
+  std::string file(const std::string& rel) { return (fs::path(tmp_.path()) / rel).string(); }
+  // s_server on a free port; `verify`: a client certificate is required.
+  uint16_t startBackend(bool verify) {
+    const uint16_t port = freePort();
+    std::vector<std::string> argv = {"openssl", "s_server", "-accept", "127.0.0.1:" + std::to_string(port),
+                                     "-cert", file("backend/tls.crt"), "-key", file("backend/tls.key"), "-www"};
+    if (verify) argv.insert(argv.end(), {"-Verify", "1", "-CAfile", caFile_});
+    auto p = Process::start(argv, fs::path(tmp_.path()) / ("s_server-" + std::to_string(port) + ".log"));
+    EXPECT_TRUE(p.has_value()) << p.error();
+    if (p) backends_.push_back(std::move(*p));
+    EXPECT_TRUE(eventually([&] { return !refusedPort(port); }, 3000ms)) << "s_server never listened";
+    return port;
+  }
+  static bool refusedPort(uint16_t port) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const bool refused = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0;
+    ::close(fd);
+    return refused;
+  }
+  std::string service(const std::string& host, uint16_t port, const std::string& tls) {
+    return "apiVersion: networking.istio.io/v1\n"
+           "kind: ServiceEntry\n"
+           "metadata: {name: " + host.substr(0, host.find('.')) + "}\n"
+           "spec:\n"
+           "  hosts: [" + host + "]\n"
+           "  ports: [{number: 80, name: http, protocol: HTTP}]\n"
+           "  resolution: STATIC\n"
+           "  endpoints: [{address: 127.0.0.1, ports: {http: " + std::to_string(port) + "}}]\n"
+           "---\n"
+           "apiVersion: networking.istio.io/v1\n"
+           "kind: DestinationRule\n"
+           "metadata: {name: " + host.substr(0, host.find('.')) + "}\n"
+           "spec:\n"
+           "  host: " + host + "\n"
+           "  trafficPolicy:\n"
+           "    tls: " + tls + "\n";
+  }
+  std::vector<Process> backends_;
+};
+
+TEST_F(UpstreamTlsTest, SimpleAndMutualOriginationWithResumption) {
+  const uint16_t simple = startBackend(false), mutual = startBackend(true), strict = startBackend(true);
+  ASSERT_OK(mesh_.writeConfig("secure.yaml", service("secure.backend.test", simple,
+      "{mode: SIMPLE, caCertificates: " + caFile_ + ", sni: secure.backend.test}")));
+  ASSERT_OK(mesh_.writeConfig("partner.yaml", service("partner.backend.test", mutual,
+      "{mode: MUTUAL, caCertificates: " + caFile_ + ", sni: secure.backend.test, clientCertificate: " +
+      file("client/tls.crt") + ", privateKey: " + file("client/tls.key") + "}")));
+  // MUTUAL through a credential: tls.crt, tls.key and ca.crt in --credentials-dir.
+  fs::create_directories(creds_ / "upstream-client");
+  fs::copy_file(file("client/tls.crt"), creds_ / "upstream-client/tls.crt");
+  fs::copy_file(file("client/tls.key"), creds_ / "upstream-client/tls.key");
+  fs::copy_file(caFile_, creds_ / "upstream-client/ca.crt");
+  ASSERT_OK(mesh_.writeConfig("strict.yaml", service("strict.backend.test", strict,
+      "{mode: MUTUAL, credentialName: upstream-client, subjectAltNames: [x.other.test], sni: secure.backend.test}")));
+  ASSERT_NO_FATAL_FAILURE(startDaemon(0));
+
+  auto first = mesh_.get("secure.backend.test", "/");
+  ASSERT_OK(first);
+  EXPECT_EQ(first->status, 200) << first->summary() << mesh_.logs();
+  EXPECT_NE(first->body.find("New, TLSv1.3"), std::string::npos) << first->body.substr(0, 300);
+  // s_server closes after each answer (HTTP/1.0): each request is a new
+  // connection. A worker keeps the session an endpoint gave it, so of four
+  // requests over two workers at least two resume.
+  int reused = 0;
+  for (int i = 0; i < 4; ++i) {
+    auto again = mesh_.get("secure.backend.test", "/");
+    ASSERT_OK(again);
+    EXPECT_EQ(again->status, 200);
+    if (again->body.find("Reused, TLSv1.3") != std::string::npos) ++reused;
+  }
+  EXPECT_GE(reused, 2);
+  EXPECT_EQ(mesh_.stat("upstream_ssl.session_reused"), reused);
+
+  auto partner = mesh_.get("partner.backend.test", "/");
+  ASSERT_OK(partner);
+  EXPECT_EQ(partner->status, 200) << partner->summary();
+  EXPECT_NE(partner->body.find("TLSv1.3"), std::string::npos);
+
+  // subjectAltNames [x.other.test]: the backend's certificate names
+  // secure.backend.test, so the handshake fails: 503 UF, counted.
+  auto strictR = mesh_.get("strict.backend.test", "/");
+  ASSERT_OK(strictR);
+  EXPECT_EQ(strictR->status, 503) << strictR->summary();
+  EXPECT_GE(mesh_.stat("upstream_ssl.handshake_error"), 1);
+  EXPECT_GE(mesh_.stat("upstream_ssl.handshake"), 3);
+  if (HasFailure()) ADD_FAILURE() << mesh_.logs();
+}
+
+TEST_F(UpstreamTlsTest, AWrongCaOrAPlaintextServerFailsCleanly) {
+  const uint16_t port = startBackend(false);
+  TestCert otherCa({.commonName = "Other CA", .ca = true});
+  TestCert::writeFile(file("other-ca.crt"), otherCa.certPem());
+  ASSERT_OK(mesh_.writeConfig("wrong.yaml", service("wrong.backend.test", port,
+      "{mode: SIMPLE, caCertificates: " + file("other-ca.crt") + ", sni: secure.backend.test}")));
+  // TLS to a server that speaks plain HTTP (an ordinary sluice-upstream).
+  ASSERT_OK(mesh_.writeConfig("plain.yaml", service("plain.backend.test", mesh_.upstreamPort("frontend-service"),
+      "{mode: SIMPLE, insecureSkipVerify: true}")));
+  ASSERT_NO_FATAL_FAILURE(startDaemon(0));
+  const pid_t pid = mesh_.daemon().pid();
+  const int fds = openFds(pid);
+  for (int i = 0; i < 5; ++i) {
+    auto wrong = mesh_.get("wrong.backend.test", "/");
+    ASSERT_OK(wrong);
+    EXPECT_EQ(wrong->status, 503) << wrong->summary();
+    auto plain = mesh_.get("plain.backend.test", "/");
+    ASSERT_OK(plain);
+    EXPECT_EQ(plain->status, 503) << plain->summary();
+  }
+  EXPECT_GE(mesh_.stat("upstream_ssl.handshake_error"), 10);
+  EXPECT_EQ(mesh_.stat("upstream_ssl.handshake"), 0);
+  EXPECT_TRUE(eventually([&] { return openFds(pid) <= fds; }, 3000ms)) << openFds(pid) << " fds, " << fds << " before";
   if (HasFailure()) ADD_FAILURE() << mesh_.logs();
 }
 

@@ -18,6 +18,7 @@
 #include <fstream>
 #include <iostream>
 #include <mutex>
+#include <random>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -401,6 +402,42 @@ uint16_t freePort() {
     if (port != 0 && handedOut.insert(port).second) return port;
   }
   ADD_FAILURE() << "freePort: no free port on 127.0.0.1";
+  return 0;
+}
+
+uint16_t freeGatewayOffset(const std::vector<uint16_t>& serverPorts) {
+  // Below the ephemeral range, so no outgoing connection can be holding
+  // (or take) one of the ports between this check and the daemon's bind.
+  int low = 32768;
+  if (FILE* f = std::fopen("/proc/sys/net/ipv4/ip_local_port_range", "r")) {
+    if (std::fscanf(f, "%d", &low) != 1) low = 32768;
+    std::fclose(f);
+  }
+  if (low <= 12000) low = 32768;
+  const uint16_t maxBase = *std::max_element(serverPorts.begin(), serverPorts.end());
+  static std::mutex mu;
+  static std::set<uint16_t> handedOut;
+  std::lock_guard lock(mu);
+  std::mt19937 rng(uint32_t(::getpid()) ^ uint32_t(std::chrono::steady_clock::now().time_since_epoch().count()));
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    const uint16_t offset = uint16_t(10000 + rng() % uint32_t(low - 10000 - maxBase));
+    if (handedOut.contains(offset)) continue;
+    bool free = true;
+    for (uint16_t base : serverPorts) {
+      int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      sockaddr_in addr{};
+      addr.sin_family = AF_INET;
+      addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      addr.sin_port = htons(uint16_t(base + offset));
+      free = free && fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+      if (fd >= 0) ::close(fd);
+    }
+    if (free) {
+      handedOut.insert(offset);
+      return offset;
+    }
+  }
+  ADD_FAILURE() << "freeGatewayOffset: no free offset";
   return 0;
 }
 

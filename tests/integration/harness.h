@@ -184,6 +184,11 @@ class HttpConnection {
   std::string buf_;  // bytes read but not yet consumed
 };
 
+// A --gateway-port-offset under which every one of `serverPorts` (a
+// Gateway's server port numbers) is a free 127.0.0.1 port below the
+// ephemeral range.
+uint16_t freeGatewayOffset(const std::vector<uint16_t>& serverPorts);
+
 // One request on a fresh connection.
 std::expected<Response, std::string> httpRequest(uint16_t port, const Request& request,
                                                  Millis timeout = 5000ms);

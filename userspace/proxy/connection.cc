@@ -82,6 +82,7 @@ void Connection::write(std::string&& data) {
 
 void Connection::setTransport(std::unique_ptr<Transport> t) {
   transport_ = std::move(t);
+  transportReady_ = transport_->ready();
   std::string wire;
   transport_->onStart(wire);
   sendWire(wire);
@@ -207,6 +208,11 @@ void Connection::handleRecv(int32_t res, uint32_t flags) {
   }
   if (!more) finishOp();
   if (closing_) return;
+  if (ok && !transportReady_ && transport_ && transport_->ready()) {
+    transportReady_ = true;
+    onTransportReady();
+    if (closing_) return;
+  }
   if (!ok) {
     // What the transport completed before the error is the peer's, as
     // bytes before a reset are; then the connection ends.
@@ -220,6 +226,11 @@ void Connection::handleRecv(int32_t res, uint32_t flags) {
     // A transport may have taken the bytes without completing plaintext
     // (a handshake): the codec has nothing new then.
     if (input_.size() > had) onData();
+    if (transport_ && transport_->peerClosed() && !closing_ && !peerClosed_) {
+      peerClosed_ = true;
+      onPeerClosed(0);
+      return;
+    }
     // onData may have paused or closed us; otherwise keep the recv armed
     // (a multishot recv ends when the buffer group runs dry).
     if (!closing_ && !more && !paused_ && !peerClosed_) {

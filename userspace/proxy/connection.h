@@ -84,6 +84,8 @@ class Connection : public core::CompletionHandler {
   virtual void onSendProgress() {}
   // Called once, just before deletion.
   virtual void onDestroy() {}
+  // The transport set with setTransport() became ready (its handshake ended).
+  virtual void onTransportReady() {}
   // Extra completions (connect) for subclasses.
   virtual void onOtherCompletion(uint8_t, int32_t) {}
 
@@ -135,6 +137,7 @@ class Connection : public core::CompletionHandler {
   bool peerClosed_ = false;
   bool destroyQueued_ = false;
   bool flushQueued_ = false;
+  bool transportReady_ = true;  // onTransportReady() called (or no transport)
 };
 
 }  // namespace sluice::proxy

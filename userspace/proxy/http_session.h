@@ -61,6 +61,11 @@ class UpstreamConn final : public OutboundConnection {
   void onDestroy() override;
   void onConnected() override;
   void onConnectFailed(bool timedOut) override;
+  // TLS to the upstream (the cluster's trafficPolicy.tls): the connection
+  // counts as connected once the handshake ends, within the connect timeout.
+  void startTls();
+  void onTransportReady() override;
+  void onHandshakeTimeout();
   void onIdleTimeout();
   void removeFromPool();
 
@@ -72,6 +77,8 @@ class UpstreamConn final : public OutboundConnection {
   sockaddr_in addr_;
   std::string key_;
   core::MemberTimer<UpstreamConn, &UpstreamConn::onIdleTimeout> idleTimer_{this};
+  core::MemberTimer<UpstreamConn, &UpstreamConn::onHandshakeTimeout> handshakeTimer_{this};
+  bool tlsPending_ = false;  // connected over TCP, TLS handshake under way
   bool reused_ = false;
   bool pooled_ = false;
 };

@@ -123,6 +123,43 @@ void TlsServerTransport::onWrite(std::string_view plain, std::string& wire) {
   session_->send(plain, wire);
 }
 
+TlsClientTransport::TlsClientTransport(Worker& worker, std::shared_ptr<const tls::ClientContext> ctx,
+                                       std::shared_ptr<tls::ResumptionSlot> resume, std::string peer)
+    : worker_(worker), session_(std::move(ctx), std::move(resume)), peer_(std::move(peer)) {}
+
+void TlsClientTransport::onStart(std::string& wire) { session_.start(wire); }
+
+bool TlsClientTransport::onReceived(std::string_view received, std::string& plain, std::string& wire) {
+  if (failed_) return false;
+  const bool wasEstablished = session_.established();
+  if (!session_.receive(received, plain, wire)) {
+    failed_ = true;
+    held_.clear();
+    if (!wasEstablished) worker_.stats().inc(Counter::UpstreamSslHandshakeError);
+    logFailure(worker_, peer_, std::string("upstream ") + (wasEstablished ? "" : "handshake: ") +
+                                   session_.failureDetail());
+    return false;
+  }
+  if (!wasEstablished && session_.established()) {
+    worker_.stats().inc(Counter::UpstreamSslHandshake);
+    if (session_.resumed()) worker_.stats().inc(Counter::UpstreamSslSessionReused);
+    if (!held_.empty()) {
+      session_.send(held_, wire);
+      held_.clear();
+    }
+  }
+  return true;
+}
+
+void TlsClientTransport::onWrite(std::string_view plain, std::string& wire) {
+  if (failed_) return;
+  if (!session_.established()) {
+    held_.append(plain);
+    return;
+  }
+  session_.send(plain, wire);
+}
+
 void TlsServerTransport::noteHandshakeTimeout() {
   if (established() || failed_) return;
   worker_.stats().inc(Counter::SslHandshakeTimeout);

@@ -26,6 +26,8 @@ class TlsServerTransport final : public Transport {
   size_t heldBytes() const override { return held_.size(); }
 
   bool established() const { return session_ && session_->established(); }
+  bool ready() const override { return established(); }
+  bool peerClosed() const override { return session_ && session_->closeNotified(); }
   // The ClientHello's SNI (lower case; empty when it named none).
   const std::string& serverName() const { return sni_; }
   // Counts and logs a handshake that did not finish in time.
@@ -41,6 +43,28 @@ class TlsServerTransport final : public Transport {
   std::unique_ptr<tls::ServerSession> session_;
   std::string held_;   // plaintext written before the handshake ended
   std::string sni_;
+  bool failed_ = false;
+};
+
+// TLS origination to an upstream (DestinationRule trafficPolicy.tls): the
+// ClientHello goes out at once, plaintext written before the handshake
+// ends is held, and the endpoint's last session is offered for resumption.
+class TlsClientTransport final : public Transport {
+ public:
+  TlsClientTransport(Worker& worker, std::shared_ptr<const tls::ClientContext> ctx,
+                     std::shared_ptr<tls::ResumptionSlot> resume, std::string peer);
+  void onStart(std::string& wire) override;
+  bool onReceived(std::string_view received, std::string& plain, std::string& wire) override;
+  void onWrite(std::string_view plain, std::string& wire) override;
+  size_t heldBytes() const override { return held_.size(); }
+  bool ready() const override { return session_.established(); }
+  bool peerClosed() const override { return session_.closeNotified(); }
+
+ private:
+  Worker& worker_;
+  tls::ClientSession session_;
+  std::string peer_;  // the endpoint, for the log
+  std::string held_;
   bool failed_ = false;
 };
 

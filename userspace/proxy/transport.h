@@ -28,6 +28,11 @@ class Transport {
   // Plaintext written but held (a handshake under way): it counts as unsent,
   // so back-pressure and close-after-flush wait for it.
   virtual size_t heldBytes() const { return 0; }
+  // The transport carries plaintext both ways now (a handshake is done).
+  virtual bool ready() const { return true; }
+  // The peer ended its stream inside the protocol (TLS close_notify): the
+  // codec gets a peer-closed event as for a FIN.
+  virtual bool peerClosed() const { return false; }
 };
 
 }  // namespace sluice::proxy

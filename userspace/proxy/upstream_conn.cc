@@ -6,7 +6,11 @@
 
 #include <algorithm>
 
+#include <arpa/inet.h>
+
 #include "proxy/engine.h"
+#include "proxy/tls_transport.h"
+#include "tls/credential_store.h"
 #include "proxy/http_session.h"
 #include "proxy/worker.h"
 
@@ -32,7 +36,46 @@ UpstreamConn::UpstreamConn(Worker& worker, int fd, const route::Endpoint& ep, En
 void UpstreamConn::connect() { connectTo(addr_, settings_.connectTimeoutNs); }
 
 void UpstreamConn::onConnected() {
+  if (settings_.tls) {
+    startTls();
+    return;
+  }
   if (owner_) owner_->onUpstreamConnected();
+}
+
+void UpstreamConn::startTls() {
+  std::shared_ptr<const tls::ClientContext> ctx =
+      settings_.tlsCredentials ? settings_.tlsCredentials->current() : nullptr;
+  if (!ctx) {
+    // Never plaintext to an upstream that wants TLS.
+    worker_.stats().inc(Counter::UpstreamSslHandshakeError);
+    onConnectFailed(false);
+    return;
+  }
+  if (!state_.tlsSession) state_.tlsSession = std::make_shared<tls::ResumptionSlot>();
+  tlsPending_ = true;
+  char addr[INET_ADDRSTRLEN] = {};
+  inet_ntop(AF_INET, &addr_.sin_addr, addr, sizeof(addr));
+  setTransport(std::make_unique<TlsClientTransport>(worker_, std::move(ctx), state_.tlsSession,
+                                                    std::string(addr) + ":" + std::to_string(ntohs(addr_.sin_port))));
+  const uint64_t limit =
+      settings_.connectTimeoutNs ? settings_.connectTimeoutNs : worker_.engine().options().connectTimeoutNs;
+  worker_.timers().schedule(handshakeTimer_, limit);
+  startReading();  // the server's handshake flight
+}
+
+void UpstreamConn::onTransportReady() {
+  if (!tlsPending_) return;
+  tlsPending_ = false;
+  handshakeTimer_.cancel();
+  if (owner_) owner_->onUpstreamConnected();
+}
+
+void UpstreamConn::onHandshakeTimeout() {
+  if (!tlsPending_ || closing()) return;
+  tlsPending_ = false;
+  worker_.stats().inc(Counter::UpstreamSslHandshakeError);
+  onConnectFailed(true);
 }
 
 void UpstreamConn::onConnectFailed(bool timedOut) {
@@ -119,6 +162,14 @@ void UpstreamConn::onData() {
 }
 
 void UpstreamConn::onPeerClosed(int err) {
+  if (tlsPending_) {
+    // The handshake failed (or the server hung up during it): a connection
+    // failure, as Envoy reports it (UF), retried as one.
+    tlsPending_ = false;
+    handshakeTimer_.cancel();
+    onConnectFailed(false);
+    return;
+  }
   if (pooled_) removeFromPool();
   DownstreamConn* o = owner_;
   owner_ = nullptr;

@@ -24,6 +24,10 @@
 #include "stats/stats.h"
 #include "upstream/cluster_manager.h"
 
+namespace sluice::tls {
+class ResumptionSlot;
+}  // namespace sluice::tls
+
 namespace sluice::proxy {
 
 class Connection;
@@ -41,6 +45,9 @@ struct EndpointState {
   // it from the admin thread without a lock on the request path.
   std::atomic<uint32_t> active{0};
   std::vector<UpstreamConn*> idle;
+  // The TLS session this endpoint last gave (DestinationRule tls), offered
+  // on the next connection to it.
+  std::shared_ptr<tls::ResumptionSlot> tlsSession;
   void incActive() { active.store(active.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed); }
   void decActive() { active.store(active.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed); }
 };

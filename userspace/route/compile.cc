@@ -285,6 +285,7 @@ const Cluster* Compiler::cluster(const config::Destination& d, uint32_t vhostPor
         }
         if (cp.http && ns(cp.http->idleTimeout)) u.idleTimeoutNs = ns(cp.http->idleTimeout);
       }
+      if (c->policy && c->policy->tls) clientTls(*c, *c->policy->tls);
       if (c->policy && c->policy->loadBalancer && c->policy->loadBalancer->consistentHash) {
         const auto& ch = *c->policy->loadBalancer->consistentHash;
         HashPolicy h;

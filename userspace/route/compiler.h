@@ -105,6 +105,8 @@ class Compiler {
   std::optional<config::TrafficPolicy> effectivePolicy(const config::DestinationRule* dr,
                                                        const config::Subset* subset, uint32_t port);
   VirtualHost* newVirtualHost(const std::string& host, uint32_t port);
+  // trafficPolicy.tls for the cluster's connections (compile_tls.cc).
+  void clientTls(Cluster& c, const config::ClientTLSSettings& tls);
   // `gateway`: whose traffic the routes serve, "mesh" or "ns/name".
   void addRoutes(VirtualHost& vh, const config::VirtualService& vs, uint32_t port,
                  std::string_view gateway = "mesh");

@@ -31,7 +31,14 @@
 #include "route/retry.h"
 
 namespace sluice::tls {
-class ServerCredentials;
+template <class Spec, class Ctx>
+class Credentials;
+struct ServerSpec;
+struct ClientSpec;
+class ServerContext;
+class ClientContext;
+using ServerCredentials = Credentials<ServerSpec, ServerContext>;
+using ClientCredentials = Credentials<ClientSpec, ClientContext>;
 class CredentialStore;
 }  // namespace sluice::tls
 
@@ -74,6 +81,11 @@ struct UpstreamSettings {
     uint64_t intervalNs = 0;    // between probes
   };
   std::optional<Keepalive> keepalive;     // tcp.tcpKeepalive
+  // trafficPolicy.tls SIMPLE or MUTUAL: connections speak TLS (the live
+  // client context; null only when compiled without a credential store,
+  // and then connections fail rather than go out in plaintext).
+  bool tls = false;
+  std::shared_ptr<tls::ClientCredentials> tlsCredentials;
 };
 
 struct Cluster {

@@ -72,6 +72,9 @@ const char* counterName(Counter c) {
     case Counter::SslConnectionError: return "ssl.connection_error";
     case Counter::SslHandshakeTimeout: return "ssl.handshake_timeout";
     case Counter::ListenerNoFilterChainMatch: return "listener.no_filter_chain_match";
+    case Counter::UpstreamSslHandshake: return "upstream_ssl.handshake";
+    case Counter::UpstreamSslSessionReused: return "upstream_ssl.session_reused";
+    case Counter::UpstreamSslHandshakeError: return "upstream_ssl.handshake_error";
     case Counter::kCount: break;
   }
   return "unknown";

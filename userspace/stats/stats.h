@@ -87,6 +87,9 @@ enum class Counter : size_t {
   SslConnectionError,         // a TLS error after the handshake
   SslHandshakeTimeout,        // a handshake not finished within --tls-handshake-timeout
   ListenerNoFilterChainMatch, // a ClientHello whose SNI no HTTPS server of the port names
+  UpstreamSslHandshake,       // TLS handshakes with upstreams completed (DestinationRule tls)
+  UpstreamSslSessionReused,   // ... of them resumed a session the endpoint gave before
+  UpstreamSslHandshakeError,  // ... failed (verification, protocol, no client certificate loaded, timeout)
   kCount
 };
 

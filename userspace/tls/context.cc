@@ -102,10 +102,10 @@ int verifyCallback(int preverifyOk, X509_STORE_CTX* store) {
   if (!preverifyOk) return 0;
   if (X509_STORE_CTX_get_error_depth(store) != 0) return 1;
   auto* ssl = static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
-  const auto* ctx = static_cast<const ServerContext*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
-  if (!ctx || ctx->spec().subjectAltNames.empty()) return 1;
+  const auto* ctx = static_cast<const Context*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
+  if (!ctx || ctx->requiredSans().empty()) return 1;
   const std::vector<std::string> have = subjectAltNames(X509_STORE_CTX_get_current_cert(store));
-  for (const std::string& want : ctx->spec().subjectAltNames) {
+  for (const std::string& want : ctx->requiredSans()) {
     if (std::find(have.begin(), have.end(), want) != have.end()) return 1;
   }
   if (auto* notes = static_cast<VerifyNotes*>(SSL_get_ex_data(ssl, sessionExIndex()))) notes->sanMismatch = true;
@@ -115,10 +115,10 @@ int verifyCallback(int preverifyOk, X509_STORE_CTX* store) {
 
 int alpnSelect(SSL* ssl, const unsigned char** out, unsigned char* outLen, const unsigned char* in,
                unsigned int inLen, void*) {
-  const auto* ctx = static_cast<const ServerContext*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
+  const auto* ctx = static_cast<const Context*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
   if (!ctx) return SSL_TLSEXT_ERR_NOACK;
   // Our preference first, among what the client offers.
-  for (const std::string& mine : ctx->spec().alpn) {
+  for (const std::string& mine : ctx->alpn()) {
     for (unsigned int i = 0; i < inLen;) {
       unsigned int n = in[i];
       if (i + 1 + n > inLen) break;
@@ -194,67 +194,103 @@ int sessionExIndex() {
   return index;
 }
 
-ServerContext::~ServerContext() {
+Context::~Context() {
   if (ctx_) SSL_CTX_free(ctx_);
 }
 
+namespace {
+
+struct EvpKeyFree {
+  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
+};
+
+// A certificate file's chain and the key file's key, checked: PEM, the
+// leaf valid now, the key matching it. The key's bytes are wiped after use.
+struct Identity {
+  std::vector<X509Ptr> chain;
+  std::unique_ptr<EVP_PKEY, EvpKeyFree> key;
+};
+std::expected<Identity, std::string> readIdentity(const std::string& certFile, const std::string& keyFile) {
+  auto certPem = readFile(certFile, "certificate");
+  if (!certPem) return std::unexpected(certPem.error());
+  auto keyPem = readFile(keyFile, "private key");
+  if (!keyPem) return std::unexpected(keyPem.error());
+  Identity id;
+  auto chain = readCerts(*certPem, certFile, "certificate");
+  if (!chain) return std::unexpected(chain.error());
+  id.chain = std::move(*chain);
+  X509* leaf = id.chain[0].get();
+  if (X509_cmp_current_time(X509_get0_notAfter(leaf)) <= 0) {
+    return std::unexpected(
+        fmt::format("certificate {}: expired on {}", certFile, timeText(X509_get0_notAfter(leaf))));
+  }
+  if (X509_cmp_current_time(X509_get0_notBefore(leaf)) > 0) {
+    return std::unexpected(
+        fmt::format("certificate {}: not valid before {}", certFile, timeText(X509_get0_notBefore(leaf))));
+  }
+  BioPtr keyBio(BIO_new_mem_buf(keyPem->data(), int(keyPem->size())));
+  id.key.reset(PEM_read_bio_PrivateKey(keyBio.get(), nullptr, nullptr, nullptr));
+  // Whatever fails below, the key's bytes are not repeated in the message.
+  OPENSSL_cleanse(keyPem->data(), keyPem->size());
+  if (!id.key) {
+    ERR_clear_error();
+    return std::unexpected(fmt::format("private key {}: no PEM private key in it", keyFile));
+  }
+  if (X509_check_private_key(leaf, id.key.get()) != 1) {
+    ERR_clear_error();
+    return std::unexpected(fmt::format("private key {} does not match certificate {}", keyFile, certFile));
+  }
+  return id;
+}
+
+std::expected<void, std::string> useIdentity(SSL_CTX* ctx, const Identity& id) {
+  if (SSL_CTX_use_certificate(ctx, id.chain[0].get()) != 1 || SSL_CTX_use_PrivateKey(ctx, id.key.get()) != 1) {
+    return std::unexpected("SSL_CTX_use_certificate: " + opensslError());
+  }
+  for (size_t i = 1; i < id.chain.size(); ++i) SSL_CTX_add1_chain_cert(ctx, id.chain[i].get());
+  return {};
+}
+
+// Trusts the CA file's certificates; with `sendNames`, also names them to
+// clients as acceptable issuers (a server asking for certificates).
+std::expected<void, std::string> trustCa(SSL_CTX* ctx, const std::string& caFile, bool sendNames) {
+  auto caPem = readFile(caFile, "CA certificates");
+  if (!caPem) return std::unexpected(caPem.error());
+  auto cas = readCerts(*caPem, caFile, "CA certificates");
+  if (!cas) return std::unexpected(cas.error());
+  X509_STORE* store = SSL_CTX_get_cert_store(ctx);
+  STACK_OF(X509_NAME)* names = sendNames ? sk_X509_NAME_new_null() : nullptr;
+  for (auto& ca : *cas) {
+    X509_STORE_add_cert(store, ca.get());
+    if (names) sk_X509_NAME_push(names, X509_NAME_dup(X509_get_subject_name(ca.get())));
+  }
+  ERR_clear_error();
+  if (names) SSL_CTX_set_client_CA_list(ctx, names);  // takes ownership
+  return {};
+}
+
+}  // namespace
+
 std::expected<std::shared_ptr<const ServerContext>, std::string> ServerContext::load(const ServerSpec& spec,
                                                                                      const Files& files) {
-  auto certPem = readFile(files.cert, "certificate");
-  if (!certPem) return std::unexpected(certPem.error());
-  auto keyPem = readFile(files.key, "private key");
-  if (!keyPem) return std::unexpected(keyPem.error());
-  std::string caPem;
-  if (!files.ca.empty()) {
-    auto ca = readFile(files.ca, "CA certificates");
-    if (!ca) return std::unexpected(ca.error());
-    caPem = std::move(*ca);
-  }
   const bool mutual = spec.mode != ServerSpec::Mode::kSimple;
-  if (mutual && caPem.empty() && spec.mode == ServerSpec::Mode::kMutual) {
+  if (mutual && files.ca.empty() && spec.mode == ServerSpec::Mode::kMutual) {
     return std::unexpected(spec.credentialName.empty()
                                ? std::string("MUTUAL mode needs caCertificates")
                                : "MUTUAL mode needs a CA: neither ca.crt in credential \"" + spec.credentialName +
                                      "\" nor a \"" + spec.credentialName + "-cacert\" credential");
   }
-
-  auto chain = readCerts(*certPem, files.cert, "certificate");
-  if (!chain) return std::unexpected(chain.error());
-  X509* leaf = (*chain)[0].get();
-  if (X509_cmp_current_time(X509_get0_notAfter(leaf)) <= 0) {
-    return std::unexpected(fmt::format("certificate {}: expired on {}", files.cert,
-                                       timeText(X509_get0_notAfter(leaf))));
-  }
-  if (X509_cmp_current_time(X509_get0_notBefore(leaf)) > 0) {
-    return std::unexpected(fmt::format("certificate {}: not valid before {}", files.cert,
-                                       timeText(X509_get0_notBefore(leaf))));
-  }
-  BioPtr keyBio(BIO_new_mem_buf(keyPem->data(), int(keyPem->size())));
-  EVP_PKEY* pkey = PEM_read_bio_PrivateKey(keyBio.get(), nullptr, nullptr, nullptr);
-  // Whatever fails below, the key's bytes are not repeated in the message.
-  OPENSSL_cleanse(keyPem->data(), keyPem->size());
-  if (!pkey) {
-    ERR_clear_error();
-    return std::unexpected(fmt::format("private key {}: no PEM private key in it", files.key));
-  }
+  auto id = readIdentity(files.cert, files.key);
+  if (!id) return std::unexpected(id.error());
   std::shared_ptr<ServerContext> out(new ServerContext());
   out->spec_ = spec;
+  out->sans_ = spec.subjectAltNames;
+  out->alpn_ = spec.alpn;
   out->ctx_ = SSL_CTX_new(TLS_server_method());
   SSL_CTX* ctx = out->ctx_;
-  if (!ctx) {
-    EVP_PKEY_free(pkey);
-    return std::unexpected("SSL_CTX_new: " + opensslError());
-  }
-  SSL_CTX_set_app_data(ctx, out.get());
-  const bool keyOk = SSL_CTX_use_certificate(ctx, leaf) == 1 && SSL_CTX_use_PrivateKey(ctx, pkey) == 1 &&
-                     SSL_CTX_check_private_key(ctx) == 1;
-  EVP_PKEY_free(pkey);
-  if (!keyOk) {
-    ERR_clear_error();
-    return std::unexpected(
-        fmt::format("private key {} does not match certificate {}", files.key, files.cert));
-  }
-  for (size_t i = 1; i < chain->size(); ++i) SSL_CTX_add1_chain_cert(ctx, (*chain)[i].get());
+  if (!ctx) return std::unexpected("SSL_CTX_new: " + opensslError());
+  SSL_CTX_set_app_data(ctx, static_cast<Context*>(out.get()));
+  if (auto r = useIdentity(ctx, *id); !r) return std::unexpected(r.error());
 
   SSL_CTX_set_min_proto_version(ctx, spec.minVersion);
   SSL_CTX_set_max_proto_version(ctx, spec.maxVersion);
@@ -273,18 +309,8 @@ std::expected<std::shared_ptr<const ServerContext>, std::string> ServerContext::
   SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
   SSL_CTX_set_num_tickets(ctx, 1);
 
-  if (!caPem.empty()) {
-    auto cas = readCerts(caPem, files.ca, "CA certificates");
-    if (!cas) return std::unexpected(cas.error());
-    X509_STORE* store = SSL_CTX_get_cert_store(ctx);
-    STACK_OF(X509_NAME)* names = sk_X509_NAME_new_null();
-    for (auto& ca : *cas) {
-      X509_STORE_add_cert(store, ca.get());
-      sk_X509_NAME_push(names, X509_NAME_dup(X509_get_subject_name(ca.get())));
-    }
-    ERR_clear_error();
-    SSL_CTX_set_client_CA_list(ctx, names);  // takes ownership
-    out->info_.caFile = files.ca;
+  if (!files.ca.empty()) {
+    if (auto r = trustCa(ctx, files.ca, /*sendNames=*/true); !r) return std::unexpected(r.error());
   }
   if (mutual) {
     int mode = SSL_VERIFY_PEER;
@@ -295,10 +321,58 @@ std::expected<std::shared_ptr<const ServerContext>, std::string> ServerContext::
     static const unsigned char kSidCtx[] = "sluice";
     SSL_CTX_set_session_id_context(ctx, kSidCtx, sizeof(kSidCtx) - 1);
   }
-  std::string ca = std::move(out->info_.caFile);
-  out->info_ = describe(leaf);
-  out->info_.caFile = std::move(ca);
+  out->info_ = describe(id->chain[0].get());
+  out->info_.caFile = files.ca;
   return std::shared_ptr<const ServerContext>(std::move(out));
+}
+
+std::string ClientSpec::key() const {
+  std::string k = fmt::format("client mutual={} cred={} cert={} key={} ca={} sni={} skip={}", mutual,
+                              credentialName, certFile, keyFile, caFile, sni, insecureSkipVerify);
+  for (const auto& s : subjectAltNames) k += " san=" + s;
+  for (const auto& a : alpn) k += " alpn=" + a;
+  return k;
+}
+
+std::expected<std::shared_ptr<const ClientContext>, std::string> ClientContext::load(const ClientSpec& spec,
+                                                                                     const Files& files) {
+  std::shared_ptr<ClientContext> out(new ClientContext());
+  out->spec_ = spec;
+  out->sans_ = spec.subjectAltNames;
+  out->alpn_ = spec.alpn;
+  out->ctx_ = SSL_CTX_new(TLS_client_method());
+  SSL_CTX* ctx = out->ctx_;
+  if (!ctx) return std::unexpected("SSL_CTX_new: " + opensslError());
+  SSL_CTX_set_app_data(ctx, static_cast<Context*>(out.get()));
+  if (spec.mutual) {
+    auto id = readIdentity(files.cert, files.key);
+    if (!id) return std::unexpected(id.error());
+    if (auto r = useIdentity(ctx, *id); !r) return std::unexpected(r.error());
+    out->info_ = describe(id->chain[0].get());
+  }
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+  std::string protos;
+  for (const std::string& a : spec.alpn) protos += char(a.size()) + a;
+  SSL_CTX_set_alpn_protos(ctx, reinterpret_cast<const unsigned char*>(protos.data()), unsigned(protos.size()));
+  // Sessions are kept by the caller per endpoint (ClientSession), not in
+  // OpenSSL's cache.
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+  SSL_CTX_sess_set_new_cb(ctx, newSessionCallback);
+  if (spec.insecureSkipVerify) {
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
+  } else {
+    if (!files.ca.empty()) {
+      if (auto r = trustCa(ctx, files.ca, /*sendNames=*/false); !r) return std::unexpected(r.error());
+    } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+      return std::unexpected("no caCertificates, and the system's CA certificates could not be read: " +
+                             opensslError());
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, verifyCallback);
+  }
+  out->info_.caFile = files.ca;
+  return std::shared_ptr<const ClientContext>(std::move(out));
 }
 
 }  // namespace sluice::tls

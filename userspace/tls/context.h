@@ -42,27 +42,64 @@ struct CertificateInfo {
   std::string caFile;               // the file client certificates are checked against, if any
 };
 
-// An immutable SSL_CTX with the spec applied. Rotation builds a new one.
-class ServerContext {
- public:
-  ~ServerContext();
-  ServerContext(const ServerContext&) = delete;
-  ServerContext& operator=(const ServerContext&) = delete;
+// What an upstream connection asks of TLS (DestinationRule
+// trafficPolicy.tls, SIMPLE or MUTUAL).
+struct ClientSpec {
+  bool mutual = false;  // a client certificate is presented
+  std::string credentialName;
+  std::string certFile, keyFile, caFile;  // caFile empty: the system's roots
+  std::vector<std::string> subjectAltNames;  // the server's certificate must carry one
+  std::string sni;                 // the ClientHello's server name
+  bool insecureSkipVerify = false;  // no verification at all
+  std::vector<std::string> alpn = {"http/1.1"};
 
+  std::string key() const;
+};
+
+// An immutable SSL_CTX with a spec applied. Rotation builds a new one.
+class Context {
+ public:
+  virtual ~Context();
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+  SSL_CTX* native() const { return ctx_; }
+  // The certificate this side presents (empty subject: none).
+  const CertificateInfo& info() const { return info_; }
+  // A peer certificate must carry one of these (empty: any verified one).
+  const std::vector<std::string>& requiredSans() const { return sans_; }
+  const std::vector<std::string>& alpn() const { return alpn_; }
+
+ protected:
+  Context() = default;
+  SSL_CTX* ctx_ = nullptr;
+  CertificateInfo info_;
+  std::vector<std::string> sans_;
+  std::vector<std::string> alpn_;
+};
+
+class ServerContext final : public Context {
+ public:
   // Reads the files and builds the context. The error names the file and
   // what is wrong with it (missing, not PEM, key not matching, expired).
   static std::expected<std::shared_ptr<const ServerContext>, std::string> load(const ServerSpec& spec,
                                                                                const Files& files);
-
-  SSL_CTX* native() const { return ctx_; }
   const ServerSpec& spec() const { return spec_; }
-  const CertificateInfo& info() const { return info_; }
 
  private:
   ServerContext() = default;
-  SSL_CTX* ctx_ = nullptr;
   ServerSpec spec_;
-  CertificateInfo info_;
+};
+
+class ClientContext final : public Context {
+ public:
+  // As ServerContext::load; the certificate and key only for MUTUAL.
+  static std::expected<std::shared_ptr<const ClientContext>, std::string> load(const ClientSpec& spec,
+                                                                               const Files& files);
+  const ClientSpec& spec() const { return spec_; }
+
+ private:
+  ClientContext() = default;
+  ClientSpec spec_;
 };
 
 // Istio's TLS version names (TLS_AUTO, TLSV1_0 ... TLSV1_3) as OpenSSL
@@ -71,10 +108,14 @@ int versionFromName(const std::string& name, int autoVersion);
 // An Envoy/OpenSSL cipher suite name OpenSSL does not know: the error.
 std::expected<void, std::string> checkCipherSuite(const std::string& name);
 
+// OpenSSL's new-session callback for client contexts (session.cc): hands a
+// session ticket to the Session it arrived on.
+int newSessionCallback(SSL* ssl, SSL_SESSION* sess);
+
 // The index of SSL ex_data where a session keeps its VerifyNotes.
 int sessionExIndex();
 struct VerifyNotes {
-  bool sanMismatch = false;  // the client's certificate has none of subjectAltNames
+  bool sanMismatch = false;  // the peer's certificate has none of subjectAltNames
 };
 
 // A certificate's subject alternative names as Istio writes them: DNS

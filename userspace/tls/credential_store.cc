@@ -19,15 +19,12 @@ std::string stampOf(const std::string& path) {
   return fmt::format("{}:{}:{}:{}.{}", st.st_dev, st.st_ino, st.st_size, st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
 }
 
-}  // namespace
-
-Files CredentialStore::resolve(const ServerSpec& spec) const {
-  if (spec.credentialName.empty()) return {spec.certFile, spec.keyFile, spec.caFile};
-  // Istio's layout: tls.crt and tls.key, the CA as ca.crt beside them or in
-  // a "<name>-cacert" secret.
-  const std::string base = dir_ + "/" + spec.credentialName;
+// Istio's layout for a credential: tls.crt and tls.key, the CA as ca.crt
+// beside them or in a "<name>-cacert" secret.
+Files credentialFiles(const std::string& dir, const std::string& name, bool wantCa) {
+  const std::string base = dir + "/" + name;
   Files f{base + "/tls.crt", base + "/tls.key", ""};
-  if (spec.mode != ServerSpec::Mode::kSimple) {
+  if (wantCa) {
     if (exists(base + "/ca.crt")) {
       f.ca = base + "/ca.crt";
     } else if (exists(base + "-cacert/ca.crt")) {
@@ -37,7 +34,22 @@ Files CredentialStore::resolve(const ServerSpec& spec) const {
   return f;
 }
 
-bool CredentialStore::refresh(ServerCredentials& slot) {
+}  // namespace
+
+Files CredentialStore::resolve(const ServerSpec& spec) const {
+  if (spec.credentialName.empty()) return {spec.certFile, spec.keyFile, spec.caFile};
+  return credentialFiles(dir_, spec.credentialName, spec.mode != ServerSpec::Mode::kSimple);
+}
+
+Files CredentialStore::resolve(const ClientSpec& spec) const {
+  if (spec.credentialName.empty()) return {spec.certFile, spec.keyFile, spec.caFile};
+  Files f = credentialFiles(dir_, spec.credentialName, true);
+  if (!spec.mutual) f.cert = f.key = "";  // SIMPLE: the credential's CA only
+  return f;
+}
+
+template <class Spec, class Ctx>
+bool CredentialStore::refresh(Credentials<Spec, Ctx>& slot) {
   if (!slot.spec_.credentialName.empty() && dir_.empty()) {
     std::lock_guard lock(slot.mu_);
     slot.error_ = "credentialName " + slot.spec_.credentialName + ": sluiced has no --credentials-dir to find it in";
@@ -50,7 +62,7 @@ bool CredentialStore::refresh(ServerCredentials& slot) {
     std::lock_guard lock(slot.mu_);
     if (stamp == slot.stamp_) return false;
   }
-  auto loaded = ServerContext::load(slot.spec_, files);
+  auto loaded = Ctx::load(slot.spec_, files);
   std::lock_guard lock(slot.mu_);
   slot.stamp_ = stamp;
   slot.files_ = files;
@@ -65,25 +77,30 @@ bool CredentialStore::refresh(ServerCredentials& slot) {
   return true;
 }
 
-std::shared_ptr<ServerCredentials> CredentialStore::get(const ServerSpec& spec) {
-  const std::string key = spec.key();
-  std::shared_ptr<ServerCredentials> slot;
+template <class Spec, class Ctx>
+std::shared_ptr<Credentials<Spec, Ctx>> CredentialStore::slotFor(
+    std::map<std::string, std::shared_ptr<Credentials<Spec, Ctx>>>& m, const Spec& spec) {
+  std::shared_ptr<Credentials<Spec, Ctx>> slot;
   {
     std::lock_guard lock(mu_);
-    auto& s = slots_[key];
-    if (!s) s = std::make_shared<ServerCredentials>(spec);
+    auto& s = m[spec.key()];
+    if (!s) s = std::make_shared<Credentials<Spec, Ctx>>(spec);
     slot = s;
   }
   refresh(*slot);
   return slot;
 }
 
-size_t CredentialStore::poll() {
-  std::vector<std::shared_ptr<ServerCredentials>> live;
+std::shared_ptr<ServerCredentials> CredentialStore::get(const ServerSpec& spec) { return slotFor(servers_, spec); }
+std::shared_ptr<ClientCredentials> CredentialStore::get(const ClientSpec& spec) { return slotFor(clients_, spec); }
+
+template <class Slots>
+size_t CredentialStore::pollAll(Slots& m) {
+  std::vector<typename Slots::mapped_type> live;
   {
     std::lock_guard lock(mu_);
-    std::erase_if(slots_, [](const auto& kv) { return kv.second.use_count() == 1; });
-    for (const auto& [key, slot] : slots_) live.push_back(slot);
+    std::erase_if(m, [](const auto& kv) { return kv.second.use_count() == 1; });
+    for (const auto& [key, slot] : m) live.push_back(slot);
   }
   size_t replaced = 0;
   for (const auto& slot : live) {
@@ -91,14 +108,15 @@ size_t CredentialStore::poll() {
     if (refresh(*slot)) {
       ++replaced;
       const Files f = slot->files();
-      fprintf(stderr, "sluiced: tls: reloaded %s (%s)\n", f.cert.c_str(),
-              slot->current()->info().notAfter.c_str());
+      fprintf(stderr, "sluiced: tls: reloaded %s\n", (f.cert.empty() ? f.ca : f.cert).c_str());
     } else if (std::string e = slot->error(); !e.empty() && !hadError) {
       fprintf(stderr, "sluiced: tls: %s (keeping the last good certificate, if any)\n", e.c_str());
     }
   }
   return replaced;
 }
+
+size_t CredentialStore::poll() { return pollAll(servers_) + pollAll(clients_); }
 
 void CredentialStore::start(int intervalMs) {
   if (thread_.joinable()) return;

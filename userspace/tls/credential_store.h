@@ -1,7 +1,7 @@
-// Live TLS server credentials: one slot per distinct ServerSpec, loaded
-// when first asked for and reloaded when its files change (a rotated
-// certificate serves new handshakes within a poll interval; connections
-// already open keep the context they started with).
+// Live TLS credentials: one slot per distinct spec (a Gateway server's, or
+// an upstream cluster's), loaded when first asked for and reloaded when its
+// files change (a rotated certificate serves new handshakes within a poll
+// interval; connections already open keep the context they started with).
 #pragma once
 
 #include <sys/stat.h>
@@ -18,17 +18,19 @@
 
 namespace sluice::tls {
 
-// What a compiled Gateway server holds: the context new handshakes use.
-class ServerCredentials {
+// What a compiled Gateway server or cluster holds: the context new
+// handshakes use.
+template <class Spec, class Ctx>
+class Credentials {
  public:
-  explicit ServerCredentials(ServerSpec spec) : spec_(std::move(spec)) {}
+  explicit Credentials(Spec spec) : spec_(std::move(spec)) {}
   // Null while the files do not load (error() says why).
-  std::shared_ptr<const ServerContext> current() const { return ctx_.load(std::memory_order_acquire); }
+  std::shared_ptr<const Ctx> current() const { return ctx_.load(std::memory_order_acquire); }
   std::string error() const {
     std::lock_guard lock(mu_);
     return error_;
   }
-  const ServerSpec& spec() const { return spec_; }
+  const Spec& spec() const { return spec_; }
   // The files read, credential names resolved (for messages).
   Files files() const {
     std::lock_guard lock(mu_);
@@ -37,13 +39,15 @@ class ServerCredentials {
 
  private:
   friend class CredentialStore;
-  const ServerSpec spec_;
-  std::atomic<std::shared_ptr<const ServerContext>> ctx_;
+  const Spec spec_;
+  std::atomic<std::shared_ptr<const Ctx>> ctx_;
   mutable std::mutex mu_;
   std::string error_;
   Files files_;
   std::string stamp_;  // identity of the files last read (inode, size, mtime)
 };
+using ServerCredentials = Credentials<ServerSpec, ServerContext>;
+using ClientCredentials = Credentials<ClientSpec, ClientContext>;
 
 class CredentialStore {
  public:
@@ -53,11 +57,12 @@ class CredentialStore {
   CredentialStore(const CredentialStore&) = delete;
   CredentialStore& operator=(const CredentialStore&) = delete;
 
-  // The slot for `spec`, shared by every server asking for the same one,
+  // The slot for `spec`, shared by everything asking for the same one,
   // loaded now if new (check error() on it).
   std::shared_ptr<ServerCredentials> get(const ServerSpec& spec);
+  std::shared_ptr<ClientCredentials> get(const ClientSpec& spec);
   // Reloads the slots whose files changed (or appeared); drops slots no
-  // server holds. Returns how many contexts were replaced.
+  // one holds. Returns how many contexts were replaced.
   size_t poll();
   // poll() on a thread every `intervalMs` until stop().
   void start(int intervalMs);
@@ -66,12 +71,20 @@ class CredentialStore {
 
  private:
   Files resolve(const ServerSpec& spec) const;
+  Files resolve(const ClientSpec& spec) const;
   // Reads the files when their stamp changed; false when nothing changed.
-  bool refresh(ServerCredentials& slot);
+  template <class Spec, class Ctx>
+  bool refresh(Credentials<Spec, Ctx>& slot);
+  template <class Spec, class Ctx>
+  std::shared_ptr<Credentials<Spec, Ctx>> slotFor(std::map<std::string, std::shared_ptr<Credentials<Spec, Ctx>>>& m,
+                                                 const Spec& spec);
+  template <class Slots>
+  size_t pollAll(Slots& m);
 
   const std::string dir_;
-  std::mutex mu_;  // slots_
-  std::map<std::string, std::shared_ptr<ServerCredentials>> slots_;
+  std::mutex mu_;  // the maps
+  std::map<std::string, std::shared_ptr<ServerCredentials>> servers_;
+  std::map<std::string, std::shared_ptr<ClientCredentials>> clients_;
   std::thread thread_;
   std::mutex runMu_;
   std::condition_variable cv_;

@@ -10,7 +10,7 @@ namespace sluice::tls {
 // into an intermediate buffer, and nothing held between calls.
 struct SessionBio {
   static int read(BIO* bio, char* buf, int len) {
-    auto* s = static_cast<ServerSession*>(BIO_get_data(bio));
+    auto* s = static_cast<Session*>(BIO_get_data(bio));
     BIO_clear_retry_flags(bio);
     if (s->in_.empty()) {
       BIO_set_retry_read(bio);
@@ -22,7 +22,7 @@ struct SessionBio {
     return int(n);
   }
   static int write(BIO* bio, const char* buf, int len) {
-    auto* s = static_cast<ServerSession*>(BIO_get_data(bio));
+    auto* s = static_cast<Session*>(BIO_get_data(bio));
     BIO_clear_retry_flags(bio);
     if (!s->out_) {
       BIO_set_retry_write(bio);
@@ -49,18 +49,63 @@ struct SessionBio {
   }
 };
 
-ServerSession::ServerSession(std::shared_ptr<const ServerContext> ctx) : ctx_(std::move(ctx)) {
+Session::Session(std::shared_ptr<const Context> ctx) : ctx_(std::move(ctx)) {
   ssl_ = SSL_new(ctx_->native());
   BIO* bio = BIO_new(SessionBio::method());
   BIO_set_data(bio, this);
   SSL_set_bio(ssl_, bio, bio);  // one BIO both ways; SSL owns it
   SSL_set_ex_data(ssl_, sessionExIndex(), &notes_);
+}
+
+Session::~Session() {
+  // Freeing a connection that sent no close_notify makes OpenSSL mark its
+  // session not resumable (ssl_clear_bad_session). A connection that ended
+  // without a TLS error (closed, reset, timed out) leaves its session
+  // good: the next connection to the endpoint may resume it.
+  if (established_ && failure_ == Failure::kNone) SSL_set_shutdown(ssl_, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+  SSL_free(ssl_);
+}
+
+ServerSession::ServerSession(std::shared_ptr<const ServerContext> ctx) : Session(std::move(ctx)) {
   SSL_set_accept_state(ssl_);
 }
 
-ServerSession::~ServerSession() { SSL_free(ssl_); }
+// OpenSSL's new-session callback (clients): the session belongs to the
+// Session whose SSL it came on. Returning 1 keeps the reference.
+int newSessionCallback(SSL* ssl, SSL_SESSION* sess) {
+  auto* bio = SSL_get_rbio(ssl);
+  auto* s = bio ? static_cast<Session*>(BIO_get_data(bio)) : nullptr;
+  if (!s) return 0;
+  s->onNewSession(sess);
+  return 1;
+}
 
-void ServerSession::fail(int sslError) {
+ClientSession::ClientSession(std::shared_ptr<const ClientContext> ctx, std::shared_ptr<ResumptionSlot> resume)
+    : Session(ctx), resume_(std::move(resume)) {
+  SSL_set_connect_state(ssl_);
+  const ClientSpec& spec = ctx->spec();
+  if (!spec.sni.empty()) SSL_set_tlsext_host_name(ssl_, spec.sni.c_str());
+  if (!spec.insecureSkipVerify && spec.subjectAltNames.empty() && !spec.sni.empty()) {
+    // No SANs named: the certificate must be for the name dialled.
+    SSL_set1_host(ssl_, spec.sni.c_str());
+  }
+  if (resume_ && resume_->get()) SSL_set_session(ssl_, resume_->get());
+}
+
+void ClientSession::start(std::string& wire) {
+  std::string plain;
+  receive({}, plain, wire);
+}
+
+void ClientSession::onNewSession(SSL_SESSION* s) {
+  if (resume_) {
+    resume_->reset(s);
+  } else {
+    SSL_SESSION_free(s);
+  }
+}
+
+void Session::fail(int sslError) {
   unsigned long e = ERR_peek_error();
   const int reason = ERR_GET_REASON(e);
   if (!established_) {
@@ -86,7 +131,7 @@ void ServerSession::fail(int sslError) {
   ERR_clear_error();
 }
 
-bool ServerSession::receive(std::string_view in, std::string& plain, std::string& wire) {
+bool Session::receive(std::string_view in, std::string& plain, std::string& wire) {
   if (failure_ != Failure::kNone) return false;
   in_ = in;
   out_ = &wire;
@@ -116,7 +161,10 @@ bool ServerSession::receive(std::string_view in, std::string& plain, std::string
     }
     const int err = SSL_get_error(ssl_, r);
     if (err == SSL_ERROR_WANT_READ) break;
-    if (err == SSL_ERROR_ZERO_RETURN) break;  // close_notify: the socket's FIN ends it
+    if (err == SSL_ERROR_ZERO_RETURN) {  // close_notify
+      closeNotified_ = true;
+      break;
+    }
     fail(err);
     ok = false;
   }
@@ -125,7 +173,7 @@ bool ServerSession::receive(std::string_view in, std::string& plain, std::string
   return ok;
 }
 
-void ServerSession::send(std::string_view plain, std::string& wire) {
+void Session::send(std::string_view plain, std::string& wire) {
   if (!established_ || failure_ != Failure::kNone || plain.empty()) return;
   out_ = &wire;
   size_t written = 0;
@@ -133,7 +181,7 @@ void ServerSession::send(std::string_view plain, std::string& wire) {
   out_ = nullptr;
 }
 
-void ServerSession::shutdown(std::string& wire) {
+void Session::shutdown(std::string& wire) {
   if (!established_ || failure_ != Failure::kNone) return;
   out_ = &wire;
   SSL_shutdown(ssl_);
@@ -141,14 +189,14 @@ void ServerSession::shutdown(std::string& wire) {
   out_ = nullptr;
 }
 
-std::string_view ServerSession::alpn() const {
+std::string_view Session::alpn() const {
   const unsigned char* p = nullptr;
   unsigned int n = 0;
   SSL_get0_alpn_selected(ssl_, &p, &n);
   return std::string_view(reinterpret_cast<const char*>(p), n);
 }
 
-bool ServerSession::peerCertificate() const {
+bool Session::peerCertificate() const {
   X509* peer = SSL_get0_peer_certificate(ssl_);
   return peer != nullptr;
 }

@@ -30,12 +30,12 @@ TEST_F(CredentialStoreTest, CredentialNameReadsTlsCrtAndKeyAndTheCaBesideOrInCac
   TestCert::writeFile(root() / "partner-cacert/ca.crt", ca_.certPem());
   CredentialStore store(dir_.path());
 
-  auto simple = store.get({.credentialName = "production-tls"});
+  auto simple = store.get(ServerSpec{.credentialName = "production-tls"});
   ASSERT_TRUE(simple->current()) << simple->error();
   EXPECT_EQ(simple->current()->info().subject, "CN=app.example.com");
   EXPECT_EQ(simple->files().ca, "");
 
-  auto mutual = store.get({.mode = ServerSpec::Mode::kMutual, .credentialName = "partner"});
+  auto mutual = store.get(ServerSpec{.mode = ServerSpec::Mode::kMutual, .credentialName = "partner"});
   ASSERT_TRUE(mutual->current()) << mutual->error();
   EXPECT_EQ(mutual->files().ca, (root() / "partner-cacert/ca.crt").string());
   // ca.crt in the credential itself wins.
@@ -43,39 +43,39 @@ TEST_F(CredentialStoreTest, CredentialNameReadsTlsCrtAndKeyAndTheCaBesideOrInCac
   store.poll();
   EXPECT_EQ(mutual->files().ca, (root() / "partner/ca.crt").string());
 
-  EXPECT_EQ(store.get({.credentialName = "production-tls"}), simple) << "one slot per spec";
+  EXPECT_EQ(store.get(ServerSpec{.credentialName = "production-tls"}), simple) << "one slot per spec";
 }
 
 TEST_F(CredentialStoreTest, ErrorsNameTheFileAndNeverTheKey) {
   CredentialStore store(dir_.path());
-  auto missing = store.get({.credentialName = "nope"});
+  auto missing = store.get(ServerSpec{.credentialName = "nope"});
   EXPECT_FALSE(missing->current());
   EXPECT_THAT(missing->error(), HasSubstr((root() / "nope/tls.crt").string()));
 
-  auto noCa = store.get({.mode = ServerSpec::Mode::kMutual, .credentialName = "nope"});
+  auto noCa = store.get(ServerSpec{.mode = ServerSpec::Mode::kMutual, .credentialName = "nope"});
   EXPECT_FALSE(noCa->current());
 
   TestCert a({.commonName = "a"}, &ca_), b({.commonName = "b"}, &ca_);
   std::filesystem::create_directories(root() / "mixed");
   TestCert::writeFile(root() / "mixed/tls.crt", a.certPem());
   TestCert::writeFile(root() / "mixed/tls.key", b.keyPem());
-  auto mixed = store.get({.credentialName = "mixed"});
+  auto mixed = store.get(ServerSpec{.credentialName = "mixed"});
   EXPECT_FALSE(mixed->current());
   EXPECT_THAT(mixed->error(), HasSubstr("does not match certificate"));
   EXPECT_THAT(mixed->error(), ::testing::Not(HasSubstr("PRIVATE KEY")));
 
   TestCert old({.commonName = "old", .notBeforeSeconds = -7200, .notAfterSeconds = -3600}, &ca_);
   old.write(root() / "expired");
-  auto expired = store.get({.credentialName = "expired"});
+  auto expired = store.get(ServerSpec{.credentialName = "expired"});
   EXPECT_FALSE(expired->current());
   EXPECT_THAT(expired->error(), HasSubstr("expired on"));
 
   CredentialStore noDir("");
-  EXPECT_THAT(noDir.get({.credentialName = "x"})->error(),
+  EXPECT_THAT(noDir.get(ServerSpec{.credentialName = "x"})->error(),
               HasSubstr("credentialName x: sluiced has no --credentials-dir"));
 
   TestCert::writeFile(root() / "junk.crt", "not a certificate");
-  auto junk = store.get({.certFile = (root() / "junk.crt").string(), .keyFile = (root() / "junk.key").string()});
+  auto junk = store.get(ServerSpec{.certFile = (root() / "junk.crt").string(), .keyFile = (root() / "junk.key").string()});
   EXPECT_THAT(junk->error(), HasSubstr("junk.key"));
 }
 
@@ -83,7 +83,7 @@ TEST_F(CredentialStoreTest, RotationAndAMissingSecretThatAppears) {
   TestCert first({.commonName = "first"}, &ca_);
   first.write(root() / "rot");
   CredentialStore store(dir_.path());
-  auto slot = store.get({.credentialName = "rot"});
+  auto slot = store.get(ServerSpec{.credentialName = "rot"});
   auto before = slot->current();
   ASSERT_TRUE(before);
   EXPECT_EQ(store.poll(), 0u) << "nothing changed";
@@ -106,7 +106,7 @@ TEST_F(CredentialStoreTest, RotationAndAMissingSecretThatAppears) {
   EXPECT_EQ(slot->current()->info().subject, "CN=third");
   EXPECT_EQ(slot->error(), "");
 
-  auto later = store.get({.credentialName = "later"});
+  auto later = store.get(ServerSpec{.credentialName = "later"});
   EXPECT_FALSE(later->current());
   first.write(root() / "later");
   store.poll();
@@ -118,7 +118,7 @@ TEST_F(CredentialStoreTest, SlotsNoServerHoldsAreDropped) {
   TestCert leaf({.commonName = "x"}, &ca_);
   leaf.write(root() / "x");
   CredentialStore store(dir_.path());
-  std::weak_ptr<ServerCredentials> weak = store.get({.credentialName = "x"});
+  std::weak_ptr<ServerCredentials> weak = store.get(ServerSpec{.credentialName = "x"});
   store.poll();
   EXPECT_TRUE(weak.expired());
 }

@@ -224,3 +224,109 @@ TEST_F(SessionTest, GarbageFailsTheHandshake) {
 
 }  // namespace
 }  // namespace sluice::tls
+
+namespace sluice::tls {
+namespace {
+
+// ClientSession (upstream TLS) against our own ServerSession.
+class ClientSessionTest : public SessionTest {
+ protected:
+  std::shared_ptr<const ClientContext> client(ClientSpec spec, const TestCert* cert = nullptr) {
+    Files f{"", "", spec.caFile};
+    if (cert) {
+      cert->write(root() / "client", "c.crt", "c.key");
+      f.cert = (root() / "client/c.crt").string();
+      f.key = (root() / "client/c.key").string();
+      spec.mutual = true;
+    }
+    auto ctx = ClientContext::load(spec, f);
+    EXPECT_TRUE(ctx.has_value()) << ctx.error();
+    return ctx ? *ctx : nullptr;
+  }
+  // Runs both ends until neither has anything to send.
+  static bool pump(ClientSession& c, ServerSession& s, std::string& serverPlain) {
+    std::string toServer;
+    c.start(toServer);
+    for (int i = 0; i < 10; ++i) {
+      std::string toClient, clientPlain, next;
+      if (!s.receive(toServer, serverPlain, toClient)) return false;
+      if (!c.receive(toClient, clientPlain, next)) return false;
+      toServer = std::move(next);
+      if (toServer.empty() && c.established() && s.established()) return true;
+    }
+    return c.established() && s.established();
+  }
+  std::string ca() { return (root() / "ca.crt").string(); }
+};
+
+TEST_F(ClientSessionTest, VerifiesTheServerAgainstTheCaAndTheName) {
+  auto server = context({});
+  {
+    ServerSession s(server);
+    ClientSession c(client({.caFile = ca(), .sni = "app.example.com"}), nullptr);
+    std::string plain;
+    EXPECT_TRUE(pump(c, s, plain)) << c.failureDetail();
+    EXPECT_EQ(c.alpn(), "http/1.1");
+  }
+  {
+    // The certificate is for app.example.com, not the name dialled.
+    ServerSession s(server);
+    ClientSession c(client({.caFile = ca(), .sni = "other.example.com"}), nullptr);
+    std::string plain;
+    EXPECT_FALSE(pump(c, s, plain));
+    EXPECT_EQ(c.failure(), Failure::kVerify) << c.failureDetail();
+  }
+  {
+    ServerSession s(server);
+    ClientSession c(client({.caFile = ca(), .subjectAltNames = {"spiffe://nope"}, .sni = "app.example.com"}),
+                    nullptr);
+    std::string plain;
+    EXPECT_FALSE(pump(c, s, plain));
+    EXPECT_EQ(c.failure(), Failure::kVerifySan) << c.failureDetail();
+  }
+  {
+    TestCert otherCa({.commonName = "Other CA", .ca = true});
+    TestCert::writeFile(root() / "other-ca.crt", otherCa.certPem());
+    ServerSession s(server);
+    ClientSession c(client({.caFile = (root() / "other-ca.crt").string(), .sni = "app.example.com"}), nullptr);
+    std::string plain;
+    EXPECT_FALSE(pump(c, s, plain));
+    EXPECT_EQ(c.failure(), Failure::kVerify);
+    ServerSession s2(server);
+    ClientSession skip(client({.sni = "app.example.com", .insecureSkipVerify = true}), nullptr);
+    EXPECT_TRUE(pump(skip, s2, plain)) << "insecureSkipVerify checks nothing";
+  }
+}
+
+TEST_F(ClientSessionTest, MutualPresentsTheClientCertificate) {
+  auto server = context({.mode = ServerSpec::Mode::kMutual});
+  TestCert me({.commonName = "sluice", .clientAuth = true}, &ca_);
+  ServerSession s(server);
+  ClientSession c(client({.caFile = ca(), .sni = "app.example.com"}, &me), nullptr);
+  std::string plain;
+  EXPECT_TRUE(pump(c, s, plain)) << s.failureDetail() << " / " << c.failureDetail();
+  EXPECT_TRUE(s.peerCertificate());
+}
+
+TEST_F(ClientSessionTest, TheEndpointsSessionIsResumed) {
+  auto server = context({});
+  auto ctx = client({.caFile = ca(), .sni = "app.example.com"});
+  auto slot = std::make_shared<ResumptionSlot>();
+  {
+    ServerSession s(server);
+    ClientSession c(ctx, slot);
+    std::string plain;
+    ASSERT_TRUE(pump(c, s, plain));
+    EXPECT_FALSE(c.resumed());
+  }
+  ASSERT_NE(slot->get(), nullptr) << "the server's ticket was kept";
+  EXPECT_EQ(SSL_SESSION_is_resumable(slot->get()), 1) << "a connection that ended without a TLS error keeps it";
+  ServerSession s(server);
+  ClientSession c(ctx, slot);
+  std::string plain;
+  ASSERT_TRUE(pump(c, s, plain));
+  EXPECT_TRUE(c.resumed());
+}
+
+}  // namespace
+}  // namespace sluice::tls
