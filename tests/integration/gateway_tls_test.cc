@@ -485,5 +485,77 @@ TEST_F(UpstreamTlsTest, AWrongCaOrAPlaintextServerFailsCleanly) {
   if (HasFailure()) ADD_FAILURE() << mesh_.logs();
 }
 
+// ------------------------------------------------------------ PASSTHROUGH
+
+// A PASSTHROUGH server beside a terminating one on the same port: by SNI,
+// one client's TLS goes untouched to `openssl s_server` (the client sees
+// the backend's own certificate and its status page), the other's ends at
+// sluiced.
+TEST_F(UpstreamTlsTest, PassthroughRelaysTheClientsTlsBySni) {
+  const uint16_t backend = startBackend(false);
+  credential("edge-cert", {"web.edge.test"});
+  const uint16_t port = freePort();
+  ASSERT_OK(mesh_.writeConfig("backend.yaml",
+      "apiVersion: networking.istio.io/v1\n"
+      "kind: ServiceEntry\n"
+      "metadata: {name: secure-backend}\n"
+      "spec:\n"
+      "  hosts: [secure.backend.test]\n"
+      "  ports: [{number: 443, name: tls, protocol: TLS}]\n"
+      "  resolution: STATIC\n"
+      "  endpoints: [{address: 127.0.0.1, ports: {tls: " + std::to_string(backend) + "}}]\n"));
+  ASSERT_OK(mesh_.writeConfig("edge.yaml",
+      "apiVersion: networking.istio.io/v1\n"
+      "kind: Gateway\n"
+      "metadata: {name: edge}\n"
+      "spec:\n"
+      "  servers:\n"
+      "  - port: {number: " + std::to_string(port) + ", name: pass, protocol: TLS}\n"
+      "    tls: {mode: PASSTHROUGH}\n"
+      "    hosts: [secure.backend.test]\n"
+      "  - port: {number: " + std::to_string(port) + ", name: https, protocol: HTTPS}\n"
+      "    tls: {mode: SIMPLE, credentialName: edge-cert}\n"
+      "    hosts: [web.edge.test]\n"
+      "---\n"
+      "apiVersion: networking.istio.io/v1\n"
+      "kind: VirtualService\n"
+      "metadata: {name: pass}\n"
+      "spec:\n"
+      "  hosts: [secure.backend.test]\n"
+      "  gateways: [edge]\n"
+      "  tls:\n"
+      "  - match: [{sniHosts: [secure.backend.test]}]\n"
+      "    route: [{destination: {host: secure.backend.test, port: {number: 443}}}]\n"
+      "---\n"
+      "apiVersion: networking.istio.io/v1\n"
+      "kind: VirtualService\n"
+      "metadata: {name: web}\n"
+      "spec:\n"
+      "  hosts: [web.edge.test]\n"
+      "  gateways: [edge]\n"
+      "  http:\n"
+      "  - route: [{destination: {host: api.example.com}}]\n"));
+  ASSERT_NO_FATAL_FAILURE(startDaemon(0));
+
+  // curl checks the backend's certificate (secure.backend.test, our CA):
+  // only an untouched TLS stream from s_server passes.
+  auto pass = https(port, "secure.backend.test", "/");
+  EXPECT_EQ(pass.exitCode, 0) << pass.stderrText << mesh_.logs();
+  EXPECT_EQ(pass.status, 200);
+  EXPECT_NE(pass.body.find("s_server -accept 127.0.0.1:" + std::to_string(backend)), std::string::npos)
+      << pass.body.substr(0, 300);
+  EXPECT_EQ(servedSubject(port, "secure.backend.test"), "CN = secure.backend.test");
+  // The same port terminates web.edge.test itself.
+  auto web = https(port, "web.edge.test", "/");
+  EXPECT_EQ(web.exitCode, 0) << web.stderrText;
+  EXPECT_EQ(web.json()["name"], "frontend-service") << web.body;
+  EXPECT_EQ(servedSubject(port, "web.edge.test"), "CN = web.edge.test");
+  EXPECT_GE(mesh_.stat("tcp_cx_total"), 2);
+  // A name neither server has: closed before any TLS state.
+  EXPECT_NE(https(port, "nobody.test", "/", {"-k"}).exitCode, 0);
+  EXPECT_TRUE(eventually([&] { return mesh_.stat("listener.no_filter_chain_match") >= 1; }, 2000ms));
+  if (HasFailure()) ADD_FAILURE() << mesh_.logs();
+}
+
 }  // namespace
 }  // namespace sluice::itest

@@ -161,6 +161,18 @@ void Connection::close(bool reset) {
   }
 }
 
+int Connection::releaseFd() {
+  if (inflight_ > 0 || closing_) return -1;
+  const int fd = fd_;
+  fd_ = -1;
+  closing_ = true;
+  if (!destroyQueued_) {
+    destroyQueued_ = true;
+    worker_.destroyLater(this);
+  }
+  return fd;
+}
+
 void Connection::closeAfterFlush() {
   closeAfterFlush_ = true;
   // A transport holding plaintext may need the peer's bytes to release it

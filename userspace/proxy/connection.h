@@ -42,11 +42,21 @@ class Connection : public core::CompletionHandler {
   // (not even one buffer in flight). For a spliced side, whose bytes belong
   // to the kernel's verdict whenever the daemon does not read it.
   void cancelEveryPause() { cancelEveryPause_ = true; }
+  // One recv at a time from the start (into the shared ring's buffers), so
+  // that after a completion no read is armed: see releaseFd().
+  void useSingleRecv() { pausedOnce_ = true; }
+  // Gives the socket to someone else (a connection of another kind): the
+  // object goes away without closing it. Only with nothing in flight (a
+  // single-recv connection, from its onData); -1 otherwise.
+  int releaseFd();
   bool readingPaused() const { return paused_; }
 
   // From now on bytes pass through `t` both ways (see transport.h); its
   // opening bytes are sent at once. Set before the first byte is read.
   void setTransport(std::unique_ptr<Transport> t);
+  // Bytes read off this socket by its previous owner (releaseFd), taken
+  // as if received now; false when the transport refused them.
+  bool injectReceived(std::string_view bytes) { return received(bytes.data(), bytes.size()); }
 
   // Plaintext for the peer (through the transport, if any).
   void write(std::string_view data);

@@ -41,13 +41,17 @@ DownstreamConn::DownstreamConn(Worker& worker, int fd, const sockaddr_in& peer,
   worker_.addDownstream(this);
 }
 
-void DownstreamConn::useTls() {
-  char addr[INET_ADDRSTRLEN] = {};
-  inet_ntop(AF_INET, &peer_.sin_addr, addr, sizeof(addr));
-  auto t = std::make_unique<TlsServerTransport>(worker_, gatewayKey_, fmt::format("{}:{}", addr, ntohs(peer_.sin_port)));
+bool DownstreamConn::useTls(std::shared_ptr<const tls::ServerContext> ctx, std::string sni, std::string peer,
+                            std::string_view hello) {
+  auto t = std::make_unique<TlsServerTransport>(worker_, std::move(ctx), std::move(sni), std::move(peer));
   tls_ = t.get();
   setTransport(std::move(t));
+  if (!injectReceived(hello)) {
+    closeAfterFlush();
+    return false;
+  }
   if (uint64_t limit = worker_.engine().options().tlsHandshakeTimeoutNs) worker_.timers().schedule(handshakeTimer_, limit);
+  return true;
 }
 
 void DownstreamConn::onHandshakeTimeout() {

@@ -96,9 +96,13 @@ class DownstreamConn final : public Connection, public PoolWaiter, private Filte
   // requests use; 0 for the outbound listener.
   DownstreamConn(Worker& worker, int fd, const sockaddr_in& peer, const sockaddr_in* orig = nullptr,
                  ConnectionSlot slot = {}, uint64_t gatewayKey = 0);
-  // The listener terminates TLS (an HTTPS gateway server): call before
-  // start(). The handshake must end within --tls-handshake-timeout.
-  void useTls();
+  // The listener terminates TLS (an HTTPS gateway server whose certificate
+  // is `ctx`, chosen by `sni`); `hello` is what the HelloSniffer read. Call
+  // before start(); false when the handshake failed at once (the alert is
+  // on its way and the connection closes: do not start it). The handshake
+  // must end within --tls-handshake-timeout.
+  bool useTls(std::shared_ptr<const tls::ServerContext> ctx, std::string sni, std::string peer,
+              std::string_view hello);
   void start();
   // Drain: close now if idle, else after the current response.
   void drain() override;

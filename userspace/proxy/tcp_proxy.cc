@@ -79,18 +79,35 @@ void TcpProxy::start(Worker& worker, int clientFd, const sockaddr_in& /*client*/
                      const sockaddr_in& orig, std::shared_ptr<const route::Snapshot> snap,
                      const route::TcpService& svc, ConnectionSlot slot) {
   worker.stats().inc(Counter::TcpCxTotal);
-  const route::TcpRoute* r = svc.match(orig.sin_addr.s_addr);
+  startPicked(worker, clientFd, &orig, std::move(snap), svc.match(orig.sin_addr.s_addr), std::move(slot), {});
+}
+
+void TcpProxy::startRoute(Worker& worker, int clientFd, std::shared_ptr<const route::Snapshot> snap,
+                          const route::TcpRoute& route, ConnectionSlot slot, std::string initial) {
+  worker.stats().inc(Counter::TcpCxTotal);
+  startPicked(worker, clientFd, nullptr, std::move(snap), &route, std::move(slot), std::move(initial));
+}
+
+void TcpProxy::startPicked(Worker& worker, int clientFd, const sockaddr_in* origPtr,
+                           std::shared_ptr<const route::Snapshot> snap, const route::TcpRoute* r,
+                           ConnectionSlot slot, std::string initial) {
   const route::TcpRoute::Dest* d = r ? r->pick(worker.rng().next()) : nullptr;
   if (d == nullptr || d->cluster == nullptr) {
     worker.stats().inc(Counter::NoRoute);
     ::close(clientFd);
     return;
   }
-  // PASSTHROUGH: the address the client dialled, no balancing.
+  // PASSTHROUGH: the address the client dialled, no balancing (only a
+  // captured connection has one).
   route::Endpoint original;
   const bool toOriginal = d->cluster->lb == route::LbPolicy::Passthrough;
+  if (toOriginal && !origPtr) {
+    worker.stats().inc(Counter::NoHealthyUpstream);
+    ::close(clientFd);
+    return;
+  }
   if (toOriginal) {
-    original.sockaddr = orig;
+    original.sockaddr = *origPtr;
     original.key = "original-destination";
   }
   int idx = toOriginal ? 0 : worker.pickEndpointForConnection(*d->cluster);
@@ -124,6 +141,7 @@ void TcpProxy::start(Worker& worker, int clientFd, const sockaddr_in& /*client*/
   noDelay(clientFd);
   auto* p = new TcpProxy(worker, std::move(snap));
   p->slot_ = std::move(slot);
+  p->initial_ = std::move(initial);
   if (!toOriginal) p->health_ = worker.clusters().healthFor(*d->cluster);
   p->connToken_ = std::move(*conn);
   p->endpointIndex_ = idx;
@@ -147,7 +165,9 @@ void TcpProxy::onConnected() {
   // detection counts; one that does not is the failure.
   if (health_) health_->report(size_t(endpointIndex_), upstream::Outcome::Success, worker_.clock().nowNs());
   L4Splicer* sp = worker_.engine().options().l4Splicer;
-  if (sp && sp->attach(client_->fd(), upstream_->fd())) {
+  // Bytes already read from the client (a ClientHello) go first, and only
+  // the copy loop can put them first.
+  if (initial_.empty() && sp && sp->attach(client_->fd(), upstream_->fd())) {
     spliced_ = true;
     worker_.stats().inc(Counter::TcpCxSpliced);
     // A held source is read only until the kernel splices it again.
@@ -164,6 +184,11 @@ void TcpProxy::onConnected() {
   // The copy loop pauses a side whenever the other falls behind.
   client_->useOneShotRecv();
   upstream_->useOneShotRecv();
+  if (!initial_.empty()) {
+    worker_.stats().inc(Counter::TcpBytesCopied, initial_.size());
+    upstream_->write(std::move(initial_));
+    initial_.clear();
+  }
   client_->startReading();
   upstream_->startReading();
 }

@@ -98,6 +98,11 @@ class TcpProxy {
   static void start(Worker& worker, int clientFd, const sockaddr_in& client, const sockaddr_in& orig,
                     std::shared_ptr<const route::Snapshot> snap, const route::TcpService& svc,
                     ConnectionSlot slot = {});
+  // A connection whose route is already chosen (a gateway PASSTHROUGH
+  // server's, by SNI); `initial`: bytes read from the client before (its
+  // ClientHello), sent to the upstream first. Always the copy loop.
+  static void startRoute(Worker& worker, int clientFd, std::shared_ptr<const route::Snapshot> snap,
+                         const route::TcpRoute& route, ConnectionSlot slot, std::string initial);
 
   // From the sides.
   void onConnected();
@@ -110,6 +115,10 @@ class TcpProxy {
 
  private:
   TcpProxy(Worker& worker, std::shared_ptr<const route::Snapshot> snap);
+  // `orig`: where a captured client dialled (null on a gateway).
+  static void startPicked(Worker& worker, int clientFd, const sockaddr_in* orig,
+                          std::shared_ptr<const route::Snapshot> snap, const route::TcpRoute* route,
+                          ConnectionSlot slot, std::string initial);
   TcpSide* peerOf(TcpSide& s) { return &s == client_ ? upstream_ : client_; }
   void closeBoth(bool reset = false);
   void resetBoth();  // counts an error; RSTs both ends
@@ -127,6 +136,7 @@ class TcpProxy {
   Worker& worker_;
   std::shared_ptr<const route::Snapshot> snap_;
   ConnectionSlot slot_;  // the client connection's unit of --max-connections
+  std::string initial_;  // client bytes read before the proxy began, for the upstream
   EndpointState* endpoint_ = nullptr;  // active L4 connections count for LEAST_REQUEST
   std::shared_ptr<upstream::ClusterHealth> health_;
   upstream::LimitToken connToken_;  // this connection's unit of maxConnections

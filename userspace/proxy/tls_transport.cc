@@ -5,7 +5,6 @@
 #include "core/clock.h"
 #include "proxy/worker.h"
 #include "route/table.h"
-#include "tls/client_hello.h"
 #include "tls/credential_store.h"
 
 namespace sluice::proxy {
@@ -18,7 +17,9 @@ namespace {
 // how many were left unlogged since: a scanner cannot flood the log.
 constexpr uint64_t kLogIntervalNs = 10'000'000'000ull;
 
-void logFailure(Worker& worker, const std::string& peer, std::string_view reason) {
+}  // namespace
+
+void logTlsFailure(Worker& worker, const std::string& peer, std::string_view reason) {
   thread_local uint64_t lastNs = 0;
   thread_local uint64_t suppressed = 0;
   const uint64_t now = worker.clock().nowNs();
@@ -33,6 +34,8 @@ void logFailure(Worker& worker, const std::string& peer, std::string_view reason
   suppressed = 0;
 }
 
+namespace {
+
 Counter counterFor(tls::Failure f) {
   switch (f) {
     case tls::Failure::kNoCertificate: return Counter::SslNoCertificate;
@@ -45,69 +48,31 @@ Counter counterFor(tls::Failure f) {
 
 }  // namespace
 
-TlsServerTransport::TlsServerTransport(Worker& worker, uint64_t listenerKey, std::string peer)
-    : worker_(worker), key_(listenerKey), peer_(std::move(peer)) {}
+TlsServerTransport::TlsServerTransport(Worker& worker, std::shared_ptr<const tls::ServerContext> ctx,
+                                       std::string sni, std::string peer)
+    : worker_(worker), session_(std::move(ctx)), sni_(std::move(sni)), peer_(std::move(peer)) {}
 
 TlsServerTransport::~TlsServerTransport() = default;
 
 bool TlsServerTransport::fail(std::string_view reason) {
   failed_ = true;
   held_.clear();
-  hello_.clear();
-  logFailure(worker_, peer_, reason);
+  logTlsFailure(worker_, peer_, reason);
   return false;
 }
 
 bool TlsServerTransport::onReceived(std::string_view received, std::string& plain, std::string& wire) {
   if (failed_) return false;
-  if (!session_) {
-    // Gather the ClientHello (it may come in pieces), then choose the server.
-    hello_.append(received);
-    const tls::ClientHello hello = tls::parseClientHello(hello_);
-    switch (hello.status) {
-      case tls::ClientHello::Status::kNeedMore:
-        if (hello_.size() > 2 * tls::kMaxClientHello) {
-          worker_.stats().inc(Counter::SslHandshakeError);
-          return fail("ClientHello too large");
-        }
-        return true;
-      case tls::ClientHello::Status::kNotTls:
-        worker_.stats().inc(Counter::SslHandshakeError);
-        return fail("not a TLS handshake (plaintext on a TLS port?)");
-      case tls::ClientHello::Status::kInvalid:
-        worker_.stats().inc(Counter::SslHandshakeError);
-        return fail("malformed ClientHello");
-      case tls::ClientHello::Status::kOk:
-        break;
-    }
-    sni_ = hello.serverName;
-    const auto& snap = worker_.snapshot();
-    const route::GatewayListener* l = snap ? snap->findGatewayListener(key_) : nullptr;
-    const route::GatewayTlsServer* server = l ? l->selectServer(sni_) : nullptr;
-    if (!server) {
-      worker_.stats().inc(Counter::ListenerNoFilterChainMatch);
-      return fail("no server for SNI \"" + sni_ + "\"");
-    }
-    std::shared_ptr<const tls::ServerContext> ctx = server->credentials ? server->credentials->current() : nullptr;
-    if (!ctx) {
-      worker_.stats().inc(Counter::SslHandshakeError);
-      return fail(server->label + ": no certificate loaded");
-    }
-    session_ = std::make_unique<tls::ServerSession>(std::move(ctx));
-    std::string bytes = std::move(hello_);
-    hello_ = std::string();
-    return onReceived(bytes, plain, wire);
+  const bool wasEstablished = session_.established();
+  if (!session_.receive(received, plain, wire)) {
+    worker_.stats().inc(counterFor(session_.failure()));
+    return fail(std::string(wasEstablished ? "" : "handshake: ") + session_.failureDetail() +
+                (sni_.empty() ? "" : " (SNI " + sni_ + ")"));
   }
-  const bool wasEstablished = session_->established();
-  if (!session_->receive(received, plain, wire)) {
-    worker_.stats().inc(counterFor(session_->failure()));
-    return fail(std::string(wasEstablished ? "" : "handshake: ") + session_->failureDetail() +
-                        (sni_.empty() ? "" : " (SNI " + sni_ + ")"));
-  }
-  if (!wasEstablished && session_->established()) {
+  if (!wasEstablished && session_.established()) {
     worker_.stats().inc(Counter::SslHandshake);
     if (!held_.empty()) {
-      session_->send(held_, wire);
+      session_.send(held_, wire);
       held_.clear();
     }
   }
@@ -120,7 +85,7 @@ void TlsServerTransport::onWrite(std::string_view plain, std::string& wire) {
     held_.append(plain);
     return;
   }
-  session_->send(plain, wire);
+  session_.send(plain, wire);
 }
 
 TlsClientTransport::TlsClientTransport(Worker& worker, std::shared_ptr<const tls::ClientContext> ctx,
@@ -136,7 +101,7 @@ bool TlsClientTransport::onReceived(std::string_view received, std::string& plai
     failed_ = true;
     held_.clear();
     if (!wasEstablished) worker_.stats().inc(Counter::UpstreamSslHandshakeError);
-    logFailure(worker_, peer_, std::string("upstream ") + (wasEstablished ? "" : "handshake: ") +
+    logTlsFailure(worker_, peer_, std::string("upstream ") + (wasEstablished ? "" : "handshake: ") +
                                    session_.failureDetail());
     return false;
   }

@@ -1,33 +1,39 @@
-// TLS termination on a gateway listener's connection: reads the
-// ClientHello, picks the listener's HTTPS server by SNI (its certificate
-// and, later, its route table), then runs a tls::ServerSession between
-// the socket and the HTTP codec. Nothing blocks: the handshake advances as
-// its bytes arrive on the ring.
+// TLS between a socket and the HTTP codec, both ways: termination on a
+// gateway listener's connection (the HelloSniffer chose the server and
+// its certificate) and origination to upstreams. Nothing blocks: a
+// handshake advances as its bytes arrive on the ring.
 #pragma once
 
 #include <memory>
 #include <string>
 
 #include "proxy/transport.h"
+#include "tls/context.h"
 #include "tls/session.h"
 
 namespace sluice::proxy {
 
 class Worker;
 
+// Logs a TLS failure of the connection with `peer`, at most once per 10 s
+// per worker (with how many were left out since).
+void logTlsFailure(Worker& worker, const std::string& peer, std::string_view reason);
+
 class TlsServerTransport final : public Transport {
  public:
-  // `listenerKey`: the route::GatewayListener the connection was accepted on.
-  TlsServerTransport(Worker& worker, uint64_t listenerKey, std::string peer);
+  // `ctx`: the certificate of the server the ClientHello chose (by `sni`);
+  // `peer` ("ip:port") names the client in the log.
+  TlsServerTransport(Worker& worker, std::shared_ptr<const tls::ServerContext> ctx, std::string sni,
+                     std::string peer);
   ~TlsServerTransport() override;
 
   bool onReceived(std::string_view received, std::string& plain, std::string& wire) override;
   void onWrite(std::string_view plain, std::string& wire) override;
   size_t heldBytes() const override { return held_.size(); }
-
-  bool established() const { return session_ && session_->established(); }
   bool ready() const override { return established(); }
-  bool peerClosed() const override { return session_ && session_->closeNotified(); }
+  bool peerClosed() const override { return session_.closeNotified(); }
+
+  bool established() const { return session_.established(); }
   // The ClientHello's SNI (lower case; empty when it named none).
   const std::string& serverName() const { return sni_; }
   // Counts and logs a handshake that did not finish in time.
@@ -37,12 +43,10 @@ class TlsServerTransport final : public Transport {
   bool fail(std::string_view reason);
 
   Worker& worker_;
-  uint64_t key_;
-  std::string peer_;   // "ip:port", for the log
-  std::string hello_;  // bytes gathered until the ClientHello is whole
-  std::unique_ptr<tls::ServerSession> session_;
-  std::string held_;   // plaintext written before the handshake ended
+  tls::ServerSession session_;
   std::string sni_;
+  std::string peer_;  // "ip:port", for the log
+  std::string held_;  // plaintext written before the handshake ended
   bool failed_ = false;
 };
 

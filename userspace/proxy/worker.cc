@@ -1,4 +1,6 @@
 #include "proxy/worker.h"
+
+#include "proxy/hello_sniffer.h"
 #include "proxy/tcp_proxy.h"
 
 #include <arpa/inet.h>
@@ -134,13 +136,17 @@ class Worker::Listener final : public core::CompletionHandler {
         if (tcp) {
           TcpProxy::start(worker_, res, peer, orig, snap, *tcp, std::move(*slot));
         } else {
-          auto* c = new DownstreamConn(worker_, res, peer, captured ? &orig : nullptr, std::move(*slot),
-                                       gatewayKey_);
           // This worker adopted the snapshot that opened the listener, so
-          // it knows whether the listener terminates TLS.
+          // it knows whether the listener speaks TLS: then the ClientHello
+          // decides who takes the connection.
           const route::GatewayListener* gl = gatewayKey_ && snap ? snap->findGatewayListener(gatewayKey_) : nullptr;
-          if (gl && gl->tls()) c->useTls();
-          c->start();
+          if (gl && gl->tls()) {
+            (new HelloSniffer(worker_, res, peer, std::move(*slot), gatewayKey_))->start();
+          } else {
+            auto* c = new DownstreamConn(worker_, res, peer, captured ? &orig : nullptr, std::move(*slot),
+                                         gatewayKey_);
+            c->start();
+          }
         }
       }
     }

@@ -79,11 +79,11 @@ void Compiler::addGatewayServer(const config::Gateway& gw, const std::string& gw
                             " (" + proto + " " + std::to_string(server.port.number) + ")";
   const std::string mode = server.tls ? (server.tls->mode.empty() ? "PASSTHROUGH" : server.tls->mode) : "";
   if (proto == "HTTPS" || proto == "TLS") {
-    if (mode == "PASSTHROUGH" || mode == "AUTO_PASSTHROUGH" || mode == "ISTIO_MUTUAL") {
+    if (mode == "AUTO_PASSTHROUGH" || mode == "ISTIO_MUTUAL") {
       warn(label + ": TLS mode " + mode + " is not supported yet; not served");
       return;
     }
-    if (proto == "TLS") {
+    if (proto == "TLS" && mode != "PASSTHROUGH") {
       warn(label + ": TLS servers that terminate (tcp routes after TLS) are not supported yet; not served");
       return;
     }
@@ -108,7 +108,7 @@ void Compiler::addGatewayServer(const config::Gateway& gw, const std::string& gw
   for (auto& l : snap_.gatewayListeners) {
     if (l->key == key) existing = l.get();
   }
-  const bool https = proto == "HTTPS";
+  const bool https = proto == "HTTPS" || proto == "TLS";
   if (existing && existing->tls() != https) {
     // Istio merges servers on one port only when both are plaintext HTTP
     // or both terminate TLS; the later one is skipped.
@@ -121,7 +121,11 @@ void Compiler::addGatewayServer(const config::Gateway& gw, const std::string& gw
     GatewayListener& l = gatewayListener(bind.s_addr, server.port.number);
     l.servers.push_back(label);
     l.tlsServers.push_back(std::move(t));
-    bindGatewayHosts(l.tlsServers.back()->routes, gw, gwName, server, false);
+    if (l.tlsServers.back()->passthrough) {
+      bindSniRoutes(*l.tlsServers.back(), gw, gwName, server);
+    } else {
+      bindGatewayHosts(l.tlsServers.back()->routes, gw, gwName, server, false);
+    }
     return;
   }
   GatewayListener& l = gatewayListener(bind.s_addr, server.port.number);
@@ -146,6 +150,7 @@ GatewayListener& Compiler::gatewayListener(uint32_t bindBe, uint32_t port) {
 std::unique_ptr<GatewayTlsServer> Compiler::makeTlsServer(const GatewayListener* l, const config::Server& server,
                                                           const std::string& label) {
   const config::ServerTLSSettings& s = *server.tls;
+  const bool passthrough = s.mode.empty() || s.mode == "PASSTHROUGH";
   tls::ServerSpec spec;
   spec.mode = s.mode == "MUTUAL"            ? tls::ServerSpec::Mode::kMutual
               : s.mode == "OPTIONAL_MUTUAL" ? tls::ServerSpec::Mode::kOptionalMutual
@@ -164,7 +169,7 @@ std::unique_ptr<GatewayTlsServer> Compiler::makeTlsServer(const GatewayListener*
   spec.subjectAltNames = s.subjectAltNames;
   spec.minVersion = tls::versionFromName(s.minProtocolVersion, TLS1_2_VERSION);
   spec.maxVersion = tls::versionFromName(s.maxProtocolVersion, TLS1_3_VERSION);
-  if (spec.minVersion > spec.maxVersion) {
+  if (!passthrough && spec.minVersion > spec.maxVersion) {
     warn(label + ": minProtocolVersion " + s.minProtocolVersion + " is above maxProtocolVersion " +
          s.maxProtocolVersion + "; not served");
     return nullptr;
@@ -184,13 +189,14 @@ std::unique_ptr<GatewayTlsServer> Compiler::makeTlsServer(const GatewayListener*
     for (const auto& c : ignored) list += (list.empty() ? "" : ", ") + c;
     warn(label + ": ignoring invalid or duplicate cipher suites: " + list);
   }
-  if (!s.cipherSuites.empty() && spec.cipherSuites.empty()) {
+  if (!passthrough && !s.cipherSuites.empty() && spec.cipherSuites.empty()) {
     warn(label + ": none of its cipherSuites is known; not served");
     return nullptr;
   }
 
   auto t = std::make_unique<GatewayTlsServer>();
   t->label = label;
+  t->passthrough = passthrough;
   t->routes.port = server.port.number;
   bool any = false;
   for (const std::string& entry : server.hosts) {
@@ -215,7 +221,7 @@ std::unique_ptr<GatewayTlsServer> Compiler::makeTlsServer(const GatewayListener*
       return nullptr;
     }
   }
-  if (options_.credentials) {
+  if (options_.credentials && !passthrough) {
     t->credentials = options_.credentials->get(spec);
     if (std::string e = t->credentials->error(); !e.empty()) {
       warn(label + ": " + e + "; not served until its certificate loads");
@@ -240,9 +246,9 @@ void Compiler::bindGatewayHosts(RouteConfig& rc, const config::Gateway& gw, cons
       const std::string& vsNs = vs->metadata.namespace_;
       if (ns != "*" && ns != vsNs && !(ns == "." && vsNs == gw.metadata.namespace_)) continue;
       if (vs->http.empty()) {
-        if (!vs->tcp.empty() || !vs->tls.empty()) {
-          warn(resourceName("VirtualService", vs->metadata) + ": tcp and tls routes on gateways are not "
-               "built yet; ignored for " + gwName);
+        if (!vs->tcp.empty()) {
+          warn(resourceName("VirtualService", vs->metadata) + ": tcp routes on gateways are not built yet; "
+               "ignored for " + gwName);
         }
         continue;
       }
@@ -251,6 +257,58 @@ void Compiler::bindGatewayHosts(RouteConfig& rc, const config::Gateway& gw, cons
       }
     }
   }
+}
+
+void Compiler::bindSniRoutes(GatewayTlsServer& t, const config::Gateway& gw, const std::string& gwName,
+                             const config::Server& server) {
+  static const std::vector<const config::VirtualService*> kNone;
+  auto bound = vsByGateway_.find(gwName);
+  for (const config::VirtualService* vs : bound == vsByGateway_.end() ? kNone : bound->second) {
+    const std::string resource = resourceName("VirtualService", vs->metadata);
+    const std::string& vsNs = vs->metadata.namespace_;
+    for (size_t i = 0; i < vs->tls.size(); ++i) {
+      const config::TLSRoute& tr = vs->tls[i];
+      const std::string path = resource + ": spec.tls[" + std::to_string(i) + "]";
+      GatewayTlsServer::SniRoute sr;
+      for (const config::TLSMatchAttributes& m : tr.match) {
+        if (m.port && *m.port != server.port.number) continue;
+        if (!m.gateways.empty() && std::find(m.gateways.begin(), m.gateways.end(), gwName) == m.gateways.end())
+          continue;
+        if (!m.sourceLabels.empty() || !m.sourceNamespace.empty()) {
+          warn(path + ": sourceLabels/sourceNamespace matches are not supported yet; that match block never "
+               "matches");
+          continue;
+        }
+        if (!m.destinationSubnets.empty()) warn(path + ": destinationSubnets do not apply on a gateway; ignored");
+        // The SNI names both this match and a server host (whose `ns/`
+        // part lets the VirtualService's namespace bind) name.
+        for (const std::string& raw : m.sniHosts) {
+          for (const std::string& entry : server.hosts) {
+            size_t slash = entry.find('/');
+            std::string ns = slash == std::string::npos ? "*" : entry.substr(0, slash);
+            if (ns != "*" && ns != vsNs && !(ns == "." && vsNs == gw.metadata.namespace_)) continue;
+            std::string dns = lowerCopy(slash == std::string::npos ? entry : entry.substr(slash + 1));
+            if (auto name = intersect(lowerCopy(raw), dns)) {
+              if (std::find(sr.sniHosts.begin(), sr.sniHosts.end(), *name) == sr.sniHosts.end())
+                sr.sniHosts.push_back(*name);
+            }
+          }
+        }
+      }
+      if (sr.sniHosts.empty()) continue;  // nothing this server can take
+      for (size_t k = 0; k < tr.route.size(); ++k) {
+        const config::RouteDestination& d = tr.route[k];
+        TcpRoute::Dest dest;
+        dest.cluster = cluster(d.destination, server.port.number, path + ".route[" + std::to_string(k) + "]");
+        dest.weight = tr.route.size() == 1 ? 100u : static_cast<uint32_t>(std::max(0, d.weight));
+        sr.route.totalWeight += dest.weight;
+        sr.route.clusters.push_back(dest);
+      }
+      if (sr.route.totalWeight == 0) warn(path + ": every destination has weight 0");
+      t.sniRoutes.push_back(std::move(sr));
+    }
+  }
+  if (t.sniRoutes.empty()) warn(t.label + ": PASSTHROUGH, but no VirtualService tls route names its hosts");
 }
 
 Compiler::GatewayHost& Compiler::gatewayHost(RouteConfig& rc, const std::string& domain) {

@@ -137,6 +137,9 @@ class Compiler {
   // new listener), or null (warned) when it cannot be served.
   std::unique_ptr<GatewayTlsServer> makeTlsServer(const GatewayListener* l, const config::Server& server,
                                                   const std::string& label);
+  // PASSTHROUGH: the bound VirtualServices' tls routes, by SNI.
+  void bindSniRoutes(GatewayTlsServer& t, const config::Gateway& gw, const std::string& gwName,
+                     const config::Server& server);
   void bindGatewayHosts(RouteConfig& rc, const config::Gateway& gw, const std::string& gwName,
                         const config::Server& server, bool httpsRedirect);
   void addGatewayHost(RouteConfig& rc, const std::string& domain, const config::VirtualService& vs,

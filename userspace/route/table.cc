@@ -98,6 +98,17 @@ const VirtualHost* RouteConfig::find(std::string_view host) const {
   return star;
 }
 
+const TcpRoute* GatewayTlsServer::routeFor(std::string_view sni) const {
+  for (const SniRoute& r : sniRoutes) {
+    for (const std::string& h : r.sniHosts) {
+      if (h == "*" || h == sni) return &r.route;
+      if (h.size() > 2 && h[0] == '*' && sni.size() > h.size() - 1 && sni.ends_with(std::string_view(h).substr(1)))
+        return &r.route;
+    }
+  }
+  return nullptr;
+}
+
 const GatewayTlsServer* GatewayListener::selectServer(std::string_view sni) const {
   const GatewayTlsServer* best = nullptr;
   size_t bestLen = 0;  // the matched wildcard's suffix length

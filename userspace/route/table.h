@@ -250,6 +250,17 @@ struct GatewayTlsServer {
   // credential store (sluicectl).
   std::shared_ptr<tls::ServerCredentials> credentials;
   RouteConfig routes;
+  // PASSTHROUGH: nothing is terminated. The connection, ClientHello and
+  // all, goes to the first of these whose sniHosts cover its SNI (the
+  // `tls` routes of the VirtualServices bound to the Gateway), then bytes
+  // are relayed as for a TCP route.
+  bool passthrough = false;
+  struct SniRoute {
+    std::vector<std::string> sniHosts;  // lower case; exact, "*.suffix" or "*"
+    TcpRoute route;
+  };
+  std::vector<SniRoute> sniRoutes;
+  const TcpRoute* routeFor(std::string_view sni) const;
 };
 
 // A listener the configuration asks for beside the outbound one: the

@@ -479,9 +479,10 @@ spec:
   ASSERT_TRUE(s);
   EXPECT_TRUE(hasWarning(*s, "server plain-on-80 (HTTPS 80): conflicts with Gateway istio-system/ingress server "
                              "http (HTTP 80) on the same port (plaintext and TLS); not served"));
-  EXPECT_TRUE(hasWarning(*s, "server pass (HTTPS 8443): TLS mode PASSTHROUGH is not supported yet; not served"));
+  EXPECT_TRUE(hasWarning(*s, "server pass (HTTPS 8443): PASSTHROUGH, but no VirtualService tls route names its "
+                             "hosts"));
   EXPECT_TRUE(hasWarning(*s, "server istio (HTTPS 8443): TLS mode ISTIO_MUTUAL is not supported yet; not served"));
-  EXPECT_EQ(listenerOn(*s, 8443)->tlsServers.size(), 1u) << "the ingress Gateway's https server only";
+  EXPECT_EQ(listenerOn(*s, 8443)->tlsServers.size(), 2u) << "the ingress Gateway's https server, and pass";
   EXPECT_TRUE(hasWarning(*s, "server again (HTTPS 8444): a host it names is already served by Gateway "
                              "default/odd server first (HTTPS 8444) on the same port; not served"));
   EXPECT_EQ(listenerOn(*s, 8444)->tlsServers.size(), 1u);
@@ -490,6 +491,60 @@ spec:
   EXPECT_EQ(listenerOn(*s, 8445), nullptr);
   EXPECT_TRUE(hasWarning(*s, "server ciphers (HTTPS 8446): ignoring invalid or duplicate cipher suites: NOT-A-CIPHER"));
   ASSERT_NE(listenerOn(*s, 8446), nullptr);
+}
+
+// PASSTHROUGH servers route by SNI with the bound VirtualServices' tls
+// routes, beside terminating servers on the same port.
+TEST(GatewayCompile, PassthroughServersRouteBySniHosts) {
+  auto s = compileYaml(R"(
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: istio-system}
+spec:
+  servers:
+  - port: {number: 9443, name: pass, protocol: TLS}
+    tls: {mode: PASSTHROUGH}
+    hosts: ["*.pass.test", "other.test"]
+  - port: {number: 9443, name: https, protocol: HTTPS}
+    tls: {mode: SIMPLE, credentialName: c}
+    hosts: [web.test]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: pass, namespace: default}
+spec:
+  hosts: ["*.pass.test"]
+  gateways: [istio-system/edge]
+  tls:
+  - match: [{port: 9443, sniHosts: [a.pass.test]}]
+    route: [{destination: {host: web, port: {number: 8080}}}]
+  - match: [{sniHosts: ["*.pass.test"]}]
+    route:
+    - {destination: {host: web, port: {number: 8080}}, weight: 75}
+    - {destination: {host: api.prod.svc.cluster.local, port: {number: 8080}}, weight: 25}
+  - match: [{port: 1, sniHosts: [b.pass.test]}]
+    route: [{destination: {host: web}}]
+)");
+  ASSERT_TRUE(s);
+  const GatewayListener* l = listenerOn(*s, 9443);
+  ASSERT_NE(l, nullptr);
+  ASSERT_EQ(l->tlsServers.size(), 2u);
+  const GatewayTlsServer* pass = l->selectServer("a.pass.test");
+  ASSERT_NE(pass, nullptr);
+  EXPECT_TRUE(pass->passthrough);
+  EXPECT_EQ(pass->credentials, nullptr);
+  EXPECT_FALSE(l->selectServer("web.test")->passthrough);
+  ASSERT_EQ(pass->sniRoutes.size(), 2u) << "the port-1 match applies to no server here";
+  const TcpRoute* a = pass->routeFor("a.pass.test");
+  ASSERT_NE(a, nullptr);
+  ASSERT_EQ(a->clusters.size(), 1u);
+  EXPECT_EQ(a->clusters[0].cluster->name, "outbound|8080||web.default.svc.cluster.local");
+  const TcpRoute* b = pass->routeFor("b.pass.test");
+  ASSERT_NE(b, nullptr);
+  ASSERT_EQ(b->clusters.size(), 2u);
+  EXPECT_EQ(b->clusters[0].weight, 75u);
+  EXPECT_EQ(b->clusters[1].cluster->name, "outbound|8080||api.prod.svc.cluster.local");
+  EXPECT_EQ(pass->routeFor("other.test"), nullptr) << "a server host no tls route names";
 }
 
 }  // namespace

@@ -1,0 +1,100 @@
+#include "proxy/hello_sniffer.h"
+
+#include <arpa/inet.h>
+
+#include "proxy/http_session.h"
+#include "proxy/tcp_proxy.h"
+#include "proxy/tls_transport.h"
+#include "proxy/worker.h"
+#include "tls/client_hello.h"
+#include "tls/credential_store.h"
+
+namespace sluice::proxy {
+
+using stats::Counter;
+
+HelloSniffer::HelloSniffer(Worker& worker, int fd, const sockaddr_in& peer, ConnectionSlot slot,
+                           uint64_t listenerKey)
+    : Connection(worker, fd), peer_(peer), slot_(std::move(slot)), key_(listenerKey) {
+  worker_.addDownstream(this);
+}
+
+void HelloSniffer::start() {
+  useSingleRecv();
+  startReading();
+  // The whole handshake has --tls-handshake-timeout; the hello is its start.
+  if (uint64_t limit = worker_.engine().options().tlsHandshakeTimeoutNs) worker_.timers().schedule(timer_, limit);
+}
+
+std::string HelloSniffer::peerText() const {
+  char addr[INET_ADDRSTRLEN] = {};
+  inet_ntop(AF_INET, &peer_.sin_addr, addr, sizeof(addr));
+  return std::string(addr) + ":" + std::to_string(ntohs(peer_.sin_port));
+}
+
+void HelloSniffer::refuse(Counter counter, std::string_view reason) {
+  worker_.stats().inc(counter);
+  logTlsFailure(worker_, peerText(), reason);
+  close();
+}
+
+void HelloSniffer::onTimeout() {
+  if (closing()) return;
+  refuse(Counter::SslHandshakeTimeout, "handshake timeout (no whole ClientHello)");
+}
+
+void HelloSniffer::onPeerClosed(int) { close(); }
+
+void HelloSniffer::onDestroy() {
+  timer_.cancel();
+  worker_.removeDownstream(this);
+}
+
+void HelloSniffer::onData() {
+  const tls::ClientHello hello = tls::parseClientHello(input_);
+  switch (hello.status) {
+    case tls::ClientHello::Status::kNeedMore:
+      if (input_.size() > 2 * tls::kMaxClientHello) refuse(Counter::SslHandshakeError, "ClientHello too large");
+      return;  // the next recv is armed after this returns
+    case tls::ClientHello::Status::kNotTls:
+      refuse(Counter::SslHandshakeError, "not a TLS handshake (plaintext on a TLS port?)");
+      return;
+    case tls::ClientHello::Status::kInvalid:
+      refuse(Counter::SslHandshakeError, "malformed ClientHello");
+      return;
+    case tls::ClientHello::Status::kOk:
+      break;
+  }
+  const std::string& sni = hello.serverName;
+  std::shared_ptr<const route::Snapshot> snap = worker_.snapshot();
+  const route::GatewayListener* l = snap ? snap->findGatewayListener(key_) : nullptr;
+  const route::GatewayTlsServer* server = l ? l->selectServer(sni) : nullptr;
+  if (!server) {
+    refuse(Counter::ListenerNoFilterChainMatch, "no server for SNI \"" + sni + "\"");
+    return;
+  }
+  if (server->passthrough) {
+    const route::TcpRoute* route = server->routeFor(sni);
+    if (!route) {
+      refuse(Counter::NoRoute, server->label + ": no tls route for SNI \"" + sni + "\"");
+      return;
+    }
+    std::string bytes = std::move(input_);
+    const int fd = releaseFd();
+    if (fd < 0) return close();
+    TcpProxy::startRoute(worker_, fd, std::move(snap), *route, std::move(slot_), std::move(bytes));
+    return;
+  }
+  std::shared_ptr<const tls::ServerContext> ctx = server->credentials ? server->credentials->current() : nullptr;
+  if (!ctx) {
+    refuse(Counter::SslHandshakeError, server->label + ": no certificate loaded");
+    return;
+  }
+  std::string bytes = std::move(input_);
+  const int fd = releaseFd();
+  if (fd < 0) return close();
+  auto* c = new DownstreamConn(worker_, fd, peer_, nullptr, std::move(slot_), key_);
+  if (c->useTls(std::move(ctx), sni, peerText(), bytes)) c->start();
+}
+
+}  // namespace sluice::proxy
