@@ -147,6 +147,12 @@ TEST_F(GatewayTlsTest, SeedGatewayTerminatesTlsOnOnePortBySni) {
 
   EXPECT_GE(mesh_.stat("ssl.handshake"), 4);
   EXPECT_GE(mesh_.stat("ssl.no_certificate"), 1);
+  // Kernel TLS: /stats says whether the kernel offers it; the record layer
+  // is sluiced's own either way.
+  std::string ulps;
+  std::getline(std::ifstream("/proc/sys/net/ipv4/tcp_available_ulp"), ulps);
+  EXPECT_EQ(mesh_.stat("tls.ktls_available"), (" " + ulps + " ").find(" tls ") != std::string::npos ? 1 : 0);
+  EXPECT_EQ(mesh_.stat("tls.ktls_in_use"), 0);
   auto dump = mesh_.configDump();
   ASSERT_OK(dump);
   const std::string text = dump->dump();

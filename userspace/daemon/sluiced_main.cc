@@ -16,6 +16,7 @@
 #include <cstring>
 #include <vector>
 #include <cstdio>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -89,6 +90,18 @@ std::vector<sluice::stats::CircuitStats> circuitStats(const sluice::proxy::Engin
 // Everything else (DAC override, setuid, ptrace, raw sockets, module
 // loading, ...) is dropped from the effective, permitted, inheritable and
 // bounding sets. A daemon started without privileges has nothing to drop.
+// Whether the kernel offers kernel TLS (the "tls" upper-layer protocol).
+// Sluice's TLS runs over its own buffers (tls::Session), so the record
+// layer stays in userspace either way; /stats says both.
+bool kernelTlsAvailable() {
+  std::ifstream in("/proc/sys/net/ipv4/tcp_available_ulp");
+  std::string ulp;
+  while (in >> ulp) {
+    if (ulp == "tls") return true;
+  }
+  return false;
+}
+
 std::string dropCapabilities(bool bpf) {
   __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
   __user_cap_data_struct data[2]{};
@@ -354,6 +367,8 @@ int main(int argc, char** argv) {
     return 1;
   }
 
+  const std::string ktlsText = std::string("tls.ktls_available: ") + (kernelTlsAvailable() ? "1" : "0") +
+                               "\ntls.ktls_in_use: 0\n";
   sluice::admin::AdminServer adminServer(adminSa, [&](std::string_view method, std::string_view target) {
     std::string_view path = target.substr(0, target.find('?'));
     sluice::admin::Response r;
@@ -372,6 +387,7 @@ int main(int argc, char** argv) {
       body += sluice::stats::renderOutlierText(outlierStats(engine));
       body += sluice::stats::renderCircuitText(circuitStats(engine));
       if (capture) body += capture->renderText();
+      body += ktlsText;
       r = {200, "text/plain", std::move(body)};
     } else if (path == "/config_dump") {
       r = {200, "application/json", configs.dumpJson()};
