@@ -462,6 +462,12 @@ TEST_F(UpstreamTlsTest, SimpleAndMutualOriginationWithResumption) {
   EXPECT_EQ(strictR->status, 503) << strictR->summary();
   EXPECT_GE(mesh_.stat("upstream_ssl.handshake_error"), 1);
   EXPECT_GE(mesh_.stat("upstream_ssl.handshake"), 3);
+  // /clusters shows each cluster's upstream TLS, client certificate by subject.
+  nlohmann::json partnerCluster = mesh_.cluster("outbound|80||partner.backend.test");
+  EXPECT_EQ(partnerCluster["tls"]["mode"], "MUTUAL") << partnerCluster.dump();
+  EXPECT_EQ(partnerCluster["tls"]["sni"], "secure.backend.test");
+  EXPECT_EQ(partnerCluster["tls"]["client_certificate"]["subject"], "CN=sluice-client");
+  EXPECT_EQ(partnerCluster.dump().find("PRIVATE KEY"), std::string::npos);
   if (HasFailure()) ADD_FAILURE() << mesh_.logs();
 }
 

@@ -324,6 +324,25 @@ std::string ConfigManager::clustersJson() const {
       }
       json cluster = {{"name", c->name}, {"service", c->serviceHost}, {"subset", c->subset}, {"port", c->port},
                       {"lb_policy", lbName(c->lb)}, {"missing", c->missing}, {"endpoints", eps}};
+      if (c->upstream.tls) {
+        // Upstream TLS as it is now: SNI, the files, the client
+        // certificate presented (never key material), or why it fails.
+        json t = {{"enabled", true}};
+        if (const auto& cred = c->upstream.tlsCredentials) {
+          const tls::ClientSpec& spec = cred->spec();
+          const tls::Files files = cred->files();
+          t["mode"] = spec.mutual ? "MUTUAL" : "SIMPLE";
+          t["sni"] = spec.sni;
+          t["subject_alt_names"] = spec.subjectAltNames;
+          t["insecure_skip_verify"] = spec.insecureSkipVerify;
+          t["ca_file"] = files.ca.empty() ? std::string("(system roots)") : files.ca;
+          if (auto ctx = cred->current(); ctx && spec.mutual) {
+            t["client_certificate"] = {{"subject", ctx->info().subject}, {"not_after", ctx->info().notAfter}};
+          }
+          if (std::string e = cred->error(); !e.empty()) t["error"] = e;
+        }
+        cluster["tls"] = std::move(t);
+      }
       if (health) {
         cluster["outlier_detection"] = {{"ejected_now", health->ejectedNow()},
                                         {"ejections_total", health->ejectionsTotal()},
