@@ -359,6 +359,54 @@ TEST_F(GatewayTlsTest, HostileBytesOnATlsPortAreClosedAndCounted) {
   if (HasFailure()) ADD_FAILURE() << mesh_.logs();
 }
 
+// TCP servers, and TLS-protocol servers that terminate: the bytes (the
+// plaintext, for TLS) go at L4 to the bound VirtualService's tcp route.
+// The backend speaks HTTP, so a request sent through shows who answered.
+TEST_F(GatewayTlsTest, TcpAndTerminatedTlsServersRelayToTcpRoutes) {
+  credential("tcp-cert", {"tcp.edge.test"});
+  const uint16_t tcpPort = freePort(), tlsPort = freePort();
+  ASSERT_OK(mesh_.writeConfig("edge.yaml",
+      "apiVersion: networking.istio.io/v1\n"
+      "kind: Gateway\n"
+      "metadata: {name: edge}\n"
+      "spec:\n"
+      "  servers:\n"
+      "  - port: {number: " + std::to_string(tcpPort) + ", name: tcp, protocol: TCP}\n"
+      "    hosts: [\"*\"]\n"
+      "  - port: {number: " + std::to_string(tlsPort) + ", name: tls, protocol: TLS}\n"
+      "    tls: {mode: SIMPLE, credentialName: tcp-cert, minProtocolVersion: TLSV1_3}\n"
+      "    hosts: [tcp.edge.test]\n"
+      "---\n"
+      "apiVersion: networking.istio.io/v1\n"
+      "kind: VirtualService\n"
+      "metadata: {name: tcp}\n"
+      "spec:\n"
+      "  hosts: [\"*\"]\n"
+      "  gateways: [edge]\n"
+      "  tcp:\n"
+      "  - match: [{port: 1}]\n"
+      "    route: [{destination: {host: users-service-v2.default.svc.cluster.local, port: {number: 8080}}}]\n"
+      "  - route: [{destination: {host: api.example.com, port: {number: 80}}}]\n"));
+  ASSERT_NO_FATAL_FAILURE(startDaemon(0));
+
+  auto plain = httpRequest(tcpPort, {.method = "GET", .target = "/over-tcp", .headers = {{"Host", "anything"}}});
+  ASSERT_OK(plain);
+  EXPECT_EQ(plain->status, 200);
+  EXPECT_EQ(upstreamName(*plain), "frontend-service");
+  EXPECT_FALSE(plain->header("x-envoy-upstream-service-time")) << "relayed at L4, not proxied as HTTP";
+
+  auto tls = https(tlsPort, "tcp.edge.test", "/over-tls");
+  EXPECT_EQ(tls.exitCode, 0) << tls.stderrText << mesh_.logs();
+  EXPECT_EQ(tls.json()["name"], "frontend-service") << tls.body;
+  EXPECT_EQ(tls.json()["path"], "/over-tls");
+  // A handshake that fails on the hello itself: closed with an alert, the
+  // daemon serves on.
+  EXPECT_NE(https(tlsPort, "tcp.edge.test", "/", {"--tls-max", "1.2"}).exitCode, 0);
+  EXPECT_EQ(https(tlsPort, "tcp.edge.test", "/again").exitCode, 0);
+  EXPECT_GE(mesh_.stat("tcp_cx_total"), 3);
+  if (HasFailure()) ADD_FAILURE() << mesh_.logs();
+}
+
 // ------------------------------------------------------------ upstream TLS
 
 // DestinationRule trafficPolicy.tls against `openssl s_server -www` (its

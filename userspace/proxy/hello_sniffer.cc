@@ -93,6 +93,11 @@ void HelloSniffer::onData() {
   std::string bytes = std::move(input_);
   const int fd = releaseFd();
   if (fd < 0) return close();
+  if (server->tcpRoute) {
+    TcpProxy::startRoute(worker_, fd, std::move(snap), *server->tcpRoute, std::move(slot_), std::move(bytes),
+                         std::make_unique<TlsServerTransport>(worker_, std::move(ctx), sni, peerText()));
+    return;
+  }
   auto* c = new DownstreamConn(worker_, fd, peer_, nullptr, std::move(slot_), key_);
   if (c->useTls(std::move(ctx), sni, peerText(), bytes)) c->start();
 }

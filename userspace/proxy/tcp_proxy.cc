@@ -79,18 +79,21 @@ void TcpProxy::start(Worker& worker, int clientFd, const sockaddr_in& /*client*/
                      const sockaddr_in& orig, std::shared_ptr<const route::Snapshot> snap,
                      const route::TcpService& svc, ConnectionSlot slot) {
   worker.stats().inc(Counter::TcpCxTotal);
-  startPicked(worker, clientFd, &orig, std::move(snap), svc.match(orig.sin_addr.s_addr), std::move(slot), {});
+  startPicked(worker, clientFd, &orig, std::move(snap), svc.match(orig.sin_addr.s_addr), std::move(slot), {},
+              nullptr);
 }
 
 void TcpProxy::startRoute(Worker& worker, int clientFd, std::shared_ptr<const route::Snapshot> snap,
-                          const route::TcpRoute& route, ConnectionSlot slot, std::string initial) {
+                          const route::TcpRoute& route, ConnectionSlot slot, std::string initial,
+                          std::unique_ptr<Transport> clientTls) {
   worker.stats().inc(Counter::TcpCxTotal);
-  startPicked(worker, clientFd, nullptr, std::move(snap), &route, std::move(slot), std::move(initial));
+  startPicked(worker, clientFd, nullptr, std::move(snap), &route, std::move(slot), std::move(initial),
+              std::move(clientTls));
 }
 
 void TcpProxy::startPicked(Worker& worker, int clientFd, const sockaddr_in* origPtr,
                            std::shared_ptr<const route::Snapshot> snap, const route::TcpRoute* r,
-                           ConnectionSlot slot, std::string initial) {
+                           ConnectionSlot slot, std::string initial, std::unique_ptr<Transport> clientTls) {
   const route::TcpRoute::Dest* d = r ? r->pick(worker.rng().next()) : nullptr;
   if (d == nullptr || d->cluster == nullptr) {
     worker.stats().inc(Counter::NoRoute);
@@ -150,6 +153,19 @@ void TcpProxy::startPicked(Worker& worker, int clientFd, const sockaddr_in* orig
   p->client_ = new TcpSide(worker, clientFd, p, true);
   p->upstream_ = new TcpSide(worker, ufd, p, false);
   p->sides_ = 2;
+  if (clientTls) {
+    // The handshake goes on with the hello already read; the plaintext
+    // after it is what the upstream gets.
+    p->clientTls_ = true;
+    p->client_->setTransport(std::move(clientTls));
+    std::string hello = std::move(p->initial_);
+    p->initial_.clear();
+    if (!p->client_->injectReceived(hello)) {
+      p->client_->closeAfterFlush();  // the alert goes out first
+      p->upstream_->close();
+      return;
+    }
+  }
   // tcp.idleTimeout (Istio's default: 1 hour, the daemon's idle timeout).
   p->idleTimeoutNs_ = d->cluster->upstream.tcpIdleTimeoutNs ? d->cluster->upstream.tcpIdleTimeoutNs
                                                              : worker.engine().options().idleTimeoutNs;
@@ -167,7 +183,7 @@ void TcpProxy::onConnected() {
   L4Splicer* sp = worker_.engine().options().l4Splicer;
   // Bytes already read from the client (a ClientHello) go first, and only
   // the copy loop can put them first.
-  if (initial_.empty() && sp && sp->attach(client_->fd(), upstream_->fd())) {
+  if (initial_.empty() && !clientTls_ && sp && sp->attach(client_->fd(), upstream_->fd())) {
     spliced_ = true;
     worker_.stats().inc(Counter::TcpCxSpliced);
     // A held source is read only until the kernel splices it again.

@@ -101,8 +101,12 @@ class TcpProxy {
   // A connection whose route is already chosen (a gateway PASSTHROUGH
   // server's, by SNI); `initial`: bytes read from the client before (its
   // ClientHello), sent to the upstream first. Always the copy loop.
+  // With `clientTls`, the client's bytes pass through it (a TLS-protocol
+  // gateway server that terminates): `initial` is fed to it instead, and
+  // the upstream gets plaintext.
   static void startRoute(Worker& worker, int clientFd, std::shared_ptr<const route::Snapshot> snap,
-                         const route::TcpRoute& route, ConnectionSlot slot, std::string initial);
+                         const route::TcpRoute& route, ConnectionSlot slot, std::string initial,
+                         std::unique_ptr<Transport> clientTls = nullptr);
 
   // From the sides.
   void onConnected();
@@ -118,7 +122,7 @@ class TcpProxy {
   // `orig`: where a captured client dialled (null on a gateway).
   static void startPicked(Worker& worker, int clientFd, const sockaddr_in* orig,
                           std::shared_ptr<const route::Snapshot> snap, const route::TcpRoute* route,
-                          ConnectionSlot slot, std::string initial);
+                          ConnectionSlot slot, std::string initial, std::unique_ptr<Transport> clientTls);
   TcpSide* peerOf(TcpSide& s) { return &s == client_ ? upstream_ : client_; }
   void closeBoth(bool reset = false);
   void resetBoth();  // counts an error; RSTs both ends
@@ -137,6 +141,7 @@ class TcpProxy {
   std::shared_ptr<const route::Snapshot> snap_;
   ConnectionSlot slot_;  // the client connection's unit of --max-connections
   std::string initial_;  // client bytes read before the proxy began, for the upstream
+  bool clientTls_ = false;  // the client side terminates TLS: never spliced
   EndpointState* endpoint_ = nullptr;  // active L4 connections count for LEAST_REQUEST
   std::shared_ptr<upstream::ClusterHealth> health_;
   upstream::LimitToken connToken_;  // this connection's unit of maxConnections

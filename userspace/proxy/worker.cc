@@ -140,7 +140,9 @@ class Worker::Listener final : public core::CompletionHandler {
           // it knows whether the listener speaks TLS: then the ClientHello
           // decides who takes the connection.
           const route::GatewayListener* gl = gatewayKey_ && snap ? snap->findGatewayListener(gatewayKey_) : nullptr;
-          if (gl && gl->tls()) {
+          if (gl && gl->tcp()) {
+            TcpProxy::startRoute(worker_, res, snap, *gl->tcpRoute, std::move(*slot), {});
+          } else if (gl && gl->tls()) {
             (new HelloSniffer(worker_, res, peer, std::move(*slot), gatewayKey_))->start();
           } else {
             auto* c = new DownstreamConn(worker_, res, peer, captured ? &orig : nullptr, std::move(*slot),

@@ -42,6 +42,11 @@ std::string upper(std::string_view s) {
 
 // A route that takes every request: no match block, or one that matches
 // everything (an Envoy route per match block, as Istio builds them).
+// Istio's TCP-family protocols: served by a gateway as plain L4.
+bool isTcpFamily(std::string_view proto) {
+  return proto == "TCP" || proto == "MONGO" || proto == "MYSQL" || proto == "REDIS";
+}
+
 bool catchAll(const Route& r) {
   return r.matches.empty() ||
          std::any_of(r.matches.begin(), r.matches.end(), [](const auto& m) { return m->catchAll(); });
@@ -83,15 +88,11 @@ void Compiler::addGatewayServer(const config::Gateway& gw, const std::string& gw
       warn(label + ": TLS mode " + mode + " is not supported yet; not served");
       return;
     }
-    if (proto == "TLS" && mode != "PASSTHROUGH") {
-      warn(label + ": TLS servers that terminate (tcp routes after TLS) are not supported yet; not served");
-      return;
-    }
   } else if (proto == "GRPC") {
     warn(label + ": gRPC needs HTTP/2, which is not built yet; not served");
     return;
-  } else if (proto != "HTTP" && proto != "HTTP2" && proto != "GRPC-WEB") {
-    warn(label + ": " + proto + " gateway servers are not built yet (HTTP and HTTPS only); not served");
+  } else if (proto != "HTTP" && proto != "HTTP2" && proto != "GRPC-WEB" && !isTcpFamily(proto)) {
+    warn(label + ": " + proto + " gateway servers are not built yet; not served");
     return;
   }
   if (proto == "HTTP2") warn(label + ": served as HTTP/1.1 until HTTP/2 is built");
@@ -109,21 +110,36 @@ void Compiler::addGatewayServer(const config::Gateway& gw, const std::string& gw
     if (l->key == key) existing = l.get();
   }
   const bool https = proto == "HTTPS" || proto == "TLS";
-  if (existing && existing->tls() != https) {
+  const bool tcp = isTcpFamily(proto);
+  if (existing && (existing->tls() != https || existing->tcp() || tcp)) {
     // Istio merges servers on one port only when both are plaintext HTTP
-    // or both terminate TLS; the later one is skipped.
-    warn(label + ": conflicts with " + existing->servers.front() + " on the same port (plaintext and TLS); not served");
+    // or both speak TLS (told apart by SNI); the later one is skipped.
+    warn(label + ": conflicts with " + existing->servers.front() + " on the same port; not served");
+    return;
+  }
+  if (tcp) {
+    TcpRoute route;
+    if (!tcpRouteFor(route, gw, gwName, server, label)) return;
+    GatewayListener& l = gatewayListener(bind.s_addr, server.port.number);
+    l.servers.push_back(label);
+    l.tcpRoute = std::move(route);
     return;
   }
   if (https) {
     std::unique_ptr<GatewayTlsServer> t = makeTlsServer(existing, server, label);
     if (!t) return;
+    if (proto == "TLS" && !t->passthrough) {
+      // Terminated, then L4: served only with a tcp route to go to.
+      TcpRoute route;
+      if (!tcpRouteFor(route, gw, gwName, server, label)) return;
+      t->tcpRoute = std::move(route);
+    }
     GatewayListener& l = gatewayListener(bind.s_addr, server.port.number);
     l.servers.push_back(label);
     l.tlsServers.push_back(std::move(t));
     if (l.tlsServers.back()->passthrough) {
       bindSniRoutes(*l.tlsServers.back(), gw, gwName, server);
-    } else {
+    } else if (!l.tlsServers.back()->tcpRoute) {
       bindGatewayHosts(l.tlsServers.back()->routes, gw, gwName, server, false);
     }
     return;
@@ -257,6 +273,54 @@ void Compiler::bindGatewayHosts(RouteConfig& rc, const config::Gateway& gw, cons
       }
     }
   }
+}
+
+// The first tcp route of the VirtualServices bound to the Gateway (by a
+// host the server names, `ns/` rules as for HTTP) whose match fits the
+// server's port and gateway; false (warned) when there is none.
+bool Compiler::tcpRouteFor(TcpRoute& out, const config::Gateway& gw, const std::string& gwName,
+                           const config::Server& server, const std::string& label) {
+  auto bound = vsByGateway_.find(gwName);
+  if (bound != vsByGateway_.end()) {
+    for (const config::VirtualService* vs : bound->second) {
+      const std::string& vsNs = vs->metadata.namespace_;
+      bool hostOk = false;
+      for (const std::string& entry : server.hosts) {
+        size_t slash = entry.find('/');
+        std::string ns = slash == std::string::npos ? "*" : entry.substr(0, slash);
+        if (ns != "*" && ns != vsNs && !(ns == "." && vsNs == gw.metadata.namespace_)) continue;
+        std::string dns = lowerCopy(slash == std::string::npos ? entry : entry.substr(slash + 1));
+        for (const std::string& h : vs->hosts) hostOk = hostOk || intersect(lowerCopy(h), dns).has_value();
+      }
+      if (!hostOk) continue;
+      const std::string resource = resourceName("VirtualService", vs->metadata);
+      for (size_t i = 0; i < vs->tcp.size(); ++i) {
+        const config::TCPRoute& tr = vs->tcp[i];
+        bool fits = tr.match.empty();
+        for (const config::L4MatchAttributes& m : tr.match) {
+          if (m.port && *m.port != server.port.number) continue;
+          if (!m.gateways.empty() && std::find(m.gateways.begin(), m.gateways.end(), gwName) == m.gateways.end())
+            continue;
+          if (!m.sourceLabels.empty() || !m.sourceNamespace.empty()) continue;
+          fits = true;
+        }
+        if (!fits) continue;
+        const std::string path = resource + ": spec.tcp[" + std::to_string(i) + "]";
+        for (size_t k = 0; k < tr.route.size(); ++k) {
+          const config::RouteDestination& d = tr.route[k];
+          TcpRoute::Dest dest;
+          dest.cluster = cluster(d.destination, server.port.number, path + ".route[" + std::to_string(k) + "]");
+          dest.weight = tr.route.size() == 1 ? 100u : static_cast<uint32_t>(std::max(0, d.weight));
+          out.totalWeight += dest.weight;
+          out.clusters.push_back(dest);
+        }
+        if (out.totalWeight == 0) warn(path + ": every destination has weight 0");
+        return true;
+      }
+    }
+  }
+  warn(label + ": no VirtualService tcp route is bound to it; not served");
+  return false;
 }
 
 void Compiler::bindSniRoutes(GatewayTlsServer& t, const config::Gateway& gw, const std::string& gwName,

@@ -137,6 +137,8 @@ class Compiler {
   // new listener), or null (warned) when it cannot be served.
   std::unique_ptr<GatewayTlsServer> makeTlsServer(const GatewayListener* l, const config::Server& server,
                                                   const std::string& label);
+  bool tcpRouteFor(TcpRoute& out, const config::Gateway& gw, const std::string& gwName,
+                   const config::Server& server, const std::string& label);
   // PASSTHROUGH: the bound VirtualServices' tls routes, by SNI.
   void bindSniRoutes(GatewayTlsServer& t, const config::Gateway& gw, const std::string& gwName,
                      const config::Server& server);

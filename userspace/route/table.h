@@ -261,6 +261,10 @@ struct GatewayTlsServer {
   };
   std::vector<SniRoute> sniRoutes;
   const TcpRoute* routeFor(std::string_view sni) const;
+  // A TLS-protocol server that terminates: after the handshake the
+  // plaintext goes at L4 to this route (its bound VirtualServices' tcp
+  // route); unset for HTTPS servers, whose plaintext is HTTP.
+  std::optional<TcpRoute> tcpRoute;
 };
 
 // A listener the configuration asks for beside the outbound one: the
@@ -278,6 +282,9 @@ struct GatewayListener {
   RouteConfig routes;                // plaintext servers
   std::vector<std::unique_ptr<GatewayTlsServer>> tlsServers;  // HTTPS servers, in load order
   bool tls() const { return !tlsServers.empty(); }
+  // TCP servers: every connection goes at L4 to this route.
+  std::optional<TcpRoute> tcpRoute;
+  bool tcp() const { return tcpRoute.has_value(); }
   // The server a ClientHello naming `sni` (lower case, may be empty) gets:
   // an exact name, else the longest wildcard covering it, else a server
   // for any name (Envoy's filter chain match). Null: none.

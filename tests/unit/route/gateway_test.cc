@@ -108,7 +108,8 @@ TEST(GatewayCompile, HttpServersOfOnePortShareOneListener) {
   EXPECT_TRUE(https->tlsServers[0]->serverNames.empty());
   EXPECT_EQ(https->tlsServers[0]->credentials, nullptr) << "no credential store given";
   // Not built yet: said, and not served.
-  EXPECT_TRUE(hasWarning(*s, "server tcp (TCP 9000): TCP gateway servers are not built yet"));
+  // TCP needs a VirtualService tcp route bound to the Gateway.
+  EXPECT_TRUE(hasWarning(*s, "server tcp (TCP 9000): no VirtualService tcp route is bound to it; not served"));
   EXPECT_EQ(listenerOn(*s, 9000), nullptr);
 }
 
@@ -478,7 +479,7 @@ spec:
 )");
   ASSERT_TRUE(s);
   EXPECT_TRUE(hasWarning(*s, "server plain-on-80 (HTTPS 80): conflicts with Gateway istio-system/ingress server "
-                             "http (HTTP 80) on the same port (plaintext and TLS); not served"));
+                             "http (HTTP 80) on the same port; not served"));
   EXPECT_TRUE(hasWarning(*s, "server pass (HTTPS 8443): PASSTHROUGH, but no VirtualService tls route names its "
                              "hosts"));
   EXPECT_TRUE(hasWarning(*s, "server istio (HTTPS 8443): TLS mode ISTIO_MUTUAL is not supported yet; not served"));
