@@ -42,6 +42,23 @@ std::string upper(std::string_view s) {
 
 // A route that takes every request: no match block, or one that matches
 // everything (an Envoy route per match block, as Istio builds them).
+// A Gateway server host, "[ns/]dnsName": the namespace part ("*" when
+// absent) and the name, lower case.
+struct ServerHost {
+  std::string ns;
+  std::string dns;
+  explicit ServerHost(const std::string& entry) {
+    size_t slash = entry.find('/');
+    ns = slash == std::string::npos ? "*" : entry.substr(0, slash);
+    dns = lowerCopy(slash == std::string::npos ? entry : entry.substr(slash + 1));
+  }
+  // A VirtualService of namespace `vsNs` binds through this host ("*" any,
+  // "." the Gateway's own).
+  bool admits(const std::string& vsNs, const std::string& gwNs) const {
+    return ns == "*" || ns == vsNs || (ns == "." && vsNs == gwNs);
+  }
+};
+
 // Istio's TCP-family protocols: served by a gateway as plain L4.
 bool isTcpFamily(std::string_view proto) {
   return proto == "TCP" || proto == "MONGO" || proto == "MYSQL" || proto == "REDIS";
@@ -216,8 +233,7 @@ std::unique_ptr<GatewayTlsServer> Compiler::makeTlsServer(const GatewayListener*
   t->routes.port = server.port.number;
   bool any = false;
   for (const std::string& entry : server.hosts) {
-    size_t slash = entry.find('/');
-    std::string dns = lowerCopy(slash == std::string::npos ? entry : entry.substr(slash + 1));
+    const std::string dns = ServerHost(entry).dns;
     if (dns == "*") any = true;
     if (std::find(t->serverNames.begin(), t->serverNames.end(), dns) == t->serverNames.end())
       t->serverNames.push_back(dns);
@@ -252,22 +268,14 @@ void Compiler::bindGatewayHosts(RouteConfig& rc, const config::Gateway& gw, cons
   for (const std::string& entry : server.hosts) {
     // "ns/host": only VirtualServices of namespace ns ("." the Gateway's,
     // "*" any) bind through this entry.
-    size_t slash = entry.find('/');
-    std::string ns = slash == std::string::npos ? "*" : entry.substr(0, slash);
-    std::string dns = lowerCopy(slash == std::string::npos ? entry : entry.substr(slash + 1));
+    const ServerHost host(entry);
+    const std::string& dns = host.dns;
     // Redirected to https whether or not a VirtualService routes the host.
     if (httpsRedirect) gatewayHost(rc, dns).vh->httpsRedirect = true;
     if (bound == vsByGateway_.end()) continue;
     for (const config::VirtualService* vs : bound->second) {
-      const std::string& vsNs = vs->metadata.namespace_;
-      if (ns != "*" && ns != vsNs && !(ns == "." && vsNs == gw.metadata.namespace_)) continue;
-      if (vs->http.empty()) {
-        if (!vs->tcp.empty()) {
-          warn(resourceName("VirtualService", vs->metadata) + ": tcp routes on gateways are not built yet; "
-               "ignored for " + gwName);
-        }
-        continue;
-      }
+      if (!host.admits(vs->metadata.namespace_, gw.metadata.namespace_)) continue;
+      if (vs->http.empty()) continue;  // tls or tcp routes only: for TLS and TCP servers
       for (const std::string& raw : vs->hosts) {
         if (auto domain = intersect(lowerCopy(raw), dns)) addGatewayHost(rc, *domain, *vs, gwName, httpsRedirect);
       }
@@ -286,11 +294,9 @@ bool Compiler::tcpRouteFor(TcpRoute& out, const config::Gateway& gw, const std::
       const std::string& vsNs = vs->metadata.namespace_;
       bool hostOk = false;
       for (const std::string& entry : server.hosts) {
-        size_t slash = entry.find('/');
-        std::string ns = slash == std::string::npos ? "*" : entry.substr(0, slash);
-        if (ns != "*" && ns != vsNs && !(ns == "." && vsNs == gw.metadata.namespace_)) continue;
-        std::string dns = lowerCopy(slash == std::string::npos ? entry : entry.substr(slash + 1));
-        for (const std::string& h : vs->hosts) hostOk = hostOk || intersect(lowerCopy(h), dns).has_value();
+        const ServerHost host(entry);
+        if (!host.admits(vsNs, gw.metadata.namespace_)) continue;
+        for (const std::string& h : vs->hosts) hostOk = hostOk || intersect(lowerCopy(h), host.dns).has_value();
       }
       if (!hostOk) continue;
       const std::string resource = resourceName("VirtualService", vs->metadata);
@@ -348,11 +354,9 @@ void Compiler::bindSniRoutes(GatewayTlsServer& t, const config::Gateway& gw, con
         // part lets the VirtualService's namespace bind) name.
         for (const std::string& raw : m.sniHosts) {
           for (const std::string& entry : server.hosts) {
-            size_t slash = entry.find('/');
-            std::string ns = slash == std::string::npos ? "*" : entry.substr(0, slash);
-            if (ns != "*" && ns != vsNs && !(ns == "." && vsNs == gw.metadata.namespace_)) continue;
-            std::string dns = lowerCopy(slash == std::string::npos ? entry : entry.substr(slash + 1));
-            if (auto name = intersect(lowerCopy(raw), dns)) {
+            const ServerHost host(entry);
+            if (!host.admits(vsNs, gw.metadata.namespace_)) continue;
+            if (auto name = intersect(lowerCopy(raw), host.dns)) {
               if (std::find(sr.sniHosts.begin(), sr.sniHosts.end(), *name) == sr.sniHosts.end())
                 sr.sniHosts.push_back(*name);
             }
