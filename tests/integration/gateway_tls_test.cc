@@ -5,6 +5,7 @@
 // TLS port. Certificates are made at test time; every listener binds
 // 127.0.0.1.
 #include <gtest/gtest.h>
+#include <openssl/ssl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -40,6 +41,24 @@ bool closedByPeer(proxy::RawConn& c, Millis timeout) {
     return true;  // eof or a reset
   }
   return false;
+}
+
+// A real client's first flight (its ClientHello) naming `sni`.
+std::string clientHello(const std::string& sni) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  SSL* ssl = SSL_new(ctx);
+  BIO* rbio = BIO_new(BIO_s_mem());
+  BIO* wbio = BIO_new(BIO_s_mem());
+  SSL_set_bio(ssl, rbio, wbio);
+  SSL_set_tlsext_host_name(ssl, sni.c_str());
+  SSL_connect(ssl);
+  std::string out;
+  char buf[4096];
+  int n;
+  while ((n = BIO_read(wbio, buf, sizeof(buf))) > 0) out.append(buf, size_t(n));
+  SSL_free(ssl);
+  SSL_CTX_free(ctx);
+  return out;
 }
 
 class GatewayTlsTest : public ::testing::Test {
@@ -387,7 +406,7 @@ TEST_F(GatewayTlsTest, TcpAndTerminatedTlsServersRelayToTcpRoutes) {
       "  - match: [{port: 1}]\n"
       "    route: [{destination: {host: users-service-v2.default.svc.cluster.local, port: {number: 8080}}}]\n"
       "  - route: [{destination: {host: api.example.com, port: {number: 80}}}]\n"));
-  ASSERT_NO_FATAL_FAILURE(startDaemon(0));
+  ASSERT_NO_FATAL_FAILURE(startDaemon(0, {"--tls-handshake-timeout", "1s"}));
 
   auto plain = httpRequest(tcpPort, {.method = "GET", .target = "/over-tcp", .headers = {{"Host", "anything"}}});
   ASSERT_OK(plain);
@@ -404,6 +423,13 @@ TEST_F(GatewayTlsTest, TcpAndTerminatedTlsServersRelayToTcpRoutes) {
   EXPECT_NE(https(tlsPort, "tcp.edge.test", "/", {"--tls-max", "1.2"}).exitCode, 0);
   EXPECT_EQ(https(tlsPort, "tcp.edge.test", "/again").exitCode, 0);
   EXPECT_GE(mesh_.stat("tcp_cx_total"), 3);
+  // A whole ClientHello, then silence: the handshake times out on the L4
+  // path as well.
+  auto stalled = proxy::RawConn::connect(tlsPort, 500ms);
+  ASSERT_OK(stalled);
+  ASSERT_OK(stalled->send(clientHello("tcp.edge.test")));
+  EXPECT_TRUE(closedByPeer(*stalled, 4000ms)) << "a stalled handshake was never closed";
+  EXPECT_GE(mesh_.stat("ssl.handshake_timeout"), 1);
   if (HasFailure()) ADD_FAILURE() << mesh_.logs();
 }
 

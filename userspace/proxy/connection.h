@@ -50,6 +50,8 @@ class Connection : public core::CompletionHandler {
   // single-recv connection, from its onData); -1 otherwise.
   int releaseFd();
   bool readingPaused() const { return paused_; }
+  // No transport, or its handshake is done.
+  bool transportReady() const { return transportReady_; }
 
   // From now on bytes pass through `t` both ways (see transport.h); its
   // opening bytes are sent at once. Set before the first byte is read.

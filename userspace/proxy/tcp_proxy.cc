@@ -157,6 +157,8 @@ void TcpProxy::startPicked(Worker& worker, int clientFd, const sockaddr_in* orig
     // The handshake goes on with the hello already read; the plaintext
     // after it is what the upstream gets.
     p->clientTls_ = true;
+    if (uint64_t limit = worker.engine().options().tlsHandshakeTimeoutNs)
+      p->handshakeDeadlineNs_ = worker.clock().nowNs() + limit;
     p->client_->setTransport(std::move(clientTls));
     std::string hello = std::move(p->initial_);
     p->initial_.clear();
@@ -457,6 +459,13 @@ uint64_t TcpProxy::idleMs() const {
 
 void TcpProxy::onIdleCheck() {
   if (closing_) return;
+  // A terminating TLS server's client has --tls-handshake-timeout to finish.
+  if (clientTls_ && client_ && !client_->transportReady() && handshakeDeadlineNs_ &&
+      worker_.clock().nowNs() >= handshakeDeadlineNs_) {
+    worker_.stats().inc(Counter::SslHandshakeTimeout);
+    closeBoth();
+    return;
+  }
   uint64_t idle = idleMs();
   if (idle * 1'000'000 >= idleTimeoutNs_) {
     worker_.stats().inc(Counter::TcpIdleTimeout);

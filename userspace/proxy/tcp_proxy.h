@@ -142,6 +142,7 @@ class TcpProxy {
   ConnectionSlot slot_;  // the client connection's unit of --max-connections
   std::string initial_;  // client bytes read before the proxy began, for the upstream
   bool clientTls_ = false;  // the client side terminates TLS: never spliced
+  uint64_t handshakeDeadlineNs_ = 0;  // ... and must finish its handshake by then (0: no limit)
   EndpointState* endpoint_ = nullptr;  // active L4 connections count for LEAST_REQUEST
   std::shared_ptr<upstream::ClusterHealth> health_;
   upstream::LimitToken connToken_;  // this connection's unit of maxConnections
