@@ -637,6 +637,13 @@ TEST_F(UpstreamTlsTest, PassthroughRelaysTheClientsTlsBySni) {
   EXPECT_EQ(web.json()["name"], "frontend-service") << web.body;
   EXPECT_EQ(servedSubject(port, "web.edge.test"), "CN = web.edge.test");
   EXPECT_GE(mesh_.stat("tcp_cx_total"), 2);
+  auto dump = mesh_.configDump();
+  ASSERT_OK(dump);
+  const nlohmann::json& servers = (*dump)["gateway_listeners"][0]["tls_servers"];
+  ASSERT_EQ(servers.size(), 2u) << dump->dump();
+  EXPECT_EQ(servers[0]["passthrough"], true);
+  EXPECT_EQ(servers[0]["sni_routes"][0]["clusters"][0]["cluster"], "outbound|443||secure.backend.test");
+  EXPECT_FALSE(servers[0].contains("certificate_error")) << servers[0].dump();
   // A name neither server has: closed before any TLS state.
   EXPECT_NE(https(port, "nobody.test", "/", {"-k"}).exitCode, 0);
   EXPECT_TRUE(eventually([&] { return mesh_.stat("listener.no_filter_chain_match") >= 1; }, 2000ms));

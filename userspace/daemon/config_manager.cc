@@ -201,8 +201,26 @@ static json virtualHostsJson(const route::RouteConfig& rc) {
 
 // One HTTPS server: its SNI names, routes and certificate as loaded now
 // (subject, SANs, validity; never key material).
+static json tcpRouteJson(const route::TcpRoute& r) {
+  json cl = json::array();
+  for (const auto& d : r.clusters) cl.push_back({{"cluster", d.cluster ? d.cluster->name : ""}, {"weight", d.weight}});
+  return cl;
+}
+
 static json tlsServerJson(const route::GatewayTlsServer& t) {
-  json j = {{"server", t.label}, {"server_names", t.serverNames}, {"virtual_hosts", virtualHostsJson(t.routes)}};
+  json j = {{"server", t.label}, {"server_names", t.serverNames}};
+  if (t.passthrough) {
+    j["passthrough"] = true;
+    json routes = json::array();
+    for (const auto& r : t.sniRoutes) routes.push_back({{"sni_hosts", r.sniHosts}, {"clusters", tcpRouteJson(r.route)}});
+    j["sni_routes"] = std::move(routes);
+    return j;
+  }
+  if (t.tcpRoute) {
+    j["tcp_route"] = tcpRouteJson(*t.tcpRoute);
+  } else {
+    j["virtual_hosts"] = virtualHostsJson(t.routes);
+  }
   if (!t.credentials) {
     j["certificate_error"] = "no credential store";
     return j;
@@ -284,7 +302,11 @@ std::string ConfigManager::dumpJson() const {
   auto status = engine_.gatewayListenerStatus();
   for (const auto& l : s.gatewayListeners) {
     json jl = {{"port", l->port}, {"servers", l->servers}};
-    if (!l->tls()) jl["virtual_hosts"] = virtualHostsJson(l->routes);
+    if (l->tcp()) {
+      jl["tcp_route"] = tcpRouteJson(*l->tcpRoute);
+    } else if (!l->tls()) {
+      jl["virtual_hosts"] = virtualHostsJson(l->routes);
+    }
     for (const auto& t : l->tlsServers) jl["tls_servers"].push_back(tlsServerJson(*t));
     if (auto it = status.find(l->key); it != status.end()) {
       jl["address"] = it->second.address;
