@@ -568,6 +568,66 @@ TEST_F(UpstreamTlsTest, AWrongCaOrAPlaintextServerFailsCleanly) {
   EXPECT_GE(mesh_.stat("upstream_ssl.handshake_error"), 10);
   EXPECT_EQ(mesh_.stat("upstream_ssl.handshake"), 0);
   EXPECT_TRUE(eventually([&] { return openFds(pid) <= fds; }, 3000ms)) << openFds(pid) << " fds, " << fds << " before";
+  // A gateway TCP server whose tcp route's cluster wants TLS: the relay
+  // does not originate TLS, so the connection is refused, never relayed in
+  // plaintext.
+  const uint16_t tcpPort = freePort();
+  ASSERT_OK(mesh_.applyConfig("tcp.yaml",
+      "apiVersion: networking.istio.io/v1\n"
+      "kind: Gateway\n"
+      "metadata: {name: tcp}\n"
+      "spec:\n"
+      "  servers:\n"
+      "  - port: {number: " + std::to_string(tcpPort) + ", name: tcp, protocol: TCP}\n"
+      "    hosts: [\"*\"]\n"
+      "---\n"
+      "apiVersion: networking.istio.io/v1\n"
+      "kind: VirtualService\n"
+      "metadata: {name: tcp}\n"
+      "spec:\n"
+      "  hosts: [\"*\"]\n"
+      "  gateways: [tcp]\n"
+      "  tcp:\n"
+      "  - route: [{destination: {host: plain.backend.test, port: {number: 80}}}]\n"));
+  const int64_t errorsBefore = mesh_.stat("upstream_ssl.handshake_error");
+  auto relayed = httpRequest(tcpPort, {.method = "GET", .target = "/", .headers = {{"Host", "x"}}}, 2000ms);
+  EXPECT_FALSE(relayed.has_value()) << "relayed in plaintext: " << relayed->summary();
+  EXPECT_EQ(mesh_.stat("upstream_ssl.handshake_error"), errorsBefore + 1);
+  if (HasFailure()) ADD_FAILURE() << mesh_.logs();
+}
+
+// A DestinationRule that turns TLS on: keep-alive plaintext connections
+// already pooled for the endpoint are never used for it (the pool keys
+// connections by how they were made).
+TEST_F(UpstreamTlsTest, TurningTlsOnNeverReusesPlaintextConnections) {
+  const uint16_t port = mesh_.upstreamPort("frontend-service");
+  const std::string se =
+      "apiVersion: networking.istio.io/v1\n"
+      "kind: ServiceEntry\n"
+      "metadata: {name: pooled}\n"
+      "spec:\n"
+      "  hosts: [pooled.backend.test]\n"
+      "  ports: [{number: 80, name: http, protocol: HTTP}]\n"
+      "  resolution: STATIC\n"
+      "  endpoints: [{address: 127.0.0.1, ports: {http: " + std::to_string(port) + "}}]\n";
+  ASSERT_OK(mesh_.writeConfig("pooled.yaml", se));
+  ASSERT_NO_FATAL_FAILURE(startDaemon(0));
+  // Plaintext, kept alive in both workers' pools.
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(mesh_.servedBy("pooled.backend.test"), "frontend-service");
+  // The backend speaks plaintext, so TLS to it must fail, every time.
+  ASSERT_OK(mesh_.applyConfig("pooled.yaml", se +
+      "---\n"
+      "apiVersion: networking.istio.io/v1\n"
+      "kind: DestinationRule\n"
+      "metadata: {name: pooled}\n"
+      "spec:\n"
+      "  host: pooled.backend.test\n"
+      "  trafficPolicy: {tls: {mode: SIMPLE, insecureSkipVerify: true}}\n"));
+  for (int i = 0; i < 6; ++i) {
+    auto r = mesh_.get("pooled.backend.test", "/");
+    ASSERT_OK(r);
+    EXPECT_EQ(r->status, 503) << "request " << i << " went out on a plaintext connection";
+  }
   if (HasFailure()) ADD_FAILURE() << mesh_.logs();
 }
 

@@ -17,7 +17,13 @@ PoolResult ConnPool::newStream(PoolWaiter& w, const route::Endpoint& ep, Endpoin
                                const route::Cluster& cluster,
                                const std::shared_ptr<upstream::ClusterLimits>& limits,
                                upstream::LimitToken& pending, bool first) {
-  if (!state.idle.empty()) return {PoolResult::Kind::Ready, state.idle.back()};
+  // An idle connection made the way this cluster connects: plaintext, or
+  // TLS with the same client credentials. Two clusters may share an
+  // endpoint (and a DestinationRule may just have turned TLS on): a
+  // connection of another kind is never handed over.
+  for (auto it = state.idle.rbegin(); it != state.idle.rend(); ++it) {
+    if ((*it)->sameTransport(cluster.upstream)) return {PoolResult::Kind::Ready, *it};
+  }
   auto slot = upstream::acquire(limits, upstream::ClusterLimits::kConnections);
   if (!slot) {
     limits->cxOverflow.fetch_add(1, std::memory_order_relaxed);

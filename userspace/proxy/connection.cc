@@ -178,6 +178,12 @@ void Connection::closeAfterFlush() {
   // A transport holding plaintext may need the peer's bytes to release it
   // (a handshake): reading goes on until it holds nothing.
   encodePlain();
+  if (transport_ && !transportClosed_) {
+    transportClosed_ = true;
+    std::string wire;
+    transport_->onClose(wire);
+    sendWire(wire);
+  }
   if (!transport_ || transport_->heldBytes() == 0) pauseReading();
   if (unsentBytes() == 0) close();
 }

@@ -150,6 +150,7 @@ class Connection : public core::CompletionHandler {
   bool destroyQueued_ = false;
   bool flushQueued_ = false;
   bool transportReady_ = true;  // onTransportReady() called (or no transport)
+  bool transportClosed_ = false;  // Transport::onClose() called
 };
 
 }  // namespace sluice::proxy

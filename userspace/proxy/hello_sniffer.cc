@@ -23,7 +23,10 @@ void HelloSniffer::start() {
   useSingleRecv();
   startReading();
   // The whole handshake has --tls-handshake-timeout; the hello is its start.
-  if (uint64_t limit = worker_.engine().options().tlsHandshakeTimeoutNs) worker_.timers().schedule(timer_, limit);
+  if (uint64_t limit = worker_.engine().options().tlsHandshakeTimeoutNs) {
+    deadlineNs_ = worker_.clock().nowNs() + limit;
+    worker_.timers().schedule(timer_, limit);
+  }
 }
 
 std::string HelloSniffer::peerText() const {
@@ -51,6 +54,33 @@ void HelloSniffer::onDestroy() {
 }
 
 void HelloSniffer::onData() {
+  // Parse only when another whole record has come (a hello trickled in
+  // tiny pieces must not be re-read per byte), and in at most 32 records.
+  // A header that cannot start a ClientHello record (type, version, size,
+  // or a first message that is not a ClientHello) is judged at once.
+  size_t complete = 0;
+  bool other = input_.empty() || uint8_t(input_[0]) != 22 ||
+               (input_.size() > 1 && uint8_t(input_[1]) != 3) ||
+               (input_.size() > 5 && uint8_t(input_[5]) != 1);
+  for (size_t off = 0; !other && input_.size() - off >= 5;) {
+    const size_t len = (size_t(uint8_t(input_[off + 3])) << 8) | uint8_t(input_[off + 4]);
+    if (uint8_t(input_[off]) != 22 || uint8_t(input_[off + 1]) != 3 || len == 0 || len > (1u << 14) + 2048) {
+      other = true;
+      break;
+    }
+    if (input_.size() - off - 5 < len) break;
+    off += 5 + len;
+    ++complete;
+  }
+  if (complete > kMaxHelloRecords) {
+    refuse(Counter::SslHandshakeError, "ClientHello in too many records");
+    return;
+  }
+  if (!other && complete == recordsParsed_) {
+    if (input_.size() > 2 * tls::kMaxClientHello) refuse(Counter::SslHandshakeError, "ClientHello too large");
+    return;  // the next recv is armed after this returns
+  }
+  recordsParsed_ = complete;
   const tls::ClientHello hello = tls::parseClientHello(input_);
   switch (hello.status) {
     case tls::ClientHello::Status::kNeedMore:
@@ -95,11 +125,11 @@ void HelloSniffer::onData() {
   if (fd < 0) return close();
   if (server->tcpRoute) {
     TcpProxy::startRoute(worker_, fd, std::move(snap), *server->tcpRoute, std::move(slot_), std::move(bytes),
-                         std::make_unique<TlsServerTransport>(worker_, std::move(ctx), sni, peerText()));
+                         std::make_unique<TlsServerTransport>(worker_, std::move(ctx), sni, peerText()), deadlineNs_);
     return;
   }
   auto* c = new DownstreamConn(worker_, fd, peer_, nullptr, std::move(slot_), key_);
-  if (c->useTls(std::move(ctx), sni, peerText(), bytes)) c->start();
+  if (c->useTls(*server, std::move(ctx), sni, peerText(), bytes, deadlineNs_)) c->start();
 }
 
 }  // namespace sluice::proxy

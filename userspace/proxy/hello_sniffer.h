@@ -34,6 +34,9 @@ class HelloSniffer final : public Connection {
   std::string peerText() const;
 
   sockaddr_in peer_;
+  uint64_t deadlineNs_ = 0;  // the handshake's end, from accept (0: no limit)
+  size_t recordsParsed_ = 0;  // whole records input_ had at the last parse
+  static constexpr size_t kMaxHelloRecords = 32;
   ConnectionSlot slot_;
   uint64_t key_;
   core::MemberTimer<HelloSniffer, &HelloSniffer::onTimeout> timer_{this};

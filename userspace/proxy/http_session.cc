@@ -41,8 +41,9 @@ DownstreamConn::DownstreamConn(Worker& worker, int fd, const sockaddr_in& peer,
   worker_.addDownstream(this);
 }
 
-bool DownstreamConn::useTls(std::shared_ptr<const tls::ServerContext> ctx, std::string sni, std::string peer,
-                            std::string_view hello) {
+bool DownstreamConn::useTls(const route::GatewayTlsServer& server, std::shared_ptr<const tls::ServerContext> ctx,
+                            std::string sni, std::string peer, std::string_view hello, uint64_t deadlineNs) {
+  tlsServerIdentity_ = server.credentials.get();
   auto t = std::make_unique<TlsServerTransport>(worker_, std::move(ctx), std::move(sni), std::move(peer));
   tls_ = t.get();
   setTransport(std::move(t));
@@ -50,7 +51,10 @@ bool DownstreamConn::useTls(std::shared_ptr<const tls::ServerContext> ctx, std::
     closeAfterFlush();
     return false;
   }
-  if (uint64_t limit = worker_.engine().options().tlsHandshakeTimeoutNs) worker_.timers().schedule(handshakeTimer_, limit);
+  if (deadlineNs) {
+    const uint64_t now = worker_.clock().nowNs();
+    worker_.timers().schedule(handshakeTimer_, deadlineNs > now ? deadlineNs - now : 1);
+  }
   return true;
 }
 
@@ -277,7 +281,14 @@ const route::VirtualHost* DownstreamConn::findVirtualHost() {
     // HTTPS: the table of the server the ClientHello chose (chosen again
     // under this snapshot, by the same SNI).
     const route::GatewayTlsServer* server = tls_ ? l->selectServer(tls_->serverName()) : nullptr;
-    return server ? server->routes.find(lowerHost(s.target.host)) : nullptr;
+    if (!server || server->credentials.get() != tlsServerIdentity_) {
+      // The configuration moved this SNI to another server (or changed its
+      // TLS): not answered under terms the handshake did not agree to. The
+      // connection closes; the client's next one handshakes anew.
+      s.keepAlive = false;
+      return nullptr;
+    }
+    return server->routes.find(lowerHost(s.target.host));
   }
   // The original destination (eBPF capture) outranks the Host/URI port.
   s.port = origPort_ ? origPort_ : s.target.port;

@@ -46,6 +46,10 @@ class UpstreamConn final : public OutboundConnection {
     close();
   }
   EndpointState& endpointState() { return state_; }
+  // Made the way `s` connects (plaintext, or TLS with the same credentials).
+  bool sameTransport(const route::UpstreamSettings& s) const {
+    return s.tls == settings_.tls && s.tlsCredentials == settings_.tlsCredentials;
+  }
   bool reused() const { return reused_; }
   const std::string& endpointKey() const { return key_; }
   std::string& input() { return input_; }
@@ -101,8 +105,11 @@ class DownstreamConn final : public Connection, public PoolWaiter, private Filte
   // before start(); false when the handshake failed at once (the alert is
   // on its way and the connection closes: do not start it). The handshake
   // must end within --tls-handshake-timeout.
-  bool useTls(std::shared_ptr<const tls::ServerContext> ctx, std::string sni, std::string peer,
-              std::string_view hello);
+  // `server`: the server chosen (its requests route with that server's
+  // table only while SNI still selects it); `deadlineNs`: when the
+  // handshake must be done (the sniffer's budget, from accept).
+  bool useTls(const route::GatewayTlsServer& server, std::shared_ptr<const tls::ServerContext> ctx, std::string sni,
+              std::string peer, std::string_view hello, uint64_t deadlineNs);
   void start();
   // Drain: close now if idle, else after the current response.
   void drain() override;
@@ -212,6 +219,10 @@ class DownstreamConn final : public Connection, public PoolWaiter, private Filte
   uint16_t origPort_ = 0;
   uint64_t gatewayKey_ = 0;
   TlsServerTransport* tls_ = nullptr;  // owned by Connection; set: TLS terminated here
+  // The credentials of the server the handshake chose: a later snapshot in
+  // which the SNI selects another server (or this one with other TLS
+  // settings) must not serve this connection's requests.
+  const void* tlsServerIdentity_ = nullptr;
   sockaddr_in orig_{};  // sin_port 0: not captured
   sockaddr_in local_{};  // our end, looked up once when a header needs it
   bool haveLocal_ = false;

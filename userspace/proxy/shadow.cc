@@ -357,6 +357,12 @@ std::unique_ptr<ShadowStream> ShadowManager::start(const route::Endpoint& ep, st
     worker_.stats().inc(Counter::ShadowRqShed);
     return nullptr;
   }
+  if (settings.tls) {
+    // Mirrors do not speak TLS yet, and a cluster that wants TLS never
+    // gets plaintext: the mirror is not made.
+    worker_.stats().inc(Counter::ShadowRqShed);
+    return nullptr;
+  }
   ShadowConn* conn = nullptr;
   if (auto it = idle_.find(ep.key); it != idle_.end() && !it->second.empty()) {
     conn = it->second.back();  // the most recently used: least likely timed out by the server

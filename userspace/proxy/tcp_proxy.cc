@@ -11,6 +11,7 @@
 
 #include "proxy/engine.h"
 #include "proxy/http_session.h"
+#include "proxy/tls_transport.h"
 #include "proxy/worker.h"
 
 namespace sluice::proxy {
@@ -80,23 +81,34 @@ void TcpProxy::start(Worker& worker, int clientFd, const sockaddr_in& /*client*/
                      const route::TcpService& svc, ConnectionSlot slot) {
   worker.stats().inc(Counter::TcpCxTotal);
   startPicked(worker, clientFd, &orig, std::move(snap), svc.match(orig.sin_addr.s_addr), std::move(slot), {},
-              nullptr);
+              nullptr, 0);
 }
 
 void TcpProxy::startRoute(Worker& worker, int clientFd, std::shared_ptr<const route::Snapshot> snap,
                           const route::TcpRoute& route, ConnectionSlot slot, std::string initial,
-                          std::unique_ptr<Transport> clientTls) {
+                          std::unique_ptr<Transport> clientTls, uint64_t handshakeDeadlineNs) {
   worker.stats().inc(Counter::TcpCxTotal);
   startPicked(worker, clientFd, nullptr, std::move(snap), &route, std::move(slot), std::move(initial),
-              std::move(clientTls));
+              std::move(clientTls), handshakeDeadlineNs);
 }
 
 void TcpProxy::startPicked(Worker& worker, int clientFd, const sockaddr_in* origPtr,
                            std::shared_ptr<const route::Snapshot> snap, const route::TcpRoute* r,
-                           ConnectionSlot slot, std::string initial, std::unique_ptr<Transport> clientTls) {
+                           ConnectionSlot slot, std::string initial, std::unique_ptr<Transport> clientTls,
+                           uint64_t handshakeDeadlineNs) {
   const route::TcpRoute::Dest* d = r ? r->pick(worker.rng().next()) : nullptr;
   if (d == nullptr || d->cluster == nullptr) {
     worker.stats().inc(Counter::NoRoute);
+    ::close(clientFd);
+    return;
+  }
+  if (d->cluster->upstream.tls) {
+    // The L4 relay does not originate TLS yet; a cluster whose
+    // DestinationRule asks for it never gets the client's bytes in
+    // plaintext.
+    worker.stats().inc(Counter::UpstreamSslHandshakeError);
+    logTlsFailure(worker, d->cluster->name,
+                  "DestinationRule tls on a TCP route is not supported yet; connection refused");
     ::close(clientFd);
     return;
   }
@@ -157,8 +169,7 @@ void TcpProxy::startPicked(Worker& worker, int clientFd, const sockaddr_in* orig
     // The handshake goes on with the hello already read; the plaintext
     // after it is what the upstream gets.
     p->clientTls_ = true;
-    if (uint64_t limit = worker.engine().options().tlsHandshakeTimeoutNs)
-      p->handshakeDeadlineNs_ = worker.clock().nowNs() + limit;
+    p->handshakeDeadlineNs_ = handshakeDeadlineNs;
     p->client_->setTransport(std::move(clientTls));
     std::string hello = std::move(p->initial_);
     p->initial_.clear();

@@ -104,9 +104,10 @@ class TcpProxy {
   // With `clientTls`, the client's bytes pass through it (a TLS-protocol
   // gateway server that terminates): `initial` is fed to it instead, and
   // the upstream gets plaintext.
+  // `handshakeDeadlineNs`: when clientTls's handshake must be done (0: no limit).
   static void startRoute(Worker& worker, int clientFd, std::shared_ptr<const route::Snapshot> snap,
                          const route::TcpRoute& route, ConnectionSlot slot, std::string initial,
-                         std::unique_ptr<Transport> clientTls = nullptr);
+                         std::unique_ptr<Transport> clientTls = nullptr, uint64_t handshakeDeadlineNs = 0);
 
   // From the sides.
   void onConnected();
@@ -122,7 +123,8 @@ class TcpProxy {
   // `orig`: where a captured client dialled (null on a gateway).
   static void startPicked(Worker& worker, int clientFd, const sockaddr_in* orig,
                           std::shared_ptr<const route::Snapshot> snap, const route::TcpRoute* route,
-                          ConnectionSlot slot, std::string initial, std::unique_ptr<Transport> clientTls);
+                          ConnectionSlot slot, std::string initial, std::unique_ptr<Transport> clientTls,
+                          uint64_t handshakeDeadlineNs);
   TcpSide* peerOf(TcpSide& s) { return &s == client_ ? upstream_ : client_; }
   void closeBoth(bool reset = false);
   void resetBoth();  // counts an error; RSTs both ends

@@ -32,6 +32,7 @@ class TlsServerTransport final : public Transport {
   size_t heldBytes() const override { return held_.size(); }
   bool ready() const override { return established(); }
   bool peerClosed() const override { return session_.closeNotified(); }
+  void onClose(std::string& wire) override { session_.shutdown(wire); }
 
   bool established() const { return session_.established(); }
   // The ClientHello's SNI (lower case; empty when it named none).
@@ -63,6 +64,7 @@ class TlsClientTransport final : public Transport {
   size_t heldBytes() const override { return held_.size(); }
   bool ready() const override { return session_.established(); }
   bool peerClosed() const override { return session_.closeNotified(); }
+  void onClose(std::string& wire) override { session_.shutdown(wire); }
 
  private:
   Worker& worker_;

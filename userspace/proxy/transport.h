@@ -33,6 +33,10 @@ class Transport {
   // The peer ended its stream inside the protocol (TLS close_notify): the
   // codec gets a peer-closed event as for a FIN.
   virtual bool peerClosed() const { return false; }
+  // The connection closes once what was written is sent: bytes that end
+  // the protocol's stream (a TLS close_notify) go to `wire`, after all of
+  // it. Called once; nothing is written after it.
+  virtual void onClose(std::string& wire) { (void)wire; }
 };
 
 }  // namespace sluice::proxy

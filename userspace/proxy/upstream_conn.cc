@@ -52,7 +52,10 @@ void UpstreamConn::startTls() {
     onConnectFailed(false);
     return;
   }
-  if (!state_.tlsSession) state_.tlsSession = std::make_shared<tls::ResumptionSlot>();
+  if (!state_.tlsSession || state_.tlsSessionContext != ctx.get()) {
+    state_.tlsSession = std::make_shared<tls::ResumptionSlot>();
+    state_.tlsSessionContext = ctx.get();
+  }
   tlsPending_ = true;
   char addr[INET_ADDRSTRLEN] = {};
   inet_ntop(AF_INET, &addr_.sin_addr, addr, sizeof(addr));

@@ -46,8 +46,11 @@ struct EndpointState {
   std::atomic<uint32_t> active{0};
   std::vector<UpstreamConn*> idle;
   // The TLS session this endpoint last gave (DestinationRule tls), offered
-  // on the next connection to it.
+  // on the next connection made with the same client context only: another
+  // cluster's (other CA, SANs) or a rotated one starts afresh, since a
+  // resumed session skips certificate verification.
   std::shared_ptr<tls::ResumptionSlot> tlsSession;
+  const void* tlsSessionContext = nullptr;
   void incActive() { active.store(active.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed); }
   void decActive() { active.store(active.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed); }
 };

@@ -25,8 +25,8 @@ void Compiler::clientTls(Cluster& c, const config::ClientTLSSettings& t) {
   }
   spec.subjectAltNames = t.subjectAltNames;
   // The name the server is asked for: `sni`, else the service's host (the
-  // name a client of the service dials).
-  spec.sni = t.sni.empty() ? c.serviceHost : t.sni;
+  // name a client of the service dials); a wildcard host names no server.
+  spec.sni = !t.sni.empty() ? t.sni : (c.serviceHost.starts_with("*") ? "" : c.serviceHost);
   spec.insecureSkipVerify = t.insecureSkipVerify.value_or(false);
   c.upstream.tls = true;
   if (!options_.credentials) return;  // compiled for inspection: no connections

@@ -98,15 +98,30 @@ const VirtualHost* RouteConfig::find(std::string_view host) const {
   return star;
 }
 
+// As Envoy ranks filter chains by server name (Istio makes one per tls
+// route match): an exact name, else the longest wildcard, else "*"; among
+// equals, the first route.
 const TcpRoute* GatewayTlsServer::routeFor(std::string_view sni) const {
+  const TcpRoute* best = nullptr;
+  size_t bestRank = 0;  // 0 none, 1 "*", 2 + suffix length: a wildcard, SIZE_MAX: exact
   for (const SniRoute& r : sniRoutes) {
     for (const std::string& h : r.sniHosts) {
-      if (h == "*" || h == sni) return &r.route;
-      if (h.size() > 2 && h[0] == '*' && sni.size() > h.size() - 1 && sni.ends_with(std::string_view(h).substr(1)))
-        return &r.route;
+      size_t rank = 0;
+      if (h == sni) {
+        rank = SIZE_MAX;
+      } else if (h == "*") {
+        rank = 1;
+      } else if (h.size() > 2 && h[0] == '*' && sni.size() > h.size() - 1 &&
+                 sni.ends_with(std::string_view(h).substr(1))) {
+        rank = 2 + h.size();
+      }
+      if (rank > bestRank) {
+        best = &r.route;
+        bestRank = rank;
+      }
     }
   }
-  return nullptr;
+  return best;
 }
 
 const GatewayTlsServer* GatewayListener::selectServer(std::string_view sni) const {

@@ -274,7 +274,9 @@ std::expected<void, std::string> trustCa(SSL_CTX* ctx, const std::string& caFile
 std::expected<std::shared_ptr<const ServerContext>, std::string> ServerContext::load(const ServerSpec& spec,
                                                                                      const Files& files) {
   const bool mutual = spec.mode != ServerSpec::Mode::kSimple;
-  if (mutual && files.ca.empty() && spec.mode == ServerSpec::Mode::kMutual) {
+  if (mutual && files.ca.empty()) {
+    // OPTIONAL_MUTUAL too: an empty trust store would refuse every client
+    // that presents a certificate (Istio rejects it).
     return std::unexpected(spec.credentialName.empty()
                                ? std::string("MUTUAL mode needs caCertificates")
                                : "MUTUAL mode needs a CA: neither ca.crt in credential \"" + spec.credentialName +

@@ -50,6 +50,9 @@ Files CredentialStore::resolve(const ClientSpec& spec) const {
 
 template <class Spec, class Ctx>
 bool CredentialStore::refresh(Credentials<Spec, Ctx>& slot) {
+  // One refresh at a time (the reloading thread and the poller): a slower
+  // one can never store an older context over a newer one.
+  std::lock_guard serial(refreshMu_);
   if (!slot.spec_.credentialName.empty() && dir_.empty()) {
     std::lock_guard lock(slot.mu_);
     slot.error_ = "credentialName " + slot.spec_.credentialName + ": sluiced has no --credentials-dir to find it in";

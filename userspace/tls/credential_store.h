@@ -83,6 +83,7 @@ class CredentialStore {
 
   const std::string dir_;
   std::mutex mu_;  // the maps
+  std::mutex refreshMu_;  // serialises refresh()
   std::map<std::string, std::shared_ptr<ServerCredentials>> servers_;
   std::map<std::string, std::shared_ptr<ClientCredentials>> clients_;
   std::thread thread_;

@@ -136,6 +136,7 @@ bool Session::receive(std::string_view in, std::string& plain, std::string& wire
   in_ = in;
   out_ = &wire;
   bool ok = true;
+  ERR_clear_error();  // SSL_get_error reads the thread's queue: start clean
   if (!established_) {
     const int r = SSL_do_handshake(ssl_);
     if (r == 1) {
@@ -174,15 +175,17 @@ bool Session::receive(std::string_view in, std::string& plain, std::string& wire
 }
 
 void Session::send(std::string_view plain, std::string& wire) {
-  if (!established_ || failure_ != Failure::kNone || plain.empty()) return;
+  if (!established_ || failure_ != Failure::kNone || shutdownSent_ || plain.empty()) return;
   out_ = &wire;
+  ERR_clear_error();
   size_t written = 0;
   if (SSL_write_ex(ssl_, plain.data(), plain.size(), &written) != 1) fail(SSL_get_error(ssl_, 0));
   out_ = nullptr;
 }
 
 void Session::shutdown(std::string& wire) {
-  if (!established_ || failure_ != Failure::kNone) return;
+  if (!established_ || failure_ != Failure::kNone || shutdownSent_) return;
+  shutdownSent_ = true;
   out_ = &wire;
   SSL_shutdown(ssl_);
   ERR_clear_error();

@@ -69,6 +69,7 @@ class Session {
   std::string detail_;
   bool established_ = false;
   bool closeNotified_ = false;
+  bool shutdownSent_ = false;
 };
 
 class ServerSession final : public Session {

@@ -18,6 +18,7 @@ namespace sluice::proxy {
 namespace {
 
 constexpr std::string_view kHello = "HELLO\n";
+constexpr std::string_view kBye = "BYE\n";
 
 std::string xored(std::string_view s) {
   std::string out(s);
@@ -45,6 +46,8 @@ class XorTransport final : public Transport {
     return true;
   }
   void onWrite(std::string_view plain, std::string& wire) override { (greeted_ ? wire : held_).append(xored(plain)); }
+  // Its end-of-stream mark, as TLS sends close_notify.
+  void onClose(std::string& wire) override { (greeted_ ? wire : held_).append(kBye); }
   size_t heldBytes() const override { return held_.size(); }
 
  private:
@@ -140,6 +143,7 @@ TEST_F(TransportTest, CloseAfterFlushWaitsForWhatTheTransportHolds) {
                 {[&] {
                    EchoConn* c = start();
                    EXPECT_EQ(c->unsentBytes(), kHello.size() + 5) << "the greeting, and 'early' held";
+                   // Closing: the transport's end mark is held after 'early'.
                    c->closeAfterFlush();
                    return true;
                  },
@@ -162,7 +166,7 @@ TEST_F(TransportTest, CloseAfterFlushWaitsForWhatTheTransportHolds) {
                    return eof;
                  }});
   ASSERT_TRUE(script.run()) << "peer got '" << peerGot_ << "'";
-  EXPECT_EQ(peerGot_, std::string(kHello) + xored("early"));
+  EXPECT_EQ(peerGot_, std::string(kHello) + xored("early") + std::string(kBye)) << "the end mark comes last";
 }
 
 TEST_F(TransportTest, AProtocolErrorClosesTheConnection) {

@@ -525,6 +525,8 @@ spec:
     - {destination: {host: api.prod.svc.cluster.local, port: {number: 8080}}, weight: 25}
   - match: [{port: 1, sniHosts: [b.pass.test]}]
     route: [{destination: {host: web}}]
+  - match: [{sniHosts: [c.pass.test]}]
+    route: [{destination: {host: api.prod.svc.cluster.local, port: {number: 8080}}}]
 )");
   ASSERT_TRUE(s);
   const GatewayListener* l = listenerOn(*s, 9443);
@@ -535,7 +537,7 @@ spec:
   EXPECT_TRUE(pass->passthrough);
   EXPECT_EQ(pass->credentials, nullptr);
   EXPECT_FALSE(l->selectServer("web.test")->passthrough);
-  ASSERT_EQ(pass->sniRoutes.size(), 2u) << "the port-1 match applies to no server here";
+  ASSERT_EQ(pass->sniRoutes.size(), 3u) << "the port-1 match applies to no server here";
   const TcpRoute* a = pass->routeFor("a.pass.test");
   ASSERT_NE(a, nullptr);
   ASSERT_EQ(a->clusters.size(), 1u);
@@ -546,6 +548,12 @@ spec:
   EXPECT_EQ(b->clusters[0].weight, 75u);
   EXPECT_EQ(b->clusters[1].cluster->name, "outbound|8080||api.prod.svc.cluster.local");
   EXPECT_EQ(pass->routeFor("other.test"), nullptr) << "a server host no tls route names";
+  // An exact name outranks a wildcard listed before it (Envoy's filter
+  // chain order; Istio makes one chain per match).
+  const TcpRoute* c = pass->routeFor("c.pass.test");
+  ASSERT_NE(c, nullptr);
+  ASSERT_EQ(c->clusters.size(), 1u);
+  EXPECT_EQ(c->clusters[0].cluster->name, "outbound|8080||api.prod.svc.cluster.local");
 }
 
 }  // namespace

@@ -54,6 +54,15 @@ TEST_F(CredentialStoreTest, ErrorsNameTheFileAndNeverTheKey) {
 
   auto noCa = store.get(ServerSpec{.mode = ServerSpec::Mode::kMutual, .credentialName = "nope"});
   EXPECT_FALSE(noCa->current());
+  {
+    // OPTIONAL_MUTUAL with a certificate but no CA: refused, as Istio does
+    // (an empty trust store would turn away every client certificate).
+    TestCert leaf({.commonName = "opt"}, &ca_);
+    leaf.write(root() / "optional");
+    auto optional = store.get(ServerSpec{.mode = ServerSpec::Mode::kOptionalMutual, .credentialName = "optional"});
+    EXPECT_FALSE(optional->current());
+    EXPECT_THAT(optional->error(), HasSubstr("needs a CA"));
+  }
 
   TestCert a({.commonName = "a"}, &ca_), b({.commonName = "b"}, &ca_);
   std::filesystem::create_directories(root() / "mixed");

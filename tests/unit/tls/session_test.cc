@@ -330,3 +330,30 @@ TEST_F(ClientSessionTest, TheEndpointsSessionIsResumed) {
 
 }  // namespace
 }  // namespace sluice::tls
+
+namespace sluice::tls {
+namespace {
+
+TEST_F(SessionTest, ShutdownSendsCloseNotifyAndNothingAfter) {
+  ServerSession server(context({}));
+  Client client("app.example.com");
+  std::string plain;
+  ASSERT_TRUE(client.handshake(server, plain));
+  std::string wire;
+  server.shutdown(wire);
+  ASSERT_FALSE(wire.empty());
+  server.send("late", wire);  // ignored: the stream has ended
+  server.shutdown(wire);      // once only
+  client.in(wire);
+  char buf[16];
+  EXPECT_EQ(SSL_read(client.ssl(), buf, sizeof(buf)), 0);
+  EXPECT_EQ(SSL_get_error(client.ssl(), 0), SSL_ERROR_ZERO_RETURN) << "a close_notify, and no data after it";
+  // The other way: the client's close_notify is seen as the end.
+  SSL_shutdown(client.ssl());
+  std::string fromClient = client.out(), reply;
+  EXPECT_TRUE(server.receive(fromClient, plain, reply));
+  EXPECT_TRUE(server.closeNotified());
+}
+
+}  // namespace
+}  // namespace sluice::tls
