@@ -174,7 +174,10 @@ void TcpProxy::startPicked(Worker& worker, int clientFd, const sockaddr_in* orig
     std::string hello = std::move(p->initial_);
     p->initial_.clear();
     if (!p->client_->injectReceived(hello)) {
-      p->client_->closeAfterFlush();  // the alert goes out first
+      // The alert goes out first: the upstream side (never connected)
+      // goes now without taking the client along.
+      p->closing_ = true;
+      p->client_->closeAfterFlush();
       p->upstream_->close();
       return;
     }
