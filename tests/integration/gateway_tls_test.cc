@@ -570,9 +570,9 @@ TEST_F(UpstreamTlsTest, AWrongCaOrAPlaintextServerFailsCleanly) {
   EXPECT_GE(mesh_.stat("upstream_ssl.handshake_error"), 10);
   EXPECT_EQ(mesh_.stat("upstream_ssl.handshake"), 0);
   EXPECT_TRUE(eventually([&] { return openFds(pid) <= fds; }, 3000ms)) << openFds(pid) << " fds, " << fds << " before";
-  // A gateway TCP server whose tcp route's cluster wants TLS: the relay
-  // does not originate TLS, so the connection is refused, never relayed in
-  // plaintext.
+  // A gateway TCP server whose tcp route's cluster wants TLS, to a backend
+  // that speaks plaintext: the relay's TLS handshake fails and the
+  // connection is reset; nothing is relayed in plaintext.
   const uint16_t tcpPort = freePort();
   ASSERT_OK(mesh_.applyConfig("tcp.yaml",
       "apiVersion: networking.istio.io/v1\n"
@@ -630,6 +630,42 @@ TEST_F(UpstreamTlsTest, TurningTlsOnNeverReusesPlaintextConnections) {
     ASSERT_OK(r);
     EXPECT_EQ(r->status, 503) << "request " << i << " went out on a plaintext connection";
   }
+  if (HasFailure()) ADD_FAILURE() << mesh_.logs();
+}
+
+// TLS origination on the L4 path: a gateway TCP server whose tcp route
+// goes to a cluster with DestinationRule tls SIMPLE. The client speaks
+// plaintext; s_server sees TLS (its status page comes back).
+TEST_F(UpstreamTlsTest, TcpRoutesOriginateTls) {
+  const uint16_t backend = startBackend(false);
+  ASSERT_OK(mesh_.writeConfig("secure.yaml", service("secure.backend.test", backend,
+      "{mode: SIMPLE, caCertificates: " + caFile_ + ", sni: secure.backend.test}")));
+  const uint16_t tcpPort = freePort();
+  ASSERT_OK(mesh_.writeConfig("tcp.yaml",
+      "apiVersion: networking.istio.io/v1\n"
+      "kind: Gateway\n"
+      "metadata: {name: tcp}\n"
+      "spec:\n"
+      "  servers:\n"
+      "  - port: {number: " + std::to_string(tcpPort) + ", name: tcp, protocol: TCP}\n"
+      "    hosts: [\"*\"]\n"
+      "---\n"
+      "apiVersion: networking.istio.io/v1\n"
+      "kind: VirtualService\n"
+      "metadata: {name: tcp}\n"
+      "spec:\n"
+      "  hosts: [\"*\"]\n"
+      "  gateways: [tcp]\n"
+      "  tcp:\n"
+      "  - route: [{destination: {host: secure.backend.test, port: {number: 80}}}]\n"));
+  ASSERT_NO_FATAL_FAILURE(startDaemon(0));
+  for (int i = 0; i < 2; ++i) {
+    auto r = httpRequest(tcpPort, {.method = "GET", .target = "/", .headers = {{"Host", "x"}}}, 3000ms);
+    ASSERT_OK(r);
+    EXPECT_EQ(r->status, 200);
+    EXPECT_NE(r->body.find("TLSv1.3"), std::string::npos) << r->body.substr(0, 200);
+  }
+  EXPECT_GE(mesh_.stat("upstream_ssl.handshake"), 2);
   if (HasFailure()) ADD_FAILURE() << mesh_.logs();
 }
 

@@ -13,6 +13,8 @@
 #include "proxy/http_session.h"
 #include "proxy/tls_transport.h"
 #include "proxy/worker.h"
+#include "tls/credential_store.h"
+#include "tls/session.h"
 
 namespace sluice::proxy {
 namespace {
@@ -102,15 +104,19 @@ void TcpProxy::startPicked(Worker& worker, int clientFd, const sockaddr_in* orig
     ::close(clientFd);
     return;
   }
+  // DestinationRule tls: the upstream side speaks TLS. Without a loaded
+  // client certificate the connection is refused, never relayed in
+  // plaintext.
+  std::shared_ptr<const tls::ClientContext> upstreamTls;
   if (d->cluster->upstream.tls) {
-    // The L4 relay does not originate TLS yet; a cluster whose
-    // DestinationRule asks for it never gets the client's bytes in
-    // plaintext.
-    worker.stats().inc(Counter::UpstreamSslHandshakeError);
-    logTlsFailure(worker, d->cluster->name,
-                  "DestinationRule tls on a TCP route is not supported yet; connection refused");
-    ::close(clientFd);
-    return;
+    const auto& cred = d->cluster->upstream.tlsCredentials;
+    upstreamTls = cred ? cred->current() : nullptr;
+    if (!upstreamTls) {
+      worker.stats().inc(Counter::UpstreamSslHandshakeError);
+      logTlsFailure(worker, d->cluster->name, "no TLS client context loaded; connection refused");
+      ::close(clientFd);
+      return;
+    }
   }
   // PASSTHROUGH: the address the client dialled, no balancing (only a
   // captured connection has one).
@@ -165,6 +171,10 @@ void TcpProxy::startPicked(Worker& worker, int clientFd, const sockaddr_in* orig
   p->client_ = new TcpSide(worker, clientFd, p, true);
   p->upstream_ = new TcpSide(worker, ufd, p, false);
   p->sides_ = 2;
+  p->upstreamTls_ = std::move(upstreamTls);
+  p->upstreamTlsTimeoutNs_ = d->cluster->upstream.connectTimeoutNs ? d->cluster->upstream.connectTimeoutNs
+                                                                   : worker.engine().options().connectTimeoutNs;
+  p->upstreamKey_ = ep.key;
   if (clientTls) {
     // The handshake goes on with the hello already read; the plaintext
     // after it is what the upstream gets.
@@ -199,7 +209,21 @@ void TcpProxy::onConnected() {
   L4Splicer* sp = worker_.engine().options().l4Splicer;
   // Bytes already read from the client (a ClientHello) go first, and only
   // the copy loop can put them first.
-  if (initial_.empty() && !clientTls_ && sp && sp->attach(client_->fd(), upstream_->fd())) {
+  if (upstreamTls_) {
+    // TLS to the upstream: its handshake starts now; client bytes written
+    // meanwhile are held by the transport, so the relay starts at once.
+    EndpointState& st = *endpoint_;
+    if (!st.tlsSession || st.tlsSessionContext != upstreamTls_.get()) {
+      st.tlsSession = std::make_shared<tls::ResumptionSlot>();
+      st.tlsSessionContext = upstreamTls_.get();
+    }
+    upstream_->setTransport(
+        std::make_unique<TlsClientTransport>(worker_, std::move(upstreamTls_), st.tlsSession, upstreamKey_));
+    upstreamTls_.reset();
+    upstreamTlsPending_ = true;
+    upstreamTlsDeadlineNs_ = worker_.clock().nowNs() + upstreamTlsTimeoutNs_;
+  }
+  if (initial_.empty() && !clientTls_ && !upstreamTlsPending_ && sp && sp->attach(client_->fd(), upstream_->fd())) {
     spliced_ = true;
     worker_.stats().inc(Counter::TcpCxSpliced);
     // A held source is read only until the kernel splices it again.
@@ -473,6 +497,13 @@ uint64_t TcpProxy::idleMs() const {
 
 void TcpProxy::onIdleCheck() {
   if (closing_) return;
+  // The upstream's TLS handshake has the connect timeout.
+  if (upstreamTlsPending_ && upstream_ && !upstream_->transportReady() &&
+      worker_.clock().nowNs() >= upstreamTlsDeadlineNs_) {
+    worker_.stats().inc(Counter::UpstreamSslHandshakeError);
+    closeBoth();
+    return;
+  }
   // A terminating TLS server's client has --tls-handshake-timeout to finish.
   if (clientTls_ && client_ && !client_->transportReady() && handshakeDeadlineNs_ &&
       worker_.clock().nowNs() >= handshakeDeadlineNs_) {

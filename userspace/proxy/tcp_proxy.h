@@ -18,6 +18,7 @@
 #include "proxy/engine.h"
 #include "route/table.h"
 #include "upstream/circuit_breaker.h"
+#include "tls/context.h"
 #include "upstream/outlier.h"
 
 namespace sluice::proxy {
@@ -145,6 +146,13 @@ class TcpProxy {
   std::string initial_;  // client bytes read before the proxy began, for the upstream
   bool clientTls_ = false;  // the client side terminates TLS: never spliced
   uint64_t handshakeDeadlineNs_ = 0;  // ... and must finish its handshake by then (0: no limit)
+  // DestinationRule tls on the route's cluster: the upstream side speaks
+  // TLS (set on connect), its handshake within the connect timeout.
+  std::shared_ptr<const tls::ClientContext> upstreamTls_;
+  std::string upstreamKey_;  // the endpoint, for the log
+  uint64_t upstreamTlsTimeoutNs_ = 0;
+  uint64_t upstreamTlsDeadlineNs_ = 0;
+  bool upstreamTlsPending_ = false;  // a TLS transport was set on the upstream side
   EndpointState* endpoint_ = nullptr;  // active L4 connections count for LEAST_REQUEST
   std::shared_ptr<upstream::ClusterHealth> health_;
   upstream::LimitToken connToken_;  // this connection's unit of maxConnections
