@@ -1,11 +1,13 @@
 // Certificates made at test time (ECDSA P-256, OpenSSL's API): a CA and
 // leaves it signs, with chosen names, SANs and validity, written as PEM
-// files. Header-only so unit and integration tests can share it.
+// files; and a real client's ClientHello. Header-only so unit and
+// integration tests can share it.
 #pragma once
 
 #include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
 #include <cstdio>
@@ -121,5 +123,26 @@ class TestCert {
   TestKey key_;
   X509* cert_ = nullptr;
 };
+
+// A real client's first flight (its ClientHello records), naming `sni`
+// (none when empty) and offering `alpnWire` (ALPN wire format) if given.
+inline std::string clientHello(const std::string& sni, const std::string& alpnWire = "") {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  SSL* ssl = SSL_new(ctx);
+  BIO* rbio = BIO_new(BIO_s_mem());
+  BIO* wbio = BIO_new(BIO_s_mem());
+  SSL_set_bio(ssl, rbio, wbio);
+  if (!sni.empty()) SSL_set_tlsext_host_name(ssl, sni.c_str());
+  if (!alpnWire.empty())
+    SSL_set_alpn_protos(ssl, reinterpret_cast<const unsigned char*>(alpnWire.data()), unsigned(alpnWire.size()));
+  SSL_connect(ssl);
+  std::string out;
+  char buf[4096];
+  int n;
+  while ((n = BIO_read(wbio, buf, sizeof(buf))) > 0) out.append(buf, size_t(n));
+  SSL_free(ssl);
+  SSL_CTX_free(ctx);
+  return out;
+}
 
 }  // namespace sluice::testing

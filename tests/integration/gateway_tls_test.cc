@@ -43,22 +43,25 @@ bool closedByPeer(proxy::RawConn& c, Millis timeout) {
   return false;
 }
 
-// A real client's first flight (its ClientHello) naming `sni`.
-std::string clientHello(const std::string& sni) {
-  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
-  SSL* ssl = SSL_new(ctx);
-  BIO* rbio = BIO_new(BIO_s_mem());
-  BIO* wbio = BIO_new(BIO_s_mem());
-  SSL_set_bio(ssl, rbio, wbio);
-  SSL_set_tlsext_host_name(ssl, sni.c_str());
-  SSL_connect(ssl);
-  std::string out;
-  char buf[4096];
-  int n;
-  while ((n = BIO_read(wbio, buf, sizeof(buf))) > 0) out.append(buf, size_t(n));
-  SSL_free(ssl);
-  SSL_CTX_free(ctx);
-  return out;
+// A Gateway "tcp" with one TCP server on `port` and a VirtualService whose
+// tcp route goes to `host` port 80.
+std::string tcpGateway(uint16_t port, const std::string& host) {
+  return "apiVersion: networking.istio.io/v1\n"
+         "kind: Gateway\n"
+         "metadata: {name: tcp}\n"
+         "spec:\n"
+         "  servers:\n"
+         "  - port: {number: " + std::to_string(port) + ", name: tcp, protocol: TCP}\n"
+         "    hosts: [\"*\"]\n"
+         "---\n"
+         "apiVersion: networking.istio.io/v1\n"
+         "kind: VirtualService\n"
+         "metadata: {name: tcp}\n"
+         "spec:\n"
+         "  hosts: [\"*\"]\n"
+         "  gateways: [tcp]\n"
+         "  tcp:\n"
+         "  - route: [{destination: {host: " + host + ", port: {number: 80}}}]\n";
 }
 
 class GatewayTlsTest : public ::testing::Test {
@@ -429,7 +432,7 @@ TEST_F(GatewayTlsTest, TcpAndTerminatedTlsServersRelayToTcpRoutes) {
   // path as well.
   auto stalled = proxy::RawConn::connect(tlsPort, 500ms);
   ASSERT_OK(stalled);
-  ASSERT_OK(stalled->send(clientHello("tcp.edge.test")));
+  ASSERT_OK(stalled->send(sluice::testing::clientHello("tcp.edge.test")));
   EXPECT_TRUE(closedByPeer(*stalled, 4000ms)) << "a stalled handshake was never closed";
   EXPECT_GE(mesh_.stat("ssl.handshake_timeout"), 1);
   if (HasFailure()) ADD_FAILURE() << mesh_.logs();
@@ -575,22 +578,7 @@ TEST_F(UpstreamTlsTest, AWrongCaOrAPlaintextServerFailsCleanly) {
   // connection is reset; nothing is relayed in plaintext.
   const uint16_t tcpPort = freePort();
   ASSERT_OK(mesh_.applyConfig("tcp.yaml",
-      "apiVersion: networking.istio.io/v1\n"
-      "kind: Gateway\n"
-      "metadata: {name: tcp}\n"
-      "spec:\n"
-      "  servers:\n"
-      "  - port: {number: " + std::to_string(tcpPort) + ", name: tcp, protocol: TCP}\n"
-      "    hosts: [\"*\"]\n"
-      "---\n"
-      "apiVersion: networking.istio.io/v1\n"
-      "kind: VirtualService\n"
-      "metadata: {name: tcp}\n"
-      "spec:\n"
-      "  hosts: [\"*\"]\n"
-      "  gateways: [tcp]\n"
-      "  tcp:\n"
-      "  - route: [{destination: {host: plain.backend.test, port: {number: 80}}}]\n"));
+      tcpGateway(tcpPort, "plain.backend.test")));
   const int64_t errorsBefore = mesh_.stat("upstream_ssl.handshake_error");
   auto relayed = httpRequest(tcpPort, {.method = "GET", .target = "/", .headers = {{"Host", "x"}}}, 2000ms);
   EXPECT_FALSE(relayed.has_value()) << "relayed in plaintext: " << relayed->summary();
@@ -642,22 +630,7 @@ TEST_F(UpstreamTlsTest, TcpRoutesOriginateTls) {
       "{mode: SIMPLE, caCertificates: " + caFile_ + ", sni: secure.backend.test}")));
   const uint16_t tcpPort = freePort();
   ASSERT_OK(mesh_.writeConfig("tcp.yaml",
-      "apiVersion: networking.istio.io/v1\n"
-      "kind: Gateway\n"
-      "metadata: {name: tcp}\n"
-      "spec:\n"
-      "  servers:\n"
-      "  - port: {number: " + std::to_string(tcpPort) + ", name: tcp, protocol: TCP}\n"
-      "    hosts: [\"*\"]\n"
-      "---\n"
-      "apiVersion: networking.istio.io/v1\n"
-      "kind: VirtualService\n"
-      "metadata: {name: tcp}\n"
-      "spec:\n"
-      "  hosts: [\"*\"]\n"
-      "  gateways: [tcp]\n"
-      "  tcp:\n"
-      "  - route: [{destination: {host: secure.backend.test, port: {number: 80}}}]\n"));
+      tcpGateway(tcpPort, "secure.backend.test")));
   ASSERT_NO_FATAL_FAILURE(startDaemon(0));
   for (int i = 0; i < 2; ++i) {
     auto r = httpRequest(tcpPort, {.method = "GET", .target = "/", .headers = {{"Host", "x"}}}, 3000ms);

@@ -198,6 +198,15 @@ Context::~Context() {
   if (ctx_) SSL_CTX_free(ctx_);
 }
 
+SSL_CTX* Context::init(const SSL_METHOD* method, std::vector<std::string> sans, std::vector<std::string> alpn) {
+  sans_ = std::move(sans);
+  alpn_ = std::move(alpn);
+  ctx_ = SSL_CTX_new(method);
+  // The verify and ALPN callbacks find the context through this.
+  if (ctx_) SSL_CTX_set_app_data(ctx_, this);
+  return ctx_;
+}
+
 namespace {
 
 struct EvpKeyFree {
@@ -286,12 +295,8 @@ std::expected<std::shared_ptr<const ServerContext>, std::string> ServerContext::
   if (!id) return std::unexpected(id.error());
   std::shared_ptr<ServerContext> out(new ServerContext());
   out->spec_ = spec;
-  out->sans_ = spec.subjectAltNames;
-  out->alpn_ = spec.alpn;
-  out->ctx_ = SSL_CTX_new(TLS_server_method());
-  SSL_CTX* ctx = out->ctx_;
+  SSL_CTX* ctx = out->init(TLS_server_method(), spec.subjectAltNames, spec.alpn);
   if (!ctx) return std::unexpected("SSL_CTX_new: " + opensslError());
-  SSL_CTX_set_app_data(ctx, static_cast<Context*>(out.get()));
   if (auto r = useIdentity(ctx, *id); !r) return std::unexpected(r.error());
 
   SSL_CTX_set_min_proto_version(ctx, spec.minVersion);
@@ -340,12 +345,8 @@ std::expected<std::shared_ptr<const ClientContext>, std::string> ClientContext::
                                                                                      const Files& files) {
   std::shared_ptr<ClientContext> out(new ClientContext());
   out->spec_ = spec;
-  out->sans_ = spec.subjectAltNames;
-  out->alpn_ = spec.alpn;
-  out->ctx_ = SSL_CTX_new(TLS_client_method());
-  SSL_CTX* ctx = out->ctx_;
+  SSL_CTX* ctx = out->init(TLS_client_method(), spec.subjectAltNames, spec.alpn);
   if (!ctx) return std::unexpected("SSL_CTX_new: " + opensslError());
-  SSL_CTX_set_app_data(ctx, static_cast<Context*>(out.get()));
   if (spec.mutual) {
     auto id = readIdentity(files.cert, files.key);
     if (!id) return std::unexpected(id.error());

@@ -71,6 +71,9 @@ class Context {
 
  protected:
   Context() = default;
+  // Makes the SSL_CTX (null on failure) with the peer SANs required and
+  // the ALPN protocols, and points it back at this context.
+  SSL_CTX* init(const SSL_METHOD* method, std::vector<std::string> sans, std::vector<std::string> alpn);
   SSL_CTX* ctx_ = nullptr;
   CertificateInfo info_;
   std::vector<std::string> sans_;

@@ -4,31 +4,15 @@
 #include <gtest/gtest.h>
 #include <openssl/ssl.h>
 
+#include "../../common/test_pki.h"
+
 namespace sluice::tls {
 namespace {
 
-// The first flight of a real client: its ClientHello record(s).
-std::string helloFrom(const std::string& sni, const std::string& alpnWire = "") {
-  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
-  SSL* ssl = SSL_new(ctx);
-  BIO* rbio = BIO_new(BIO_s_mem());
-  BIO* wbio = BIO_new(BIO_s_mem());
-  SSL_set_bio(ssl, rbio, wbio);
-  if (!sni.empty()) SSL_set_tlsext_host_name(ssl, sni.c_str());
-  if (!alpnWire.empty())
-    SSL_set_alpn_protos(ssl, reinterpret_cast<const unsigned char*>(alpnWire.data()), unsigned(alpnWire.size()));
-  SSL_connect(ssl);
-  std::string out;
-  char buf[4096];
-  int n;
-  while ((n = BIO_read(wbio, buf, sizeof(buf))) > 0) out.append(buf, size_t(n));
-  SSL_free(ssl);
-  SSL_CTX_free(ctx);
-  return out;
-}
+using sluice::testing::clientHello;
 
 TEST(ClientHello, ReadsSniAndAlpn) {
-  const std::string hello = helloFrom("App.Example.COM", std::string("\x02h2\x08http/1.1", 12));
+  const std::string hello = clientHello("App.Example.COM", std::string("\x02h2\x08http/1.1", 12));
   ClientHello h = parseClientHello(hello);
   ASSERT_EQ(h.status, ClientHello::Status::kOk);
   EXPECT_EQ(h.serverName, "app.example.com") << "lower case";
@@ -37,14 +21,14 @@ TEST(ClientHello, ReadsSniAndAlpn) {
 }
 
 TEST(ClientHello, NoSniIsFine) {
-  ClientHello h = parseClientHello(helloFrom(""));
+  ClientHello h = parseClientHello(clientHello(""));
   ASSERT_EQ(h.status, ClientHello::Status::kOk);
   EXPECT_EQ(h.serverName, "");
   EXPECT_TRUE(h.alpn.empty());
 }
 
 TEST(ClientHello, EveryPrefixAsksForMore) {
-  const std::string hello = helloFrom("a.example.com");
+  const std::string hello = clientHello("a.example.com");
   for (size_t n = 0; n < hello.size(); ++n) {
     EXPECT_EQ(parseClientHello(std::string_view(hello).substr(0, n)).status, ClientHello::Status::kNeedMore) << n;
   }
@@ -52,7 +36,7 @@ TEST(ClientHello, EveryPrefixAsksForMore) {
 
 TEST(ClientHello, SplitAcrossRecords) {
   // The same handshake message in two records (RFC 8446 allows it).
-  const std::string hello = helloFrom("split.example.com");
+  const std::string hello = clientHello("split.example.com");
   const std::string body = hello.substr(5);
   const size_t cut = 40;
   auto record = [](std::string_view payload) {
@@ -82,7 +66,7 @@ TEST(ClientHello, PlaintextAndGarbageAreNotTls) {
 }
 
 TEST(ClientHello, CorruptedLengthsAreInvalidNeverOutOfBounds) {
-  const std::string hello = helloFrom("a.example.com", std::string("\x08http/1.1", 9));
+  const std::string hello = clientHello("a.example.com", std::string("\x08http/1.1", 9));
   // Flip each byte after the record header in turn: the parser must give
   // an answer (any) without reading past the input (ASan builds check).
   for (size_t i = 5; i < hello.size(); ++i) {
