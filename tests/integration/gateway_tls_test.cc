@@ -148,6 +148,14 @@ TEST_F(GatewayTlsTest, SeedGatewayTerminatesTlsOnOnePortBySni) {
   EXPECT_EQ(books.status, 200);
   EXPECT_EQ(books.json()["name"], "legacy-api") << books.body;
   EXPECT_EQ(books.json()["headers"]["x-forwarded-proto"], "https") << books.body;
+  // ALPN: HTTP/2 for a client that offers it, HTTP/1.1 for one that does not.
+  auto h2 = https(port, "api.example.com", "/api/v1/books", {"-v", "--http2"});
+  EXPECT_NE(h2.stderrText.find("ALPN: server accepted h2"), std::string::npos) << h2.stderrText;
+  EXPECT_NE(h2.stderrText.find("< HTTP/2 200"), std::string::npos) << h2.stderrText;
+  EXPECT_EQ(h2.json()["headers"]["x-forwarded-proto"], "https") << h2.body;
+  auto h1 = https(port, "api.example.com", "/api/v1/books", {"-v", "--http1.1"});
+  EXPECT_NE(h1.stderrText.find("< HTTP/1.1 200"), std::string::npos) << h1.stderrText;
+  EXPECT_GE(mesh_.stat("downstream_cx_http2_total"), 1);
   auto users = https(port, "api.example.com", "/api/v2/users/1", {"-H", "x-forwarded-proto: http"});
   EXPECT_EQ(users.json()["name"], "users-service-v2") << users.body;
   EXPECT_EQ(users.json()["headers"]["x-forwarded-proto"], "https") << "the client's value is replaced";

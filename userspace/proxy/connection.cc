@@ -114,6 +114,11 @@ void Connection::queueFlush() {
 }
 
 void Connection::flush() {
+  if (closing_) {
+    flushQueued_ = false;
+    return;
+  }
+  beforeSend();  // its writes find flushQueued_ set: nothing queued twice
   flushQueued_ = false;
   if (!closing_ && !sendInFlight_) submitSend();
 }
@@ -284,6 +289,12 @@ void Connection::handleSend(int32_t res) {
   bytesOut_ += uint64_t(res);
   onSendProgress();
   if (closing_) return;
+  if (sentOff_ >= sending_.size()) {
+    flushQueued_ = true;  // as in flush(): beforeSend's writes go out below
+    beforeSend();
+    flushQueued_ = false;
+    if (closing_) return;
+  }
   submitSend();
   // Done when nothing is in flight and nothing is held (a transport may
   // still hold plaintext until its handshake ends).

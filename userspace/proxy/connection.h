@@ -98,6 +98,13 @@ class Connection : public core::CompletionHandler {
   virtual void onDestroy() {}
   // The transport set with setTransport() became ready (its handshake ended).
   virtual void onTransportReady() {}
+  // The worker is about to send what was written this loop turn (and
+  // after each send completes): a codec that produces bytes lazily (HTTP/2
+  // frames) writes them now. Writes made here need no further flush.
+  virtual void beforeSend() {}
+  // Asks for beforeSend() at the end of this loop turn, even with nothing
+  // written yet.
+  void queueSend() { queueFlush(); }
   // Extra completions (connect) for subclasses.
   virtual void onOtherCompletion(uint8_t, int32_t) {}
 

@@ -1,7 +1,10 @@
-// DownstreamConn: the connection (timeouts, draining, the client's close),
-// reading requests off it into streams, routing them and running the
-// request filters. The upstream side is in session_upstream.cc, the
-// response side in session_response.cc, failures in session_failures.cc.
+// DownstreamConn: an HTTP/1.1 client connection (timeouts, draining, the
+// client's close), reading requests off it into streams, the HTTP/1.1
+// codec's side of HttpExchange, WebSocket tunnels, and the switch to
+// HTTP/2 when the first bytes are its preface (h2_session.cc). The
+// exchange itself: routing and filters in session_request.cc, the
+// upstream side in session_upstream.cc, the response side in
+// session_response.cc, failures in session_failures.cc.
 #include "proxy/http_session.h"
 
 #include <arpa/inet.h>
@@ -19,6 +22,7 @@
 
 #include "http/wire.h"
 #include "proxy/engine.h"
+#include "proxy/h2_session.h"
 #include "proxy/stream.h"
 #include "proxy/request_util.h"
 #include "proxy/tls_transport.h"
@@ -29,23 +33,25 @@ namespace sluice::proxy {
 using stats::Counter;
 
 
-// -------------------------------------------------------------- downstream
-
-DownstreamConn::DownstreamConn(Worker& worker, int fd, const sockaddr_in& peer,
-                               const sockaddr_in* orig, ConnectionSlot slot, uint64_t gatewayKey)
-    : Connection(worker, fd), slot_(std::move(slot)), peer_(peer), origPort_(orig ? ntohs(orig->sin_port) : 0),
-      gatewayKey_(gatewayKey) {
-  if (orig) orig_ = *orig;
+DownstreamConn::DownstreamConn(Worker& worker, int fd, const sockaddr_in& peer, const sockaddr_in* orig,
+                               ConnectionSlot slot, uint64_t gatewayKey)
+    : Connection(worker, fd),
+      DownstreamInfo(peer, orig, gatewayKey),
+      HttpExchange(worker, static_cast<DownstreamInfo&>(*this)),
+      slot_(std::move(slot)) {
+  DownstreamInfo::fd = fd;
   worker_.stats().inc(Counter::DownstreamCxTotal);
   worker_.stats().inc(Counter::DownstreamCxActive);
   worker_.addDownstream(this);
 }
 
+DownstreamConn::~DownstreamConn() = default;
+
 bool DownstreamConn::useTls(const route::GatewayTlsServer& server, std::shared_ptr<const tls::ServerContext> ctx,
                             std::string sni, std::string peer, std::string_view hello, uint64_t deadlineNs) {
-  tlsServerIdentity_ = server.credentials.get();
+  tlsServerIdentity = server.credentials.get();
   auto t = std::make_unique<TlsServerTransport>(worker_, std::move(ctx), std::move(sni), std::move(peer));
-  tls_ = t.get();
+  tls = t.get();
   setTransport(std::move(t));
   if (!injectReceived(hello)) {
     closeAfterFlush();
@@ -59,8 +65,8 @@ bool DownstreamConn::useTls(const route::GatewayTlsServer& server, std::shared_p
 }
 
 void DownstreamConn::onHandshakeTimeout() {
-  if (!tls_ || tls_->established() || closing()) return;
-  tls_->noteHandshakeTimeout();
+  if (!tls || tls->established() || closing()) return;
+  tls->noteHandshakeTimeout();
   close();
 }
 
@@ -70,23 +76,42 @@ void DownstreamConn::start() {
 }
 
 void DownstreamConn::drain() {
-  draining_ = true;
+  draining = true;
+  if (h2_) {
+    h2_->drain();
+    return;
+  }
   if (!stream_ && input_.empty()) close();
 }
 
 void DownstreamConn::shedIfIdle() {
-  if (stream_ || !input_.empty() || closing()) return;
+  if (h2_) {
+    if (!h2_->idle() || closing()) return;
+  } else if (stream_ || !input_.empty() || closing()) {
+    return;
+  }
   worker_.stats().inc(Counter::DownstreamCxOverloadShed);
   close();
 }
 
 void DownstreamConn::onDestroy() {
   if (stream_) abortStream("DC");
+  if (h2_) h2_->onConnectionGone();
   worker_.stats().dec(Counter::DownstreamCxActive);
   worker_.removeDownstream(this);
 }
 
 void DownstreamConn::onIdleTimeout() {
+  if (h2_) {
+    // HTTP/2: closed when no stream is open at the deadline; looked at again
+    // one idle timeout later otherwise.
+    if (h2_->idle()) {
+      close();
+    } else {
+      worker_.timers().schedule(idleTimer_, worker_.engine().options().idleTimeoutNs);
+    }
+    return;
+  }
   if (!stream_) close();
 }
 
@@ -100,6 +125,10 @@ void DownstreamConn::onHeadersTimeout() {
 }
 
 void DownstreamConn::onData() {
+  if (h2_) {
+    h2_->onData();
+    return;
+  }
   if (stream_) touchStream();
   processInput();
 }
@@ -108,22 +137,8 @@ void DownstreamConn::onSendProgress() {
   if (stream_) touchStream();
 }
 
-void DownstreamConn::touchStream() {
-  if (stream_) worker_.timers().schedule(stream_->idleTimer, worker_.engine().options().streamIdleTimeoutNs);
-}
-
-void DownstreamConn::onStreamIdle() {
-  if (!stream_) return;
-  worker_.stats().inc(Counter::DownstreamRqIdleTimeout);
-  if (!stream_->respHeadDone && !stream_->respStarted) {
-    // As Envoy: 408 while no response head has arrived, a reset after.
-    releaseUpstream(false);
-    stream_->keepAlive = false;
-    localReply(408, "stream timeout", "SI");
-    return;
-  }
-  abortStream("SI");
-  close();
+void DownstreamConn::beforeSend() {
+  if (h2_) h2_->pump();
 }
 
 void DownstreamConn::onPeerClosed(int err) {
@@ -132,6 +147,15 @@ void DownstreamConn::onPeerClosed(int err) {
   // flight is cancelled at once, Envoy's "downstream connection
   // termination" (DC). Its upstream connection is closed, not pooled;
   // mirrors that have their whole request finish on their own.
+  if (h2_) {
+    h2_->onPeerClosed(err);
+    if (err == 0 || err == -EPROTO) {
+      closeAfterFlush();
+    } else {
+      close();
+    }
+    return;
+  }
   if (stream_ && stream_->tunnel && err == 0) {
     finishStream(false);  // the client ended a WebSocket conversation: a normal end
   } else if (stream_) {
@@ -147,6 +171,10 @@ void DownstreamConn::onPeerClosed(int err) {
 }
 
 void DownstreamConn::onDrained() {
+  if (h2_) {
+    h2_->pump();
+    return;
+  }
   if (up_ && up_->readingPaused() && stream_ && stream_->respHeadDone) {
     up_->startReading();
     if (stream_->tunnel) {
@@ -167,6 +195,8 @@ void DownstreamConn::processInput() {
   while (!closing()) {
     if (!stream_) {
       if (input_.empty()) return;
+      if (firstRequest_ && maybeStartHttp2()) return;
+      firstRequest_ = false;
       if (!startRequest()) return;
       continue;  // a local reply may have finished the exchange already
     }
@@ -192,7 +222,7 @@ void DownstreamConn::processInput() {
 bool DownstreamConn::startRequest() {
   http::ParseError err;
   head_.headers.clear();
-  http::ParseStatus st = http::parseRequestHead(input_.data(), input_.size(), limits_, head_, err);
+  http::ParseStatus st = http::parseRequestHead(input_.data(), input_.size(), limits, head_, err);
   if (st == http::ParseStatus::Incomplete) {
     // The clock starts at the head's first byte (Envoy's rule), so an idle
     // keep-alive connection is the idle timeout's business, not this one's.
@@ -205,7 +235,7 @@ bool DownstreamConn::startRequest() {
   stream_ = std::make_unique<Stream>(this);
   Stream& s = *stream_;
   s.startNs = worker_.clock().nowNs();
-  if (gatewayKey_) s.forwardedProto = tls_ ? "https" : "http";
+  if (gatewayKey) s.forwardedProto = tls ? "https" : "http";
   touchStream();
   worker_.stats().inc(Counter::DownstreamRqTotal);
   if (st == http::ParseStatus::Error) {
@@ -226,181 +256,137 @@ bool DownstreamConn::startRequest() {
   return !closing();
 }
 
-bool DownstreamConn::acceptHead() {
-  Stream& s = *stream_;
-  const http::RequestHead& head = s.head;
-  s.isHead = head.method == "HEAD";
-  s.http10 = head.versionMinor == 0;
-  s.keepAlive = head.keepAlive;
-  s.websocket = wantsWebSocket(head, s.headers);
-  s.reqBody.reset(head.framing);
-  s.reqDone = head.framing.kind == http::Framing::Kind::None ||
-              (head.framing.kind == http::Framing::Kind::ContentLength && head.framing.length == 0);
-  s.expectContinue = head.expectContinue;
-  if (worker_.engine().overloaded()) {
-    // Envoy's overload manager: new work is refused while memory is short.
-    worker_.stats().inc(Counter::DownstreamRqOverload);
-    s.keepAlive = false;
-    http::HeaderMap extra;
-    extra.add("x-envoy-overloaded", "true");
-    localReply(503, "envoy overloaded", "OM", &extra);
-    return false;
+bool DownstreamConn::maybeStartHttp2() {
+  const std::string_view preface = H2Session::kPreface;
+  const size_t n = std::min(input_.size(), preface.size());
+  if (std::string_view(input_).substr(0, n) != preface.substr(0, n)) return false;
+  if (n < preface.size()) {
+    // Not enough to tell yet; a client that stops here is the headers
+    // timeout's business, as any partial head.
+    const uint64_t limit = worker_.engine().options().requestHeadersTimeoutNs;
+    if (limit && !headersTimer_.armed()) worker_.timers().schedule(headersTimer_, limit);
+    return true;
   }
-  if (head.method == "CONNECT") {
-    // Nothing is tunnelled: what follows the head is not HTTP, so the
-    // connection ends with the answer, whatever bytes came with it.
-    s.keepAlive = false;
-    localReply(501, "CONNECT is not supported", "DPE");
-    return false;
-  }
-  if (!splitTarget(head.target, head.host, s.target)) {
-    s.keepAlive = s.keepAlive && s.reqDone;
-    localReply(400, "invalid request target", "DPE");
-    return false;
-  }
-  const http::HeaderMap::Field* rid = s.headers.find("x-request-id");
-  if (rid && !rid->value.empty()) {
-    s.requestId = rid->value;
-  } else {
-    newRequestId(worker_.rng(), s.requestIdStorage);
-    s.requestId = std::string_view(s.requestIdStorage, sizeof(s.requestIdStorage));
-  }
+  headersTimer_.cancel();
+  firstRequest_ = false;
+  h2_ = std::make_unique<H2Session>(*this, static_cast<DownstreamInfo&>(*this));
+  h2_->onData();
   return true;
 }
 
-const route::VirtualHost* DownstreamConn::findVirtualHost() {
+// ------------------------------------------------- the HTTP/1.1 codec's side
+
+std::string_view DownstreamConn::protocol() const { return stream_ && stream_->http10 ? "HTTP/1.0" : "HTTP/1.1"; }
+
+int64_t DownstreamConn::pullRequestBody(std::vector<std::string_view>& payload, bool& done) {
   Stream& s = *stream_;
-  if (!s.snapshot) return nullptr;
-  if (gatewayKey_) {
-    // The server's port, not the one listened on (--gateway-port-offset):
-    // match blocks and redirects name the server's.
-    const route::GatewayListener* l = s.snapshot->findGatewayListener(gatewayKey_);
-    if (!l) return nullptr;  // the listener left the configuration
-    s.port = l->port;
-    if (!l->tls()) return l->routes.find(lowerHost(s.target.host));
-    // HTTPS: the table of the server the ClientHello chose (chosen again
-    // under this snapshot, by the same SNI).
-    const route::GatewayTlsServer* server = tls_ ? l->selectServer(tls_->serverName()) : nullptr;
-    if (!server || server->credentials.get() != tlsServerIdentity_) {
-      // The configuration moved this SNI to another server (or changed its
-      // TLS): not answered under terms the handshake did not agree to. The
-      // connection closes; the client's next one handshakes anew.
-      s.keepAlive = false;
-      return nullptr;
-    }
-    return server->routes.find(lowerHost(s.target.host));
+  if (input_.empty()) return 0;
+  const bool chunked = s.reqBody.framing().kind == http::Framing::Kind::Chunked;
+  http::BodyFramer::Step step = s.reqBody.consume(input_.data(), input_.size(), chunked ? &payload : nullptr);
+  if (step.status == http::BodyFramer::Status::Error) {
+    input_.clear();
+    return -1;
   }
-  // The original destination (eBPF capture) outranks the Host/URI port.
-  s.port = origPort_ ? origPort_ : s.target.port;
-  return s.snapshot->findVirtualHost(s.port, lowerHost(s.target.host), &s.port);
+  done = step.status == http::BodyFramer::Status::Done;
+  if (!chunked && step.consumed > 0) payload.emplace_back(input_.data(), step.consumed);
+  return int64_t(step.consumed);
 }
 
-bool DownstreamConn::resolveRoute() {
-  Stream& s = *stream_;
-  s.snapshot = worker_.snapshot();
-  // Virtual host, then the first route whose match blocks accept the request.
-  const route::VirtualHost* vh = findVirtualHost();
-  if (vh && vh->httpsRedirect) {
-    // Gateway server tls.httpsRedirect: the same URL over https.
-    route::Redirect toHttps;
-    toHttps.scheme = "https";
-    toHttps.derivePort = route::Redirect::DerivePort::FromProtocolDefault;
-    std::string location = redirectLocation(toHttps, s.target, s.port);
-    if (!http::wireError(http::WireField::HeaderValue, location).empty()) {
-      s.keepAlive = false;
-      sendLocalReply(400, "invalid redirect target", "DPE", nullptr);
-    } else {
-      http::HeaderMap extra;
-      extra.add("location", location);
-      sendLocalReply(301, "", "-", &extra);
-    }
-    return false;
-  }
-  route::RequestView view;
-  view.method = s.head.method;
-  view.path = s.target.path;
-  view.authority = s.target.authority;
-  view.port = s.port;
-  view.headers = &s.headers;
-  if (vh) s.route = vh->match(view, &s.matched);
-  if (!s.route) {
-    worker_.stats().inc(Counter::NoRoute);
-    if (!s.reqDone) s.keepAlive = false;
-    localReply(404, "", "NR");
-    return false;
-  }
-  const route::Route& route = *s.route;
-  // sluice.io/sticky-weighted-split: the destination's consistent-hash key
-  // also makes the weighted choice, so one user stays on one side of a
-  // canary while the split still holds across users. The key is mixed once
-  // more so the split and the ring position inside the subset stay
-  // independent.
-  const route::HashPolicy* stickyHash = nullptr;
-  if (route.stickySplit) {
-    for (const route::WeightedCluster& w : route.clusters) {
-      if (w.cluster && w.cluster->hash) {
-        stickyHash = &*w.cluster->hash;
-        break;
-      }
-    }
-    if (stickyHash) computeHashKey(*stickyHash, s.target.path);
-  }
-  s.wc = route.pick(s.hasHashKey ? upstream::hashKey(std::string_view(
-                                       reinterpret_cast<const char*>(&s.hashKey), sizeof(s.hashKey)))
-                                 : worker_.rng().next());
-  s.cluster = s.wc ? s.wc->cluster : nullptr;
-  if (s.cluster && s.cluster->hash && !stickyHash) computeHashKey(*s.cluster->hash, s.target.path);
-  return true;
+bool DownstreamConn::responseBacklogged() const { return unsentBytes() > kHighWater; }
+
+void DownstreamConn::resumeRequestBody() {
+  if (!closing() && readingPaused()) startReading();
+  if (stream_ && stream_->tunnel) processInput();
 }
 
-void DownstreamConn::runFilters() {
-  const std::span<const RequestFilter* const> chain = requestFilters();
-  while (stream_ && stream_->filterIndex < chain.size()) {
-    if (chain[stream_->filterIndex]->onRequestHead(*this) == FilterStatus::Stop) return;
-    ++stream_->filterIndex;
+void DownstreamConn::sendContinue() { write(std::string_view("HTTP/1.1 100 Continue\r\n\r\n")); }
+
+size_t DownstreamConn::sendResponseHead(const http::ResponseHead& resp, const http::HeaderMap& fields) {
+  const Stream& s = *stream_;
+  std::string head = http1ResponseHead(resp, fields, s.closeAfter, s.http10, s.dechunk);
+  const size_t n = head.size();
+  write(std::move(head));
+  return n;
+}
+
+void DownstreamConn::sendResponseBody(std::string_view raw, const std::vector<std::string_view>* payload,
+                                      bool last) {
+  const Stream& s = *stream_;
+  if (s.dechunk) {
+    // An HTTP/1.0 client: the payload as it is, ended by the close.
+    for (std::string_view p : *payload) write(p);
+  } else if (payload) {
+    std::string encoded;
+    appendChunks(*payload, last, encoded);
+    if (!encoded.empty()) write(std::move(encoded));
+  } else if (!raw.empty()) {
+    write(raw);
   }
 }
 
-void DownstreamConn::onFilterResume() {
-  if (!stream_) return;
-  const std::span<const RequestFilter* const> chain = requestFilters();
-  if (chain[stream_->filterIndex]->onResume(*this) == FilterStatus::Stop) return;
-  ++stream_->filterIndex;
-  runFilters();
+size_t DownstreamConn::sendLocalResponse(int status, std::string_view body, const http::HeaderMap* extra) {
+  const Stream& s = *stream_;
+  std::string out = buildLocalReply(status, body, s.closeAfter, s.isHead, extra);
+  const size_t n = out.size();
+  write(std::move(out));
+  return n;
 }
 
-core::Rng& DownstreamConn::rng() { return worker_.rng(); }
-const core::Clock& DownstreamConn::clock() const { return worker_.clock(); }
-stats::StatsShard& DownstreamConn::stats() { return worker_.stats(); }
-
-void DownstreamConn::pauseFor(uint64_t ns) { worker_.timers().schedule(stream_->resumeTimer, ns); }
-
-void DownstreamConn::sendLocalReply(int status, std::string_view body, std::string_view flags,
-                                    const http::HeaderMap* extraHeaders) {
-  // The body was not read: the connection cannot carry another request.
-  if (!stream_->reqDone) stream_->keepAlive = false;
-  localReply(status, body, flags, extraHeaders);
-}
-
-void DownstreamConn::forwardUpstream() {
-  Stream& s = *stream_;
-  if (!s.cluster || s.cluster->missing || s.cluster->endpoints.empty()) {
-    worker_.stats().inc(Counter::NoHealthyUpstream);
-    if (!s.reqDone) s.keepAlive = false;
-    localReply(503, "no healthy upstream", s.cluster && !s.cluster->missing ? "UH" : "NC");
+void DownstreamConn::onExchangeEnd(bool keepAlive) {
+  if (!keepAlive) {
+    closeAfterFlush();
     return;
   }
-  s.limits = worker_.clusters().limitsFor(*s.cluster);
-  if (auto t = upstream::acquire(s.limits, upstream::ClusterLimits::kRequests)) {
-    s.requestToken = std::move(*t);
-  } else {
-    overflow(false);
-    return;
+  worker_.timers().schedule(idleTimer_, worker_.engine().options().idleTimeoutNs);
+  if (readingPaused() && !pausedForUpstream_) startReading();
+  // Pipelined requests already buffered are picked up by processInput's loop
+  // when we were called from it, or here when called from an upstream event.
+  if (!input_.empty()) processInput();
+}
+
+void DownstreamConn::onExchangeCut() {
+  // The bytes already queued (earlier pipelined answers, this one's head
+  // and body so far) still go out, then the connection closes; a client
+  // that stopped reading gets kCutFlushNs to take them.
+  const bool flushing = unsentBytes() > 0;
+  closeAfterFlush();  // closes now when nothing is queued
+  if (flushing) worker_.timers().schedule(idleTimer_, kCutFlushNs);  // fires close(): no exchange left
+}
+
+// ------------------------------------------------------- WebSocket tunnels
+
+void DownstreamConn::startTunnel() {
+  Stream& s = *stream_;
+  // The route and per-try timeouts bound the wait for the upgrade, not the
+  // conversation that follows (as Envoy); the stream idle timeout goes on.
+  stream_->routeTimer.cancel();
+  stream_->perTryTimer.cancel();
+  reportOutcome(upstream::Outcome::Success);
+  s.respHeadDone = s.respStarted = s.tunnel = true;
+  s.status = 101;
+  s.keepAlive = false;  // the connection ends with the tunnel
+  s.serviceTimeMs = (worker_.clock().nowNs() - s.upstreamSentNs) / 1'000'000;
+  const std::string serviceTime = std::to_string(s.serviceTimeMs);
+  http::HeaderMap respHeaders(std::move(resp_.headers));
+  std::string head = buildDownstreamHead(resp_, respHeaders, serviceTime, /*close=*/false, /*http10=*/false,
+                                         /*dechunk=*/false);
+  resp_.headers = respHeaders.takeFields();
+  head.insert(head.size() - 2, "upgrade: websocket\r\nconnection: upgrade\r\n");
+  up_->consume(resp_.headBytes);
+  s.respBytes += head.size();
+  write(std::move(head));
+  relayUpstream();     // bytes the upstream sent right after its 101
+  if (stream_ && stream_->tunnel) processInput();  // and the client's, if it did not wait
+}
+
+void DownstreamConn::relayUpstream() {
+  std::string& in = up_->input();
+  if (!in.empty()) {
+    stream_->respBytes += in.size();
+    write(std::string_view(in));
+    up_->consume(in.size());
   }
-  if (s.expectContinue) write(std::string_view("HTTP/1.1 100 Continue\r\n\r\n"));
-  if (!s.pendingShadows.empty()) startShadows();
-  if (s.reqDone) onRequestComplete();
-  dispatch();
+  if (unsentBytes() > kHighWater) up_->pauseReading();
 }
 
 }  // namespace sluice::proxy

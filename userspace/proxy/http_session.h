@@ -1,13 +1,13 @@
-// One downstream HTTP/1.1 connection and the upstream connection serving its
-// current request. Requests on a connection are handled one at a time, in
-// order (pipelined requests wait in the input buffer); bodies stream through
-// in both directions with back-pressure instead of being buffered whole.
+// Downstream HTTP exchanges and the pooled upstream HTTP/1.1 connections
+// serving them. Bodies stream through in both directions with back-pressure
+// instead of being buffered whole.
 #pragma once
 
 #include <netinet/in.h>
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/timer_wheel.h"
 #include "http/parser.h"
@@ -24,6 +24,8 @@
 namespace sluice::proxy {
 
 class DownstreamConn;
+class H2Session;
+class HttpExchange;
 class TlsServerTransport;
 struct EndpointState;
 struct Stream;
@@ -37,7 +39,7 @@ class UpstreamConn final : public OutboundConnection {
 
   void connect();
   // Binds to a request; the connection was idle in the pool.
-  void attach(DownstreamConn* owner);
+  void attach(HttpExchange* owner);
   // Returns the connection to its endpoint's idle pool.
   void release();
   // An idle pooled connection leaves the pool at once and closes.
@@ -73,7 +75,7 @@ class UpstreamConn final : public OutboundConnection {
   void onIdleTimeout();
   void removeFromPool();
 
-  DownstreamConn* owner_ = nullptr;
+  HttpExchange* owner_ = nullptr;
   EndpointState& state_;
   upstream::LimitToken connToken_;
   route::UpstreamSettings settings_;  // the cluster's connectionPool timing
@@ -91,29 +93,45 @@ class UpstreamConn final : public OutboundConnection {
 // before its connection closes anyway (DownstreamConn::cutResponse).
 inline constexpr uint64_t kCutFlushNs = 5'000'000'000ull;
 
-class DownstreamConn final : public Connection, public PoolWaiter, private FilterCallbacks {
+// What the exchanges of one client connection know of it: owned by the
+// connection, read by each of its exchanges (one at a time on HTTP/1.1,
+// many at once on HTTP/2).
+struct DownstreamInfo {
+  DownstreamInfo(const sockaddr_in& p, const sockaddr_in* o, uint64_t key)
+      : peer(p), origPort(o ? ntohs(o->sin_port) : 0), gatewayKey(key) {
+    if (o) orig = *o;
+  }
+  sockaddr_in peer;
+  sockaddr_in orig{};  // sin_port 0: not captured
+  uint16_t origPort = 0;
+  // The gateway listener (route::GatewayListener::key) that accepted the
+  // connection, whose route table its requests use; 0 for the outbound one.
+  uint64_t gatewayKey = 0;
+  TlsServerTransport* tls = nullptr;  // owned by the Connection; set: TLS terminated here
+  // The credentials of the server the handshake chose: a later snapshot in
+  // which the SNI selects another server (or this one with other TLS
+  // settings) must not serve this connection's requests.
+  const void* tlsServerIdentity = nullptr;
+  sockaddr_in local{};  // our end, looked up once when a header needs it
+  bool haveLocal = false;
+  int fd = -1;  // the client's socket (getsockname), owned by the Connection
+  bool draining = false;
+  http::Limits limits;
+};
+
+// One request/response exchange with a client, whatever the protocol: the
+// route, the filter chain, the attempts upstream (balancing, pools,
+// retries, timeouts, mirrors, outlier reports), the response and the
+// counters. What differs between HTTP/1.1 and HTTP/2 – how the request
+// body arrives, how the response is written, what ends the exchange – is
+// the codec's side, the pure virtual functions below (DownstreamConn for
+// HTTP/1.1, H2Stream for HTTP/2).
+class HttpExchange : public PoolWaiter, protected FilterCallbacks {
  public:
-  // `orig`: the address the client dialled when the kernel captured the
-  // connection (its port routes instead of the Host port; PASSTHROUGH
-  // clusters connect to it), else null. `gatewayKey`: the gateway listener
-  // (route::GatewayListener::key) that accepted it, whose route table its
-  // requests use; 0 for the outbound listener.
-  DownstreamConn(Worker& worker, int fd, const sockaddr_in& peer, const sockaddr_in* orig = nullptr,
-                 ConnectionSlot slot = {}, uint64_t gatewayKey = 0);
-  // The listener terminates TLS (an HTTPS gateway server whose certificate
-  // is `ctx`, chosen by `sni`); `hello` is what the HelloSniffer read. Call
-  // before start(); false when the handshake failed at once (the alert is
-  // on its way and the connection closes: do not start it). The handshake
-  // must end within --tls-handshake-timeout.
-  // `server`: the server chosen (its requests route with that server's
-  // table only while SNI still selects it); `deadlineNs`: when the
-  // handshake must be done (the sniffer's budget, from accept).
-  bool useTls(const route::GatewayTlsServer& server, std::shared_ptr<const tls::ServerContext> ctx, std::string sni,
-              std::string peer, std::string_view hello, uint64_t deadlineNs);
-  void start();
-  // Drain: close now if idle, else after the current response.
-  void drain() override;
-  void shedIfIdle() override;
+  HttpExchange(Worker& worker, DownstreamInfo& info);
+  HttpExchange(const HttpExchange&) = delete;
+  HttpExchange& operator=(const HttpExchange&) = delete;
+  virtual ~HttpExchange();
 
   // Upstream events, forwarded by UpstreamConn.
   void onUpstreamConnected();
@@ -121,23 +139,55 @@ class DownstreamConn final : public Connection, public PoolWaiter, private Filte
   void onUpstreamData();
   void onUpstreamClosed(int err);
   void onUpstreamDrained();
-  // Bytes moved on the upstream side: pushes the stream idle deadline back.
+  // Bytes moved on either side: pushes the stream idle deadline back.
   void touchStream();
 
- private:
+ protected:
   friend struct Stream;  // its timers fire here
-  void onData() override;
-  void onPeerClosed(int err) override;
-  void onDrained() override;
-  void onDestroy() override;
 
-  void processInput();
-  // Parses the head at the start of input_ into a new stream, routes it
-  // and runs the filter chain. False when the connection is done (error
-  // reply sent) or more bytes are needed.
-  bool startRequest();
-  // The codec's checks of a parsed head that the stream now owns; false
-  // when it was answered here (CONNECT, a bad target, overload).
+  // ---- The codec's side.
+  // "HTTP/1.1", "HTTP/1.0", "HTTP/2": for the access log and templates.
+  virtual std::string_view protocol() const = 0;
+  // The request body the client sent that this exchange has not taken:
+  // its payload (views valid until releaseRequestBody), `done` when the
+  // body ends with them. Returns the client's bytes they stand for (the
+  // body's share of the wire), or -1 when the body is malformed.
+  virtual int64_t pullRequestBody(std::vector<std::string_view>& payload, bool& done) = 0;
+  // The bytes pullRequestBody returned were sent on.
+  virtual void releaseRequestBody(size_t n) = 0;
+  // The upstream is behind: take no more request body for now / again.
+  virtual void pauseRequestBody() = 0;
+  virtual void resumeRequestBody() = 0;
+  // Expect: 100-continue was asked and the request goes upstream.
+  virtual void sendContinue() = 0;
+  // The response head (`fields`: what goes to the client besides the
+  // status and framing); returns its size for the counters.
+  virtual size_t sendResponseHead(const http::ResponseHead& resp, const http::HeaderMap& fields) = 0;
+  // Response body: `raw` as the upstream framed it, and its payload when
+  // that framing was chunked (else `raw` is the payload). `last`: the body
+  // ends here.
+  virtual void sendResponseBody(std::string_view raw, const std::vector<std::string_view>* payload, bool last) = 0;
+  // A whole response of the proxy's own; returns its size.
+  virtual size_t sendLocalResponse(int status, std::string_view body, const http::HeaderMap* extra) = 0;
+  // So many response bytes wait for the client that the upstream should
+  // be read no further for now (resumed when they drain).
+  virtual bool responseBacklogged() const = 0;
+  // The stream is retired; `keepAlive`: its connection may carry another.
+  virtual void onExchangeEnd(bool keepAlive) = 0;
+  // The response cannot be finished (cutResponse): what was queued goes
+  // out, then the client sees it end short of its length.
+  virtual void onExchangeCut() = 0;
+  // The exchange was abandoned mid-response (stream idle timeout).
+  virtual void resetDownstream() = 0;
+  // WebSocket (HTTP/1.1 only): the upstream answered 101; from here the
+  // exchange is a tunnel of raw bytes both ways. Default: a 502, as for
+  // any other switch of protocol.
+  virtual void startTunnel();
+  // Tunnel: the upstream's bytes go to the client.
+  virtual void relayUpstream() {}
+
+  // Parses nothing: checks a head the stream now owns (CONNECT, a bad
+  // target, overload); false when it was answered here.
   bool acceptHead();
   // Virtual host, route and weighted destination (with the consistent-hash
   // key that may choose it); false when no route matched (404 NR).
@@ -157,20 +207,13 @@ class DownstreamConn final : public Connection, public PoolWaiter, private Filte
   void forwardRequestBody();
   bool handleResponseHead();
   void forwardResponseBody();
-  // WebSocket: the upstream answered 101; from here the exchange is a
-  // tunnel of raw bytes both ways, with back-pressure, until either side
-  // closes (or the stream idle timeout).
-  void startTunnel();
-  void relayUpstream();
   void localReply(int status, std::string_view body, std::string_view flags,
                   const http::HeaderMap* extraHeaders = nullptr);
   void finishStream(bool upstreamReusable);
   void abortStream(std::string_view flags);
   // A response already under way cannot be finished: the exchange ends with
-  // `flags`, the bytes already queued for the client (earlier pipelined
-  // answers, this one's head and body so far) still go out, then the
-  // connection closes; the client sees the response cut short. A client
-  // that stopped reading gets kCutFlushNs to take them.
+  // `flags`, the bytes already queued for the client still go out, then
+  // the client sees the response cut short (onExchangeCut).
   void cutResponse(std::string_view flags);
   void releaseUpstream(bool reusable);
   void computeHashKey(const route::HashPolicy& hp, std::string_view path);
@@ -186,16 +229,12 @@ class DownstreamConn final : public Connection, public PoolWaiter, private Filte
   void onRetryTimer();
   // A circuit breaker tripped: 503 UO with x-envoy-overloaded.
   void overflow(bool unused);
-  void onIdleTimeout();
-  void onHeadersTimeout();
-  void onHandshakeTimeout();
   void onStreamIdle();
   // PoolWaiter: the connection or slot this request waited for.
   void onPoolConnection(UpstreamConn* c) override;
   void onPoolSlot() override;
   // An attempt has its connection: count it and start its per-try timer.
   void beginAttempt();
-  void onSendProgress() override;
   void logAndCount();
   void cancelTimers();
   void retireStream();
@@ -205,37 +244,105 @@ class DownstreamConn final : public Connection, public PoolWaiter, private Filte
   core::Rng& rng() override;
   const core::Clock& clock() const override;
   stats::StatsShard& stats() override;
-  const sockaddr_in& downstreamRemote() const override { return peer_; }
+  const sockaddr_in& downstreamRemote() const override { return info_.peer; }
   istio::HeaderContext headerContext() override;
   void sendLocalReply(int status, std::string_view body, std::string_view flags,
                       const http::HeaderMap* extraHeaders) override;
   void pauseFor(uint64_t ns) override;
   void forwardUpstream() override;
 
+  Worker& wk_;
+  DownstreamInfo& info_;
   std::unique_ptr<Stream> stream_;  // the request in progress, if any
-  ConnectionSlot slot_;  // this connection's unit of --max-connections
   UpstreamConn* up_ = nullptr;
-  sockaddr_in peer_;
-  uint16_t origPort_ = 0;
-  uint64_t gatewayKey_ = 0;
-  TlsServerTransport* tls_ = nullptr;  // owned by Connection; set: TLS terminated here
-  // The credentials of the server the handshake chose: a later snapshot in
-  // which the SNI selects another server (or this one with other TLS
-  // settings) must not serve this connection's requests.
-  const void* tlsServerIdentity_ = nullptr;
-  sockaddr_in orig_{};  // sin_port 0: not captured
-  sockaddr_in local_{};  // our end, looked up once when a header needs it
-  bool haveLocal_ = false;
-  http::Limits limits_;
-  http::RequestHead head_;     // what the parser fills (reused, keeps capacity)
+  http::ResponseHead resp_;
   // The last stream's head buffers, for the next stream to fill.
   std::string spareHeadBytes_;
   std::vector<http::Header> spareHeaders_;
-  http::ResponseHead resp_;
-  bool draining_ = false;
   bool pausedForUpstream_ = false;
-  bool inProcess_ = false;
   bool wokenFirst_ = false;  // re-dispatching after a pool wake: queue first again
+};
+
+// One downstream HTTP/1.1 connection, and the exchange of its current
+// request: requests are handled one at a time, in order (pipelined ones
+// wait in the input buffer). A connection whose first bytes are HTTP/2's
+// preface (h2c with prior knowledge, or ALPN h2 on TLS) hands its bytes to
+// an H2Session instead, which runs one H2Stream exchange per stream.
+class DownstreamConn final : public Connection, public DownstreamInfo, public HttpExchange {
+ public:
+  // `orig`: the address the client dialled when the kernel captured the
+  // connection (its port routes instead of the Host port; PASSTHROUGH
+  // clusters connect to it), else null. `gatewayKey`: the gateway listener
+  // (route::GatewayListener::key) that accepted it, whose route table its
+  // requests use; 0 for the outbound listener.
+  DownstreamConn(Worker& worker, int fd, const sockaddr_in& peer, const sockaddr_in* orig = nullptr,
+                 ConnectionSlot slot = {}, uint64_t gatewayKey = 0);
+  ~DownstreamConn() override;
+  // The listener terminates TLS (an HTTPS gateway server whose certificate
+  // is `ctx`, chosen by `sni`); `hello` is what the HelloSniffer read. Call
+  // before start(); false when the handshake failed at once (the alert is
+  // on its way and the connection closes: do not start it). The handshake
+  // must end within --tls-handshake-timeout.
+  // `server`: the server chosen (its requests route with that server's
+  // table only while SNI still selects it); `deadlineNs`: when the
+  // handshake must be done (the sniffer's budget, from accept).
+  bool useTls(const route::GatewayTlsServer& server, std::shared_ptr<const tls::ServerContext> ctx, std::string sni,
+              std::string peer, std::string_view hello, uint64_t deadlineNs);
+  void start();
+  // Drain: close now if idle, else after the current response (HTTP/2:
+  // GOAWAY, then close once the streams in flight are done).
+  void drain() override;
+  void shedIfIdle() override;
+
+  // For the H2Session this connection hands its bytes to.
+  Worker& worker() { return Connection::worker_; }
+  std::string& inputBuffer() { return input_; }
+  void consumeInputBytes(size_t n) { consumeInput(n); }
+  void requestSend() { queueSend(); }
+
+ private:
+  void onData() override;
+  void onPeerClosed(int err) override;
+  void onDrained() override;
+  void onDestroy() override;
+  void onSendProgress() override;
+  void beforeSend() override;
+
+  void processInput();
+  // Parses the head at the start of input_ into a new stream, routes it
+  // and runs the filter chain. False when the connection is done (error
+  // reply sent) or more bytes are needed.
+  bool startRequest();
+  // The connection's first bytes are (or may still become) HTTP/2's
+  // preface: true when they are whole and the H2Session took over, or
+  // when more bytes are needed to tell.
+  bool maybeStartHttp2();
+  void onIdleTimeout();
+  void onHeadersTimeout();
+  void onHandshakeTimeout();
+
+  // HttpExchange: the HTTP/1.1 codec's side.
+  std::string_view protocol() const override;
+  int64_t pullRequestBody(std::vector<std::string_view>& payload, bool& done) override;
+  void releaseRequestBody(size_t n) override { consumeInput(n); }
+  void pauseRequestBody() override { pauseReading(); }
+  void resumeRequestBody() override;
+  void sendContinue() override;
+  size_t sendResponseHead(const http::ResponseHead& resp, const http::HeaderMap& fields) override;
+  void sendResponseBody(std::string_view raw, const std::vector<std::string_view>* payload, bool last) override;
+  size_t sendLocalResponse(int status, std::string_view body, const http::HeaderMap* extra) override;
+  bool responseBacklogged() const override;
+  void onExchangeEnd(bool keepAlive) override;
+  void onExchangeCut() override;
+  void resetDownstream() override { close(); }
+  void startTunnel() override;
+  void relayUpstream() override;
+
+  ConnectionSlot slot_;  // this connection's unit of --max-connections
+  http::RequestHead head_;     // what the parser fills (reused, keeps capacity)
+  std::unique_ptr<H2Session> h2_;  // set: the connection speaks HTTP/2
+  bool inProcess_ = false;
+  bool firstRequest_ = true;  // nothing parsed yet: the HTTP/2 preface may come
   core::MemberTimer<DownstreamConn, &DownstreamConn::onIdleTimeout> idleTimer_{this};
   core::MemberTimer<DownstreamConn, &DownstreamConn::onHeadersTimeout> headersTimer_{this};
   core::MemberTimer<DownstreamConn, &DownstreamConn::onHandshakeTimeout> handshakeTimer_{this};

@@ -12,7 +12,7 @@ namespace sluice::proxy {
 
 using stats::Counter;
 
-void DownstreamConn::onUpstreamClosed(int err) {
+void HttpExchange::onUpstreamClosed(int err) {
   const bool wasReused = up_ && up_->reused();
   up_ = nullptr;  // the connection closed itself
   if (!stream_) return;
@@ -34,13 +34,13 @@ void DownstreamConn::onUpstreamClosed(int err) {
     return;
   }
   stream_->perTryTimer.cancel();
-  worker_.stats().inc(Counter::UpstreamRqResetBeforeResponse);
+  wk_.stats().inc(Counter::UpstreamRqResetBeforeResponse);
   // A pooled connection the server closed just as we reused it: the request
   // never reached the application, so send it again on a new connection
   // without counting an attempt.
   if (wasReused && !s.raceRetried && s.replayable()) {
     s.raceRetried = true;
-    worker_.stats().inc(Counter::UpstreamRqRetry);
+    wk_.stats().inc(Counter::UpstreamRqRetry);
     s.endpoint = -1;
     dispatch();
     return;
@@ -51,7 +51,7 @@ void DownstreamConn::onUpstreamClosed(int err) {
               "UC");
 }
 
-void DownstreamConn::onUpstreamConnectFailed(bool timeout) {
+void HttpExchange::onUpstreamConnectFailed(bool timeout) {
   up_ = nullptr;
   if (!stream_) return;
   reportOutcome(upstream::Outcome::LocalOriginFailure);
@@ -66,7 +66,7 @@ void DownstreamConn::onUpstreamConnectFailed(bool timeout) {
               "UF");
 }
 
-void DownstreamConn::failAttempt(route::AttemptFailure failure, int status, std::string_view body,
+void HttpExchange::failAttempt(route::AttemptFailure failure, int status, std::string_view body,
                                  std::string_view flags) {
   Stream& s = *stream_;
   route::RetryDecision d = s.retry ? s.retry->onFailure(failure, s.attemptWrote) : route::RetryDecision::NoRetry;
@@ -76,10 +76,10 @@ void DownstreamConn::failAttempt(route::AttemptFailure failure, int status, std:
   localReply(status, body, f);
 }
 
-bool DownstreamConn::scheduleRetry(route::RetryDecision decision) {
+bool HttpExchange::scheduleRetry(route::RetryDecision decision) {
   Stream& s = *stream_;
   if (decision == route::RetryDecision::LimitExceeded) {
-    worker_.stats().inc(Counter::UpstreamRqRetryLimitExceeded);
+    wk_.stats().inc(Counter::UpstreamRqRetryLimitExceeded);
     s.retryLimitHit = true;
     return false;
   }
@@ -93,28 +93,28 @@ bool DownstreamConn::scheduleRetry(route::RetryDecision decision) {
       s.retryToken = std::move(*t);
     } else {
       s.limits->rqRetryOverflow.fetch_add(1, std::memory_order_relaxed);
-      worker_.stats().inc(Counter::UpstreamRqRetryOverflow);
+      wk_.stats().inc(Counter::UpstreamRqRetryOverflow);
       return false;
     }
   }
   s.retried = true;
-  worker_.stats().inc(Counter::UpstreamRqRetry);
-  worker_.timers().schedule(stream_->retryTimer, s.retry->backoffNs());
+  wk_.stats().inc(Counter::UpstreamRqRetry);
+  wk_.timers().schedule(stream_->retryTimer, s.retry->backoffNs());
   return true;
 }
 
-void DownstreamConn::onRetryTimer() {
+void HttpExchange::onRetryTimer() {
   if (stream_ && !up_) dispatch();
 }
 
-void DownstreamConn::onPoolSlot() {
+void HttpExchange::onPoolSlot() {
   if (!stream_ || up_ || !stream_->pendingToken) return;
   wokenFirst_ = true;
   dispatch();
   wokenFirst_ = false;
 }
 
-void DownstreamConn::onPoolConnection(UpstreamConn* c) {
+void HttpExchange::onPoolConnection(UpstreamConn* c) {
   Stream& s = *stream_;
   s.ep = &c->endpointState();  // the endpoint this request chose
   up_ = c;
@@ -124,10 +124,10 @@ void DownstreamConn::onPoolConnection(UpstreamConn* c) {
 }
 
 // A connection-pool circuit breaker tripped: answer at once, as Envoy does.
-void DownstreamConn::overflow(bool) {
+void HttpExchange::overflow(bool) {
   Stream& s = *stream_;
   if (s.limits) s.limits->rqPendingOverflow.fetch_add(1, std::memory_order_relaxed);
-  worker_.stats().inc(Counter::UpstreamRqPendingOverflow);
+  wk_.stats().inc(Counter::UpstreamRqPendingOverflow);
   s.pendingToken.reset();
   if (!s.reqDone) s.keepAlive = false;
   http::HeaderMap extra;
@@ -136,9 +136,9 @@ void DownstreamConn::overflow(bool) {
              &extra);
 }
 
-void DownstreamConn::onRouteTimeout() {
+void HttpExchange::onRouteTimeout() {
   if (!stream_) return;
-  worker_.stats().inc(Counter::UpstreamRqTimeout);
+  wk_.stats().inc(Counter::UpstreamRqTimeout);
   if (stream_->respStarted) {
     // The route timeout covers the whole response: past it, a response
     // still streaming is cut off.
@@ -151,9 +151,9 @@ void DownstreamConn::onRouteTimeout() {
   localReply(504, "upstream request timeout", "UT");
 }
 
-void DownstreamConn::onPerTryTimeout() {
+void HttpExchange::onPerTryTimeout() {
   if (!stream_) return;
-  worker_.stats().inc(Counter::UpstreamRqPerTryTimeout);
+  wk_.stats().inc(Counter::UpstreamRqPerTryTimeout);
   if (stream_->respStarted) {
     cutResponse("UT");
     return;
@@ -163,13 +163,13 @@ void DownstreamConn::onPerTryTimeout() {
   failAttempt(route::AttemptFailure::PerTryTimeout, 504, "upstream request timeout", "UT");
 }
 
-void DownstreamConn::reportOutcome(upstream::Outcome o) {
+void HttpExchange::reportOutcome(upstream::Outcome o) {
   Stream* s = stream_.get();
   if (s && s->health && s->endpoint >= 0)
-    s->health->report(size_t(s->endpoint), o, worker_.clock().nowNs());
+    s->health->report(size_t(s->endpoint), o, wk_.clock().nowNs());
 }
 
-void DownstreamConn::releaseUpstream(bool reusable) {
+void HttpExchange::releaseUpstream(bool reusable) {
   Stream* s = stream_.get();
   if (s && s->ep) {
     s->ep->decActive();
@@ -178,7 +178,7 @@ void DownstreamConn::releaseUpstream(bool reusable) {
   if (!up_) return;
   UpstreamConn* up = up_;
   up_ = nullptr;
-  if (reusable && !draining_) {
+  if (reusable && !info_.draining) {
     up->release();
   } else {
     up->detach();

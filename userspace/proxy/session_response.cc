@@ -19,13 +19,13 @@ namespace sluice::proxy {
 
 using stats::Counter;
 
-bool DownstreamConn::handleResponseHead() {
+bool HttpExchange::handleResponseHead() {
   Stream& s = *stream_;
   for (;;) {
     http::ParseError err;
     resp_.headers.clear();
     std::string& in = up_->input();
-    http::ParseStatus st = http::parseResponseHead(in.data(), in.size(), limits_, s.isHead, resp_, err);
+    http::ParseStatus st = http::parseResponseHead(in.data(), in.size(), info_.limits, s.isHead, resp_, err);
     if (st == http::ParseStatus::Incomplete) return false;
     if (st == http::ParseStatus::Error) {
       releaseUpstream(false);
@@ -77,10 +77,10 @@ bool DownstreamConn::handleResponseHead() {
   }
   s.respHeadDone = true;
   s.status = resp_.status;
-  s.serviceTimeMs = (worker_.clock().nowNs() - s.upstreamSentNs) / 1'000'000;
+  s.serviceTimeMs = (wk_.clock().nowNs() - s.upstreamSentNs) / 1'000'000;
   s.dechunk = s.http10 && resp_.framing.kind == http::Framing::Kind::Chunked;
   bool untilClose = resp_.framing.kind == http::Framing::Kind::UntilClose;
-  s.closeAfter = !s.keepAlive || draining_ || s.dechunk || untilClose;
+  s.closeAfter = !s.keepAlive || info_.draining || s.dechunk || untilClose;
   s.respBody.reset(resp_.framing);
   if (s.retryLimitHit && s.flags == "-") s.flags.assign("URX");
   std::optional<route::HeaderMutation::Rendered> rendered;
@@ -93,38 +93,31 @@ bool DownstreamConn::handleResponseHead() {
   if (!s.setCookie.empty()) s.responseExtra.add("set-cookie", s.setCookie);
   char serviceTime[24];
   auto [end, ec] = std::to_chars(serviceTime, serviceTime + sizeof(serviceTime), s.serviceTimeMs);
-  std::string head = buildDownstreamHead(resp_, respHeaders, std::string_view(serviceTime, size_t(end - serviceTime)),
-                                         s.closeAfter, s.http10, s.dechunk,
-                                         s.responseExtra.empty() ? nullptr : &s.responseExtra,
-                                         rendered ? &*rendered : nullptr);
-  up_->consume(resp_.headBytes);
-  s.respBytes += head.size();
+  thread_local http::HeaderMap fields;  // reused: no allocation per response once warm
+  fields.clear();
+  downstreamHeaders(respHeaders, std::string_view(serviceTime, size_t(end - serviceTime)),
+                    s.responseExtra.empty() ? nullptr : &s.responseExtra, rendered ? &*rendered : nullptr, fields);
+  // Before the head's bytes go: the fields are views into them.
   s.respStarted = true;
-  write(std::move(head));
+  s.respBytes += sendResponseHead(resp_, fields);
+  up_->consume(resp_.headBytes);
   return true;
 }
 
-void DownstreamConn::forwardResponseBody() {
+void HttpExchange::forwardResponseBody() {
   Stream& s = *stream_;
   std::string& in = up_->input();
   if (!s.respBody.done() && !in.empty()) {
-    const bool rechunk = !s.dechunk && s.respBody.framing().kind == http::Framing::Kind::Chunked;
+    const bool chunked = s.respBody.framing().kind == http::Framing::Kind::Chunked;
     std::vector<std::string_view> payload;
-    http::BodyFramer::Step step =
-        s.respBody.consume(in.data(), in.size(), s.dechunk || rechunk ? &payload : nullptr);
+    http::BodyFramer::Step step = s.respBody.consume(in.data(), in.size(), chunked ? &payload : nullptr);
     if (step.status == http::BodyFramer::Status::Error) {
       cutResponse("UPE");
       return;
     }
-    if (s.dechunk) {
-      for (std::string_view p : payload) write(p);
-    } else if (rechunk) {
-      std::string encoded;
-      appendChunks(payload, step.status == http::BodyFramer::Status::Done, encoded);
-      if (!encoded.empty()) write(std::move(encoded));
-    } else if (step.consumed > 0) {
-      write(std::string_view(in.data(), step.consumed));
-    }
+    const bool last = step.status == http::BodyFramer::Status::Done;
+    if (step.consumed > 0 || last)
+      sendResponseBody(std::string_view(in.data(), step.consumed), chunked ? &payload : nullptr, last);
     s.respBytes += step.consumed;
     up_->consume(step.consumed);
   }
@@ -134,10 +127,10 @@ void DownstreamConn::forwardResponseBody() {
     finishStream(resp_.keepAlive && s.reqDone && in.empty());
     return;
   }
-  if (unsentBytes() > kHighWater) up_->pauseReading();
+  if (responseBacklogged()) up_->pauseReading();
 }
 
-void DownstreamConn::localReply(int status, std::string_view body, std::string_view flags,
+void HttpExchange::localReply(int status, std::string_view body, std::string_view flags,
                                 const http::HeaderMap* extraHeaders) {
   Stream& s = *stream_;
   cancelTimers();
@@ -148,34 +141,24 @@ void DownstreamConn::localReply(int status, std::string_view body, std::string_v
   }
   s.status = status;
   s.flags.assign(flags);
-  s.closeAfter = !s.keepAlive || draining_;
-  std::string out = buildLocalReply(status, body, s.closeAfter, s.isHead, extraHeaders);
-  s.respBytes += out.size();
+  s.closeAfter = !s.keepAlive || info_.draining;
   s.respStarted = true;
-  write(std::move(out));
+  s.respBytes += sendLocalResponse(status, body, extraHeaders);
   finishStream(false);
 }
 
-void DownstreamConn::finishStream(bool upstreamReusable) {
+void HttpExchange::finishStream(bool upstreamReusable) {
   Stream& s = *stream_;
   cancelTimers();
-  if (s.retried && s.status > 0 && s.status < 500) worker_.stats().inc(Counter::UpstreamRqRetrySuccess);
+  if (s.retried && s.status > 0 && s.status < 500) wk_.stats().inc(Counter::UpstreamRqRetrySuccess);
   releaseUpstream(upstreamReusable);
   logAndCount();
-  bool keep = s.keepAlive && s.reqDone && !s.closeAfter && !draining_;
+  const bool keep = s.keepAlive && s.reqDone && !s.closeAfter && !info_.draining;
   retireStream();
-  if (!keep) {
-    closeAfterFlush();
-    return;
-  }
-  worker_.timers().schedule(idleTimer_, worker_.engine().options().idleTimeoutNs);
-  if (readingPaused() && !pausedForUpstream_) startReading();
-  // Pipelined requests already buffered are picked up by processInput's loop
-  // when we were called from it, or here when called from an upstream event.
-  if (!input_.empty()) processInput();
+  onExchangeEnd(keep);
 }
 
-void DownstreamConn::abortStream(std::string_view flags) {
+void HttpExchange::abortStream(std::string_view flags) {
   if (!stream_) return;
   if (stream_->status == 0 || !stream_->respStarted) stream_->status = 0;
   stream_->flags.assign(flags);
@@ -185,22 +168,20 @@ void DownstreamConn::abortStream(std::string_view flags) {
   retireStream();
 }
 
-void DownstreamConn::cutResponse(std::string_view flags) {
+void HttpExchange::cutResponse(std::string_view flags) {
   abortStream(flags);
-  const bool flushing = unsentBytes() > 0;
-  closeAfterFlush();  // closes now when nothing is queued
-  if (flushing) worker_.timers().schedule(idleTimer_, kCutFlushNs);  // fires close(): no exchange left
+  onExchangeCut();
 }
 
-void DownstreamConn::cancelTimers() {
+void HttpExchange::cancelTimers() {
   stream_->routeTimer.cancel();
   stream_->retryTimer.cancel();
-  worker_.pool().cancel(*this);
+  wk_.pool().cancel(*this);
   stream_->perTryTimer.cancel();
   stream_->resumeTimer.cancel();
 }
 
-void DownstreamConn::retireStream() {
+void HttpExchange::retireStream() {
   stream_->idleTimer.cancel();
   // Mirrors still waiting for body bytes are abandoned; the others finish
   // on their own.
@@ -219,19 +200,19 @@ void DownstreamConn::retireStream() {
   // stream's head: the access log line is written).
   spareHeadBytes_.swap(stream_->headBytes);
   spareHeaders_ = stream_->headers.takeFields();
-  worker_.deleteLater(std::move(stream_));
+  wk_.deleteLater(std::move(stream_));
 }
 
-void DownstreamConn::logAndCount() {
+void HttpExchange::logAndCount() {
   Stream& s = *stream_;
-  uint64_t durUs = (worker_.clock().nowNs() - s.startNs) / 1000;
+  uint64_t durUs = (wk_.clock().nowNs() - s.startNs) / 1000;
   int cls = s.status / 100;
   switch (cls) {
-    case 1: worker_.stats().inc(Counter::DownstreamRq1xx); break;
-    case 2: worker_.stats().inc(Counter::DownstreamRq2xx); break;
-    case 3: worker_.stats().inc(Counter::DownstreamRq3xx); break;
-    case 4: worker_.stats().inc(Counter::DownstreamRq4xx); break;
-    case 5: worker_.stats().inc(Counter::DownstreamRq5xx); break;
+    case 1: wk_.stats().inc(Counter::DownstreamRq1xx); break;
+    case 2: wk_.stats().inc(Counter::DownstreamRq2xx); break;
+    case 3: wk_.stats().inc(Counter::DownstreamRq3xx); break;
+    case 4: wk_.stats().inc(Counter::DownstreamRq4xx); break;
+    case 5: wk_.stats().inc(Counter::DownstreamRq5xx); break;
     default: break;
   }
   stats::RequestKeyView key;
@@ -246,13 +227,13 @@ void DownstreamConn::logAndCount() {
   key.responseCode = uint16_t(s.status);
   if (s.faultDelayed) s.flags = s.flags == "-" ? std::string("DI") : "DI," + s.flags;
   key.responseFlags = s.flags;
-  worker_.stats().recordRequest(key, durUs, s.reqBodySent, s.respBytes);
-  if (worker_.accessLog()) {
+  wk_.stats().recordRequest(key, durUs, s.reqBodySent, s.respBytes);
+  if (wk_.accessLog()) {
     const http::HeaderMap::Field* xff = s.headers.find("x-forwarded-for");
     const http::HeaderMap::Field* ua = s.headers.find("user-agent");
-    worker_.logLine(fmt::format(
-        "[{}] \"{} {} HTTP/1.{}\" {} {} {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {}\n",
-        formatLogTime(), s.head.method, s.target.path, s.http10 ? 0 : 1, s.status, s.flags, s.reqBodySent,
+    wk_.logLine(fmt::format(
+        "[{}] \"{} {} {}\" {} {} {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {}\n",
+        formatLogTime(), s.head.method, s.target.path, protocol(), s.status, s.flags, s.reqBodySent,
         s.respBytes, durUs / 1000, s.respHeadDone ? std::to_string(s.serviceTimeMs) : "-",
         xff && !xff->value.empty() ? xff->value : "-", ua && !ua->value.empty() ? ua->value : "-",
         s.requestId, s.target.authority, s.upstreamHost.empty() ? "-" : s.upstreamHost,

@@ -19,18 +19,18 @@ namespace sluice::proxy {
 
 using stats::Counter;
 
-void DownstreamConn::onRequestComplete() {
+void HttpExchange::onRequestComplete() {
   Stream& s = *stream_;
   // Envoy's route timeout runs from the end of the request to the end of
   // the response; the per-try timeout from the start of each attempt (or
   // the end of the request, whichever is later).
   if (s.route->timeout && s.route->timeout->count() > 0 && !stream_->routeTimer.armed())
-    worker_.timers().schedule(stream_->routeTimer, uint64_t(s.route->timeout->count()));
+    wk_.timers().schedule(stream_->routeTimer, uint64_t(s.route->timeout->count()));
   if (s.route->retry.perTryTimeoutNs && (s.ep || up_) && !stream_->perTryTimer.armed())
-    worker_.timers().schedule(stream_->perTryTimer, s.route->retry.perTryTimeoutNs);
+    wk_.timers().schedule(stream_->perTryTimer, s.route->retry.perTryTimeoutNs);
 }
 
-void DownstreamConn::dispatch() {
+void HttpExchange::dispatch() {
   Stream& s = *stream_;
   // A request woken from the pool picks afresh: its last pick was never tried.
   int avoid = s.route->retry.ignorePreviousHosts && !wokenFirst_ ? s.endpoint : -1;
@@ -39,13 +39,13 @@ void DownstreamConn::dispatch() {
   // PASSTHROUGH with a captured connection: no balancing, the address the
   // client dialled is the endpoint.
   route::Endpoint passthrough;
-  const bool toOriginal = s.cluster->lb == route::LbPolicy::Passthrough && orig_.sin_port != 0;
+  const bool toOriginal = s.cluster->lb == route::LbPolicy::Passthrough && info_.orig.sin_port != 0;
   if (toOriginal) {
     char ip[INET_ADDRSTRLEN] = "";
-    inet_ntop(AF_INET, &orig_.sin_addr, ip, sizeof(ip));
+    inet_ntop(AF_INET, &info_.orig.sin_addr, ip, sizeof(ip));
     passthrough.address = ip;
-    passthrough.port = ntohs(orig_.sin_port);
-    passthrough.sockaddr = orig_;
+    passthrough.port = ntohs(info_.orig.sin_port);
+    passthrough.sockaddr = info_.orig;
     passthrough.key = passthrough.address + ":" + std::to_string(passthrough.port);
     s.endpoint = -1;
   } else {
@@ -53,21 +53,21 @@ void DownstreamConn::dispatch() {
     pick.hashKey = s.hasHashKey ? &s.hashKey : nullptr;
     pick.avoid = avoid;
     pick.tried = s.triedMask;
-    s.endpoint = worker_.pickEndpoint(*s.cluster, pick);
+    s.endpoint = wk_.pickEndpoint(*s.cluster, pick);
     if (s.endpoint >= 0 && s.endpoint < 64) s.triedMask |= uint64_t(1) << s.endpoint;
   }
   if (!toOriginal && s.endpoint < 0) {  // every host ejected, and no panic threshold
-    worker_.stats().inc(Counter::NoHealthyUpstream);
+    wk_.stats().inc(Counter::NoHealthyUpstream);
     if (!s.reqDone) s.keepAlive = false;
     localReply(503, "no healthy upstream", "UH");
     return;
   }
-  if (!s.health) s.health = worker_.clusters().healthFor(*s.cluster);
+  if (!s.health) s.health = wk_.clusters().healthFor(*s.cluster);
   const route::Endpoint& ep = toOriginal ? passthrough : s.cluster->endpoints[size_t(s.endpoint)];
-  EndpointState& state = worker_.endpointState(ep);
+  EndpointState& state = wk_.endpointState(ep);
   s.upstreamHost = ep.key;
   s.upstreamAddr = ep.sockaddr;
-  PoolResult r = worker_.pool().newStream(*this, ep, state, *s.cluster, s.limits, s.pendingToken, wokenFirst_);
+  PoolResult r = wk_.pool().newStream(*this, ep, state, *s.cluster, s.limits, s.pendingToken, wokenFirst_);
   switch (r.kind) {
     case PoolResult::Kind::Ready:
     case PoolResult::Kind::Connecting:
@@ -94,22 +94,22 @@ void DownstreamConn::dispatch() {
   }
 }
 
-void DownstreamConn::beginAttempt() {
+void HttpExchange::beginAttempt() {
   Stream& s = *stream_;
   s.pendingToken.reset();
   s.ep->incActive();
-  worker_.stats().inc(Counter::UpstreamRqTotal);
+  wk_.stats().inc(Counter::UpstreamRqTotal);
   if (s.reqDone && s.route->retry.perTryTimeoutNs)
-    worker_.timers().schedule(stream_->perTryTimer, s.route->retry.perTryTimeoutNs);
+    wk_.timers().schedule(stream_->perTryTimer, s.route->retry.perTryTimeoutNs);
 }
 
-void DownstreamConn::onUpstreamConnected() {
+void HttpExchange::onUpstreamConnected() {
   if (stream_) sendUpstreamHead();
 }
 
-void DownstreamConn::sendUpstreamHead() {
+void HttpExchange::sendUpstreamHead() {
   Stream& s = *stream_;
-  s.upstreamSentNs = worker_.clock().nowNs();
+  s.upstreamSentNs = wk_.clock().nowNs();
   // Istio turns on x-envoy-attempt-count for every route.
   up_->write(std::string_view(s.upstreamHead));
   char count[64] = "x-envoy-attempt-count: ";
@@ -124,30 +124,35 @@ void DownstreamConn::sendUpstreamHead() {
   // processInput pauses reading once kMaxBufferedInput bytes of body pile up
   // while the connect is in flight; nothing else would resume it, and the
   // request would hang with its body half read.
-  if (stream_ && !stream_->reqDone && !closing() && readingPaused() && !pausedForUpstream_) startReading();
+  if (stream_ && !stream_->reqDone && !pausedForUpstream_) resumeRequestBody();
 }
 
-void DownstreamConn::forwardRequestBody() {
+void HttpExchange::forwardRequestBody() {
   Stream& s = *stream_;
-  if (!s.reqDone && !input_.empty()) {
-    const bool chunked = s.reqBody.framing().kind == http::Framing::Kind::Chunked;
+  if (!s.reqDone) {
     std::vector<std::string_view> payload;
-    http::BodyFramer::Step step = s.reqBody.consume(input_.data(), input_.size(), chunked ? &payload : nullptr);
-    if (step.status == http::BodyFramer::Status::Error) {
-      worker_.stats().inc(Counter::DownstreamRqBad);
+    bool done = false;
+    const int64_t taken = pullRequestBody(payload, done);
+    if (taken < 0) {
+      wk_.stats().inc(Counter::DownstreamRqBad);
       // The client gets a 400 (the upstream, which saw a truncated body, is
       // closed by localReply); after the response has started it gets a reset.
       s.keepAlive = false;
-      input_.clear();
       localReply(400, "invalid request body", "DPE");
       return;
     }
-    bool done = step.status == http::BodyFramer::Status::Done;
-    if (step.consumed > 0 || done) {
-      std::string_view bytes(input_.data(), step.consumed);
+    if (taken > 0 || done) {
+      // The upstream's framing is the request head's (http1RequestHead):
+      // chunked bodies are re-encoded, never copied as the client wrote them.
       std::string encoded;
-      if (chunked) {
+      std::string_view bytes;
+      if (s.head.framing.kind == http::Framing::Kind::Chunked) {
         appendChunks(payload, done, encoded);
+        bytes = encoded;
+      } else if (payload.size() == 1) {
+        bytes = payload.front();
+      } else {
+        for (std::string_view p : payload) encoded.append(p);
         bytes = encoded;
       }
       if (!bytes.empty()) up_->write(bytes);
@@ -156,14 +161,14 @@ void DownstreamConn::forwardRequestBody() {
           // Too big to keep: once sent, this request cannot be retried.
           s.replayOverflow = true;
           std::string().swap(s.replay);
-          worker_.stats().inc(Counter::RetryOrShadowAbandoned);
+          wk_.stats().inc(Counter::RetryOrShadowAbandoned);
         } else {
           s.replay.append(bytes);
         }
       }
       for (auto& m : s.shadows) m->feed(bytes, done);
-      s.reqBodySent += step.consumed;
-      consumeInput(step.consumed);
+      s.reqBodySent += uint64_t(taken);
+      releaseRequestBody(size_t(taken));
     }
     if (done) {
       s.reqDone = true;
@@ -173,23 +178,19 @@ void DownstreamConn::forwardRequestBody() {
   }
   if (!s.reqDone && up_->unsentBytes() > kHighWater) {
     pausedForUpstream_ = true;
-    pauseReading();
+    pauseRequestBody();
   }
 }
 
-void DownstreamConn::onUpstreamDrained() {
+void HttpExchange::onUpstreamDrained() {
   if (pausedForUpstream_) {
     pausedForUpstream_ = false;
-    startReading();
-    if (stream_ && stream_->tunnel) {
-      processInput();
-    } else if (stream_ && !stream_->reqDone && up_) {
-      forwardRequestBody();
-    }
+    resumeRequestBody();
+    if (stream_ && !stream_->tunnel && !stream_->reqDone && up_) forwardRequestBody();
   }
 }
 
-void DownstreamConn::onUpstreamData() {
+void HttpExchange::onUpstreamData() {
   if (!stream_ || !up_) return;
   touchStream();
   if (stream_->tunnel) {
@@ -200,38 +201,11 @@ void DownstreamConn::onUpstreamData() {
   forwardResponseBody();
 }
 
-void DownstreamConn::startTunnel() {
-  Stream& s = *stream_;
-  // The route and per-try timeouts bound the wait for the upgrade, not the
-  // conversation that follows (as Envoy); the stream idle timeout goes on.
-  stream_->routeTimer.cancel();
-  stream_->perTryTimer.cancel();
-  reportOutcome(upstream::Outcome::Success);
-  s.respHeadDone = s.respStarted = s.tunnel = true;
-  s.status = 101;
-  s.keepAlive = false;  // the connection ends with the tunnel
-  s.serviceTimeMs = (worker_.clock().nowNs() - s.upstreamSentNs) / 1'000'000;
-  const std::string serviceTime = std::to_string(s.serviceTimeMs);
-  http::HeaderMap respHeaders(std::move(resp_.headers));
-  std::string head = buildDownstreamHead(resp_, respHeaders, serviceTime, /*close=*/false, /*http10=*/false,
-                                         /*dechunk=*/false);
-  resp_.headers = respHeaders.takeFields();
-  head.insert(head.size() - 2, "upgrade: websocket\r\nconnection: upgrade\r\n");
-  up_->consume(resp_.headBytes);
-  s.respBytes += head.size();
-  write(std::move(head));
-  relayUpstream();     // bytes the upstream sent right after its 101
-  if (stream_ && stream_->tunnel) processInput();  // and the client's, if it did not wait
-}
-
-void DownstreamConn::relayUpstream() {
-  std::string& in = up_->input();
-  if (!in.empty()) {
-    stream_->respBytes += in.size();
-    write(std::string_view(in));
-    up_->consume(in.size());
-  }
-  if (unsentBytes() > kHighWater) up_->pauseReading();
+void HttpExchange::startTunnel() {
+  // Only an HTTP/1.1 client's WebSocket upgrade becomes a tunnel.
+  releaseUpstream(false);
+  stream_->keepAlive = false;
+  localReply(502, "upstream switched protocols unasked", "UPE");
 }
 
 }  // namespace sluice::proxy

@@ -35,7 +35,7 @@ inline constexpr size_t kMaxBufferedInput = 128 * 1024;
 inline constexpr size_t kReplayLimit = 256 * 1024;
 
 struct Stream {
-  explicit Stream(DownstreamConn* conn) : routeTimer(conn), retryTimer(conn), perTryTimer(conn),
+  explicit Stream(HttpExchange* conn) : routeTimer(conn), retryTimer(conn), perTryTimer(conn),
                                           resumeTimer(conn), idleTimer(conn) {}
   Stream(const Stream&) = delete;
   Stream& operator=(const Stream&) = delete;
@@ -139,11 +139,11 @@ struct Stream {
 
   // The request's timers: they fire on the connection, which knows what
   // the stream is waiting for.
-  core::MemberTimer<DownstreamConn, &DownstreamConn::onRouteTimeout> routeTimer;
-  core::MemberTimer<DownstreamConn, &DownstreamConn::onRetryTimer> retryTimer;
-  core::MemberTimer<DownstreamConn, &DownstreamConn::onPerTryTimeout> perTryTimer;
-  core::MemberTimer<DownstreamConn, &DownstreamConn::onFilterResume> resumeTimer;  // a paused filter
-  core::MemberTimer<DownstreamConn, &DownstreamConn::onStreamIdle> idleTimer;
+  core::MemberTimer<HttpExchange, &HttpExchange::onRouteTimeout> routeTimer;
+  core::MemberTimer<HttpExchange, &HttpExchange::onRetryTimer> retryTimer;
+  core::MemberTimer<HttpExchange, &HttpExchange::onPerTryTimeout> perTryTimer;
+  core::MemberTimer<HttpExchange, &HttpExchange::onFilterResume> resumeTimer;  // a paused filter
+  core::MemberTimer<HttpExchange, &HttpExchange::onStreamIdle> idleTimer;
 };
 
 }  // namespace sluice::proxy

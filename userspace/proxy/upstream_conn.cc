@@ -1,5 +1,6 @@
 // UpstreamConn: one pooled HTTP/1.1 connection to an endpoint, serving the
-// requests of DownstreamConns one at a time (http_session.h).
+// requests of exchanges (HttpExchange, either protocol downstream) one at a
+// time (http_session.h).
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -84,13 +85,13 @@ void UpstreamConn::onHandshakeTimeout() {
 void UpstreamConn::onConnectFailed(bool timedOut) {
   if (timedOut) worker_.stats().inc(Counter::UpstreamCxConnectTimeout);
   worker_.stats().inc(Counter::UpstreamCxConnectFail);
-  DownstreamConn* o = owner_;
+  HttpExchange* o = owner_;
   owner_ = nullptr;
   close();
   if (o) o->onUpstreamConnectFailed(timedOut);
 }
 
-void UpstreamConn::attach(DownstreamConn* owner) {
+void UpstreamConn::attach(HttpExchange* owner) {
   if (pooled_) removeFromPool();
   idleTimer_.cancel();
   owner_ = owner;
@@ -174,7 +175,7 @@ void UpstreamConn::onPeerClosed(int err) {
     return;
   }
   if (pooled_) removeFromPool();
-  DownstreamConn* o = owner_;
+  HttpExchange* o = owner_;
   owner_ = nullptr;
   close();
   if (o) o->onUpstreamClosed(err);

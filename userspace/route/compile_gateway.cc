@@ -143,7 +143,7 @@ void Compiler::addGatewayServer(const config::Gateway& gw, const std::string& gw
     return;
   }
   if (https) {
-    std::unique_ptr<GatewayTlsServer> t = makeTlsServer(existing, server, label);
+    std::unique_ptr<GatewayTlsServer> t = makeTlsServer(existing, server, label, proto == "HTTPS");
     if (!t) return;
     if (proto == "TLS" && !t->passthrough) {
       // Terminated, then L4: served only with a tcp route to go to.
@@ -181,7 +181,7 @@ GatewayListener& Compiler::gatewayListener(uint32_t bindBe, uint32_t port) {
 }
 
 std::unique_ptr<GatewayTlsServer> Compiler::makeTlsServer(const GatewayListener* l, const config::Server& server,
-                                                          const std::string& label) {
+                                                          const std::string& label, bool http) {
   const config::ServerTLSSettings& s = *server.tls;
   const bool passthrough = s.mode.empty() || s.mode == "PASSTHROUGH";
   tls::ServerSpec spec;
@@ -200,6 +200,9 @@ std::unique_ptr<GatewayTlsServer> Compiler::makeTlsServer(const GatewayListener*
     spec.caFile = s.caCertificates;
   }
   spec.subjectAltNames = s.subjectAltNames;
+  // HTTPS servers speak both HTTP versions, HTTP/2 preferred (as Istio's
+  // gateways); a TLS server relays bytes and names no protocol.
+  spec.alpn = http ? std::vector<std::string>{"h2", "http/1.1"} : std::vector<std::string>{};
   spec.minVersion = tls::versionFromName(s.minProtocolVersion, TLS1_2_VERSION);
   spec.maxVersion = tls::versionFromName(s.maxProtocolVersion, TLS1_3_VERSION);
   if (!passthrough && spec.minVersion > spec.maxVersion) {

@@ -134,9 +134,10 @@ class Compiler {
   // The listener of (bind, port), made on first use.
   GatewayListener& gatewayListener(uint32_t bindBe, uint32_t port);
   // A terminating HTTPS server's own filter chain, to join `l` (null: a
-  // new listener), or null (warned) when it cannot be served.
+  // new listener), or null (warned) when it cannot be served. `http`: it
+  // serves HTTP (ALPN h2 and http/1.1), not a TCP route.
   std::unique_ptr<GatewayTlsServer> makeTlsServer(const GatewayListener* l, const config::Server& server,
-                                                  const std::string& label);
+                                                  const std::string& label, bool http);
   bool tcpRouteFor(TcpRoute& out, const config::Gateway& gw, const std::string& gwName,
                    const config::Server& server, const std::string& label);
   // PASSTHROUGH: the bound VirtualServices' tls routes, by SNI.

@@ -75,6 +75,16 @@ const char* counterName(Counter c) {
     case Counter::UpstreamSslHandshake: return "upstream_ssl.handshake";
     case Counter::UpstreamSslSessionReused: return "upstream_ssl.session_reused";
     case Counter::UpstreamSslHandshakeError: return "upstream_ssl.handshake_error";
+    case Counter::DownstreamCxHttp2Total: return "downstream_cx_http2_total";
+    case Counter::DownstreamCxHttp2Active: return "downstream_cx_http2_active";
+    case Counter::Http2RxReset: return "http2.rx_reset";
+    case Counter::Http2TxReset: return "http2.tx_reset";
+    case Counter::Http2PrematureResets: return "http2.premature_resets";
+    case Counter::Http2HeaderOverflow: return "http2.header_overflow";
+    case Counter::Http2InboundControlFlood: return "http2.inbound_control_flood";
+    case Counter::Http2ContinuationFlood: return "http2.continuation_flood";
+    case Counter::Http2ProtocolError: return "http2.protocol_error";
+    case Counter::Http2GoawaySent: return "http2.goaway_sent";
     case Counter::kCount: break;
   }
   return "unknown";
@@ -312,7 +322,8 @@ std::string Registry::renderPrometheus() const {
     std::string name = counterName(Counter(i));
     std::replace(name.begin(), name.end(), '.', '_');
     out += fmt::format("# TYPE sluice_{} {}\nsluice_{} {}\n", name,
-                       (Counter(i) == Counter::DownstreamCxActive || Counter(i) == Counter::UpstreamCxActive)
+                       (Counter(i) == Counter::DownstreamCxActive || Counter(i) == Counter::UpstreamCxActive ||
+                        Counter(i) == Counter::DownstreamCxHttp2Active)
                            ? "gauge" : "counter",
                        name, total(Counter(i)));
   }

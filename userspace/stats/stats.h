@@ -90,6 +90,17 @@ enum class Counter : size_t {
   UpstreamSslHandshake,       // TLS handshakes with upstreams completed (DestinationRule tls)
   UpstreamSslSessionReused,   // ... of them resumed a session the endpoint gave before
   UpstreamSslHandshakeError,  // ... failed (verification, protocol, no client certificate loaded, timeout)
+  // HTTP/2 downstream (Envoy's http2.* names where it has one).
+  DownstreamCxHttp2Total,     // client connections that spoke HTTP/2
+  DownstreamCxHttp2Active,    // gauge
+  Http2RxReset,               // streams the client reset (RST_STREAM)
+  Http2TxReset,               // streams sluiced reset (a response cut short, a header list too big)
+  Http2PrematureResets,       // GOAWAY to a client resetting streams faster than it completes them (rapid reset)
+  Http2HeaderOverflow,        // header lists over the limit (HPACK bombs among them): stream reset
+  Http2InboundControlFlood,   // connections closed for a SETTINGS/PING/RST flood (replies piling up)
+  Http2ContinuationFlood,     // connections closed for a header block in too many CONTINUATION frames
+  Http2ProtocolError,         // connections closed for any other framing or HPACK error
+  Http2GoawaySent,            // GOAWAY frames sent (drain, errors, floods)
   kCount
 };
 

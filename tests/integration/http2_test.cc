@@ -1,0 +1,392 @@
+// HTTP/2 from clients: h2c with prior knowledge on the outbound listener
+// (curl, h2load), the same routing and failure semantics as HTTP/1.1, and
+// the defences, each driven by a client that writes its own frames: rapid
+// reset, a CONTINUATION flood, an HPACK bomb, a SETTINGS flood and a client
+// that never opens its window. After each, another client is served.
+#include <arpa/inet.h>
+#include <nghttp2/nghttp2.h>
+
+#include <gtest/gtest.h>
+
+#include <signal.h>
+
+#include "proxy_fixture.h"
+
+namespace sluice::itest::proxy {
+namespace {
+
+// ----------------------------------------------------- a raw HTTP/2 client
+
+constexpr std::string_view kPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+enum : uint8_t { kData = 0, kHeaders = 1, kRstStream = 3, kSettings = 4, kPing = 6, kGoaway = 7, kContinuation = 9 };
+enum : uint8_t { kEndStream = 1, kEndHeaders = 4, kAck = 1 };
+
+std::string frame(uint8_t type, uint8_t flags, uint32_t stream, std::string_view payload) {
+  std::string f;
+  const uint32_t len = uint32_t(payload.size());
+  f += char(len >> 16);
+  f += char(len >> 8);
+  f += char(len);
+  f += char(type);
+  f += char(flags);
+  f += char((stream >> 24) & 0x7f);
+  f += char(stream >> 16);
+  f += char(stream >> 8);
+  f += char(stream);
+  f += payload;
+  return f;
+}
+
+// HPACK integer with an N-bit prefix (RFC 7541, 5.1).
+void hpackInt(std::string& out, uint8_t first, int prefixBits, size_t v) {
+  const size_t max = (size_t(1) << prefixBits) - 1;
+  if (v < max) {
+    out += char(first | uint8_t(v));
+    return;
+  }
+  out += char(first | uint8_t(max));
+  v -= max;
+  while (v >= 128) {
+    out += char(0x80 | (v & 0x7f));
+    v >>= 7;
+  }
+  out += char(v);
+}
+
+void hpackString(std::string& out, std::string_view s) {
+  hpackInt(out, 0, 7, s.size());
+  out += s;
+}
+
+// Literal field without indexing, new name.
+void hpackLiteral(std::string& out, std::string_view name, std::string_view value) {
+  out += char(0);
+  hpackString(out, name);
+  hpackString(out, value);
+}
+
+// GET `path` for `authority`: :method GET (static 2), :scheme http (static 6),
+// :path and :authority as literals.
+std::string requestBlock(std::string_view authority, std::string_view path) {
+  std::string b;
+  b += char(0x82);
+  b += char(0x86);
+  hpackLiteral(b, ":path", path);
+  hpackLiteral(b, ":authority", authority);
+  return b;
+}
+
+std::string settings(std::vector<std::pair<uint16_t, uint32_t>> entries) {
+  std::string p;
+  for (auto [id, v] : entries) {
+    p += char(id >> 8);
+    p += char(id);
+    p += char(v >> 24);
+    p += char(v >> 16);
+    p += char(v >> 8);
+    p += char(v);
+  }
+  return frame(kSettings, 0, 0, p);
+}
+
+std::string rstStream(uint32_t stream, uint32_t code) {
+  std::string p{char(code >> 24), char(code >> 16), char(code >> 8), char(code)};
+  return frame(kRstStream, 0, stream, p);
+}
+
+struct Frame {
+  uint8_t type = 0, flags = 0;
+  uint32_t stream = 0;
+  std::string payload;
+};
+
+// Reads frames off `c` (after the server's preface SETTINGS) until `stop`
+// says so, the peer closes, or the connection's timeout passes.
+template <typename Stop>
+std::vector<Frame> readFrames(RawConn& c, Stop stop) {
+  std::vector<Frame> frames;
+  std::string& buf = c.buffered();
+  for (;;) {
+    while (buf.size() >= 9) {
+      const size_t len = (uint8_t(buf[0]) << 16) | (uint8_t(buf[1]) << 8) | uint8_t(buf[2]);
+      if (buf.size() < 9 + len) break;
+      Frame f;
+      f.type = uint8_t(buf[3]);
+      f.flags = uint8_t(buf[4]);
+      f.stream = ((uint8_t(buf[5]) & 0x7f) << 24) | (uint8_t(buf[6]) << 16) | (uint8_t(buf[7]) << 8) | uint8_t(buf[8]);
+      f.payload = buf.substr(9, len);
+      buf.erase(0, 9 + len);
+      frames.push_back(std::move(f));
+      if (stop(frames.back())) return frames;
+    }
+    if (!c.fill()) return frames;
+  }
+}
+
+uint32_t goawayCode(const Frame& f) {
+  if (f.payload.size() < 8) return ~0u;
+  return (uint32_t(uint8_t(f.payload[4])) << 24) | (uint32_t(uint8_t(f.payload[5])) << 16) |
+         (uint32_t(uint8_t(f.payload[6])) << 8) | uint32_t(uint8_t(f.payload[7]));
+}
+
+// The fields of header blocks, decoded in order with one HPACK table (as a
+// client keeps for its connection).
+class HpackDecoder {
+ public:
+  HpackDecoder() { nghttp2_hd_inflate_new(&inflater_); }
+  ~HpackDecoder() { nghttp2_hd_inflate_del(inflater_); }
+  HpackDecoder(const HpackDecoder&) = delete;
+  HpackDecoder& operator=(const HpackDecoder&) = delete;
+  std::map<std::string, std::string> decode(std::string_view block) {
+    std::map<std::string, std::string> fields;
+    auto* in = reinterpret_cast<const uint8_t*>(block.data());
+    size_t left = block.size();
+    for (;;) {
+      nghttp2_nv nv;
+      int flags = 0;
+      const ssize_t n = nghttp2_hd_inflate_hd2(inflater_, &nv, &flags, in, left, 1);
+      if (n < 0) return {{"error", std::to_string(n)}};
+      in += n;
+      left -= size_t(n);
+      if (flags & NGHTTP2_HD_INFLATE_EMIT)
+        fields[std::string(reinterpret_cast<char*>(nv.name), nv.namelen)] =
+            std::string(reinterpret_cast<char*>(nv.value), nv.valuelen);
+      if (flags & NGHTTP2_HD_INFLATE_FINAL) {
+        nghttp2_hd_inflate_end_headers(inflater_);
+        return fields;
+      }
+      if (n == 0 && left == 0) return fields;
+    }
+  }
+
+ private:
+  nghttp2_hd_inflater* inflater_ = nullptr;
+};
+
+class Http2Test : public ProxyTest {
+ protected:
+  CurlResult h2(std::vector<std::string> args) {
+    std::vector<std::string> all = {"--http2-prior-knowledge", "-H", "Host: " + kEcho};
+    all.insert(all.end(), args.begin(), args.end());
+    return curl(all);
+  }
+  std::string url(const std::string& target) {
+    return "http://127.0.0.1:" + std::to_string(mesh_.outboundPort()) + target;
+  }
+  // A client that is not misbehaving still gets its answer.
+  void expectServed() {
+    CurlResult r = h2({url("/still-there")});
+    EXPECT_EQ(r.exitCode, 0) << r.stderrText << out();
+    EXPECT_EQ(r.status, 200) << out();
+  }
+  // A raw connection that has sent the preface and its SETTINGS.
+  std::expected<RawConn, std::string> h2Raw(std::string settingsFrame = settings({})) {
+    auto c = raw(5000ms);
+    if (!c) return c;
+    if (auto s = c->send(std::string(kPreface) + settingsFrame); !s) return std::unexpected(s.error());
+    return c;
+  }
+};
+
+TEST_F(Http2Test, PriorKnowledgeGetAndPostAreProxiedToAnHttp1Upstream) {
+  startMesh();
+  CurlResult r = h2({"-v", url("/hello?x=1")});
+  ASSERT_EQ(r.exitCode, 0) << r.stderrText << out();
+  EXPECT_NE(r.stderrText.find("HTTP/2 200"), std::string::npos) << r.stderrText;
+  EXPECT_EQ(r.json()["path"], "/hello") << r.body;
+  EXPECT_EQ(r.json()["headers"]["host"], kEcho) << r.body;  // :authority became Host
+  EXPECT_TRUE(r.header("x-envoy-upstream-service-time").has_value());
+  // A body with a length, and one without (chunked to the HTTP/1.1 upstream).
+  std::string body(300000, 'b');
+  fs::path file = tmp_.path() / "body.bin";
+  ASSERT_OK(writeFile(file, body));
+  CurlResult post = h2({"--data-binary", "@" + file.string(), url("/upload")});
+  ASSERT_EQ(post.status, 200) << post.stderrText << out();
+  EXPECT_EQ(post.json()["body_bytes"], 300000) << post.body;
+  EXPECT_EQ(post.json()["headers"]["content-length"], "300000") << post.body;
+  CurlResult streamed = h2({"-T", file.string(), "-H", "content-length:", url("/upload")});
+  ASSERT_EQ(streamed.status, 200) << streamed.stderrText << out();
+  EXPECT_EQ(streamed.json()["body_bytes"], 300000) << streamed.body;
+  // Cookies sent as several fields reach HTTP/1.1 as one header.
+  CurlResult cookies = h2({"-H", "cookie: a=1", "-H", "cookie: b=2", url("/c")});
+  EXPECT_EQ(cookies.json()["headers"]["cookie"], "a=1; b=2") << cookies.body;
+  EXPECT_GE(stat("downstream_cx_http2_total"), 4);
+}
+
+TEST_F(Http2Test, LargeResponsesStreamWithFlowControlAndHeadKeepsTheLength) {
+  startMesh();
+  CurlResult big = h2({url("/?size=4000000")});
+  ASSERT_EQ(big.exitCode, 0) << big.stderrText << out();
+  EXPECT_EQ(big.body.size(), 4000000u);
+  CurlResult chunked = h2({url("/?size=3000000&chunked=1")});
+  ASSERT_EQ(chunked.exitCode, 0) << chunked.stderrText;
+  EXPECT_EQ(chunked.body.size(), 3000000u);
+  CurlResult head = h2({"-I", url("/?size=1234")});
+  EXPECT_EQ(head.status, 200);
+  EXPECT_EQ(head.header("content-length").value_or(""), "1234");
+}
+
+TEST_F(Http2Test, FailuresKeepTheirHttp1Semantics) {
+  startMesh();
+  EXPECT_EQ(h2({url("/?status=503")}).status, 503);
+  CurlResult timeout = h2({url("/timeout?delay=2s")});
+  EXPECT_EQ(timeout.status, 504) << timeout.stderrText << out();
+  CurlResult noRoute = curl({"--http2-prior-knowledge", "-H", "Host: nowhere:9080", url("/")});
+  EXPECT_EQ(noRoute.status, 404);
+  CurlResult dead = curl({"--http2-prior-knowledge", "-H", "Host: " + kDead, url("/")});
+  EXPECT_EQ(dead.status, 503);
+  // A response the upstream cuts mid-body resets the stream (curl: error
+  // 92, HTTP/2 stream error), and the connection goes on serving.
+  CurlResult cut = h2({url("/?close=mid&size=200000")});
+  EXPECT_NE(cut.exitCode, 0);
+  EXPECT_GE(stat("http2.tx_reset"), 1);
+  expectServed();
+}
+
+TEST_F(Http2Test, ManyConcurrentStreamsWithH2load) {
+  startMesh();
+  fs::path log = tmp_.path() / "h2load.log";
+  auto p = Process::start({"h2load", "-n", "4000", "-c", "4", "-m", "50", "-H", ":authority: " + kEcho, url("/")},
+                          log);
+  ASSERT_OK(p);
+  auto status = p->wait(60000ms);
+  ASSERT_TRUE(status.has_value()) << "h2load did not finish";
+  std::string text = p->logText();
+  EXPECT_NE(text.find("4000 succeeded"), std::string::npos) << text;
+  EXPECT_NE(text.find("status codes: 4000 2xx"), std::string::npos) << text;
+  EXPECT_GE(stat("upstream_rq_total"), 4000);
+}
+
+TEST_F(Http2Test, RapidResetIsAnsweredWithGoaway) {
+  startMesh();
+  auto c = h2Raw();
+  ASSERT_OK(c);
+  // 300 streams, each reset right after it opens, while its answer (a
+  // delayed one) is still on its way.
+  std::string burst;
+  for (uint32_t i = 0; i < 300; ++i) {
+    const uint32_t id = 1 + 2 * i;
+    burst += frame(kHeaders, kEndStream | kEndHeaders, id, requestBlock(kEcho, "/?delay=1s"));
+    burst += rstStream(id, 8 /* CANCEL */);
+  }
+  ASSERT_OK(c->send(burst));
+  std::vector<Frame> frames = readFrames(*c, [](const Frame& f) { return f.type == kGoaway; });
+  ASSERT_FALSE(frames.empty());
+  EXPECT_EQ(frames.back().type, kGoaway);
+  EXPECT_EQ(goawayCode(frames.back()), 11u /* ENHANCE_YOUR_CALM */);
+  EXPECT_TRUE(eventually([&] { return stat("http2.premature_resets") == 1; }, 2000ms));
+  EXPECT_GE(stat("http2.rx_reset"), 100);
+  expectServed();
+}
+
+TEST_F(Http2Test, ContinuationFloodClosesTheConnection) {
+  startMesh();
+  auto c = h2Raw();
+  ASSERT_OK(c);
+  std::string flood = frame(kHeaders, 0, 1, requestBlock(kEcho, "/"));
+  for (int i = 0; i < 200; ++i) {
+    std::string more;
+    hpackLiteral(more, "x-pad", "p");
+    flood += frame(kContinuation, 0, 1, more);
+  }
+  (void)c->send(flood);  // the server may close before it has read all of it
+  std::vector<Frame> frames = readFrames(*c, [](const Frame& f) { return f.type == kGoaway; });
+  EXPECT_TRUE(c->peerClosed() || (!frames.empty() && frames.back().type == kGoaway));
+  EXPECT_TRUE(eventually([&] { return stat("http2.continuation_flood") == 1; }, 2000ms)) << out();
+  expectServed();
+}
+
+TEST_F(Http2Test, HpackBombGets431AndTheConnectionStaysUsable) {
+  startMesh();
+  auto c = h2Raw();
+  ASSERT_OK(c);
+  // One 4000-byte field into the dynamic table, then 3000 one-byte
+  // references to it: 12 MB of header list from 12 KB on the wire.
+  std::string block = requestBlock(kEcho, "/");
+  block += char(0x40);  // literal with incremental indexing, new name
+  hpackString(block, "x-bomb");
+  hpackString(block, std::string(4000, 'z'));
+  for (int i = 0; i < 3000; ++i) block += char(0x80 | 62);  // dynamic table entry 62
+  ASSERT_OK(c->send(frame(kHeaders, kEndStream | kEndHeaders, 1, block)));
+  std::vector<Frame> frames = readFrames(*c, [](const Frame& f) {
+    return (f.type == kHeaders && f.stream == 1) || f.type == kGoaway || f.type == kRstStream;
+  });
+  ASSERT_FALSE(frames.empty()) << out();
+  ASSERT_EQ(frames.back().type, kHeaders) << int(frames.back().type);
+  HpackDecoder hpack;
+  EXPECT_EQ(hpack.decode(frames.back().payload)[":status"], "431");
+  EXPECT_EQ(stat("http2.header_overflow"), 1);
+  // The same connection serves a normal request next (HPACK stayed in step).
+  ASSERT_OK(c->send(frame(kHeaders, kEndStream | kEndHeaders, 3, requestBlock(kEcho, "/next"))));
+  frames = readFrames(*c, [](const Frame& f) { return f.type == kHeaders && f.stream == 3; });
+  ASSERT_FALSE(frames.empty());
+  EXPECT_EQ(frames.back().stream, 3u);
+  EXPECT_EQ(hpack.decode(frames.back().payload)[":status"], "200");
+}
+
+TEST_F(Http2Test, PingFloodClosesTheConnection) {
+  startMesh();
+  // A client that sends PING after PING and never reads: the replies it
+  // is owed pile up in sluiced (past what the sockets hold) until the
+  // limit, then the connection goes.
+  auto c = raw(5000ms, 4096);
+  ASSERT_OK(c);
+  std::string flood(kPreface);
+  flood += settings({});
+  const std::string ping = frame(kPing, 0, 0, std::string(8, 'p'));
+  for (int i = 0; i < 600000; ++i) flood += ping;
+  (void)c->send(flood);  // fails once sluiced has closed: that is the point
+  EXPECT_TRUE(eventually([&] { return stat("http2.inbound_control_flood") == 1; }, 5000ms)) << out();
+  expectServed();
+}
+
+TEST_F(Http2Test, AClientThatNeverOpensItsWindowCostsAtMostItsBuffers) {
+  startMesh();
+  const int64_t rssBefore = rssKb(daemonPid());
+  // Initial window 0: not one byte of DATA may be sent to this client.
+  auto c = h2Raw(settings({{4 /* INITIAL_WINDOW_SIZE */, 0}}));
+  ASSERT_OK(c);
+  std::string reqs;
+  for (uint32_t i = 0; i < 20; ++i)
+    reqs += frame(kHeaders, kEndStream | kEndHeaders, 1 + 2 * i, requestBlock(kEcho, "/?size=20000000"));
+  ASSERT_OK(c->send(reqs));
+  // Response heads arrive; bodies cannot.
+  std::vector<Frame> frames = readFrames(*c, [n = 0](const Frame& f) mutable {
+    return f.type == kHeaders && ++n == 20;
+  });
+  ASSERT_EQ(std::count_if(frames.begin(), frames.end(), [](const Frame& f) { return f.type == kHeaders; }), 20)
+      << out();
+  std::this_thread::sleep_for(500ms);
+  expectServed();
+  // 20 streams × 20 MB were asked for; what waits in sluiced is bounded by
+  // the per-stream high water and the upstream connections' buffers.
+  const int64_t rssAfter = rssKb(daemonPid());
+  EXPECT_LT(rssAfter - rssBefore, 40 * 1024) << rssBefore << " -> " << rssAfter << " KiB";
+}
+
+TEST_F(Http2Test, DrainLetsStreamsInFlightFinishAfterGoaway) {
+  startMesh();
+  auto c = h2Raw();
+  ASSERT_OK(c);
+  ASSERT_OK(c->send(frame(kHeaders, kEndStream | kEndHeaders, 1, requestBlock(kEcho, "/?delay=500ms"))));
+  std::this_thread::sleep_for(100ms);
+  ASSERT_EQ(::kill(daemonPid(), SIGTERM), 0);
+  bool sawGoaway = false;
+  std::vector<Frame> frames = readFrames(*c, [&](const Frame& f) {
+    if (f.type == kGoaway) {
+      sawGoaway = true;
+      EXPECT_EQ(goawayCode(f), 0u);
+    }
+    return f.stream == 1 && (f.flags & kEndStream);
+  });
+  ASSERT_FALSE(frames.empty());
+  EXPECT_TRUE(sawGoaway);
+  EXPECT_EQ(frames.back().stream, 1u);
+  EXPECT_TRUE(frames.back().flags & kEndStream);
+  auto status = mesh_.daemon().wait(5000ms);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0);
+}
+
+}  // namespace
+}  // namespace sluice::itest::proxy

@@ -1,0 +1,635 @@
+// H2Session and H2Stream: HTTP/2 from clients (see h2_session.h).
+#include "proxy/h2_session.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstring>
+
+#include "http/status.h"
+#include "proxy/engine.h"
+#include "proxy/stream.h"
+#include "proxy/worker.h"
+
+namespace sluice::proxy {
+
+using stats::Counter;
+
+namespace {
+
+nghttp2_nv field(std::string_view name, std::string_view value) {
+  return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
+                    reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(), value.size(),
+                    NGHTTP2_NV_FLAG_NONE};
+}
+
+ssize_t readCallback(nghttp2_session*, int32_t, uint8_t* buf, size_t length, uint32_t* flags,
+                     nghttp2_data_source* source, void*) {
+  return static_cast<H2Stream*>(source->ptr)->readResponse(buf, length, flags);
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ stream
+
+H2Stream::H2Stream(H2Session& session, DownstreamInfo& info, int32_t id)
+    : HttpExchange(session.worker(), info), session_(session), id_(id) {}
+
+H2Stream::~H2Stream() = default;
+
+bool H2Stream::onHeader(std::string_view name, std::string_view value) {
+  if (headerOverflow_) return false;
+  // Counted as HTTP/1.1 counts a head: names, values and their separators.
+  if (fieldBytes_.size() + name.size() + value.size() + 4 > info_.limits.maxHeadBytes ||
+      fields_.size() >= info_.limits.maxHeaders + 4) {  // + the pseudo-header fields
+    headerOverflow_ = true;
+    std::string().swap(fieldBytes_);
+    fields_.clear();
+    return false;
+  }
+  FieldPos pos{uint32_t(fieldBytes_.size()), uint32_t(name.size()), uint32_t(fieldBytes_.size() + name.size()),
+               uint32_t(value.size())};
+  fieldBytes_.append(name).append(value);
+  fields_.push_back(pos);
+  return true;
+}
+
+bool H2Stream::buildHead(bool endStream, http::RequestHead& head) {
+  // Several cookie fields are one Cookie header to an HTTP/1.1 upstream
+  // (RFC 9113, 8.2.3): joined here, before any view into the bytes is made.
+  std::string cookie;
+  size_t cookies = 0;
+  for (const FieldPos& f : fields_) {
+    if (std::string_view(fieldBytes_).substr(f.name, f.nameLen) != "cookie") continue;
+    if (cookies++) cookie += "; ";
+    cookie.append(fieldBytes_, f.value, f.valueLen);
+  }
+  uint32_t cookieAt = 0;
+  if (cookies > 1) {
+    cookieAt = uint32_t(fieldBytes_.size());
+    fieldBytes_ += cookie;
+  }
+  const std::string_view bytes = fieldBytes_;
+  std::string_view method, path, authority, host;
+  std::optional<uint64_t> contentLength;
+  bool cookieAdded = false;
+  head.headers.clear();
+  head.headers.reserve(fields_.size() + 1);
+  head.headers.push_back({});  // Host goes first, filled below
+  for (const FieldPos& f : fields_) {
+    const std::string_view name = bytes.substr(f.name, f.nameLen);
+    const std::string_view value = bytes.substr(f.value, f.valueLen);
+    if (name.starts_with(':')) {
+      // nghttp2 has checked the pseudo-header fields (one of each, before
+      // the others, none unknown).
+      if (name == ":method") method = value;
+      if (name == ":path") path = value;
+      if (name == ":authority") authority = value;
+      continue;
+    }
+    if (name == "host") {
+      host = value;
+      continue;
+    }
+    if (name == "content-length") {
+      uint64_t n = 0;
+      auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+      if (ec != std::errc() || end != value.data() + value.size()) return false;
+      contentLength = n;
+    }
+    if (name == "cookie" && cookies > 1) {
+      if (cookieAdded) continue;
+      cookieAdded = true;
+      head.headers.push_back({name, bytes.substr(cookieAt, cookie.size())});
+      continue;
+    }
+    if (name == "expect" && http::iequals(value, "100-continue")) head.expectContinue = true;
+    head.headers.push_back({name, value});
+  }
+  // :authority stands for Host; a Host field is used only without it.
+  if (authority.empty()) authority = host;
+  if (method.empty() || (path.empty() && method != "CONNECT") || authority.empty()) return false;
+  head.headers.front() = http::Header{"host", authority};
+  head.method = method;
+  head.target = path.empty() ? authority : path;
+  head.host = authority;
+  head.versionMinor = 1;
+  head.keepAlive = true;
+  head.headBytes = fieldBytes_.size();
+  // What the upstream's HTTP/1.1 framing will be: none, the client's
+  // length (nghttp2 holds the DATA frames to it), else chunked.
+  if (endStream) {
+    head.framing = {};
+  } else if (contentLength) {
+    head.framing = {http::Framing::Kind::ContentLength, *contentLength};
+  } else {
+    head.framing = {http::Framing::Kind::Chunked, 0};
+  }
+  return true;
+}
+
+void H2Stream::onHeadersEnd(bool endStream) {
+  Worker& w = wk_;
+  w.stats().inc(Counter::DownstreamRqTotal);
+  stream_ = std::make_unique<Stream>(this);
+  Stream& s = *stream_;
+  s.startNs = w.clock().nowNs();
+  if (info_.gatewayKey) s.forwardedProto = info_.tls ? "https" : "http";
+  touchStream();
+  reqEnded_ = endStream;
+  http::RequestHead head;
+  if (headerOverflow_ || !buildHead(endStream, head)) {
+    if (headerOverflow_) w.stats().inc(Counter::Http2HeaderOverflow);
+    w.stats().inc(Counter::DownstreamRqBad);
+    s.reqDone = true;
+    localReply(headerOverflow_ ? 431 : 400, headerOverflow_ ? "request header list too large" : "bad request",
+               "DPE");
+    return;
+  }
+  s.adoptHead(head, fieldBytes_.data());
+  std::string().swap(fieldBytes_);
+  std::vector<FieldPos>().swap(fields_);
+  if (!acceptHead() || !resolveRoute()) return;
+  runFilters();
+}
+
+void H2Stream::onBody(std::string_view bytes) {
+  if (!stream_ || stream_->reqDone) {
+    // Nobody will take it (the exchange was answered already): the window
+    // opens again at once.
+    nghttp2_session_consume(session_.session(), id_, bytes.size());
+    session_.wantSend();
+    return;
+  }
+  touchStream();
+  reqIn_.append(bytes);
+  if (up_ && up_->connected() && stream_->upstreamSentNs && !pausedForUpstream_) forwardRequestBody();
+}
+
+void H2Stream::onBodyEnd() {
+  reqEnded_ = true;
+  if (stream_ && !stream_->reqDone && up_ && up_->connected() && stream_->upstreamSentNs && !pausedForUpstream_)
+    forwardRequestBody();
+}
+
+int64_t H2Stream::pullRequestBody(std::vector<std::string_view>& payload, bool& done) {
+  if (!reqIn_.empty()) payload.emplace_back(reqIn_);
+  done = reqEnded_;
+  return int64_t(reqIn_.size());
+}
+
+void H2Stream::releaseRequestBody(size_t n) {
+  reqIn_.erase(0, n);
+  if (closed_ || n == 0) return;
+  // The client may send as many bytes again (WINDOW_UPDATE).
+  nghttp2_session_consume(session_.session(), id_, n);
+  session_.wantSend();
+}
+
+void H2Stream::sendContinue() {
+  const nghttp2_nv nv[] = {field(":status", "100")};
+  nghttp2_submit_headers(session_.session(), NGHTTP2_FLAG_NONE, id_, nullptr, nv, 1, nullptr);
+  session_.wantSend();
+}
+
+size_t H2Stream::submitHead(int status, const http::HeaderMap& fields, const http::Framing* length,
+                            bool endStream) {
+  // HTTP/2 field names are lower case; an HTTP/1.1 upstream's may not be.
+  thread_local std::string names;
+  thread_local std::vector<nghttp2_nv> nva;
+  names.clear();
+  nva.clear();
+  size_t total = 0;
+  for (const http::HeaderMap::Field& f : fields) total += f.name.size();
+  names.reserve(total);
+  char statusText[4];
+  std::to_chars(statusText, statusText + 3, std::clamp(status, 100, 999));
+  nva.push_back(field(":status", std::string_view(statusText, 3)));
+  for (const http::HeaderMap::Field& f : fields) {
+    const size_t at = names.size();
+    for (char c : f.name) names.push_back(c >= 'A' && c <= 'Z' ? char(c + 32) : c);
+    nva.push_back(field(std::string_view(names).substr(at, f.name.size()), f.value));
+  }
+  char lengthText[24];
+  if (length && length->kind == http::Framing::Kind::ContentLength) {
+    auto [end, ec] = std::to_chars(lengthText, lengthText + sizeof(lengthText), length->length);
+    nva.push_back(field("content-length", std::string_view(lengthText, size_t(end - lengthText))));
+  }
+  size_t bytes = 0;
+  for (const nghttp2_nv& nv : nva) bytes += nv.namelen + nv.valuelen + 4;
+  nghttp2_data_provider provider;
+  provider.source.ptr = this;
+  provider.read_callback = readCallback;
+  headSent_ = true;
+  responseEnded_ = endStream;
+  const int rv = nghttp2_submit_response(session_.session(), id_, nva.data(), nva.size(),
+                                         endStream ? nullptr : &provider);
+  if (rv != 0) reset(NGHTTP2_INTERNAL_ERROR);
+  session_.wantSend();
+  return bytes;
+}
+
+size_t H2Stream::sendResponseHead(const http::ResponseHead& resp, const http::HeaderMap& fields) {
+  const bool noBody = resp.framing.kind == http::Framing::Kind::None;
+  // A HEAD or 304 answer tells the length a GET would have had.
+  const http::Framing* length = noBody ? (resp.status >= 200 && resp.status != 204 ? &resp.declared : nullptr)
+                                       : &resp.framing;
+  return submitHead(resp.status, fields, length, noBody);
+}
+
+void H2Stream::sendResponseBody(std::string_view raw, const std::vector<std::string_view>* payload, bool last) {
+  if (payload) {
+    for (std::string_view p : *payload) out_.append(p);
+  } else {
+    out_.append(raw);
+  }
+  if (last) outEnded_ = responseEnded_ = true;
+  touchStream();
+  resumeData();
+}
+
+size_t H2Stream::sendLocalResponse(int status, std::string_view body, const http::HeaderMap* extra) {
+  const Stream& s = *stream_;
+  http::HeaderMap fields;
+  if (extra) {
+    for (const http::HeaderMap::Field& f : *extra) fields.add(f.name, f.value);
+  }
+  const bool withBody = !body.empty() && !s.isHead && status != 204 && status != 304;
+  if (!body.empty()) fields.add("content-type", "text/plain");
+  http::Framing length{http::Framing::Kind::ContentLength, body.size()};
+  const size_t n = submitHead(status, fields, &length, !withBody);
+  if (withBody) {
+    out_.append(body);
+    outEnded_ = true;
+    responseEnded_ = true;
+    resumeData();
+  }
+  return n + (withBody ? body.size() : 0);
+}
+
+void H2Stream::resumeData() {
+  if (deferred_ && !closed_) {
+    deferred_ = false;
+    nghttp2_session_resume_data(session_.session(), id_);
+  }
+  session_.wantSend();
+}
+
+ssize_t H2Stream::readResponse(uint8_t* buf, size_t length, uint32_t* flags) {
+  const size_t avail = out_.size() - outOff_;
+  if (avail == 0) {
+    if (outEnded_) {
+      *flags |= NGHTTP2_DATA_FLAG_EOF;
+      return 0;
+    }
+    deferred_ = true;
+    return NGHTTP2_ERR_DEFERRED;
+  }
+  const bool wasBacklogged = avail > kH2StreamHighWater;
+  const size_t n = std::min(avail, length);
+  std::memcpy(buf, out_.data() + outOff_, n);
+  outOff_ += n;
+  if (outOff_ == out_.size()) {
+    out_.clear();
+    outOff_ = 0;
+    if (outEnded_) *flags |= NGHTTP2_DATA_FLAG_EOF;
+  } else if (outOff_ > (64u << 10) && outOff_ * 2 > out_.size()) {
+    out_.erase(0, outOff_);
+    outOff_ = 0;
+  }
+  if (stream_) {
+    touchStream();
+    // The upstream was paused with this much waiting: read it again once
+    // the client has taken it (after nghttp2 returns, not inside its call).
+    if (wasBacklogged || (up_ && up_->readingPaused())) session_.resumeLater(this);
+  }
+  return ssize_t(n);
+}
+
+void H2Stream::onResponseDrained() {
+  if (closed_ || !stream_ || !up_ || responseBacklogged()) return;
+  if (up_->readingPaused() && stream_->respHeadDone) {
+    up_->startReading();
+    forwardResponseBody();
+  }
+}
+
+void H2Stream::onExchangeEnd(bool) {
+  // The response's END_STREAM is submitted (or in out_, sent once drained).
+  if (!responseEnded_) {
+    outEnded_ = responseEnded_ = true;
+    if (!headSent_) {
+      reset(NGHTTP2_INTERNAL_ERROR);
+    } else {
+      resumeData();
+    }
+  }
+  if (!counted_) {
+    counted_ = true;
+    session_.noteStreamEnd(true);
+  }
+}
+
+void H2Stream::onExchangeCut() { reset(NGHTTP2_INTERNAL_ERROR); }
+
+void H2Stream::resetDownstream() { reset(NGHTTP2_INTERNAL_ERROR); }
+
+void H2Stream::reset(uint32_t errorCode) {
+  if (closed_) return;
+  responseEnded_ = true;
+  wk_.stats().inc(Counter::Http2TxReset);
+  nghttp2_submit_rst_stream(session_.session(), NGHTTP2_FLAG_NONE, id_, errorCode);
+  session_.wantSend();
+}
+
+void H2Stream::onClosed(uint32_t errorCode) {
+  closed_ = true;
+  // Bytes the client sent that nobody took still count against the
+  // connection's window: it opens again.
+  if (!reqIn_.empty()) {
+    nghttp2_session_consume_connection(session_.session(), reqIn_.size());
+    std::string().swap(reqIn_);
+  }
+  if (stream_) {
+    // The client reset the stream (or the connection went) before its
+    // response was done: Envoy's downstream termination.
+    wk_.stats().inc(Counter::DownstreamCxDestroyRemoteActiveRq);
+    abortStream("DC");
+    if (!counted_ && errorCode != NGHTTP2_NO_ERROR) {
+      counted_ = true;
+      session_.noteStreamEnd(false);
+    }
+  }
+}
+
+// ----------------------------------------------------------------- session
+
+H2Session::H2Session(DownstreamConn& conn, DownstreamInfo& info) : conn_(conn), info_(info) {
+  nghttp2_session_callbacks* cbs = nullptr;
+  nghttp2_session_callbacks_new(&cbs);
+  nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, &H2Session::onBeginHeaders);
+  nghttp2_session_callbacks_set_on_header_callback(cbs, &H2Session::onHeader);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, &H2Session::onFrameRecv);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, &H2Session::onDataChunk);
+  nghttp2_session_callbacks_set_on_stream_close_callback(cbs, &H2Session::onStreamClose);
+  nghttp2_session_callbacks_set_on_frame_send_callback(cbs, &H2Session::onFrameSend);
+  nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs, &H2Session::onInvalidFrame);
+  nghttp2_option* opt = nullptr;
+  nghttp2_option_new(&opt);
+  // Windows open as the upstream takes the bytes, not as they arrive.
+  nghttp2_option_set_no_auto_window_update(opt, 1);
+  // Floods: SETTINGS/PING replies that pile up, SETTINGS frames with many
+  // entries, header blocks in many CONTINUATION frames, resets faster
+  // than nghttp2's token bucket allows.
+  nghttp2_option_set_max_outbound_ack(opt, 1000);
+  nghttp2_option_set_max_settings(opt, 32);
+  nghttp2_option_set_max_continuations(opt, 8);
+  nghttp2_option_set_stream_reset_rate_limit(opt, 1000, 33);
+  nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);
+  nghttp2_session_server_new2(&session_, cbs, this, opt);
+  nghttp2_option_del(opt);
+  nghttp2_session_callbacks_del(cbs);
+  const nghttp2_settings_entry settings[] = {
+      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, kH2MaxConcurrentStreams},
+      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, kH2StreamWindow},
+      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, kH2MaxHeaderList},
+      {NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, 4096},
+  };
+  nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings, std::size(settings));
+  nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0, kH2ConnectionWindow);
+  worker().stats().inc(Counter::DownstreamCxHttp2Total);
+  worker().stats().inc(Counter::DownstreamCxHttp2Active);
+}
+
+H2Session::~H2Session() {
+  onConnectionGone();
+  worker().stats().dec(Counter::DownstreamCxHttp2Active);
+  nghttp2_session_del(session_);
+}
+
+Worker& H2Session::worker() { return conn_.worker(); }
+
+void H2Session::wantSend() {
+  if (!pumping_) conn_.requestSend();
+}
+
+H2Stream* H2Session::find(int32_t id) {
+  auto it = streams_.find(id);
+  return it == streams_.end() ? nullptr : it->second.get();
+}
+
+void H2Session::onData() {
+  std::string& in = conn_.inputBuffer();
+  if (in.empty() || failed_) return;
+  inRecv_ = true;
+  const ssize_t n =
+      nghttp2_session_mem_recv(session_, reinterpret_cast<const uint8_t*>(in.data()), in.size());
+  inRecv_ = false;
+  if (n < 0) {
+    fail(n);
+    return;
+  }
+  conn_.consumeInputBytes(size_t(n));
+  pump();
+}
+
+void H2Session::pump() {
+  if (inRecv_ || pumping_ || conn_.closing()) return;
+  pumping_ = true;
+  for (int round = 0; round < 8; ++round) {
+    while (conn_.unsentBytes() < kH2SendBuffer) {
+      const uint8_t* data = nullptr;
+      const ssize_t n = nghttp2_session_mem_send(session_, &data);
+      if (n < 0) {
+        pumping_ = false;
+        fail(n);
+        return;
+      }
+      if (n == 0) break;
+      conn_.write(std::string_view(reinterpret_cast<const char*>(data), size_t(n)));
+    }
+    if (resume_.empty()) break;
+    std::vector<int32_t> ids;
+    ids.swap(resume_);
+    for (int32_t id : ids) {
+      if (H2Stream* s = find(id)) s->onResponseDrained();
+    }
+  }
+  pumping_ = false;
+  reap();
+  closeIfDone();
+}
+
+void H2Session::closeIfDone() {
+  if (conn_.closing()) return;
+  if (!nghttp2_session_want_read(session_) && !nghttp2_session_want_write(session_)) {
+    conn_.closeAfterFlush();
+  } else if (goaway_ && streams_.empty() && !nghttp2_session_want_write(session_)) {
+    conn_.closeAfterFlush();  // drained: every stream the GOAWAY let through is done
+  }
+}
+
+void H2Session::reap() {
+  // Also called from the stream-close callback's aftermath only: no H2Stream
+  // of dead_ is on the stack here.
+  dead_.clear();
+}
+
+void H2Session::fail(ssize_t err) {
+  if (failed_) return;
+  failed_ = true;
+  stats::StatsShard& st = worker().stats();
+  switch (err) {
+    case NGHTTP2_ERR_FLOODED:
+      st.inc(Counter::Http2InboundControlFlood);
+      break;
+    case NGHTTP2_ERR_TOO_MANY_CONTINUATIONS:
+      st.inc(Counter::Http2ContinuationFlood);
+      break;
+    default:
+      st.inc(Counter::Http2ProtocolError);
+      break;
+  }
+  // nghttp2 may have queued a GOAWAY saying why: it goes out first.
+  for (int i = 0; i < 4; ++i) {
+    const uint8_t* data = nullptr;
+    const ssize_t n = nghttp2_session_mem_send(session_, &data);
+    if (n <= 0) break;
+    conn_.write(std::string_view(reinterpret_cast<const char*>(data), size_t(n)));
+  }
+  onConnectionGone();
+  conn_.closeAfterFlush();
+}
+
+void H2Session::drain() {
+  if (goaway_ || failed_) return;
+  goaway_ = true;
+  // Streams already opened finish; the client opens its next ones on a
+  // new connection.
+  nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(session_),
+                        NGHTTP2_NO_ERROR, nullptr, 0);
+  wantSend();
+}
+
+void H2Session::onPeerClosed(int) { onConnectionGone(); }
+
+void H2Session::onConnectionGone() {
+  for (auto& [id, s] : streams_) {
+    if (!s->closed()) s->onClosed(NGHTTP2_CANCEL);
+  }
+  for (auto& [id, s] : streams_) dead_.push_back(std::move(s));
+  streams_.clear();
+  if (!inRecv_ && !pumping_) dead_.clear();
+}
+
+void H2Session::noteStreamEnd(bool completed) {
+  if (completed) {
+    ++completed_;
+    return;
+  }
+  ++premature_;
+  if (premature_ >= kH2PrematureResetMin && premature_ > completed_ && !failed_) {
+    // Rapid reset: the client makes work and throws it away faster than it
+    // lets any finish.
+    worker().stats().inc(Counter::Http2PrematureResets);
+    goaway_ = true;
+    nghttp2_session_terminate_session(session_, NGHTTP2_ENHANCE_YOUR_CALM);
+    wantSend();
+  }
+}
+
+// ------------------------------------------------------ nghttp2 callbacks
+
+int H2Session::onBeginHeaders(nghttp2_session*, const nghttp2_frame* frame, void* user) {
+  auto* self = static_cast<H2Session*>(user);
+  if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+  const int32_t id = frame->hd.stream_id;
+  auto s = std::make_unique<H2Stream>(*self, self->info_, id);
+  nghttp2_session_set_stream_user_data(self->session_, id, s.get());
+  self->streams_.emplace(id, std::move(s));
+  return 0;
+}
+
+int H2Session::onHeader(nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name, size_t namelen,
+                        const uint8_t* value, size_t valuelen, uint8_t, void* user) {
+  auto* self = static_cast<H2Session*>(user);
+  if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;  // trailers: dropped
+  H2Stream* s = self->find(frame->hd.stream_id);
+  if (!s) return 0;
+  // Past the limit the fields are dropped (the block is still decoded, to
+  // keep HPACK's table in step) and the stream is answered 431.
+  s->onHeader(std::string_view(reinterpret_cast<const char*>(name), namelen),
+              std::string_view(reinterpret_cast<const char*>(value), valuelen));
+  return 0;
+}
+
+int H2Session::onFrameRecv(nghttp2_session*, const nghttp2_frame* frame, void* user) {
+  auto* self = static_cast<H2Session*>(user);
+  const bool endStream = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
+  switch (frame->hd.type) {
+    case NGHTTP2_HEADERS: {
+      H2Stream* s = self->find(frame->hd.stream_id);
+      if (!s) return 0;
+      if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+        s->onHeadersEnd(endStream);
+      } else if (endStream) {
+        s->onBodyEnd();  // trailers end the body
+      }
+      return 0;
+    }
+    case NGHTTP2_DATA:
+      if (endStream) {
+        if (H2Stream* s = self->find(frame->hd.stream_id)) s->onBodyEnd();
+      }
+      return 0;
+    case NGHTTP2_RST_STREAM:
+      self->worker().stats().inc(Counter::Http2RxReset);
+      return 0;
+    default:
+      return 0;
+  }
+}
+
+int H2Session::onDataChunk(nghttp2_session*, uint8_t, int32_t id, const uint8_t* data, size_t len, void* user) {
+  auto* self = static_cast<H2Session*>(user);
+  if (H2Stream* s = self->find(id)) {
+    s->onBody(std::string_view(reinterpret_cast<const char*>(data), len));
+  } else {
+    nghttp2_session_consume_connection(self->session_, len);
+  }
+  return 0;
+}
+
+int H2Session::onStreamClose(nghttp2_session*, int32_t id, uint32_t errorCode, void* user) {
+  auto* self = static_cast<H2Session*>(user);
+  auto it = self->streams_.find(id);
+  if (it == self->streams_.end()) return 0;
+  it->second->onClosed(errorCode);
+  self->dead_.push_back(std::move(it->second));
+  self->streams_.erase(it);
+  return 0;
+}
+
+int H2Session::onFrameSend(nghttp2_session* session, const nghttp2_frame* frame, void* user) {
+  auto* self = static_cast<H2Session*>(user);
+  if (frame->hd.type == NGHTTP2_GOAWAY) {
+    self->worker().stats().inc(Counter::Http2GoawaySent);
+    return 0;
+  }
+  // The response is whole but the client is still sending a body nobody
+  // will read: tell it to stop (RFC 9113, 8.1).
+  if ((frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS) &&
+      (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
+      nghttp2_session_get_stream_remote_close(session, frame->hd.stream_id) == 0) {
+    nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_NO_ERROR);
+  }
+  return 0;
+}
+
+int H2Session::onInvalidFrame(nghttp2_session*, const nghttp2_frame*, int, void* user) {
+  static_cast<H2Session*>(user)->worker().stats().inc(Counter::Http2ProtocolError);
+  return 0;
+}
+
+}  // namespace sluice::proxy
