@@ -213,6 +213,30 @@ TEST_F(Http2Test, PriorKnowledgeGetAndPostAreProxiedToAnHttp1Upstream) {
   EXPECT_GE(stat("downstream_cx_http2_total"), 4);
 }
 
+TEST_F(Http2Test, Http1UpgradeToH2cServesTheRequestOverHttp2) {
+  startMesh();
+  // curl --http2 on an http:// URL asks with Upgrade: h2c.
+  CurlResult r = curl({"-v", "--http2", "-H", "Host: " + kEcho, url("/up?size=1000")});
+  ASSERT_EQ(r.exitCode, 0) << r.stderrText << out();
+  EXPECT_NE(r.stderrText.find("< HTTP/1.1 101"), std::string::npos) << r.stderrText;
+  EXPECT_NE(r.stderrText.find("< HTTP/2 200"), std::string::npos) << r.stderrText;
+  EXPECT_EQ(r.body.size(), 1000u);
+  EXPECT_EQ(stat("downstream_cx_http2_total"), 1);
+  // With a body the upgrade is declined: the request is answered in HTTP/1.1.
+  CurlResult post = curl({"-v", "--http2", "-H", "Host: " + kEcho, "-d", "hello", url("/p")});
+  EXPECT_NE(post.stderrText.find("< HTTP/1.1 200"), std::string::npos) << post.stderrText;
+  EXPECT_EQ(post.json()["body_bytes"], 5) << post.body;
+  // So is one whose HTTP2-Settings is not base64url.
+  auto c = raw();
+  ASSERT_OK(c);
+  ASSERT_OK(c->send("GET / HTTP/1.1\r\nHost: " + kEcho +
+                    "\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: !!\r\n\r\n"));
+  auto resp = c->readResponse();
+  ASSERT_OK(resp);
+  EXPECT_EQ(resp->status, 200);
+  EXPECT_EQ(stat("downstream_cx_http2_total"), 1);
+}
+
 TEST_F(Http2Test, LargeResponsesStreamWithFlowControlAndHeadKeepsTheLength) {
   startMesh();
   CurlResult big = h2({url("/?size=4000000")});

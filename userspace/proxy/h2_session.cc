@@ -419,6 +419,31 @@ H2Stream* H2Session::find(int32_t id) {
   return it == streams_.end() ? nullptr : it->second.get();
 }
 
+bool H2Session::upgrade(std::string_view settings, const http::RequestHead& head) {
+  auto made = std::make_unique<H2Stream>(*this, info_, 1);
+  H2Stream* s = made.get();
+  if (nghttp2_session_upgrade2(session_, reinterpret_cast<const uint8_t*>(settings.data()), settings.size(),
+                               head.method == "HEAD", s) != 0)
+    return false;
+  streams_.emplace(1, std::move(made));
+  s->onHeader(":method", head.method);
+  s->onHeader(":scheme", "http");
+  s->onHeader(":path", head.target);
+  s->onHeader(":authority", head.host);
+  std::string name;
+  for (const http::Header& h : head.headers) {
+    name.assign(h.name);
+    for (char& c : name) c = c >= 'A' && c <= 'Z' ? char(c + 32) : c;
+    // What belonged to the HTTP/1.1 hop (and Host, now :authority).
+    if (name == "host" || name == "connection" || name == "upgrade" || name == "http2-settings" ||
+        name == "keep-alive" || name == "proxy-connection" || name == "transfer-encoding" || name == "te")
+      continue;
+    s->onHeader(name, h.value);
+  }
+  s->onHeadersEnd(true);
+  return true;
+}
+
 void H2Session::onData() {
   std::string& in = conn_.inputBuffer();
   if (in.empty() || failed_) return;

@@ -121,6 +121,11 @@ class H2Session {
   H2Session(const H2Session&) = delete;
   H2Session& operator=(const H2Session&) = delete;
 
+  // HTTP/1.1 `Upgrade: h2c` (RFC 7540, 3.2): `settings` is the decoded
+  // HTTP2-Settings payload, and the request that asked (`head`, views valid
+  // during the call; it has no body) becomes stream 1, whose answer goes
+  // out over HTTP/2. False: the settings are malformed.
+  bool upgrade(std::string_view settings, const http::RequestHead& head);
   // New bytes are in the connection's input buffer.
   void onData();
   // Moves frames nghttp2 has ready to the connection's send buffer.

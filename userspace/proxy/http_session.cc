@@ -232,6 +232,7 @@ bool DownstreamConn::startRequest() {
   }
   headersTimer_.cancel();
   idleTimer_.cancel();
+  if (st == http::ParseStatus::Complete && head_.upgrade && maybeUpgradeH2c()) return false;
   stream_ = std::make_unique<Stream>(this);
   Stream& s = *stream_;
   s.startNs = worker_.clock().nowNs();
@@ -271,6 +272,50 @@ bool DownstreamConn::maybeStartHttp2() {
   firstRequest_ = false;
   h2_ = std::make_unique<H2Session>(*this, static_cast<DownstreamInfo&>(*this));
   h2_->onData();
+  return true;
+}
+
+namespace {
+// RFC 4648 base64url, padding optional (HTTP2-Settings); false on any other byte.
+bool base64UrlDecode(std::string_view in, std::string& out) {
+  uint32_t acc = 0;
+  int bits = 0;
+  for (char c : in) {
+    int v;
+    if (c >= 'A' && c <= 'Z') v = c - 'A';
+    else if (c >= 'a' && c <= 'z') v = c - 'a' + 26;
+    else if (c >= '0' && c <= '9') v = c - '0' + 52;
+    else if (c == '-') v = 62;
+    else if (c == '_') v = 63;
+    else if (c == '=') break;
+    else return false;
+    acc = (acc << 6) | uint32_t(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out += char((acc >> bits) & 0xff);
+    }
+  }
+  return true;
+}
+}  // namespace
+
+bool DownstreamConn::maybeUpgradeH2c() {
+  if (tls || h2_ || head_.framing.kind != http::Framing::Kind::None) return false;
+  const http::Header* upgrade = head_.find("upgrade");
+  const http::Header* settingsField = head_.find("http2-settings");
+  if (!upgrade || !settingsField || !http::headerHasToken(upgrade->value, "h2c")) return false;
+  std::string settings;
+  if (!base64UrlDecode(settingsField->value, settings) || settings.size() % 6 != 0) return false;
+  write(std::string_view("HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n"));
+  h2_ = std::make_unique<H2Session>(*this, static_cast<DownstreamInfo&>(*this));
+  // The stream copies the head's fields before its bytes go.
+  if (!h2_->upgrade(settings, head_)) {
+    close();
+    return true;
+  }
+  consumeInput(head_.headBytes);
+  h2_->onData();  // the client's preface, if it came already
   return true;
 }
 

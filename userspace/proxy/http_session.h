@@ -317,6 +317,10 @@ class DownstreamConn final : public Connection, public DownstreamInfo, public Ht
   // preface: true when they are whole and the H2Session took over, or
   // when more bytes are needed to tell.
   bool maybeStartHttp2();
+  // The parsed head in head_ asks for `Upgrade: h2c` and may have it (no
+  // body, not over TLS, HTTP2-Settings well formed): 101, then HTTP/2 with
+  // this request as stream 1. False: it goes on as HTTP/1.1.
+  bool maybeUpgradeH2c();
   void onIdleTimeout();
   void onHeadersTimeout();
   void onHandshakeTimeout();
