@@ -117,6 +117,7 @@ bench: all
 	@bash scripts/bench-lb.sh $(BUILD)
 	@bash scripts/bench-kernel.sh $(BUILD)
 	@bash scripts/bench-tls.sh $(BUILD)
+	@bash scripts/bench-h2.sh $(BUILD)
 	@bash scripts/bench-scale.sh $(BUILD)
 
 # SERVICES (10000) one-file services: ready time, RSS over RELOADS (20)

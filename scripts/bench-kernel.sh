@@ -62,9 +62,7 @@ cgroups=()
 pins=()
 cleanup() {
   trap - INT TERM EXIT
-  if [ -n "${wrk_pid:-}" ]; then kill "$wrk_pid" 2>/dev/null || true; fi
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  stopProcesses
   # Children before parents: the list was built parent first.
   for ((i = ${#cgroups[@]} - 1; i >= 0; i--)); do rmdir "${cgroups[$i]}" 2>/dev/null || true; done
   # The daemons unpinned their maps on exit; enablement is kept on purpose.

@@ -20,16 +20,7 @@ for bin in sluiced sluice-upstream; do
 done
 work=$(mktemp -d /tmp/sluice-bench-lb.XXXXXX)
 pids=()
-cleanup() {
-  trap - INT TERM EXIT
-  if [ -n "${wrk_pid:-}" ]; then kill "$wrk_pid" 2>/dev/null || true; fi
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+onExitStopAll
 
 freePort V1_PORT; freePort V2_PORT
 "${ON_LOAD[@]}" "$BUILD/sluice-upstream" --listen "127.0.0.1:$V1_PORT" --name v1 --threads 1 \

@@ -27,15 +27,7 @@ done
 
 work=$(mktemp -d /tmp/sluice-bench-scale.XXXXXX)
 pids=()
-cleanup() {
-  trap - INT TERM EXIT
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+onExitStopAll
 
 freePort backendPort; freePort proxyPort; freePort adminPort
 "$BUILD/sluice-upstream" --listen "127.0.0.1:$backendPort" --name scale --threads 1 2>"$work/upstream.log" &

@@ -27,16 +27,7 @@ done
 command -v haproxy >/dev/null || { echo "bench-tls: haproxy missing (scripts/install-deps.sh)" >&2; exit 1; }
 work=$(mktemp -d /tmp/sluice-bench-tls.XXXXXX)
 pids=()
-cleanup() {
-  trap - INT TERM EXIT
-  if [ -n "${wrk_pid:-}" ]; then kill "$wrk_pid" 2>/dev/null || true; fi
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+onExitStopAll
 
 # One self-signed ECDSA P-256 certificate for both proxies.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \

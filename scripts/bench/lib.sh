@@ -155,3 +155,19 @@ bpfRelease() {
     BPF_PRIVATE=
   fi
 }
+
+# Teardown shared by the sections: the load generator still running
+# (wrk_pid), then every pid in `pids` (killed, then reaped).
+stopProcesses() {
+  if [ -n "${wrk_pid:-}" ]; then kill "$wrk_pid" 2>/dev/null || true; fi
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+
+# For a section with nothing but processes and a work directory to undo:
+# both go on exit, ^C or TERM.
+onExitStopAll() {
+  trap 'trap - INT TERM EXIT; stopProcesses; rm -rf "$work"' EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+}
