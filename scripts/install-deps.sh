@@ -11,6 +11,8 @@ PACKAGES=(
   # tests
   libgtest-dev libgmock-dev libbenchmark-dev curl redis-server openssl
   iproute2 procps util-linux
+  # a real gRPC client and server for the HTTP/2 tests (Debian's python3, /usr/bin/python3)
+  python3 python3-grpcio
   # fuzz targets: libFuzzer; clang 16 compiles libstdc++ 12's std::expected
   clang-16 libclang-rt-16-dev
   # benchmark peers

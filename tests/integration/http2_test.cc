@@ -303,6 +303,78 @@ TEST_F(Http2Test, RapidResetIsAnsweredWithGoaway) {
   expectServed();
 }
 
+TEST_F(Http2Test, ResetsWithNoErrorCountAsRapidResetsToo) {
+  startMesh();
+  auto c = h2Raw();
+  ASSERT_OK(c);
+  std::string burst;
+  for (uint32_t i = 0; i < 300; ++i) {
+    const uint32_t id = 1 + 2 * i;
+    burst += frame(kHeaders, kEndStream | kEndHeaders, id, requestBlock(kEcho, "/?delay=1s"));
+    burst += rstStream(id, 0 /* NO_ERROR */);
+  }
+  ASSERT_OK(c->send(burst));
+  std::vector<Frame> frames = readFrames(*c, [](const Frame& f) { return f.type == kGoaway; });
+  ASSERT_FALSE(frames.empty());
+  EXPECT_EQ(goawayCode(frames.back()), 11u);
+  EXPECT_EQ(stat("http2.premature_resets"), 1);
+}
+
+TEST_F(Http2Test, AnUnfinishedHeaderBlockMeetsTheHeadersTimeout) {
+  startMesh(2, {"--request-headers-timeout", "1s"});
+  auto c = h2Raw();
+  ASSERT_OK(c);
+  // HEADERS without END_HEADERS, and nothing after it.
+  ASSERT_OK(c->send(frame(kHeaders, 0, 1, requestBlock(kEcho, "/"))));
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<Frame> frames = readFrames(*c, [](const Frame&) { return false; });  // until it closes
+  EXPECT_LT(msSince(t0), 4000);
+  EXPECT_TRUE(std::any_of(frames.begin(), frames.end(), [](const Frame& f) { return f.type == kGoaway; }));
+  EXPECT_EQ(stat("downstream_rq_header_timeout"), 1);
+  expectServed();
+}
+
+TEST_F(Http2Test, TheIdleTimeoutCountsFromTheLastStreamAndEndsWithGoaway) {
+  startMesh(1, {"--idle-timeout", "1s"});
+  auto c = h2Raw();
+  ASSERT_OK(c);
+  // Busy for twice the idle timeout: nothing closes under the requests.
+  HpackDecoder hpack;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (uint32_t i = 0; i < 8; ++i) {
+    const uint32_t id = 1 + 2 * i;
+    ASSERT_OK(c->send(frame(kHeaders, kEndStream | kEndHeaders, id, requestBlock(kEcho, "/busy"))));
+    std::vector<Frame> frames = readFrames(*c, [id](const Frame& f) { return f.stream == id && (f.flags & kEndStream); });
+    ASSERT_FALSE(frames.empty()) << "request " << i << " after " << msSince(t0) << " ms" << out();
+    ASSERT_EQ(frames.back().stream, id) << "request " << i << " after " << msSince(t0) << " ms";
+    std::this_thread::sleep_for(250ms);
+  }
+  // Then idle: GOAWAY (NO_ERROR), then the close.
+  std::vector<Frame> frames = readFrames(*c, [](const Frame& f) { return f.type == kGoaway; });
+  ASSERT_FALSE(frames.empty());
+  EXPECT_EQ(frames.back().type, kGoaway);
+  EXPECT_EQ(goawayCode(frames.back()), 0u);
+  EXPECT_TRUE(c->peerClosed());
+}
+
+TEST_F(Http2Test, FinishedResponsesAClientNeverTakesAreResetAtTheStreamIdleTimeout) {
+  startMesh(1, {"--stream-idle-timeout", "1"});
+  auto c = h2Raw(settings({{4 /* INITIAL_WINDOW_SIZE */, 0}}));
+  ASSERT_OK(c);
+  std::string reqs;
+  for (uint32_t i = 0; i < 10; ++i)
+    reqs += frame(kHeaders, kEndStream | kEndHeaders, 1 + 2 * i, requestBlock(kEcho, "/?size=20000"));
+  ASSERT_OK(c->send(reqs));
+  // The answers are whole in sluiced, but not one byte may be sent: each
+  // stream is reset once the client has taken nothing for a second.
+  std::vector<Frame> frames = readFrames(*c, [n = 0](const Frame& f) mutable {
+    return f.type == kRstStream && ++n == 10;
+  });
+  EXPECT_EQ(std::count_if(frames.begin(), frames.end(), [](const Frame& f) { return f.type == kRstStream; }), 10)
+      << out();
+  EXPECT_EQ(stat("downstream_rq_idle_timeout"), 10);
+}
+
 TEST_F(Http2Test, ContinuationFloodClosesTheConnection) {
   startMesh();
   auto c = h2Raw();

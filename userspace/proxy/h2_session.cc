@@ -129,7 +129,16 @@ bool H2Stream::buildHead(bool endStream, http::RequestHead& head) {
   return true;
 }
 
+void H2Stream::onHeadersTimeout() { session_.onHeadersTimeout(); }
+
+void H2Stream::onSendIdle() {
+  if (closed_) return;
+  wk_.stats().inc(Counter::DownstreamRqIdleTimeout);
+  reset(NGHTTP2_CANCEL);
+}
+
 void H2Stream::onHeadersEnd(bool endStream) {
+  headersTimer_.cancel();
   Worker& w = wk_;
   w.stats().inc(Counter::DownstreamRqTotal);
   stream_ = std::make_unique<Stream>(this);
@@ -164,12 +173,12 @@ void H2Stream::onBody(std::string_view bytes) {
   }
   touchStream();
   reqIn_.append(bytes);
-  if (up_ && up_->connected() && stream_->upstreamSentNs && !pausedForUpstream_) forwardRequestBody();
+  if (upstreamOpen() && stream_->upstreamSentNs && !pausedForUpstream_) forwardRequestBody();
 }
 
 void H2Stream::onBodyEnd() {
   reqEnded_ = true;
-  if (stream_ && !stream_->reqDone && up_ && up_->connected() && stream_->upstreamSentNs && !pausedForUpstream_)
+  if (stream_ && !stream_->reqDone && upstreamOpen() && stream_->upstreamSentNs && !pausedForUpstream_)
     forwardRequestBody();
 }
 
@@ -255,10 +264,13 @@ size_t H2Stream::sendLocalResponse(int status, std::string_view body, const http
   if (extra) {
     for (const http::HeaderMap::Field& f : *extra) fields.add(f.name, f.value);
   }
-  const bool withBody = !body.empty() && !s.isHead && status != 204 && status != 304;
-  if (!body.empty()) fields.add("content-type", "text/plain");
+  const bool bodiless = status == 204 || status == 304 || status < 200;
+  const bool withBody = !body.empty() && !s.isHead && !bodiless;
+  if (!body.empty() && !bodiless) fields.add("content-type", "text/plain");
+  // A length only where a body is (or, for HEAD, would be): a 204 with
+  // one is malformed to a strict client.
   http::Framing length{http::Framing::Kind::ContentLength, body.size()};
-  const size_t n = submitHead(status, fields, &length, !withBody);
+  const size_t n = submitHead(status, fields, bodiless ? nullptr : &length, !withBody);
   if (withBody) {
     out_.append(body);
     outEnded_ = true;
@@ -280,7 +292,7 @@ ssize_t H2Stream::readResponse(uint8_t* buf, size_t length, uint32_t* flags) {
   const size_t avail = out_.size() - outOff_;
   if (avail == 0) {
     if (outEnded_) {
-      *flags |= NGHTTP2_DATA_FLAG_EOF;
+      endData(flags);
       return 0;
     }
     deferred_ = true;
@@ -293,26 +305,45 @@ ssize_t H2Stream::readResponse(uint8_t* buf, size_t length, uint32_t* flags) {
   if (outOff_ == out_.size()) {
     out_.clear();
     outOff_ = 0;
-    if (outEnded_) *flags |= NGHTTP2_DATA_FLAG_EOF;
+    if (outEnded_) endData(flags);
   } else if (outOff_ > (64u << 10) && outOff_ * 2 > out_.size()) {
     out_.erase(0, outOff_);
     outOff_ = 0;
   }
+  if (!stream_ && sendIdleTimer_.armed())
+    wk_.timers().schedule(sendIdleTimer_, wk_.engine().options().streamIdleTimeoutNs);
   if (stream_) {
     touchStream();
     // The upstream was paused with this much waiting: read it again once
     // the client has taken it (after nghttp2 returns, not inside its call).
-    if (wasBacklogged || (up_ && up_->readingPaused())) session_.resumeLater(this);
+    if (wasBacklogged || upstreamResponsePaused()) session_.resumeLater(this);
   }
   return ssize_t(n);
 }
 
-void H2Stream::onResponseDrained() {
-  if (closed_ || !stream_ || !up_ || responseBacklogged()) return;
-  if (up_->readingPaused() && stream_->respHeadDone) {
-    up_->startReading();
-    forwardResponseBody();
+void H2Stream::sendResponseTrailers(const http::HeaderMap& trailers) {
+  for (const http::HeaderMap::Field& f : trailers) {
+    std::string name(f.name);
+    for (char& c : name) c = c >= 'A' && c <= 'Z' ? char(c + 32) : c;
+    trailers_.emplace_back(std::move(name), std::string(f.value));
   }
+}
+
+void H2Stream::endData(uint32_t* flags) {
+  *flags |= NGHTTP2_DATA_FLAG_EOF;
+  if (trailers_.empty()) return;
+  // gRPC's status rides here: a HEADERS frame with END_STREAM after the data.
+  std::vector<nghttp2_nv> nva;
+  nva.reserve(trailers_.size());
+  for (const auto& [n, v] : trailers_) nva.push_back(field(n, v));
+  if (nghttp2_submit_trailer(session_.session(), id_, nva.data(), nva.size()) == 0)
+    *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+  trailers_.clear();
+}
+
+void H2Stream::onResponseDrained() {
+  if (closed_ || !stream_ || responseBacklogged()) return;
+  onDownstreamDrained();
 }
 
 void H2Stream::onExchangeEnd(bool) {
@@ -329,6 +360,7 @@ void H2Stream::onExchangeEnd(bool) {
     counted_ = true;
     session_.noteStreamEnd(true);
   }
+  if (!closed_) wk_.timers().schedule(sendIdleTimer_, wk_.engine().options().streamIdleTimeoutNs);
 }
 
 void H2Stream::onExchangeCut() { reset(NGHTTP2_INTERNAL_ERROR); }
@@ -343,8 +375,11 @@ void H2Stream::reset(uint32_t errorCode) {
   session_.wantSend();
 }
 
-void H2Stream::onClosed(uint32_t errorCode) {
+void H2Stream::onClosed(uint32_t errorCode, bool connectionGone) {
+  (void)errorCode;
   closed_ = true;
+  headersTimer_.cancel();
+  sendIdleTimer_.cancel();
   // Bytes the client sent that nobody took still count against the
   // connection's window: it opens again.
   if (!reqIn_.empty()) {
@@ -356,7 +391,10 @@ void H2Stream::onClosed(uint32_t errorCode) {
     // response was done: Envoy's downstream termination.
     wk_.stats().inc(Counter::DownstreamCxDestroyRemoteActiveRq);
     abortStream("DC");
-    if (!counted_ && errorCode != NGHTTP2_NO_ERROR) {
+    // A stream that closes with its exchange still running was reset (by
+    // the client, any error code, NO_ERROR included: the response was not
+    // done); one lost with its connection is not the client's doing.
+    if (!counted_ && !connectionGone) {
       counted_ = true;
       session_.noteStreamEnd(false);
     }
@@ -400,6 +438,7 @@ H2Session::H2Session(DownstreamConn& conn, DownstreamInfo& info) : conn_(conn), 
   nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0, kH2ConnectionWindow);
   worker().stats().inc(Counter::DownstreamCxHttp2Total);
   worker().stats().inc(Counter::DownstreamCxHttp2Active);
+  updateIdle();
 }
 
 H2Session::~H2Session() {
@@ -426,6 +465,7 @@ bool H2Session::upgrade(std::string_view settings, const http::RequestHead& head
                                head.method == "HEAD", s) != 0)
     return false;
   streams_.emplace(1, std::move(made));
+  updateIdle();
   s->onHeader(":method", head.method);
   s->onHeader(":scheme", "http");
   s->onHeader(":path", head.target);
@@ -516,8 +556,9 @@ void H2Session::fail(ssize_t err) {
       st.inc(Counter::Http2ProtocolError);
       break;
   }
-  // nghttp2 may have queued a GOAWAY saying why: it goes out first.
-  for (int i = 0; i < 4; ++i) {
+  // nghttp2 may have queued a GOAWAY saying why (maybe behind other
+  // frames): what it has goes out, bounded.
+  for (int i = 0; i < 64 && conn_.unsentBytes() < 4 * kH2SendBuffer; ++i) {
     const uint8_t* data = nullptr;
     const ssize_t n = nghttp2_session_mem_send(session_, &data);
     if (n <= 0) break;
@@ -541,11 +582,48 @@ void H2Session::onPeerClosed(int) { onConnectionGone(); }
 
 void H2Session::onConnectionGone() {
   for (auto& [id, s] : streams_) {
-    if (!s->closed()) s->onClosed(NGHTTP2_CANCEL);
+    if (!s->closed()) s->onClosed(NGHTTP2_CANCEL, /*connectionGone=*/true);
   }
   for (auto& [id, s] : streams_) dead_.push_back(std::move(s));
   streams_.clear();
   if (!inRecv_ && !pumping_) dead_.clear();
+}
+
+void H2Session::updateIdle() {
+  if (streams_.empty()) {
+    conn_.armIdleTimer();
+  } else {
+    conn_.cancelIdleTimer();
+  }
+}
+
+void H2Session::onIdle() {
+  if (!streams_.empty()) return;
+  if (idleClosing_ || failed_) {
+    conn_.close();  // the GOAWAY had its chance to go out
+    return;
+  }
+  idleClosing_ = true;
+  drain();
+  pump();
+  conn_.closeAfterFlush();
+  conn_.armIdleTimer(kCutFlushNs);  // a client that reads nothing does not hold it
+}
+
+void H2Session::onHeadersTimeout() {
+  if (failed_) return;
+  worker().stats().inc(Counter::DownstreamRqHeaderTimeout);
+  failed_ = true;
+  nghttp2_session_terminate_session(session_, NGHTTP2_PROTOCOL_ERROR);
+  for (int i = 0; i < 8; ++i) {
+    const uint8_t* data = nullptr;
+    const ssize_t n = nghttp2_session_mem_send(session_, &data);
+    if (n <= 0) break;
+    conn_.write(std::string_view(reinterpret_cast<const char*>(data), size_t(n)));
+  }
+  onConnectionGone();
+  conn_.closeAfterFlush();
+  conn_.armIdleTimer(kCutFlushNs);
 }
 
 void H2Session::noteStreamEnd(bool completed) {
@@ -572,7 +650,10 @@ int H2Session::onBeginHeaders(nghttp2_session*, const nghttp2_frame* frame, void
   const int32_t id = frame->hd.stream_id;
   auto s = std::make_unique<H2Stream>(*self, self->info_, id);
   nghttp2_session_set_stream_user_data(self->session_, id, s.get());
+  if (const uint64_t limit = self->worker().engine().options().requestHeadersTimeoutNs)
+    self->worker().timers().schedule(s->headersTimer_, limit);
   self->streams_.emplace(id, std::move(s));
+  self->updateIdle();
   return 0;
 }
 
@@ -633,6 +714,7 @@ int H2Session::onStreamClose(nghttp2_session*, int32_t id, uint32_t errorCode, v
   it->second->onClosed(errorCode);
   self->dead_.push_back(std::move(it->second));
   self->streams_.erase(it);
+  self->updateIdle();
   return 0;
 }
 
@@ -653,7 +735,9 @@ int H2Session::onFrameSend(nghttp2_session* session, const nghttp2_frame* frame,
 }
 
 int H2Session::onInvalidFrame(nghttp2_session*, const nghttp2_frame*, int, void* user) {
-  static_cast<H2Session*>(user)->worker().stats().inc(Counter::Http2ProtocolError);
+  // A frame that breaks the rules of its stream (a bad header field, say):
+  // nghttp2 resets that stream; the connection goes on.
+  static_cast<H2Session*>(user)->worker().stats().inc(Counter::Http2RxMessagingError);
   return 0;
 }
 

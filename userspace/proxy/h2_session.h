@@ -57,8 +57,10 @@ class H2Stream final : public HttpExchange {
   void onBody(std::string_view bytes);
   void onBodyEnd();
   // nghttp2 closed the stream (sent or received END_STREAM both ways, or a
-  // reset either way). An exchange still running is abandoned (DC).
-  void onClosed(uint32_t errorCode);
+  // reset either way), or the connection went (`connectionGone`). An
+  // exchange still running is abandoned (DC); a client's reset of one
+  // counts toward the rapid-reset rule, whatever its error code.
+  void onClosed(uint32_t errorCode, bool connectionGone = false);
   bool closed() const { return closed_; }
   // The exchange is over (nothing of it refers to this object any more).
   bool exchangeOver() const { return !stream_; }
@@ -79,6 +81,9 @@ class H2Stream final : public HttpExchange {
   void sendResponseBody(std::string_view raw, const std::vector<std::string_view>* payload, bool last) override;
   size_t sendLocalResponse(int status, std::string_view body, const http::HeaderMap* extra) override;
   bool responseBacklogged() const override { return out_.size() - outOff_ > kH2StreamHighWater; }
+  void sendResponseTrailers(const http::HeaderMap& trailers) override;
+  // The body's end went out: END_STREAM, or the trailers carry it.
+  void endData(uint32_t* flags);
   void onExchangeEnd(bool keepAlive) override;
   void onExchangeCut() override;
   void resetDownstream() override;
@@ -89,6 +94,12 @@ class H2Stream final : public HttpExchange {
   void reset(uint32_t errorCode);
   // Builds the stream's RequestHead from the fields received.
   bool buildHead(bool endStream, http::RequestHead& head);
+  // --request-headers-timeout: a header block not finished in time ends
+  // the connection (its HPACK state cannot be trusted without the rest).
+  void onHeadersTimeout();
+  // The exchange is over but its response is not all taken: a client that
+  // takes none of it for the stream idle timeout gets the stream reset.
+  void onSendIdle();
 
   H2Session& session_;
   int32_t id_;
@@ -105,11 +116,19 @@ class H2Stream final : public HttpExchange {
   std::string out_;  // response body for nghttp2 to take
   size_t outOff_ = 0;
   bool outEnded_ = false;       // the body's last byte is in out_
+  std::vector<std::pair<std::string, std::string>> trailers_;  // sent after the body
   bool responseEnded_ = false;  // END_STREAM submitted or in out_
   bool headSent_ = false;
   bool deferred_ = false;  // nghttp2 waits for resumeData()
   bool closed_ = false;
   bool counted_ = false;  // counted as completed or premature-reset
+
+ public:
+  // Armed by the session when the header block begins.
+  core::MemberTimer<H2Stream, &H2Stream::onHeadersTimeout> headersTimer_{this};
+
+ private:
+  core::MemberTimer<H2Stream, &H2Stream::onSendIdle> sendIdleTimer_{this};
 };
 
 class H2Session {
@@ -137,6 +156,11 @@ class H2Session {
   void onPeerClosed(int err);
   // The connection is being destroyed.
   void onConnectionGone();
+  // The client's idle timeout passed with no stream open: GOAWAY, then the
+  // connection closes.
+  void onIdle();
+  // A header block was not finished within --request-headers-timeout.
+  void onHeadersTimeout();
 
   // For its streams.
   nghttp2_session* session() { return session_; }
@@ -161,6 +185,8 @@ class H2Session {
   // after what is queued (a GOAWAY nghttp2 wrote) goes out.
   void fail(ssize_t err);
   void reap();
+  // The connection has no stream: its idle timeout runs (else it does not).
+  void updateIdle();
   void closeIfDone();
 
   DownstreamConn& conn_;
@@ -174,6 +200,7 @@ class H2Session {
   bool pumping_ = false;
   bool failed_ = false;
   bool goaway_ = false;  // GOAWAY submitted: no new streams
+  bool idleClosing_ = false;  // the idle timeout sent GOAWAY
   uint32_t completed_ = 0;
   uint32_t premature_ = 0;
 };

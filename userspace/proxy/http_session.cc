@@ -103,16 +103,14 @@ void DownstreamConn::onDestroy() {
 
 void DownstreamConn::onIdleTimeout() {
   if (h2_) {
-    // HTTP/2: closed when no stream is open at the deadline; looked at again
-    // one idle timeout later otherwise.
-    if (h2_->idle()) {
-      close();
-    } else {
-      worker_.timers().schedule(idleTimer_, worker_.engine().options().idleTimeoutNs);
-    }
+    h2_->onIdle();  // armed only while no stream is open
     return;
   }
   if (!stream_) close();
+}
+
+void DownstreamConn::armIdleTimer(uint64_t ns) {
+  worker_.timers().schedule(idleTimer_, ns ? ns : worker_.engine().options().idleTimeoutNs);
 }
 
 void DownstreamConn::onHeadersTimeout() {
@@ -175,14 +173,7 @@ void DownstreamConn::onDrained() {
     h2_->pump();
     return;
   }
-  if (up_ && up_->readingPaused() && stream_ && stream_->respHeadDone) {
-    up_->startReading();
-    if (stream_->tunnel) {
-      relayUpstream();
-    } else {
-      forwardResponseBody();
-    }
-  }
+  onDownstreamDrained();
 }
 
 void DownstreamConn::processInput() {
@@ -212,7 +203,7 @@ void DownstreamConn::processInput() {
       }
       return;
     }
-    if (!stream_->reqDone && up_ && up_->connected() && stream_->upstreamSentNs) forwardRequestBody();
+    if (!stream_->reqDone && upstreamOpen() && stream_->upstreamSentNs) forwardRequestBody();
     // Bound what pipelined clients can make us hold.
     if (stream_ && input_.size() > kMaxBufferedInput) pauseReading();
     return;

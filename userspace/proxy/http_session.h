@@ -25,6 +25,7 @@ namespace sluice::proxy {
 
 class DownstreamConn;
 class H2Session;
+class H2UpstreamStream;
 class HttpExchange;
 class TlsServerTransport;
 struct EndpointState;
@@ -141,6 +142,14 @@ class HttpExchange : public PoolWaiter, protected FilterCallbacks {
   void onUpstreamDrained();
   // Bytes moved on either side: pushes the stream idle deadline back.
   void touchStream();
+  // HTTP/2 upstream events (H2UpstreamConn), for the attempt's stream:
+  // its response head (`fields` views valid during the call), more body
+  // (or its end), its trailers, a reset (or a REFUSED_STREAM) before the
+  // end.
+  void onH2UpstreamHead(int status, std::vector<http::Header>& fields, bool endStream);
+  void onH2UpstreamData();
+  void onH2UpstreamTrailers(std::vector<http::Header>& fields);
+  void onH2UpstreamReset(uint32_t errorCode);
 
  protected:
   friend struct Stream;  // its timers fire here
@@ -172,6 +181,9 @@ class HttpExchange : public PoolWaiter, protected FilterCallbacks {
   // So many response bytes wait for the client that the upstream should
   // be read no further for now (resumed when they drain).
   virtual bool responseBacklogged() const = 0;
+  // The response's trailers (an HTTP/2 upstream's, gRPC's status), before
+  // its last body bytes. Default (HTTP/1.1): dropped.
+  virtual void sendResponseTrailers(const http::HeaderMap& trailers) { (void)trailers; }
   // The stream is retired; `keepAlive`: its connection may carry another.
   virtual void onExchangeEnd(bool keepAlive) = 0;
   // The response cannot be finished (cutResponse): what was queued goes
@@ -206,7 +218,21 @@ class HttpExchange : public PoolWaiter, protected FilterCallbacks {
   void sendUpstreamHead();
   void forwardRequestBody();
   bool handleResponseHead();
+  // The response head in resp_ (either upstream protocol): retried, or
+  // passed on with the route's operations. False when it was not (a retry
+  // is scheduled, or the exchange is over).
+  bool acceptResponseHead();
   void forwardResponseBody();
+  // HTTP/2 upstream: the attempt's stream and its response body.
+  void dispatchH2(const route::Endpoint& ep, EndpointState& state);
+  void sendUpstreamHeadH2();
+  void forwardH2ResponseBody();
+  // The request went out and the upstream takes more body now.
+  bool upstreamOpen() const;
+  bool upstreamBacklogged() const;
+  // The client took response bytes: a paused upstream is read again.
+  void onDownstreamDrained();
+  bool upstreamResponsePaused() const;
   void localReply(int status, std::string_view body, std::string_view flags,
                   const http::HeaderMap* extraHeaders = nullptr);
   void finishStream(bool upstreamReusable);
@@ -255,6 +281,7 @@ class HttpExchange : public PoolWaiter, protected FilterCallbacks {
   DownstreamInfo& info_;
   std::unique_ptr<Stream> stream_;  // the request in progress, if any
   UpstreamConn* up_ = nullptr;
+  std::shared_ptr<H2UpstreamStream> h2up_;  // set instead of up_: the attempt is an HTTP/2 stream
   http::ResponseHead resp_;
   // The last stream's head buffers, for the next stream to fill.
   std::string spareHeadBytes_;
@@ -299,6 +326,9 @@ class DownstreamConn final : public Connection, public DownstreamInfo, public Ht
   std::string& inputBuffer() { return input_; }
   void consumeInputBytes(size_t n) { consumeInput(n); }
   void requestSend() { queueSend(); }
+  // HTTP/2: the idle timeout runs only while no stream is open.
+  void armIdleTimer(uint64_t ns = 0);
+  void cancelIdleTimer() { idleTimer_.cancel(); }
 
  private:
   void onData() override;

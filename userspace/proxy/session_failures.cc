@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "proxy/engine.h"
+#include "proxy/h2_upstream.h"
 #include "proxy/stream.h"
 #include "proxy/http_session.h"
 #include "proxy/worker.h"
@@ -13,8 +14,9 @@ namespace sluice::proxy {
 using stats::Counter;
 
 void HttpExchange::onUpstreamClosed(int err) {
-  const bool wasReused = up_ && up_->reused();
+  const bool wasReused = (up_ && up_->reused()) || (h2up_ && h2up_->reusedConnection());
   up_ = nullptr;  // the connection closed itself
+  h2up_.reset();
   if (!stream_) return;
   Stream& s = *stream_;
   if (s.ep) {
@@ -53,6 +55,7 @@ void HttpExchange::onUpstreamClosed(int err) {
 
 void HttpExchange::onUpstreamConnectFailed(bool timeout) {
   up_ = nullptr;
+  h2up_.reset();
   if (!stream_) return;
   reportOutcome(upstream::Outcome::LocalOriginFailure);
   if (stream_->ep) {
@@ -104,7 +107,7 @@ bool HttpExchange::scheduleRetry(route::RetryDecision decision) {
 }
 
 void HttpExchange::onRetryTimer() {
-  if (stream_ && !up_) dispatch();
+  if (stream_ && !up_ && !h2up_) dispatch();
 }
 
 void HttpExchange::onPoolSlot() {
@@ -145,7 +148,8 @@ void HttpExchange::onRouteTimeout() {
     cutResponse("UT");
     return;
   }
-  if (up_ && !stream_->respHeadDone) reportOutcome(upstream::Outcome::LocalOriginFailure);  // the host never answered
+  if ((up_ || h2up_) && !stream_->respHeadDone)
+    reportOutcome(upstream::Outcome::LocalOriginFailure);  // the host never answered
   releaseUpstream(false);
   if (!stream_->reqDone) stream_->keepAlive = false;
   localReply(504, "upstream request timeout", "UT");
@@ -174,6 +178,11 @@ void HttpExchange::releaseUpstream(bool reusable) {
   if (s && s->ep) {
     s->ep->decActive();
     s->ep = nullptr;
+  }
+  if (h2up_) {
+    std::shared_ptr<H2UpstreamStream> h2 = std::move(h2up_);
+    h2->cancel();  // a stream not done both ways is reset
+    return;
   }
   if (!up_) return;
   UpstreamConn* up = up_;

@@ -333,6 +333,11 @@ void HttpExchange::forwardUpstream() {
     overflow(false);
     return;
   }
+  using Protocol = route::UpstreamSettings::Protocol;
+  const Protocol proto = s.cluster->upstream.protocol;
+  // A WebSocket upgrade needs HTTP/1.1 to the upstream whatever the policy.
+  s.upstreamH2 = !s.websocket && s.cluster->lb != route::LbPolicy::Passthrough &&
+                 (proto == Protocol::Http2 || (proto == Protocol::ClientProtocol && protocol() == "HTTP/2"));
   if (s.expectContinue) sendContinue();
   if (!s.pendingShadows.empty()) startShadows();
   if (s.reqDone) onRequestComplete();

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "proxy/engine.h"
+#include "proxy/h2_upstream.h"
 #include "proxy/http_session.h"
 #include "proxy/request_util.h"
 #include "proxy/stream.h"
@@ -53,6 +54,11 @@ bool HttpExchange::handleResponseHead() {
     }
     break;
   }
+  return acceptResponseHead();
+}
+
+bool HttpExchange::acceptResponseHead() {
+  Stream& s = *stream_;
   reportOutcome(upstream::outcomeOf(resp_.status));
   // The response's fields as a map for the retry decision, the header
   // templates and the head sent on; the parser's list (and its capacity)
@@ -100,8 +106,114 @@ bool HttpExchange::handleResponseHead() {
   // Before the head's bytes go: the fields are views into them.
   s.respStarted = true;
   s.respBytes += sendResponseHead(resp_, fields);
-  up_->consume(resp_.headBytes);
+  if (up_) up_->consume(resp_.headBytes);
   return true;
+}
+
+// ------------------------------------------------- an HTTP/2 upstream's response
+
+void HttpExchange::onH2UpstreamHead(int status, std::vector<http::Header>& fields, bool endStream) {
+  if (!stream_ || !h2up_) return;
+  touchStream();
+  Stream& s = *stream_;
+  resp_.status = status;
+  resp_.reason = {};
+  resp_.versionMinor = 1;
+  resp_.headBytes = 0;
+  resp_.keepAlive = true;
+  resp_.headers.assign(fields.begin(), fields.end());
+  resp_.declared = {};
+  if (const http::Header* cl = resp_.find("content-length")) {
+    uint64_t n = 0;
+    auto [end, ec] = std::from_chars(cl->value.data(), cl->value.data() + cl->value.size(), n);
+    if (ec == std::errc() && end == cl->value.data() + cl->value.size())
+      resp_.declared = {http::Framing::Kind::ContentLength, n};
+  }
+  // The client's framing: none when the stream ended with the head (or
+  // there can be no body), the upstream's length, else chunked for an
+  // HTTP/1.1 client (HTTP/2 clients frame it themselves).
+  if (endStream || s.isHead || status == 204 || status == 304) {
+    resp_.framing = {};
+  } else if (resp_.declared.kind == http::Framing::Kind::ContentLength) {
+    resp_.framing = resp_.declared;
+  } else {
+    resp_.framing = {http::Framing::Kind::Chunked, 0};
+  }
+  if (!acceptResponseHead()) return;
+  forwardH2ResponseBody();
+}
+
+void HttpExchange::onH2UpstreamData() {
+  if (!stream_ || !h2up_ || !stream_->respHeadDone) return;
+  touchStream();
+  forwardH2ResponseBody();
+}
+
+void HttpExchange::onH2UpstreamTrailers(std::vector<http::Header>& fields) {
+  if (!stream_ || !h2up_ || !stream_->respHeadDone) return;
+  http::HeaderMap trailers(std::vector<http::Header>(fields.begin(), fields.end()));
+  sendResponseTrailers(trailers);
+  forwardH2ResponseBody();
+}
+
+void HttpExchange::forwardH2ResponseBody() {
+  Stream& s = *stream_;
+  std::string& in = h2up_->responseBody();
+  const bool ended = h2up_->responseEnded();
+  if (!in.empty() || ended) {
+    if (responseBacklogged()) return;  // the client's drain brings us back
+    if (resp_.framing.kind != http::Framing::Kind::None) {
+      const bool chunked = resp_.framing.kind == http::Framing::Kind::Chunked;
+      std::vector<std::string_view> payload;
+      if (!in.empty()) payload.emplace_back(in);
+      sendResponseBody(in, chunked ? &payload : nullptr, ended);
+    }
+    s.respBytes += in.size();
+    h2up_->take(in.size());
+  }
+  if (ended) finishStream(true);
+}
+
+void HttpExchange::onH2UpstreamReset(uint32_t errorCode) {
+  if (!stream_) return;
+  if (errorCode == NGHTTP2_REFUSED_STREAM && !stream_->respHeadDone) {
+    // The server did no work on it (RFC 9113, 8.7): refused-stream.
+    const bool wasReused = h2up_ && h2up_->reusedConnection();
+    (void)wasReused;
+    h2up_.reset();
+    Stream& s = *stream_;
+    if (s.ep) {
+      s.ep->decActive();
+      s.ep = nullptr;
+    }
+    stream_->perTryTimer.cancel();
+    wk_.stats().inc(Counter::UpstreamRqResetBeforeResponse);
+    failAttempt(route::AttemptFailure::RefusedStream, 503,
+                "upstream connect error or disconnect/reset before headers. reset reason: remote refused stream reset",
+                "UR");
+    return;
+  }
+  onUpstreamClosed(-ECONNRESET);
+}
+
+bool HttpExchange::upstreamResponsePaused() const {
+  return (up_ && up_->readingPaused()) || (h2up_ && !h2up_->responseBody().empty());
+}
+
+void HttpExchange::onDownstreamDrained() {
+  if (!stream_ || !stream_->respHeadDone) return;
+  if (h2up_) {
+    forwardH2ResponseBody();
+    return;
+  }
+  if (up_ && up_->readingPaused()) {
+    up_->startReading();
+    if (stream_->tunnel) {
+      relayUpstream();
+    } else {
+      forwardResponseBody();
+    }
+  }
 }
 
 void HttpExchange::forwardResponseBody() {

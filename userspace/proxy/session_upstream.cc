@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "proxy/engine.h"
+#include "proxy/h2_upstream.h"
 #include "proxy/http_session.h"
 #include "proxy/request_util.h"
 #include "proxy/stream.h"
@@ -67,6 +68,10 @@ void HttpExchange::dispatch() {
   EndpointState& state = wk_.endpointState(ep);
   s.upstreamHost = ep.key;
   s.upstreamAddr = ep.sockaddr;
+  if (s.upstreamH2) {
+    dispatchH2(ep, state);
+    return;
+  }
   PoolResult r = wk_.pool().newStream(*this, ep, state, *s.cluster, s.limits, s.pendingToken, wokenFirst_);
   switch (r.kind) {
     case PoolResult::Kind::Ready:
@@ -107,8 +112,127 @@ void HttpExchange::onUpstreamConnected() {
   if (stream_) sendUpstreamHead();
 }
 
+void HttpExchange::dispatchH2(const route::Endpoint& ep, EndpointState& state) {
+  Stream& s = *stream_;
+  H2UpstreamConn* conn = nullptr;
+  for (H2UpstreamConn* c : state.h2) {
+    if (c->canOpen(s.cluster->upstream)) {
+      conn = c;
+      break;
+    }
+  }
+  bool fresh = false;
+  if (!conn) {
+    auto slot = upstream::acquire(s.limits, upstream::ClusterLimits::kConnections);
+    if (!slot) {
+      // maxConnections, every connection at its stream limit: no queue for
+      // HTTP/2 streams, the request overflows at once.
+      if (s.limits) s.limits->cxOverflow.fetch_add(1, std::memory_order_relaxed);
+      wk_.stats().inc(Counter::UpstreamCxOverflow);
+      overflow(false);
+      return;
+    }
+    const int fd = OutboundConnection::openSocket(s.cluster->upstream);
+    if (fd < 0) {
+      if (s.limits) {
+        slot->reset();
+        wk_.pool().slotFreed(s.limits);
+      }
+      failAttempt(route::AttemptFailure::ConnectFailure, 503,
+                  "upstream connect error or disconnect/reset before headers. reset reason: local socket error",
+                  "UF");
+      return;
+    }
+    conn = new H2UpstreamConn(wk_, fd, ep, state, std::move(*slot), s.cluster->upstream);
+    fresh = true;
+  }
+  s.ep = &state;
+  h2up_ = conn->openStream(this);
+  beginAttempt();
+  if (fresh) {
+    conn->connect();
+  } else if (conn->connected()) {
+    sendUpstreamHead();
+  }  // else the connection is still connecting: onUpstreamConnected follows
+}
+
+void HttpExchange::sendUpstreamHeadH2() {
+  Stream& s = *stream_;
+  // The head the router built, with this attempt's count, read back as
+  // fields: the same operations and rewrites as for HTTP/1.1.
+  thread_local std::string text;
+  thread_local http::RequestHead parsed;
+  thread_local std::vector<nghttp2_nv> nva;
+  thread_local std::string names;
+  text.assign(s.upstreamHead);
+  text.append("x-envoy-attempt-count: ").append(std::to_string(s.retry ? s.retry->attempt() : 1u)).append("\r\n\r\n");
+  http::ParseError err;
+  http::Limits limits;
+  limits.maxHeadBytes = text.size() + 1;
+  limits.maxHeaders = 100000;
+  parsed.headers.clear();
+  if (http::parseRequestHead(text.data(), text.size(), limits, parsed, err) != http::ParseStatus::Complete) {
+    // Not expected: sluiced wrote this head. Fail the attempt, not the process.
+    localReply(500, "internal error building the upstream request", "-");
+    return;
+  }
+  names.clear();
+  size_t total = 0;
+  for (const http::Header& h : parsed.headers) total += h.name.size();
+  names.reserve(total);
+  nva.clear();
+  auto nv = [](std::string_view n, std::string_view v) {
+    return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(n.data())),
+                      reinterpret_cast<uint8_t*>(const_cast<char*>(v.data())), n.size(), v.size(),
+                      NGHTTP2_NV_FLAG_NONE};
+  };
+  nva.push_back(nv(":method", parsed.method));
+  nva.push_back(nv(":scheme", "http"));
+  nva.push_back(nv(":authority", parsed.host));
+  nva.push_back(nv(":path", parsed.target));
+  for (const http::Header& h : parsed.headers) {
+    const size_t at = names.size();
+    for (char c : h.name) names.push_back(c >= 'A' && c <= 'Z' ? char(c + 32) : c);
+    const std::string_view name = std::string_view(names).substr(at, h.name.size());
+    // What HTTP/2 does not carry (RFC 9113, 8.2.2), and Host (:authority).
+    if (name == "host" || name == "connection" || name == "keep-alive" || name == "proxy-connection" ||
+        name == "transfer-encoding" || name == "upgrade" || name == "te")
+      continue;
+    nva.push_back(nv(name, h.value));
+  }
+  // gRPC servers insist on TE: trailers, a hop-by-hop field the client
+  // sent for this very hop.
+  if (const http::HeaderMap::Field* te = s.headers.find("te"); te && http::headerHasToken(te->value, "trailers"))
+    nva.push_back(nv("te", "trailers"));
+  const bool noBody = s.head.framing.kind == http::Framing::Kind::None;
+  if (!h2up_->submit(nva, noBody)) {
+    failAttempt(route::AttemptFailure::ResetBeforeRequest, 503,
+                "upstream connect error or disconnect/reset before headers. reset reason: protocol error", "UF");
+    return;
+  }
+  s.upstreamSentNs = wk_.clock().nowNs();
+  s.attemptWrote = true;
+  if (!noBody && (s.reqBodySent > 0 || s.reqDone)) h2up_->write(s.replay, s.reqDone);
+  forwardRequestBody();
+  if (stream_ && !stream_->reqDone && !pausedForUpstream_) resumeRequestBody();
+}
+
+bool HttpExchange::upstreamOpen() const {
+  if (up_) return up_->connected();
+  return h2up_ && h2up_->submitted() && !h2up_->closed();
+}
+
+bool HttpExchange::upstreamBacklogged() const {
+  if (up_) return up_->unsentBytes() > kHighWater;
+  return h2up_ && h2up_->requestBacklog() > kHighWater;
+}
+
 void HttpExchange::sendUpstreamHead() {
   Stream& s = *stream_;
+  if (h2up_) {
+    sendUpstreamHeadH2();
+    return;
+  }
   s.upstreamSentNs = wk_.clock().nowNs();
   // Istio turns on x-envoy-attempt-count for every route.
   up_->write(std::string_view(s.upstreamHead));
@@ -146,7 +270,7 @@ void HttpExchange::forwardRequestBody() {
       // chunked bodies are re-encoded, never copied as the client wrote them.
       std::string encoded;
       std::string_view bytes;
-      if (s.head.framing.kind == http::Framing::Kind::Chunked) {
+      if (s.head.framing.kind == http::Framing::Kind::Chunked && !s.upstreamH2) {
         appendChunks(payload, done, encoded);
         bytes = encoded;
       } else if (payload.size() == 1) {
@@ -155,7 +279,11 @@ void HttpExchange::forwardRequestBody() {
         for (std::string_view p : payload) encoded.append(p);
         bytes = encoded;
       }
-      if (!bytes.empty()) up_->write(bytes);
+      if (h2up_) {
+        h2up_->write(bytes, done);
+      } else if (!bytes.empty()) {
+        up_->write(bytes);
+      }
       if (s.keepReplay && !s.replayOverflow) {
         if (s.replay.size() + bytes.size() > kReplayLimit) {
           // Too big to keep: once sent, this request cannot be retried.
@@ -176,7 +304,7 @@ void HttpExchange::forwardRequestBody() {
       onRequestComplete();
     }
   }
-  if (!s.reqDone && up_->unsentBytes() > kHighWater) {
+  if (!s.reqDone && upstreamBacklogged()) {
     pausedForUpstream_ = true;
     pauseRequestBody();
   }
@@ -186,7 +314,7 @@ void HttpExchange::onUpstreamDrained() {
   if (pausedForUpstream_) {
     pausedForUpstream_ = false;
     resumeRequestBody();
-    if (stream_ && !stream_->tunnel && !stream_->reqDone && up_) forwardRequestBody();
+    if (stream_ && !stream_->tunnel && !stream_->reqDone && (up_ || h2up_)) forwardRequestBody();
   }
 }
 

@@ -96,6 +96,7 @@ struct Stream {
   bool closeAfter = false;
   bool websocket = false;  // the client asked for a WebSocket upgrade
   bool tunnel = false;     // ... and the upstream switched: bytes flow both ways as they are
+  bool upstreamH2 = false;  // attempts are HTTP/2 streams (the cluster's protocol)
   int endpoint = -1;
   uint64_t triedMask = 0;  // endpoints 0..63 this request was sent to
   EndpointState* ep = nullptr;

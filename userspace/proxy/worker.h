@@ -34,6 +34,7 @@ class Connection;
 class Engine;
 struct ListenerSockets;
 class UpstreamConn;
+class H2UpstreamConn;
 class AccessLog;
 struct Stream;
 
@@ -45,6 +46,8 @@ struct EndpointState {
   // it from the admin thread without a lock on the request path.
   std::atomic<uint32_t> active{0};
   std::vector<UpstreamConn*> idle;
+  // HTTP/2 connections that may take more streams (h2_upstream.h).
+  std::vector<H2UpstreamConn*> h2;
   // The TLS session this endpoint last gave (DestinationRule tls), offered
   // on the next connection made with the same client context only: another
   // cluster's (other CA, SANs) or a rotated one starts afresh, since a

@@ -284,8 +284,11 @@ const Cluster* Compiler::cluster(const config::Destination& d, uint32_t vhostPor
           }
         }
         if (cp.http && ns(cp.http->idleTimeout)) u.idleTimeoutNs = ns(cp.http->idleTimeout);
+        if (cp.http && cp.http->maxConcurrentStreams && *cp.http->maxConcurrentStreams > 0)
+          u.maxConcurrentStreams = uint32_t(*cp.http->maxConcurrentStreams);
       }
       if (c->policy && c->policy->tls) clientTls(*c, *c->policy->tls);
+      upstreamProtocol(*c, *sp, context);
       if (c->policy && c->policy->loadBalancer && c->policy->loadBalancer->consistentHash) {
         const auto& ch = *c->policy->loadBalancer->consistentHash;
         HashPolicy h;

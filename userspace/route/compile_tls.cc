@@ -1,6 +1,6 @@
 // compile(), continued: a cluster's trafficPolicy.tls (DestinationRule,
 // after subset and port-level inheritance) as the TLS its connections
-// speak.
+// speak, and the HTTP version they speak.
 #include "route/compiler.h"
 #include "tls/credential_store.h"
 
@@ -34,6 +34,33 @@ void Compiler::clientTls(Cluster& c, const config::ClientTLSSettings& t) {
   if (std::string e = c.upstream.tlsCredentials->error(); !e.empty()) {
     warn(c.name + ": tls " + mode + ": " + e + "; its connections fail until it loads");
   }
+}
+
+}  // namespace sluice::route::detail
+
+namespace sluice::route::detail {
+
+void Compiler::upstreamProtocol(Cluster& c, const config::ServicePort& sp, const std::string& context) {
+  std::string proto = sp.protocol;
+  for (char& ch : proto) ch = char(std::toupper(static_cast<unsigned char>(ch)));
+  const config::ConnectionPoolSettings::HTTP* http =
+      c.policy && c.policy->connectionPool && c.policy->connectionPool->http ? &*c.policy->connectionPool->http
+                                                                            : nullptr;
+  using P = UpstreamSettings::Protocol;
+  P p = P::Http1;
+  if (proto == "HTTP2" || proto == "GRPC") {
+    p = P::Http2;  // the port says so, whatever the policy
+  } else if (http && http->useClientProtocol) {
+    p = P::ClientProtocol;
+  } else if (http && http->h2UpgradePolicy == "UPGRADE") {
+    p = P::Http2;
+  }
+  if (p != P::Http1 && c.upstream.tls) {
+    warn(context + ": " + c.name + " is reached over TLS, where sluiced does not speak HTTP/2 to upstreams yet; "
+         "its requests go out in HTTP/1.1");
+    p = P::Http1;
+  }
+  c.upstream.protocol = p;
 }
 
 }  // namespace sluice::route::detail

@@ -107,6 +107,9 @@ class Compiler {
   VirtualHost* newVirtualHost(const std::string& host, uint32_t port);
   // trafficPolicy.tls for the cluster's connections (compile_tls.cc).
   void clientTls(Cluster& c, const config::ClientTLSSettings& tls);
+  // Which HTTP version `c` speaks to its endpoints (port `sp`'s protocol,
+  // h2UpgradePolicy, useClientProtocol), as Istio decides it.
+  void upstreamProtocol(Cluster& c, const config::ServicePort& sp, const std::string& context);
   // `gateway`: whose traffic the routes serve, "mesh" or "ns/name".
   void addRoutes(VirtualHost& vh, const config::VirtualService& vs, uint32_t port,
                  std::string_view gateway = "mesh");

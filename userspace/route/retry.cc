@@ -157,8 +157,23 @@ RetryDecision RetryState::onResponse(int status, const http::HeaderMap& response
         }
       }
     }
-    // The gRPC tokens look at grpc-status in a trailers-only response, which
-    // needs HTTP/2; on HTTP/1.1 they never fire.
+    // The gRPC tokens look at grpc-status in the response head: a
+    // trailers-only response (gRPC's answer without a message) carries it
+    // there. Status in trailers after a body came too late to retry.
+    constexpr uint32_t kGrpcAny = RetryPolicy::kGrpcCancelled | RetryPolicy::kGrpcDeadlineExceeded |
+                                  RetryPolicy::kGrpcInternal | RetryPolicy::kGrpcResourceExhausted |
+                                  RetryPolicy::kGrpcUnavailable;
+    if (!would && (on & kGrpcAny)) {
+      if (const http::HeaderMap::Field* g = responseHeaders.find("grpc-status")) {
+        uint32_t bit = 0;
+        if (g->value == "1") bit = RetryPolicy::kGrpcCancelled;
+        else if (g->value == "4") bit = RetryPolicy::kGrpcDeadlineExceeded;
+        else if (g->value == "8") bit = RetryPolicy::kGrpcResourceExhausted;
+        else if (g->value == "13") bit = RetryPolicy::kGrpcInternal;
+        else if (g->value == "14") bit = RetryPolicy::kGrpcUnavailable;
+        if (on & bit) would = true;
+      }
+    }
   }
   // An upstream Envoy's rate-limit verdict is retried only under
   // envoy-ratelimited, which Sluice accepts but keeps inert. (Looked at
@@ -174,12 +189,14 @@ RetryDecision RetryState::onFailure(AttemptFailure failure, bool requestBytesSen
   // tokens look at how far the attempt got.
   uint32_t covering = RetryPolicy::k5xx | RetryPolicy::kGatewayError | RetryPolicy::kReset;
   if (failure == AttemptFailure::ConnectFailure) covering |= RetryPolicy::kConnectFailure;
+  if (failure == AttemptFailure::RefusedStream) covering |= RetryPolicy::kRefusedStream;
   // Envoy keys reset-before-request on "the upstream request never started";
   // a connect failure or an early reset has not started it by definition.
-  if (failure == AttemptFailure::ConnectFailure || failure == AttemptFailure::ResetBeforeRequest || !requestBytesSent)
-    covering |= RetryPolicy::kResetBeforeRequest;
-  const bool bytesSent =
-      requestBytesSent && failure != AttemptFailure::ConnectFailure && failure != AttemptFailure::ResetBeforeRequest;
+  // A refused stream was not processed: as if never sent.
+  const bool notStarted = failure == AttemptFailure::ConnectFailure || failure == AttemptFailure::ResetBeforeRequest ||
+                          failure == AttemptFailure::RefusedStream;
+  if (notStarted || !requestBytesSent) covering |= RetryPolicy::kResetBeforeRequest;
+  const bool bytesSent = requestBytesSent && !notStarted;
   return decide((policy_.retryOn & covering) != 0, bytesSent);
 }
 

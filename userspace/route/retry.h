@@ -53,6 +53,7 @@ enum class AttemptFailure {
   ResetBeforeRequest,  // the connection died before any request byte was written
   Reset,           // the connection died after request bytes were written
   PerTryTimeout,   // no response head within perTryTimeout
+  RefusedStream,   // HTTP/2: the server refused the stream (REFUSED_STREAM): it did no work on it
 };
 
 class RetryState {

@@ -86,6 +86,12 @@ struct UpstreamSettings {
   // and then connections fail rather than go out in plaintext).
   bool tls = false;
   std::shared_ptr<tls::ClientCredentials> tlsCredentials;
+  // The HTTP version requests go out in: the port's protocol (HTTP2, GRPC)
+  // or the DestinationRule's h2UpgradePolicy UPGRADE make it HTTP/2,
+  // useClientProtocol makes it the client's.
+  enum class Protocol : uint8_t { Http1, Http2, ClientProtocol };
+  Protocol protocol = Protocol::Http1;
+  uint32_t maxConcurrentStreams = 0;  // http.maxConcurrentStreams; 0: the server's SETTINGS
 };
 
 struct Cluster {

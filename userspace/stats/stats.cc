@@ -84,7 +84,10 @@ const char* counterName(Counter c) {
     case Counter::Http2InboundControlFlood: return "http2.inbound_control_flood";
     case Counter::Http2ContinuationFlood: return "http2.continuation_flood";
     case Counter::Http2ProtocolError: return "http2.protocol_error";
+    case Counter::Http2RxMessagingError: return "http2.rx_messaging_error";
     case Counter::Http2GoawaySent: return "http2.goaway_sent";
+    case Counter::UpstreamCxHttp2Total: return "upstream_cx_http2_total";
+    case Counter::UpstreamCxProtocolError: return "upstream_cx_protocol_error";
     case Counter::kCount: break;
   }
   return "unknown";

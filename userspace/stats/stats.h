@@ -100,7 +100,10 @@ enum class Counter : size_t {
   Http2InboundControlFlood,   // connections closed for a SETTINGS/PING/RST flood (replies piling up)
   Http2ContinuationFlood,     // connections closed for a header block in too many CONTINUATION frames
   Http2ProtocolError,         // connections closed for any other framing or HPACK error
+  Http2RxMessagingError,      // streams reset for breaking HTTP's rules (bad header fields, pseudo-headers)
   Http2GoawaySent,            // GOAWAY frames sent (drain, errors, floods)
+  UpstreamCxHttp2Total,       // HTTP/2 connections to upstreams
+  UpstreamCxProtocolError,    // ... closed for a framing or HPACK error of the upstream's
   kCount
 };
 

@@ -35,6 +35,7 @@ struct Outcome {
   int status;
   AttemptFailure failure;
   bool bytesSent;
+  std::string grpcStatus = {};  // a gRPC trailers-only answer's grpc-status
 };
 
 const std::vector<Outcome>& outcomes() {
@@ -53,6 +54,13 @@ const std::vector<Outcome>& outcomes() {
       {"resetBefore", false, 0, AttemptFailure::ResetBeforeRequest, false},
       {"reset", false, 0, AttemptFailure::Reset, true},
       {"perTry", false, 0, AttemptFailure::PerTryTimeout, true},
+      {"refused", false, 0, AttemptFailure::RefusedStream, true},
+      {"grpc1", true, 200, {}, true, "1"},
+      {"grpc4", true, 200, {}, true, "4"},
+      {"grpc8", true, 200, {}, true, "8"},
+      {"grpc13", true, 200, {}, true, "13"},
+      {"grpc14", true, 200, {}, true, "14"},
+      {"grpc5", true, 200, {}, true, "5"},
   };
   return all;
 }
@@ -62,7 +70,9 @@ RetryDecision firstAttempt(const RetryPolicy& p, const Outcome& o, std::string_v
   core::FakeClock clock;
   core::Rng rng(1);
   RetryState s(p, method, requestHeaders, clock, rng);
-  return o.isResponse ? s.onResponse(o.status, {}) : s.onFailure(o.failure, o.bytesSent);
+  Headers response;
+  if (!o.grpcStatus.empty()) response.add("grpc-status", o.grpcStatus);
+  return o.isResponse ? s.onResponse(o.status, response) : s.onFailure(o.failure, o.bytesSent);
 }
 
 struct TokenCase {
@@ -72,22 +82,24 @@ struct TokenCase {
 
 TEST(RetryState, EachTokenRetriesExactlyItsOutcomes) {
   const std::vector<TokenCase> table = {
-      {"5xx", {"500", "501", "502", "503", "504", "599", "connect", "resetBefore", "reset", "perTry"}},
-      {"gateway-error", {"502", "503", "504", "connect", "resetBefore", "reset", "perTry"}},
-      {"reset", {"connect", "resetBefore", "reset", "perTry"}},
-      {"reset-before-request", {"connect", "resetBefore"}},
+      {"5xx", {"500", "501", "502", "503", "504", "599", "connect", "resetBefore", "reset", "perTry", "refused"}},
+      {"gateway-error", {"502", "503", "504", "connect", "resetBefore", "reset", "perTry", "refused"}},
+      {"reset", {"connect", "resetBefore", "reset", "perTry", "refused"}},
+      // A refused stream was not processed: it never started.
+      {"reset-before-request", {"connect", "resetBefore", "refused"}},
       {"connect-failure", {"connect"}},
       {"retriable-4xx", {"409"}},
-      // HTTP/2 REFUSED_STREAM only; nothing an HTTP/1.1 attempt can report.
-      {"refused-stream", {}},
+      // HTTP/2 REFUSED_STREAM.
+      {"refused-stream", {"refused"}},
       // No codes in the policy and none in the request: nothing matches.
       {"retriable-status-codes", {}},
       {"retriable-headers", {}},
-      {"cancelled", {}},
-      {"deadline-exceeded", {}},
-      {"internal", {}},
-      {"resource-exhausted", {}},
-      {"unavailable", {}},
+      // gRPC: grpc-status in the response head (a trailers-only answer).
+      {"cancelled", {"grpc1"}},
+      {"deadline-exceeded", {"grpc4"}},
+      {"internal", {"grpc13"}},
+      {"resource-exhausted", {"grpc8"}},
+      {"unavailable", {"grpc14"}},
       {"envoy-ratelimited", {}},
       {"503", {"503"}},
       {"404,429", {"404", "429"}},
@@ -113,10 +125,11 @@ TEST(RetryState, ResetBeforeRequestLooksAtWhetherAnyRequestByteLeft) {
   }
 }
 
-TEST(RetryState, IstioDefaultRetriesConnectFailureAnd503Only) {
+TEST(RetryState, IstioDefaultRetriesConnectFailureRefusedStreamUnavailableCancelledAnd503) {
   RetryPolicy p = RetryPolicy::istioDefault();
   for (const Outcome& o : outcomes()) {
-    bool want = o.name == "connect" || o.name == "503";
+    bool want = o.name == "connect" || o.name == "503" || o.name == "refused" || o.name == "grpc14" ||
+                o.name == "grpc1";
     EXPECT_EQ(firstAttempt(p, o), want ? RetryDecision::Retry : RetryDecision::NoRetry) << o.name;
   }
 }

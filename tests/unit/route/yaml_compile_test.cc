@@ -230,3 +230,67 @@ spec:
 
 }  // namespace
 }  // namespace sluice::route
+
+namespace sluice::route {
+namespace {
+
+TEST(YamlCompile, UpstreamProtocolFollowsThePortThenUseClientProtocolThenH2UpgradePolicy) {
+  constexpr const char* kYaml = R"(
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: svc, namespace: default}
+spec:
+  hosts: [grpc.default.svc.cluster.local, up.default.svc.cluster.local, client.default.svc.cluster.local,
+          plain.default.svc.cluster.local]
+  ports: [{number: 9090, name: grpc, protocol: GRPC}, {number: 8080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: grpc, namespace: default}
+spec:
+  host: grpc
+  trafficPolicy: {connectionPool: {http: {h2UpgradePolicy: DO_NOT_UPGRADE, maxConcurrentStreams: 7}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: up, namespace: default}
+spec:
+  host: up
+  trafficPolicy: {connectionPool: {http: {h2UpgradePolicy: UPGRADE}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: client, namespace: default}
+spec:
+  host: client
+  trafficPolicy: {connectionPool: {http: {useClientProtocol: true}}}
+)";
+  config::LoadReport report;
+  auto errors = config::loadYaml(kYaml, "p.yaml", report);
+  for (const auto& e : errors) ADD_FAILURE() << e.str();
+  auto compiled = compile(report.resources, 1);
+  ASSERT_TRUE(compiled.has_value());
+  using P = UpstreamSettings::Protocol;
+  auto protocolOf = [&](const std::string& name) -> std::optional<P> {
+    for (const auto& c : (*compiled)->clusters) {
+      if (c->name == name) return c->upstream.protocol;
+    }
+    return std::nullopt;
+  };
+  // The port's GRPC wins over DO_NOT_UPGRADE.
+  EXPECT_EQ(protocolOf("outbound|9090||grpc.default.svc.cluster.local"), P::Http2);
+  EXPECT_EQ(protocolOf("outbound|8080||grpc.default.svc.cluster.local"), P::Http1);
+  EXPECT_EQ(protocolOf("outbound|8080||up.default.svc.cluster.local"), P::Http2);
+  EXPECT_EQ(protocolOf("outbound|8080||client.default.svc.cluster.local"), P::ClientProtocol);
+  EXPECT_EQ(protocolOf("outbound|8080||plain.default.svc.cluster.local"), P::Http1);
+  for (const auto& c : (*compiled)->clusters) {
+    if (c->name == "outbound|9090||grpc.default.svc.cluster.local") {
+      EXPECT_EQ(c->upstream.maxConcurrentStreams, 7u);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace sluice::route

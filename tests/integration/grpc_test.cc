@@ -1,0 +1,158 @@
+// gRPC through sluiced with a real client and server (Debian's
+// python3-grpcio, tests/integration/grpc_peer.py): every kind of call, over
+// an HTTP/2 upstream chosen by the ServiceEntry port's GRPC protocol;
+// trailers intact, retries on grpc-status, deadlines passed on, errors
+// passed through, and an HTTP/1.1 client reaching the same HTTP/2 upstream.
+#include <gtest/gtest.h>
+
+#include "proxy_fixture.h"
+
+namespace sluice::itest::proxy {
+namespace {
+
+constexpr std::string_view kGrpcConfig = R"(apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: grpc, namespace: default}
+spec:
+  hosts: [grpc.default.svc.cluster.local]
+  addresses: [127.10.0.50]
+  ports: [{number: 9090, name: grpc, protocol: GRPC}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1, ports: {grpc: ${GRPC_PORT}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: grpc, namespace: default}
+spec:
+  hosts: [grpc]
+  http:
+  - match: [{uri: {exact: /sluice.test.Echo/Flaky}}]
+    route: [{destination: {host: grpc}}]
+    retries: {attempts: ${ATTEMPTS}, retryOn: unavailable}
+  - route: [{destination: {host: grpc}}]
+    retries: {attempts: 0}
+)";
+
+class GrpcTest : public ::testing::Test {
+ protected:
+  void start(int failFirst = 0, int attempts = 3) {
+    const uint16_t port = freePort();
+    auto p = Process::start({"/usr/bin/python3", (repoRoot() / "tests/integration/grpc_peer.py").string(), "server",
+                             "--port", std::to_string(port), "--name", "g1", "--fail-first",
+                             std::to_string(failFirst)},
+                            tmp_.path() / "grpc-server.log");
+    ASSERT_OK(p);
+    server_ = std::move(*p);
+    ASSERT_TRUE(server_.waitForLog("listening", 10000ms)) << server_.logText();
+    mesh_.setVar("GRPC_PORT", std::to_string(port));
+    mesh_.setVar("ATTEMPTS", std::to_string(attempts));
+    auto cfg = renderTemplate(kGrpcConfig, mesh_.vars());
+    ASSERT_OK(cfg);
+    ASSERT_OK(mesh_.writeConfig("grpc.yaml", *cfg));
+    ASSERT_OK(mesh_.startDaemon(1));
+  }
+
+  // One call through sluiced's outbound listener; the JSON line the client printed.
+  nlohmann::json call(const std::string& kind, std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv = {"/usr/bin/python3", (repoRoot() / "tests/integration/grpc_peer.py").string(),
+                                     "client", "--target", "127.0.0.1:" + std::to_string(mesh_.outboundPort()),
+                                     "--authority", "grpc:9090", "--call", kind};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    const fs::path out = tmp_.path() / ("client-" + std::to_string(++calls_) + ".log");
+    auto p = Process::start(argv, out);
+    if (!p) return {{"error", p.error()}};
+    if (!p->wait(20000ms)) return {{"error", "client did not finish"}};
+    const std::string text = p->logText();
+    const size_t brace = text.rfind("{\"code\"");
+    if (brace == std::string::npos) return {{"error", text}};
+    return nlohmann::json::parse(text.substr(brace), nullptr, false);
+  }
+
+  std::string out() { return "\n" + mesh_.logs() + "\nserver: " + server_.logText(); }
+
+  TempDir tmp_;
+  Mesh mesh_{tmp_};
+  Process server_;
+  int calls_ = 0;
+};
+
+TEST_F(GrpcTest, EveryKindOfCallWithTrailersOverOneHttp2Connection) {
+  start();
+  nlohmann::json unary = call("unary", {"--message", "hello"});
+  EXPECT_EQ(unary["code"], "OK") << unary.dump() << out();
+  EXPECT_EQ(unary["responses"][0], "g1:hello");
+  EXPECT_EQ(unary["trailers"]["x-served-by"], "g1") << "trailers arrive intact";
+  nlohmann::json server = call("server", {"--n", "5"});
+  EXPECT_EQ(server["code"], "OK") << server.dump();
+  EXPECT_EQ(server["responses"].size(), 5u);
+  EXPECT_EQ(server["responses"][4], "g1:4");
+  nlohmann::json client = call("client", {"--n", "4"});
+  EXPECT_EQ(client["responses"][0], "m0|m1|m2|m3") << client.dump();
+  // Bidirectional: each message is sent only after the answer to the one
+  // before came back through sluiced.
+  nlohmann::json bidi = call("bidi", {"--n", "3"});
+  EXPECT_EQ(bidi["code"], "OK") << bidi.dump();
+  EXPECT_EQ(bidi["responses"], nlohmann::json::array({"echo:b0", "echo:b1", "echo:b2"}));
+  // Four calls, four client connections, one HTTP/2 connection upstream.
+  EXPECT_EQ(mesh_.stat("upstream_cx_http2_total"), 1) << out();
+  EXPECT_EQ(mesh_.stat("upstream_rq_total"), 4);
+  EXPECT_EQ(mesh_.stat("downstream_cx_http2_total"), 4);
+}
+
+TEST_F(GrpcTest, UnavailableIsRetriedAndOtherStatusesPassThrough) {
+  start(/*failFirst=*/2);
+  nlohmann::json flaky = call("flaky");
+  EXPECT_EQ(flaky["code"], "OK") << flaky.dump() << out();
+  EXPECT_EQ(mesh_.stat("upstream_rq_retry"), 2);
+  // NOT_FOUND is not in retryOn: one attempt, and the client sees the
+  // server's status and message (a trailers-only response passed on).
+  nlohmann::json notFound = call("abort", {"--message", "5"});
+  EXPECT_EQ(notFound["code"], "NOT_FOUND") << notFound.dump();
+  EXPECT_EQ(notFound["details"], "asked to fail");
+  EXPECT_EQ(mesh_.stat("upstream_rq_retry"), 2);
+}
+
+TEST_F(GrpcTest, RetriesRunOutAndTheLastStatusIsTheAnswer) {
+  start(/*failFirst=*/10, /*attempts=*/2);
+  nlohmann::json flaky = call("flaky");
+  EXPECT_EQ(flaky["code"], "UNAVAILABLE") << flaky.dump() << out();
+  EXPECT_EQ(flaky["details"], "not yet");
+  EXPECT_EQ(mesh_.stat("upstream_rq_retry"), 2);
+  EXPECT_EQ(mesh_.stat("upstream_rq_total"), 3);
+}
+
+TEST_F(GrpcTest, TheClientsDeadlineReachesTheServer) {
+  start();
+  nlohmann::json r = call("deadline", {"--timeout", "3"});
+  ASSERT_EQ(r["code"], "OK") << r.dump() << out();
+  const int left = std::stoi(r["responses"][0].get<std::string>());
+  EXPECT_GT(left, 2000) << "grpc-timeout was passed on";
+  EXPECT_LE(left, 3000);
+}
+
+TEST_F(GrpcTest, AnHttp1ClientReachesTheHttp2Upstream) {
+  start();
+  // One gRPC message by hand: flag 0, a 4-byte length, the bytes.
+  const std::string frame = std::string("\0\0\0\0\x05", 5) + "howdy";
+  const fs::path body = tmp_.path() / "frame.bin";
+  ASSERT_OK(writeFile(body, frame));
+  CurlResult r = curl({"--http1.1", "-H", "Host: grpc:9090", "-H", "content-type: application/grpc", "-H",
+                       "te: trailers", "--data-binary", "@" + body.string(),
+                       "http://127.0.0.1:" + std::to_string(mesh_.outboundPort()) + "/sluice.test.Echo/Unary"});
+  ASSERT_EQ(r.exitCode, 0) << r.stderrText << out();
+  EXPECT_EQ(r.status, 200);
+  EXPECT_NE(r.body.find("g1:howdy"), std::string::npos) << r.body;
+  EXPECT_EQ(r.header("transfer-encoding").value_or(""), "chunked") << "no length from the upstream: chunked";
+  EXPECT_EQ(mesh_.stat("upstream_cx_http2_total"), 1);
+}
+
+TEST_F(GrpcTest, ADeadServerIsUnavailable) {
+  start();
+  server_.stop();
+  nlohmann::json r = call("unary");
+  EXPECT_EQ(r["code"], "UNAVAILABLE") << r.dump() << out();
+  EXPECT_GE(mesh_.stat("upstream_cx_connect_fail"), 1);
+}
+
+}  // namespace
+}  // namespace sluice::itest::proxy
