@@ -9,7 +9,8 @@ server --port P --name NAME [--fail-first K]
     joins what it got; Bidi echoes each message as it comes; Flaky fails
     its first K calls (across the server) with UNAVAILABLE; Deadline
     answers the time the client gave it, in ms; Abort fails with the
-    status named by the request (e.g. "5").
+    status named by the request (e.g. "5"); Slow answers after the
+    request's number of ms; Fault is Unary under another name.
 client --target HOST:PORT --authority AUTH --call KIND [--n N] [--timeout S] [--metadata k=v]
     Makes one call and prints one JSON line: code, details, responses,
     trailing metadata.
@@ -58,6 +59,10 @@ def serve(args):
         left = ctx.time_remaining()
         return b"none" if left is None else str(int(left * 1000)).encode()
 
+    def slow(req, ctx):
+        time.sleep(int(req.decode() or "0") / 1000.0)
+        return b"slept"
+
     def abort(req, ctx):
         code = int(req.decode())
         status = next(c for c in grpc.StatusCode if c.value[0] == code)
@@ -71,6 +76,8 @@ def serve(args):
         "Flaky": grpc.unary_unary_rpc_method_handler(flaky_call),
         "Deadline": grpc.unary_unary_rpc_method_handler(deadline),
         "Abort": grpc.unary_unary_rpc_method_handler(abort),
+        "Slow": grpc.unary_unary_rpc_method_handler(slow),
+        "Fault": grpc.unary_unary_rpc_method_handler(unary),
     }
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
@@ -87,9 +94,9 @@ def call(args):
     with grpc.insecure_channel(args.target, options=opts) as ch:
         path = "/%s/%s" % (SERVICE, {"unary": "Unary", "server": "ServerStream", "client": "ClientStream",
                                      "bidi": "Bidi", "flaky": "Flaky", "deadline": "Deadline",
-                                     "abort": "Abort"}[args.call])
+                                     "abort": "Abort", "slow": "Slow", "fault": "Fault"}[args.call])
         try:
-            if args.call in ("unary", "flaky", "deadline", "abort"):
+            if args.call in ("unary", "flaky", "deadline", "abort", "slow", "fault"):
                 fn = ch.unary_unary(path)
                 body = args.message.encode()
                 resp, c = fn.with_call(body, timeout=args.timeout, metadata=metadata)

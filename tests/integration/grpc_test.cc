@@ -29,6 +29,13 @@ spec:
   - match: [{uri: {exact: /sluice.test.Echo/Flaky}}]
     route: [{destination: {host: grpc}}]
     retries: {attempts: ${ATTEMPTS}, retryOn: unavailable}
+  - match: [{uri: {exact: /sluice.test.Echo/Slow}}]
+    timeout: 300ms
+    route: [{destination: {host: grpc}}]
+    retries: {attempts: 0}
+  - match: [{uri: {exact: /sluice.test.Echo/Fault}}]
+    fault: {abort: {grpcStatus: UNAVAILABLE, percentage: {value: 100}}}
+    route: [{destination: {host: grpc}}]
   - route: [{destination: {host: grpc}}]
     retries: {attempts: 0}
 )";
@@ -128,6 +135,69 @@ TEST_F(GrpcTest, TheClientsDeadlineReachesTheServer) {
   const int left = std::stoi(r["responses"][0].get<std::string>());
   EXPECT_GT(left, 2000) << "grpc-timeout was passed on";
   EXPECT_LE(left, 3000);
+}
+
+TEST_F(GrpcTest, ARouteTimeoutIsDeadlineExceededAndOtherLocalAnswersAreGrpcStatuses) {
+  start();
+  nlohmann::json slow = call("slow", {"--message", "3000"});
+  EXPECT_EQ(slow["code"], "DEADLINE_EXCEEDED") << slow.dump() << out();
+  EXPECT_EQ(slow["details"], "upstream request timeout");
+  nlohmann::json fault = call("fault");
+  EXPECT_EQ(fault["code"], "UNAVAILABLE") << fault.dump();
+  EXPECT_EQ(fault["details"], "fault filter abort");
+  // No route: 404 NR becomes UNIMPLEMENTED, the reason in grpc-message.
+  nlohmann::json nowhere = call("unary", {"--authority", "nowhere:9090"});
+  EXPECT_EQ(nowhere["code"], "UNIMPLEMENTED") << nowhere.dump();
+  const std::string prom = mesh_.prometheus();
+  EXPECT_EQ(istioRequests(prom, {"request_protocol=\"grpc\"", "response_code=\"200\"", "response_flags=\"UT\"",
+                                 "grpc_response_status=\"4\""}),
+            1)
+      << prom;
+  EXPECT_EQ(istioRequests(prom, {"response_flags=\"FI\"", "grpc_response_status=\"14\""}), 1) << prom;
+  EXPECT_EQ(istioRequests(prom, {"response_flags=\"NR\"", "grpc_response_status=\"12\""}), 1) << prom;
+}
+
+TEST_F(GrpcTest, GrpcTimeoutIsHonouredBelowTheRouteTimeout) {
+  start();
+  // The Slow route allows 300 ms; this call asks for 100 ms, sent by hand
+  // so that only sluiced can be the one to give up.
+  const std::string frame = std::string("\0\0\0\0\x04", 5) + "2000";
+  const fs::path body = tmp_.path() / "slow.bin";
+  ASSERT_OK(writeFile(body, frame));
+  const auto t0 = std::chrono::steady_clock::now();
+  CurlResult r = curl({"--http2-prior-knowledge", "-H", "Host: grpc:9090", "-H", "content-type: application/grpc",
+                       "-H", "te: trailers", "-H", "grpc-timeout: 100m", "--data-binary", "@" + body.string(),
+                       "http://127.0.0.1:" + std::to_string(mesh_.outboundPort()) + "/sluice.test.Echo/Slow"});
+  const int64_t ms = msSince(t0);
+  ASSERT_EQ(r.exitCode, 0) << r.stderrText << out();
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.header("grpc-status").value_or(""), "4");
+  EXPECT_LT(ms, 290) << "answered at the grpc-timeout, not the route's";
+}
+
+TEST_F(GrpcTest, MessagesAndStatusesAreCountedAsIstioDoes) {
+  start();
+  ASSERT_EQ(call("server", {"--n", "5"})["code"], "OK") << out();
+  ASSERT_EQ(call("client", {"--n", "3"})["code"], "OK");
+  ASSERT_EQ(call("abort", {"--message", "5"})["code"], "NOT_FOUND");
+  const std::string prom = mesh_.prometheus();
+  auto sum = [&](const std::string& family, const std::vector<std::string>& labels) {
+    int64_t total = 0;
+    std::istringstream in(prom);
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.rfind(family + "{", 0) != 0) continue;
+      bool all = true;
+      for (const auto& l : labels) all = all && line.find(l) != std::string::npos;
+      if (all) total += std::stoll(line.substr(line.rfind(' ') + 1));
+    }
+    return total;
+  };
+  EXPECT_EQ(sum("istio_requests_total", {"request_protocol=\"grpc\"", "grpc_response_status=\"0\""}), 2) << prom;
+  EXPECT_EQ(sum("istio_requests_total", {"grpc_response_status=\"5\""}), 1);
+  // 1 + 3 requests messages (and the abort's 1), 5 + 1 answers.
+  EXPECT_EQ(sum("istio_request_messages_total", {}), 5);
+  EXPECT_EQ(sum("istio_response_messages_total", {}), 6);
 }
 
 TEST_F(GrpcTest, AnHttp1ClientReachesTheHttp2Upstream) {

@@ -194,6 +194,7 @@ bool HttpExchange::acceptHead() {
     localReply(400, "invalid request target", "DPE");
     return false;
   }
+  if (const http::HeaderMap::Field* ct = s.headers.find("content-type")) s.grpc = http::isGrpcContentType(ct->value);
   const http::HeaderMap::Field* rid = s.headers.find("x-request-id");
   if (rid && !rid->value.empty()) {
     s.requestId = rid->value;

@@ -83,6 +83,10 @@ bool HttpExchange::acceptResponseHead() {
   }
   s.respHeadDone = true;
   s.status = resp_.status;
+  if (s.grpc) {
+    // A trailers-only answer carries the call's status in its head.
+    if (const http::HeaderMap::Field* g = respHeaders.find("grpc-status")) s.grpcStatus = std::atoi(std::string(g->value).c_str());
+  }
   s.serviceTimeMs = (wk_.clock().nowNs() - s.upstreamSentNs) / 1'000'000;
   s.dechunk = s.http10 && resp_.framing.kind == http::Framing::Kind::Chunked;
   bool untilClose = resp_.framing.kind == http::Framing::Kind::UntilClose;
@@ -152,6 +156,10 @@ void HttpExchange::onH2UpstreamData() {
 void HttpExchange::onH2UpstreamTrailers(std::vector<http::Header>& fields) {
   if (!stream_ || !h2up_ || !stream_->respHeadDone) return;
   http::HeaderMap trailers(std::vector<http::Header>(fields.begin(), fields.end()));
+  if (stream_->grpc) {
+    if (const http::HeaderMap::Field* g = trailers.find("grpc-status"))
+      stream_->grpcStatus = std::atoi(std::string(g->value).c_str());
+  }
   sendResponseTrailers(trailers);
   forwardH2ResponseBody();
 }
@@ -162,6 +170,7 @@ void HttpExchange::forwardH2ResponseBody() {
   const bool ended = h2up_->responseEnded();
   if (!in.empty() || ended) {
     if (responseBacklogged()) return;  // the client's drain brings us back
+    if (s.grpc) s.respMessages.feed(in);
     if (resp_.framing.kind != http::Framing::Kind::None) {
       const bool chunked = resp_.framing.kind == http::Framing::Kind::Chunked;
       std::vector<std::string_view> payload;
@@ -228,6 +237,13 @@ void HttpExchange::forwardResponseBody() {
       return;
     }
     const bool last = step.status == http::BodyFramer::Status::Done;
+    if (s.grpc) {
+      if (chunked) {
+        for (std::string_view p : payload) s.respMessages.feed(p);
+      } else {
+        s.respMessages.feed(std::string_view(in.data(), step.consumed));
+      }
+    }
     if (step.consumed > 0 || last)
       sendResponseBody(std::string_view(in.data(), step.consumed), chunked ? &payload : nullptr, last);
     s.respBytes += step.consumed;
@@ -250,6 +266,29 @@ void HttpExchange::localReply(int status, std::string_view body, std::string_vie
     // Too late for a clean answer.
     cutResponse(flags);
     return;
+  }
+  http::HeaderMap grpcFields;
+  std::string grpcMessage;
+  if (s.grpc) {
+    const http::HeaderMap::Field* given = extraHeaders ? extraHeaders->find("grpc-status") : nullptr;
+    if (given) {
+      s.grpcStatus = std::atoi(std::string(given->value).c_str());  // a fault's grpcStatus abort
+    } else {
+      // A gRPC client reads the status, not the HTTP code: the answer is
+      // trailers-only (HTTP 200, grpc-status, grpc-message), as Envoy
+      // sends it; a timeout is DEADLINE_EXCEEDED.
+      s.grpcStatus = status == 504 && flags.find("UT") != std::string_view::npos ? 4 : http::grpcStatusForHttp(status);
+      if (extraHeaders) {
+        for (const http::HeaderMap::Field& f : *extraHeaders) grpcFields.add(f.name, f.value);
+      }
+      grpcFields.add("content-type", "application/grpc");
+      grpcFields.addCopy("grpc-status", std::to_string(s.grpcStatus));
+      grpcMessage = http::grpcMessageEncode(body);
+      grpcFields.add("grpc-message", grpcMessage);
+      status = 200;
+      body = {};
+      extraHeaders = &grpcFields;
+    }
   }
   s.status = status;
   s.flags.assign(flags);
@@ -337,9 +376,12 @@ void HttpExchange::logAndCount() {
     key.destinationVersion = "unknown";
   }
   key.responseCode = uint16_t(s.status);
+  key.grpc = s.grpc;
+  key.grpcStatus = int16_t(s.grpc ? s.grpcStatus : -1);
   if (s.faultDelayed) s.flags = s.flags == "-" ? std::string("DI") : "DI," + s.flags;
   key.responseFlags = s.flags;
-  wk_.stats().recordRequest(key, durUs, s.reqBodySent, s.respBytes);
+  wk_.stats().recordRequest(key, durUs, s.reqBodySent, s.respBytes, s.reqMessages.messages(),
+                            s.respMessages.messages());
   if (wk_.accessLog()) {
     const http::HeaderMap::Field* xff = s.headers.find("x-forwarded-for");
     const http::HeaderMap::Field* ua = s.headers.find("user-agent");

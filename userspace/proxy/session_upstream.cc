@@ -25,8 +25,16 @@ void HttpExchange::onRequestComplete() {
   // Envoy's route timeout runs from the end of the request to the end of
   // the response; the per-try timeout from the start of each attempt (or
   // the end of the request, whichever is later).
-  if (s.route->timeout && s.route->timeout->count() > 0 && !stream_->routeTimer.armed())
-    wk_.timers().schedule(stream_->routeTimer, uint64_t(s.route->timeout->count()));
+  uint64_t timeoutNs = s.route->timeout && s.route->timeout->count() > 0 ? uint64_t(s.route->timeout->count()) : 0;
+  if (s.grpc) {
+    // As Istio sets Envoy's max_grpc_timeout to the route timeout: a gRPC
+    // call's grpc-timeout applies, capped by the route's when it has one.
+    if (const http::HeaderMap::Field* t = s.headers.find("grpc-timeout")) {
+      if (std::optional<uint64_t> g = http::parseGrpcTimeout(t->value))
+        timeoutNs = timeoutNs ? std::min(timeoutNs, std::max<uint64_t>(*g, 1)) : std::max<uint64_t>(*g, 1);
+    }
+  }
+  if (timeoutNs && !stream_->routeTimer.armed()) wk_.timers().schedule(stream_->routeTimer, timeoutNs);
   if (s.route->retry.perTryTimeoutNs && (s.ep || up_) && !stream_->perTryTimer.armed())
     wk_.timers().schedule(stream_->perTryTimer, s.route->retry.perTryTimeoutNs);
 }
@@ -257,6 +265,9 @@ void HttpExchange::forwardRequestBody() {
     std::vector<std::string_view> payload;
     bool done = false;
     const int64_t taken = pullRequestBody(payload, done);
+    if (s.grpc) {
+      for (std::string_view p : payload) s.reqMessages.feed(p);
+    }
     if (taken < 0) {
       wk_.stats().inc(Counter::DownstreamRqBad);
       // The client gets a 400 (the upstream, which saw a truncated body, is

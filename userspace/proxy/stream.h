@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/timer_wheel.h"
+#include "http/grpc.h"
 #include "http/parser.h"
 #include "proxy/http_session.h"
 #include "proxy/request_util.h"
@@ -97,6 +98,11 @@ struct Stream {
   bool websocket = false;  // the client asked for a WebSocket upgrade
   bool tunnel = false;     // ... and the upstream switched: bytes flow both ways as they are
   bool upstreamH2 = false;  // attempts are HTTP/2 streams (the cluster's protocol)
+  // gRPC (content-type application/grpc): its status as the client sees it
+  // (-1: none seen), and its messages each way, for the metrics.
+  bool grpc = false;
+  int grpcStatus = -1;
+  http::GrpcMessageCounter reqMessages, respMessages;
   int endpoint = -1;
   uint64_t triedMask = 0;  // endpoints 0..63 this request was sent to
   EndpointState* ep = nullptr;

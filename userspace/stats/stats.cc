@@ -99,20 +99,22 @@ size_t RequestKeyHash::operator()(const RequestKeyView& k) const {
   size_t v = h(k.cluster);
   v = v * 31 + h(k.responseFlags);
   v = v * 31 + k.responseCode;
+  v = v * 31 + size_t(k.grpcStatus + 2) * (k.grpc ? 1 : 0);
   return v;
 }
 
 size_t RequestKeyHash::operator()(const RequestKey& k) const {
   return (*this)(RequestKeyView{k.destinationService, k.destinationVersion, k.cluster, k.responseCode,
-                                k.responseFlags});
+                                k.responseFlags, k.grpc, k.grpcStatus});
 }
 
 void StatsShard::recordRequest(const RequestKeyView& key, uint64_t durationUs, uint64_t reqBytes,
-                               uint64_t respBytes) {
+                               uint64_t respBytes, uint64_t reqMessages, uint64_t respMessages) {
   auto it = series_.find(key);  // only this thread inserts: a lock-free read
   if (it == series_.end()) {
     RequestKey owned{std::string(key.destinationService), std::string(key.destinationVersion),
-                     std::string(key.cluster), key.responseCode, std::string(key.responseFlags)};
+                     std::string(key.cluster), key.responseCode, std::string(key.responseFlags), key.grpc,
+                     key.grpcStatus};
     std::lock_guard lock(insertMu_);
     it = series_.emplace(std::move(owned), std::make_unique<RequestSeries>()).first;
   }
@@ -125,6 +127,8 @@ void StatsShard::recordRequest(const RequestKeyView& key, uint64_t durationUs, u
   add(s.durationSumUs, durationUs);
   add(s.requestBytes, reqBytes);
   add(s.responseBytes, respBytes);
+  if (reqMessages) add(s.requestMessages, reqMessages);
+  if (respMessages) add(s.responseMessages, respMessages);
   double ms = double(durationUs) / 1000.0;
   for (size_t i = 0; i < kDurationBucketsMs.size(); ++i) {
     if (ms <= kDurationBucketsMs[i]) {
@@ -139,8 +143,14 @@ std::vector<StatsShard::SeriesCopy> StatsShard::series() const {
   std::vector<SeriesCopy> out;
   out.reserve(series_.size());
   for (const auto& [k, s] : series_) {
-    SeriesCopy c{k, s->count.load(), s->durationSumUs.load(), s->requestBytes.load(),
-                 s->responseBytes.load(), {}};
+    SeriesCopy c{k,
+                 s->count.load(),
+                 s->durationSumUs.load(),
+                 s->requestBytes.load(),
+                 s->responseBytes.load(),
+                 s->requestMessages.load(),
+                 s->responseMessages.load(),
+                 {}};
     for (size_t i = 0; i < c.buckets.size(); ++i) c.buckets[i] = s->buckets[i].load();
     out.push_back(std::move(c));
   }
@@ -155,14 +165,14 @@ uint64_t Registry::total(Counter c) const {
 
 namespace {
 
-using MergedKey = std::tuple<std::string, std::string, std::string, uint16_t, std::string>;
+using MergedKey = std::tuple<std::string, std::string, std::string, uint16_t, std::string, bool, int16_t>;
 
 std::map<MergedKey, StatsShard::SeriesCopy> merge(const std::vector<const StatsShard*>& shards) {
   std::map<MergedKey, StatsShard::SeriesCopy> merged;
   for (const StatsShard* shard : shards) {
     for (auto& c : shard->series()) {
-      MergedKey mk{c.key.destinationService, c.key.destinationVersion, c.key.cluster,
-                   c.key.responseCode, c.key.responseFlags};
+      MergedKey mk{c.key.destinationService, c.key.destinationVersion, c.key.cluster, c.key.responseCode,
+                   c.key.responseFlags,         c.key.grpc,               c.key.grpcStatus};
       auto [it, fresh] = merged.emplace(mk, c);
       if (fresh) continue;
       auto& m = it->second;
@@ -170,6 +180,8 @@ std::map<MergedKey, StatsShard::SeriesCopy> merge(const std::vector<const StatsS
       m.durationSumUs += c.durationSumUs;
       m.requestBytes += c.requestBytes;
       m.responseBytes += c.responseBytes;
+      m.requestMessages += c.requestMessages;
+      m.responseMessages += c.responseMessages;
       for (size_t i = 0; i < m.buckets.size(); ++i) m.buckets[i] += c.buckets[i];
     }
   }
@@ -202,12 +214,16 @@ std::string lv(std::string_view v) {
 
 std::string labels(const StatsShard::SeriesCopy& c) {
   auto [name, ns] = serviceNameNs(c.key.destinationService);
+  // grpc_response_status is on gRPC series only, as Istio has it.
+  std::string grpc;
+  if (c.key.grpc)
+    grpc = fmt::format(",grpc_response_status=\"{}\"", c.key.grpcStatus >= 0 ? std::to_string(c.key.grpcStatus) : "");
   return fmt::format(
-      "reporter=\"source\",request_protocol=\"http\",response_code=\"{}\",response_flags=\"{}\","
+      "reporter=\"source\",request_protocol=\"{}\",response_code=\"{}\",response_flags=\"{}\","
       "destination_service=\"{}\",destination_service_name=\"{}\",destination_service_namespace=\"{}\","
-      "destination_version=\"{}\",destination_cluster=\"{}\"",
-      c.key.responseCode, lv(c.key.responseFlags), lv(c.key.destinationService), lv(name), lv(ns),
-      lv(c.key.destinationVersion), lv(c.key.cluster));
+      "destination_version=\"{}\",destination_cluster=\"{}\"{}",
+      c.key.grpc ? "grpc" : "http", c.key.responseCode, lv(c.key.responseFlags), lv(c.key.destinationService),
+      lv(name), lv(ns), lv(c.key.destinationVersion), lv(c.key.cluster), grpc);
 }
 
 }  // namespace
@@ -320,6 +336,15 @@ std::string Registry::renderPrometheus() const {
   for (const auto& [k, c] : merged) out += fmt::format("istio_request_bytes_sum{{{}}} {}\n", labels(c), c.requestBytes);
   out += "# TYPE istio_response_bytes_sum counter\n";
   for (const auto& [k, c] : merged) out += fmt::format("istio_response_bytes_sum{{{}}} {}\n", labels(c), c.responseBytes);
+  // gRPC messages each way, for gRPC series.
+  out += "# TYPE istio_request_messages_total counter\n";
+  for (const auto& [k, c] : merged) {
+    if (c.key.grpc) out += fmt::format("istio_request_messages_total{{{}}} {}\n", labels(c), c.requestMessages);
+  }
+  out += "# TYPE istio_response_messages_total counter\n";
+  for (const auto& [k, c] : merged) {
+    if (c.key.grpc) out += fmt::format("istio_response_messages_total{{{}}} {}\n", labels(c), c.responseMessages);
+  }
   for (size_t i = 0; i < size_t(Counter::kCount); ++i) {
     // Envoy's dotted names ("ssl.handshake") become Prometheus names.
     std::string name = counterName(Counter(i));

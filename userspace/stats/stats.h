@@ -116,6 +116,8 @@ struct RequestKey {
   std::string cluster;
   uint16_t responseCode = 0;
   std::string responseFlags;  // "-" when none
+  bool grpc = false;          // request_protocol "grpc" (else "http")
+  int16_t grpcStatus = -1;    // grpc_response_status; -1: none seen
   bool operator==(const RequestKey&) const = default;
 };
 
@@ -127,6 +129,8 @@ struct RequestKeyView {
   std::string_view cluster;
   uint16_t responseCode = 0;
   std::string_view responseFlags;
+  bool grpc = false;
+  int16_t grpcStatus = -1;
 };
 
 struct RequestKeyHash {
@@ -140,7 +144,8 @@ struct RequestKeyEq {
   bool operator()(const RequestKey& a, const RequestKey& b) const { return a == b; }
   bool operator()(const RequestKeyView& a, const RequestKey& b) const {
     return a.responseCode == b.responseCode && a.cluster == b.cluster && a.responseFlags == b.responseFlags &&
-           a.destinationService == b.destinationService && a.destinationVersion == b.destinationVersion;
+           a.destinationService == b.destinationService && a.destinationVersion == b.destinationVersion &&
+           a.grpc == b.grpc && a.grpcStatus == b.grpcStatus;
   }
   bool operator()(const RequestKey& a, const RequestKeyView& b) const { return (*this)(b, a); }
 };
@@ -151,6 +156,8 @@ struct RequestSeries {
   std::array<std::atomic<uint64_t>, kDurationBucketsMs.size()> buckets{};
   std::atomic<uint64_t> requestBytes{0};
   std::atomic<uint64_t> responseBytes{0};
+  std::atomic<uint64_t> requestMessages{0};   // gRPC
+  std::atomic<uint64_t> responseMessages{0};
 };
 
 class StatsShard {
@@ -169,12 +176,12 @@ class StatsShard {
 
   // Records one finished request. Worker thread only.
   void recordRequest(const RequestKeyView& key, uint64_t durationUs, uint64_t reqBytes,
-                     uint64_t respBytes);
+                     uint64_t respBytes, uint64_t reqMessages = 0, uint64_t respMessages = 0);
 
   // Admin thread: copies every series out under the insertion lock.
   struct SeriesCopy {
     RequestKey key;
-    uint64_t count, durationSumUs, requestBytes, responseBytes;
+    uint64_t count, durationSumUs, requestBytes, responseBytes, requestMessages, responseMessages;
     std::array<uint64_t, kDurationBucketsMs.size()> buckets;
   };
   std::vector<SeriesCopy> series() const;

@@ -1,0 +1,85 @@
+#include "http/grpc.h"
+
+#include <cstdio>
+
+namespace sluice::http {
+
+bool isGrpcContentType(std::string_view ct) {
+  constexpr std::string_view kGrpc = "application/grpc";
+  if (ct.size() < kGrpc.size()) return false;
+  for (size_t i = 0; i < kGrpc.size(); ++i) {
+    char c = ct[i];
+    if (c >= 'A' && c <= 'Z') c = char(c + 32);
+    if (c != kGrpc[i]) return false;
+  }
+  if (ct.size() == kGrpc.size()) return true;
+  // "+proto", ";charset=...": gRPC; "-web": another protocol.
+  return ct[kGrpc.size()] == '+' || ct[kGrpc.size()] == ';';
+}
+
+void GrpcMessageCounter::feed(std::string_view bytes) {
+  while (!bytes.empty()) {
+    if (remaining_ > 0) {
+      const uint64_t n = std::min<uint64_t>(remaining_, bytes.size());
+      remaining_ -= n;
+      bytes.remove_prefix(size_t(n));
+      continue;
+    }
+    prefix_[prefixGot_++] = uint8_t(bytes.front());
+    bytes.remove_prefix(1);
+    if (prefixGot_ < 5) continue;
+    prefixGot_ = 0;
+    ++messages_;  // counted at its prefix: an empty message has no bytes after it
+    remaining_ = (uint64_t(prefix_[1]) << 24) | (uint64_t(prefix_[2]) << 16) | (uint64_t(prefix_[3]) << 8) |
+                 uint64_t(prefix_[4]);
+  }
+}
+
+std::optional<uint64_t> parseGrpcTimeout(std::string_view v) {
+  if (v.size() < 2 || v.size() > 9) return std::nullopt;
+  uint64_t n = 0;
+  for (char c : v.substr(0, v.size() - 1)) {
+    if (c < '0' || c > '9') return std::nullopt;
+    n = n * 10 + uint64_t(c - '0');
+  }
+  switch (v.back()) {
+    case 'H': return n * 3600'000'000'000ull;
+    case 'M': return n * 60'000'000'000ull;
+    case 'S': return n * 1'000'000'000ull;
+    case 'm': return n * 1'000'000ull;
+    case 'u': return n * 1'000ull;
+    case 'n': return n;
+    default: return std::nullopt;
+  }
+}
+
+int grpcStatusForHttp(int s) {
+  switch (s) {
+    case 400: return 13;  // INTERNAL
+    case 401: return 16;  // UNAUTHENTICATED
+    case 403: return 7;   // PERMISSION_DENIED
+    case 404: return 12;  // UNIMPLEMENTED
+    case 429:
+    case 502:
+    case 503:
+    case 504: return 14;  // UNAVAILABLE
+    default: return 2;    // UNKNOWN
+  }
+}
+
+std::string grpcMessageEncode(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (unsigned char c : text) {
+    if (c >= 0x20 && c <= 0x7e && c != '%') {
+      out += char(c);
+    } else {
+      char buf[4];
+      std::snprintf(buf, sizeof(buf), "%%%02X", c);
+      out += buf;
+    }
+  }
+  return out;
+}
+
+}  // namespace sluice::http
