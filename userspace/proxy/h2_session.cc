@@ -34,7 +34,11 @@ ssize_t readCallback(nghttp2_session*, int32_t, uint8_t* buf, size_t length, uin
 // ------------------------------------------------------------------ stream
 
 H2Stream::H2Stream(H2Session& session, DownstreamInfo& info, int32_t id)
-    : HttpExchange(session.worker(), info), session_(session), id_(id) {}
+    : HttpExchange(session.worker(), info), session_(session), id_(id) {
+  // A typical request's fields fit: no reallocation while they arrive.
+  fieldBytes_.reserve(512);
+  fields_.reserve(16);
+}
 
 H2Stream::~H2Stream() = default;
 
@@ -216,6 +220,10 @@ size_t H2Stream::submitHead(int status, const http::HeaderMap& fields, const htt
   std::to_chars(statusText, statusText + 3, std::clamp(status, 100, 999));
   nva.push_back(field(":status", std::string_view(statusText, 3)));
   for (const http::HeaderMap::Field& f : fields) {
+    if (std::none_of(f.name.begin(), f.name.end(), [](char c) { return c >= 'A' && c <= 'Z'; })) {
+      nva.push_back(field(f.name, f.value));  // already lower case (an HTTP/2 upstream's always are)
+      continue;
+    }
     const size_t at = names.size();
     for (char c : f.name) names.push_back(c >= 'A' && c <= 'Z' ? char(c + 32) : c);
     nva.push_back(field(std::string_view(names).substr(at, f.name.size()), f.value));

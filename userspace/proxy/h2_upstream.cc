@@ -58,8 +58,11 @@ void H2UpstreamStream::take(size_t n) {
 }
 
 void H2UpstreamStream::cancel() {
-  owner_ = nullptr;
-  if (!closed_) conn_.forget(this);
+  if (closed_) {
+    owner_ = nullptr;  // the connection may be gone: nothing to tell it
+    return;
+  }
+  conn_.forget(this);
 }
 
 // -------------------------------------------------------------- connection
@@ -121,11 +124,24 @@ std::shared_ptr<H2UpstreamStream> H2UpstreamConn::openStream(HttpExchange* owner
   idleTimer_.cancel();
   auto s = std::make_shared<H2UpstreamStream>(*this, owner, streamsOpened_ > 1);
   waiting_.push_back(s);
+  ++attached_;
   if (streamsOpened_ > 1) worker_.stats().inc(Counter::UpstreamCxReused);
   return s;
 }
 
+void H2UpstreamConn::unlive(H2UpstreamStream& s) {
+  if (!s.live_) return;
+  s.live_ = false;
+  --attached_;
+}
+
+void H2UpstreamConn::detachOwner(H2UpstreamStream& s) {
+  s.owner_ = nullptr;
+  unlive(s);
+}
+
 void H2UpstreamConn::forget(H2UpstreamStream* s) {
+  detachOwner(*s);
   if (s->id_ <= 0) {
     // Never submitted: it just goes.
     s->closed_ = true;
@@ -162,7 +178,7 @@ void H2UpstreamConn::onConnectFailed(bool timedOut) {
   std::vector<HttpExchange*> owners;
   for (auto& s : waiting_) {
     if (s->owner_) owners.push_back(s->owner_);
-    s->owner_ = nullptr;
+    detachOwner(*s);
     s->closed_ = true;
   }
   waiting_.clear();
@@ -204,11 +220,15 @@ void H2UpstreamConn::pump() {
     }
     // Streams whose request bytes all went out: their exchange may send
     // more (it paused past its high water), then those go out too.
+    if (wantBody_.empty()) break;
     std::vector<std::shared_ptr<H2UpstreamStream>> drained;
-    for (auto& [id, s] : streams_) {
+    for (int32_t id : wantBody_) {
+      auto it = streams_.find(id);
+      if (it == streams_.end()) continue;
+      const auto& s = it->second;
       if (s->owner_ && s->deferred_ && !s->reqEnded_ && s->requestBacklog() == 0) drained.push_back(s);
     }
-    if (drained.empty()) break;
+    wantBody_.clear();
     for (auto& s : drained) {
       if (s->owner_) s->owner_->onUpstreamDrained();
     }
@@ -222,16 +242,14 @@ void H2UpstreamConn::pump() {
 void H2UpstreamConn::failAll(int err) {
   leavePool();
   std::vector<HttpExchange*> owners;
-  for (auto* list : {&waiting_}) {
-    for (auto& s : *list) {
-      if (s->owner_) owners.push_back(s->owner_);
-      s->owner_ = nullptr;
-      s->closed_ = true;
-    }
+  for (auto& s : waiting_) {
+    if (s->owner_) owners.push_back(s->owner_);
+    detachOwner(*s);
+    s->closed_ = true;
   }
   for (auto& [id, s] : streams_) {
     if (s->owner_) owners.push_back(s->owner_);
-    s->owner_ = nullptr;
+    detachOwner(*s);
     s->closed_ = true;
   }
   waiting_.clear();
@@ -252,18 +270,13 @@ void H2UpstreamConn::leavePool() {
 
 void H2UpstreamConn::scheduleIdle() {
   // A connection with no stream left closes after the idle timeout.
-  size_t live = waiting_.size();
-  for (auto& [id, s] : streams_) live += s->owner_ ? 1 : 0;
-  if (live > 0 || closing()) return;
+  if (attached_ > 0 || closing()) return;
   worker_.timers().schedule(idleTimer_, settings_.idleTimeoutNs ? settings_.idleTimeoutNs
                                                                 : worker_.engine().options().idleTimeoutNs);
 }
 
 void H2UpstreamConn::onIdleTimeout() {
-  for (auto& [id, s] : streams_) {
-    if (s->owner_) return;
-  }
-  if (!waiting_.empty()) return;
+  if (attached_ > 0 || !waiting_.empty()) return;
   leavePool();
   nghttp2_session_terminate_session(session_, NGHTTP2_NO_ERROR);
   pump();
@@ -295,6 +308,7 @@ ssize_t H2UpstreamConn::readRequest(nghttp2_session*, int32_t, uint8_t* buf, siz
       return 0;
     }
     s->deferred_ = true;
+    s->conn_.wantBody_.push_back(s->id_);
     return NGHTTP2_ERR_DEFERRED;
   }
   const size_t n = std::min(avail, length);
@@ -303,8 +317,12 @@ ssize_t H2UpstreamConn::readRequest(nghttp2_session*, int32_t, uint8_t* buf, siz
   if (s->reqOff_ == s->reqOut_.size()) {
     s->reqOut_.clear();
     s->reqOff_ = 0;
-    if (s->reqEnded_) *flags |= NGHTTP2_DATA_FLAG_EOF;
-    else s->deferred_ = true;  // pump() tells the exchange it may send more
+    if (s->reqEnded_) {
+      *flags |= NGHTTP2_DATA_FLAG_EOF;
+    } else {
+      s->deferred_ = true;  // pump() tells the exchange it may send more
+      s->conn_.wantBody_.push_back(s->id_);
+    }
   }
   return ssize_t(n);
 }
@@ -387,12 +405,13 @@ int H2UpstreamConn::onStreamClose(nghttp2_session*, int32_t id, uint32_t errorCo
   std::shared_ptr<H2UpstreamStream> s = std::move(it->second);
   self->streams_.erase(it);
   s->closed_ = true;
+  self->unlive(*s);
   // A stream whose response ended stays with its exchange, which may still
   // be passing its last bytes on; any other end is a reset to it.
   const bool ended = s->respEnded_ && errorCode == NGHTTP2_NO_ERROR;
   if (!ended && s->owner_) {
     HttpExchange* o = s->owner_;
-    s->owner_ = nullptr;
+    self->detachOwner(*s);
     o->onH2UpstreamReset(errorCode);
   }
   self->scheduleIdle();

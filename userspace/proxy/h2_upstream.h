@@ -40,7 +40,10 @@ inline constexpr uint32_t kH2UpstreamConnectionWindow = 4 * 1024 * 1024;
 class H2UpstreamStream {
  public:
   H2UpstreamStream(H2UpstreamConn& conn, HttpExchange* owner, bool reused)
-      : conn_(conn), owner_(owner), reused_(reused) {}
+      : conn_(conn), owner_(owner), reused_(reused) {
+    fieldBytes_.reserve(256);
+    fields_.reserve(8);
+  }
   // The connection is up and the request can be submitted.
   bool ready() const;
   bool submitted() const { return id_ > 0; }
@@ -82,6 +85,7 @@ class H2UpstreamStream {
   std::string respIn_;
   bool respEnded_ = false;
   bool closed_ = false;
+  bool live_ = true;  // counted in its connection's attached_ (open, held by an exchange)
 };
 
 class H2UpstreamConn final : public OutboundConnection {
@@ -113,6 +117,10 @@ class H2UpstreamConn final : public OutboundConnection {
   void failAll(int err);
   void leavePool();
   void scheduleIdle();
+  // The stream's exchange is gone (it let go, or was told the stream ended).
+  void detachOwner(H2UpstreamStream& s);
+  // The stream no longer keeps the connection busy.
+  void unlive(H2UpstreamStream& s);
 
   static int onHeader(nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name, size_t namelen,
                       const uint8_t* value, size_t valuelen, uint8_t flags, void* user);
@@ -132,6 +140,10 @@ class H2UpstreamConn final : public OutboundConnection {
   std::unordered_map<int32_t, std::shared_ptr<H2UpstreamStream>> streams_;
   std::vector<std::shared_ptr<H2UpstreamStream>> waiting_;
   uint32_t streamsOpened_ = 0;
+  uint32_t attached_ = 0;  // streams an exchange still holds
+  // Streams whose request body ran dry (not ended): once pump() has sent
+  // what they had, their exchange hears it may send more.
+  std::vector<int32_t> wantBody_;
   bool goaway_ = false;
   bool inRecv_ = false;
   bool pooled_ = false;  // in state_.h2
