@@ -34,104 +34,11 @@ ssize_t readCallback(nghttp2_session*, int32_t, uint8_t* buf, size_t length, uin
 // ------------------------------------------------------------------ stream
 
 H2Stream::H2Stream(H2Session& session, DownstreamInfo& info, int32_t id)
-    : HttpExchange(session.worker(), info), session_(session), id_(id) {
-  // A typical request's fields fit: no reallocation while they arrive.
-  fieldBytes_.reserve(512);
-  fields_.reserve(16);
-}
+    : HttpExchange(session.worker(), info), session_(session), id_(id), reqHead_(info.limits) {}
 
 H2Stream::~H2Stream() = default;
 
-bool H2Stream::onHeader(std::string_view name, std::string_view value) {
-  if (headerOverflow_) return false;
-  // Counted as HTTP/1.1 counts a head: names, values and their separators.
-  if (fieldBytes_.size() + name.size() + value.size() + 4 > info_.limits.maxHeadBytes ||
-      fields_.size() >= info_.limits.maxHeaders + 4) {  // + the pseudo-header fields
-    headerOverflow_ = true;
-    std::string().swap(fieldBytes_);
-    fields_.clear();
-    return false;
-  }
-  FieldPos pos{uint32_t(fieldBytes_.size()), uint32_t(name.size()), uint32_t(fieldBytes_.size() + name.size()),
-               uint32_t(value.size())};
-  fieldBytes_.append(name).append(value);
-  fields_.push_back(pos);
-  return true;
-}
-
-bool H2Stream::buildHead(bool endStream, http::RequestHead& head) {
-  // Several cookie fields are one Cookie header to an HTTP/1.1 upstream
-  // (RFC 9113, 8.2.3): joined here, before any view into the bytes is made.
-  std::string cookie;
-  size_t cookies = 0;
-  for (const FieldPos& f : fields_) {
-    if (std::string_view(fieldBytes_).substr(f.name, f.nameLen) != "cookie") continue;
-    if (cookies++) cookie += "; ";
-    cookie.append(fieldBytes_, f.value, f.valueLen);
-  }
-  uint32_t cookieAt = 0;
-  if (cookies > 1) {
-    cookieAt = uint32_t(fieldBytes_.size());
-    fieldBytes_ += cookie;
-  }
-  const std::string_view bytes = fieldBytes_;
-  std::string_view method, path, authority, host;
-  std::optional<uint64_t> contentLength;
-  bool cookieAdded = false;
-  head.headers.clear();
-  head.headers.reserve(fields_.size() + 1);
-  head.headers.push_back({});  // Host goes first, filled below
-  for (const FieldPos& f : fields_) {
-    const std::string_view name = bytes.substr(f.name, f.nameLen);
-    const std::string_view value = bytes.substr(f.value, f.valueLen);
-    if (name.starts_with(':')) {
-      // nghttp2 has checked the pseudo-header fields (one of each, before
-      // the others, none unknown).
-      if (name == ":method") method = value;
-      if (name == ":path") path = value;
-      if (name == ":authority") authority = value;
-      continue;
-    }
-    if (name == "host") {
-      host = value;
-      continue;
-    }
-    if (name == "content-length") {
-      uint64_t n = 0;
-      auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
-      if (ec != std::errc() || end != value.data() + value.size()) return false;
-      contentLength = n;
-    }
-    if (name == "cookie" && cookies > 1) {
-      if (cookieAdded) continue;
-      cookieAdded = true;
-      head.headers.push_back({name, bytes.substr(cookieAt, cookie.size())});
-      continue;
-    }
-    if (name == "expect" && http::iequals(value, "100-continue")) head.expectContinue = true;
-    head.headers.push_back({name, value});
-  }
-  // :authority stands for Host; a Host field is used only without it.
-  if (authority.empty()) authority = host;
-  if (method.empty() || (path.empty() && method != "CONNECT") || authority.empty()) return false;
-  head.headers.front() = http::Header{"host", authority};
-  head.method = method;
-  head.target = path.empty() ? authority : path;
-  head.host = authority;
-  head.versionMinor = 1;
-  head.keepAlive = true;
-  head.headBytes = fieldBytes_.size();
-  // What the upstream's HTTP/1.1 framing will be: none, the client's
-  // length (nghttp2 holds the DATA frames to it), else chunked.
-  if (endStream) {
-    head.framing = {};
-  } else if (contentLength) {
-    head.framing = {http::Framing::Kind::ContentLength, *contentLength};
-  } else {
-    head.framing = {http::Framing::Kind::Chunked, 0};
-  }
-  return true;
-}
+bool H2Stream::onHeader(std::string_view name, std::string_view value) { return reqHead_.add(name, value); }
 
 void H2Stream::onHeadersTimeout() { session_.onHeadersTimeout(); }
 
@@ -152,17 +59,16 @@ void H2Stream::onHeadersEnd(bool endStream) {
   touchStream();
   reqEnded_ = endStream;
   http::RequestHead head;
-  if (headerOverflow_ || !buildHead(endStream, head)) {
-    if (headerOverflow_) w.stats().inc(Counter::Http2HeaderOverflow);
+  const bool overflow = reqHead_.overflow();
+  if (overflow || !reqHead_.build(endStream, head)) {
+    if (overflow) w.stats().inc(Counter::Http2HeaderOverflow);
     w.stats().inc(Counter::DownstreamRqBad);
     s.reqDone = true;
-    localReply(headerOverflow_ ? 431 : 400, headerOverflow_ ? "request header list too large" : "bad request",
-               "DPE");
+    localReply(overflow ? 431 : 400, overflow ? "request header list too large" : "bad request", "DPE");
     return;
   }
-  s.adoptHead(head, fieldBytes_.data());
-  std::string().swap(fieldBytes_);
-  std::vector<FieldPos>().swap(fields_);
+  s.adoptHead(head, reqHead_.bytes().data());
+  reqHead_.release();
   if (!acceptHead() || !resolveRoute()) return;
   runFilters();
 }
@@ -421,29 +327,8 @@ H2Session::H2Session(DownstreamConn& conn, DownstreamInfo& info) : conn_(conn), 
   nghttp2_session_callbacks_set_on_stream_close_callback(cbs, &H2Session::onStreamClose);
   nghttp2_session_callbacks_set_on_frame_send_callback(cbs, &H2Session::onFrameSend);
   nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs, &H2Session::onInvalidFrame);
-  nghttp2_option* opt = nullptr;
-  nghttp2_option_new(&opt);
-  // Windows open as the upstream takes the bytes, not as they arrive.
-  nghttp2_option_set_no_auto_window_update(opt, 1);
-  // Floods: SETTINGS/PING replies that pile up, SETTINGS frames with many
-  // entries, header blocks in many CONTINUATION frames, resets faster
-  // than nghttp2's token bucket allows.
-  nghttp2_option_set_max_outbound_ack(opt, 1000);
-  nghttp2_option_set_max_settings(opt, 32);
-  nghttp2_option_set_max_continuations(opt, 8);
-  nghttp2_option_set_stream_reset_rate_limit(opt, 1000, 33);
-  nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);
-  nghttp2_session_server_new2(&session_, cbs, this, opt);
-  nghttp2_option_del(opt);
+  session_ = http::newH2ServerSession(cbs, this);
   nghttp2_session_callbacks_del(cbs);
-  const nghttp2_settings_entry settings[] = {
-      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, kH2MaxConcurrentStreams},
-      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, kH2StreamWindow},
-      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, kH2MaxHeaderList},
-      {NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, 4096},
-  };
-  nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings, std::size(settings));
-  nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0, kH2ConnectionWindow);
   worker().stats().inc(Counter::DownstreamCxHttp2Total);
   worker().stats().inc(Counter::DownstreamCxHttp2Active);
   updateIdle();

@@ -23,18 +23,14 @@
 #include <unordered_map>
 #include <vector>
 
+#include "http/h2.h"
 #include "proxy/http_session.h"
 
 namespace sluice::proxy {
 
 class H2Session;
 
-// What sluiced announces and enforces.
-inline constexpr uint32_t kH2MaxConcurrentStreams = 100;
-inline constexpr uint32_t kH2StreamWindow = 256 * 1024;
-inline constexpr uint32_t kH2ConnectionWindow = 1024 * 1024;
-// A request's header list (names and values, as Envoy's 60 KiB default).
-inline constexpr uint32_t kH2MaxHeaderList = 60 * 1024;
+// What sluiced announces and enforces is in http/h2.h.
 inline constexpr size_t kH2StreamHighWater = 64 * 1024;
 inline constexpr size_t kH2SendBuffer = 128 * 1024;
 // Rapid reset (CVE-2023-44487): once a connection has had this many streams
@@ -92,8 +88,6 @@ class H2Stream final : public HttpExchange {
   size_t submitHead(int status, const http::HeaderMap& fields, const http::Framing* length, bool endStream);
   void resumeData();
   void reset(uint32_t errorCode);
-  // Builds the stream's RequestHead from the fields received.
-  bool buildHead(bool endStream, http::RequestHead& head);
   // --request-headers-timeout: a header block not finished in time ends
   // the connection (its HPACK state cannot be trusted without the rest).
   void onHeadersTimeout();
@@ -103,14 +97,7 @@ class H2Stream final : public HttpExchange {
 
   H2Session& session_;
   int32_t id_;
-  // The request head as received: names and values back to back in
-  // `fieldBytes_`, `fields_` their places (offsets: the bytes may move).
-  struct FieldPos {
-    uint32_t name, nameLen, value, valueLen;
-  };
-  std::string fieldBytes_;
-  std::vector<FieldPos> fields_;
-  bool headerOverflow_ = false;
+  http::H2RequestHead reqHead_;  // the request head as it arrives
   std::string reqIn_;  // request body received, not yet taken upstream
   bool reqEnded_ = false;
   std::string out_;  // response body for nghttp2 to take
@@ -133,7 +120,7 @@ class H2Stream final : public HttpExchange {
 
 class H2Session {
  public:
-  static constexpr std::string_view kPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+  static constexpr std::string_view kPreface = http::H2RequestHead::kClientPreface;
 
   H2Session(DownstreamConn& conn, DownstreamInfo& info);
   ~H2Session();
@@ -152,6 +139,8 @@ class H2Session {
   // SIGTERM: GOAWAY; streams in flight finish, then the connection closes.
   void drain();
   bool idle() const { return streams_.empty(); }
+  // nghttp2 could allocate its session (else the connection closes at once).
+  bool ok() const { return session_ != nullptr; }
   // The client's socket closed or failed: every exchange still running ends (DC).
   void onPeerClosed(int err);
   // The connection is being destroyed.

@@ -262,6 +262,10 @@ bool DownstreamConn::maybeStartHttp2() {
   headersTimer_.cancel();
   firstRequest_ = false;
   h2_ = std::make_unique<H2Session>(*this, static_cast<DownstreamInfo&>(*this));
+  if (!h2_->ok()) {
+    close();
+    return true;
+  }
   h2_->onData();
   return true;
 }
@@ -301,7 +305,7 @@ bool DownstreamConn::maybeUpgradeH2c() {
   write(std::string_view("HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n"));
   h2_ = std::make_unique<H2Session>(*this, static_cast<DownstreamInfo&>(*this));
   // The stream copies the head's fields before its bytes go.
-  if (!h2_->upgrade(settings, head_)) {
+  if (!h2_->ok() || !h2_->upgrade(settings, head_)) {
     close();
     return true;
   }
