@@ -237,6 +237,44 @@ TEST_F(Http2Test, Http1UpgradeToH2cServesTheRequestOverHttp2) {
   EXPECT_EQ(stat("downstream_cx_http2_total"), 1);
 }
 
+TEST_F(Http2Test, RouteFeaturesApplyToHttp2StreamsAsToHttp1Requests) {
+  startMesh();
+  // The echo VirtualService, with matches on pseudo-headers, a rewrite
+  // with header operations, and an injected abort.
+  std::string cfg = std::string(kConfig);
+  const std::string routes = R"(  http:
+  - match:
+    - uri: {prefix: /m}
+      headers: {":method": {exact: PUT}, ":authority": {prefix: echo}}
+    headers: {response: {add: {x-matched: put}}}
+    route: [{destination: {host: echo}}]
+  - match: [{uri: {prefix: /rewrite}}]
+    rewrite: {uri: /rewritten}
+    headers: {request: {set: {x-added: "yes"}}}
+    route: [{destination: {host: echo}}]
+  - match: [{uri: {prefix: /fault}}]
+    fault: {abort: {httpStatus: 418, percentage: {value: 100}}}
+    route: [{destination: {host: echo}}]
+)";
+  const size_t at = cfg.find("  http:\n  - match:\n    - uri:\n        prefix: /timeout");
+  ASSERT_NE(at, std::string::npos);
+  cfg.replace(at, std::string("  http:\n").size(), routes);
+  auto rendered = renderTemplate(cfg, mesh_.vars());
+  ASSERT_OK(rendered);
+  ASSERT_OK(mesh_.applyConfig("proxy-test.yaml", *rendered));
+  CurlResult put = h2({"-X", "PUT", url("/m")});
+  EXPECT_EQ(put.status, 200) << put.stderrText << out();
+  EXPECT_EQ(put.header("x-matched").value_or(""), "put");
+  CurlResult get = h2({url("/m")});
+  EXPECT_FALSE(get.header("x-matched").has_value()) << ":method is GET: the next route";
+  CurlResult rewrite = h2({url("/rewrite/x")});
+  EXPECT_EQ(rewrite.json()["path"], "/rewritten/x") << rewrite.body;
+  EXPECT_EQ(rewrite.json()["headers"]["x-added"], "yes") << rewrite.body;
+  EXPECT_EQ(rewrite.json()["headers"]["x-envoy-original-path"], "/rewrite/x") << rewrite.body;
+  EXPECT_EQ(h2({url("/fault")}).status, 418);
+  EXPECT_EQ(h2({url("/timeout?delay=2s")}).status, 504) << "the rest of the table still routes";
+}
+
 TEST_F(Http2Test, LargeResponsesStreamWithFlowControlAndHeadKeepsTheLength) {
   startMesh();
   CurlResult big = h2({url("/?size=4000000")});

@@ -104,10 +104,16 @@ void parseMatchRequest(Ctx& c, const Node& n, const Path& path, HTTPMatchRequest
     else return false;
     return true;
   });
+  // A match may name a request pseudo-header (HTTP/2's :authority,
+  // :method, :path, :scheme), as Envoy's header matchers allow.
+  auto matchable = [](const std::string& name) {
+    return validHeaderName(name) || name == ":authority" || name == ":method" || name == ":path" ||
+           name == ":scheme";
+  };
   for (const auto& [name, _] : out.headers)
-    if (!validHeaderName(name)) c.error(n, join(join(path, "headers"), name), "invalid header name");
+    if (!matchable(name)) c.error(n, join(join(path, "headers"), name), "invalid header name");
   for (const auto& [name, _] : out.withoutHeaders)
-    if (!validHeaderName(name)) c.error(n, join(join(path, "withoutHeaders"), name), "invalid header name");
+    if (!matchable(name)) c.error(n, join(join(path, "withoutHeaders"), name), "invalid header name");
 }
 
 // Negative weights, and a zero total when traffic is split.

@@ -257,6 +257,7 @@ bool HttpExchange::resolveRoute() {
   view.method = s.head.method;
   view.path = s.target.path;
   view.authority = s.target.authority;
+  view.scheme = info_.tls ? "https" : "http";  // :scheme, as the client reached us
   view.port = s.port;
   view.headers = &s.headers;
   if (vh) s.route = vh->match(view, &s.matched);

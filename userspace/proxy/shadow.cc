@@ -357,9 +357,9 @@ std::unique_ptr<ShadowStream> ShadowManager::start(const route::Endpoint& ep, st
     worker_.stats().inc(Counter::ShadowRqShed);
     return nullptr;
   }
-  if (settings.tls) {
-    // Mirrors do not speak TLS yet, and a cluster that wants TLS never
-    // gets plaintext: the mirror is not made.
+  if (settings.tls || settings.protocol != route::UpstreamSettings::Protocol::Http1) {
+    // Mirrors speak neither TLS nor HTTP/2 yet, and a cluster that wants
+    // either never gets plaintext HTTP/1.1: the mirror is not made.
     worker_.stats().inc(Counter::ShadowRqShed);
     return nullptr;
   }
