@@ -10,7 +10,8 @@ server --port P --name NAME [--fail-first K]
     its first K calls (across the server) with UNAVAILABLE; Deadline
     answers the time the client gave it, in ms; Abort fails with the
     status named by the request (e.g. "5"); Slow answers after the
-    request's number of ms; Fault is Unary under another name.
+    request's number of ms; Fault is Unary under another name; Big streams
+    200 messages of 32 KiB (the client's "cancel" takes one, then cancels).
 client --target HOST:PORT --authority AUTH --call KIND [--n N] [--timeout S] [--metadata k=v]
     Makes one call and prints one JSON line: code, details, responses,
     trailing metadata.
@@ -59,6 +60,11 @@ def serve(args):
         left = ctx.time_remaining()
         return b"none" if left is None else str(int(left * 1000)).encode()
 
+    def big(req, ctx):
+        chunk = b"x" * 32768
+        for _ in range(200):
+            yield chunk
+
     def slow(req, ctx):
         time.sleep(int(req.decode() or "0") / 1000.0)
         return b"slept"
@@ -77,6 +83,7 @@ def serve(args):
         "Deadline": grpc.unary_unary_rpc_method_handler(deadline),
         "Abort": grpc.unary_unary_rpc_method_handler(abort),
         "Slow": grpc.unary_unary_rpc_method_handler(slow),
+        "Big": grpc.unary_stream_rpc_method_handler(big),
         "Fault": grpc.unary_unary_rpc_method_handler(unary),
     }
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
@@ -94,13 +101,23 @@ def call(args):
     with grpc.insecure_channel(args.target, options=opts) as ch:
         path = "/%s/%s" % (SERVICE, {"unary": "Unary", "server": "ServerStream", "client": "ClientStream",
                                      "bidi": "Bidi", "flaky": "Flaky", "deadline": "Deadline",
-                                     "abort": "Abort", "slow": "Slow", "fault": "Fault"}[args.call])
+                                     "abort": "Abort", "slow": "Slow", "fault": "Fault",
+                                     "cancel": "Big"}[args.call])
         try:
             if args.call in ("unary", "flaky", "deadline", "abort", "slow", "fault"):
                 fn = ch.unary_unary(path)
                 body = args.message.encode()
                 resp, c = fn.with_call(body, timeout=args.timeout, metadata=metadata)
                 out["responses"] = [resp.decode()]
+            elif args.call == "cancel":
+                # Takes the first of a big stream's messages, then cancels.
+                c = ch.unary_stream(path)(b"", timeout=args.timeout, metadata=metadata)
+                out["responses"] = [str(len(next(c)))]
+                time.sleep(0.2)  # the rest of the answer piles up in sluiced meanwhile
+                c.cancel()
+                out["code"] = "CANCELLED"
+                print(json.dumps(out), flush=True)
+                return
             elif args.call == "server":
                 fn = ch.unary_stream(path)
                 c = fn(str(args.n).encode(), timeout=args.timeout, metadata=metadata)

@@ -42,15 +42,19 @@ std::optional<uint64_t> parseGrpcTimeout(std::string_view v) {
     if (c < '0' || c > '9') return std::nullopt;
     n = n * 10 + uint64_t(c - '0');
   }
+  uint64_t unit = 0;
   switch (v.back()) {
-    case 'H': return n * 3600'000'000'000ull;
-    case 'M': return n * 60'000'000'000ull;
-    case 'S': return n * 1'000'000'000ull;
-    case 'm': return n * 1'000'000ull;
-    case 'u': return n * 1'000ull;
-    case 'n': return n;
+    case 'H': unit = 3600'000'000'000ull; break;
+    case 'M': unit = 60'000'000'000ull; break;
+    case 'S': unit = 1'000'000'000ull; break;
+    case 'm': unit = 1'000'000ull; break;
+    case 'u': unit = 1'000ull; break;
+    case 'n': unit = 1; break;
     default: return std::nullopt;
   }
+  // 99999999H does not fit in 64 bits of nanoseconds: as good as forever.
+  constexpr uint64_t kForever = UINT64_MAX / 2;
+  return n > kForever / unit ? kForever : n * unit;
 }
 
 int grpcStatusForHttp(int s) {
@@ -65,6 +69,16 @@ int grpcStatusForHttp(int s) {
     case 504: return 14;  // UNAVAILABLE
     default: return 2;    // UNKNOWN
   }
+}
+
+int grpcStatusValue(std::string_view v) {
+  int code = 0;
+  if (v.empty() || v.size() > 2) return 2;
+  for (char c : v) {
+    if (c < '0' || c > '9') return 2;
+    code = code * 10 + (c - '0');
+  }
+  return code <= 16 ? code : 2;
 }
 
 std::string grpcMessageEncode(std::string_view text) {

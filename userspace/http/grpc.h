@@ -38,6 +38,10 @@ std::optional<uint64_t> parseGrpcTimeout(std::string_view value);
 // UNIMPLEMENTED, 429 502 503 504 UNAVAILABLE, else UNKNOWN).
 int grpcStatusForHttp(int httpStatus);
 
+// A grpc-status value as a code 0..16; anything else is UNKNOWN (2), as a
+// client would read it (and the metrics keep a bounded label).
+int grpcStatusValue(std::string_view value);
+
 // grpc-message: bytes outside printable ASCII, and '%', percent-encoded.
 std::string grpcMessageEncode(std::string_view text);
 

@@ -178,7 +178,9 @@ size_t H2Stream::sendLocalResponse(int status, std::string_view body, const http
   if (extra) {
     for (const http::HeaderMap::Field& f : *extra) fields.add(f.name, f.value);
   }
-  const bool bodiless = status == 204 || status == 304 || status < 200;
+  // A gRPC trailers-only answer carries no length either (Envoy's do not).
+  const bool trailersOnly = body.empty() && extra && extra->find("grpc-status");
+  const bool bodiless = status == 204 || status == 304 || status < 200 || trailersOnly;
   const bool withBody = !body.empty() && !s.isHead && !bodiless;
   if (!body.empty() && !bodiless) fields.add("content-type", "text/plain");
   // A length only where a body is (or, for HEAD, would be): a 204 with

@@ -88,6 +88,10 @@ H2UpstreamConn::H2UpstreamConn(Worker& worker, int fd, const route::Endpoint& ep
   nghttp2_option_set_no_auto_window_update(opt, 1);
   nghttp2_option_set_max_outbound_ack(opt, 1000);
   nghttp2_option_set_max_continuations(opt, 8);
+  // Until the server's SETTINGS say otherwise, assume its streams are few
+  // (RFC 9113 recommends allowing at least 100): a burst while connecting
+  // spreads over connections instead of queueing on one.
+  nghttp2_option_set_peer_max_concurrent_streams(opt, 100);
   nghttp2_session_client_new2(&session_, cbs, this, opt);
   nghttp2_option_del(opt);
   nghttp2_session_callbacks_del(cbs);
@@ -108,6 +112,8 @@ void H2UpstreamConn::connect() {
 
 bool H2UpstreamConn::canOpen(const route::UpstreamSettings& s) const {
   if (goaway_ || closing() || !pooled_) return false;
+  // Stream ids run out at last (2^30 requests on one connection).
+  if (!nghttp2_session_check_request_allowed(session_)) return false;
   if (s.tls != settings_.tls || s.tlsCredentials != settings_.tlsCredentials) return false;
   const size_t open = streams_.size() + waiting_.size();
   const uint32_t peerMax = nghttp2_session_get_remote_settings(session_, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
@@ -122,6 +128,12 @@ bool H2UpstreamConn::canOpen(const route::UpstreamSettings& s) const {
 std::shared_ptr<H2UpstreamStream> H2UpstreamConn::openStream(HttpExchange* owner) {
   ++streamsOpened_;
   idleTimer_.cancel();
+  if (connToken_) {
+    // maxRequestsPerConnection used up: no more streams here, and the
+    // connection closes (its slot freed) once this one is done.
+    const uint32_t perConn = connToken_.limits()->limits().maxRequestsPerConnection;
+    if (perConn && streamsOpened_ >= perConn) leavePool();
+  }
   auto s = std::make_shared<H2UpstreamStream>(*this, owner, streamsOpened_ > 1);
   waiting_.push_back(s);
   ++attached_;
@@ -146,10 +158,18 @@ void H2UpstreamConn::forget(H2UpstreamStream* s) {
     // Never submitted: it just goes.
     s->closed_ = true;
     std::erase_if(waiting_, [&](const std::shared_ptr<H2UpstreamStream>& w) { return w.get() == s; });
-  } else if (!(s->respEnded_ && s->reqEnded_ && s->requestBacklog() == 0)) {
-    // Not done both ways: the server stops working on it.
-    nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, s->id_, NGHTTP2_CANCEL);
-    wantSend();
+  } else {
+    // What it received and nobody will read opens the windows again.
+    if (!s->respIn_.empty()) {
+      nghttp2_session_consume(session_, s->id_, s->respIn_.size());
+      std::string().swap(s->respIn_);
+      wantSend();
+    }
+    if (!(s->respEnded_ && s->reqEnded_ && s->requestBacklog() == 0)) {
+      // Not done both ways: the server stops working on it.
+      nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, s->id_, NGHTTP2_CANCEL);
+      wantSend();
+    }
   }
   scheduleIdle();
 }
@@ -175,6 +195,7 @@ void H2UpstreamConn::onConnectFailed(bool timedOut) {
   if (timedOut) worker_.stats().inc(Counter::UpstreamCxConnectTimeout);
   worker_.stats().inc(Counter::UpstreamCxConnectFail);
   leavePool();
+  std::shared_ptr<upstream::ClusterLimits> freed = giveBackSlot();
   std::vector<HttpExchange*> owners;
   for (auto& s : waiting_) {
     if (s->owner_) owners.push_back(s->owner_);
@@ -184,6 +205,7 @@ void H2UpstreamConn::onConnectFailed(bool timedOut) {
   waiting_.clear();
   close();
   for (HttpExchange* o : owners) o->onUpstreamConnectFailed(timedOut);
+  if (freed) worker_.pool().slotFreed(freed);
 }
 
 void H2UpstreamConn::onData() {
@@ -239,8 +261,16 @@ void H2UpstreamConn::pump() {
   }
 }
 
+std::shared_ptr<upstream::ClusterLimits> H2UpstreamConn::giveBackSlot() {
+  if (!connToken_) return nullptr;
+  std::shared_ptr<upstream::ClusterLimits> limits = connToken_.shared();
+  connToken_.reset();
+  return limits;
+}
+
 void H2UpstreamConn::failAll(int err) {
   leavePool();
+  std::shared_ptr<upstream::ClusterLimits> freed = giveBackSlot();
   std::vector<HttpExchange*> owners;
   for (auto& s : waiting_) {
     if (s->owner_) owners.push_back(s->owner_);
@@ -255,6 +285,7 @@ void H2UpstreamConn::failAll(int err) {
   waiting_.clear();
   streams_.clear();
   for (HttpExchange* o : owners) o->onUpstreamClosed(err);
+  if (freed) worker_.pool().slotFreed(freed);
 }
 
 void H2UpstreamConn::onPeerClosed(int err) {
@@ -268,19 +299,41 @@ void H2UpstreamConn::leavePool() {
   std::erase(state_.h2, this);
 }
 
+void H2UpstreamConn::closeGracefully() {
+  if (closing()) return;
+  leavePool();
+  nghttp2_session_terminate_session(session_, NGHTTP2_NO_ERROR);
+  pump();
+  closeAfterFlush();
+}
+
+void H2UpstreamConn::retireWhenIdle(bool onlyIfIdle) {
+  const bool idle = attached_ == 0 && waiting_.empty();
+  if (onlyIfIdle && !idle) return;
+  leavePool();
+  if (idle) closeGracefully();
+}
+
 void H2UpstreamConn::scheduleIdle() {
-  // A connection with no stream left closes after the idle timeout.
+  // A connection with no stream left closes after the idle timeout; one
+  // that takes no new streams (GOAWAY, maxRequestsPerConnection, drain)
+  // closes now.
   if (attached_ > 0 || closing()) return;
+  if (!pooled_) {
+    if (inRecv_) {
+      worker_.timers().schedule(idleTimer_, 1);  // not inside nghttp2's call
+    } else {
+      closeGracefully();
+    }
+    return;
+  }
   worker_.timers().schedule(idleTimer_, settings_.idleTimeoutNs ? settings_.idleTimeoutNs
                                                                 : worker_.engine().options().idleTimeoutNs);
 }
 
 void H2UpstreamConn::onIdleTimeout() {
   if (attached_ > 0 || !waiting_.empty()) return;
-  leavePool();
-  nghttp2_session_terminate_session(session_, NGHTTP2_NO_ERROR);
-  pump();
-  closeAfterFlush();
+  closeGracefully();
 }
 
 void H2UpstreamConn::onDestroy() {
@@ -366,10 +419,15 @@ int H2UpstreamConn::onFrameRecv(nghttp2_session* session, const nghttp2_frame* f
     if (end && o) o->onH2UpstreamData();
     return 0;
   }
+  // The head's fields, or the trailers' (the fields after the head's).
   std::vector<http::Header> fields;
-  fields.reserve(s->fields_.size());
+  const size_t first = s->headDone_ ? s->trailerField_ : 0;
+  fields.reserve(s->fields_.size() - first);
   const std::string_view bytes = s->fieldBytes_;
-  for (const auto& f : s->fields_) fields.push_back({bytes.substr(f.name, f.nameLen), bytes.substr(f.value, f.valueLen)});
+  for (size_t i = first; i < s->fields_.size(); ++i) {
+    const auto& f = s->fields_[i];
+    fields.push_back({bytes.substr(f.name, f.nameLen), bytes.substr(f.value, f.valueLen)});
+  }
   if (!s->headDone_) {
     if (s->status_ >= 100 && s->status_ < 200) {
       // An interim answer: the final one follows.
@@ -379,6 +437,7 @@ int H2UpstreamConn::onFrameRecv(nghttp2_session* session, const nghttp2_frame* f
       return 0;
     }
     s->headDone_ = true;
+    s->trailerField_ = s->fields_.size();
     if (o) o->onH2UpstreamHead(s->status_, fields, end);
   } else if (o) {
     o->onH2UpstreamTrailers(fields);
@@ -406,9 +465,12 @@ int H2UpstreamConn::onStreamClose(nghttp2_session*, int32_t id, uint32_t errorCo
   self->streams_.erase(it);
   s->closed_ = true;
   self->unlive(*s);
+  // Its unread bytes count against the connection's window no more (the
+  // stream's own window goes with it); an exchange may still read them.
+  if (!s->respIn_.empty()) nghttp2_session_consume_connection(self->session_, s->respIn_.size());
   // A stream whose response ended stays with its exchange, which may still
   // be passing its last bytes on; any other end is a reset to it.
-  const bool ended = s->respEnded_ && errorCode == NGHTTP2_NO_ERROR;
+  const bool ended = s->respEnded_;  // a reset after END_STREAM cannot take the response back
   if (!ended && s->owner_) {
     HttpExchange* o = s->owner_;
     self->detachOwner(*s);

@@ -82,6 +82,8 @@ class H2UpstreamStream {
   std::vector<FieldPos> fields_;
   int status_ = 0;
   bool headDone_ = false;
+  // Where the trailers' fields start (after the head's).
+  size_t trailerField_ = 0;
   std::string respIn_;
   bool respEnded_ = false;
   bool closed_ = false;
@@ -101,6 +103,10 @@ class H2UpstreamConn final : public OutboundConnection {
   nghttp2_session* session() { return session_; }
   void wantSend() { queueSend(); }
   void forget(H2UpstreamStream* s);  // the exchange let go of `s`
+  // Drain: a connection no exchange holds a stream of closes (GOAWAY
+  // first); one still busy takes no new streams and closes when its last
+  // one ends. Overload (`onlyIfIdle`): only an idle one closes.
+  void retireWhenIdle(bool onlyIfIdle = false);
 
  private:
   friend class H2UpstreamStream;
@@ -121,6 +127,11 @@ class H2UpstreamConn final : public OutboundConnection {
   void detachOwner(H2UpstreamStream& s);
   // The stream no longer keeps the connection busy.
   void unlive(H2UpstreamStream& s);
+  // The maxConnections slot goes back before the streams' exchanges hear
+  // of the end (their retries may need it); returned for slotFreed().
+  std::shared_ptr<upstream::ClusterLimits> giveBackSlot();
+  // GOAWAY(NO_ERROR), then close once it is sent.
+  void closeGracefully();
 
   static int onHeader(nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name, size_t namelen,
                       const uint8_t* value, size_t valuelen, uint8_t flags, void* user);

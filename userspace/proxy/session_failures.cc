@@ -14,7 +14,11 @@ namespace sluice::proxy {
 using stats::Counter;
 
 void HttpExchange::onUpstreamClosed(int err) {
-  const bool wasReused = (up_ && up_->reused()) || (h2up_ && h2up_->reusedConnection());
+  // Only an HTTP/1.1 keep-alive race is retried for free: a shared HTTP/2
+  // connection's other streams say nothing about this one, whose request
+  // the server may have run (a GOAWAY's unprocessed streams come back as
+  // REFUSED_STREAM instead, retried by policy).
+  const bool wasReused = up_ && up_->reused();
   up_ = nullptr;  // the connection closed itself
   h2up_.reset();
   if (!stream_) return;

@@ -85,7 +85,7 @@ bool HttpExchange::acceptResponseHead() {
   s.status = resp_.status;
   if (s.grpc) {
     // A trailers-only answer carries the call's status in its head.
-    if (const http::HeaderMap::Field* g = respHeaders.find("grpc-status")) s.grpcStatus = std::atoi(std::string(g->value).c_str());
+    if (const http::HeaderMap::Field* g = respHeaders.find("grpc-status")) s.grpcStatus = http::grpcStatusValue(g->value);
   }
   s.serviceTimeMs = (wk_.clock().nowNs() - s.upstreamSentNs) / 1'000'000;
   s.dechunk = s.http10 && resp_.framing.kind == http::Framing::Kind::Chunked;
@@ -158,7 +158,7 @@ void HttpExchange::onH2UpstreamTrailers(std::vector<http::Header>& fields) {
   http::HeaderMap trailers(std::vector<http::Header>(fields.begin(), fields.end()));
   if (stream_->grpc) {
     if (const http::HeaderMap::Field* g = trailers.find("grpc-status"))
-      stream_->grpcStatus = std::atoi(std::string(g->value).c_str());
+      stream_->grpcStatus = http::grpcStatusValue(g->value);
   }
   sendResponseTrailers(trailers);
   forwardH2ResponseBody();
@@ -272,7 +272,7 @@ void HttpExchange::localReply(int status, std::string_view body, std::string_vie
   if (s.grpc) {
     const http::HeaderMap::Field* given = extraHeaders ? extraHeaders->find("grpc-status") : nullptr;
     if (given) {
-      s.grpcStatus = std::atoi(std::string(given->value).c_str());  // a fault's grpcStatus abort
+      s.grpcStatus = http::grpcStatusValue(given->value);  // a fault's grpcStatus abort
     } else {
       // A gRPC client reads the status, not the HTTP code: the answer is
       // trailers-only (HTTP 200, grpc-status, grpc-message), as Envoy

@@ -214,6 +214,12 @@ void HttpExchange::sendUpstreamHeadH2() {
     nva.push_back(nv("te", "trailers"));
   const bool noBody = s.head.framing.kind == http::Framing::Kind::None;
   if (!h2up_->submit(nva, noBody)) {
+    std::shared_ptr<H2UpstreamStream> failed = std::move(h2up_);
+    failed->cancel();
+    if (s.ep) {
+      s.ep->decActive();
+      s.ep = nullptr;
+    }
     failAttempt(route::AttemptFailure::ResetBeforeRequest, 503,
                 "upstream connect error or disconnect/reset before headers. reset reason: protocol error", "UF");
     return;

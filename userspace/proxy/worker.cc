@@ -18,6 +18,7 @@
 
 #include "proxy/access_log.h"
 #include "proxy/engine.h"
+#include "proxy/h2_upstream.h"
 #include "proxy/http_session.h"
 #include "proxy/stream.h"
 
@@ -354,6 +355,8 @@ void Worker::beginDrain() {
   for (auto& [key, st] : endpoints_) {
     std::vector<UpstreamConn*> idle = st.idle;
     for (UpstreamConn* c : idle) c->close();
+    std::vector<H2UpstreamConn*> h2 = st.h2;  // retiring unregisters
+    for (H2UpstreamConn* c : h2) c->retireWhenIdle();
   }
   shadows_.drain();
 }
@@ -366,6 +369,8 @@ void Worker::shedIdle() {
   for (auto& [key, st] : endpoints_) {
     std::vector<UpstreamConn*> idle = st.idle;
     for (UpstreamConn* c : idle) c->retire();
+    std::vector<H2UpstreamConn*> h2 = st.h2;
+    for (H2UpstreamConn* c : h2) c->retireWhenIdle(/*onlyIfIdle=*/true);
   }
 }
 

@@ -105,14 +105,12 @@ void Compiler::addGatewayServer(const config::Gateway& gw, const std::string& gw
       warn(label + ": TLS mode " + mode + " is not supported yet; not served");
       return;
     }
-  } else if (proto == "GRPC") {
-    warn(label + ": gRPC needs HTTP/2, which is not built yet; not served");
-    return;
-  } else if (proto != "HTTP" && proto != "HTTP2" && proto != "GRPC-WEB" && !isTcpFamily(proto)) {
+  } else if (proto != "HTTP" && proto != "HTTP2" && proto != "GRPC" && proto != "GRPC-WEB" && !isTcpFamily(proto)) {
     warn(label + ": " + proto + " gateway servers are not built yet; not served");
     return;
   }
-  if (proto == "HTTP2") warn(label + ": served as HTTP/1.1 until HTTP/2 is built");
+  // HTTP, HTTP2, GRPC and GRPC-WEB servers are one kind of listener: every
+  // HTTP listener speaks HTTP/1.1 and HTTP/2 (prior knowledge or Upgrade).
   in_addr bind{};
   if (!server.bind.empty() && inet_pton(AF_INET, server.bind.c_str(), &bind) != 1) {
     warn(label + ": bind " + server.bind + " is not an IPv4 address; not served");
