@@ -194,8 +194,17 @@ bool HttpExchange::acceptHead() {
     localReply(400, "invalid request target", "DPE");
     return false;
   }
-  if (const http::HeaderMap::Field* ct = s.headers.find("content-type")) s.grpc = http::isGrpcContentType(ct->value);
-  const http::HeaderMap::Field* rid = s.headers.find("x-request-id");
+  // One pass for the two fields every request is asked about.
+  const http::HeaderMap::Field* rid = nullptr;
+  bool seenType = false;
+  for (const http::HeaderMap::Field& f : s.headers) {
+    if (f.name.size() == 12 && !rid && http::iequals(f.name, "x-request-id")) {
+      rid = &f;
+    } else if (f.name.size() == 12 && !seenType && http::iequals(f.name, "content-type")) {
+      seenType = true;
+      s.grpc = http::isGrpcContentType(f.value);
+    }
+  }
   if (rid && !rid->value.empty()) {
     s.requestId = rid->value;
   } else {
