@@ -2,8 +2,9 @@
 """A real gRPC server and client for the HTTP/2 integration tests (Debian's
 python3-grpcio; messages are raw bytes, so no protobuf is needed).
 
-server --port P --name NAME [--fail-first K]
-    Serves sluice.test.Echo on 127.0.0.1:P and prints "listening" when up.
+server --port P --name NAME [--fail-first K] [--cert FILE --key FILE]
+    Serves sluice.test.Echo on 127.0.0.1:P (over TLS with a certificate)
+    and prints "listening" when up.
     Unary echoes "NAME:" + the request, with a trailer x-served-by: NAME;
     ServerStream answers N (the request's digits) messages; ClientStream
     joins what it got; Bidi echoes each message as it comes; Flaky fails
@@ -88,7 +89,12 @@ def serve(args):
     }
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-    server.add_insecure_port("127.0.0.1:%d" % args.port)
+    if args.cert:
+        with open(args.key, "rb") as k, open(args.cert, "rb") as c:
+            creds = grpc.ssl_server_credentials(((k.read(), c.read()),))
+        server.add_secure_port("127.0.0.1:%d" % args.port, creds)
+    else:
+        server.add_insecure_port("127.0.0.1:%d" % args.port)
     server.start()
     print("listening", flush=True)
     server.wait_for_termination()
@@ -159,6 +165,8 @@ def main():
     s.add_argument("--port", type=int, required=True)
     s.add_argument("--name", required=True)
     s.add_argument("--fail-first", type=int, default=0)
+    s.add_argument("--cert", default="")  # with --key: serve TLS (ALPN h2)
+    s.add_argument("--key", default="")
     c = sub.add_parser("client")
     c.add_argument("--target", required=True)
     c.add_argument("--authority", required=True)

@@ -5,6 +5,7 @@
 // passed through, and an HTTP/1.1 client reaching the same HTTP/2 upstream.
 #include <gtest/gtest.h>
 
+#include "../common/test_pki.h"
 #include "proxy_fixture.h"
 
 namespace sluice::itest::proxy {
@@ -42,12 +43,24 @@ spec:
 
 class GrpcTest : public ::testing::Test {
  protected:
-  void start(int failFirst = 0, int attempts = 3) {
+  // `serverTls`: the server speaks TLS with a certificate for the
+  // service's name, signed by a CA written to ca.crt.
+  void start(int failFirst = 0, int attempts = 3, bool serverTls = false) {
     const uint16_t port = freePort();
-    auto p = Process::start({"/usr/bin/python3", (repoRoot() / "tests/integration/grpc_peer.py").string(), "server",
-                             "--port", std::to_string(port), "--name", "g1", "--fail-first",
-                             std::to_string(failFirst)},
-                            tmp_.path() / "grpc-server.log");
+    std::vector<std::string> argv = {"/usr/bin/python3", (repoRoot() / "tests/integration/grpc_peer.py").string(),
+                                     "server", "--port", std::to_string(port), "--name", "g1", "--fail-first",
+                                     std::to_string(failFirst)};
+    if (serverTls) {
+      sluice::testing::TestCert ca({.commonName = "test ca", .ca = true});
+      sluice::testing::TestCert leaf(
+          {.commonName = "grpc.default.svc.cluster.local", .subjectAltNames = {"DNS:grpc.default.svc.cluster.local"}},
+          &ca);
+      leaf.write(tmp_.path() / "server");
+      sluice::testing::TestCert::writeFile(tmp_.path() / "ca.crt", ca.certPem());
+      argv.insert(argv.end(), {"--cert", (tmp_.path() / "server/tls.crt").string(), "--key",
+                               (tmp_.path() / "server/tls.key").string()});
+    }
+    auto p = Process::start(argv, tmp_.path() / "grpc-server.log");
     ASSERT_OK(p);
     server_ = std::move(*p);
     ASSERT_TRUE(server_.waitForLog("listening", 10000ms)) << server_.logText();
@@ -156,6 +169,28 @@ spec:
   EXPECT_EQ(mesh_.stat("upstream_cx_http2_total"), 3);
   EXPECT_TRUE(eventually([&] { return mesh_.stat("upstream_cx_active") == 0; }, 3000ms))
       << "each spent connection closes: " << mesh_.stat("upstream_cx_active");
+}
+
+TEST_F(GrpcTest, Http2OverTlsToTheUpstreamWithAlpnH2) {
+  start(0, 3, /*serverTls=*/true);
+  // Plaintext to a TLS server fails (UNAVAILABLE); the DestinationRule's
+  // tls makes it work, checked against the test CA.
+  EXPECT_EQ(call("unary")["code"], "UNAVAILABLE") << out();
+  ASSERT_OK(mesh_.applyConfig("grpc-dr.yaml", "apiVersion: networking.istio.io/v1\n"
+                                              "kind: DestinationRule\n"
+                                              "metadata: {name: grpc, namespace: default}\n"
+                                              "spec:\n"
+                                              "  host: grpc\n"
+                                              "  trafficPolicy: {tls: {mode: SIMPLE, caCertificates: " +
+                                                  (tmp_.path() / "ca.crt").string() + "}}\n"));
+  nlohmann::json r = call("unary", {"--message", "secure"});
+  EXPECT_EQ(r["code"], "OK") << r.dump() << out();
+  EXPECT_EQ(r["responses"][0], "g1:secure");
+  EXPECT_EQ(r["trailers"]["x-served-by"], "g1");
+  nlohmann::json stream = call("server", {"--n", "4"});
+  EXPECT_EQ(stream["responses"].size(), 4u) << stream.dump();
+  EXPECT_GE(mesh_.stat("upstream_ssl.handshake"), 1);
+  EXPECT_EQ(mesh_.stat("upstream_cx_http2_total"), 2) << "the failed plaintext one, then one TLS connection";
 }
 
 TEST_F(GrpcTest, TheClientsDeadlineReachesTheServer) {

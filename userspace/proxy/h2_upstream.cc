@@ -7,6 +7,7 @@
 
 #include "proxy/engine.h"
 #include "proxy/http_session.h"
+#include "proxy/tls_transport.h"
 #include "proxy/worker.h"
 
 namespace sluice::proxy {
@@ -15,7 +16,7 @@ using stats::Counter;
 
 // ------------------------------------------------------------------ stream
 
-bool H2UpstreamStream::ready() const { return !closed_ && conn_.connected(); }
+bool H2UpstreamStream::ready() const { return !closed_ && conn_.ready(); }
 
 bool H2UpstreamStream::submit(const std::vector<nghttp2_nv>& head, bool endStream) {
   if (closed_) return false;
@@ -176,11 +177,47 @@ void H2UpstreamConn::forget(H2UpstreamStream* s) {
 
 void H2UpstreamConn::onConnected() {
   if (settings_.tls) {
-    // Not built: compile never sends an HTTP/2 cluster with TLS here.
-    onConnectFailed(false);
+    std::unique_ptr<TlsClientTransport> t = makeClientTls(worker_, settings_, state_, addr_);
+    if (!t) {
+      // Never plaintext to an upstream that wants TLS.
+      worker_.stats().inc(Counter::UpstreamSslHandshakeError);
+      onConnectFailed(false);
+      return;
+    }
+    tls_ = t.get();
+    tlsPending_ = true;
+    setTransport(std::move(t));
+    const uint64_t limit =
+        settings_.connectTimeoutNs ? settings_.connectTimeoutNs : worker_.engine().options().connectTimeoutNs;
+    worker_.timers().schedule(handshakeTimer_, limit);
+    startReading();  // the server's handshake flight
     return;
   }
   startReading();  // the server's SETTINGS, then responses, for as long as the connection lives
+  becomeReady();
+}
+
+void H2UpstreamConn::onTransportReady() {
+  if (!tlsPending_) return;
+  tlsPending_ = false;
+  handshakeTimer_.cancel();
+  if (tls_->alpn() != "h2") {
+    // The server would not speak HTTP/2 (ALPN): nothing can go out on it.
+    worker_.stats().inc(Counter::UpstreamSslHandshakeError);
+    onConnectFailed(false);
+    return;
+  }
+  becomeReady();
+}
+
+void H2UpstreamConn::onHandshakeTimeout() {
+  if (!tlsPending_ || closing()) return;
+  tlsPending_ = false;
+  worker_.stats().inc(Counter::UpstreamSslHandshakeError);
+  onConnectFailed(true);
+}
+
+void H2UpstreamConn::becomeReady() {
   // Each waiting exchange submits its request now (onUpstreamConnected);
   // one that fails may drop others, so go by a copy of the owners.
   std::vector<HttpExchange*> owners;
@@ -227,7 +264,7 @@ void H2UpstreamConn::beforeSend() { pump(); }
 void H2UpstreamConn::onDrained() { pump(); }
 
 void H2UpstreamConn::pump() {
-  if (inRecv_ || closing() || !connected()) return;
+  if (inRecv_ || closing() || !ready()) return;
   for (int round = 0; round < 4; ++round) {
     while (unsentBytes() < 128 * 1024) {
       const uint8_t* data = nullptr;
@@ -289,6 +326,14 @@ void H2UpstreamConn::failAll(int err) {
 }
 
 void H2UpstreamConn::onPeerClosed(int err) {
+  if (tlsPending_) {
+    // The handshake failed (or the server hung up during it): a connection
+    // failure (UF), retried as one.
+    tlsPending_ = false;
+    handshakeTimer_.cancel();
+    onConnectFailed(false);
+    return;
+  }
   failAll(err);
   close();
 }

@@ -28,6 +28,7 @@ namespace sluice::proxy {
 
 class H2UpstreamConn;
 class HttpExchange;
+class TlsClientTransport;
 struct EndpointState;
 
 inline constexpr uint32_t kH2UpstreamStreamWindow = 256 * 1024;
@@ -96,6 +97,8 @@ class H2UpstreamConn final : public OutboundConnection {
                  upstream::LimitToken connToken, const route::UpstreamSettings& settings);
 
   void connect();
+  // TCP and TLS (if any) are up.
+  bool ready() const { return connected() && !tlsPending_; }
   // Room for one more stream now (or once connected)?
   bool canOpen(const route::UpstreamSettings& s) const;
   std::shared_ptr<H2UpstreamStream> openStream(HttpExchange* owner);
@@ -115,6 +118,12 @@ class H2UpstreamConn final : public OutboundConnection {
   void onDestroy() override;
   void onConnected() override;
   void onConnectFailed(bool timedOut) override;
+  // TLS (the cluster's trafficPolicy.tls, ALPN h2): streams start once the
+  // handshake ends, within the connect timeout.
+  void onTransportReady() override;
+  void onHandshakeTimeout();
+  // TCP (and TLS, if any) is up: the waiting streams submit their requests.
+  void becomeReady();
   void beforeSend() override;
   void onDrained() override;
   void onIdleTimeout();
@@ -159,6 +168,9 @@ class H2UpstreamConn final : public OutboundConnection {
   bool inRecv_ = false;
   bool pooled_ = false;  // in state_.h2
   core::MemberTimer<H2UpstreamConn, &H2UpstreamConn::onIdleTimeout> idleTimer_{this};
+  core::MemberTimer<H2UpstreamConn, &H2UpstreamConn::onHandshakeTimeout> handshakeTimer_{this};
+  TlsClientTransport* tls_ = nullptr;  // owned by Connection
+  bool tlsPending_ = false;
 };
 
 }  // namespace sluice::proxy

@@ -159,9 +159,9 @@ void HttpExchange::dispatchH2(const route::Endpoint& ep, EndpointState& state) {
   beginAttempt();
   if (fresh) {
     conn->connect();
-  } else if (conn->connected()) {
+  } else if (conn->ready()) {
     sendUpstreamHead();
-  }  // else the connection is still connecting: onUpstreamConnected follows
+  }  // else the connection is still connecting (or handshaking): onUpstreamConnected follows
 }
 
 void HttpExchange::sendUpstreamHeadH2() {
@@ -195,7 +195,7 @@ void HttpExchange::sendUpstreamHeadH2() {
                       NGHTTP2_NV_FLAG_NONE};
   };
   nva.push_back(nv(":method", parsed.method));
-  nva.push_back(nv(":scheme", "http"));
+  nva.push_back(nv(":scheme", s.cluster->upstream.tls ? "https" : "http"));
   nva.push_back(nv(":authority", parsed.host));
   nva.push_back(nv(":path", parsed.target));
   for (const http::Header& h : parsed.headers) {

@@ -1,5 +1,7 @@
 #include "proxy/tls_transport.h"
 
+#include <arpa/inet.h>
+
 #include <cstdio>
 
 #include "core/clock.h"
@@ -129,6 +131,20 @@ void TlsServerTransport::noteHandshakeTimeout() {
   if (established() || failed_) return;
   worker_.stats().inc(Counter::SslHandshakeTimeout);
   fail("handshake timeout");
+}
+
+std::unique_ptr<TlsClientTransport> makeClientTls(Worker& worker, const route::UpstreamSettings& settings,
+                                                  EndpointState& state, const sockaddr_in& addr) {
+  std::shared_ptr<const tls::ClientContext> ctx = settings.tlsCredentials ? settings.tlsCredentials->current() : nullptr;
+  if (!ctx) return nullptr;
+  if (!state.tlsSession || state.tlsSessionContext != ctx.get()) {
+    state.tlsSession = std::make_shared<tls::ResumptionSlot>();
+    state.tlsSessionContext = ctx.get();
+  }
+  char ip[INET_ADDRSTRLEN] = {};
+  inet_ntop(AF_INET, &addr.sin_addr, ip, sizeof(ip));
+  return std::make_unique<TlsClientTransport>(worker, std::move(ctx), state.tlsSession,
+                                              std::string(ip) + ":" + std::to_string(ntohs(addr.sin_port)));
 }
 
 }  // namespace sluice::proxy

@@ -7,13 +7,17 @@
 #include <memory>
 #include <string>
 
+#include <netinet/in.h>
+
 #include "proxy/transport.h"
+#include "route/table.h"
 #include "tls/context.h"
 #include "tls/session.h"
 
 namespace sluice::proxy {
 
 class Worker;
+struct EndpointState;
 
 // Logs a TLS failure of the connection with `peer`, at most once per 10 s
 // per worker (with how many were left out since).
@@ -54,6 +58,14 @@ class TlsServerTransport final : public Transport {
 // TLS origination to an upstream (DestinationRule trafficPolicy.tls): the
 // ClientHello goes out at once, plaintext written before the handshake
 // ends is held, and the endpoint's last session is offered for resumption.
+// The TLS an upstream connection of a cluster with trafficPolicy.tls
+// speaks, offering the endpoint's last session under the same client
+// context (EndpointState::tlsSession); null when the cluster's
+// certificates have not loaded (never plaintext instead).
+class TlsClientTransport;
+std::unique_ptr<TlsClientTransport> makeClientTls(Worker& worker, const route::UpstreamSettings& settings,
+                                                  EndpointState& state, const sockaddr_in& addr);
+
 class TlsClientTransport final : public Transport {
  public:
   TlsClientTransport(Worker& worker, std::shared_ptr<const tls::ClientContext> ctx,
@@ -65,6 +77,8 @@ class TlsClientTransport final : public Transport {
   bool ready() const override { return session_.established(); }
   bool peerClosed() const override { return session_.closeNotified(); }
   void onClose(std::string& wire) override { session_.shutdown(wire); }
+  // The protocol the server chose by ALPN ("" when none).
+  std::string_view alpn() const { return session_.alpn(); }
 
  private:
   Worker& worker_;

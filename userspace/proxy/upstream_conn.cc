@@ -45,23 +45,15 @@ void UpstreamConn::onConnected() {
 }
 
 void UpstreamConn::startTls() {
-  std::shared_ptr<const tls::ClientContext> ctx =
-      settings_.tlsCredentials ? settings_.tlsCredentials->current() : nullptr;
-  if (!ctx) {
+  std::unique_ptr<TlsClientTransport> t = makeClientTls(worker_, settings_, state_, addr_);
+  if (!t) {
     // Never plaintext to an upstream that wants TLS.
     worker_.stats().inc(Counter::UpstreamSslHandshakeError);
     onConnectFailed(false);
     return;
   }
-  if (!state_.tlsSession || state_.tlsSessionContext != ctx.get()) {
-    state_.tlsSession = std::make_shared<tls::ResumptionSlot>();
-    state_.tlsSessionContext = ctx.get();
-  }
   tlsPending_ = true;
-  char addr[INET_ADDRSTRLEN] = {};
-  inet_ntop(AF_INET, &addr_.sin_addr, addr, sizeof(addr));
-  setTransport(std::make_unique<TlsClientTransport>(worker_, std::move(ctx), state_.tlsSession,
-                                                    std::string(addr) + ":" + std::to_string(ntohs(addr_.sin_port))));
+  setTransport(std::move(t));
   const uint64_t limit =
       settings_.connectTimeoutNs ? settings_.connectTimeoutNs : worker_.engine().options().connectTimeoutNs;
   worker_.timers().schedule(handshakeTimer_, limit);

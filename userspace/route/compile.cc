@@ -287,8 +287,8 @@ const Cluster* Compiler::cluster(const config::Destination& d, uint32_t vhostPor
         if (cp.http && cp.http->maxConcurrentStreams && *cp.http->maxConcurrentStreams > 0)
           u.maxConcurrentStreams = uint32_t(*cp.http->maxConcurrentStreams);
       }
-      if (c->policy && c->policy->tls) clientTls(*c, *c->policy->tls);
       upstreamProtocol(*c, *sp, context);
+      if (c->policy && c->policy->tls) clientTls(*c, *c->policy->tls);
       if (c->policy && c->policy->loadBalancer && c->policy->loadBalancer->consistentHash) {
         const auto& ch = *c->policy->loadBalancer->consistentHash;
         HashPolicy h;

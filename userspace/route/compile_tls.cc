@@ -28,6 +28,9 @@ void Compiler::clientTls(Cluster& c, const config::ClientTLSSettings& t) {
   // name a client of the service dials); a wildcard host names no server.
   spec.sni = !t.sni.empty() ? t.sni : (c.serviceHost.starts_with("*") ? "" : c.serviceHost);
   spec.insecureSkipVerify = t.insecureSkipVerify.value_or(false);
+  // ALPN names the HTTP version the cluster speaks (upstreamProtocol ran
+  // first): the server must agree to it, or the connection fails.
+  if (c.upstream.protocol == UpstreamSettings::Protocol::Http2) spec.alpn = {"h2"};
   c.upstream.tls = true;
   if (!options_.credentials) return;  // compiled for inspection: no connections
   c.upstream.tlsCredentials = options_.credentials->get(spec);
@@ -55,8 +58,11 @@ void Compiler::upstreamProtocol(Cluster& c, const config::ServicePort& sp, const
   } else if (http && http->h2UpgradePolicy == "UPGRADE") {
     p = P::Http2;
   }
-  if (p != P::Http1 && c.upstream.tls) {
-    warn(context + ": " + c.name + " is reached over TLS, where sluiced does not speak HTTP/2 to upstreams yet; "
+  const bool tls = c.policy && c.policy->tls && (c.policy->tls->mode == "SIMPLE" || c.policy->tls->mode == "MUTUAL");
+  if (p == P::ClientProtocol && tls) {
+    // One client context names one ALPN protocol: the client's version
+    // cannot be followed over TLS yet.
+    warn(context + ": " + c.name + " is reached over TLS, where useClientProtocol is not followed yet; "
          "its requests go out in HTTP/1.1");
     p = P::Http1;
   }
