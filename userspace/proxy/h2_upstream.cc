@@ -186,11 +186,7 @@ void H2UpstreamConn::onConnected() {
     }
     tls_ = t.get();
     tlsPending_ = true;
-    setTransport(std::move(t));
-    const uint64_t limit =
-        settings_.connectTimeoutNs ? settings_.connectTimeoutNs : worker_.engine().options().connectTimeoutNs;
-    worker_.timers().schedule(handshakeTimer_, limit);
-    startReading();  // the server's handshake flight
+    startTls(std::move(t), handshakeTimer_, settings_.connectTimeoutNs);
     return;
   }
   startReading();  // the server's SETTINGS, then responses, for as long as the connection lives

@@ -42,6 +42,12 @@ void OutboundConnection::connectTo(const sockaddr_in& addr, uint64_t timeoutNs) 
   worker_.timers().schedule(connectTimer_, timeoutNs ? timeoutNs : worker_.engine().options().connectTimeoutNs);
 }
 
+void OutboundConnection::startTls(std::unique_ptr<Transport> t, core::Timer& handshakeTimer, uint64_t timeoutNs) {
+  setTransport(std::move(t));
+  worker_.timers().schedule(handshakeTimer, timeoutNs ? timeoutNs : worker_.engine().options().connectTimeoutNs);
+  startReading();  // the server's handshake flight
+}
+
 void OutboundConnection::onOtherCompletion(uint8_t op, int32_t res) {
   if (op != kConnect) {
     onOwnCompletion(op, res);

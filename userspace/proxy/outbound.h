@@ -27,6 +27,11 @@ class OutboundConnection : public Connection {
   // --connect-timeout). One of onConnected / onConnectFailed follows,
   // unless the connection closes first.
   void connectTo(const sockaddr_in& addr, uint64_t timeoutNs);
+  // TCP is up and the cluster wants TLS: `t` speaks it from now on, its
+  // handshake bounded by the connect timeout (`timeoutNs`, 0: the daemon's
+  // --connect-timeout) on `handshakeTimer`; reading starts for the
+  // server's flight.
+  void startTls(std::unique_ptr<Transport> t, core::Timer& handshakeTimer, uint64_t timeoutNs);
   virtual void onConnected() = 0;
   virtual void onConnectFailed(bool timedOut) = 0;
   // Completions of a subclass's own operations (other than the connect).

@@ -53,11 +53,7 @@ void UpstreamConn::startTls() {
     return;
   }
   tlsPending_ = true;
-  setTransport(std::move(t));
-  const uint64_t limit =
-      settings_.connectTimeoutNs ? settings_.connectTimeoutNs : worker_.engine().options().connectTimeoutNs;
-  worker_.timers().schedule(handshakeTimer_, limit);
-  startReading();  // the server's handshake flight
+  OutboundConnection::startTls(std::move(t), handshakeTimer_, settings_.connectTimeoutNs);
 }
 
 void UpstreamConn::onTransportReady() {
