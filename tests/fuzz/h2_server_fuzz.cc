@@ -40,18 +40,13 @@ bool within(std::string_view v, const std::string& bytes) {
   return v.data() >= bytes.data() && v.data() + v.size() <= bytes.data() + bytes.size();
 }
 
-nghttp2_nv nv(std::string_view n, std::string_view v) {
-  return {reinterpret_cast<uint8_t*>(const_cast<char*>(n.data())),
-          reinterpret_cast<uint8_t*>(const_cast<char*>(v.data())), n.size(), v.size(), NGHTTP2_NV_FLAG_NONE};
-}
-
 ssize_t readBody(nghttp2_session* session, int32_t id, uint8_t* buf, size_t length, uint32_t* flags,
                  nghttp2_data_source*, void* user) {
   auto* ctx = static_cast<Ctx*>(user);
   int& left = ctx->bodyLeft[id];
   if (left-- <= 0) {
     *flags |= NGHTTP2_DATA_FLAG_EOF;
-    const nghttp2_nv trailers[] = {nv("grpc-status", "0")};
+    const nghttp2_nv trailers[] = {sluice::http::h2Field("grpc-status", "0")};
     if (nghttp2_submit_trailer(session, id, trailers, 1) == 0) *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
     return 0;
   }
@@ -113,7 +108,7 @@ int onFrameRecv(nghttp2_session* session, const nghttp2_frame* frame, void* user
   RequestHead head;
   if (!it->second->overflow() && it->second->build(endStream, head)) checkHead(*it->second, head, endStream);
   ctx->bodyLeft[frame->hd.stream_id] = 3;
-  const nghttp2_nv response[] = {nv(":status", "200"), nv("content-type", "application/grpc")};
+  const nghttp2_nv response[] = {sluice::http::h2Field(":status", "200"), sluice::http::h2Field("content-type", "application/grpc")};
   nghttp2_data_provider provider{};
   provider.read_callback = readBody;
   nghttp2_submit_response(session, frame->hd.stream_id, response, 2, &provider);

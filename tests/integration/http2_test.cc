@@ -319,19 +319,23 @@ TEST_F(Http2Test, ManyConcurrentStreamsWithH2load) {
   EXPECT_GE(stat("upstream_rq_total"), 4000);
 }
 
-TEST_F(Http2Test, RapidResetIsAnsweredWithGoaway) {
-  startMesh();
-  auto c = h2Raw();
-  ASSERT_OK(c);
-  // 300 streams, each reset right after it opens, while its answer (a
-  // delayed one) is still on its way.
+// 300 streams, each reset with `code` right after it opens, while its
+// answer (a delayed one) is still on its way.
+std::string rapidResets(uint32_t code) {
   std::string burst;
   for (uint32_t i = 0; i < 300; ++i) {
     const uint32_t id = 1 + 2 * i;
     burst += frame(kHeaders, kEndStream | kEndHeaders, id, requestBlock(kEcho, "/?delay=1s"));
-    burst += rstStream(id, 8 /* CANCEL */);
+    burst += rstStream(id, code);
   }
-  ASSERT_OK(c->send(burst));
+  return burst;
+}
+
+TEST_F(Http2Test, RapidResetIsAnsweredWithGoaway) {
+  startMesh();
+  auto c = h2Raw();
+  ASSERT_OK(c);
+  ASSERT_OK(c->send(rapidResets(8 /* CANCEL */)));
   std::vector<Frame> frames = readFrames(*c, [](const Frame& f) { return f.type == kGoaway; });
   ASSERT_FALSE(frames.empty());
   EXPECT_EQ(frames.back().type, kGoaway);
@@ -345,13 +349,7 @@ TEST_F(Http2Test, ResetsWithNoErrorCountAsRapidResetsToo) {
   startMesh();
   auto c = h2Raw();
   ASSERT_OK(c);
-  std::string burst;
-  for (uint32_t i = 0; i < 300; ++i) {
-    const uint32_t id = 1 + 2 * i;
-    burst += frame(kHeaders, kEndStream | kEndHeaders, id, requestBlock(kEcho, "/?delay=1s"));
-    burst += rstStream(id, 0 /* NO_ERROR */);
-  }
-  ASSERT_OK(c->send(burst));
+  ASSERT_OK(c->send(rapidResets(0 /* NO_ERROR */)));
   std::vector<Frame> frames = readFrames(*c, [](const Frame& f) { return f.type == kGoaway; });
   ASSERT_FALSE(frames.empty());
   EXPECT_EQ(goawayCode(frames.back()), 11u);

@@ -25,6 +25,13 @@ inline constexpr uint32_t kH2ConnectionWindow = 1024 * 1024;
 // stream by H2RequestHead, against Limits::maxHeadBytes).
 inline constexpr uint32_t kH2MaxHeaderList = 60 * 1024;
 
+// One header field for nghttp2's submit functions (which copy it).
+inline nghttp2_nv h2Field(std::string_view name, std::string_view value) {
+  return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
+                    reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(), value.size(),
+                    NGHTTP2_NV_FLAG_NONE};
+}
+
 // A server session with sluiced's options (windows opened by the caller
 // as it consumes data, caps on queued SETTINGS/PING replies, SETTINGS
 // entries, CONTINUATION frames and the reset rate) and its SETTINGS

@@ -18,12 +18,6 @@ using stats::Counter;
 
 namespace {
 
-nghttp2_nv field(std::string_view name, std::string_view value) {
-  return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
-                    reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(), value.size(),
-                    NGHTTP2_NV_FLAG_NONE};
-}
-
 ssize_t readCallback(nghttp2_session*, int32_t, uint8_t* buf, size_t length, uint32_t* flags,
                      nghttp2_data_source* source, void*) {
   return static_cast<H2Stream*>(source->ptr)->readResponse(buf, length, flags);
@@ -107,7 +101,7 @@ void H2Stream::releaseRequestBody(size_t n) {
 }
 
 void H2Stream::sendContinue() {
-  const nghttp2_nv nv[] = {field(":status", "100")};
+  const nghttp2_nv nv[] = {http::h2Field(":status", "100")};
   nghttp2_submit_headers(session_.session(), NGHTTP2_FLAG_NONE, id_, nullptr, nv, 1, nullptr);
   session_.wantSend();
 }
@@ -124,20 +118,20 @@ size_t H2Stream::submitHead(int status, const http::HeaderMap& fields, const htt
   names.reserve(total);
   char statusText[4];
   std::to_chars(statusText, statusText + 3, std::clamp(status, 100, 999));
-  nva.push_back(field(":status", std::string_view(statusText, 3)));
+  nva.push_back(http::h2Field(":status", std::string_view(statusText, 3)));
   for (const http::HeaderMap::Field& f : fields) {
     if (std::none_of(f.name.begin(), f.name.end(), [](char c) { return c >= 'A' && c <= 'Z'; })) {
-      nva.push_back(field(f.name, f.value));  // already lower case (an HTTP/2 upstream's always are)
+      nva.push_back(http::h2Field(f.name, f.value));  // already lower case (an HTTP/2 upstream's always are)
       continue;
     }
     const size_t at = names.size();
     for (char c : f.name) names.push_back(c >= 'A' && c <= 'Z' ? char(c + 32) : c);
-    nva.push_back(field(std::string_view(names).substr(at, f.name.size()), f.value));
+    nva.push_back(http::h2Field(std::string_view(names).substr(at, f.name.size()), f.value));
   }
   char lengthText[24];
   if (length && length->kind == http::Framing::Kind::ContentLength) {
     auto [end, ec] = std::to_chars(lengthText, lengthText + sizeof(lengthText), length->length);
-    nva.push_back(field("content-length", std::string_view(lengthText, size_t(end - lengthText))));
+    nva.push_back(http::h2Field("content-length", std::string_view(lengthText, size_t(end - lengthText))));
   }
   size_t bytes = 0;
   for (const nghttp2_nv& nv : nva) bytes += nv.namelen + nv.valuelen + 4;
@@ -251,7 +245,7 @@ void H2Stream::endData(uint32_t* flags) {
   // gRPC's status rides here: a HEADERS frame with END_STREAM after the data.
   std::vector<nghttp2_nv> nva;
   nva.reserve(trailers_.size());
-  for (const auto& [n, v] : trailers_) nva.push_back(field(n, v));
+  for (const auto& [n, v] : trailers_) nva.push_back(http::h2Field(n, v));
   if (nghttp2_submit_trailer(session_.session(), id_, nva.data(), nva.size()) == 0)
     *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
   trailers_.clear();
@@ -451,6 +445,12 @@ void H2Session::fail(ssize_t err) {
       st.inc(Counter::Http2ProtocolError);
       break;
   }
+  flushLastFrames();
+  onConnectionGone();
+  conn_.closeAfterFlush();
+}
+
+void H2Session::flushLastFrames() {
   // nghttp2 may have queued a GOAWAY saying why (maybe behind other
   // frames): what it has goes out, bounded.
   for (int i = 0; i < 64 && conn_.unsentBytes() < 4 * kH2SendBuffer; ++i) {
@@ -459,8 +459,6 @@ void H2Session::fail(ssize_t err) {
     if (n <= 0) break;
     conn_.write(std::string_view(reinterpret_cast<const char*>(data), size_t(n)));
   }
-  onConnectionGone();
-  conn_.closeAfterFlush();
 }
 
 void H2Session::drain() {
@@ -510,12 +508,7 @@ void H2Session::onHeadersTimeout() {
   worker().stats().inc(Counter::DownstreamRqHeaderTimeout);
   failed_ = true;
   nghttp2_session_terminate_session(session_, NGHTTP2_PROTOCOL_ERROR);
-  for (int i = 0; i < 8; ++i) {
-    const uint8_t* data = nullptr;
-    const ssize_t n = nghttp2_session_mem_send(session_, &data);
-    if (n <= 0) break;
-    conn_.write(std::string_view(reinterpret_cast<const char*>(data), size_t(n)));
-  }
+  flushLastFrames();
   onConnectionGone();
   conn_.closeAfterFlush();
   conn_.armIdleTimer(kCutFlushNs);

@@ -173,6 +173,9 @@ class H2Session {
   // A fatal session error: counted by kind, then the connection closes
   // after what is queued (a GOAWAY nghttp2 wrote) goes out.
   void fail(ssize_t err);
+  // The session is ending: the frames nghttp2 still has (its GOAWAY) are
+  // written, bounded.
+  void flushLastFrames();
   void reap();
   // The connection has no stream: its idle timeout runs (else it does not).
   void updateIdle();

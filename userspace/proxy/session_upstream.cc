@@ -9,6 +9,7 @@
 #include <charconv>
 #include <cstring>
 
+#include "http/h2.h"
 #include "proxy/engine.h"
 #include "proxy/h2_upstream.h"
 #include "proxy/http_session.h"
@@ -189,11 +190,7 @@ void HttpExchange::sendUpstreamHeadH2() {
   for (const http::Header& h : parsed.headers) total += h.name.size();
   names.reserve(total);
   nva.clear();
-  auto nv = [](std::string_view n, std::string_view v) {
-    return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(n.data())),
-                      reinterpret_cast<uint8_t*>(const_cast<char*>(v.data())), n.size(), v.size(),
-                      NGHTTP2_NV_FLAG_NONE};
-  };
+  const auto nv = http::h2Field;
   nva.push_back(nv(":method", parsed.method));
   nva.push_back(nv(":scheme", s.cluster->upstream.tls ? "https" : "http"));
   nva.push_back(nv(":authority", parsed.host));
