@@ -594,6 +594,55 @@ TEST_F(UpstreamTlsTest, AWrongCaOrAPlaintextServerFailsCleanly) {
   if (HasFailure()) ADD_FAILURE() << mesh_.logs();
 }
 
+// A mirror to a cluster with DestinationRule tls speaks TLS (and never
+// plaintext): the good mirror completes its exchange with s_server, the
+// one whose server speaks plain HTTP fails its handshake; the client only
+// ever sees the primary.
+TEST_F(UpstreamTlsTest, MirrorsToATlsClusterSpeakTls) {
+  const uint16_t backend = startBackend(false);
+  ASSERT_OK(mesh_.writeConfig("secure.yaml", service("secure.backend.test", backend,
+      "{mode: SIMPLE, caCertificates: " + caFile_ + ", sni: secure.backend.test}")));
+  ASSERT_OK(mesh_.writeConfig("plain.yaml", service("plain.backend.test", mesh_.upstreamPort("frontend-service"),
+      "{mode: SIMPLE, insecureSkipVerify: true}")));
+  ASSERT_OK(mesh_.writeConfig("primary.yaml",
+      "apiVersion: networking.istio.io/v1\n"
+      "kind: ServiceEntry\n"
+      "metadata: {name: primary}\n"
+      "spec:\n"
+      "  hosts: [primary.backend.test]\n"
+      "  ports: [{number: 80, name: http, protocol: HTTP}]\n"
+      "  resolution: STATIC\n"
+      "  endpoints: [{address: 127.0.0.1, ports: {http: " + std::to_string(mesh_.upstreamPort("frontend-service")) +
+      "}}]\n"
+      "---\n"
+      "apiVersion: networking.istio.io/v1\n"
+      "kind: VirtualService\n"
+      "metadata: {name: primary}\n"
+      "spec:\n"
+      "  hosts: [primary.backend.test]\n"
+      "  http:\n"
+      "  - route: [{destination: {host: primary.backend.test}}]\n"
+      "    mirrors: [{destination: {host: secure.backend.test}}, {destination: {host: plain.backend.test}}]\n"));
+  ASSERT_NO_FATAL_FAILURE(startDaemon(0));
+  constexpr int kRequests = 4;
+  for (int i = 0; i < kRequests; ++i) {
+    auto r = mesh_.get("primary.backend.test", "/m" + std::to_string(i));
+    ASSERT_OK(r);
+    EXPECT_EQ(r->status, 200) << r->summary();
+    EXPECT_EQ(upstreamName(*r), "frontend-service");
+  }
+  EXPECT_EQ(mesh_.stat("shadow_rq_total"), 2 * kRequests);
+  // The plaintext server fails every TLS mirror; s_server answers each.
+  EXPECT_TRUE(eventually([&] { return mesh_.stat("shadow_rq_failed") == kRequests; }, 3000ms))
+      << mesh_.stat("shadow_rq_failed");
+  // s_server serves one connection at a time: the mirrors finish after
+  // their primaries.
+  EXPECT_TRUE(eventually([&] { return mesh_.stat("upstream_ssl.handshake") >= kRequests; }, 5000ms))
+      << mesh_.stat("upstream_ssl.handshake");
+  EXPECT_GE(mesh_.stat("upstream_ssl.handshake_error"), kRequests);
+  if (HasFailure()) ADD_FAILURE() << mesh_.logs();
+}
+
 // A DestinationRule that turns TLS on: keep-alive plaintext connections
 // already pooled for the endpoint are never used for it (the pool keys
 // connections by how they were made).

@@ -34,6 +34,8 @@ def serve(args):
     flaky = {"left": args.fail_first}
 
     def unary(req, ctx):
+        # What the tests read back from a mirror, whose answer nobody sees.
+        print("unary %s" % req.decode(errors="replace"), flush=True)
         ctx.set_trailing_metadata((("x-served-by", args.name),))
         return args.name.encode() + b":" + req
 

@@ -7,6 +7,7 @@
 
 #include "../common/test_pki.h"
 #include "proxy_fixture.h"
+#include "recording_upstream.h"
 
 namespace sluice::itest::proxy {
 namespace {
@@ -47,29 +48,38 @@ class GrpcTest : public ::testing::Test {
   // service's name, signed by a CA written to ca.crt.
   void start(int failFirst = 0, int attempts = 3, bool serverTls = false) {
     const uint16_t port = freePort();
-    std::vector<std::string> argv = {"/usr/bin/python3", (repoRoot() / "tests/integration/grpc_peer.py").string(),
-                                     "server", "--port", std::to_string(port), "--name", "g1", "--fail-first",
-                                     std::to_string(failFirst)};
-    if (serverTls) {
-      sluice::testing::TestCert ca({.commonName = "test ca", .ca = true});
-      sluice::testing::TestCert leaf(
-          {.commonName = "grpc.default.svc.cluster.local", .subjectAltNames = {"DNS:grpc.default.svc.cluster.local"}},
-          &ca);
-      leaf.write(tmp_.path() / "server");
-      sluice::testing::TestCert::writeFile(tmp_.path() / "ca.crt", ca.certPem());
-      argv.insert(argv.end(), {"--cert", (tmp_.path() / "server/tls.crt").string(), "--key",
-                               (tmp_.path() / "server/tls.key").string()});
-    }
-    auto p = Process::start(argv, tmp_.path() / "grpc-server.log");
-    ASSERT_OK(p);
-    server_ = std::move(*p);
-    ASSERT_TRUE(server_.waitForLog("listening", 10000ms)) << server_.logText();
+    ASSERT_NO_FATAL_FAILURE(server_ = startServer("g1", port, serverTls, failFirst));
     mesh_.setVar("GRPC_PORT", std::to_string(port));
     mesh_.setVar("ATTEMPTS", std::to_string(attempts));
     auto cfg = renderTemplate(kGrpcConfig, mesh_.vars());
     ASSERT_OK(cfg);
     ASSERT_OK(mesh_.writeConfig("grpc.yaml", *cfg));
     ASSERT_OK(mesh_.startDaemon(1));
+  }
+
+  // A gRPC server named `name` on `port`; `tls`: with a certificate for
+  // grpc.default.svc.cluster.local, signed by the CA in ca.crt.
+  Process startServer(const std::string& name, uint16_t port, bool tls = false, int failFirst = 0) {
+    std::vector<std::string> argv = {"/usr/bin/python3", (repoRoot() / "tests/integration/grpc_peer.py").string(),
+                                     "server", "--port", std::to_string(port), "--name", name, "--fail-first",
+                                     std::to_string(failFirst)};
+    if (tls) {
+      if (!fs::exists(tmp_.path() / "server/tls.crt")) {
+        sluice::testing::TestCert ca({.commonName = "test ca", .ca = true});
+        sluice::testing::TestCert leaf({.commonName = "grpc.default.svc.cluster.local",
+                                        .subjectAltNames = {"DNS:grpc.default.svc.cluster.local"}},
+                                       &ca);
+        leaf.write(tmp_.path() / "server");
+        sluice::testing::TestCert::writeFile(tmp_.path() / "ca.crt", ca.certPem());
+      }
+      argv.insert(argv.end(), {"--cert", (tmp_.path() / "server/tls.crt").string(), "--key",
+                               (tmp_.path() / "server/tls.key").string()});
+    }
+    auto p = Process::start(argv, tmp_.path() / ("grpc-server-" + name + ".log"));
+    EXPECT_TRUE(p.has_value()) << p.error();
+    if (!p) return {};
+    EXPECT_TRUE(p->waitForLog("listening", 10000ms)) << p->logText();
+    return std::move(*p);
   }
 
   // One call through sluiced's outbound listener; the JSON line the client printed.
@@ -287,6 +297,79 @@ TEST_F(GrpcTest, ADeadServerIsUnavailable) {
   nlohmann::json r = call("unary");
   EXPECT_EQ(r["code"], "UNAVAILABLE") << r.dump() << out();
   EXPECT_GE(mesh_.stat("upstream_cx_connect_fail"), 1);
+}
+
+// A gRPC call mirrored three ways: to a plaintext HTTP/2 cluster, to one
+// over TLS (ALPN h2), and to an HTTP/1.1 one that gets the body re-framed
+// as chunked (the client sent no length, the primary went out as HTTP/2).
+TEST_F(GrpcTest, MirrorsSpeakTheirOwnClustersProtocolAndTls) {
+  auto rec = RecordingUpstream::start("h1-mirror");
+  ASSERT_OK(rec);
+  std::unique_ptr<RecordingUpstream> h1Mirror = std::move(*rec);
+  start();
+  const uint16_t plainPort = freePort(), tlsPort = freePort();
+  Process plain, secure;
+  ASSERT_NO_FATAL_FAILURE(plain = startServer("m-plain", plainPort));
+  ASSERT_NO_FATAL_FAILURE(secure = startServer("m-tls", tlsPort, /*tls=*/true));
+  auto service = [](const std::string& name, uint16_t port, const std::string& protocol) {
+    return "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: " + name +
+           ", namespace: default}\nspec:\n  hosts: [" + name + ".default.svc.cluster.local]\n"
+           "  ports: [{number: 9090, name: p, protocol: " + protocol + "}]\n  resolution: STATIC\n"
+           "  endpoints: [{address: 127.0.0.1, ports: {p: " + std::to_string(port) + "}}]\n---\n";
+  };
+  std::string cfg = service("mirrored", std::stoi(mesh_.vars().at("GRPC_PORT")), "GRPC") +
+                    service("m-plain", plainPort, "GRPC") + service("m-tls", tlsPort, "GRPC") +
+                    service("m-h1", h1Mirror->port(), "HTTP") +
+                    "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
+                    "metadata: {name: m-tls, namespace: default}\nspec:\n  host: m-tls\n"
+                    "  trafficPolicy: {tls: {mode: SIMPLE, sni: grpc.default.svc.cluster.local, caCertificates: " +
+                    (tmp_.path() / "ca.crt").string() + "}}\n---\n"
+                    "apiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+                    "metadata: {name: mirrored, namespace: default}\nspec:\n  hosts: [mirrored]\n  http:\n"
+                    "  - route: [{destination: {host: mirrored}}]\n"
+                    "    mirrors: [{destination: {host: m-plain}}, {destination: {host: m-tls}}, "
+                    "{destination: {host: m-h1}}]\n";
+  ASSERT_OK(mesh_.applyConfig("mirror.yaml", cfg));
+  for (int i = 0; i < 3; ++i) {
+    const std::string msg = "copy" + std::to_string(i);
+    std::vector<std::string> argv = {"/usr/bin/python3", (repoRoot() / "tests/integration/grpc_peer.py").string(),
+                                     "client", "--target", "127.0.0.1:" + std::to_string(mesh_.outboundPort()),
+                                     "--authority", "mirrored:9090", "--call", "unary", "--message", msg};
+    auto p = Process::start(argv, tmp_.path() / ("mirror-client-" + std::to_string(i) + ".log"));
+    ASSERT_OK(p);
+    ASSERT_TRUE(p->wait(20000ms));
+    EXPECT_NE(p->logText().find("g1:" + msg), std::string::npos) << "the client sees the primary: " << p->logText();
+    EXPECT_TRUE(plain.waitForLog("unary " + msg, 5000ms)) << plain.logText() << out();
+    EXPECT_TRUE(secure.waitForLog("unary " + msg, 5000ms)) << secure.logText() << out();
+  }
+  ASSERT_TRUE(h1Mirror->waitForCount(3, 5000ms)) << out();
+  for (const RecordedRequest& r : h1Mirror->requests()) {
+    EXPECT_EQ(r.method, "POST");
+    EXPECT_EQ(r.header("host").value_or(""), "mirrored-shadow:9090");
+    EXPECT_EQ(r.header("transfer-encoding").value_or(""), "chunked");
+    // One gRPC message (5-byte prefix + "copyN"), in well-formed chunks.
+    std::string payload;
+    std::string_view rest = r.body;
+    for (;;) {
+      const size_t eol = rest.find("\r\n");
+      ASSERT_NE(eol, std::string_view::npos) << r.body;
+      const size_t n = std::stoul(std::string(rest.substr(0, eol)), nullptr, 16);
+      rest.remove_prefix(eol + 2);
+      if (n == 0) break;
+      ASSERT_GE(rest.size(), n + 2) << r.body;
+      payload.append(rest.substr(0, n));
+      EXPECT_EQ(rest.substr(n, 2), "\r\n");
+      rest.remove_prefix(n + 2);
+    }
+    EXPECT_EQ(rest, "\r\n") << r.body;
+    EXPECT_EQ(payload.size(), 10u) << r.body;
+    EXPECT_TRUE(payload.starts_with(std::string("\0\0\0\0\x05", 5) + "copy")) << r.body;
+  }
+  EXPECT_EQ(mesh_.stat("shadow_rq_total"), 9);
+  EXPECT_EQ(mesh_.stat("shadow_rq_shed"), 0);
+  EXPECT_EQ(mesh_.stat("shadow_rq_failed"), 0) << out();
+  EXPECT_GE(mesh_.stat("upstream_ssl.handshake"), 1);
+  h1Mirror.reset();
 }
 
 }  // namespace

@@ -8,7 +8,11 @@
 
 #include <gtest/gtest.h>
 
+#include <poll.h>
 #include <signal.h>
+
+#include <atomic>
+#include <thread>
 
 #include "proxy_fixture.h"
 
@@ -518,6 +522,137 @@ TEST_F(Http2Test, DrainLetsStreamsInFlightFinishAfterGoaway) {
   auto status = mesh_.daemon().wait(5000ms);
   ASSERT_TRUE(status.has_value());
   EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0);
+}
+
+// ------------------------------------------ http2KeepAlive to upstreams
+
+// An HTTP/2 server that takes one connection, answers no request, counts
+// the PINGs it gets and ACKs them only when told to.
+class PingCountingServer {
+ public:
+  explicit PingCountingServer(bool ack) : ack_(ack) {
+    listenFd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(a);
+    if (::bind(listenFd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 && ::listen(listenFd_, 4) == 0 &&
+        ::getsockname(listenFd_, reinterpret_cast<sockaddr*>(&a), &len) == 0)
+      port_ = ntohs(a.sin_port);
+    thread_ = std::thread([this] { run(); });
+  }
+  ~PingCountingServer() {
+    stop_ = true;
+    thread_.join();
+    ::close(listenFd_);
+  }
+  uint16_t port() const { return port_; }
+  int pings() const { return pings_.load(); }
+  bool sawRequest() const { return requests_.load() > 0; }
+
+ private:
+  void run() {
+    // Bounded: the test is over within 20 s.
+    const auto deadline = std::chrono::steady_clock::now() + 20s;
+    int fd = -1;
+    std::string buf;
+    while (!stop_ && std::chrono::steady_clock::now() < deadline) {
+      pollfd p{fd >= 0 ? fd : listenFd_, POLLIN, 0};
+      if (::poll(&p, 1, 50) <= 0) continue;
+      if (fd < 0) {
+        fd = ::accept4(listenFd_, nullptr, nullptr, SOCK_CLOEXEC);
+        if (fd >= 0) (void)!::write(fd, settings({}).data(), settings({}).size());
+        continue;
+      }
+      char chunk[4096];
+      const ssize_t n = ::read(fd, chunk, sizeof(chunk));
+      if (n <= 0) {
+        ::close(fd);
+        fd = -1;
+        buf.clear();
+        continue;
+      }
+      buf.append(chunk, size_t(n));
+      if (buf.starts_with(kPreface)) buf.erase(0, kPreface.size());
+      while (buf.size() >= 9) {
+        const size_t len = (uint8_t(buf[0]) << 16) | (uint8_t(buf[1]) << 8) | uint8_t(buf[2]);
+        if (buf.size() < 9 + len) break;
+        const uint8_t type = uint8_t(buf[3]), flags = uint8_t(buf[4]);
+        const std::string payload = buf.substr(9, len);
+        buf.erase(0, 9 + len);
+        if (type == kHeaders) ++requests_;
+        if (type == kPing && !(flags & kAck)) {
+          ++pings_;
+          const std::string ack = frame(kPing, kAck, 0, payload);
+          if (ack_) (void)!::write(fd, ack.data(), ack.size());
+        }
+      }
+    }
+    if (fd >= 0) ::close(fd);
+  }
+
+  bool ack_;
+  int listenFd_ = -1;
+  uint16_t port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> pings_{0}, requests_{0};
+  std::thread thread_;
+};
+
+std::string keepaliveConfig(uint16_t port, std::string_view keepalive) {
+  return "apiVersion: networking.istio.io/v1\n"
+         "kind: ServiceEntry\n"
+         "metadata: {name: pinged}\n"
+         "spec:\n"
+         "  hosts: [pinged.test]\n"
+         "  ports: [{number: 80, name: http2, protocol: HTTP2}]\n"
+         "  resolution: STATIC\n"
+         "  endpoints: [{address: 127.0.0.1, ports: {http2: " + std::to_string(port) + "}}]\n"
+         "---\n"
+         "apiVersion: networking.istio.io/v1\n"
+         "kind: VirtualService\n"
+         "metadata: {name: pinged}\n"
+         "spec:\n"
+         "  hosts: [pinged.test]\n"
+         "  http: [{route: [{destination: {host: pinged.test}}], timeout: 1500ms, retries: {attempts: 0}}]\n"
+         "---\n"
+         "apiVersion: networking.istio.io/v1\n"
+         "kind: DestinationRule\n"
+         "metadata: {name: pinged}\n"
+         "spec:\n"
+         "  host: pinged.test\n"
+         "  trafficPolicy: {connectionPool: {http: {http2KeepAlive: " + std::string(keepalive) + "}}}\n";
+}
+
+TEST_F(Http2Test, KeepalivePingsThatAreAnsweredKeepTheConnection) {
+  PingCountingServer server(/*ack=*/true);
+  ASSERT_NE(server.port(), 0);
+  ASSERT_OK(mesh_.writeConfig("pinged.yaml", keepaliveConfig(server.port(), "{interval: 200ms, timeout: 300ms}")));
+  startMesh(1);
+  // The server never answers: the route timeout ends the request, the
+  // connection lived through several answered PINGs.
+  auto r = mesh_.get("pinged.test", "/");
+  ASSERT_OK(r);
+  EXPECT_EQ(r->status, 504) << out();
+  EXPECT_TRUE(server.sawRequest());
+  EXPECT_GE(server.pings(), 4) << "a PING every 200 ms over 1.5 s";
+  EXPECT_EQ(stat("upstream_http2.keepalive_timeout"), 0) << out();
+}
+
+TEST_F(Http2Test, AnUnansweredKeepalivePingClosesTheConnection) {
+  PingCountingServer server(/*ack=*/false);
+  ASSERT_NE(server.port(), 0);
+  ASSERT_OK(mesh_.writeConfig("pinged.yaml", keepaliveConfig(server.port(), "{interval: 200ms, timeout: 300ms}")));
+  startMesh(1);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = mesh_.get("pinged.test", "/");
+  ASSERT_OK(r);
+  // Closed at ~500 ms (PING at 200, no ACK by 500), before the 1.5 s
+  // route timeout: a connection failure, 503 UC.
+  EXPECT_EQ(r->status, 503) << r->summary() << out();
+  EXPECT_LT(msSince(t0), 1400);
+  EXPECT_EQ(server.pings(), 1) << "no second PING while the first is unanswered";
+  EXPECT_EQ(stat("upstream_http2.keepalive_timeout"), 1) << out();
 }
 
 }  // namespace

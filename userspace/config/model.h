@@ -278,6 +278,13 @@ struct ConnectionPoolSettings {
     std::string h2UpgradePolicy;
     bool useClientProtocol = false;
     std::optional<int32_t> maxConcurrentStreams;
+    // PINGs on HTTP/2 connections to the upstream: one every `interval`,
+    // the connection closed when its ACK is not back within `timeout`.
+    struct Http2KeepAlive {
+      std::optional<Duration> interval;
+      std::optional<Duration> timeout;
+    };
+    std::optional<Http2KeepAlive> http2KeepAlive;
   };
   std::optional<TCP> tcp;
   std::optional<HTTP> http;

@@ -155,7 +155,17 @@ void parseConnectionPool(Ctx& c, const Node& n, const Path& path, ConnectionPool
           else if (key == "h2UpgradePolicy") readEnum(c, v, p, {"DEFAULT", "DO_NOT_UPGRADE", "UPGRADE"}, h.h2UpgradePolicy);
           else if (key == "useClientProtocol") readBool(c, v, p, h.useClientProtocol);
           else if (key == "maxConcurrentStreams") readInt(c, v, p, h.maxConcurrentStreams, 0, kInt32Max);
-          else return false;
+          else if (key == "http2KeepAlive") {
+            readMessage(c, v, p, h.http2KeepAlive,
+                        [](Ctx& c, const Node& n, const Path& path, ConnectionPoolSettings::HTTP::Http2KeepAlive& k) {
+                          forFields(c, n, path, [&](const std::string& key, const Node& v, const Path& p) {
+                            if (key == "interval") readDuration(c, v, p, k.interval, true);
+                            else if (key == "timeout") readDuration(c, v, p, k.timeout, true);
+                            else return false;
+                            return true;
+                          });
+                        });
+          } else return false;
           return true;
         });
       });

@@ -123,4 +123,33 @@ bool H2RequestHead::build(bool endStream, RequestHead& head) {
   return true;
 }
 
+bool H2RequestFields::build(std::string_view head, std::string_view scheme, bool teTrailers) {
+  Limits limits;
+  limits.maxHeadBytes = head.size() + 1;
+  limits.maxHeaders = 100000;
+  ParseError err;
+  parsed_.headers.clear();
+  if (parseRequestHead(head.data(), head.size(), limits, parsed_, err) != ParseStatus::Complete) return false;
+  names_.clear();
+  size_t total = 0;
+  for (const Header& h : parsed_.headers) total += h.name.size();
+  names_.reserve(total);  // no reallocation: the fields point into it
+  nva_.clear();
+  nva_.push_back(h2Field(":method", parsed_.method));
+  nva_.push_back(h2Field(":scheme", scheme));
+  nva_.push_back(h2Field(":authority", parsed_.host));
+  nva_.push_back(h2Field(":path", parsed_.target));
+  for (const Header& h : parsed_.headers) {
+    const size_t at = names_.size();
+    for (char c : h.name) names_.push_back(c >= 'A' && c <= 'Z' ? char(c + 32) : c);
+    const std::string_view name = std::string_view(names_).substr(at, h.name.size());
+    if (name == "host" || name == "connection" || name == "keep-alive" || name == "proxy-connection" ||
+        name == "transfer-encoding" || name == "upgrade" || name == "te")
+      continue;
+    nva_.push_back(h2Field(name, h.value));
+  }
+  if (teTrailers) nva_.push_back(h2Field("te", "trailers"));
+  return true;
+}
+
 }  // namespace sluice::http

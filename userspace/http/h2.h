@@ -38,6 +38,25 @@ inline nghttp2_nv h2Field(std::string_view name, std::string_view value) {
 // submitted. Null only when nghttp2 cannot allocate.
 nghttp2_session* newH2ServerSession(const nghttp2_session_callbacks* callbacks, void* user);
 
+// The other way, for HTTP/2 upstreams: a complete HTTP/1.1 request head
+// (as the router builds it, final CRLF included) as HTTP/2 fields. Names
+// are lower-cased, the pseudo-header fields come first (:scheme `scheme`),
+// and what HTTP/2 does not carry is left out (RFC 9113, 8.2.2: Host, which
+// becomes :authority, and the connection-specific fields), except TE:
+// trailers when `teTrailers` (gRPC servers insist on it). The fields point
+// into this object; reuse it for the next head.
+class H2RequestFields {
+ public:
+  // False: `head` is not a complete request head.
+  bool build(std::string_view head, std::string_view scheme, bool teTrailers);
+  const std::vector<nghttp2_nv>& fields() const { return nva_; }
+
+ private:
+  RequestHead parsed_;
+  std::string names_;
+  std::vector<nghttp2_nv> nva_;
+};
+
 class H2RequestHead {
  public:
   static constexpr std::string_view kClientPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

@@ -126,7 +126,7 @@ bool H2UpstreamConn::canOpen(const route::UpstreamSettings& s) const {
   return true;
 }
 
-std::shared_ptr<H2UpstreamStream> H2UpstreamConn::openStream(HttpExchange* owner) {
+std::shared_ptr<H2UpstreamStream> H2UpstreamConn::openStream(H2StreamOwner* owner) {
   ++streamsOpened_;
   idleTimer_.cancel();
   if (connToken_) {
@@ -214,14 +214,15 @@ void H2UpstreamConn::onHandshakeTimeout() {
 }
 
 void H2UpstreamConn::becomeReady() {
+  if (settings_.h2PingIntervalNs) worker_.timers().schedule(pingTimer_, settings_.h2PingIntervalNs);
   // Each waiting exchange submits its request now (onUpstreamConnected);
   // one that fails may drop others, so go by a copy of the owners.
-  std::vector<HttpExchange*> owners;
+  std::vector<H2StreamOwner*> owners;
   for (auto& s : waiting_) {
     if (s->owner_) owners.push_back(s->owner_);
   }
   wantSend();
-  for (HttpExchange* o : owners) o->onUpstreamConnected();
+  for (H2StreamOwner* o : owners) o->onUpstreamConnected();
 }
 
 void H2UpstreamConn::onConnectFailed(bool timedOut) {
@@ -229,7 +230,7 @@ void H2UpstreamConn::onConnectFailed(bool timedOut) {
   worker_.stats().inc(Counter::UpstreamCxConnectFail);
   leavePool();
   std::shared_ptr<upstream::ClusterLimits> freed = giveBackSlot();
-  std::vector<HttpExchange*> owners;
+  std::vector<H2StreamOwner*> owners;
   for (auto& s : waiting_) {
     if (s->owner_) owners.push_back(s->owner_);
     detachOwner(*s);
@@ -237,7 +238,7 @@ void H2UpstreamConn::onConnectFailed(bool timedOut) {
   }
   waiting_.clear();
   close();
-  for (HttpExchange* o : owners) o->onUpstreamConnectFailed(timedOut);
+  for (H2StreamOwner* o : owners) o->onUpstreamConnectFailed(timedOut);
   if (freed) worker_.pool().slotFreed(freed);
 }
 
@@ -304,7 +305,7 @@ std::shared_ptr<upstream::ClusterLimits> H2UpstreamConn::giveBackSlot() {
 void H2UpstreamConn::failAll(int err) {
   leavePool();
   std::shared_ptr<upstream::ClusterLimits> freed = giveBackSlot();
-  std::vector<HttpExchange*> owners;
+  std::vector<H2StreamOwner*> owners;
   for (auto& s : waiting_) {
     if (s->owner_) owners.push_back(s->owner_);
     detachOwner(*s);
@@ -317,7 +318,7 @@ void H2UpstreamConn::failAll(int err) {
   }
   waiting_.clear();
   streams_.clear();
-  for (HttpExchange* o : owners) o->onUpstreamClosed(err);
+  for (H2StreamOwner* o : owners) o->onUpstreamClosed(err);
   if (freed) worker_.pool().slotFreed(freed);
 }
 
@@ -370,6 +371,23 @@ void H2UpstreamConn::scheduleIdle() {
   }
   worker_.timers().schedule(idleTimer_, settings_.idleTimeoutNs ? settings_.idleTimeoutNs
                                                                 : worker_.engine().options().idleTimeoutNs);
+}
+
+void H2UpstreamConn::onPingInterval() {
+  if (closing()) return;
+  worker_.timers().schedule(pingTimer_, settings_.h2PingIntervalNs);
+  if (pingOut_) return;
+  if (nghttp2_submit_ping(session_, NGHTTP2_FLAG_NONE, nullptr) != 0) return;
+  pingOut_ = true;
+  worker_.timers().schedule(pingDeadline_, settings_.h2PingTimeoutNs);
+  pump();
+}
+
+void H2UpstreamConn::onPingTimeout() {
+  if (!pingOut_ || closing()) return;
+  worker_.stats().inc(Counter::UpstreamHttp2KeepaliveTimeout);
+  failAll(-ETIMEDOUT);
+  close();
 }
 
 void H2UpstreamConn::onIdleTimeout() {
@@ -450,12 +468,17 @@ int H2UpstreamConn::onFrameRecv(nghttp2_session* session, const nghttp2_frame* f
     self->leavePool();
     return 0;
   }
+  if (frame->hd.type == NGHTTP2_PING && (frame->hd.flags & NGHTTP2_FLAG_ACK)) {
+    self->pingOut_ = false;
+    self->pingDeadline_.cancel();
+    return 0;
+  }
   if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) return 0;
   auto* s = static_cast<H2UpstreamStream*>(nghttp2_session_get_stream_user_data(session, frame->hd.stream_id));
   if (!s) return 0;
   const bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
   if (end) s->respEnded_ = true;
-  HttpExchange* o = s->owner_;
+  H2StreamOwner* o = s->owner_;
   if (frame->hd.type == NGHTTP2_DATA) {
     if (end && o) o->onH2UpstreamData();
     return 0;
@@ -513,7 +536,7 @@ int H2UpstreamConn::onStreamClose(nghttp2_session*, int32_t id, uint32_t errorCo
   // be passing its last bytes on; any other end is a reset to it.
   const bool ended = s->respEnded_;  // a reset after END_STREAM cannot take the response back
   if (!ended && s->owner_) {
-    HttpExchange* o = s->owner_;
+    H2StreamOwner* o = s->owner_;
     self->detachOwner(*s);
     o->onH2UpstreamReset(errorCode);
   }

@@ -27,12 +27,34 @@
 namespace sluice::proxy {
 
 class H2UpstreamConn;
-class HttpExchange;
 class TlsClientTransport;
 struct EndpointState;
 
 inline constexpr uint32_t kH2UpstreamStreamWindow = 256 * 1024;
 inline constexpr uint32_t kH2UpstreamConnectionWindow = 4 * 1024 * 1024;
+
+// Who a stream reports to: the exchange whose attempt it is (HttpExchange),
+// or a mirrored copy (ShadowManager). Each call may end the owner's hold on
+// the stream (cancel()); the owner is never destroyed during one.
+class H2StreamOwner {
+ public:
+  // The connection is up (TLS included): the request can be submitted.
+  virtual void onUpstreamConnected() = 0;
+  virtual void onUpstreamConnectFailed(bool timedOut) = 0;
+  // The connection ended under the stream.
+  virtual void onUpstreamClosed(int err) = 0;
+  // The request bytes written so far are all sent: more may follow.
+  virtual void onUpstreamDrained() = 0;
+  // The response head (`fields` views valid during the call), more body
+  // (or its end), the trailers, a reset (or REFUSED_STREAM) before the end.
+  virtual void onH2UpstreamHead(int status, std::vector<http::Header>& fields, bool endStream) = 0;
+  virtual void onH2UpstreamData() = 0;
+  virtual void onH2UpstreamTrailers(std::vector<http::Header>& fields) = 0;
+  virtual void onH2UpstreamReset(uint32_t errorCode) = 0;
+
+ protected:
+  ~H2StreamOwner() = default;
+};
 
 // One attempt's stream, shared by its connection (while nghttp2 has it
 // open) and the exchange (from openStream until it lets go with cancel()).
@@ -40,7 +62,7 @@ inline constexpr uint32_t kH2UpstreamConnectionWindow = 4 * 1024 * 1024;
 // still read the end of a response after the connection is gone.
 class H2UpstreamStream {
  public:
-  H2UpstreamStream(H2UpstreamConn& conn, HttpExchange* owner, bool reused)
+  H2UpstreamStream(H2UpstreamConn& conn, H2StreamOwner* owner, bool reused)
       : conn_(conn), owner_(owner), reused_(reused) {
     fieldBytes_.reserve(256);
     fields_.reserve(8);
@@ -67,7 +89,7 @@ class H2UpstreamStream {
  private:
   friend class H2UpstreamConn;
   H2UpstreamConn& conn_;
-  HttpExchange* owner_;
+  H2StreamOwner* owner_;
   bool reused_;
   int32_t id_ = -1;
   std::string reqOut_;
@@ -101,7 +123,7 @@ class H2UpstreamConn final : public OutboundConnection {
   bool ready() const { return connected() && !tlsPending_; }
   // Room for one more stream now (or once connected)?
   bool canOpen(const route::UpstreamSettings& s) const;
-  std::shared_ptr<H2UpstreamStream> openStream(HttpExchange* owner);
+  std::shared_ptr<H2UpstreamStream> openStream(H2StreamOwner* owner);
   bool reused() const { return streamsOpened_ > 1; }
   nghttp2_session* session() { return session_; }
   void wantSend() { queueSend(); }
@@ -127,6 +149,11 @@ class H2UpstreamConn final : public OutboundConnection {
   void beforeSend() override;
   void onDrained() override;
   void onIdleTimeout();
+  // http2KeepAlive: a PING every interval (none while one is unanswered);
+  // an ACK not back within the timeout closes the connection, its streams
+  // failing as a connection's do.
+  void onPingInterval();
+  void onPingTimeout();
   void pump();
   // Every stream's exchange hears the connection is gone.
   void failAll(int err);
@@ -169,6 +196,9 @@ class H2UpstreamConn final : public OutboundConnection {
   bool pooled_ = false;  // in state_.h2
   core::MemberTimer<H2UpstreamConn, &H2UpstreamConn::onIdleTimeout> idleTimer_{this};
   core::MemberTimer<H2UpstreamConn, &H2UpstreamConn::onHandshakeTimeout> handshakeTimer_{this};
+  core::MemberTimer<H2UpstreamConn, &H2UpstreamConn::onPingInterval> pingTimer_{this};
+  core::MemberTimer<H2UpstreamConn, &H2UpstreamConn::onPingTimeout> pingDeadline_{this};
+  bool pingOut_ = false;  // a keepalive PING awaits its ACK
   TlsClientTransport* tls_ = nullptr;  // owned by Connection
   bool tlsPending_ = false;
 };

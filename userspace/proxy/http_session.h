@@ -16,6 +16,7 @@
 #include "proxy/engine.h"
 #include "proxy/outbound.h"
 #include "proxy/filters/filter.h"
+#include "proxy/h2_upstream.h"
 #include "proxy/request_util.h"
 #include "route/table.h"
 #include "upstream/circuit_breaker.h"
@@ -25,7 +26,6 @@ namespace sluice::proxy {
 
 class DownstreamConn;
 class H2Session;
-class H2UpstreamStream;
 class HttpExchange;
 class TlsServerTransport;
 struct EndpointState;
@@ -127,29 +127,26 @@ struct DownstreamInfo {
 // body arrives, how the response is written, what ends the exchange – is
 // the codec's side, the pure virtual functions below (DownstreamConn for
 // HTTP/1.1, H2Stream for HTTP/2).
-class HttpExchange : public PoolWaiter, protected FilterCallbacks {
+class HttpExchange : public PoolWaiter, public H2StreamOwner, protected FilterCallbacks {
  public:
   HttpExchange(Worker& worker, DownstreamInfo& info);
   HttpExchange(const HttpExchange&) = delete;
   HttpExchange& operator=(const HttpExchange&) = delete;
   virtual ~HttpExchange();
 
-  // Upstream events, forwarded by UpstreamConn.
-  void onUpstreamConnected();
-  void onUpstreamConnectFailed(bool timeout);
+  // Upstream events, from UpstreamConn (HTTP/1.1) or H2UpstreamConn (the
+  // attempt's HTTP/2 stream, H2StreamOwner).
+  void onUpstreamConnected() override;
+  void onUpstreamConnectFailed(bool timeout) override;
   void onUpstreamData();
-  void onUpstreamClosed(int err);
-  void onUpstreamDrained();
+  void onUpstreamClosed(int err) override;
+  void onUpstreamDrained() override;
   // Bytes moved on either side: pushes the stream idle deadline back.
   void touchStream();
-  // HTTP/2 upstream events (H2UpstreamConn), for the attempt's stream:
-  // its response head (`fields` views valid during the call), more body
-  // (or its end), its trailers, a reset (or a REFUSED_STREAM) before the
-  // end.
-  void onH2UpstreamHead(int status, std::vector<http::Header>& fields, bool endStream);
-  void onH2UpstreamData();
-  void onH2UpstreamTrailers(std::vector<http::Header>& fields);
-  void onH2UpstreamReset(uint32_t errorCode);
+  void onH2UpstreamHead(int status, std::vector<http::Header>& fields, bool endStream) override;
+  void onH2UpstreamData() override;
+  void onH2UpstreamTrailers(std::vector<http::Header>& fields) override;
+  void onH2UpstreamReset(uint32_t errorCode) override;
 
  protected:
   friend struct Stream;  // its timers fire here

@@ -105,12 +105,18 @@ void HttpExchange::computeHashKey(const route::HashPolicy& hp, std::string_view 
 void HttpExchange::startShadows() {
   Stream& s = *stream_;
   uint64_t timeout = s.route->timeout && s.route->timeout->count() > 0 ? uint64_t(s.route->timeout->count()) : 0;
+  const http::HeaderMap::Field* te = s.headers.find("te");
   for (Stream::PendingShadow& p : s.pendingShadows) {
     int i = wk_.pickEndpoint(*p.cluster);
     if (i < 0) continue;
-    std::unique_ptr<ShadowStream> m =
-        wk_.shadows().start(p.cluster->endpoints[size_t(i)], std::move(p.head), !s.reqDone, timeout,
-                                p.cluster->upstream, wk_.clusters().limitsFor(*p.cluster));
+    ShadowRequest rq{.head = std::move(p.head),
+                     .hasBody = !s.reqDone,
+                     .chunked = s.head.framing.kind == http::Framing::Kind::Chunked,
+                     .clientHttp2 = protocol() == "HTTP/2",
+                     .teTrailers = te && http::headerHasToken(te->value, "trailers"),
+                     .timeoutNs = timeout};
+    std::unique_ptr<ShadowStream> m = wk_.shadows().start(p.cluster->endpoints[size_t(i)], std::move(rq),
+                                                          p.cluster->upstream, wk_.clusters().limitsFor(*p.cluster));
     if (m && !s.reqDone) s.shadows.push_back(std::move(m));
   }
   s.pendingShadows.clear();

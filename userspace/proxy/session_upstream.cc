@@ -170,47 +170,20 @@ void HttpExchange::sendUpstreamHeadH2() {
   // The head the router built, with this attempt's count, read back as
   // fields: the same operations and rewrites as for HTTP/1.1.
   thread_local std::string text;
-  thread_local http::RequestHead parsed;
-  thread_local std::vector<nghttp2_nv> nva;
-  thread_local std::string names;
+  thread_local http::H2RequestFields fields;
   text.assign(s.upstreamHead);
   text.append("x-envoy-attempt-count: ").append(std::to_string(s.retry ? s.retry->attempt() : 1u)).append("\r\n\r\n");
-  http::ParseError err;
-  http::Limits limits;
-  limits.maxHeadBytes = text.size() + 1;
-  limits.maxHeaders = 100000;
-  parsed.headers.clear();
-  if (http::parseRequestHead(text.data(), text.size(), limits, parsed, err) != http::ParseStatus::Complete) {
+  // gRPC servers insist on TE: trailers, a hop-by-hop field the client
+  // sent for this very hop.
+  const http::HeaderMap::Field* te = s.headers.find("te");
+  if (!fields.build(text, s.cluster->upstream.tls ? "https" : "http",
+                    te && http::headerHasToken(te->value, "trailers"))) {
     // Not expected: sluiced wrote this head. Fail the attempt, not the process.
     localReply(500, "internal error building the upstream request", "-");
     return;
   }
-  names.clear();
-  size_t total = 0;
-  for (const http::Header& h : parsed.headers) total += h.name.size();
-  names.reserve(total);
-  nva.clear();
-  const auto nv = http::h2Field;
-  nva.push_back(nv(":method", parsed.method));
-  nva.push_back(nv(":scheme", s.cluster->upstream.tls ? "https" : "http"));
-  nva.push_back(nv(":authority", parsed.host));
-  nva.push_back(nv(":path", parsed.target));
-  for (const http::Header& h : parsed.headers) {
-    const size_t at = names.size();
-    for (char c : h.name) names.push_back(c >= 'A' && c <= 'Z' ? char(c + 32) : c);
-    const std::string_view name = std::string_view(names).substr(at, h.name.size());
-    // What HTTP/2 does not carry (RFC 9113, 8.2.2), and Host (:authority).
-    if (name == "host" || name == "connection" || name == "keep-alive" || name == "proxy-connection" ||
-        name == "transfer-encoding" || name == "upgrade" || name == "te")
-      continue;
-    nva.push_back(nv(name, h.value));
-  }
-  // gRPC servers insist on TE: trailers, a hop-by-hop field the client
-  // sent for this very hop.
-  if (const http::HeaderMap::Field* te = s.headers.find("te"); te && http::headerHasToken(te->value, "trailers"))
-    nva.push_back(nv("te", "trailers"));
   const bool noBody = s.head.framing.kind == http::Framing::Kind::None;
-  if (!h2up_->submit(nva, noBody)) {
+  if (!h2up_->submit(fields.fields(), noBody)) {
     std::shared_ptr<H2UpstreamStream> failed = std::move(h2up_);
     failed->cancel();
     if (s.ep) {
@@ -282,15 +255,18 @@ void HttpExchange::forwardRequestBody() {
     if (taken > 0 || done) {
       // The upstream's framing is the request head's (http1RequestHead):
       // chunked bodies are re-encoded, never copied as the client wrote them.
-      std::string encoded;
-      std::string_view bytes;
+      // Mirrors take the payload and frame it their own way.
+      std::string encoded, joined;
+      std::string_view plain;
+      if (payload.size() == 1) {
+        plain = payload.front();
+      } else {
+        for (std::string_view p : payload) joined.append(p);
+        plain = joined;
+      }
+      std::string_view bytes = plain;
       if (s.head.framing.kind == http::Framing::Kind::Chunked && !s.upstreamH2) {
         appendChunks(payload, done, encoded);
-        bytes = encoded;
-      } else if (payload.size() == 1) {
-        bytes = payload.front();
-      } else {
-        for (std::string_view p : payload) encoded.append(p);
         bytes = encoded;
       }
       if (h2up_) {
@@ -308,7 +284,7 @@ void HttpExchange::forwardRequestBody() {
           s.replay.append(bytes);
         }
       }
-      for (auto& m : s.shadows) m->feed(bytes, done);
+      for (auto& m : s.shadows) m->feed(plain, done);
       s.reqBodySent += uint64_t(taken);
       releaseRequestBody(size_t(taken));
     }

@@ -7,10 +7,14 @@
 #include <algorithm>
 
 #include "core/timer_wheel.h"
+#include "http/h2.h"
 #include "http/parser.h"
 #include "proxy/connection.h"
-#include "proxy/outbound.h"
 #include "proxy/engine.h"
+#include "proxy/h2_upstream.h"
+#include "proxy/outbound.h"
+#include "proxy/request_util.h"
+#include "proxy/tls_transport.h"
 #include "proxy/worker.h"
 
 namespace sluice::proxy {
@@ -27,13 +31,15 @@ using stats::Counter;
 // time. It owns itself like every Connection: it ends with close() and the
 // worker deletes it once no io_uring operation refers to it. The primary
 // only ever holds a ShadowStream, which this object nulls when it detaches.
-class ShadowConn final : public OutboundConnection {
+class ShadowConn final : public OutboundConnection, public ShadowSink {
  public:
   // `connToken`: its unit of the mirror cluster's maxConnections (empty
-  // when the cluster has no limit), given back when it closes.
-  ShadowConn(ShadowManager& mgr, int fd, const route::Endpoint& ep, upstream::LimitToken connToken)
+  // when the cluster has no limit), given back when it closes. `settings`:
+  // how the cluster connects (TLS or not, the connect timeout).
+  ShadowConn(ShadowManager& mgr, int fd, const route::Endpoint& ep, upstream::LimitToken connToken,
+             const route::UpstreamSettings& settings)
       : OutboundConnection(mgr.worker_, fd), mgr_(mgr), addr_(ep.sockaddr), key_(ep.key),
-        connToken_(std::move(connToken)) {
+        connToken_(std::move(connToken)), settings_(settings), state_(mgr.worker_.endpointState(ep)) {
     next_ = mgr_.live_;
     if (next_) next_->prev_ = this;
     mgr_.live_ = this;
@@ -42,30 +48,41 @@ class ShadowConn final : public OutboundConnection {
   // exits (the worker reaps the others through Connection).
   ~ShadowConn() override { detachAll(); }
 
-  // `timeoutNs`: the mirror cluster's tcp.connectTimeout (0: Istio's 10 s).
-  void connect(uint64_t timeoutNs) { connectTo(addr_, timeoutNs); }
+  void connect() { connectTo(addr_, settings_.connectTimeoutNs); }
+
+  // Made the way `s` connects (plaintext, or TLS with the same credentials).
+  bool sameTransport(const route::UpstreamSettings& s) const {
+    return s.tls == settings_.tls && s.tlsCredentials == settings_.tlsCredentials;
+  }
 
   // Binds a new mirrored request; counted in the manager's inFlight_ until
   // endMirror().
-  void begin(ShadowStream* stream, std::string&& head, bool hasBody, uint64_t timeoutNs) {
+  void begin(ShadowStream* stream, ShadowRequest&& rq) {
     stream_ = stream;
     active_ = true;
     ++mgr_.inFlight_;
-    reqDone_ = !hasBody;
+    reqDone_ = !rq.hasBody;
+    chunked_ = rq.chunked;
     // A response to HEAD has no body whatever its headers say.
-    isHead_ = head.starts_with("HEAD ");
+    isHead_ = rq.head.starts_with("HEAD ");
     respHeadDone_ = false;
     respBody_.reset({});
-    timeoutNs_ = timeoutNs;
+    timeoutNs_ = rq.timeoutNs;
     worker_.timers().schedule(rqTimer_, timeoutNs_ ? timeoutNs_
                                                    : worker_.engine().options().streamIdleTimeoutNs);
-    send(std::move(head));
+    send(std::move(rq.head));
   }
 
-  void feedBody(std::string_view bytes, bool last) {
+  void feedBody(std::string_view payload, bool last) override {
     if (!active_) return;
     touch();
-    send(bytes);
+    if (chunked_) {
+      std::string framed;
+      appendChunks({payload}, last, framed);
+      send(std::move(framed));
+    } else {
+      send(payload);
+    }
     if (last) reqDone_ = true;
     if (totalUnsent() > mgr_.maxUnsentBytes_) {
       // A mirror slower than the primary would otherwise buffer the whole
@@ -77,7 +94,7 @@ class ShadowConn final : public OutboundConnection {
   }
 
   // The primary's handle is being destroyed.
-  void streamGone(bool finished) {
+  void streamGone(bool finished) override {
     stream_ = nullptr;
     if (finished || !active_) return;
     // The request will never be complete: the mirror cannot finish.
@@ -152,6 +169,14 @@ class ShadowConn final : public OutboundConnection {
   }
 
   void onPeerClosed(int err) override {
+    if (tlsPending_) {
+      // The handshake failed, or the server hung up during it.
+      tlsPending_ = false;
+      handshakeTimer_.cancel();
+      worker_.stats().inc(Counter::UpstreamSslHandshakeError);
+      fail();
+      return;
+    }
     if (active_ && respHeadDone_ && err == 0 && respBody_.finish() == http::BodyFramer::Status::Done) {
       endMirror();  // a body delimited by the close
       close();
@@ -169,6 +194,7 @@ class ShadowConn final : public OutboundConnection {
   }
 
   void onConnectFailed(bool timedOut) override {
+    if (timedOut) worker_.stats().inc(Counter::UpstreamCxConnectTimeout);
     if (active_ || !timedOut) {
       fail();
     } else {
@@ -177,11 +203,41 @@ class ShadowConn final : public OutboundConnection {
   }
 
   void onConnected() override {
+    if (settings_.tls) {
+      std::unique_ptr<TlsClientTransport> t = makeClientTls(worker_, settings_, state_, addr_);
+      if (!t) {
+        // Never plaintext to an upstream that wants TLS.
+        worker_.stats().inc(Counter::UpstreamSslHandshakeError);
+        fail();
+        return;
+      }
+      tlsPending_ = true;
+      startTls(std::move(t), handshakeTimer_, settings_.connectTimeoutNs);
+      return;
+    }
+    flushPreConnect();
+    startReading();
+  }
+
+  void onTransportReady() override {
+    if (!tlsPending_) return;
+    tlsPending_ = false;
+    handshakeTimer_.cancel();
+    flushPreConnect();
+  }
+
+  void onHandshakeTimeout() {
+    if (!tlsPending_ || closing()) return;
+    tlsPending_ = false;
+    worker_.stats().inc(Counter::UpstreamSslHandshakeError);
+    onConnectFailed(true);
+  }
+
+  void flushPreConnect() {
     if (!preConnect_.empty()) {
       write(std::move(preConnect_));
       preConnect_.clear();
     }
-    startReading();
   }
 
   // An idle mirror connection must not sit on a maxConnections slot its
@@ -239,7 +295,7 @@ class ShadowConn final : public OutboundConnection {
     }
     rqTimer_.cancel();
     if (stream_) {
-      stream_->conn_ = nullptr;
+      stream_->sink_ = nullptr;
       stream_ = nullptr;
     }
   }
@@ -270,8 +326,11 @@ class ShadowConn final : public OutboundConnection {
     if (v.empty()) mgr_.idle_.erase(it);
   }
 
+  // Bytes go out once TCP (and TLS, if any) is up.
+  bool ready() const { return connected() && !tlsPending_; }
+
   void send(std::string&& bytes) {
-    if (connected()) {
+    if (ready()) {
       write(std::move(bytes));
     } else if (preConnect_.empty()) {
       preConnect_ = std::move(bytes);
@@ -280,7 +339,7 @@ class ShadowConn final : public OutboundConnection {
     }
   }
   void send(std::string_view bytes) {
-    if (connected()) {
+    if (ready()) {
       write(bytes);
     } else {
       preConnect_.append(bytes);
@@ -307,6 +366,8 @@ class ShadowConn final : public OutboundConnection {
   sockaddr_in addr_;
   std::string key_;
   upstream::LimitToken connToken_;
+  route::UpstreamSettings settings_;
+  EndpointState& state_;  // the endpoint's TLS session, for resumption
   ShadowStream* stream_ = nullptr;
   ShadowConn* prev_ = nullptr;
   ShadowConn* next_ = nullptr;
@@ -318,23 +379,141 @@ class ShadowConn final : public OutboundConnection {
   uint64_t timeoutNs_ = 0;
   core::MemberTimer<ShadowConn, &ShadowConn::onRqTimer> rqTimer_{this};
   core::MemberTimer<ShadowConn, &ShadowConn::onPoolTimer> poolTimer_{this};
+  core::MemberTimer<ShadowConn, &ShadowConn::onHandshakeTimeout> handshakeTimer_{this};
   bool active_ = false;
+  bool chunked_ = false;
+  bool tlsPending_ = false;
   bool reqDone_ = false;
   bool isHead_ = false;
   bool respHeadDone_ = false;
   bool pooled_ = false;
 };
 
+// One mirrored request on a cluster that speaks HTTP/2: a stream on the
+// worker's shared connections to the endpoint (H2UpstreamConn, as the
+// router's attempts use), its response read and dropped. It owns itself:
+// ending, it goes to the manager's reap list, freed outside its calls.
+class ShadowH2 final : public ShadowSink, public H2StreamOwner {
+ public:
+  ShadowH2(ShadowManager& mgr, ShadowRequest&& rq, bool https)
+      : mgr_(mgr), worker_(mgr.worker_), rq_(std::move(rq)), https_(https) {
+    mgr_.liveH2_.push_back(this);
+  }
+
+  void begin(H2UpstreamConn& conn, ShadowStream* handle) {
+    handle_ = handle;
+    ++mgr_.inFlight_;
+    stream_ = conn.openStream(this);
+    worker_.timers().schedule(rqTimer_, rq_.timeoutNs ? rq_.timeoutNs
+                                                      : worker_.engine().options().streamIdleTimeoutNs);
+  }
+
+  // ---- ShadowSink
+  void feedBody(std::string_view payload, bool last) override {
+    if (ended_) return;
+    touch();
+    if (stream_->submitted()) {
+      stream_->write(payload, last);
+    } else {
+      pending_.append(payload);
+      pendingEnd_ = pendingEnd_ || last;
+    }
+    if (pending_.size() + stream_->requestBacklog() > mgr_.maxUnsentBytes_) {
+      // A mirror slower than the primary would otherwise buffer the whole
+      // body; memory stays bounded, the mirror is dropped.
+      worker_.stats().inc(Counter::RetryOrShadowAbandoned);
+      end(false);
+    }
+  }
+
+  void streamGone(bool finished) override {
+    handle_ = nullptr;
+    // The request will never be complete: the mirror cannot finish.
+    if (!finished) end(false);
+  }
+
+  // ---- H2StreamOwner
+  void onUpstreamConnected() override {
+    if (ended_ || stream_->submitted()) return;
+    thread_local http::H2RequestFields fields;
+    if (!fields.build(rq_.head, https_ ? "https" : "http", rq_.teTrailers) ||
+        !stream_->submit(fields.fields(), !rq_.hasBody)) {
+      end(true);
+      return;
+    }
+    std::string().swap(rq_.head);
+    if (!pending_.empty() || pendingEnd_) {
+      stream_->write(pending_, pendingEnd_);
+      std::string().swap(pending_);
+    }
+  }
+  void onUpstreamConnectFailed(bool) override { end(true); }
+  void onUpstreamClosed(int) override { end(true); }
+  void onUpstreamDrained() override {}
+  void onH2UpstreamHead(int, std::vector<http::Header>&, bool endStream) override {
+    touch();
+    if (endStream) end(false);
+  }
+  void onH2UpstreamData() override {
+    touch();
+    stream_->take(stream_->responseBody().size());
+    if (stream_->responseEnded()) end(false);
+  }
+  void onH2UpstreamTrailers(std::vector<http::Header>&) override { end(false); }
+  void onH2UpstreamReset(uint32_t) override { end(true); }
+
+ private:
+  // Progress re-arms the idle bound; an explicit timeout is end to end.
+  void touch() {
+    if (!ended_ && rq_.timeoutNs == 0)
+      worker_.timers().schedule(rqTimer_, worker_.engine().options().streamIdleTimeoutNs);
+  }
+  void onRqTimer() { end(true); }
+
+  // However it ended: out of the count, the stream let go (reset if not
+  // done both ways), the handle told, and onto the reap list.
+  void end(bool failed) {
+    if (ended_) return;
+    ended_ = true;
+    if (failed) worker_.stats().inc(Counter::ShadowRqFailed);
+    --mgr_.inFlight_;
+    rqTimer_.cancel();
+    if (handle_) {
+      handle_->sink_ = nullptr;
+      handle_ = nullptr;
+    }
+    if (stream_) {
+      std::shared_ptr<H2UpstreamStream> s = std::move(stream_);
+      s->cancel();
+    }
+    std::erase(mgr_.liveH2_, this);
+    mgr_.deadH2_.push_back(this);
+    worker_.timers().schedule(mgr_.reapTimer_, 0);
+  }
+
+  ShadowManager& mgr_;
+  Worker& worker_;
+  ShadowRequest rq_;
+  bool https_;
+  std::shared_ptr<H2UpstreamStream> stream_;
+  ShadowStream* handle_ = nullptr;
+  // Body that came before the stream could be submitted.
+  std::string pending_;
+  bool pendingEnd_ = false;
+  bool ended_ = false;
+  core::MemberTimer<ShadowH2, &ShadowH2::onRqTimer> rqTimer_{this};
+};
+
 // ------------------------------------------------------------------ stream
 
 ShadowStream::~ShadowStream() {
-  if (conn_) conn_->streamGone(finished_);
+  if (sink_) sink_->streamGone(finished_);
 }
 
-void ShadowStream::feed(std::string_view bytes, bool last) {
-  if (!conn_ || finished_) return;
+void ShadowStream::feed(std::string_view payload, bool last) {
+  if (!sink_ || finished_) return;
   if (last) finished_ = true;
-  conn_->feedBody(bytes, last);
+  sink_->feedBody(payload, last);
 }
 
 // ----------------------------------------------------------------- manager
@@ -344,29 +523,41 @@ ShadowManager::ShadowManager(Worker& worker, size_t maxInFlight, size_t maxUnsen
 
 ShadowManager::~ShadowManager() {
   // Only at worker exit: whatever is still open (drain deadline, or idle in
-  // the pool) is freed here; pending completions die with the ring.
+  // the pool) is freed here; pending completions die with the ring, and no
+  // connection calls an HTTP/2 mirror again.
   idle_.clear();
   while (live_) delete live_;  // the destructor unlinks it
+  for (ShadowH2* m : liveH2_) delete m;
+  for (ShadowH2* m : deadH2_) delete m;
 }
 
-std::unique_ptr<ShadowStream> ShadowManager::start(const route::Endpoint& ep, std::string head,
-                                                   bool hasBody, uint64_t timeoutNs,
+void ShadowManager::reap() {
+  std::vector<ShadowH2*> dead;
+  dead.swap(deadH2_);
+  for (ShadowH2* m : dead) delete m;
+}
+
+std::unique_ptr<ShadowStream> ShadowManager::start(const route::Endpoint& ep, ShadowRequest rq,
                                                    const route::UpstreamSettings& settings,
                                                    const std::shared_ptr<upstream::ClusterLimits>& limits) {
   if (inFlight_ >= maxInFlight_) {
     worker_.stats().inc(Counter::ShadowRqShed);
     return nullptr;
   }
-  if (settings.tls || settings.protocol != route::UpstreamSettings::Protocol::Http1) {
-    // Mirrors speak neither TLS nor HTTP/2 yet, and a cluster that wants
-    // either never gets plaintext HTTP/1.1: the mirror is not made.
-    worker_.stats().inc(Counter::ShadowRqShed);
-    return nullptr;
-  }
+  using Protocol = route::UpstreamSettings::Protocol;
+  if (settings.protocol == Protocol::Http2 || (settings.protocol == Protocol::ClientProtocol && rq.clientHttp2))
+    return startH2(ep, std::move(rq), settings, limits);
   ShadowConn* conn = nullptr;
-  if (auto it = idle_.find(ep.key); it != idle_.end() && !it->second.empty()) {
-    conn = it->second.back();  // the most recently used: least likely timed out by the server
-    conn->unpark();
+  if (auto it = idle_.find(ep.key); it != idle_.end()) {
+    // The most recently used one made the way this cluster connects: least
+    // likely timed out by the server.
+    for (auto c = it->second.rbegin(); c != it->second.rend(); ++c) {
+      if ((*c)->sameTransport(settings)) {
+        conn = *c;
+        break;
+      }
+    }
+    if (conn) conn->unpark();
   }
   upstream::LimitToken token;
   if (!conn) {
@@ -392,13 +583,61 @@ std::unique_ptr<ShadowStream> ShadowManager::start(const route::Endpoint& ep, st
       worker_.stats().inc(Counter::ShadowRqFailed);
       return std::unique_ptr<ShadowStream>(new ShadowStream(nullptr));
     }
-    conn = new ShadowConn(*this, fd, ep, std::move(token));
+    conn = new ShadowConn(*this, fd, ep, std::move(token), settings);
     fresh = true;
   }
+  const bool hasBody = rq.hasBody;
   std::unique_ptr<ShadowStream> stream(new ShadowStream(conn));
   stream->finished_ = !hasBody;
-  conn->begin(stream.get(), std::move(head), hasBody, timeoutNs);
-  if (fresh) conn->connect(settings.connectTimeoutNs);
+  conn->begin(stream.get(), std::move(rq));
+  if (fresh) conn->connect();
+  return stream;
+}
+
+std::unique_ptr<ShadowStream> ShadowManager::startH2(const route::Endpoint& ep, ShadowRequest&& rq,
+                                                     const route::UpstreamSettings& settings,
+                                                     const std::shared_ptr<upstream::ClusterLimits>& limits) {
+  EndpointState& state = worker_.endpointState(ep);
+  H2UpstreamConn* conn = nullptr;
+  for (H2UpstreamConn* c : state.h2) {
+    if (c->canOpen(settings)) {
+      conn = c;
+      break;
+    }
+  }
+  bool fresh = false;
+  if (!conn) {
+    // As for HTTP/1.1: a new connection within maxConnections, or shed.
+    auto slot = upstream::acquire(limits, upstream::ClusterLimits::kConnections);
+    if (!slot) {
+      limits->cxOverflow.fetch_add(1, std::memory_order_relaxed);
+      worker_.stats().inc(Counter::ShadowRqShed);
+      return nullptr;
+    }
+    const int fd = OutboundConnection::openSocket(settings);
+    if (fd < 0) {
+      if (limits) {
+        slot->reset();
+        worker_.pool().slotFreed(limits);
+      }
+      worker_.stats().inc(Counter::ShadowRqTotal);
+      worker_.stats().inc(Counter::ShadowRqFailed);
+      return std::unique_ptr<ShadowStream>(new ShadowStream(nullptr));
+    }
+    conn = new H2UpstreamConn(worker_, fd, ep, state, std::move(*slot), settings);
+    fresh = true;
+  }
+  worker_.stats().inc(Counter::ShadowRqTotal);
+  const bool hasBody = rq.hasBody;
+  auto* m = new ShadowH2(*this, std::move(rq), settings.tls);
+  std::unique_ptr<ShadowStream> stream(new ShadowStream(m));
+  stream->finished_ = !hasBody;
+  m->begin(*conn, stream.get());
+  if (fresh) {
+    conn->connect();
+  } else if (conn->ready()) {
+    m->onUpstreamConnected();
+  }  // else onUpstreamConnected follows once the connection is up
   return stream;
 }
 

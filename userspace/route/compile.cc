@@ -286,6 +286,12 @@ const Cluster* Compiler::cluster(const config::Destination& d, uint32_t vhostPor
         if (cp.http && ns(cp.http->idleTimeout)) u.idleTimeoutNs = ns(cp.http->idleTimeout);
         if (cp.http && cp.http->maxConcurrentStreams && *cp.http->maxConcurrentStreams > 0)
           u.maxConcurrentStreams = uint32_t(*cp.http->maxConcurrentStreams);
+        if (cp.http && cp.http->http2KeepAlive && ns(cp.http->http2KeepAlive->interval)) {
+          u.h2PingIntervalNs = ns(cp.http->http2KeepAlive->interval);
+          // No timeout given: 5 s, so an unanswered PING still ends the connection.
+          u.h2PingTimeoutNs = ns(cp.http->http2KeepAlive->timeout);
+          if (!u.h2PingTimeoutNs) u.h2PingTimeoutNs = 5'000'000'000ull;
+        }
       }
       upstreamProtocol(*c, *sp, context);
       if (c->policy && c->policy->tls) clientTls(*c, *c->policy->tls);

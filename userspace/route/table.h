@@ -92,6 +92,10 @@ struct UpstreamSettings {
   enum class Protocol : uint8_t { Http1, Http2, ClientProtocol };
   Protocol protocol = Protocol::Http1;
   uint32_t maxConcurrentStreams = 0;  // http.maxConcurrentStreams; 0: the server's SETTINGS
+  // http.http2KeepAlive: a PING every interval on each HTTP/2 connection,
+  // which closes when the ACK is not back within the timeout. 0: no PINGs.
+  uint64_t h2PingIntervalNs = 0;
+  uint64_t h2PingTimeoutNs = 0;
 };
 
 struct Cluster {

@@ -87,6 +87,7 @@ const char* counterName(Counter c) {
     case Counter::Http2RxMessagingError: return "http2.rx_messaging_error";
     case Counter::Http2GoawaySent: return "http2.goaway_sent";
     case Counter::UpstreamCxHttp2Total: return "upstream_cx_http2_total";
+    case Counter::UpstreamHttp2KeepaliveTimeout: return "upstream_http2.keepalive_timeout";
     case Counter::UpstreamCxProtocolError: return "upstream_cx_protocol_error";
     case Counter::kCount: break;
   }

@@ -103,6 +103,7 @@ enum class Counter : size_t {
   Http2RxMessagingError,      // streams reset for breaking HTTP's rules (bad header fields, pseudo-headers)
   Http2GoawaySent,            // GOAWAY frames sent (drain, errors, floods)
   UpstreamCxHttp2Total,       // HTTP/2 connections to upstreams
+  UpstreamHttp2KeepaliveTimeout,  // HTTP/2 upstream connections closed: a keepalive PING went unanswered
   UpstreamCxProtocolError,    // ... closed for a framing or HPACK error of the upstream's
   kCount
 };

@@ -173,20 +173,24 @@ class ShadowTest : public ::testing::Test {
 
 const std::string kGet = "GET /a HTTP/1.1\r\nHost: svc-shadow\r\n\r\n";
 
+ShadowRequest mirrorOf(std::string head, bool hasBody, uint64_t timeoutNs) {
+  return {.head = std::move(head), .hasBody = hasBody, .timeoutNs = timeoutNs};
+}
+
 TEST_F(ShadowTest, MirrorsAndReusesKeepAliveConnection) {
   TestServer server(okReply);
   auto ep = endpointAt(server.port());
   ShadowManager& m = worker_.shadows();
   bool ok = run({
       [&] {
-        auto s = m.start(ep, kGet, false, 0);
+        auto s = m.start(ep, mirrorOf(kGet, false, 0));
         EXPECT_TRUE(s != nullptr);
         EXPECT_EQ(m.inFlight(), 1u);
         return true;  // a bodiless mirror's stream may be dropped at once
       },
       [&] { return m.inFlight() == 0; },
       [&] {
-        auto s = m.start(ep, "GET /b HTTP/1.1\r\nHost: svc-shadow\r\n\r\n", false, 0);
+        auto s = m.start(ep, mirrorOf("GET /b HTTP/1.1\r\nHost: svc-shadow\r\n\r\n", false, 0));
         return true;
       },
       [&] { return m.inFlight() == 0 && server.requests().size() == 2; },
@@ -208,7 +212,7 @@ TEST_F(ShadowTest, StreamsBodyAsFed) {
   std::unique_ptr<ShadowStream> s;
   bool ok = run({
       [&] {
-        s = m.start(ep, "POST /u HTTP/1.1\r\nHost: a-shadow\r\nContent-Length: 10\r\n\r\n", true, 0);
+        s = m.start(ep, mirrorOf("POST /u HTTP/1.1\r\nHost: a-shadow\r\nContent-Length: 10\r\n\r\n", true, 0));
         EXPECT_TRUE(s && !s->dead());
         s->feed("hello", false);
         return true;
@@ -237,8 +241,8 @@ TEST_F(ShadowTest, ShedsPastInFlightCapAndTimesOut) {
   ShadowManager m(worker_, 1);
   bool ok = run({
       [&] {
-        EXPECT_TRUE(m.start(ep, kGet, false, 100'000'000) != nullptr);
-        EXPECT_TRUE(m.start(ep, kGet, false, 100'000'000) == nullptr);
+        EXPECT_TRUE(m.start(ep, mirrorOf(kGet, false, 100'000'000)) != nullptr);
+        EXPECT_TRUE(m.start(ep, mirrorOf(kGet, false, 100'000'000)) == nullptr);
         EXPECT_EQ(m.inFlight(), 1u);
         return true;
       },
@@ -260,16 +264,16 @@ TEST_F(ShadowTest, AMirrorNeedsAConnectionSlotOfItsCluster) {
   ShadowManager& m = worker_.shadows();
   bool ok = run({
       [&] {
-        EXPECT_TRUE(m.start(ep, kGet, false, 100'000'000, {}, limits) != nullptr);
+        EXPECT_TRUE(m.start(ep, mirrorOf(kGet, false, 100'000'000), {}, limits) != nullptr);
         EXPECT_EQ(limits->inUse(upstream::ClusterLimits::kConnections), 1u);
         // The one connection is busy: a second mirror is shed, not queued.
-        EXPECT_TRUE(m.start(ep, kGet, false, 100'000'000, {}, limits) == nullptr);
+        EXPECT_TRUE(m.start(ep, mirrorOf(kGet, false, 100'000'000), {}, limits) == nullptr);
         EXPECT_EQ(limits->cxOverflow.load(), 1u);
         return true;
       },
       // The first times out and its connection closes: the slot comes back.
       [&] { return m.inFlight() == 0 && limits->inUse(upstream::ClusterLimits::kConnections) == 0; },
-      [&] { return m.start(ep, kGet, false, 100'000'000, {}, limits) != nullptr; },
+      [&] { return m.start(ep, mirrorOf(kGet, false, 100'000'000), {}, limits) != nullptr; },
       [&] { return m.inFlight() == 0; },
   });
   ASSERT_TRUE(ok);
@@ -288,15 +292,15 @@ TEST_F(ShadowTest, AnIdleMirrorConnectionKeepsNoSlotItsClusterIsShortOf) {
   auto roomy = std::make_shared<upstream::ClusterLimits>("outbound|80||roomy", two);
   ShadowManager& m = worker_.shadows();
   bool ok = run({
-      [&] { return m.start(ep, kGet, false, 0, {}, tight) != nullptr; },
+      [&] { return m.start(ep, mirrorOf(kGet, false, 0), {}, tight) != nullptr; },
       // Done: its connection closes instead of parking on the only slot.
       [&] { return m.inFlight() == 0 && tight->inUse(upstream::ClusterLimits::kConnections) == 0; },
-      [&] { return m.start(ep, kGet, false, 0, {}, roomy) != nullptr; },
+      [&] { return m.start(ep, mirrorOf(kGet, false, 0), {}, roomy) != nullptr; },
       [&] { return m.inFlight() == 0 && server.requests().size() == 2; },
       [&] {
         // With room to spare the connection was parked, and holds its slot.
         EXPECT_EQ(roomy->inUse(upstream::ClusterLimits::kConnections), 1u);
-        return m.start(ep, kGet, false, 0, {}, roomy) != nullptr;
+        return m.start(ep, mirrorOf(kGet, false, 0), {}, roomy) != nullptr;
       },
       [&] { return m.inFlight() == 0 && server.requests().size() == 3; },
   });
@@ -317,7 +321,7 @@ TEST_F(ShadowTest, ConnectFailureCountsFailed) {
   std::unique_ptr<ShadowStream> s;
   bool ok = run({
       [&] {
-        s = m.start(ep, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n", true, 0);
+        s = m.start(ep, mirrorOf("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n", true, 0));
         return true;
       },
       [&] { return m.inFlight() == 0; },
@@ -335,7 +339,7 @@ TEST_F(ShadowTest, AbandonsPastUnsentCap) {
   std::unique_ptr<ShadowStream> s;
   bool ok = run({
       [&] {
-        s = m.start(ep, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n", true, 0);
+        s = m.start(ep, mirrorOf("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n", true, 0));
         // Still connecting: everything fed is unsent.
         s->feed(std::string(600, 'a'), false);
         EXPECT_FALSE(s->dead());
@@ -358,7 +362,7 @@ TEST_F(ShadowTest, DroppingUnfinishedStreamClosesMirror) {
   std::unique_ptr<ShadowStream> s;
   bool ok = run({
       [&] {
-        s = m.start(ep, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n", true, 0);
+        s = m.start(ep, mirrorOf("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n", true, 0));
         s->feed("12345", false);
         return true;
       },
@@ -382,9 +386,9 @@ TEST_F(ShadowTest, ConnectionCloseResponseIsNotPooled) {
   auto ep = endpointAt(server.port());
   ShadowManager& m = worker_.shadows();
   bool ok = run({
-      [&] { return m.start(ep, kGet, false, 0) != nullptr; },
+      [&] { return m.start(ep, mirrorOf(kGet, false, 0)) != nullptr; },
       [&] { return m.inFlight() == 0; },
-      [&] { return m.start(ep, kGet, false, 0) != nullptr; },
+      [&] { return m.start(ep, mirrorOf(kGet, false, 0)) != nullptr; },
       [&] { return m.inFlight() == 0 && server.requests().size() == 2; },
   });
   ASSERT_TRUE(ok);
@@ -401,7 +405,7 @@ TEST_F(ShadowTest, HeadResponseHasNoBodyAndInterimIsSkipped) {
   auto ep = endpointAt(server.port());
   ShadowManager& m = worker_.shadows();
   bool ok = run({
-      [&] { return m.start(ep, "HEAD / HTTP/1.1\r\nHost: x\r\n\r\n", false, 5'000'000'000) != nullptr; },
+      [&] { return m.start(ep, mirrorOf("HEAD / HTTP/1.1\r\nHost: x\r\n\r\n", false, 5'000'000'000)) != nullptr; },
       [&] { return m.inFlight() == 0; },
   });
   ASSERT_TRUE(ok);
@@ -415,7 +419,7 @@ TEST_F(ShadowTest, BadResponseCountsFailed) {
   auto ep = endpointAt(server.port());
   ShadowManager& m = worker_.shadows();
   bool ok = run({
-      [&] { return m.start(ep, kGet, false, 0) != nullptr; },
+      [&] { return m.start(ep, mirrorOf(kGet, false, 0)) != nullptr; },
       [&] { return m.inFlight() == 0; },
   });
   ASSERT_TRUE(ok);
@@ -427,7 +431,7 @@ TEST_F(ShadowTest, DrainClosesPooledConnections) {
   auto ep = endpointAt(server.port());
   ShadowManager& m = worker_.shadows();
   bool ok = run({
-      [&] { return m.start(ep, kGet, false, 0) != nullptr; },
+      [&] { return m.start(ep, mirrorOf(kGet, false, 0)) != nullptr; },
       [&] { return m.inFlight() == 0; },
       [&] {
         EXPECT_EQ(server.eofs(), 0);  // pooled, open
@@ -448,7 +452,7 @@ TEST_F(ShadowTest, WorkerWaitsForInFlightMirrorWhenDraining) {
   ShadowManager& m = worker_.shadows();
   // The only step starts the mirror; the script then stops the engine at
   // once, and the worker's drain must let the mirror finish.
-  bool ok = run({[&] { return m.start(ep, kGet, false, 0) != nullptr; }});
+  bool ok = run({[&] { return m.start(ep, mirrorOf(kGet, false, 0)) != nullptr; }});
   ASSERT_TRUE(ok);
   EXPECT_EQ(m.inFlight(), 0u);
   EXPECT_EQ(server.requests().size(), 1u);
@@ -466,7 +470,7 @@ TEST(ShadowExitTest, DrainDeadlineClosesInFlightMirrorWithWorker) {
   ASSERT_TRUE(worker->init(loopback(0)).has_value());
   auto ep = endpointAt(server.port());
   auto start = std::chrono::steady_clock::now();
-  Script s(engine, *worker, {[&] { return worker->shadows().start(ep, kGet, false, 0) != nullptr; },
+  Script s(engine, *worker, {[&] { return worker->shadows().start(ep, mirrorOf(kGet, false, 0)) != nullptr; },
                              [&] { return server.requests().size() == 1; }});
   ASSERT_TRUE(s.run());
   EXPECT_LT(std::chrono::steady_clock::now() - start, 1500ms);

@@ -258,14 +258,14 @@ kind: DestinationRule
 metadata: {name: up, namespace: default}
 spec:
   host: up
-  trafficPolicy: {connectionPool: {http: {h2UpgradePolicy: UPGRADE}}}
+  trafficPolicy: {connectionPool: {http: {h2UpgradePolicy: UPGRADE, http2KeepAlive: {interval: 15s, timeout: 2s}}}}
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: client, namespace: default}
 spec:
   host: client
-  trafficPolicy: {connectionPool: {http: {useClientProtocol: true}}}
+  trafficPolicy: {connectionPool: {http: {useClientProtocol: true, http2KeepAlive: {interval: 30s}}}}
 )";
   config::LoadReport report;
   auto errors = config::loadYaml(kYaml, "p.yaml", report);
@@ -288,6 +288,17 @@ spec:
   for (const auto& c : (*compiled)->clusters) {
     if (c->name == "outbound|9090||grpc.default.svc.cluster.local") {
       EXPECT_EQ(c->upstream.maxConcurrentStreams, 7u);
+      EXPECT_EQ(c->upstream.h2PingIntervalNs, 0u);
+    }
+    // http2KeepAlive: PINGs every interval, answered within the timeout
+    // (5 s when only the interval is given).
+    if (c->name == "outbound|8080||up.default.svc.cluster.local") {
+      EXPECT_EQ(c->upstream.h2PingIntervalNs, 15'000'000'000u);
+      EXPECT_EQ(c->upstream.h2PingTimeoutNs, 2'000'000'000u);
+    }
+    if (c->name == "outbound|8080||client.default.svc.cluster.local") {
+      EXPECT_EQ(c->upstream.h2PingIntervalNs, 30'000'000'000u);
+      EXPECT_EQ(c->upstream.h2PingTimeoutNs, 5'000'000'000u);
     }
   }
 }
