@@ -369,6 +369,25 @@ TEST_F(GrpcTest, MirrorsSpeakTheirOwnClustersProtocolAndTls) {
   EXPECT_EQ(mesh_.stat("shadow_rq_shed"), 0);
   EXPECT_EQ(mesh_.stat("shadow_rq_failed"), 0) << out();
   EXPECT_GE(mesh_.stat("upstream_ssl.handshake"), 1);
+  // A client that leaves mid-body abandons its mirrors (the HTTP/2 ones
+  // are reset); the next call is mirrored as before.
+  auto half = RawConn::connect(mesh_.outboundPort(), 2000ms);
+  ASSERT_OK(half);
+  ASSERT_OK(half->send("POST /sluice.test.Echo/Unary HTTP/1.1\r\nHost: mirrored:9090\r\n"
+                       "content-type: application/grpc\r\nte: trailers\r\ncontent-length: 100\r\n\r\n" +
+                       std::string(40, 'x')));
+  std::this_thread::sleep_for(200ms);
+  half->abort();
+  EXPECT_TRUE(eventually([&] { return mesh_.stat("shadow_rq_total") == 12; }, 3000ms)) << out();
+  std::vector<std::string> argv = {"/usr/bin/python3", (repoRoot() / "tests/integration/grpc_peer.py").string(),
+                                   "client", "--target", "127.0.0.1:" + std::to_string(mesh_.outboundPort()),
+                                   "--authority", "mirrored:9090", "--call", "unary", "--message", "after"};
+  auto p = Process::start(argv, tmp_.path() / "mirror-client-after.log");
+  ASSERT_OK(p);
+  ASSERT_TRUE(p->wait(20000ms));
+  EXPECT_TRUE(plain.waitForLog("unary after", 5000ms)) << plain.logText() << out();
+  EXPECT_TRUE(secure.waitForLog("unary after", 5000ms)) << secure.logText() << out();
+  EXPECT_EQ(mesh_.stat("shadow_rq_total"), 15);
   h1Mirror.reset();
 }
 

@@ -69,12 +69,14 @@ void H2UpstreamStream::cancel() {
 // -------------------------------------------------------------- connection
 
 H2UpstreamConn::H2UpstreamConn(Worker& worker, int fd, const route::Endpoint& ep, EndpointState& state,
-                               upstream::LimitToken connToken, const route::UpstreamSettings& settings)
+                               upstream::LimitToken connToken, const route::UpstreamSettings& settings,
+                               bool forMirrors)
     : OutboundConnection(worker, fd),
       state_(state),
       connToken_(std::move(connToken)),
       settings_(settings),
-      addr_(ep.sockaddr) {
+      addr_(ep.sockaddr),
+      forMirrors_(forMirrors) {
   worker_.stats().inc(Counter::UpstreamCxTotal);
   worker_.stats().inc(Counter::UpstreamCxActive);
   worker_.stats().inc(Counter::UpstreamCxHttp2Total);
@@ -111,11 +113,12 @@ void H2UpstreamConn::connect() {
   if (!connected() && streamsOpened_ <= 1) connectTo(addr_, settings_.connectTimeoutNs);
 }
 
-bool H2UpstreamConn::canOpen(const route::UpstreamSettings& s) const {
-  if (goaway_ || closing() || !pooled_) return false;
+bool H2UpstreamConn::canOpen(const route::UpstreamSettings& s, bool forMirrors) const {
+  if (goaway_ || closing() || !pooled_ || forMirrors != forMirrors_) return false;
   // Stream ids run out at last (2^30 requests on one connection).
   if (!nghttp2_session_check_request_allowed(session_)) return false;
   if (s.tls != settings_.tls || s.tlsCredentials != settings_.tlsCredentials) return false;
+  if (s.h2PingIntervalNs != settings_.h2PingIntervalNs || s.h2PingTimeoutNs != settings_.h2PingTimeoutNs) return false;
   const size_t open = streams_.size() + waiting_.size();
   const uint32_t peerMax = nghttp2_session_get_remote_settings(session_, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
   if (open >= std::min<uint32_t>(peerMax, s.maxConcurrentStreams ? s.maxConcurrentStreams : peerMax)) return false;
@@ -344,6 +347,8 @@ void H2UpstreamConn::leavePool() {
 void H2UpstreamConn::closeGracefully() {
   if (closing()) return;
   leavePool();
+  pingTimer_.cancel();
+  pingDeadline_.cancel();
   nghttp2_session_terminate_session(session_, NGHTTP2_NO_ERROR);
   pump();
   closeAfterFlush();

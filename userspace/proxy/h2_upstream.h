@@ -115,14 +115,18 @@ class H2UpstreamStream {
 
 class H2UpstreamConn final : public OutboundConnection {
  public:
+  // `forMirrors`: it carries mirrored requests only (and the router's
+  // attempts never share it), so a mirror never takes a stream or a
+  // connection the primary traffic of the endpoint would need.
   H2UpstreamConn(Worker& worker, int fd, const route::Endpoint& ep, EndpointState& state,
-                 upstream::LimitToken connToken, const route::UpstreamSettings& settings);
+                 upstream::LimitToken connToken, const route::UpstreamSettings& settings, bool forMirrors = false);
 
   void connect();
   // TCP and TLS (if any) are up.
   bool ready() const { return connected() && !tlsPending_; }
-  // Room for one more stream now (or once connected)?
-  bool canOpen(const route::UpstreamSettings& s) const;
+  // Room for one more stream of a cluster connecting as `s` (the same TLS
+  // and keepalive) now, or once connected? `forMirrors`: for a mirror.
+  bool canOpen(const route::UpstreamSettings& s, bool forMirrors = false) const;
   std::shared_ptr<H2UpstreamStream> openStream(H2StreamOwner* owner);
   bool reused() const { return streamsOpened_ > 1; }
   nghttp2_session* session() { return session_; }
@@ -192,6 +196,7 @@ class H2UpstreamConn final : public OutboundConnection {
   // what they had, their exchange hears it may send more.
   std::vector<int32_t> wantBody_;
   bool goaway_ = false;
+  bool forMirrors_ = false;
   bool inRecv_ = false;
   bool pooled_ = false;  // in state_.h2
   core::MemberTimer<H2UpstreamConn, &H2UpstreamConn::onIdleTimeout> idleTimer_{this};

@@ -256,16 +256,17 @@ void HttpExchange::forwardRequestBody() {
       // The upstream's framing is the request head's (http1RequestHead):
       // chunked bodies are re-encoded, never copied as the client wrote them.
       // Mirrors take the payload and frame it their own way.
+      const bool rechunk = s.head.framing.kind == http::Framing::Kind::Chunked && !s.upstreamH2;
       std::string encoded, joined;
       std::string_view plain;
       if (payload.size() == 1) {
         plain = payload.front();
-      } else {
+      } else if (!rechunk || !s.shadows.empty()) {
         for (std::string_view p : payload) joined.append(p);
         plain = joined;
       }
       std::string_view bytes = plain;
-      if (s.head.framing.kind == http::Framing::Kind::Chunked && !s.upstreamH2) {
+      if (rechunk) {
         appendChunks(payload, done, encoded);
         bytes = encoded;
       }

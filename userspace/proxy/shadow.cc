@@ -170,10 +170,10 @@ class ShadowConn final : public OutboundConnection, public ShadowSink {
 
   void onPeerClosed(int err) override {
     if (tlsPending_) {
-      // The handshake failed, or the server hung up during it.
+      // The handshake failed (the transport counted it), or the server
+      // hung up during it.
       tlsPending_ = false;
       handshakeTimer_.cancel();
-      worker_.stats().inc(Counter::UpstreamSslHandshakeError);
       fail();
       return;
     }
@@ -399,6 +399,13 @@ class ShadowH2 final : public ShadowSink, public H2StreamOwner {
       : mgr_(mgr), worker_(mgr.worker_), rq_(std::move(rq)), https_(https) {
     mgr_.liveH2_.push_back(this);
   }
+  // Only the manager deletes one: ended (nothing refers to it), or alive
+  // at the worker's exit, when it lets go of its stream and handle so
+  // neither can call it again.
+  ~ShadowH2() {
+    if (handle_) handle_->sink_ = nullptr;
+    if (stream_) stream_->cancel();
+  }
 
   void begin(H2UpstreamConn& conn, ShadowStream* handle) {
     handle_ = handle;
@@ -540,7 +547,8 @@ void ShadowManager::reap() {
 std::unique_ptr<ShadowStream> ShadowManager::start(const route::Endpoint& ep, ShadowRequest rq,
                                                    const route::UpstreamSettings& settings,
                                                    const std::shared_ptr<upstream::ClusterLimits>& limits) {
-  if (inFlight_ >= maxInFlight_) {
+  // Past the cap, or draining (no new connection would be closed in time).
+  if (inFlight_ >= maxInFlight_ || worker_.draining()) {
     worker_.stats().inc(Counter::ShadowRqShed);
     return nullptr;
   }
@@ -600,7 +608,7 @@ std::unique_ptr<ShadowStream> ShadowManager::startH2(const route::Endpoint& ep, 
   EndpointState& state = worker_.endpointState(ep);
   H2UpstreamConn* conn = nullptr;
   for (H2UpstreamConn* c : state.h2) {
-    if (c->canOpen(settings)) {
+    if (c->canOpen(settings, /*forMirrors=*/true)) {
       conn = c;
       break;
     }
@@ -624,7 +632,7 @@ std::unique_ptr<ShadowStream> ShadowManager::startH2(const route::Endpoint& ep, 
       worker_.stats().inc(Counter::ShadowRqFailed);
       return std::unique_ptr<ShadowStream>(new ShadowStream(nullptr));
     }
-    conn = new H2UpstreamConn(worker_, fd, ep, state, std::move(*slot), settings);
+    conn = new H2UpstreamConn(worker_, fd, ep, state, std::move(*slot), settings, /*forMirrors=*/true);
     fresh = true;
   }
   worker_.stats().inc(Counter::ShadowRqTotal);
