@@ -197,7 +197,7 @@ void loadDocument(Ctx& c, const Node& doc, LoadReport& out) {
     EnvoyFilter ef;
     ef.metadata = std::move(meta);
     ef.source = src;
-    ef.specYaml = spec.dump();
+    detail::parseEnvoyFilterSpec(c, spec, "spec", ef);
     out.resources.envoyFilters.push_back(std::move(ef));
   }
 }

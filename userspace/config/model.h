@@ -416,10 +416,46 @@ struct ServiceEntry {
   SourceRef source;
 };
 
-// EnvoyFilter is accepted and kept verbatim (as YAML text) for the rate-limit work.
+// envoy.filters.http.local_ratelimit (LocalRateLimit v3), as an EnvoyFilter
+// inserts it into the HTTP filter chain.
+struct LocalRateLimitConfig {
+  std::string statPrefix;
+  uint32_t maxTokens = 0;
+  uint32_t tokensPerFill = 1;
+  Duration fillInterval{};
+  // filter_enabled / filter_enforced default values, in parts per million
+  // of requests (Envoy's default when unset: none).
+  uint32_t enabledPpm = 0;
+  uint32_t enforcedPpm = 0;
+  uint32_t status = 429;  // status.code (below 400: 429, as Envoy)
+  struct HeaderToAdd {
+    std::string name;  // lower case
+    std::string value;
+    // APPEND_IF_EXISTS_OR_ADD, ADD_IF_ABSENT, OVERWRITE_IF_EXISTS_OR_ADD,
+    // OVERWRITE_IF_EXISTS.
+    std::string appendAction = "APPEND_IF_EXISTS_OR_ADD";
+  };
+  std::vector<HeaderToAdd> responseHeaders;
+};
+
+// One configPatches entry. Sluice enforces the HTTP local rate limit
+// inserted as an HTTP_FILTER; every other patch is kept only to be
+// reported (`unsupported` says what it patches) and is ignored.
+struct EnvoyFilterPatch {
+  std::string applyTo;
+  std::string context = "ANY";  // ANY, GATEWAY, SIDECAR_INBOUND, SIDECAR_OUTBOUND
+  std::optional<uint32_t> portNumber;  // match.listener.portNumber
+  std::string operation;
+  std::optional<LocalRateLimitConfig> localRateLimit;
+  std::string unsupported;
+  int line = 0;
+};
+
 struct EnvoyFilter {
   ObjectMeta metadata;
-  std::string specYaml;
+  std::map<std::string, std::string> workloadSelector;
+  int32_t priority = 0;
+  std::vector<EnvoyFilterPatch> patches;
   SourceRef source;
 };
 

@@ -155,6 +155,8 @@ void parseWorkloadSelector(Ctx& c, const Node& n, const std::string& path, std::
                            std::map<std::string, std::string>& out);
 // WorkloadEntry spec (also ServiceEntry.endpoints[]).
 void parseWorkloadEntrySpec(Ctx& c, const Node& n, const std::string& path, WorkloadEntry& out);
+// EnvoyFilter spec (parse_envoy_filter.cc).
+void parseEnvoyFilterSpec(Ctx& c, const Node& n, const std::string& path, EnvoyFilter& out);
 
 // Istio's protocol names (case-insensitive), e.g. HTTP, HTTPS, GRPC, TCP, TLS.
 bool validProtocol(std::string_view p);

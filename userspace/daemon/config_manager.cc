@@ -77,6 +77,8 @@ bool ConfigManager::reload() {
     return fail(text);
   }
   for (const std::string& w : (*compiled)->warnings) fprintf(stderr, "sluiced: config: %s\n", w.c_str());
+  // Rate limits that did not change keep their buckets and counts.
+  if (auto prev = snapshot()) route::inheritRateLimitState((*compiled)->localRateLimits, prev->localRateLimits);
   goodFiles_ = std::move(loaded->serving);
   noteFiles();
   // The engine first (it opens gateway listeners and records their status),

@@ -380,12 +380,14 @@ int main(int argc, char** argv) {
       std::string body = engine.stats().renderPrometheus();
       body += sluice::stats::renderOutlierPrometheus(outlierStats(engine));
       body += sluice::stats::renderCircuitPrometheus(circuitStats(engine));
+      if (auto snap = configs.snapshot()) body += sluice::route::renderRateLimitPrometheus(snap->localRateLimits);
       if (capture) body += capture->renderPrometheus();
       r = {200, "text/plain; version=0.0.4", std::move(body)};
     } else if (path == "/stats") {
       std::string body = engine.stats().renderText();
       body += sluice::stats::renderOutlierText(outlierStats(engine));
       body += sluice::stats::renderCircuitText(circuitStats(engine));
+      if (auto snap = configs.snapshot()) body += sluice::route::renderRateLimitText(snap->localRateLimits);
       if (capture) body += capture->renderText();
       body += ktlsText;
       r = {200, "text/plain", std::move(body)};

@@ -229,6 +229,7 @@ const route::VirtualHost* HttpExchange::findVirtualHost() {
     const route::GatewayListener* l = s.snapshot->findGatewayListener(info_.gatewayKey);
     if (!l) return nullptr;  // the listener left the configuration
     s.port = l->port;
+    s.onGateway = true;
     if (!l->tls()) return l->routes.find(lowerHost(s.target.host));
     // HTTPS: the table of the server the ClientHello chose (chosen again
     // under this snapshot, by the same SNI).

@@ -65,6 +65,7 @@ struct Stream {
   const route::WeightedCluster* wc = nullptr;
   const route::Cluster* cluster = nullptr;
   uint32_t port = 0;  // the port the virtual host was chosen by
+  bool onGateway = false;  // came in on a Gateway listener (not the outbound one)
   // On a gateway listener: the scheme the client used ("http", "https"),
   // sent upstream as x-forwarded-proto in place of the client's, as an
   // edge proxy does. Empty (the mesh): the client's value, else "http".

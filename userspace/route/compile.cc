@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <unordered_set>
 
+#include "core/clock.h"
 #include "route/compiler.h"
 
 namespace sluice::route {
@@ -557,6 +558,8 @@ std::vector<config::ConfigError> Compiler::run() {
   buildVirtualServiceOnlyHosts();
   publishDomains();
   buildGateways();
+  snap_.localRateLimits =
+      compileLocalRateLimits(res.envoyFilters, options_.gatewayLabels, core::SteadyClock().nowNs(), snap_.warnings);
   return std::move(errors_);
 }
 

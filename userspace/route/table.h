@@ -28,6 +28,7 @@
 #include "route/cors.h"
 #include "route/fault.h"
 #include "route/header_ops.h"
+#include "route/rate_limit.h"
 #include "route/retry.h"
 
 namespace sluice::tls {
@@ -346,6 +347,9 @@ class Snapshot {
   const VirtualHost* findVirtualHost(uint32_t port, std::string_view hostNoPort,
                                      uint32_t* resolvedPort = nullptr) const;
   const Cluster* findCluster(std::string_view name) const;
+
+  // EnvoyFilter local rate limits, in the order they apply (rate_limit.h).
+  std::vector<std::shared_ptr<LocalRateLimit>> localRateLimits;
 
   // Gateway listeners, in the order their first server was loaded.
   std::vector<std::unique_ptr<GatewayListener>> gatewayListeners;

@@ -170,7 +170,7 @@ spec: {host: a}
   EXPECT_THAT(l.report.warnings[2], HasSubstr(":11: skipping unsupported resource networking.istio.io/v1 EnvoyFilter"));
 }
 
-TEST(Loader, EnvoyFilterKeptAsYaml) {
+TEST(Loader, EnvoyFilterPatchesSluiceCannotApplyAreKeptToBeReported) {
   auto l = load(R"(
 apiVersion: networking.istio.io/v1alpha3
 kind: EnvoyFilter
@@ -189,9 +189,11 @@ spec:
   const auto& ef = l.report.resources.envoyFilters[0];
   EXPECT_EQ(ef.metadata.name, "rate-limit");
   EXPECT_EQ(ef.metadata.namespace_, "istio-system");
-  YAML::Node spec = YAML::Load(ef.specYaml);
-  EXPECT_EQ(spec["configPatches"][0]["patch"]["value"]["token_bucket"]["max_tokens"].as<int>(), 1000);
-  EXPECT_EQ(spec["configPatches"][0]["applyTo"].as<std::string>(), "HTTP_FILTER");
+  ASSERT_EQ(ef.patches.size(), 1u);
+  EXPECT_EQ(ef.patches[0].applyTo, "HTTP_FILTER");
+  EXPECT_EQ(ef.patches[0].context, "ANY");
+  EXPECT_FALSE(ef.patches[0].localRateLimit) << "no operation, no typed_config: not an insert of the filter";
+  EXPECT_EQ(ef.patches[0].unsupported, "HTTP_FILTER");
 }
 
 TEST(Loader, YamlSyntaxErrorNamesFileAndLine) {

@@ -693,7 +693,23 @@ spec:
         - containerPort: 8080
 )");
   ASSERT_EQ(r.resources.envoyFilters.size(), 1u);
-  EXPECT_NE(r.resources.envoyFilters[0].specYaml.find("max_tokens: 1000"), std::string::npos);
+  const EnvoyFilter& ef = r.resources.envoyFilters[0];
+  EXPECT_EQ(ef.workloadSelector, (std::map<std::string, std::string>{{"istio", "ingress"}}));
+  ASSERT_EQ(ef.patches.size(), 1u);
+  EXPECT_EQ(ef.patches[0].context, "GATEWAY");
+  ASSERT_TRUE(ef.patches[0].localRateLimit.has_value());
+  const LocalRateLimitConfig& l = *ef.patches[0].localRateLimit;
+  EXPECT_EQ(l.statPrefix, "http_local_rate_limiter");
+  EXPECT_EQ(l.maxTokens, 1000u);
+  EXPECT_EQ(l.tokensPerFill, 1000u);
+  EXPECT_EQ(l.fillInterval, 60s);
+  EXPECT_EQ(l.enabledPpm, 1'000'000u);
+  EXPECT_EQ(l.enforcedPpm, 1'000'000u);
+  EXPECT_EQ(l.status, 429u);
+  ASSERT_EQ(l.responseHeaders.size(), 1u);
+  EXPECT_EQ(l.responseHeaders[0].name, "x-rate-limited");
+  EXPECT_EQ(l.responseHeaders[0].value, "true");
+  EXPECT_EQ(l.responseHeaders[0].appendAction, "OVERWRITE_IF_EXISTS_OR_ADD");
   ASSERT_EQ(r.warnings.size(), 1u);
   EXPECT_NE(r.warnings[0].find("apps/v1 Deployment reviews-v2"), std::string::npos);
 }

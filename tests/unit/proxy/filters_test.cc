@@ -263,8 +263,10 @@ TEST(RouterFilter, AWebSocketRequestIsNotMirrored) {
 
 TEST(FilterChain, RunsTheRoutesOwnAnswersFirstAndTheRouterLast) {
   auto chain = requestFilters();
-  ASSERT_EQ(chain.size(), 4u);
+  ASSERT_EQ(chain.size(), 5u);
   EXPECT_EQ(chain.front()->name(), "direct_response");
+  // An EnvoyFilter's INSERT_BEFORE router: the rate limit runs last before it.
+  EXPECT_EQ(chain[3]->name(), "local_ratelimit");
   EXPECT_EQ(chain.back()->name(), "router");
 }
 

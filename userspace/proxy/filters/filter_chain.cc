@@ -1,6 +1,7 @@
 // The order Istio's sidecar listener uses for the filters sluiced has:
-// answers the route makes itself first, then CORS, fault injection, and the
-// router last.
+// answers the route makes itself first, then CORS, fault injection, the
+// local rate limit an EnvoyFilter inserts before the router, and the router
+// last.
 #include "proxy/filters/filter.h"
 #include "proxy/filters/filters.h"
 
@@ -11,6 +12,7 @@ std::span<const RequestFilter* const> requestFilters() {
       &directResponseFilter(),
       &corsFilter(),
       &faultFilter(),
+      &rateLimitFilter(),
       &routerFilter(),
   };
   return chain;

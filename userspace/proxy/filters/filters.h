@@ -11,6 +11,8 @@ const RequestFilter& directResponseFilter();
 const RequestFilter& corsFilter();
 // fault: delay (pauses the chain) and abort.
 const RequestFilter& faultFilter();
+// EnvoyFilter local rate limits (route/rate_limit.h): 429 past the bucket.
+const RequestFilter& rateLimitFilter();
 // The terminal filter: rewrite, header operations, retries, mirrors, then
 // the upstream.
 const RequestFilter& routerFilter();

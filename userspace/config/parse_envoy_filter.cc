@@ -1,0 +1,315 @@
+// EnvoyFilter (networking.istio.io/v1alpha3). Sluice runs no Envoy, so of
+// the patches only one kind means something to it: an HTTP_FILTER patch
+// inserting envoy.filters.http.local_ratelimit, whose typed_config is read
+// field by field (snake_case or camelCase, as protobuf JSON allows; directly
+// typed or wrapped in a TypedStruct). Every other patch is parsed as far as
+// its shape (applyTo, match.context, patch.operation) and recorded with a
+// description of what it patches, for compile() to report and ignore.
+#include <algorithm>
+#include <cctype>
+#include <limits>
+
+#include "config/parse_util.h"
+
+namespace sluice::config::detail {
+
+namespace {
+
+using Path = std::string;
+
+constexpr int64_t kInt32Min = std::numeric_limits<int32_t>::min();
+constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
+constexpr int64_t kUint32Max = std::numeric_limits<uint32_t>::max();
+
+constexpr std::string_view kLocalRateLimitName = "envoy.filters.http.local_ratelimit";
+constexpr std::string_view kLocalRateLimitType =
+    "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
+
+// Protobuf JSON names: "statPrefix" and "stat_prefix" are one field.
+std::string snakeCase(std::string_view key) {
+  std::string out;
+  out.reserve(key.size() + 4);
+  for (char ch : key) {
+    if (ch >= 'A' && ch <= 'Z') {
+      out += '_';
+      out += char(ch + 32);
+    } else {
+      out += ch;
+    }
+  }
+  return out;
+}
+
+void forProtoFields(Ctx& c, const Node& n, const Path& path,
+                    const std::function<bool(const std::string& key, const Node& v, const Path& p)>& fn) {
+  forFields(c, n, path, [&](const std::string& key, const Node& v, const Path& p) { return fn(snakeCase(key), v, p); });
+}
+
+// Envoy's HTTP status code names (envoy.type.v3.StatusCode).
+std::optional<uint32_t> statusCodeByName(std::string_view name) {
+  static constexpr std::pair<std::string_view, uint32_t> kCodes[] = {
+      {"Continue", 100}, {"OK", 200}, {"Created", 201}, {"Accepted", 202},
+      {"NonAuthoritativeInformation", 203}, {"NoContent", 204}, {"ResetContent", 205},
+      {"PartialContent", 206}, {"MultiStatus", 207}, {"AlreadyReported", 208}, {"IMUsed", 226},
+      {"MultipleChoices", 300}, {"MovedPermanently", 301}, {"Found", 302}, {"SeeOther", 303},
+      {"NotModified", 304}, {"UseProxy", 305}, {"TemporaryRedirect", 307}, {"PermanentRedirect", 308},
+      {"BadRequest", 400}, {"Unauthorized", 401}, {"PaymentRequired", 402}, {"Forbidden", 403},
+      {"NotFound", 404}, {"MethodNotAllowed", 405}, {"NotAcceptable", 406},
+      {"ProxyAuthenticationRequired", 407}, {"RequestTimeout", 408}, {"Conflict", 409}, {"Gone", 410},
+      {"LengthRequired", 411}, {"PreconditionFailed", 412}, {"PayloadTooLarge", 413}, {"URITooLong", 414},
+      {"UnsupportedMediaType", 415}, {"RangeNotSatisfiable", 416}, {"ExpectationFailed", 417},
+      {"MisdirectedRequest", 421}, {"UnprocessableEntity", 422}, {"Locked", 423}, {"FailedDependency", 424},
+      {"UpgradeRequired", 426}, {"PreconditionRequired", 428}, {"TooManyRequests", 429},
+      {"RequestHeaderFieldsTooLarge", 431}, {"InternalServerError", 500}, {"NotImplemented", 501},
+      {"BadGateway", 502}, {"ServiceUnavailable", 503}, {"GatewayTimeout", 504},
+      {"HTTPVersionNotSupported", 505}, {"VariantAlsoNegotiates", 506}, {"InsufficientStorage", 507},
+      {"LoopDetected", 508}, {"NotExtended", 510}, {"NetworkAuthenticationRequired", 511},
+  };
+  for (const auto& [n, code] : kCodes) {
+    if (n == name) return code;
+  }
+  return std::nullopt;
+}
+
+// envoy.type.v3.FractionalPercent inside a RuntimeFractionalPercent
+// ({runtime_key, default_value: {numerator, denominator}}): parts per million.
+void parseRuntimeFraction(Ctx& c, const Node& n, const Path& path, uint32_t& ppm) {
+  if (!expectMap(c, n, path)) return;
+  forProtoFields(c, n, path, [&](const std::string& key, const Node& v, const Path& p) {
+    if (key == "runtime_key") {
+      std::string ignored;
+      readString(c, v, p, ignored);  // no runtime here: the default value holds
+    } else if (key == "default_value") {
+      if (!expectMap(c, v, p)) return true;
+      uint64_t numerator = 0;
+      std::string denominator = "HUNDRED";
+      forProtoFields(c, v, p, [&](const std::string& k, const Node& fv, const Path& fp) {
+        if (k == "numerator") readInt(c, fv, fp, numerator, 0, kUint32Max);
+        else if (k == "denominator") readEnum(c, fv, fp, {"HUNDRED", "TEN_THOUSAND", "MILLION"}, denominator);
+        else return false;
+        return true;
+      });
+      const uint64_t scale = denominator == "HUNDRED" ? 10000 : denominator == "TEN_THOUSAND" ? 100 : 1;
+      ppm = uint32_t(std::min<uint64_t>(1'000'000, numerator * scale));
+    } else {
+      return false;
+    }
+    return true;
+  });
+}
+
+void parseHeaderToAdd(Ctx& c, const Node& n, const Path& path, LocalRateLimitConfig::HeaderToAdd& out) {
+  bool haveHeader = false;
+  forProtoFields(c, n, path, [&](const std::string& key, const Node& v, const Path& p) {
+    if (key == "header") {
+      if (!expectMap(c, v, p)) return true;
+      haveHeader = true;
+      forProtoFields(c, v, p, [&](const std::string& k, const Node& hv, const Path& hp) {
+        if (k == "key") {
+          if (readWireString(c, hv, hp, out.name, http::WireField::HeaderName)) {
+            std::transform(out.name.begin(), out.name.end(), out.name.begin(),
+                           [](unsigned char ch) { return char(std::tolower(ch)); });
+          }
+        } else if (k == "value") {
+          readWireString(c, hv, hp, out.value, http::WireField::HeaderValue);
+        } else {
+          return false;
+        }
+        return true;
+      });
+    } else if (key == "append_action") {
+      readEnum(c, v, p, {"APPEND_IF_EXISTS_OR_ADD", "ADD_IF_ABSENT", "OVERWRITE_IF_EXISTS_OR_ADD", "OVERWRITE_IF_EXISTS"},
+               out.appendAction);
+    } else if (key == "append") {
+      // Deprecated: true appends, false overwrites.
+      bool append = true;
+      if (readBool(c, v, p, append)) out.appendAction = append ? "APPEND_IF_EXISTS_OR_ADD" : "OVERWRITE_IF_EXISTS_OR_ADD";
+    } else if (key == "keep_empty_value") {
+      bool ignored = false;
+      readBool(c, v, p, ignored);
+    } else {
+      return false;
+    }
+    return true;
+  });
+  if (!haveHeader || out.name.empty()) c.error(n, join(path, "header"), "a header with a key is required");
+}
+
+void parseLocalRateLimit(Ctx& c, const Node& n, const Path& path, LocalRateLimitConfig& out) {
+  bool haveBucket = false;
+  forProtoFields(c, n, path, [&](const std::string& key, const Node& v, const Path& p) {
+    if (key == "@type") {
+      // The type the caller already checked.
+    } else if (key == "stat_prefix") {
+      readString(c, v, p, out.statPrefix);
+    } else if (key == "token_bucket") {
+      if (!expectMap(c, v, p)) return true;
+      haveBucket = true;
+      std::optional<Duration> interval;
+      forProtoFields(c, v, p, [&](const std::string& k, const Node& bv, const Path& bp) {
+        if (k == "max_tokens") readInt(c, bv, bp, out.maxTokens, 1, kUint32Max);
+        else if (k == "tokens_per_fill") readInt(c, bv, bp, out.tokensPerFill, 1, kUint32Max);
+        else if (k == "fill_interval") readDuration(c, bv, bp, interval, false);
+        else return false;
+        return true;
+      });
+      if (out.maxTokens == 0) c.error(v, join(p, "max_tokens"), "must be at least 1");
+      if (!interval) {
+        c.error(v, join(p, "fill_interval"), "is required");
+      } else if (*interval < std::chrono::milliseconds(50)) {
+        c.error(v, join(p, "fill_interval"), "must be at least 50ms");
+      } else {
+        out.fillInterval = *interval;
+      }
+    } else if (key == "filter_enabled") {
+      parseRuntimeFraction(c, v, p, out.enabledPpm);
+    } else if (key == "filter_enforced") {
+      parseRuntimeFraction(c, v, p, out.enforcedPpm);
+    } else if (key == "status") {
+      if (!expectMap(c, v, p)) return true;
+      forProtoFields(c, v, p, [&](const std::string& k, const Node& sv, const Path& sp) {
+        if (k != "code") return false;
+        if (sv.isScalar() && !sv.scalar().empty() && std::isdigit(static_cast<unsigned char>(sv.scalar()[0]))) {
+          readInt(c, sv, sp, out.status, 100, 599);
+        } else if (auto code = statusCodeByName(sv.scalar())) {
+          out.status = *code;
+        } else {
+          c.error(sv, sp, "unknown status code \"" + sv.scalar() + "\"");
+        }
+        return true;
+      });
+      if (out.status < 400) out.status = 429;  // Envoy's rule for a code that is no error
+    } else if (key == "response_headers_to_add") {
+      readMessageList(c, v, p, out.responseHeaders, parseHeaderToAdd);
+    } else if (key == "always_consume_default_token_bucket" || key == "local_rate_limit_per_downstream_connection" ||
+               key == "enable_x_ratelimit_headers" || key == "rate_limited_as_resource_exhausted" ||
+               key == "request_headers_to_add_when_not_enforced" || key == "descriptors" || key == "stage" ||
+               key == "vh_rate_limits" || key == "rate_limits") {
+      c.warn(v, p, "not supported yet: ignored (the filter's token bucket applies to every request)");
+    } else {
+      return false;
+    }
+    return true;
+  });
+  if (out.statPrefix.empty()) c.error(n, join(path, "stat_prefix"), "is required");
+  if (!haveBucket) c.error(n, join(path, "token_bucket"), "is required");
+}
+
+// patch.value of an HTTP_FILTER insert: {name, typed_config}. Returns true
+// when it is the local rate limit (parsed into `out`).
+bool parseHttpFilterValue(Ctx& c, const Node& n, const Path& path, std::string& name,
+                          std::optional<LocalRateLimitConfig>& out) {
+  if (!n.isMap()) return false;
+  const Node* typed = nullptr;
+  Path typedPath;
+  for (const auto& [k, v] : n.entries()) {
+    const std::string key = snakeCase(k.scalar());
+    if (key == "name" && v.isScalar()) name = v.scalar();
+    if (key == "typed_config") {
+      typed = &v;
+      typedPath = join(path, k.scalar());
+    }
+  }
+  if (!typed || !typed->isMap()) return false;
+  std::string type;
+  const Node* body = typed;
+  Path bodyPath = typedPath;
+  for (const auto& [k, v] : typed->entries()) {
+    if (k.scalar() == "@type" && v.isScalar()) type = v.scalar();
+  }
+  if (type == "type.googleapis.com/udpa.type.v1.TypedStruct" || type == "type.googleapis.com/xds.type.v3.TypedStruct") {
+    body = nullptr;
+    for (const auto& [k, v] : typed->entries()) {
+      const std::string key = snakeCase(k.scalar());
+      if (key == "type_url" && v.isScalar()) type = v.scalar();
+      if (key == "value") {
+        body = &v;
+        bodyPath = join(typedPath, k.scalar());
+      }
+    }
+  }
+  if (type != kLocalRateLimitType) return false;
+  out = LocalRateLimitConfig{};
+  if (!body || !body->isMap()) {
+    c.error(*typed, typedPath, "a LocalRateLimit config is required");
+    return true;
+  }
+  parseLocalRateLimit(c, *body, bodyPath, *out);
+  return true;
+}
+
+}  // namespace
+
+void parseEnvoyFilterSpec(Ctx& c, const Node& n, const Path& path, EnvoyFilter& out) {
+  forFields(c, n, path, [&](const std::string& key, const Node& v, const Path& p) {
+    if (key == "workloadSelector") {
+      parseWorkloadSelector(c, v, p, "labels", out.workloadSelector);
+    } else if (key == "priority") {
+      readInt(c, v, p, out.priority, kInt32Min, kInt32Max);
+    } else if (key == "targetRefs") {
+      c.warn(v, p, "not supported: ignored (workloadSelector selects)");
+    } else if (key == "configPatches") {
+      readMessageList(c, v, p, out.patches, [](Ctx& c, const Node& pn, const Path& pp, EnvoyFilterPatch& patch) {
+        patch.line = c.line(pn);
+        const Node* value = nullptr;
+        Path valuePath;
+        forFields(c, pn, pp, [&](const std::string& key, const Node& v, const Path& p) {
+          if (key == "applyTo") {
+            readEnum(c, v, p,
+                     {"INVALID", "LISTENER", "FILTER_CHAIN", "NETWORK_FILTER", "HTTP_FILTER", "ROUTE_CONFIGURATION",
+                      "VIRTUAL_HOST", "HTTP_ROUTE", "CLUSTER", "EXTENSION_CONFIG", "BOOTSTRAP", "LISTENER_FILTER"},
+                     patch.applyTo);
+          } else if (key == "match") {
+            if (!expectMap(c, v, p)) return true;
+            forFields(c, v, p, [&](const std::string& k, const Node& mv, const Path& mp) {
+              if (k == "context") {
+                readEnum(c, mv, mp, {"ANY", "SIDECAR_INBOUND", "SIDECAR_OUTBOUND", "GATEWAY"}, patch.context);
+              } else if (k == "listener") {
+                if (!expectMap(c, mv, mp)) return true;
+                for (const auto& [lk, lv] : mv.entries()) {
+                  if (lk.scalar() == "portNumber") readPort(c, lv, join(mp, "portNumber"), patch.portNumber);
+                }
+              } else if (k != "proxy" && k != "routeConfiguration" && k != "cluster") {
+                return false;
+              }
+              return true;
+            });
+          } else if (key == "patch") {
+            if (!expectMap(c, v, p)) return true;
+            forFields(c, v, p, [&](const std::string& k, const Node& pv, const Path& ppath) {
+              if (k == "operation") {
+                readEnum(c, pv, ppath,
+                         {"INVALID", "MERGE", "ADD", "REMOVE", "INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST", "REPLACE"},
+                         patch.operation);
+              } else if (k == "value") {
+                value = &pv;
+                valuePath = ppath;
+              } else if (k != "filterClass") {
+                return false;
+              }
+              return true;
+            });
+          } else {
+            return false;
+          }
+          return true;
+        });
+        std::string name;
+        const bool insert = patch.operation == "INSERT_BEFORE" || patch.operation == "INSERT_AFTER" ||
+                            patch.operation == "INSERT_FIRST" || patch.operation == "ADD";
+        if (patch.applyTo == "HTTP_FILTER" && insert && value &&
+            parseHttpFilterValue(c, *value, valuePath, name, patch.localRateLimit)) {
+          return;
+        }
+        patch.unsupported = patch.applyTo.empty() ? "a patch without applyTo" : patch.applyTo;
+        if (!patch.operation.empty()) patch.unsupported += " " + patch.operation;
+        if (!name.empty()) patch.unsupported += " " + name;
+      });
+    } else {
+      return false;
+    }
+    return true;
+  });
+}
+
+}  // namespace sluice::config::detail

@@ -1,0 +1,182 @@
+#include "route/rate_limit.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <array>
+
+namespace sluice::route {
+
+bool TokenBucket::take(uint64_t nowNs) {
+  // Credit the intervals that passed. One thread wins each advance of
+  // fills_ and adds exactly those intervals' tokens; the others go on.
+  const uint64_t due = nowNs > startNs_ ? (nowNs - startNs_) / intervalNs_ : 0;
+  uint64_t done = fills_.load(std::memory_order_acquire);
+  while (due > done) {
+    if (fills_.compare_exchange_weak(done, due, std::memory_order_acq_rel)) {
+      const uint64_t intervals = due - done;
+      // Saturates: more intervals than it takes to fill it fill it.
+      const uint64_t add = intervals >= (max_ + perFill_ - 1) / perFill_ ? max_ : intervals * perFill_;
+      uint64_t t = tokens_.load(std::memory_order_relaxed);
+      while (!tokens_.compare_exchange_weak(t, std::min(max_, t + add), std::memory_order_acq_rel)) {
+      }
+      break;
+    }
+  }
+  uint64_t t = tokens_.load(std::memory_order_relaxed);
+  while (t > 0) {
+    if (tokens_.compare_exchange_weak(t, t - 1, std::memory_order_acq_rel)) return true;
+  }
+  return false;
+}
+
+namespace {
+
+bool labelsContain(const std::map<std::string, std::string>& have, const std::map<std::string, std::string>& want) {
+  for (const auto& [k, v] : want) {
+    auto it = have.find(k);
+    if (it == have.end() || it->second != v) return false;
+  }
+  return true;
+}
+
+// The answer's fields, as Envoy's response_headers_to_add would leave them
+// on its local reply (which carries no field of these names to start with).
+void buildResponseHeaders(LocalRateLimit& l) {
+  l.responseHeaders.add("x-envoy-ratelimited", "true");
+  for (const auto& h : l.config.responseHeaders) {
+    const std::string_view name = h.name, value = h.value;
+    if (h.appendAction == "APPEND_IF_EXISTS_OR_ADD") {
+      l.responseHeaders.add(name, value);
+    } else if (h.appendAction == "ADD_IF_ABSENT") {
+      if (!l.responseHeaders.has(name)) l.responseHeaders.add(name, value);
+    } else if (h.appendAction == "OVERWRITE_IF_EXISTS_OR_ADD") {
+      l.responseHeaders.set(name, value);
+    } else if (l.responseHeaders.has(name)) {  // OVERWRITE_IF_EXISTS
+      l.responseHeaders.set(name, value);
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<std::shared_ptr<LocalRateLimit>> compileLocalRateLimits(
+    const std::vector<config::EnvoyFilter>& filters,
+    const std::optional<std::map<std::string, std::string>>& gatewayLabels, uint64_t nowNs,
+    std::vector<std::string>& warnings) {
+  // Istio applies EnvoyFilters by priority, then creation (here: load) order.
+  std::vector<const config::EnvoyFilter*> ordered;
+  for (const auto& f : filters) ordered.push_back(&f);
+  std::stable_sort(ordered.begin(), ordered.end(),
+                   [](const config::EnvoyFilter* a, const config::EnvoyFilter* b) { return a->priority < b->priority; });
+  std::vector<std::shared_ptr<LocalRateLimit>> out;
+  for (const config::EnvoyFilter* f : ordered) {
+    const std::string name = "EnvoyFilter " + f->metadata.namespace_ + "/" + f->metadata.name;
+    for (size_t i = 0; i < f->patches.size(); ++i) {
+      const config::EnvoyFilterPatch& p = f->patches[i];
+      const std::string where = fmt::format("{} ({}:{})", name, f->source.file, p.line);
+      if (!p.localRateLimit) {
+        warnings.push_back(fmt::format("{}: {} is not supported by sluice: ignored", where, p.unsupported));
+        continue;
+      }
+      auto l = std::make_shared<LocalRateLimit>();
+      l->origin = fmt::format("{}/{}#{}", f->metadata.namespace_, f->metadata.name, i);
+      l->config = *p.localRateLimit;
+      l->port = p.portNumber.value_or(0);
+      const bool any = p.context == "ANY";
+      l->gateway = any || p.context == "GATEWAY";
+      l->outbound = any || p.context == "SIDECAR_OUTBOUND";
+      if (p.context == "SIDECAR_INBOUND") {
+        warnings.push_back(where + ": SIDECAR_INBOUND: sluiced has no inbound listener: ignored");
+        continue;
+      }
+      if (!f->workloadSelector.empty()) {
+        // The gateway workload's labels are known (--gateway-labels) or it
+        // is every gateway; an application pod's are not, so a selector
+        // cannot narrow the outbound listener.
+        if (l->gateway && gatewayLabels && !labelsContain(*gatewayLabels, f->workloadSelector)) l->gateway = false;
+        if (l->outbound) {
+          l->outbound = false;
+          warnings.push_back(where +
+                             ": a workloadSelector cannot select outbound traffic on a node proxy: it limits Gateway "
+                             "listeners only");
+        }
+      }
+      if (!l->gateway && !l->outbound) continue;
+      buildResponseHeaders(*l);
+      l->state = std::make_shared<LocalRateLimitState>(l->config, nowNs);
+      out.push_back(std::move(l));
+    }
+  }
+  return out;
+}
+
+void inheritRateLimitState(const std::vector<std::shared_ptr<LocalRateLimit>>& next,
+                           const std::vector<std::shared_ptr<LocalRateLimit>>& prev) {
+  for (const auto& n : next) {
+    for (const auto& p : prev) {
+      if (n->sameBucket(*p)) {
+        n->state = p->state;
+        break;
+      }
+    }
+  }
+}
+
+namespace {
+
+// Limits that share a stat_prefix share their counters, as in Envoy.
+std::map<std::string, std::array<uint64_t, 4>> countersByPrefix(
+    const std::vector<std::shared_ptr<LocalRateLimit>>& limits) {
+  std::map<std::string, std::array<uint64_t, 4>> out;
+  for (const auto& l : limits) {
+    const LocalRateLimitState& s = *l->state;
+    auto& c = out[l->config.statPrefix];
+    c[0] += s.enabled.load(std::memory_order_relaxed);
+    c[1] += s.enforced.load(std::memory_order_relaxed);
+    c[2] += s.ok.load(std::memory_order_relaxed);
+    c[3] += s.rateLimited.load(std::memory_order_relaxed);
+  }
+  return out;
+}
+
+constexpr const char* kCounterNames[4] = {"enabled", "enforced", "ok", "rate_limited"};
+
+std::string labelValue(std::string_view v) {
+  std::string out;
+  for (char ch : v) {
+    if (ch == '\\' || ch == '"') out += '\\';
+    if (ch == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += ch;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string renderRateLimitText(const std::vector<std::shared_ptr<LocalRateLimit>>& limits) {
+  std::string out;
+  for (const auto& [prefix, c] : countersByPrefix(limits)) {
+    for (size_t i = 0; i < 4; ++i) out += fmt::format("{}.http_local_rate_limit.{}: {}\n", prefix, kCounterNames[i], c[i]);
+  }
+  return out;
+}
+
+std::string renderRateLimitPrometheus(const std::vector<std::shared_ptr<LocalRateLimit>>& limits) {
+  if (limits.empty()) return {};
+  const auto counters = countersByPrefix(limits);
+  std::string out;
+  for (size_t i = 0; i < 4; ++i) {
+    out += fmt::format("# TYPE envoy_http_local_rate_limit_{} counter\n", kCounterNames[i]);
+    for (const auto& [prefix, c] : counters) {
+      out += fmt::format("envoy_http_local_rate_limit_{}{{envoy_local_http_ratelimit_prefix=\"{}\"}} {}\n",
+                         kCounterNames[i], labelValue(prefix), c[i]);
+    }
+  }
+  return out;
+}
+
+}  // namespace sluice::route

@@ -1,0 +1,86 @@
+// HTTP local rate limiting (an EnvoyFilter inserting
+// envoy.filters.http.local_ratelimit): one token bucket per limit for the
+// whole node, shared by every worker without a lock, and the limit's
+// counters. The filter that applies it is proxy/filters/rate_limit_filter.cc.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config/model.h"
+#include "http/header_map.h"
+
+namespace sluice::route {
+
+// Envoy's token bucket: starts full with `max` tokens; every `intervalNs`
+// `perFill` more, never past `max`. Over any span, what it admits is max +
+// fills x perFill, whatever the number of threads taking from it.
+class TokenBucket {
+ public:
+  TokenBucket(uint64_t max, uint64_t perFill, uint64_t intervalNs, uint64_t startNs)
+      : max_(max), perFill_(perFill), intervalNs_(intervalNs), startNs_(startNs), tokens_(max) {}
+  // Takes one token at `nowNs` (monotonic); false when there is none.
+  bool take(uint64_t nowNs);
+  uint64_t tokens() const { return tokens_.load(std::memory_order_relaxed); }
+
+ private:
+  const uint64_t max_, perFill_, intervalNs_, startNs_;
+  std::atomic<uint64_t> tokens_;
+  std::atomic<uint64_t> fills_{0};  // intervals credited so far
+};
+
+// A limit's live state: its bucket and its counters
+// (<stat_prefix>.http_local_rate_limit.*). Carried from one snapshot to the
+// next while the limit stays the same, so a reload neither refills the
+// bucket nor resets the counts.
+struct LocalRateLimitState {
+  LocalRateLimitState(const config::LocalRateLimitConfig& c, uint64_t startNs)
+      : bucket(c.maxTokens, c.tokensPerFill, uint64_t(c.fillInterval.count()), startNs) {}
+  TokenBucket bucket;
+  std::atomic<uint64_t> enabled{0}, ok{0}, rateLimited{0}, enforced{0};
+};
+
+struct LocalRateLimit {
+  // "ns/name#patch": which EnvoyFilter patch made it.
+  std::string origin;
+  config::LocalRateLimitConfig config;
+  bool gateway = false;   // applies to requests on Gateway listeners
+  bool outbound = false;  // ... and to the outbound (sidecar) listener's
+  uint32_t port = 0;      // listener.portNumber; 0: every port
+  // The answer's extra fields: x-envoy-ratelimited, then the configured
+  // response_headers_to_add (their append actions applied).
+  http::HeaderMap responseHeaders;
+  std::shared_ptr<LocalRateLimitState> state;
+
+  bool appliesTo(bool onGateway, uint32_t listenerPort) const {
+    return (onGateway ? gateway : outbound) && (port == 0 || port == listenerPort);
+  }
+  // Same bucket settings: a reload keeps the state.
+  bool sameBucket(const LocalRateLimit& o) const {
+    return origin == o.origin && config.maxTokens == o.config.maxTokens &&
+           config.tokensPerFill == o.config.tokensPerFill && config.fillInterval == o.config.fillInterval;
+  }
+};
+
+// The local rate limits of `filters`, in priority then load order, for a
+// proxy whose gateway workload has `gatewayLabels` (unset: every Gateway's
+// workload). Patches Sluice does not enforce, and selectors it cannot
+// honour, become `warnings`.
+std::vector<std::shared_ptr<LocalRateLimit>> compileLocalRateLimits(
+    const std::vector<config::EnvoyFilter>& filters,
+    const std::optional<std::map<std::string, std::string>>& gatewayLabels, uint64_t nowNs,
+    std::vector<std::string>& warnings);
+
+// Gives each limit of `next` the state of the same limit in `prev`.
+void inheritRateLimitState(const std::vector<std::shared_ptr<LocalRateLimit>>& next,
+                           const std::vector<std::shared_ptr<LocalRateLimit>>& prev);
+
+// /stats lines and Prometheus families for the limits.
+std::string renderRateLimitText(const std::vector<std::shared_ptr<LocalRateLimit>>& limits);
+std::string renderRateLimitPrometheus(const std::vector<std::shared_ptr<LocalRateLimit>>& limits);
+
+}  // namespace sluice::route
