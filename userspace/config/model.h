@@ -420,6 +420,9 @@ struct ServiceEntry {
 // inserts it into the HTTP filter chain.
 struct LocalRateLimitConfig {
   std::string statPrefix;
+  // No token_bucket (Envoy's per-route form, not supported yet): the filter
+  // limits nothing.
+  bool hasBucket = false;
   uint32_t maxTokens = 0;
   uint32_t tokensPerFill = 1;
   Duration fillInterval{};
@@ -434,6 +437,7 @@ struct LocalRateLimitConfig {
     // APPEND_IF_EXISTS_OR_ADD, ADD_IF_ABSENT, OVERWRITE_IF_EXISTS_OR_ADD,
     // OVERWRITE_IF_EXISTS.
     std::string appendAction = "APPEND_IF_EXISTS_OR_ADD";
+    bool keepEmptyValue = false;  // else an empty value is not sent
   };
   std::vector<HeaderToAdd> responseHeaders;
 };

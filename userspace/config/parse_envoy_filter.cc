@@ -46,40 +46,50 @@ void forProtoFields(Ctx& c, const Node& n, const Path& path,
 }
 
 // Envoy's HTTP status code names (envoy.type.v3.StatusCode).
+constexpr std::pair<std::string_view, uint32_t> kStatusCodes[] = {
+    {"Continue", 100}, {"OK", 200}, {"Created", 201}, {"Accepted", 202},
+    {"NonAuthoritativeInformation", 203}, {"NoContent", 204}, {"ResetContent", 205},
+    {"PartialContent", 206}, {"MultiStatus", 207}, {"AlreadyReported", 208}, {"IMUsed", 226},
+    {"MultipleChoices", 300}, {"MovedPermanently", 301}, {"Found", 302}, {"SeeOther", 303},
+    {"NotModified", 304}, {"UseProxy", 305}, {"TemporaryRedirect", 307}, {"PermanentRedirect", 308},
+    {"BadRequest", 400}, {"Unauthorized", 401}, {"PaymentRequired", 402}, {"Forbidden", 403},
+    {"NotFound", 404}, {"MethodNotAllowed", 405}, {"NotAcceptable", 406},
+    {"ProxyAuthenticationRequired", 407}, {"RequestTimeout", 408}, {"Conflict", 409}, {"Gone", 410},
+    {"LengthRequired", 411}, {"PreconditionFailed", 412}, {"PayloadTooLarge", 413}, {"URITooLong", 414},
+    {"UnsupportedMediaType", 415}, {"RangeNotSatisfiable", 416}, {"ExpectationFailed", 417},
+    {"MisdirectedRequest", 421}, {"UnprocessableEntity", 422}, {"Locked", 423}, {"FailedDependency", 424},
+    {"UpgradeRequired", 426}, {"PreconditionRequired", 428}, {"TooManyRequests", 429},
+    {"RequestHeaderFieldsTooLarge", 431}, {"InternalServerError", 500}, {"NotImplemented", 501},
+    {"BadGateway", 502}, {"ServiceUnavailable", 503}, {"GatewayTimeout", 504},
+    {"HTTPVersionNotSupported", 505}, {"VariantAlsoNegotiates", 506}, {"InsufficientStorage", 507},
+    {"LoopDetected", 508}, {"NotExtended", 510}, {"NetworkAuthenticationRequired", 511},
+};
+
 std::optional<uint32_t> statusCodeByName(std::string_view name) {
-  static constexpr std::pair<std::string_view, uint32_t> kCodes[] = {
-      {"Continue", 100}, {"OK", 200}, {"Created", 201}, {"Accepted", 202},
-      {"NonAuthoritativeInformation", 203}, {"NoContent", 204}, {"ResetContent", 205},
-      {"PartialContent", 206}, {"MultiStatus", 207}, {"AlreadyReported", 208}, {"IMUsed", 226},
-      {"MultipleChoices", 300}, {"MovedPermanently", 301}, {"Found", 302}, {"SeeOther", 303},
-      {"NotModified", 304}, {"UseProxy", 305}, {"TemporaryRedirect", 307}, {"PermanentRedirect", 308},
-      {"BadRequest", 400}, {"Unauthorized", 401}, {"PaymentRequired", 402}, {"Forbidden", 403},
-      {"NotFound", 404}, {"MethodNotAllowed", 405}, {"NotAcceptable", 406},
-      {"ProxyAuthenticationRequired", 407}, {"RequestTimeout", 408}, {"Conflict", 409}, {"Gone", 410},
-      {"LengthRequired", 411}, {"PreconditionFailed", 412}, {"PayloadTooLarge", 413}, {"URITooLong", 414},
-      {"UnsupportedMediaType", 415}, {"RangeNotSatisfiable", 416}, {"ExpectationFailed", 417},
-      {"MisdirectedRequest", 421}, {"UnprocessableEntity", 422}, {"Locked", 423}, {"FailedDependency", 424},
-      {"UpgradeRequired", 426}, {"PreconditionRequired", 428}, {"TooManyRequests", 429},
-      {"RequestHeaderFieldsTooLarge", 431}, {"InternalServerError", 500}, {"NotImplemented", 501},
-      {"BadGateway", 502}, {"ServiceUnavailable", 503}, {"GatewayTimeout", 504},
-      {"HTTPVersionNotSupported", 505}, {"VariantAlsoNegotiates", 506}, {"InsufficientStorage", 507},
-      {"LoopDetected", 508}, {"NotExtended", 510}, {"NetworkAuthenticationRequired", 511},
-  };
-  for (const auto& [n, code] : kCodes) {
+  for (const auto& [n, code] : kStatusCodes) {
     if (n == name) return code;
   }
   return std::nullopt;
+}
+
+bool statusCodeKnown(uint32_t code) {
+  for (const auto& [n, c] : kStatusCodes) {
+    if (c == code) return true;
+  }
+  return false;
 }
 
 // envoy.type.v3.FractionalPercent inside a RuntimeFractionalPercent
 // ({runtime_key, default_value: {numerator, denominator}}): parts per million.
 void parseRuntimeFraction(Ctx& c, const Node& n, const Path& path, uint32_t& ppm) {
   if (!expectMap(c, n, path)) return;
+  bool haveDefault = false;
   forProtoFields(c, n, path, [&](const std::string& key, const Node& v, const Path& p) {
     if (key == "runtime_key") {
       std::string ignored;
       readString(c, v, p, ignored);  // no runtime here: the default value holds
     } else if (key == "default_value") {
+      haveDefault = true;
       if (!expectMap(c, v, p)) return true;
       uint64_t numerator = 0;
       std::string denominator = "HUNDRED";
@@ -96,6 +106,7 @@ void parseRuntimeFraction(Ctx& c, const Node& n, const Path& path, uint32_t& ppm
     }
     return true;
   });
+  if (!haveDefault) c.error(n, join(path, "default_value"), "is required");
 }
 
 void parseHeaderToAdd(Ctx& c, const Node& n, const Path& path, LocalRateLimitConfig::HeaderToAdd& out) {
@@ -125,17 +136,25 @@ void parseHeaderToAdd(Ctx& c, const Node& n, const Path& path, LocalRateLimitCon
       bool append = true;
       if (readBool(c, v, p, append)) out.appendAction = append ? "APPEND_IF_EXISTS_OR_ADD" : "OVERWRITE_IF_EXISTS_OR_ADD";
     } else if (key == "keep_empty_value") {
-      bool ignored = false;
-      readBool(c, v, p, ignored);
+      readBool(c, v, p, out.keepEmptyValue);
     } else {
       return false;
     }
     return true;
   });
-  if (!haveHeader || out.name.empty()) c.error(n, join(path, "header"), "a header with a key is required");
+  if (!haveHeader || out.name.empty()) {
+    c.error(n, join(path, "header"), "a header with a key is required");
+    return;
+  }
+  // Framing and connection fields are the proxy's to write.
+  static constexpr std::string_view kReserved[] = {"content-length", "transfer-encoding", "connection", "keep-alive",
+                                                  "proxy-connection", "upgrade", "te", "host"};
+  if (out.name.front() == ':' || std::find(std::begin(kReserved), std::end(kReserved), out.name) != std::end(kReserved))
+    c.error(n, join(path, "header.key"), "\"" + out.name + "\" cannot be set on a local reply");
 }
 
-void parseLocalRateLimit(Ctx& c, const Node& n, const Path& path, LocalRateLimitConfig& out) {
+// `unsupported`: it asks for something Sluice does not do yet (reported).
+void parseLocalRateLimit(Ctx& c, const Node& n, const Path& path, LocalRateLimitConfig& out, bool& unsupported) {
   bool haveBucket = false;
   forProtoFields(c, n, path, [&](const std::string& key, const Node& v, const Path& p) {
     if (key == "@type") {
@@ -170,7 +189,8 @@ void parseLocalRateLimit(Ctx& c, const Node& n, const Path& path, LocalRateLimit
       forProtoFields(c, v, p, [&](const std::string& k, const Node& sv, const Path& sp) {
         if (k != "code") return false;
         if (sv.isScalar() && !sv.scalar().empty() && std::isdigit(static_cast<unsigned char>(sv.scalar()[0]))) {
-          readInt(c, sv, sp, out.status, 100, 599);
+          if (readInt(c, sv, sp, out.status, 100, 599) && !statusCodeKnown(out.status))
+            c.error(sv, sp, "status code " + sv.scalar() + " is not one of Envoy's StatusCode values");
         } else if (auto code = statusCodeByName(sv.scalar())) {
           out.status = *code;
         } else {
@@ -181,18 +201,29 @@ void parseLocalRateLimit(Ctx& c, const Node& n, const Path& path, LocalRateLimit
       if (out.status < 400) out.status = 429;  // Envoy's rule for a code that is no error
     } else if (key == "response_headers_to_add") {
       readMessageList(c, v, p, out.responseHeaders, parseHeaderToAdd);
-    } else if (key == "always_consume_default_token_bucket" || key == "local_rate_limit_per_downstream_connection" ||
-               key == "enable_x_ratelimit_headers" || key == "rate_limited_as_resource_exhausted" ||
-               key == "request_headers_to_add_when_not_enforced" || key == "descriptors" || key == "stage" ||
-               key == "vh_rate_limits" || key == "rate_limits") {
-      c.warn(v, p, "not supported yet: ignored (the filter's token bucket applies to every request)");
+    } else if (key == "enable_x_ratelimit_headers" || key == "rate_limited_as_resource_exhausted" ||
+               key == "request_headers_to_add_when_not_enforced" || key == "stage" || key == "vh_rate_limits" ||
+               key == "local_cluster_rate_limit" || key == "max_dynamic_descriptors") {
+      c.warn(v, p, "not supported yet: ignored");
+    } else if (key == "descriptors" || key == "rate_limits" || key == "always_consume_default_token_bucket" ||
+               key == "local_rate_limit_per_downstream_connection") {
+      // Each changes which requests the bucket limits: enforcing the
+      // plain bucket instead would limit what the filter does not.
+      c.warn(v, p, "not supported yet: this filter is not applied");
+      unsupported = true;
     } else {
       return false;
     }
     return true;
   });
   if (out.statPrefix.empty()) c.error(n, join(path, "stat_prefix"), "is required");
-  if (!haveBucket) c.error(n, join(path, "token_bucket"), "is required");
+  out.hasBucket = haveBucket;
+  if (!haveBucket) {
+    // Envoy's "off here, on per route" form: per-route limits are not
+    // supported yet, so this filter limits nothing.
+    c.warn(n, join(path, "token_bucket"), "absent: this filter limits nothing (per-route limits are not supported yet)");
+    unsupported = true;
+  }
 }
 
 // patch.value of an HTTP_FILTER insert: {name, typed_config}. Returns true
@@ -234,7 +265,9 @@ bool parseHttpFilterValue(Ctx& c, const Node& n, const Path& path, std::string& 
     c.error(*typed, typedPath, "a LocalRateLimit config is required");
     return true;
   }
-  parseLocalRateLimit(c, *body, bodyPath, *out);
+  bool unsupported = false;
+  parseLocalRateLimit(c, *body, bodyPath, *out, unsupported);
+  if (unsupported) out.reset();
   return true;
 }
 
@@ -251,6 +284,7 @@ void parseEnvoyFilterSpec(Ctx& c, const Node& n, const Path& path, EnvoyFilter& 
     } else if (key == "configPatches") {
       readMessageList(c, v, p, out.patches, [](Ctx& c, const Node& pn, const Path& pp, EnvoyFilterPatch& patch) {
         patch.line = c.line(pn);
+        std::vector<std::string> narrowing;  // match fields Sluice cannot apply
         const Node* value = nullptr;
         Path valuePath;
         forFields(c, pn, pp, [&](const std::string& key, const Node& v, const Path& p) {
@@ -267,9 +301,23 @@ void parseEnvoyFilterSpec(Ctx& c, const Node& n, const Path& path, EnvoyFilter& 
               } else if (k == "listener") {
                 if (!expectMap(c, mv, mp)) return true;
                 for (const auto& [lk, lv] : mv.entries()) {
-                  if (lk.scalar() == "portNumber") readPort(c, lv, join(mp, "portNumber"), patch.portNumber);
+                  const std::string& field = lk.scalar();
+                  if (field == "portNumber") {
+                    readPort(c, lv, join(mp, "portNumber"), patch.portNumber);
+                  } else if (field == "filterChain" && lv.isMap()) {
+                    // Naming the HTTP connection manager (and its router)
+                    // is what every HTTP_FILTER patch does; anything else
+                    // narrows it in a way Sluice cannot follow.
+                    for (const auto& [fk, fv] : lv.entries()) {
+                      if (fk.scalar() != "filter") narrowing.push_back("listener.filterChain." + fk.scalar());
+                    }
+                  } else {
+                    narrowing.push_back("listener." + field);
+                  }
                 }
-              } else if (k != "proxy" && k != "routeConfiguration" && k != "cluster") {
+              } else if (k == "proxy") {
+                narrowing.push_back("proxy");
+              } else if (k != "routeConfiguration" && k != "cluster") {
                 return false;
               }
               return true;
@@ -297,13 +345,17 @@ void parseEnvoyFilterSpec(Ctx& c, const Node& n, const Path& path, EnvoyFilter& 
         std::string name;
         const bool insert = patch.operation == "INSERT_BEFORE" || patch.operation == "INSERT_AFTER" ||
                             patch.operation == "INSERT_FIRST" || patch.operation == "ADD";
-        if (patch.applyTo == "HTTP_FILTER" && insert && value &&
-            parseHttpFilterValue(c, *value, valuePath, name, patch.localRateLimit)) {
-          return;
-        }
+        const bool rateLimit = patch.applyTo == "HTTP_FILTER" && insert && value &&
+                               parseHttpFilterValue(c, *value, valuePath, name, patch.localRateLimit);
+        if (rateLimit && patch.localRateLimit && narrowing.empty()) return;
+        patch.localRateLimit.reset();
         patch.unsupported = patch.applyTo.empty() ? "a patch without applyTo" : patch.applyTo;
         if (!patch.operation.empty()) patch.unsupported += " " + patch.operation;
         if (!name.empty()) patch.unsupported += " " + name;
+        if (rateLimit) {
+          patch.unsupported += narrowing.empty() ? " with settings not supported yet (see the warnings above)"
+                                                 : " matched by " + narrowing.front();
+        }
       });
     } else {
       return false;

@@ -176,7 +176,7 @@ size_t H2Stream::sendLocalResponse(int status, std::string_view body, const http
   const bool trailersOnly = body.empty() && extra && extra->find("grpc-status");
   const bool bodiless = status == 204 || status == 304 || status < 200 || trailersOnly;
   const bool withBody = !body.empty() && !s.isHead && !bodiless;
-  if (!body.empty() && !bodiless) fields.add("content-type", "text/plain");
+  if (!body.empty() && !bodiless && !fields.has("content-type")) fields.add("content-type", "text/plain");
   // A length only where a body is (or, for HEAD, would be): a 204 with
   // one is malformed to a strict client.
   http::Framing length{http::Framing::Kind::ContentLength, body.size()};

@@ -291,7 +291,7 @@ std::string buildLocalReply(int status, std::string_view body, bool close, bool 
   std::string out = fmt::format("HTTP/1.1 {} {}\r\n", status, http::reasonPhrase(status));
   if (!noBody) {
     out += fmt::format("content-length: {}\r\n", body.size());
-    if (!body.empty()) out += "content-type: text/plain\r\n";
+    if (!body.empty() && !(extraHeaders && extraHeaders->has("content-type"))) out += "content-type: text/plain\r\n";
   }
   if (extraHeaders != nullptr) extraHeaders->appendHttp1(out);
   if (close) out += "connection: close\r\n";

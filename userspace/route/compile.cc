@@ -558,8 +558,14 @@ std::vector<config::ConfigError> Compiler::run() {
   buildVirtualServiceOnlyHosts();
   publishDomains();
   buildGateways();
-  snap_.localRateLimits =
-      compileLocalRateLimits(res.envoyFilters, options_.gatewayLabels, core::SteadyClock().nowNs(), snap_.warnings);
+  std::vector<uint32_t> gatewayPorts, outboundPorts;
+  for (const auto& l : snap_.gatewayListeners) {
+    if (!l->tcp() && std::find(gatewayPorts.begin(), gatewayPorts.end(), l->port) == gatewayPorts.end())
+      gatewayPorts.push_back(l->port);
+  }
+  for (const auto& [port, rc] : snap_.routeConfigs) outboundPorts.push_back(port);
+  snap_.localRateLimits = compileLocalRateLimits(res.envoyFilters, options_.gatewayLabels, gatewayPorts, outboundPorts,
+                                                 core::SteadyClock().nowNs(), snap_.warnings);
   return std::move(errors_);
 }
 

@@ -46,6 +46,7 @@ void buildResponseHeaders(LocalRateLimit& l) {
   l.responseHeaders.add("x-envoy-ratelimited", "true");
   for (const auto& h : l.config.responseHeaders) {
     const std::string_view name = h.name, value = h.value;
+    if (value.empty() && !h.keepEmptyValue) continue;
     if (h.appendAction == "APPEND_IF_EXISTS_OR_ADD") {
       l.responseHeaders.add(name, value);
     } else if (h.appendAction == "ADD_IF_ABSENT") {
@@ -62,8 +63,8 @@ void buildResponseHeaders(LocalRateLimit& l) {
 
 std::vector<std::shared_ptr<LocalRateLimit>> compileLocalRateLimits(
     const std::vector<config::EnvoyFilter>& filters,
-    const std::optional<std::map<std::string, std::string>>& gatewayLabels, uint64_t nowNs,
-    std::vector<std::string>& warnings) {
+    const std::optional<std::map<std::string, std::string>>& gatewayLabels, const std::vector<uint32_t>& gatewayPorts,
+    const std::vector<uint32_t>& outboundPorts, uint64_t nowNs, std::vector<std::string>& warnings) {
   // Istio applies EnvoyFilters by priority, then creation (here: load) order.
   std::vector<const config::EnvoyFilter*> ordered;
   for (const auto& f : filters) ordered.push_back(&f);
@@ -102,9 +103,19 @@ std::vector<std::shared_ptr<LocalRateLimit>> compileLocalRateLimits(
                              "listeners only");
         }
       }
-      if (!l->gateway && !l->outbound) continue;
+      if (p.operation != "INSERT_BEFORE")
+        warnings.push_back(where + ": " + p.operation + ": the local rate limit runs just before the router");
+      auto addStates = [&](bool onGateway, const std::vector<uint32_t>& ports) {
+        for (uint32_t port : ports) {
+          if (l->port && l->port != port) continue;
+          l->states.emplace(LocalRateLimit::listenerKey(onGateway, port),
+                            std::make_shared<LocalRateLimitState>(l->config, nowNs));
+        }
+      };
+      if (l->gateway) addStates(true, gatewayPorts);
+      if (l->outbound) addStates(false, outboundPorts);
+      if (l->states.empty()) continue;  // no listener it applies to
       buildResponseHeaders(*l);
-      l->state = std::make_shared<LocalRateLimitState>(l->config, nowNs);
       out.push_back(std::move(l));
     }
   }
@@ -115,10 +126,11 @@ void inheritRateLimitState(const std::vector<std::shared_ptr<LocalRateLimit>>& n
                            const std::vector<std::shared_ptr<LocalRateLimit>>& prev) {
   for (const auto& n : next) {
     for (const auto& p : prev) {
-      if (n->sameBucket(*p)) {
-        n->state = p->state;
-        break;
+      if (!n->sameBucket(*p)) continue;
+      for (auto& [key, state] : n->states) {
+        if (auto it = p->states.find(key); it != p->states.end()) state = it->second;
       }
+      break;
     }
   }
 }
@@ -130,12 +142,14 @@ std::map<std::string, std::array<uint64_t, 4>> countersByPrefix(
     const std::vector<std::shared_ptr<LocalRateLimit>>& limits) {
   std::map<std::string, std::array<uint64_t, 4>> out;
   for (const auto& l : limits) {
-    const LocalRateLimitState& s = *l->state;
     auto& c = out[l->config.statPrefix];
-    c[0] += s.enabled.load(std::memory_order_relaxed);
-    c[1] += s.enforced.load(std::memory_order_relaxed);
-    c[2] += s.ok.load(std::memory_order_relaxed);
-    c[3] += s.rateLimited.load(std::memory_order_relaxed);
+    for (const auto& [key, state] : l->states) {
+      const LocalRateLimitState& s = *state;
+      c[0] += s.enabled.load(std::memory_order_relaxed);
+      c[1] += s.enforced.load(std::memory_order_relaxed);
+      c[2] += s.ok.load(std::memory_order_relaxed);
+      c[3] += s.rateLimited.load(std::memory_order_relaxed);
+    }
   }
   return out;
 }

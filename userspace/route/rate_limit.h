@@ -1,14 +1,16 @@
 // HTTP local rate limiting (an EnvoyFilter inserting
-// envoy.filters.http.local_ratelimit): one token bucket per limit for the
-// whole node, shared by every worker without a lock, and the limit's
-// counters. The filter that applies it is proxy/filters/rate_limit_filter.cc.
+// envoy.filters.http.local_ratelimit): a token bucket per limit and
+// listener, shared by every worker without a lock, and its counters. The
+// filter that applies it is proxy/filters/rate_limit_filter.cc.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "config/model.h"
@@ -22,7 +24,8 @@ namespace sluice::route {
 class TokenBucket {
  public:
   TokenBucket(uint64_t max, uint64_t perFill, uint64_t intervalNs, uint64_t startNs)
-      : max_(max), perFill_(perFill), intervalNs_(intervalNs), startNs_(startNs), tokens_(max) {}
+      : max_(max), perFill_(std::max<uint64_t>(1, perFill)), intervalNs_(std::max<uint64_t>(1, intervalNs)),
+        startNs_(startNs), tokens_(max) {}
   // Takes one token at `nowNs` (monotonic); false when there is none.
   bool take(uint64_t nowNs);
   uint64_t tokens() const { return tokens_.load(std::memory_order_relaxed); }
@@ -44,6 +47,10 @@ struct LocalRateLimitState {
   std::atomic<uint64_t> enabled{0}, ok{0}, rateLimited{0}, enforced{0};
 };
 
+// One EnvoyFilter patch's limit. As in Envoy, where each listener's HTTP
+// connection manager has its own instance of the filter, every listener
+// it applies to (a Gateway port, an outbound service port) has its own
+// bucket, shared by all workers.
 struct LocalRateLimit {
   // "ns/name#patch": which EnvoyFilter patch made it.
   std::string origin;
@@ -54,28 +61,35 @@ struct LocalRateLimit {
   // The answer's extra fields: x-envoy-ratelimited, then the configured
   // response_headers_to_add (their append actions applied).
   http::HeaderMap responseHeaders;
-  std::shared_ptr<LocalRateLimitState> state;
+  // By listener (listenerKey()).
+  std::unordered_map<uint64_t, std::shared_ptr<LocalRateLimitState>> states;
 
-  bool appliesTo(bool onGateway, uint32_t listenerPort) const {
-    return (onGateway ? gateway : outbound) && (port == 0 || port == listenerPort);
+  static uint64_t listenerKey(bool onGateway, uint32_t port) { return (uint64_t(onGateway) << 32) | port; }
+  // The bucket of the listener a request came in on; null: not limited here.
+  LocalRateLimitState* stateFor(bool onGateway, uint32_t listenerPort) const {
+    auto it = states.find(listenerKey(onGateway, listenerPort));
+    return it == states.end() ? nullptr : it->second.get();
   }
-  // Same bucket settings: a reload keeps the state.
+  // Same bucket settings and counters: a reload keeps the states.
   bool sameBucket(const LocalRateLimit& o) const {
-    return origin == o.origin && config.maxTokens == o.config.maxTokens &&
-           config.tokensPerFill == o.config.tokensPerFill && config.fillInterval == o.config.fillInterval;
+    return origin == o.origin && config.statPrefix == o.config.statPrefix &&
+           config.maxTokens == o.config.maxTokens && config.tokensPerFill == o.config.tokensPerFill &&
+           config.fillInterval == o.config.fillInterval;
   }
 };
 
 // The local rate limits of `filters`, in priority then load order, for a
 // proxy whose gateway workload has `gatewayLabels` (unset: every Gateway's
-// workload). Patches Sluice does not enforce, and selectors it cannot
-// honour, become `warnings`.
+// workload), with a bucket for each of `gatewayPorts` and `outboundPorts`
+// (the HTTP listeners) a limit applies to. Patches Sluice does not
+// enforce, and selectors it cannot honour, become `warnings`.
 std::vector<std::shared_ptr<LocalRateLimit>> compileLocalRateLimits(
     const std::vector<config::EnvoyFilter>& filters,
-    const std::optional<std::map<std::string, std::string>>& gatewayLabels, uint64_t nowNs,
-    std::vector<std::string>& warnings);
+    const std::optional<std::map<std::string, std::string>>& gatewayLabels, const std::vector<uint32_t>& gatewayPorts,
+    const std::vector<uint32_t>& outboundPorts, uint64_t nowNs, std::vector<std::string>& warnings);
 
-// Gives each limit of `next` the state of the same limit in `prev`.
+// Gives each limit of `next` the states of the same limit in `prev`
+// (listener by listener).
 void inheritRateLimitState(const std::vector<std::shared_ptr<LocalRateLimit>>& next,
                            const std::vector<std::shared_ptr<LocalRateLimit>>& prev);
 

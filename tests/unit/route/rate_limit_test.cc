@@ -73,7 +73,9 @@ Compiled compileYaml(const std::string& yaml,
   config::LoadReport report;
   c.errors = config::loadYaml(yaml, "ef.yaml", report);
   c.loadWarnings = report.warnings;
-  if (c.errors.empty()) c.limits = compileLocalRateLimits(report.resources.envoyFilters, gatewayLabels, 0, c.warnings);
+  // A Gateway listener on 80; outbound HTTP services on 80 and 9080.
+  if (c.errors.empty())
+    c.limits = compileLocalRateLimits(report.resources.envoyFilters, gatewayLabels, {80}, {80, 9080}, 0, c.warnings);
   return c;
 }
 
@@ -110,12 +112,19 @@ TEST(LocalRateLimitConfig, TypedStructCamelCaseStatusNumbersAndFractions) {
                                    "            - header: {key: x-a, value: two}\n"
                                    "              append_action: ADD_IF_ABSENT\n"
                                    "            - header: {key: x-b, value: three}\n"
-                                   "              append: false\n"));
+                                   "              append: false\n"
+                                   "            - header: {key: x-empty, value: \"\"}\n"
+                                   "            - header: {key: content-type, value: application/json}\n"));
   ASSERT_TRUE(c.errors.empty()) << c.errors[0].str();
   ASSERT_EQ(c.limits.size(), 1u);
   const LocalRateLimit& l = *c.limits[0];
-  EXPECT_TRUE(l.gateway);
-  EXPECT_TRUE(l.outbound);
+  // ANY: a bucket per listener, Gateway and outbound, as each Envoy
+  // listener has its own filter.
+  EXPECT_EQ(l.states.size(), 3u);
+  EXPECT_NE(l.stateFor(true, 80), nullptr);
+  EXPECT_NE(l.stateFor(false, 80), l.stateFor(true, 80));
+  EXPECT_NE(l.stateFor(false, 9080), nullptr);
+  EXPECT_EQ(l.stateFor(true, 9080), nullptr);
   EXPECT_EQ(l.config.statPrefix, "p");
   EXPECT_EQ(l.config.maxTokens, 5u);
   EXPECT_EQ(l.config.tokensPerFill, 1u) << "Envoy's default";
@@ -126,7 +135,9 @@ TEST(LocalRateLimitConfig, TypedStructCamelCaseStatusNumbersAndFractions) {
   EXPECT_EQ(l.responseHeaders.get("x-envoy-ratelimited"), "true");
   EXPECT_EQ(l.responseHeaders.get("x-a"), "one") << "ADD_IF_ABSENT leaves the first";
   EXPECT_EQ(l.responseHeaders.get("x-b"), "three");
-  EXPECT_EQ(l.responseHeaders.size(), 3u);
+  EXPECT_FALSE(l.responseHeaders.has("x-empty")) << "keep_empty_value unset: not sent";
+  EXPECT_EQ(l.responseHeaders.get("content-type"), "application/json");
+  EXPECT_EQ(l.responseHeaders.size(), 4u);
 }
 
 TEST(LocalRateLimitConfig, StatusNamesAndCodesBelow400) {
@@ -156,7 +167,15 @@ TEST(LocalRateLimitConfig, BadBucketsAreErrors) {
         "fill_interval: must be at least 50ms");
   check("          stat_prefix: p\n          token_bucket: {max_tokens: 0, fill_interval: 1s}\n", "max_tokens");
   check("          token_bucket: {max_tokens: 1, fill_interval: 1s}\n", "stat_prefix: is required");
-  check("          stat_prefix: p\n", "token_bucket: is required");
+  check("          stat_prefix: p\n          token_bucket: {max_tokens: 1, fill_interval: 1s}\n"
+        "          filter_enforced: {runtime_key: k}\n",
+        "filter_enforced.default_value: is required");
+  check("          stat_prefix: p\n          token_bucket: {max_tokens: 1, fill_interval: 1s}\n"
+        "          status: {code: 418}\n",
+        "status code 418 is not one of Envoy's StatusCode values");
+  check("          stat_prefix: p\n          token_bucket: {max_tokens: 1, fill_interval: 1s}\n"
+        "          response_headers_to_add: [{header: {key: Content-Length, value: \"0\"}}]\n",
+        "\"content-length\" cannot be set on a local reply");
   check("          stat_prefix: p\n          token_bucket: {max_tokens: 1, fill_interval: 1s}\n"
         "          status: {code: Teapot}\n",
         "unknown status code \"Teapot\"");
@@ -183,6 +202,34 @@ TEST(LocalRateLimitConfig, OtherPatchesSelectorsAndInboundAreReported) {
   EXPECT_TRUE(inbound.limits.empty());
   ASSERT_EQ(inbound.warnings.size(), 1u);
   EXPECT_NE(inbound.warnings[0].find("SIDECAR_INBOUND"), std::string::npos);
+  // Without a bucket (Envoy's per-route form), with descriptors, or
+  // narrowed by a listener match Sluice cannot follow: reported, not applied.
+  auto noBucket = compileYaml(envoyFilter("GATEWAY", kDirect + "          stat_prefix: p\n"));
+  EXPECT_TRUE(noBucket.errors.empty());
+  EXPECT_TRUE(noBucket.limits.empty());
+  ASSERT_EQ(noBucket.warnings.size(), 1u);
+  EXPECT_NE(noBucket.warnings[0].find("with settings not supported yet"), std::string::npos) << noBucket.warnings[0];
+  EXPECT_NE(testing::PrintToString(noBucket.loadWarnings).find("limits nothing"), std::string::npos);
+  auto descriptors = compileYaml(envoyFilter("GATEWAY", bucket + "          descriptors: [{entries: [{key: a, value: b}]}]\n"));
+  EXPECT_TRUE(descriptors.limits.empty());
+  auto sni = compileYaml(
+      "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: rl, namespace: istio-system}\n"
+      "spec:\n  configPatches:\n  - applyTo: HTTP_FILTER\n"
+      "    match: {context: GATEWAY, listener: {filterChain: {sni: a.example.com, filter: {name: x}}}}\n"
+      "    patch:\n      operation: INSERT_BEFORE\n      value:\n        name: envoy.filters.http.local_ratelimit\n"
+      "        typed_config:\n" + bucket);
+  EXPECT_TRUE(sni.limits.empty());
+  ASSERT_EQ(sni.warnings.size(), 1u);
+  EXPECT_NE(sni.warnings[0].find("matched by listener.filterChain.sni"), std::string::npos) << sni.warnings[0];
+  // INSERT_FIRST still runs before the router, and says so.
+  auto first = compileYaml(
+      "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: rl, namespace: istio-system}\n"
+      "spec:\n  configPatches:\n  - applyTo: HTTP_FILTER\n    match: {context: GATEWAY}\n"
+      "    patch:\n      operation: INSERT_FIRST\n      value:\n        name: envoy.filters.http.local_ratelimit\n"
+      "        typed_config:\n" + bucket);
+  EXPECT_EQ(first.limits.size(), 1u);
+  ASSERT_EQ(first.warnings.size(), 1u);
+  EXPECT_NE(first.warnings[0].find("INSERT_FIRST: the local rate limit runs just before the router"), std::string::npos);
   auto other = compileYaml(
       "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: x, namespace: default}\n"
       "spec:\n  configPatches:\n  - applyTo: CLUSTER\n    match: {context: SIDECAR_OUTBOUND}\n"
@@ -204,13 +251,13 @@ TEST(LocalRateLimitConfig, AReloadKeepsTheStateOfAnUnchangedBucketOnly) {
   auto same = compileYaml(yaml(3));
   auto changed = compileYaml(yaml(4));
   ASSERT_EQ(before.limits.size(), 1u);
-  EXPECT_TRUE(before.limits[0]->state->bucket.take(0));
+  EXPECT_TRUE(before.limits[0]->stateFor(true, 80)->bucket.take(0));
   inheritRateLimitState(same.limits, before.limits);
   inheritRateLimitState(changed.limits, before.limits);
-  EXPECT_EQ(same.limits[0]->state, before.limits[0]->state);
-  EXPECT_EQ(same.limits[0]->state->bucket.tokens(), 2u);
-  EXPECT_NE(changed.limits[0]->state, before.limits[0]->state);
-  EXPECT_EQ(changed.limits[0]->state->bucket.tokens(), 4u);
+  EXPECT_EQ(same.limits[0]->stateFor(true, 80), before.limits[0]->stateFor(true, 80));
+  EXPECT_EQ(same.limits[0]->stateFor(true, 80)->bucket.tokens(), 2u);
+  EXPECT_NE(changed.limits[0]->stateFor(true, 80), before.limits[0]->stateFor(true, 80));
+  EXPECT_EQ(changed.limits[0]->stateFor(true, 80)->bucket.tokens(), 4u);
 }
 
 }  // namespace

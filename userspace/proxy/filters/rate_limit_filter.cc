@@ -1,7 +1,8 @@
 // EnvoyFilter local rate limits (envoy.filters.http.local_ratelimit, placed
 // before the router as the seed's INSERT_BEFORE router puts it): each limit
-// that applies to the request's listener and port, in order, is rolled for
-// filter_enabled, then takes a token from its node-wide bucket; without one
+// that applies to the request's listener, in order, is rolled for
+// filter_enabled, then takes a token from that listener's bucket (one for
+// the node, whatever the worker); without one
 // the request is rate limited, and answered (status, x-envoy-ratelimited,
 // the configured headers; flag RL) when filter_enforced rolls too.
 #include "proxy/filters/filters.h"
@@ -23,8 +24,9 @@ class RateLimitFilter final : public RequestFilter {
   FilterStatus onRequestHead(FilterCallbacks& cb) const override {
     Stream& s = cb.stream();
     for (const auto& limit : s.snapshot->localRateLimits) {
-      if (!limit->appliesTo(s.onGateway, s.port)) continue;
-      route::LocalRateLimitState& state = *limit->state;
+      route::LocalRateLimitState* found = limit->stateFor(s.onGateway, s.port);
+      if (!found) continue;
+      route::LocalRateLimitState& state = *found;
       if (!rolled(cb, limit->config.enabledPpm)) continue;
       state.enabled.fetch_add(1, std::memory_order_relaxed);
       if (state.bucket.take(cb.clock().nowNs())) {
