@@ -12,6 +12,13 @@
 # it runs in the same interleaved rounds and is reported against the plain
 # route as sluiced-actions/sluiced ratios. ACTIONS=0 leaves it out.
 #
+# "sluiced-ratelimit" is a third sluiced whose outbound listener also has a
+# local rate limit (an EnvoyFilter inserting envoy.filters.http.local_ratelimit,
+# bench/ratelimit.yaml.in) with a bucket too big to ever refuse: what
+# checking every request against the shared bucket costs, reported as
+# sluiced-ratelimit/sluiced (issue 20: under 3% of req/s). RATELIMIT=0
+# leaves it out.
+#
 # "sluiced-ebpf" is sluiced as it runs on a node: the same flags plus its
 # kernel data path (--bpf required). wrk runs in an enabled cgroup and dials
 # the service VIP 127.10.0.1:9080; connect4 hands the connection to sluiced,
@@ -49,6 +56,7 @@ cd "$(dirname "$0")/.."
 REQ_PATH=/reviews/1
 HOST_HEADER='Host: reviews:9080'
 ACTIONS=${ACTIONS:-1}
+RATELIMIT=${RATELIMIT:-1}
 EBPF=${EBPF:-1}
 PROFILE=${PROFILE:-0}
 if [ "$PROFILE" = 1 ] && ! command -v perf >/dev/null; then
@@ -94,6 +102,7 @@ freePort V1_PORT; freePort V2_PORT
 freePort SLUICE_PORT; freePort ADMIN_PORT
 freePort HAPROXY_PORT; freePort NGINX_PORT
 freePort V3_PORT; freePort ACTIONS_PORT; freePort ACTIONS_ADMIN_PORT
+freePort RL_PORT; freePort RL_ADMIN_PORT
 
 # --- backends (CPU LOAD_CPU, one thread each)
 "${ON_LOAD[@]}" "$BUILD/sluice-upstream" --listen "127.0.0.1:$V1_PORT" --name reviews-v1 --threads 1 \
@@ -131,6 +140,16 @@ if [ "$ACTIONS" = 1 ]; then
   "${ON_PROXY[@]}" "$BUILD/sluiced" --config-dir "$work/sluice-actions" --outbound "127.0.0.1:$ACTIONS_PORT" \
     --admin "127.0.0.1:$ACTIONS_ADMIN_PORT" --workers 1 --bpf off >"$work/sluiced-actions.log" 2>&1 & pids+=($!)
   actions_pid=$!
+fi
+
+rl_pid=
+if [ "$RATELIMIT" = 1 ]; then
+  mkdir -p "$work/sluice-ratelimit"
+  cp "$work/sluice/reviews.yaml" "$work/sluice-ratelimit/reviews.yaml"
+  cp scripts/bench/ratelimit.yaml.in "$work/sluice-ratelimit/ratelimit.yaml"
+  "${ON_PROXY[@]}" "$BUILD/sluiced" --config-dir "$work/sluice-ratelimit" --outbound "127.0.0.1:$RL_PORT" \
+    --admin "127.0.0.1:$RL_ADMIN_PORT" --workers 1 --bpf off >"$work/sluiced-ratelimit.log" 2>&1 & pids+=($!)
+  rl_pid=$!
 fi
 
 render scripts/bench/haproxy.cfg.in PROXY_PORT="$HAPROXY_PORT" V1_PORT="$V1_PORT" V2_PORT="$V2_PORT" \
@@ -206,6 +225,9 @@ fi
 if [ -n "$actions_pid" ] && ! waitHttp "http://127.0.0.1:$ACTIONS_ADMIN_PORT/ready" 200; then
   echo "bench: sluiced-actions not ready; its log:" >&2; cat "$work/sluiced-actions.log" >&2; exit 1
 fi
+if [ -n "$rl_pid" ] && ! waitHttp "http://127.0.0.1:$RL_ADMIN_PORT/ready" 200; then
+  echo "bench: sluiced-ratelimit not ready; its log:" >&2; cat "$work/sluiced-ratelimit.log" >&2; exit 1
+fi
 waitHttp "http://127.0.0.1:$HAPROXY_PORT/" || { cat "$work/haproxy.log" >&2; exit 1; }
 waitHttp "http://127.0.0.1:$NGINX_PORT/" || { cat "$work/nginx/error.log" >&2; exit 1; }
 
@@ -215,6 +237,7 @@ url_of() {
     sluiced) echo "http://127.0.0.1:$SLUICE_PORT$REQ_PATH" ;;
     sluiced-base) echo "http://127.0.0.1:$BASE_PORT$REQ_PATH" ;;
     sluiced-actions) echo "http://127.0.0.1:$ACTIONS_PORT$REQ_PATH" ;;
+    sluiced-ratelimit) echo "http://127.0.0.1:$RL_PORT$REQ_PATH" ;;
     sluiced-ebpf) echo "http://$EBPF_VIP_sluiced_ebpf:9080$REQ_PATH" ;;  # the VIP: nothing listens there
     sluiced-ebpf-base) echo "http://$EBPF_VIP_sluiced_ebpf_base:9080$REQ_PATH" ;;
     haproxy) echo "http://127.0.0.1:$HAPROXY_PORT$REQ_PATH" ;;
@@ -229,6 +252,7 @@ pids_of() {
     sluiced) echo "$sluiced_pid" ;;
     sluiced-base) echo "$base_pid" ;;
     sluiced-actions) echo "$actions_pid" ;;
+    sluiced-ratelimit) echo "$rl_pid" ;;
     sluiced-ebpf) echo "$ebpf_pid" ;;
     sluiced-ebpf-base) echo "$ebpf_base_pid" ;;
     haproxy) echo "$haproxy_pid" ;;
@@ -262,6 +286,7 @@ targets=(direct sluiced)
 [ -n "$ebpf_pid" ] && targets+=(sluiced-ebpf)
 [ -n "$ebpf_base_pid" ] && targets+=(sluiced-ebpf-base)
 [ -n "$actions_pid" ] && targets+=(sluiced-actions)
+[ -n "$rl_pid" ] && targets+=(sluiced-ratelimit)
 targets+=(haproxy nginx)
 
 # A request through every proxy must succeed before measuring anything (for
@@ -353,7 +378,8 @@ for round in $(seq "$ROUNDS"); do
     printf 'bench: round %d %-15s %10.0f req/s  p50 %6s  p99 %6s  cpu %7.2f us/req%s\n' \
       "$round" "$t" "$rps" "$p50" "$p99" "$cpu" \
       "$( [ "$non2xx$errs" = 00 ] || echo "  ERRORS non2xx=$non2xx socket=$errs")"
-    for p in sluiced:$sluiced_pid sluiced-base:$base_pid sluiced-actions:$actions_pid sluiced-ebpf:$ebpf_pid \
+    for p in sluiced:$sluiced_pid sluiced-base:$base_pid sluiced-actions:$actions_pid sluiced-ratelimit:$rl_pid \
+             sluiced-ebpf:$ebpf_pid \
              sluiced-ebpf-base:$ebpf_base_pid; do
       [ -n "${p#*:}" ] || continue
       if ! kill -0 "${p#*:}" 2>/dev/null; then
@@ -439,6 +465,16 @@ verdict() { awk -v v="$1" -v op="$2" -v lim="$3" 'BEGIN {
     echo
     echo "Route actions (headers + rewrite + retries + 10% mirror) vs the plain 90/10 route:"
     echo "- sluiced-actions/sluiced: req/s ${r}x, CPU/req ${c}x, p99 ${p}x"
+  fi
+  if [ -n "$rl_pid" ]; then
+    r=$(ratio "${RPS[sluiced-ratelimit]}" "${RPS[sluiced]}")
+    c=$(ratio "${CPU[sluiced-ratelimit]}" "${CPU[sluiced]}")
+    p=$(ratio "${P99[sluiced-ratelimit]}" "${P99[sluiced]}")
+    echo
+    echo "Local rate limit on (never limiting) vs off (target: costs under 3% of req/s):"
+    echo "- sluiced-ratelimit/sluiced: req/s ${r}x, CPU/req ${c}x, p99 ${p}x"
+    rl_stats=$(curl -s "http://127.0.0.1:$RL_ADMIN_PORT/stats" | grep '^bench_local_rate_limit' | tr '\n' ' ')
+    echo "- its counters: ${rl_stats:-none}"
   fi
   echo
   echo "Split (share of v1 over all measured runs, expect ~90%):"

@@ -86,6 +86,7 @@ H2UpstreamConn::H2UpstreamConn(Worker& worker, int fd, const route::Endpoint& ep
   nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, &H2UpstreamConn::onFrameRecv);
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, &H2UpstreamConn::onDataChunk);
   nghttp2_session_callbacks_set_on_stream_close_callback(cbs, &H2UpstreamConn::onStreamClose);
+  nghttp2_session_callbacks_set_on_frame_send_callback(cbs, &H2UpstreamConn::onFrameSend);
   nghttp2_option* opt = nullptr;
   nghttp2_option_new(&opt);
   nghttp2_option_set_no_auto_window_update(opt, 1);
@@ -384,8 +385,16 @@ void H2UpstreamConn::onPingInterval() {
   if (pingOut_) return;
   if (nghttp2_submit_ping(session_, NGHTTP2_FLAG_NONE, nullptr) != 0) return;
   pingOut_ = true;
-  worker_.timers().schedule(pingDeadline_, settings_.h2PingTimeoutNs);
-  pump();
+  pump();  // the deadline starts once the PING is written (onFrameSend)
+}
+
+int H2UpstreamConn::onFrameSend(nghttp2_session*, const nghttp2_frame* frame, void* user) {
+  auto* self = static_cast<H2UpstreamConn*>(user);
+  // A PING waiting behind request bodies the socket has not taken is not
+  // late yet: its ACK is due from when it goes out.
+  if (frame->hd.type == NGHTTP2_PING && !(frame->hd.flags & NGHTTP2_FLAG_ACK) && self->pingOut_)
+    self->worker_.timers().schedule(self->pingDeadline_, self->settings_.h2PingTimeoutNs);
+  return 0;
 }
 
 void H2UpstreamConn::onPingTimeout() {
