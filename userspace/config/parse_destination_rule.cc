@@ -111,7 +111,28 @@ void parseLoadBalancer(Ctx& c, const Node& n, const Path& path, LoadBalancerSett
     } else if (key == "warmupDurationSecs") {
       readDuration(c, v, p, out.warmupDurationSecs, false);
     } else if (key == "warmup") {
-      acceptIgnored(c, v, p);
+      // WarmupConfiguration: duration is required; the curve's shape
+      // (minimumPercent, aggression) is checked and not enforced: sluiced
+      // ramps linearly from 10% as for warmupDurationSecs.
+      if (!expectMap(c, v, p)) return true;
+      std::optional<Duration> duration;
+      forFields(c, v, p, [&](const std::string& k, const Node& wv, const Path& wp) {
+        double d = 0;
+        if (k == "duration") {
+          readDuration(c, wv, wp, duration, false);
+        } else if (k == "minimumPercent") {
+          if (readDouble(c, wv, wp, d) && (d < 0 || d > 100)) c.error(wv, wp, "must be between 0 and 100");
+          else if (d != 10) acceptIgnored(c, wv, wp);
+        } else if (k == "aggression") {
+          if (readDouble(c, wv, wp, d) && d <= 0) c.error(wv, wp, "must be greater than 0");
+          else if (d != 1) acceptIgnored(c, wv, wp);
+        } else {
+          return false;
+        }
+        return true;
+      });
+      if (!duration) c.error(v, join(p, "duration"), "is required");
+      else if (!out.warmupDurationSecs) out.warmupDurationSecs = duration;
     } else {
       return false;
     }

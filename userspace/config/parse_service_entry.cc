@@ -33,7 +33,7 @@ void parseServicePort(Ctx& c, const Node& n, const Path& path, ServicePort& out)
 
 void parseServiceEntrySpec(Ctx& c, const Node& spec, ServiceEntry& out) {
   const Path root = "spec";
-  Node endpointsNode, resolutionNode;
+  Node endpointsNode, resolutionNode, selectorNode;
   forFields(c, spec, root, [&](const std::string& key, const Node& v, const Path& p) {
     if (key == "hosts") {
       readStringList(c, v, p, out.hosts);
@@ -58,6 +58,7 @@ void parseServiceEntrySpec(Ctx& c, const Node& spec, ServiceEntry& out) {
         parseWorkloadEntrySpec(c, n, path, we);
       });
     } else if (key == "workloadSelector") {
+      selectorNode.reset(v);
       parseWorkloadSelector(c, v, p, "labels", out.workloadSelector);
     } else if (key == "exportTo") {
       readStringList(c, v, p, out.exportTo);
@@ -70,6 +71,20 @@ void parseServiceEntrySpec(Ctx& c, const Node& spec, ServiceEntry& out) {
   });
 
   if (out.hosts.empty()) c.error(spec, join(root, "hosts"), "at least one host is required");
+  for (const auto& h : out.hosts)
+    if (h == "*") c.error(spec, join(root, "hosts"), "hostname cannot be wildcard");
+  // Istio's resolution-specific rules (NONE is the default).
+  const std::string& resolution = out.resolution.empty() ? std::string("NONE") : out.resolution;
+  if (resolution != "NONE" && resolution != "STATIC") {
+    for (const auto& a : out.addresses)
+      if (a.find('/') != std::string::npos)
+        c.error(spec, join(root, "addresses"), "CIDR addresses are allowed only for NONE/STATIC resolution types");
+  }
+  if (resolution == "NONE" && !out.endpoints.empty())
+    c.error(endpointsNode, join(root, "endpoints"), "no endpoints should be provided for resolution type NONE");
+  if (resolution == "DNS_ROUND_ROBIN" && out.endpoints.size() > 1)
+    c.error(endpointsNode, join(root, "endpoints"),
+            "there must only be 0 or 1 endpoint for resolution mode DNS_ROUND_ROBIN");
   std::set<uint32_t> numbers;
   std::set<std::string> names;
   for (size_t i = 0; i < out.ports.size(); ++i) {
@@ -80,7 +95,7 @@ void parseServiceEntrySpec(Ctx& c, const Node& spec, ServiceEntry& out) {
     if (!port.name.empty() && !names.insert(port.name).second)
       c.error(spec, pp + ".name", "duplicate port name \"" + port.name + "\"");
   }
-  if (!out.endpoints.empty() && !out.workloadSelector.empty())
+  if (!out.endpoints.empty() && (!out.workloadSelector.empty() || selectorNode.isMap()))
     c.error(spec, join(root, "workloadSelector"), "only one of endpoints or workloadSelector may be set");
   if (out.resolution == "STATIC" && out.endpoints.empty() && out.workloadSelector.empty())
     c.error(resolutionNode, join(root, "resolution"), "STATIC resolution needs endpoints or a workloadSelector");

@@ -336,6 +336,11 @@ void parseWorkloadSelector(Ctx& c, const Node& n, const std::string& path, std::
   forFields(c, n, path, [&](const std::string& key, const Node& v, const std::string& p) {
     if (key != labelsKey) return false;
     readStringMap(c, v, p, out);
+    // A selector selects by exact labels: "*" is no wildcard here.
+    for (const auto& [k, val] : out) {
+      if (k.find('*') != std::string::npos || val.find('*') != std::string::npos)
+        c.error(v, join(p, k), "wildcard is not supported in selector");
+    }
     return true;
   });
 }
@@ -361,6 +366,22 @@ void parseWorkloadEntrySpec(Ctx& c, const Node& n, const std::string& path, Work
     c.error(n, join(path, "address"), "address is required unless network is set");
   if (!out.address.empty() && out.address.starts_with("unix://") && !out.ports.empty())
     c.error(n, join(path, "ports"), "unix socket endpoints must not have ports");
+  if (out.address.starts_with("unix://")) {
+    const std::string_view socket = std::string_view(out.address).substr(7);
+    if (socket.empty() || (socket.front() != '/' && socket.front() != '@'))
+      c.error(n, join(path, "address"), "UDS must be an absolute path or abstract socket");
+    else if (socket.back() == '/')
+      c.error(n, join(path, "address"), "UDS may not be a dir");
+  }
+  for (const auto& [name, number] : out.ports) {
+    // Istio's port names are DNS-1123 labels.
+    const bool ok = !name.empty() && name.size() <= 63 && std::isalnum(static_cast<unsigned char>(name.front())) &&
+                    std::isalnum(static_cast<unsigned char>(name.back())) &&
+                    std::all_of(name.begin(), name.end(), [](char ch) {
+                      return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-';
+                    });
+    if (!ok) c.error(n, join(join(path, "ports"), name), "invalid port name \"" + name + "\"");
+  }
 }
 
 bool validProtocol(std::string_view p) {
