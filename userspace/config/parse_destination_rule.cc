@@ -189,6 +189,8 @@ void parseConnectionPool(Ctx& c, const Node& n, const Path& path, ConnectionPool
           } else return false;
           return true;
         });
+        if (h.useClientProtocol && h.h2UpgradePolicy == "UPGRADE")
+          c.error(n, join(path, "useClientProtocol"), "must not be true when h2UpgradePolicy is UPGRADE");
       });
     } else {
       return false;
@@ -236,6 +238,12 @@ void parseClientTls(Ctx& c, const Node& n, const Path& path, ClientTLSSettings& 
   if (out.mode == "MUTUAL" && out.credentialName.empty()) {
     if (out.clientCertificate.empty()) c.error(n, join(path, "clientCertificate"), "is required for MUTUAL mode");
     if (out.privateKey.empty()) c.error(n, join(path, "privateKey"), "is required for MUTUAL mode");
+  }
+  if (out.insecureSkipVerify.value_or(false)) {
+    if (!out.caCertificates.empty())
+      c.error(n, join(path, "caCertificates"), "cannot be set when insecureSkipVerify is true");
+    if (!out.subjectAltNames.empty())
+      c.error(n, join(path, "subjectAltNames"), "cannot be set when insecureSkipVerify is true");
   }
   if (out.mode == "ISTIO_MUTUAL" && (!out.clientCertificate.empty() || !out.privateKey.empty() ||
                                      !out.caCertificates.empty() || !out.credentialName.empty()))

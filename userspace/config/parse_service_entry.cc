@@ -97,8 +97,6 @@ void parseServiceEntrySpec(Ctx& c, const Node& spec, ServiceEntry& out) {
   }
   if (!out.endpoints.empty() && (!out.workloadSelector.empty() || selectorNode.isMap()))
     c.error(spec, join(root, "workloadSelector"), "only one of endpoints or workloadSelector may be set");
-  if (out.resolution == "STATIC" && out.endpoints.empty() && out.workloadSelector.empty())
-    c.error(resolutionNode, join(root, "resolution"), "STATIC resolution needs endpoints or a workloadSelector");
   for (size_t i = 0; i < out.endpoints.size(); ++i) {
     const auto& ep = out.endpoints[i];
     std::string path = index(join(root, "endpoints"), i);

@@ -8,6 +8,7 @@
 #include <re2/re2.h>
 
 #include "config/parse_util.h"
+#include "http/grpc.h"
 #include "istio/header_template.h"
 #include "istio/retry_on.h"
 
@@ -168,7 +169,9 @@ void parseRedirect(Ctx& c, const Node& n, const Path& path, HTTPRedirect& out) {
       readEnum(c, v, p, {"FROM_PROTOCOL_DEFAULT", "FROM_REQUEST_PORT"}, out.derivePort);
     } else if (key == "scheme") readWireString(c, v, p, out.scheme, http::WireField::Scheme);
     else if (key == "redirectCode") {
-      if (readInt(c, v, p, out.redirectCode, 0, 999) && (out.redirectCode < 300 || out.redirectCode > 399))
+      // 0 is the field unset: Envoy's 301.
+      if (readInt(c, v, p, out.redirectCode, 0, 999) && out.redirectCode == 0) out.redirectCode = 301;
+      else if (out.redirectCode < 300 || out.redirectCode > 399)
         c.error(v, p, "redirect code " + std::to_string(out.redirectCode) + " is not a 3xx status");
     } else return false;
     return true;
@@ -296,6 +299,11 @@ void parseRetry(Ctx& c, const Node& n, const Path& path, HTTPRetry& out) {
     else return false;
     return true;
   });
+  // Istio: attempts 0 turns retries off, and then nothing else may be set.
+  if (n.isMap() && out.attempts == 0 &&
+      (out.perTryTimeout || !out.retryOn.empty() || out.retryRemoteLocalities || out.retryIgnorePreviousHosts ||
+       out.backoff))
+    c.error(n, path, "http retry policy configured when attempts are set to 0 (disabled)");
 }
 
 void parseFault(Ctx& c, const Node& n, const Path& path, HTTPFaultInjection& out) {
@@ -325,7 +333,11 @@ void parseFault(Ctx& c, const Node& n, const Path& path, HTTPFaultInjection& out
               if (a.httpStatus < 200 || a.httpStatus > 599) c.error(v, p, "httpStatus must be between 200 and 599");
             }
           } else if (key == "grpcStatus") {
-            if (readString(c, v, p, a.grpcStatus)) status = true;
+            if (readString(c, v, p, a.grpcStatus)) {
+              status = true;
+              if (http::grpcStatusCode(a.grpcStatus) < 0)
+                c.error(v, p, "\"" + a.grpcStatus + "\" is not a valid gRPC code");
+            }
           } else if (key == "percentage") parsePercent(c, v, p, a.percentage);
           else return false;
           return true;

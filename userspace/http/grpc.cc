@@ -1,6 +1,9 @@
 #include "http/grpc.h"
 
+#include <array>
 #include <cstdio>
+
+#include "http/parser.h"
 
 namespace sluice::http {
 
@@ -94,6 +97,27 @@ std::string grpcMessageEncode(std::string_view text) {
     }
   }
   return out;
+}
+
+int grpcStatusCode(std::string_view name) {
+  // Index is the code, in gRPC's canonical numbering.
+  static constexpr std::array<std::string_view, 17> kNames = {
+      "OK",                 "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",
+      "DEADLINE_EXCEEDED",  "NOT_FOUND",      "ALREADY_EXISTS",    "PERMISSION_DENIED",
+      "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",      "OUT_OF_RANGE",
+      "UNIMPLEMENTED",      "INTERNAL",       "UNAVAILABLE",       "DATA_LOSS",
+      "UNAUTHENTICATED",
+  };
+  if (name.empty()) return -1;
+  if (name.size() <= 2 && name.find_first_not_of("0123456789") == std::string_view::npos) {
+    int code = 0;
+    for (char c : name) code = code * 10 + (c - '0');
+    return code < static_cast<int>(kNames.size()) ? code : -1;
+  }
+  for (size_t i = 0; i < kNames.size(); ++i) {
+    if (iequals(name, kNames[i])) return static_cast<int>(i);
+  }
+  return -1;
 }
 
 }  // namespace sluice::http

@@ -42,6 +42,10 @@ int grpcStatusForHttp(int httpStatus);
 // client would read it (and the metrics keep a bounded label).
 int grpcStatusValue(std::string_view value);
 
+// A gRPC status name ("UNAVAILABLE", any case) or number ("14") as its
+// code, or -1: what VirtualService fault.abort.grpcStatus may say.
+int grpcStatusCode(std::string_view nameOrNumber);
+
 // grpc-message: bytes outside printable ASCII, and '%', percent-encoded.
 std::string grpcMessageEncode(std::string_view text);
 

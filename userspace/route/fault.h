@@ -9,6 +9,7 @@
 
 #include "config/model.h"
 #include "core/clock.h"
+#include "http/grpc.h"
 
 namespace sluice::route {
 
@@ -38,6 +39,6 @@ class FaultPolicy {
 };
 
 // gRPC status name ("UNAVAILABLE") or number ("14") to its code, or -1.
-int grpcStatusCode(std::string_view name);
+using http::grpcStatusCode;
 
 }  // namespace sluice::route

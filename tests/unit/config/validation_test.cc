@@ -185,6 +185,58 @@ TEST(Validation, RedirectAndDirectResponseValues) {
                  vsErr(10, "spec.http[3].directResponse.status: is required")));
 }
 
+// Rules Istio's validation has that a user would otherwise learn only
+// from istiod: unknown gRPC codes, retries configured while off, a 0
+// redirect code (unset), TLS verification settings that contradict
+// insecureSkipVerify, useClientProtocol against UPGRADE.
+TEST(Validation, IstioRulesOnFaultsRetriesRedirectsTlsAndProtocols) {
+  EXPECT_THAT(vsErrors(R"(
+  - fault: {abort: {grpcStatus: NOPE, percentage: {value: 10}}}
+    route: [{destination: {host: a}}]
+  - fault: {abort: {grpcStatus: unavailable}}
+    retries: {attempts: 0, perTryTimeout: 1s}
+    route: [{destination: {host: a}}]
+  - retries: {attempts: 0}
+    redirect: {uri: /x, redirectCode: 0}
+)"), ElementsAre(vsErr(7, "spec.http[0].fault.abort.grpcStatus: \"NOPE\" is not a valid gRPC code"),
+                 vsErr(10, "spec.http[1].retries: http retry policy configured when attempts are set to 0 "
+                           "(disabled)")));
+  auto redirect = testing::load(R"(
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: r}
+spec:
+  hosts: [r]
+  http: [{redirect: {uri: /x, redirectCode: 0}}]
+)");
+  ASSERT_TRUE(redirect.errors.empty());
+  EXPECT_EQ(redirect.report.resources.virtualServices[0].http[0].redirect->redirectCode, 301u) << "0 is unset";
+  auto dr = testing::load(R"(
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: a}
+spec:
+  host: a
+  trafficPolicy:
+    connectionPool: {http: {h2UpgradePolicy: UPGRADE, useClientProtocol: true}}
+    tls: {mode: SIMPLE, insecureSkipVerify: true, caCertificates: /ca.pem, subjectAltNames: [x]}
+)");
+  const std::string r = "configs/x.yaml:";
+  EXPECT_THAT(dr.errors,
+              ElementsAre(r + "7: DestinationRule default/a: spec.trafficPolicy.connectionPool.http.useClientProtocol: "
+                              "must not be true when h2UpgradePolicy is UPGRADE",
+                          r + "8: DestinationRule default/a: spec.trafficPolicy.tls.caCertificates: cannot be set when "
+                              "insecureSkipVerify is true",
+                          r + "8: DestinationRule default/a: spec.trafficPolicy.tls.subjectAltNames: cannot be set when "
+                              "insecureSkipVerify is true"));
+  // STATIC resolution with neither endpoints nor a selector is valid (it
+  // has no endpoints).
+  EXPECT_TRUE(testing::load("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: s}\nspec:\n"
+                            "  hosts: [s.example.com]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n"
+                            "  resolution: STATIC\n")
+                  .errors.empty());
+}
+
 TEST(Validation, DestinationHostRequired) {
   EXPECT_THAT(vsErrors(R"(
   - route:
