@@ -142,6 +142,7 @@ void parseLoadBalancer(Ctx& c, const Node& n, const Path& path, LoadBalancerSett
 }
 
 void parseConnectionPool(Ctx& c, const Node& n, const Path& path, ConnectionPoolSettings& out) {
+  if (n.isMap() && n.size() == 0) c.error(n, path, "connection pool must have at least one field");
   forFields(c, n, path, [&](const std::string& key, const Node& v, const Path& p) {
     if (key == "tcp") {
       readMessage(c, v, p, out.tcp, [](Ctx& c, const Node& n, const Path& path, ConnectionPoolSettings::TCP& t) {
@@ -251,6 +252,7 @@ void parseClientTls(Ctx& c, const Node& n, const Path& path, ClientTLSSettings& 
 }
 
 void parseTrafficPolicy(Ctx& c, const Node& n, const Path& path, TrafficPolicy& out) {
+  if (n.isMap() && n.size() == 0) c.error(n, path, "traffic policy must have at least one field");
   forFields(c, n, path, [&](const std::string& key, const Node& v, const Path& p) {
     if (key == "loadBalancer") readMessage(c, v, p, out.loadBalancer, parseLoadBalancer);
     else if (key == "connectionPool") readMessage(c, v, p, out.connectionPool, parseConnectionPool);
@@ -287,7 +289,8 @@ void parseTrafficPolicy(Ctx& c, const Node& n, const Path& path, TrafficPolicy& 
 
 void parseDestinationRuleSpec(Ctx& c, const Node& spec, DestinationRule& out) {
   const Path root = "spec";
-  bool hostGiven = false;
+  bool hostGiven = false, selectorGiven = false;
+  Node exportToNode;
   forFields(c, spec, root, [&](const std::string& key, const Node& v, const Path& p) {
     if (key == "host") {
       if (!readString(c, v, p, out.host)) return true;
@@ -312,8 +315,10 @@ void parseDestinationRuleSpec(Ctx& c, const Node& spec, DestinationRule& out) {
         else if (!names.insert(s.name).second) c.error(n, join(path, "name"), "duplicate subset name \"" + s.name + "\"");
       });
     } else if (key == "exportTo") {
+      exportToNode.reset(v);
       readStringList(c, v, p, out.exportTo);
     } else if (key == "workloadSelector") {
+      selectorGiven = true;
       parseWorkloadSelector(c, v, p, "matchLabels", out.workloadSelector);
     } else {
       return false;
@@ -321,6 +326,7 @@ void parseDestinationRuleSpec(Ctx& c, const Node& spec, DestinationRule& out) {
     return true;
   });
   if (!hostGiven) c.error(spec, join(root, "host"), "is required");
+  validateExportTo(c, exportToNode, join(root, "exportTo"), out.exportTo, selectorGiven);
 }
 
 }  // namespace sluice::config::detail

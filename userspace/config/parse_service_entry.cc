@@ -62,6 +62,7 @@ void parseServiceEntrySpec(Ctx& c, const Node& spec, ServiceEntry& out) {
       parseWorkloadSelector(c, v, p, "labels", out.workloadSelector);
     } else if (key == "exportTo") {
       readStringList(c, v, p, out.exportTo);
+      validateExportTo(c, v, p, out.exportTo);
     } else if (key == "subjectAltNames") {
       readStringList(c, v, p, out.subjectAltNames);
     } else {

@@ -10,6 +10,7 @@
 #include <cctype>
 #include <charconv>
 #include <cstdlib>
+#include <set>
 
 namespace sluice::config::detail {
 
@@ -338,11 +339,46 @@ void parseWorkloadSelector(Ctx& c, const Node& n, const std::string& path, std::
     readStringMap(c, v, p, out);
     // A selector selects by exact labels: "*" is no wildcard here.
     for (const auto& [k, val] : out) {
+      if (k.empty()) c.error(v, p, "empty key is not supported in selector");
       if (k.find('*') != std::string::npos || val.find('*') != std::string::npos)
         c.error(v, join(p, k), "wildcard is not supported in selector");
     }
     return true;
   });
+}
+
+namespace {
+// A Kubernetes namespace name (DNS-1123 label).
+bool isNamespaceName(std::string_view s) {
+  if (s.empty() || s.size() > 63) return false;
+  auto alnum = [](char ch) { return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9'); };
+  if (!alnum(s.front()) || !alnum(s.back())) return false;
+  return std::all_of(s.begin(), s.end(), [&](char ch) { return alnum(ch) || ch == '-'; });
+}
+}  // namespace
+
+void validateExportTo(Ctx& c, const Node& n, const std::string& path, const std::vector<std::string>& exportTo,
+                      bool drWithSelector) {
+  if (exportTo.empty()) return;
+  std::set<std::string> seen;
+  for (const std::string& e : exportTo) {
+    const std::string key = e == "." ? c.ns() : e;
+    if (!seen.insert(key).second) {
+      c.error(n, path, key != e ? "duplicate entries in exportTo: . and current namespace " + c.ns()
+                                : "duplicate entries in exportTo for entry " + e);
+      continue;
+    }
+    if (key != "*" && key != "~" && !isNamespaceName(key)) c.error(n, path, "invalid exportTo value \"" + e + "\"");
+  }
+  if (drWithSelector) {
+    if (!seen.contains(c.ns()))
+      c.error(n, path, "destination rule with workload selector cannot have exportTo beyond current namespace");
+    else if (seen.size() > 1)
+      c.error(n, path, "destination rule with workload selector cannot have multiple entries in exportTo");
+  }
+  if (seen.contains("*") && exportTo.size() > 1)
+    c.error(n, path, "cannot have both public (*) and non-public exportTo values for a resource");
+  if (seen.contains("~") && exportTo.size() > 1) c.error(n, path, "cannot export to no one (~) and someone");
 }
 
 void parseWorkloadEntrySpec(Ctx& c, const Node& n, const std::string& path, WorkloadEntry& out) {

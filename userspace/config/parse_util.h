@@ -155,6 +155,12 @@ void parseWorkloadSelector(Ctx& c, const Node& n, const std::string& path, std::
                            std::map<std::string, std::string>& out);
 // WorkloadEntry spec (also ServiceEntry.endpoints[]).
 void parseWorkloadEntrySpec(Ctx& c, const Node& n, const std::string& path, WorkloadEntry& out);
+// exportTo as Istio validates it: ".", "*", "~" or namespace names, no
+// duplicates ("." is the resource's own namespace), "*" and "~" alone; a
+// DestinationRule with a workloadSelector exports to its own namespace
+// only.
+void validateExportTo(Ctx& c, const Node& n, const std::string& path, const std::vector<std::string>& exportTo,
+                      bool drWithSelector = false);
 // EnvoyFilter spec (parse_envoy_filter.cc).
 void parseEnvoyFilterSpec(Ctx& c, const Node& n, const std::string& path, EnvoyFilter& out);
 

@@ -561,8 +561,10 @@ void parseVirtualServiceSpec(Ctx& c, const Node& spec, VirtualService& out) {
       readMessageList(c, v, p, out.tcp, [](Ctx& c, const Node& n, const Path& path, TCPRoute& r) {
         parseL4Route<TCPRoute, L4MatchAttributes>(c, n, path, r, parseL4Match, false);
       });
-    } else if (key == "exportTo") readStringList(c, v, p, out.exportTo);
-    else return false;
+    } else if (key == "exportTo") {
+      readStringList(c, v, p, out.exportTo);
+      validateExportTo(c, v, p, out.exportTo);
+    } else return false;
     return true;
   });
 

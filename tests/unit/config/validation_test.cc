@@ -237,6 +237,52 @@ spec:
                   .errors.empty());
 }
 
+TEST(Validation, ExportToEmptyPoliciesAndSelectorKeysAsIstio) {
+  auto l = testing::load(R"(
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: a, namespace: shop}
+spec:
+  host: a
+  workloadSelector: {matchLabels: {"": x}}
+  exportTo: [., shop, Bad_NS]
+  trafficPolicy: {}
+  subsets:
+  - name: v1
+    trafficPolicy: {connectionPool: {}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: v, namespace: shop}
+spec:
+  hosts: [v]
+  exportTo: ["*", other]
+  http: [{route: [{destination: {host: v}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: s, namespace: shop}
+spec:
+  hosts: [s.example.com]
+  exportTo: ["~", "."]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+)");
+  const std::string r = "configs/x.yaml:";
+  EXPECT_THAT(l.errors,
+              ElementsAre(r + "6: DestinationRule shop/a: spec.workloadSelector.matchLabels: empty key is not "
+                              "supported in selector",
+                          r + "8: DestinationRule shop/a: spec.trafficPolicy: traffic policy must have at least one field",
+                          r + "11: DestinationRule shop/a: spec.subsets[0].trafficPolicy.connectionPool: connection pool "
+                              "must have at least one field",
+                          r + "7: DestinationRule shop/a: spec.exportTo: duplicate entries in exportTo for entry shop",
+                          r + "7: DestinationRule shop/a: spec.exportTo: invalid exportTo value \"Bad_NS\"",
+                          r + "7: DestinationRule shop/a: spec.exportTo: destination rule with workload selector "
+                              "cannot have multiple entries in exportTo",
+                          r + "18: VirtualService shop/v: spec.exportTo: cannot have both public (*) and non-public "
+                              "exportTo values for a resource",
+                          r + "26: ServiceEntry shop/s: spec.exportTo: cannot export to no one (~) and someone"));
+}
+
 TEST(Validation, DestinationHostRequired) {
   EXPECT_THAT(vsErrors(R"(
   - route:
