@@ -296,7 +296,10 @@ TEST_F(Reload, WeightRewritesUnderLoadLoseNoRequest) {
     const int64_t before = mesh_.configVersion();
     auto w = mesh_.writeConfig("weighted-routing.yaml", weightedVs(v1, 100 - v1));
     if (!w) ADD_FAILURE() << w.error();
-    EXPECT_TRUE(eventually([&] { return mesh_.configVersion() > before; }, 3000ms))
+    // Generous: with four clients and the daemon sharing two busy cores, a
+    // reload once took over 3 s to show (CI); what this test guards is
+    // that no request is lost while snapshots swap.
+    EXPECT_TRUE(eventually([&] { return mesh_.configVersion() > before; }, 10000ms))
         << "rewrite to v1=" << v1 << " never applied (version " << before << ")";
   }
   // The last rewrite (v1 0 / v2 100) takes effect: 50 requests in a row to v2.
