@@ -370,9 +370,18 @@ void parseCors(Ctx& c, const Node& n, const Path& path, CorsPolicy& out) {
       for (const auto& m : out.allowMethods)
         if (std::find(methods.begin(), methods.end(), m) == methods.end())
           c.error(v, p, "invalid HTTP method \"" + m + "\"");
-    } else if (key == "allowHeaders") readWireStringList(c, v, p, out.allowHeaders, http::WireField::HeaderValue);
-    else if (key == "exposeHeaders") readWireStringList(c, v, p, out.exposeHeaders, http::WireField::HeaderValue);
-    else if (key == "maxAge") readDuration(c, v, p, out.maxAge, true);
+    } else if (key == "allowHeaders" || key == "exposeHeaders") {
+      // Header names, as Istio checks them (each one, then sent as a list).
+      std::vector<std::string>& names = key == "allowHeaders" ? out.allowHeaders : out.exposeHeaders;
+      readStringList(c, v, p, names);
+      for (size_t i = 0; i < names.size(); ++i) {
+        if (names[i].empty()) c.error(v, index(p, i), "header name cannot be empty");
+        else checkWire(c, v, index(p, i), names[i], http::WireField::HeaderName);
+      }
+    } else if (key == "maxAge") {
+      if (readDuration(c, v, p, out.maxAge, true) && out.maxAge->count() % 1'000'000'000 != 0)
+        c.error(v, p, "max_age duration is accurate only to seconds precision");
+    }
     else if (key == "allowCredentials") readBool(c, v, p, out.allowCredentials);
     else if (key == "unmatchedPreflights") {
       readEnum(c, v, p, {"UNSPECIFIED", "FORWARD", "IGNORE"}, out.unmatchedPreflights);

@@ -229,6 +229,12 @@ spec:
                               "insecureSkipVerify is true",
                           r + "8: DestinationRule default/a: spec.trafficPolicy.tls.subjectAltNames: cannot be set when "
                               "insecureSkipVerify is true"));
+  // CORS header lists hold header names; maxAge is whole seconds.
+  EXPECT_THAT(vsErrors(R"(
+  - corsPolicy: {allowHeaders: ["", x-ok], exposeHeaders: [x-e], maxAge: 1500ms}
+    route: [{destination: {host: a}}]
+)"), ElementsAre(vsErr(7, "spec.http[0].corsPolicy.allowHeaders[0]: header name cannot be empty"),
+                 vsErr(7, "spec.http[0].corsPolicy.maxAge: max_age duration is accurate only to seconds precision")));
   // STATIC resolution with neither endpoints nor a selector is valid (it
   // has no endpoints).
   EXPECT_TRUE(testing::load("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: s}\nspec:\n"
