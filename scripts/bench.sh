@@ -458,21 +458,18 @@ verdict() { awk -v v="$1" -v op="$2" -v lim="$3" 'BEGIN {
         "p99 $(ratio "${P99[$a]}" "${P99[$b]}")x"
     done
   fi
-  if [ -n "$actions_pid" ]; then
-    r=$(ratio "${RPS[sluiced-actions]}" "${RPS[sluiced]}")
-    c=$(ratio "${CPU[sluiced-actions]}" "${CPU[sluiced]}")
-    p=$(ratio "${P99[sluiced-actions]}" "${P99[sluiced]}")
+  # A variant of sluiced against the plain one: its ratios under a heading.
+  variantRatios() {  # target heading
     echo
-    echo "Route actions (headers + rewrite + retries + 10% mirror) vs the plain 90/10 route:"
-    echo "- sluiced-actions/sluiced: req/s ${r}x, CPU/req ${c}x, p99 ${p}x"
+    echo "$2"
+    echo "- $1/sluiced: req/s $(ratio "${RPS[$1]}" "${RPS[sluiced]}")x, CPU/req $(ratio "${CPU[$1]}" "${CPU[sluiced]}")x," \
+      "p99 $(ratio "${P99[$1]}" "${P99[sluiced]}")x"
+  }
+  if [ -n "$actions_pid" ]; then
+    variantRatios sluiced-actions "Route actions (headers + rewrite + retries + 10% mirror) vs the plain 90/10 route:"
   fi
   if [ -n "$rl_pid" ]; then
-    r=$(ratio "${RPS[sluiced-ratelimit]}" "${RPS[sluiced]}")
-    c=$(ratio "${CPU[sluiced-ratelimit]}" "${CPU[sluiced]}")
-    p=$(ratio "${P99[sluiced-ratelimit]}" "${P99[sluiced]}")
-    echo
-    echo "Local rate limit on (never limiting) vs off (target: costs under 3% of req/s):"
-    echo "- sluiced-ratelimit/sluiced: req/s ${r}x, CPU/req ${c}x, p99 ${p}x"
+    variantRatios sluiced-ratelimit "Local rate limit on (never limiting) vs off (target: costs under 3% of req/s):"
     rl_stats=$(curl -s "http://127.0.0.1:$RL_ADMIN_PORT/stats" | grep '^bench_local_rate_limit' | tr '\n' ' ')
     echo "- its counters: ${rl_stats:-none}"
   fi
