@@ -12,7 +12,7 @@ CXX ?= g++
 CLANG ?= clang
 # Debian puts bpftool in /usr/sbin, which a non-login PATH may lack.
 BPFTOOL ?= $(or $(shell command -v bpftool 2>/dev/null),/usr/sbin/bpftool)
-PKGS := liburing libbpf yaml-0.1 yaml-cpp re2 fmt openssl libnghttp2
+PKGS := liburing libbpf yaml-0.1 yaml-cpp re2 fmt openssl libnghttp2 hiredis
 DEPS_STAMP := $(BUILD)/.deps-ok
 
 CXXFLAGS_BASE := -std=c++2b -O2 -g -Wall -Wextra -Werror -Wno-missing-field-initializers \

@@ -19,6 +19,13 @@
 # sluiced-ratelimit/sluiced (issue 20: under 3% of req/s). RATELIMIT=0
 # leaves it out.
 #
+# "sluiced-globalrl" is a fourth sluiced whose outbound listener has a
+# global rate limit (envoy.filters.http.ratelimit, every request one
+# descriptor, bench/global-ratelimit.yaml.in) counted in a redis-server the
+# bench starts on the load CPU, under a limit never reached: what a Redis
+# round trip per request costs, reported as sluiced-globalrl/sluiced
+# (issue 20: at least 70% of req/s). GLOBALRL=0 leaves it out.
+#
 # "sluiced-ebpf" is sluiced as it runs on a node: the same flags plus its
 # kernel data path (--bpf required). wrk runs in an enabled cgroup and dials
 # the service VIP 127.10.0.1:9080; connect4 hands the connection to sluiced,
@@ -57,6 +64,7 @@ REQ_PATH=/reviews/1
 HOST_HEADER='Host: reviews:9080'
 ACTIONS=${ACTIONS:-1}
 RATELIMIT=${RATELIMIT:-1}
+GLOBALRL=${GLOBALRL:-1}
 EBPF=${EBPF:-1}
 PROFILE=${PROFILE:-0}
 if [ "$PROFILE" = 1 ] && ! command -v perf >/dev/null; then
@@ -103,6 +111,7 @@ freePort SLUICE_PORT; freePort ADMIN_PORT
 freePort HAPROXY_PORT; freePort NGINX_PORT
 freePort V3_PORT; freePort ACTIONS_PORT; freePort ACTIONS_ADMIN_PORT
 freePort RL_PORT; freePort RL_ADMIN_PORT
+freePort GRL_PORT; freePort GRL_ADMIN_PORT; freePort REDIS_PORT
 
 # --- backends (CPU LOAD_CPU, one thread each)
 "${ON_LOAD[@]}" "$BUILD/sluice-upstream" --listen "127.0.0.1:$V1_PORT" --name reviews-v1 --threads 1 \
@@ -150,6 +159,20 @@ if [ "$RATELIMIT" = 1 ]; then
   "${ON_PROXY[@]}" "$BUILD/sluiced" --config-dir "$work/sluice-ratelimit" --outbound "127.0.0.1:$RL_PORT" \
     --admin "127.0.0.1:$RL_ADMIN_PORT" --workers 1 --bpf off >"$work/sluiced-ratelimit.log" 2>&1 & pids+=($!)
   rl_pid=$!
+fi
+
+grl_pid=
+if [ "$GLOBALRL" = 1 ]; then
+  command -v redis-server >/dev/null || { echo "bench: redis-server missing (run scripts/install-deps.sh)" >&2; exit 1; }
+  "${ON_LOAD[@]}" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+    --dir "$work" --daemonize no >"$work/redis.log" 2>&1 & pids+=($!)
+  mkdir -p "$work/sluice-globalrl"
+  cp "$work/sluice/reviews.yaml" "$work/sluice-globalrl/reviews.yaml"
+  cp scripts/bench/global-ratelimit.yaml.in "$work/sluice-globalrl/ratelimit.yaml"
+  "${ON_PROXY[@]}" "$BUILD/sluiced" --config-dir "$work/sluice-globalrl" --outbound "127.0.0.1:$GRL_PORT" \
+    --admin "127.0.0.1:$GRL_ADMIN_PORT" --workers 1 --bpf off --redis "127.0.0.1:$REDIS_PORT" \
+    >"$work/sluiced-globalrl.log" 2>&1 & pids+=($!)
+  grl_pid=$!
 fi
 
 render scripts/bench/haproxy.cfg.in PROXY_PORT="$HAPROXY_PORT" V1_PORT="$V1_PORT" V2_PORT="$V2_PORT" \
@@ -228,6 +251,9 @@ fi
 if [ -n "$rl_pid" ] && ! waitHttp "http://127.0.0.1:$RL_ADMIN_PORT/ready" 200; then
   echo "bench: sluiced-ratelimit not ready; its log:" >&2; cat "$work/sluiced-ratelimit.log" >&2; exit 1
 fi
+if [ -n "$grl_pid" ] && ! waitHttp "http://127.0.0.1:$GRL_ADMIN_PORT/ready" 200; then
+  echo "bench: sluiced-globalrl not ready; its log:" >&2; cat "$work/sluiced-globalrl.log" >&2; exit 1
+fi
 waitHttp "http://127.0.0.1:$HAPROXY_PORT/" || { cat "$work/haproxy.log" >&2; exit 1; }
 waitHttp "http://127.0.0.1:$NGINX_PORT/" || { cat "$work/nginx/error.log" >&2; exit 1; }
 
@@ -238,6 +264,7 @@ url_of() {
     sluiced-base) echo "http://127.0.0.1:$BASE_PORT$REQ_PATH" ;;
     sluiced-actions) echo "http://127.0.0.1:$ACTIONS_PORT$REQ_PATH" ;;
     sluiced-ratelimit) echo "http://127.0.0.1:$RL_PORT$REQ_PATH" ;;
+    sluiced-globalrl) echo "http://127.0.0.1:$GRL_PORT$REQ_PATH" ;;
     sluiced-ebpf) echo "http://$EBPF_VIP_sluiced_ebpf:9080$REQ_PATH" ;;  # the VIP: nothing listens there
     sluiced-ebpf-base) echo "http://$EBPF_VIP_sluiced_ebpf_base:9080$REQ_PATH" ;;
     haproxy) echo "http://127.0.0.1:$HAPROXY_PORT$REQ_PATH" ;;
@@ -253,6 +280,7 @@ pids_of() {
     sluiced-base) echo "$base_pid" ;;
     sluiced-actions) echo "$actions_pid" ;;
     sluiced-ratelimit) echo "$rl_pid" ;;
+    sluiced-globalrl) echo "$grl_pid" ;;
     sluiced-ebpf) echo "$ebpf_pid" ;;
     sluiced-ebpf-base) echo "$ebpf_base_pid" ;;
     haproxy) echo "$haproxy_pid" ;;
@@ -287,6 +315,7 @@ targets=(direct sluiced)
 [ -n "$ebpf_base_pid" ] && targets+=(sluiced-ebpf-base)
 [ -n "$actions_pid" ] && targets+=(sluiced-actions)
 [ -n "$rl_pid" ] && targets+=(sluiced-ratelimit)
+[ -n "$grl_pid" ] && targets+=(sluiced-globalrl)
 targets+=(haproxy nginx)
 
 # A request through every proxy must succeed before measuring anything (for
@@ -378,7 +407,7 @@ for round in $(seq "$ROUNDS"); do
     printf 'bench: round %d %-15s %10.0f req/s  p50 %6s  p99 %6s  cpu %7.2f us/req%s\n' \
       "$round" "$t" "$rps" "$p50" "$p99" "$cpu" \
       "$( [ "$non2xx$errs" = 00 ] || echo "  ERRORS non2xx=$non2xx socket=$errs")"
-    for p in sluiced:$sluiced_pid sluiced-base:$base_pid sluiced-actions:$actions_pid sluiced-ratelimit:$rl_pid \
+    for p in sluiced:$sluiced_pid sluiced-base:$base_pid sluiced-actions:$actions_pid sluiced-ratelimit:$rl_pid sluiced-globalrl:$grl_pid \
              sluiced-ebpf:$ebpf_pid \
              sluiced-ebpf-base:$ebpf_base_pid; do
       [ -n "${p#*:}" ] || continue
@@ -472,6 +501,11 @@ verdict() { awk -v v="$1" -v op="$2" -v lim="$3" 'BEGIN {
     variantRatios sluiced-ratelimit "Local rate limit on (never limiting) vs off (target: costs under 3% of req/s):"
     rl_stats=$(curl -s "http://127.0.0.1:$RL_ADMIN_PORT/stats" | grep '^bench_local_rate_limit' | tr '\n' ' ')
     echo "- its counters: ${rl_stats:-none}"
+  fi
+  if [ -n "$grl_pid" ]; then
+    variantRatios sluiced-globalrl "Global rate limit through Redis (never limiting) vs off (target: at least 70% of req/s):"
+    grl_stats=$(curl -s "http://127.0.0.1:$GRL_ADMIN_PORT/stats" | grep '^ratelimit\.' | tr '\n' ' ')
+    echo "- its counters: ${grl_stats:-none}"
   fi
   echo
   echo "Split (share of v1 over all measured runs, expect ~90%):"

@@ -363,6 +363,105 @@ SilentListener::~SilentListener() {
   if (fd_ >= 0) ::close(fd_);
 }
 
+std::expected<void, std::string> RedisServer::start() {
+  if (!port_) port_ = freePort();
+  std::error_code ec;
+  fs::create_directories(dir_, ec);
+  auto p = Process::start({"redis-server", "--port", std::to_string(port_), "--bind", "127.0.0.1", "--save", "",
+                           "--appendonly", "no", "--dir", dir_.string(), "--daemonize", "no"},
+                          dir_ / ("redis-" + std::to_string(port_) + ".log"));
+  if (!p) return std::unexpected("redis-server: " + p.error() + " (scripts/install-deps.sh installs it)");
+  proc_ = std::move(*p);
+  if (!proc_.waitForLog("Ready to accept connections", 5000ms))
+    return std::unexpected("redis-server did not start: " + proc_.logText());
+  return {};
+}
+
+namespace {
+
+// Reads one RESP reply from `fd` into `out` (nested arrays flattened,
+// one element per line).
+bool readResp(int fd, std::string& buf, std::string& out) {
+  auto line = [&](std::string& l) {
+    for (;;) {
+      if (size_t nl = buf.find("\r\n"); nl != std::string::npos) {
+        l = buf.substr(0, nl);
+        buf.erase(0, nl + 2);
+        return true;
+      }
+      char tmp[4096];
+      ssize_t n = ::recv(fd, tmp, sizeof tmp, 0);
+      if (n <= 0) return false;
+      buf.append(tmp, size_t(n));
+    }
+  };
+  std::string l;
+  if (!line(l) || l.empty()) return false;
+  if (l[0] == ':' || l[0] == '+') {
+    out += l.substr(1);
+  } else if (l[0] == '-') {
+    out += l.substr(1);
+  } else if (l[0] == '$') {
+    const long len = std::stol(l.substr(1));
+    if (len < 0) {
+      out += "(nil)";
+      return true;
+    }
+    while (buf.size() < size_t(len) + 2) {
+      char tmp[4096];
+      ssize_t n = ::recv(fd, tmp, sizeof tmp, 0);
+      if (n <= 0) return false;
+      buf.append(tmp, size_t(n));
+    }
+    out += buf.substr(0, size_t(len));
+    buf.erase(0, size_t(len) + 2);
+  } else if (l[0] == '*') {
+    const long n = std::stol(l.substr(1));
+    for (long i = 0; i < n; ++i) {
+      if (i) out += "\n";
+      if (!readResp(fd, buf, out)) return false;
+    }
+  } else {
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::expected<std::string, std::string> RedisServer::command(const std::vector<std::string>& args) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return std::unexpected(std::string("socket: ") + strerror(errno));
+  timeval tv{2, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  sa.sin_port = htons(port_);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+    ::close(fd);
+    return std::unexpected(std::string("connect to redis: ") + strerror(errno));
+  }
+  std::string req = "*" + std::to_string(args.size()) + "\r\n";
+  for (const auto& a : args) req += "$" + std::to_string(a.size()) + "\r\n" + a + "\r\n";
+  std::string buf, out;
+  const bool ok = ::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == ssize_t(req.size()) && readResp(fd, buf, out);
+  ::close(fd);
+  if (!ok) return std::unexpected("no reply from redis");
+  return out;
+}
+
+std::vector<std::string> RedisServer::keys(const std::string& pattern) {
+  std::vector<std::string> out;
+  auto r = command({"KEYS", pattern});
+  if (!r || r->empty()) return out;
+  std::istringstream in(*r);
+  for (std::string k; std::getline(in, k);) out.push_back(k);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 std::vector<std::map<std::string, uint64_t>> threadCapabilities(pid_t pid) {
   std::vector<std::map<std::string, uint64_t>> out;
   std::error_code ec;

@@ -119,6 +119,29 @@ class SilentListener {
   std::vector<int> fillers_;
 };
 
+// A redis-server of the test's own on a 127.0.0.1 port, nothing persisted
+// (its files in `dir`): started, stopped and started again on the same
+// port by the test; stopped when it goes.
+class RedisServer {
+ public:
+  explicit RedisServer(fs::path dir) : dir_(std::move(dir)) {}
+  // Starts it (on a free port the first time, the same port after) and
+  // waits until it accepts connections.
+  std::expected<void, std::string> start();
+  void stop() { proc_.stop(); }
+  uint16_t port() const { return port_; }
+  // One command, its reply as text: an integer or bulk string as is,
+  // "(nil)", or "ERR ..." for an error reply.
+  std::expected<std::string, std::string> command(const std::vector<std::string>& args);
+  // The keys matching `pattern` (KEYS), sorted.
+  std::vector<std::string> keys(const std::string& pattern);
+
+ private:
+  fs::path dir_;
+  uint16_t port_ = 0;
+  Process proc_;
+};
+
 // Per thread of `pid`, its capability sets from /proc/PID/task/TID/status:
 // "CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb" -> bits.
 std::vector<std::map<std::string, uint64_t>> threadCapabilities(pid_t pid);

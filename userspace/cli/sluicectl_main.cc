@@ -34,7 +34,8 @@ int analyze(const std::string& dir) {
   for (const auto& w : loaded->warnings) fprintf(stderr, "warning: %s\n", w.c_str());
   size_t n = loaded->resources.virtualServices.size() + loaded->resources.destinationRules.size() +
              loaded->resources.serviceEntries.size() + loaded->resources.workloadEntries.size() +
-             loaded->resources.gateways.size() + loaded->resources.envoyFilters.size();
+             loaded->resources.gateways.size() + loaded->resources.envoyFilters.size() +
+             loaded->resources.rateLimitDomains.size();
   auto snap = sluice::route::compile(std::move(loaded->resources), 1);
   if (!snap) return printErrors(snap.error());
   for (const auto& w : (*snap)->warnings) fprintf(stderr, "warning: %s\n", w.c_str());

@@ -99,6 +99,48 @@ struct DocHeader {
   int line = 0;
 };
 
+// A ConfigMap whose data values include rate limit configurations (YAML
+// with a `domain` and `descriptors`), as the seed mounts `ratelimit-config`
+// into the ratelimit service: each such value is loaded (one that reads as
+// neither YAML nor anything else is an error). False when it has none
+// (the ConfigMap is skipped as any other unsupported kind).
+bool loadRateLimitConfigMap(Ctx& c, const Node& doc, const DocHeader& h, LoadReport& out) {
+  const std::string name = scalarField(h.metadata, "name").value_or("");
+  const std::string ns = scalarField(h.metadata, "namespace").value_or("default");
+  bool any = false;
+  for (const auto& [k, v] : doc.entries()) {
+    if (k.scalar() != "data" || !v.isMap()) continue;
+    for (const auto& [dk, dv] : v.entries()) {
+      if (!dv.isScalar()) continue;
+      const std::string& text = dv.scalar();
+      if (text.find("domain") == std::string::npos || text.find("descriptors") == std::string::npos) continue;
+      yaml::ParseResult parsed = yaml::parseAll(text);
+      if (parsed.error) {
+        // Meant as one (it names both), but unreadable: the service would refuse it.
+        any = true;
+        c.setResource("ConfigMap " + ns + "/" + name, h.line);
+        c.error(dv, "data." + dk.scalar(), "YAML error in a rate limit configuration: " + parsed.error->message);
+        continue;
+      }
+      if (parsed.documents.size() != 1 || !parsed.documents[0]->root.isMap()) continue;
+      const Node& root = parsed.documents[0]->root;
+      bool hasDescriptors = false;
+      for (const auto& [rk, rv] : root.entries()) hasDescriptors = hasDescriptors || rk.scalar() == "descriptors";
+      if (!scalarField(root, "domain") || !hasDescriptors) continue;
+      any = true;
+      RateLimitDomainConfig rl;
+      rl.source = SourceRef{c.file(), dv.line()};
+      c.setResource("ConfigMap " + ns + "/" + name, h.line);
+      // The value is a block under its key: its first line is the next one.
+      c.setLineOffset(dv.line());
+      detail::parseRateLimitDomain(c, parsed.documents[0]->root, "data." + dk.scalar(), rl);
+      c.setLineOffset(0);
+      out.resources.rateLimitDomains.push_back(std::move(rl));
+    }
+  }
+  return any;
+}
+
 // Appends the resource of one document to `out`; errors go through `c`.
 void loadDocument(Ctx& c, const Node& doc, LoadReport& out) {
   const int docLine = c.line(doc);
@@ -117,10 +159,20 @@ void loadDocument(Ctx& c, const Node& doc, LoadReport& out) {
     else if (key == "metadata") h.metadata.reset(v), h.hasMetadata = true;
     else if (key == "spec") h.spec.reset(v), h.hasSpec = true;
   }
+  if (h.kind.empty() && h.apiVersion.empty() && scalarField(doc, "domain")) {
+    // envoyproxy/ratelimit's own file format, as its service reads it.
+    RateLimitDomainConfig rl;
+    rl.source = SourceRef{c.file(), docLine};
+    c.setResource("rate limit config", docLine);
+    detail::parseRateLimitDomain(c, doc, "", rl);
+    out.resources.rateLimitDomains.push_back(std::move(rl));
+    return;
+  }
   if (h.kind.empty() || h.apiVersion.empty()) {
     c.error(doc, h.kind.empty() ? "kind" : "apiVersion", "is required");
     return;
   }
+  if (h.kind == "ConfigMap" && h.apiVersion == "v1" && loadRateLimitConfigMap(c, doc, h, out)) return;
   const bool networking = isIstioNetworking(h.apiVersion);
   const bool known = networking && (h.kind == "VirtualService" || h.kind == "DestinationRule" ||
                                     h.kind == "Gateway" || h.kind == "ServiceEntry" || h.kind == "WorkloadEntry");
@@ -204,11 +256,11 @@ void loadDocument(Ctx& c, const Node& doc, LoadReport& out) {
 
 // Per-kind counts, so duplicate checks can look only at what a call added.
 struct Counts {
-  size_t vs = 0, dr = 0, gw = 0, se = 0, we = 0, ef = 0;
+  size_t vs = 0, dr = 0, gw = 0, se = 0, we = 0, ef = 0, rl = 0;
 };
 Counts countsOf(const Resources& r) {
-  return {r.virtualServices.size(), r.destinationRules.size(), r.gateways.size(),
-          r.serviceEntries.size(), r.workloadEntries.size(),   r.envoyFilters.size()};
+  return {r.virtualServices.size(), r.destinationRules.size(), r.gateways.size(), r.serviceEntries.size(),
+          r.workloadEntries.size(), r.envoyFilters.size(),     r.rateLimitDomains.size()};
 }
 
 // Reports resources at index >= from.<kind> whose kind/namespace/name was
@@ -234,6 +286,19 @@ void checkDuplicates(const Resources& r, const Counts& from, std::vector<ConfigE
   check(r.serviceEntries, from.se, "ServiceEntry");
   check(r.workloadEntries, from.we, "WorkloadEntry");
   check(r.envoyFilters, from.ef, "EnvoyFilter");
+  // One configuration per rate limit domain, as the ratelimit service
+  // requires (it would refuse to start).
+  std::unordered_map<std::string, const SourceRef*> domains;
+  for (size_t i = 0; i < r.rateLimitDomains.size(); ++i) {
+    const RateLimitDomainConfig& d = r.rateLimitDomains[i];
+    if (d.domain.empty()) continue;
+    auto [it, inserted] = domains.emplace(d.domain, &d.source);
+    if (!inserted && i >= from.rl) {
+      errors.push_back(ConfigError{d.source.file, d.source.line, "rate limit config", "domain",
+                                   "duplicate domain '" + d.domain + "', also configured at " + it->second->file +
+                                       ":" + std::to_string(it->second->line)});
+    }
+  }
 }
 
 std::vector<ConfigError> loadYamlNoDuplicateCheck(std::string_view text, const std::string& file, LoadReport& out) {
@@ -369,6 +434,7 @@ void append(Resources& to, const Resources& from) {
   add(to.serviceEntries, from.serviceEntries);
   add(to.workloadEntries, from.workloadEntries);
   add(to.envoyFilters, from.envoyFilters);
+  add(to.rateLimitDomains, from.rateLimitDomains);
 }
 
 // walk() names a config file in the errors that concern one file, and a

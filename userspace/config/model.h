@@ -442,15 +442,68 @@ struct LocalRateLimitConfig {
   std::vector<HeaderToAdd> responseHeaders;
 };
 
-// One configPatches entry. Sluice enforces the HTTP local rate limit
-// inserted as an HTTP_FILTER; every other patch is kept only to be
-// reported (`unsupported` says what it patches) and is ignored.
+// envoy.filters.http.ratelimit (RateLimit v3): global limits, decided by
+// the descriptors a request's rate_limits actions build.
+struct GlobalRateLimitConfig {
+  std::string domain;
+  bool failureModeDeny = false;
+  Duration timeout = std::chrono::milliseconds(20);  // Envoy's default
+  uint32_t rateLimitedStatus = 429;  // rate_limited_status.code (below 400: 429)
+  uint32_t statusOnError = 500;      // status_on_error.code, with failure_mode_deny
+  bool xEnvoyRateLimitedHeader = true;  // !disable_x_envoy_ratelimited_header
+  std::string serviceCluster;  // rate_limit_service.grpc_service.envoy_grpc.cluster_name
+  std::string statPrefix;
+};
+
+// One action of a route or virtual host `rate_limits` entry: each appends
+// one (key, value) entry to the request's descriptor, or (when it cannot)
+// no descriptor is made for its entry.
+struct RateLimitActionConfig {
+  enum class Kind { RequestHeaders, RemoteAddress, GenericKey, HeaderValueMatch, DestinationCluster };
+  Kind kind = Kind::GenericKey;
+  std::string headerName;     // request_headers (lower case)
+  std::string descriptorKey;  // the entry's key (each kind has Envoy's default)
+  std::string descriptorValue;  // generic_key, header_value_match
+  bool skipIfAbsent = false;  // request_headers
+  bool expectMatch = true;    // header_value_match
+  // header_value_match's `headers` (Envoy HeaderMatcher): all must hold.
+  struct HeaderCond {
+    enum class Op { Exact, Prefix, Suffix, Contains, Regex, Present };
+    std::string name;  // lower case
+    Op op = Op::Present;
+    std::string value;
+    std::shared_ptr<const re2::RE2> regex;
+    bool ignoreCase = false;
+    bool present = true;  // present_match: false matches an absent header
+    bool invert = false;
+  };
+  std::vector<HeaderCond> headers;
+};
+
+struct RateLimitPolicyConfig {
+  std::vector<RateLimitActionConfig> actions;
+};
+
+// One configPatches entry. Sluice enforces the HTTP local rate limit and
+// the global rate limit inserted as HTTP_FILTERs, and the rate_limits a
+// VIRTUAL_HOST or HTTP_ROUTE patch merges in; every other patch is kept
+// only to be reported (`unsupported` says what it patches) and is ignored.
 struct EnvoyFilterPatch {
   std::string applyTo;
   std::string context = "ANY";  // ANY, GATEWAY, SIDECAR_INBOUND, SIDECAR_OUTBOUND
-  std::optional<uint32_t> portNumber;  // match.listener.portNumber
+  // The port it applies to: match.listener.portNumber for a listener
+  // patch (HTTP_FILTER), match.routeConfiguration.portNumber for a route
+  // configuration one (VIRTUAL_HOST, HTTP_ROUTE), as Istio reads them.
+  std::optional<uint32_t> portNumber;
+  // match.routeConfiguration: the virtual host's name ("" or unset: any)
+  // and, for HTTP_ROUTE, the route's name.
+  std::string vhostName;
+  std::string routeName;
   std::string operation;
   std::optional<LocalRateLimitConfig> localRateLimit;
+  std::optional<GlobalRateLimitConfig> globalRateLimit;
+  std::vector<RateLimitPolicyConfig> rateLimits;  // VIRTUAL_HOST / HTTP_ROUTE merges
+  bool mergesRateLimits = false;
   std::string unsupported;
   int line = 0;
 };
@@ -463,6 +516,31 @@ struct EnvoyFilter {
   SourceRef source;
 };
 
+// A rate limit configuration in envoyproxy/ratelimit's format: a domain
+// and its descriptor tree. Read from a ConfigMap's data (the seed's
+// `ratelimit-config`, key config.yaml) or a plain YAML file.
+struct RateLimitDescriptorConfig {
+  std::string key;
+  std::string value;  // empty: any value of `key`; a trailing '*': a prefix
+  struct Limit {
+    uint32_t requestsPerUnit = 0;
+    // second 1, minute 60, hour 3600, day 86400, week, month (30 days),
+    // year (365 days): the service's window lengths; 0 when unlimited.
+    uint32_t unitSeconds = 0;
+    bool unlimited = false;
+    std::string name;
+  };
+  std::optional<Limit> rateLimit;
+  bool shadowMode = false;
+  std::vector<RateLimitDescriptorConfig> descriptors;
+};
+
+struct RateLimitDomainConfig {
+  std::string domain;
+  std::vector<RateLimitDescriptorConfig> descriptors;
+  SourceRef source;
+};
+
 // Every resource of one consistent configuration.
 struct Resources {
   std::vector<VirtualService> virtualServices;
@@ -471,6 +549,7 @@ struct Resources {
   std::vector<ServiceEntry> serviceEntries;
   std::vector<WorkloadEntry> workloadEntries;
   std::vector<EnvoyFilter> envoyFilters;
+  std::vector<RateLimitDomainConfig> rateLimitDomains;
   std::vector<std::string> files;  // every file read, sorted
 };
 

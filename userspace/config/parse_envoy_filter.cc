@@ -1,10 +1,12 @@
 // EnvoyFilter (networking.istio.io/v1alpha3). Sluice runs no Envoy, so of
-// the patches only one kind means something to it: an HTTP_FILTER patch
-// inserting envoy.filters.http.local_ratelimit, whose typed_config is read
-// field by field (snake_case or camelCase, as protobuf JSON allows; directly
-// typed or wrapped in a TypedStruct). Every other patch is parsed as far as
-// its shape (applyTo, match.context, patch.operation) and recorded with a
-// description of what it patches, for compile() to report and ignore.
+// the patches only rate limiting means something to it: an HTTP_FILTER
+// patch inserting envoy.filters.http.local_ratelimit or
+// envoy.filters.http.ratelimit, whose typed_config is read field by field
+// (snake_case or camelCase, as protobuf JSON allows; directly typed or
+// wrapped in a TypedStruct), and a VIRTUAL_HOST or HTTP_ROUTE merge of
+// `rate_limits` (parse_rate_limit.cc). Every other patch is parsed as far
+// as its shape (applyTo, match.context, patch.operation) and recorded with
+// a description of what it patches, for compile() to report and ignore.
 #include <algorithm>
 #include <cctype>
 #include <limits>
@@ -21,63 +23,10 @@ constexpr int64_t kInt32Min = std::numeric_limits<int32_t>::min();
 constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
 constexpr int64_t kUint32Max = std::numeric_limits<uint32_t>::max();
 
-constexpr std::string_view kLocalRateLimitName = "envoy.filters.http.local_ratelimit";
 constexpr std::string_view kLocalRateLimitType =
     "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
-
-// Protobuf JSON names: "statPrefix" and "stat_prefix" are one field.
-std::string snakeCase(std::string_view key) {
-  std::string out;
-  out.reserve(key.size() + 4);
-  for (char ch : key) {
-    if (ch >= 'A' && ch <= 'Z') {
-      out += '_';
-      out += char(ch + 32);
-    } else {
-      out += ch;
-    }
-  }
-  return out;
-}
-
-void forProtoFields(Ctx& c, const Node& n, const Path& path,
-                    const std::function<bool(const std::string& key, const Node& v, const Path& p)>& fn) {
-  forFields(c, n, path, [&](const std::string& key, const Node& v, const Path& p) { return fn(snakeCase(key), v, p); });
-}
-
-// Envoy's HTTP status code names (envoy.type.v3.StatusCode).
-constexpr std::pair<std::string_view, uint32_t> kStatusCodes[] = {
-    {"Continue", 100}, {"OK", 200}, {"Created", 201}, {"Accepted", 202},
-    {"NonAuthoritativeInformation", 203}, {"NoContent", 204}, {"ResetContent", 205},
-    {"PartialContent", 206}, {"MultiStatus", 207}, {"AlreadyReported", 208}, {"IMUsed", 226},
-    {"MultipleChoices", 300}, {"MovedPermanently", 301}, {"Found", 302}, {"SeeOther", 303},
-    {"NotModified", 304}, {"UseProxy", 305}, {"TemporaryRedirect", 307}, {"PermanentRedirect", 308},
-    {"BadRequest", 400}, {"Unauthorized", 401}, {"PaymentRequired", 402}, {"Forbidden", 403},
-    {"NotFound", 404}, {"MethodNotAllowed", 405}, {"NotAcceptable", 406},
-    {"ProxyAuthenticationRequired", 407}, {"RequestTimeout", 408}, {"Conflict", 409}, {"Gone", 410},
-    {"LengthRequired", 411}, {"PreconditionFailed", 412}, {"PayloadTooLarge", 413}, {"URITooLong", 414},
-    {"UnsupportedMediaType", 415}, {"RangeNotSatisfiable", 416}, {"ExpectationFailed", 417},
-    {"MisdirectedRequest", 421}, {"UnprocessableEntity", 422}, {"Locked", 423}, {"FailedDependency", 424},
-    {"UpgradeRequired", 426}, {"PreconditionRequired", 428}, {"TooManyRequests", 429},
-    {"RequestHeaderFieldsTooLarge", 431}, {"InternalServerError", 500}, {"NotImplemented", 501},
-    {"BadGateway", 502}, {"ServiceUnavailable", 503}, {"GatewayTimeout", 504},
-    {"HTTPVersionNotSupported", 505}, {"VariantAlsoNegotiates", 506}, {"InsufficientStorage", 507},
-    {"LoopDetected", 508}, {"NotExtended", 510}, {"NetworkAuthenticationRequired", 511},
-};
-
-std::optional<uint32_t> statusCodeByName(std::string_view name) {
-  for (const auto& [n, code] : kStatusCodes) {
-    if (n == name) return code;
-  }
-  return std::nullopt;
-}
-
-bool statusCodeKnown(uint32_t code) {
-  for (const auto& [n, c] : kStatusCodes) {
-    if (c == code) return true;
-  }
-  return false;
-}
+constexpr std::string_view kGlobalRateLimitType =
+    "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit";
 
 // envoy.type.v3.FractionalPercent inside a RuntimeFractionalPercent
 // ({runtime_key, default_value: {numerator, denominator}}): parts per million.
@@ -185,19 +134,7 @@ void parseLocalRateLimit(Ctx& c, const Node& n, const Path& path, LocalRateLimit
     } else if (key == "filter_enforced") {
       parseRuntimeFraction(c, v, p, out.enforcedPpm);
     } else if (key == "status") {
-      if (!expectMap(c, v, p)) return true;
-      forProtoFields(c, v, p, [&](const std::string& k, const Node& sv, const Path& sp) {
-        if (k != "code") return false;
-        if (sv.isScalar() && !sv.scalar().empty() && std::isdigit(static_cast<unsigned char>(sv.scalar()[0]))) {
-          if (readInt(c, sv, sp, out.status, 100, 599) && !statusCodeKnown(out.status))
-            c.error(sv, sp, "status code " + sv.scalar() + " is not one of Envoy's StatusCode values");
-        } else if (auto code = statusCodeByName(sv.scalar())) {
-          out.status = *code;
-        } else {
-          c.error(sv, sp, "unknown status code \"" + sv.scalar() + "\"");
-        }
-        return true;
-      });
+      parseHttpStatus(c, v, p, out.status);
       if (out.status < 400) out.status = 429;  // Envoy's rule for a code that is no error
     } else if (key == "response_headers_to_add") {
       readMessageList(c, v, p, out.responseHeaders, parseHeaderToAdd);
@@ -227,9 +164,9 @@ void parseLocalRateLimit(Ctx& c, const Node& n, const Path& path, LocalRateLimit
 }
 
 // patch.value of an HTTP_FILTER insert: {name, typed_config}. Returns true
-// when it is the local rate limit (parsed into `out`).
-bool parseHttpFilterValue(Ctx& c, const Node& n, const Path& path, std::string& name,
-                          std::optional<LocalRateLimitConfig>& out) {
+// when it is a rate limit filter (parsed into `patch`; left unset when it
+// asks for what Sluice does not do).
+bool parseHttpFilterValue(Ctx& c, const Node& n, const Path& path, std::string& name, EnvoyFilterPatch& patch) {
   if (!n.isMap()) return false;
   const Node* typed = nullptr;
   Path typedPath;
@@ -259,16 +196,80 @@ bool parseHttpFilterValue(Ctx& c, const Node& n, const Path& path, std::string& 
       }
     }
   }
-  if (type != kLocalRateLimitType) return false;
-  out = LocalRateLimitConfig{};
+  const bool local = type == kLocalRateLimitType;
+  if (!local && type != kGlobalRateLimitType) return false;
   if (!body || !body->isMap()) {
-    c.error(*typed, typedPath, "a LocalRateLimit config is required");
+    c.error(*typed, typedPath, local ? "a LocalRateLimit config is required" : "a RateLimit config is required");
     return true;
   }
   bool unsupported = false;
-  parseLocalRateLimit(c, *body, bodyPath, *out, unsupported);
-  if (unsupported) out.reset();
+  if (local) {
+    patch.localRateLimit = LocalRateLimitConfig{};
+    parseLocalRateLimit(c, *body, bodyPath, *patch.localRateLimit, unsupported);
+    if (unsupported) patch.localRateLimit.reset();
+  } else {
+    patch.globalRateLimit = GlobalRateLimitConfig{};
+    parseGlobalRateLimit(c, *body, bodyPath, *patch.globalRateLimit, unsupported);
+    if (unsupported) patch.globalRateLimit.reset();
+  }
   return true;
+}
+
+// patch.value of a VIRTUAL_HOST merge ({rate_limits}) or an HTTP_ROUTE one
+// ({route: {rate_limits}}). True when it merges rate_limits and nothing
+// else (Sluice has nothing else of a route or virtual host to patch).
+bool parseRateLimitsMerge(Ctx& c, const Node& n, const Path& path, bool route, EnvoyFilterPatch& patch) {
+  if (!n.isMap() || n.size() != 1) return false;
+  const auto& [k, v] = n.entries()[0];
+  Path p = join(path, k.scalar());
+  if (route) {
+    if (snakeCase(k.scalar()) != "route" || !v.isMap() || v.size() != 1) return false;
+    const auto& [rk, rv] = v.entries()[0];
+    if (snakeCase(rk.scalar()) != "rate_limits") return false;
+    parseRateLimitPolicies(c, rv, join(p, rk.scalar()), patch.rateLimits);
+  } else {
+    if (snakeCase(k.scalar()) != "rate_limits") return false;
+    parseRateLimitPolicies(c, v, p, patch.rateLimits);
+  }
+  patch.mergesRateLimits = true;
+  return true;
+}
+
+// match.routeConfiguration: {portNumber, vhost: {name, route: {name, action}}}.
+struct RouteConfigurationMatch {
+  std::optional<uint32_t> port;
+  std::string routeAction;
+};
+void parseRouteConfigurationMatch(Ctx& c, const Node& n, const Path& path, EnvoyFilterPatch& patch,
+                                  RouteConfigurationMatch& out, std::vector<std::string>& narrowing) {
+  if (!expectMap(c, n, path)) return;
+  for (const auto& [k, v] : n.entries()) {
+    const std::string& field = k.scalar();
+    if (field == "portNumber") {
+      readPort(c, v, join(path, field), out.port);
+    } else if (field == "vhost" && v.isMap()) {
+      for (const auto& [vk, vv] : v.entries()) {
+        if (vk.scalar() == "name") {
+          readString(c, vv, join(path, "vhost.name"), patch.vhostName);
+        } else if (vk.scalar() == "route" && vv.isMap()) {
+          for (const auto& [rk, rv] : vv.entries()) {
+            if (rk.scalar() == "name") {
+              readString(c, rv, join(path, "vhost.route.name"), patch.routeName);
+            } else if (rk.scalar() == "action") {
+              readEnum(c, rv, join(path, "vhost.route.action"), {"ANY", "ROUTE", "REDIRECT", "DIRECT_RESPONSE"},
+                       out.routeAction);
+            } else {
+              narrowing.push_back("routeConfiguration.vhost.route." + rk.scalar());
+            }
+          }
+        } else {
+          narrowing.push_back("routeConfiguration.vhost." + vk.scalar());
+        }
+      }
+    } else {
+      narrowing.push_back("routeConfiguration." + field);
+    }
+  }
 }
 
 }  // namespace
@@ -285,6 +286,7 @@ void parseEnvoyFilterSpec(Ctx& c, const Node& n, const Path& path, EnvoyFilter& 
       readMessageList(c, v, p, out.patches, [](Ctx& c, const Node& pn, const Path& pp, EnvoyFilterPatch& patch) {
         patch.line = c.line(pn);
         std::vector<std::string> narrowing;  // match fields Sluice cannot apply
+        RouteConfigurationMatch routeMatch;
         const Node* value = nullptr;
         Path valuePath;
         forFields(c, pn, pp, [&](const std::string& key, const Node& v, const Path& p) {
@@ -317,7 +319,9 @@ void parseEnvoyFilterSpec(Ctx& c, const Node& n, const Path& path, EnvoyFilter& 
                 }
               } else if (k == "proxy") {
                 narrowing.push_back("proxy");
-              } else if (k != "routeConfiguration" && k != "cluster") {
+              } else if (k == "routeConfiguration") {
+                parseRouteConfigurationMatch(c, mv, mp, patch, routeMatch, narrowing);
+              } else if (k != "cluster") {
                 return false;
               }
               return true;
@@ -342,13 +346,31 @@ void parseEnvoyFilterSpec(Ctx& c, const Node& n, const Path& path, EnvoyFilter& 
           }
           return true;
         });
+        // Istio reads a listener match for listener patches and a route
+        // configuration match for route configuration ones; for a virtual
+        // host, the match's route part says nothing.
+        const bool routePatch = patch.applyTo == "VIRTUAL_HOST" || patch.applyTo == "HTTP_ROUTE";
+        if (routePatch) patch.portNumber = routeMatch.port;
+        if (patch.applyTo == "VIRTUAL_HOST") patch.routeName.clear();
+        if (patch.applyTo == "HTTP_ROUTE" && !routeMatch.routeAction.empty() && routeMatch.routeAction != "ANY")
+          narrowing.push_back("routeConfiguration.vhost.route.action " + routeMatch.routeAction);
         std::string name;
         const bool insert = patch.operation == "INSERT_BEFORE" || patch.operation == "INSERT_AFTER" ||
                             patch.operation == "INSERT_FIRST" || patch.operation == "ADD";
-        const bool rateLimit = patch.applyTo == "HTTP_FILTER" && insert && value &&
-                               parseHttpFilterValue(c, *value, valuePath, name, patch.localRateLimit);
-        if (rateLimit && patch.localRateLimit && narrowing.empty()) return;
+        bool rateLimit = false;
+        if (patch.applyTo == "HTTP_FILTER" && insert && value) {
+          rateLimit = parseHttpFilterValue(c, *value, valuePath, name, patch);
+        } else if ((patch.applyTo == "VIRTUAL_HOST" || patch.applyTo == "HTTP_ROUTE") && patch.operation == "MERGE" &&
+                   value) {
+          rateLimit = parseRateLimitsMerge(c, *value, valuePath, patch.applyTo == "HTTP_ROUTE", patch);
+          name = "rate_limits";
+        }
+        const bool applied = patch.localRateLimit || patch.globalRateLimit || patch.mergesRateLimits;
+        if (rateLimit && applied && narrowing.empty()) return;
         patch.localRateLimit.reset();
+        patch.globalRateLimit.reset();
+        patch.mergesRateLimits = false;
+        patch.rateLimits.clear();
         patch.unsupported = patch.applyTo.empty() ? "a patch without applyTo" : patch.applyTo;
         if (!patch.operation.empty()) patch.unsupported += " " + patch.operation;
         if (!name.empty()) patch.unsupported += " " + name;

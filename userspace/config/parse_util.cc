@@ -15,7 +15,7 @@
 namespace sluice::config::detail {
 
 int Ctx::line(const Node& n) const {
-  return n.line() > 0 ? n.line() : docLine_;
+  return n.line() > 0 ? n.line() + lineOffset_ : docLine_;
 }
 
 void Ctx::error(const Node& at, const std::string& path, std::string message) {

@@ -38,6 +38,9 @@ class Ctx {
   const std::string& resource() const { return resource_; }
   const std::string& ns() const { return ns_; }
   void setNamespace(std::string ns) { ns_ = std::move(ns); }
+  // Nodes of a YAML text embedded in the file (a ConfigMap's data value)
+  // count their lines from its start: this many lines come before it.
+  void setLineOffset(int lines) { lineOffset_ = lines; }
 
   // 1-based line of `n`, or the document's line for a default (absent) Node.
   int line(const Node& n) const;
@@ -57,6 +60,7 @@ class Ctx {
   std::string resource_;
   std::string ns_ = "default";
   int docLine_ = 0;
+  int lineOffset_ = 0;
   Node currentKey_;
 };
 
@@ -163,6 +167,28 @@ void validateExportTo(Ctx& c, const Node& n, const std::string& path, const std:
                       bool drWithSelector = false);
 // EnvoyFilter spec (parse_envoy_filter.cc).
 void parseEnvoyFilterSpec(Ctx& c, const Node& n, const std::string& path, EnvoyFilter& out);
+
+// --- Envoy protobuf messages inside EnvoyFilter patches (parse_envoy_proto.cc)
+
+// Protobuf JSON names: "statPrefix" and "stat_prefix" are one field.
+std::string snakeCase(std::string_view key);
+// forFields with each key in its snake_case form.
+void forProtoFields(Ctx& c, const Node& n, const std::string& path, const FieldFn& fn);
+// envoy.type.v3.HttpStatus {code}: a StatusCode name (TooManyRequests) or
+// number; `out` is left as it was when the code is not one of Envoy's.
+void parseHttpStatus(Ctx& c, const Node& n, const std::string& path, uint32_t& out);
+
+// --- rate limiting (parse_rate_limit.cc)
+
+// typed_config of envoy.filters.http.ratelimit. `unsupported`: it asks for
+// something Sluice does not do (reported; the filter is not applied).
+void parseGlobalRateLimit(Ctx& c, const Node& n, const std::string& path, GlobalRateLimitConfig& out,
+                          bool& unsupported);
+// A `rate_limits` list (route or virtual host). Entries with an action
+// Sluice does not build are reported and left out.
+void parseRateLimitPolicies(Ctx& c, const Node& n, const std::string& path, std::vector<RateLimitPolicyConfig>& out);
+// envoyproxy/ratelimit's configuration: {domain, descriptors}.
+void parseRateLimitDomain(Ctx& c, const Node& n, const std::string& path, RateLimitDomainConfig& out);
 
 // Istio's protocol names (case-insensitive), e.g. HTTP, HTTPS, GRPC, TCP, TLS.
 bool validProtocol(std::string_view p);

@@ -291,6 +291,8 @@ std::string ConfigManager::dumpJson() const {
   }
   for (const auto& gw : s.resources.gateways) res["gateways"].push_back(meta(gw.metadata, gw.source));
   for (const auto& ef : s.resources.envoyFilters) res["envoy_filters"].push_back(meta(ef.metadata, ef.source));
+  for (const auto& rl : s.resources.rateLimitDomains)
+    res["rate_limit_domains"].push_back({{"domain", rl.domain}, {"file", rl.source.file}, {"line", rl.source.line}});
   j["resources"] = res;
 
   json routes = json::array();

@@ -164,6 +164,7 @@ int main(int argc, char** argv) {
   std::string idleTimeout = "1h";
   uint64_t maxConnections = 0;
   std::string maxHeap = "0";
+  std::string redis;
   app.add_option("--config-dir", configDir, "directory of Istio YAML (watched)");
   app.add_option("--outbound", outbound, "capture listener ADDR:PORT");
   app.add_option("--admin", adminAddr, "admin listener ADDR:PORT");
@@ -210,6 +211,10 @@ int main(int argc, char** argv) {
   app.add_option("--max-connections", maxConnections,
                  "client connections open at once, past which new ones are closed at once "
                  "(default: from the descriptor limit, leaving room for upstreams and the admin API)");
+  app.add_option("--redis", redis,
+                 "IPv4ADDR:PORT of the Redis that global rate limits count in (envoyproxy/ratelimit's keys, "
+                 "so proxies and ratelimit services sharing it share the limits); one server, no Cluster or "
+                 "Sentinel");
   CLI11_PARSE(app, argc, argv);
 
   sluice::proxy::EngineOptions opts;
@@ -231,6 +236,14 @@ int main(int argc, char** argv) {
     }
     fprintf(stderr, "sluiced: warning: admin API on %s, reachable from the network (--admin-allow-remote)\n",
             adminAddr.c_str());
+  }
+  if (!redis.empty()) {
+    sockaddr_in sa{};
+    if (!parseAddr(redis, sa, err)) {
+      fprintf(stderr, "sluiced: --redis: %s\n", err.c_str());
+      return 2;
+    }
+    opts.redis = sa;
   }
   opts.workers = workers;
   if (inet_pton(AF_INET, gatewayBind.c_str(), &opts.gatewayBind) != 1) {

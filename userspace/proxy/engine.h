@@ -83,6 +83,9 @@ struct EngineOptions {
   in_addr gatewayBind{};  // INADDR_ANY
   uint32_t gatewayPortOffset = 0;
   std::optional<std::map<std::string, std::string>> gatewayLabels;
+  // --redis: where global rate limits count (route/global_rate_limit.h).
+  // Unset: they cannot decide, and act on failure_mode_deny.
+  std::optional<sockaddr_in> redis;
 };
 
 // The listening sockets of one gateway listener, one per worker

@@ -127,7 +127,7 @@ struct DownstreamInfo {
 // body arrives, how the response is written, what ends the exchange – is
 // the codec's side, the pure virtual functions below (DownstreamConn for
 // HTTP/1.1, H2Stream for HTTP/2).
-class HttpExchange : public PoolWaiter, public H2StreamOwner, protected FilterCallbacks {
+class HttpExchange : public PoolWaiter, public H2StreamOwner, public RedisWaiter, protected FilterCallbacks {
  public:
   HttpExchange(Worker& worker, DownstreamInfo& info);
   HttpExchange(const HttpExchange&) = delete;
@@ -272,7 +272,11 @@ class HttpExchange : public PoolWaiter, public H2StreamOwner, protected FilterCa
   void sendLocalReply(int status, std::string_view body, std::string_view flags,
                       const http::HeaderMap* extraHeaders) override;
   void pauseFor(uint64_t ns) override;
+  bool countInRedis(std::vector<RedisClient::Increment> keys, uint64_t timeoutNs) override;
+  uint64_t unixSeconds() const override;
   void forwardUpstream() override;
+  // RedisWaiter: the counts of the stream's global rate limit call.
+  void onRedisCounts(uint64_t id, std::span<const int64_t> counts, bool ok) override;
 
   Worker& wk_;
   DownstreamInfo& info_;

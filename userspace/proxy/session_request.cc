@@ -22,7 +22,10 @@ namespace sluice::proxy {
 using stats::Counter;
 
 HttpExchange::HttpExchange(Worker& worker, DownstreamInfo& info) : wk_(worker), info_(info) {}
-HttpExchange::~HttpExchange() = default;
+HttpExchange::~HttpExchange() {
+  // Backstop: no Redis reply may reach an exchange that is gone.
+  if (RedisClient* redis = wk_.redis()) redis->cancel(this);
+}
 
 namespace {
 // The value of `name` in Cookie headers ("a=1; b=2"), if any.
@@ -276,6 +279,7 @@ bool HttpExchange::resolveRoute() {
   view.scheme = info_.tls ? "https" : "http";  // :scheme, as the client reached us
   view.port = s.port;
   view.headers = &s.headers;
+  s.vhost = vh;
   if (vh) s.route = vh->match(view, &s.matched);
   if (!s.route) {
     wk_.stats().inc(Counter::NoRoute);
@@ -317,6 +321,12 @@ void HttpExchange::runFilters() {
 
 void HttpExchange::onFilterResume() {
   if (!stream_) return;
+  if (stream_->rateLimit.state == Stream::RateLimitCall::State::Pending) {
+    // The filter's timeout came before Redis' answer: the answer, when it
+    // comes, is dropped.
+    if (RedisClient* redis = wk_.redis()) redis->cancel(stream_->rateLimit.id);
+    stream_->rateLimit.state = Stream::RateLimitCall::State::Failed;
+  }
   const std::span<const RequestFilter* const> chain = requestFilters();
   if (chain[stream_->filterIndex]->onResume(*this) == FilterStatus::Stop) return;
   ++stream_->filterIndex;
@@ -328,6 +338,29 @@ const core::Clock& HttpExchange::clock() const { return wk_.clock(); }
 stats::StatsShard& HttpExchange::stats() { return wk_.stats(); }
 
 void HttpExchange::pauseFor(uint64_t ns) { wk_.timers().schedule(stream_->resumeTimer, ns); }
+
+bool HttpExchange::countInRedis(std::vector<RedisClient::Increment> keys, uint64_t timeoutNs) {
+  RedisClient* redis = wk_.redis();
+  const uint64_t id = redis ? redis->increment(std::move(keys), this) : 0;
+  if (!id) return false;
+  stream_->rateLimit.id = id;
+  // The filter's timeout; none (0): the stream idle timeout bounds the
+  // wait, and the client drops a Redis that stops answering.
+  if (timeoutNs) wk_.timers().schedule(stream_->resumeTimer, timeoutNs);
+  return true;
+}
+
+uint64_t HttpExchange::unixSeconds() const { return uint64_t(::time(nullptr)); }
+
+void HttpExchange::onRedisCounts(uint64_t id, std::span<const int64_t> counts, bool ok) {
+  if (!stream_ || stream_->rateLimit.state != Stream::RateLimitCall::State::Pending || stream_->rateLimit.id != id)
+    return;  // not this stream's call (cancelled calls are not delivered; this is a second line)
+  Stream::RateLimitCall& call = stream_->rateLimit;
+  call.state = ok ? Stream::RateLimitCall::State::Counted : Stream::RateLimitCall::State::Failed;
+  call.counts.assign(counts.begin(), counts.end());
+  stream_->resumeTimer.cancel();
+  onFilterResume();
+}
 
 void HttpExchange::sendLocalReply(int status, std::string_view body, std::string_view flags,
                                     const http::HeaderMap* extraHeaders) {

@@ -330,6 +330,10 @@ void HttpExchange::cancelTimers() {
   wk_.pool().cancel(*this);
   stream_->perTryTimer.cancel();
   stream_->resumeTimer.cancel();
+  if (stream_->rateLimit.state == Stream::RateLimitCall::State::Pending) {
+    stream_->rateLimit.state = Stream::RateLimitCall::State::None;
+    if (RedisClient* redis = wk_.redis()) redis->cancel(stream_->rateLimit.id);
+  }
 }
 
 void HttpExchange::retireStream() {

@@ -137,6 +137,18 @@ struct Stream {
   std::string upstreamHost;
   bool raceRetried = false;   // one silent retry for a reused connection closed under us
   size_t filterIndex = 0;     // the request filter running (or paused)
+  const route::VirtualHost* vhost = nullptr;  // the virtual host `route` is from
+  // Global rate limiting: the limit being applied (an index into the
+  // snapshot's globalRateLimits), the rules its Redis call counts against
+  // (one per key), and the call's outcome.
+  struct RateLimitCall {
+    enum class State { None, Pending, Counted, Failed };
+    State state = State::None;
+    uint64_t id = 0;  // the Redis call while Pending
+    size_t limit = 0;
+    std::vector<const route::RateLimitRule*> rules;
+    std::vector<int64_t> counts;
+  } rateLimit;
   uint64_t startNs = 0;
   uint64_t startRealNs = 0;
   uint64_t upstreamSentNs = 0;

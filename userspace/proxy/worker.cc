@@ -260,6 +260,7 @@ AccessLog* Worker::accessLog() { return engine_.accessLog(); }
 std::expected<void, std::string> Worker::init(const sockaddr_in& listenAddr) {
   listener_ = std::make_unique<Listener>(*this);
   if (auto r = listener_->bind(listenAddr); !r) return r;
+  if (const auto& redis = engine_.options().redis) redis_ = std::make_unique<RedisClient>(*this, *redis);
   waker_ = std::make_unique<Waker>(*this);
   return waker_->open();
 }
@@ -440,6 +441,7 @@ void Worker::run() {
       if (clock_.nowNs() > drainDeadlineNs_) break;
     }
   }
+  if (redis_) redis_->shutdown();
   // Let cancellations settle so fds close cleanly.
   for (int i = 0; i < 3; ++i) {
     ring_.submitAndWait(1'000'000);

@@ -19,6 +19,7 @@
 #include "core/ring.h"
 #include "core/timer_wheel.h"
 #include "proxy/conn_pool.h"
+#include "proxy/redis_client.h"
 #include "proxy/shadow.h"
 #include "route/table.h"
 #include "stats/stats.h"
@@ -85,6 +86,8 @@ class Worker {
   ShadowManager& shadows() { return shadows_; }
   // Requests waiting for an upstream connection on this worker.
   ConnPool& pool() { return pool_; }
+  // Global rate limiting's counters (--redis); null without one.
+  RedisClient* redis() { return redis_.get(); }
   // Runs pool().onWake() on this worker's thread soon; callable from any
   // thread (an eventfd the ring reads).
   void wake();
@@ -156,6 +159,7 @@ class Worker {
   std::string logBuf_;
   bool draining_ = false;
   uint64_t drainDeadlineNs_ = 0;
+  std::unique_ptr<RedisClient> redis_;
   // Last: destroyed first, while the ring and timer wheel its connections
   // use still exist.
   ShadowManager shadows_;

@@ -566,6 +566,8 @@ std::vector<config::ConfigError> Compiler::run() {
   for (const auto& [port, rc] : snap_.routeConfigs) outboundPorts.push_back(port);
   snap_.localRateLimits = compileLocalRateLimits(res.envoyFilters, options_.gatewayLabels, gatewayPorts, outboundPorts,
                                                  core::SteadyClock().nowNs(), snap_.warnings);
+  snap_.globalRateLimits =
+      compileGlobalRateLimits(res.envoyFilters, res.rateLimitDomains, options_.gatewayLabels, snap_.warnings);
   return std::move(errors_);
 }
 

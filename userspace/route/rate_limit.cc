@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <array>
 
+#include "route/compiler.h"
+
 namespace sluice::route {
 
 bool TokenBucket::take(uint64_t nowNs) {
@@ -32,14 +34,6 @@ bool TokenBucket::take(uint64_t nowNs) {
 
 namespace {
 
-bool labelsContain(const std::map<std::string, std::string>& have, const std::map<std::string, std::string>& want) {
-  for (const auto& [k, v] : want) {
-    auto it = have.find(k);
-    if (it == have.end() || it->second != v) return false;
-  }
-  return true;
-}
-
 // The answer's fields, as Envoy's response_headers_to_add would leave them
 // on its local reply (which carries no field of these names to start with).
 void buildResponseHeaders(LocalRateLimit& l) {
@@ -61,48 +55,69 @@ void buildResponseHeaders(LocalRateLimit& l) {
 
 }  // namespace
 
-std::vector<std::shared_ptr<LocalRateLimit>> compileLocalRateLimits(
-    const std::vector<config::EnvoyFilter>& filters,
-    const std::optional<std::map<std::string, std::string>>& gatewayLabels, const std::vector<uint32_t>& gatewayPorts,
-    const std::vector<uint32_t>& outboundPorts, uint64_t nowNs, std::vector<std::string>& warnings) {
-  // Istio applies EnvoyFilters by priority, then creation (here: load) order.
+std::optional<PatchScope> patchScope(const config::EnvoyFilter& f, const config::EnvoyFilterPatch& p,
+                                     const std::optional<std::map<std::string, std::string>>& gatewayLabels,
+                                     const std::string& where, std::vector<std::string>& warnings) {
+  if (p.context == "SIDECAR_INBOUND") {
+    warnings.push_back(where + ": SIDECAR_INBOUND: sluiced has no inbound listener: ignored");
+    return std::nullopt;
+  }
+  PatchScope scope;
+  scope.port = p.portNumber.value_or(0);
+  const bool any = p.context == "ANY";
+  scope.gateway = any || p.context == "GATEWAY";
+  scope.outbound = any || p.context == "SIDECAR_OUTBOUND";
+  if (!f.workloadSelector.empty()) {
+    // The gateway workload's labels are known (--gateway-labels) or it is
+    // every gateway; an application pod's are not, so a selector cannot
+    // narrow the outbound listener.
+    if (scope.gateway && gatewayLabels && !detail::labelsContain(*gatewayLabels, f.workloadSelector))
+      scope.gateway = false;
+    if (scope.outbound) {
+      scope.outbound = false;
+      warnings.push_back(where +
+                         ": a workloadSelector cannot select outbound traffic on a node proxy: it applies to Gateway "
+                         "listeners only");
+    }
+  }
+  if (!scope.gateway && !scope.outbound) return std::nullopt;
+  return scope;
+}
+
+std::vector<const config::EnvoyFilter*> envoyFiltersInOrder(const std::vector<config::EnvoyFilter>& filters) {
   std::vector<const config::EnvoyFilter*> ordered;
   for (const auto& f : filters) ordered.push_back(&f);
   std::stable_sort(ordered.begin(), ordered.end(),
                    [](const config::EnvoyFilter* a, const config::EnvoyFilter* b) { return a->priority < b->priority; });
+  return ordered;
+}
+
+std::string patchWhere(const config::EnvoyFilter& f, const config::EnvoyFilterPatch& p) {
+  return fmt::format("EnvoyFilter {}/{} ({}:{})", f.metadata.namespace_, f.metadata.name, f.source.file, p.line);
+}
+
+std::vector<std::shared_ptr<LocalRateLimit>> compileLocalRateLimits(
+    const std::vector<config::EnvoyFilter>& filters,
+    const std::optional<std::map<std::string, std::string>>& gatewayLabels, const std::vector<uint32_t>& gatewayPorts,
+    const std::vector<uint32_t>& outboundPorts, uint64_t nowNs, std::vector<std::string>& warnings) {
   std::vector<std::shared_ptr<LocalRateLimit>> out;
-  for (const config::EnvoyFilter* f : ordered) {
-    const std::string name = "EnvoyFilter " + f->metadata.namespace_ + "/" + f->metadata.name;
+  for (const config::EnvoyFilter* f : envoyFiltersInOrder(filters)) {
     for (size_t i = 0; i < f->patches.size(); ++i) {
       const config::EnvoyFilterPatch& p = f->patches[i];
-      const std::string where = fmt::format("{} ({}:{})", name, f->source.file, p.line);
+      const std::string where = patchWhere(*f, p);
+      if (p.globalRateLimit || p.mergesRateLimits) continue;  // global_rate_limit.h's
       if (!p.localRateLimit) {
         warnings.push_back(fmt::format("{}: {} is not supported by sluice: ignored", where, p.unsupported));
         continue;
       }
+      const std::optional<PatchScope> scope = patchScope(*f, p, gatewayLabels, where, warnings);
+      if (!scope) continue;
       auto l = std::make_shared<LocalRateLimit>();
       l->origin = fmt::format("{}/{}#{}", f->metadata.namespace_, f->metadata.name, i);
       l->config = *p.localRateLimit;
-      l->port = p.portNumber.value_or(0);
-      const bool any = p.context == "ANY";
-      l->gateway = any || p.context == "GATEWAY";
-      l->outbound = any || p.context == "SIDECAR_OUTBOUND";
-      if (p.context == "SIDECAR_INBOUND") {
-        warnings.push_back(where + ": SIDECAR_INBOUND: sluiced has no inbound listener: ignored");
-        continue;
-      }
-      if (!f->workloadSelector.empty()) {
-        // The gateway workload's labels are known (--gateway-labels) or it
-        // is every gateway; an application pod's are not, so a selector
-        // cannot narrow the outbound listener.
-        if (l->gateway && gatewayLabels && !labelsContain(*gatewayLabels, f->workloadSelector)) l->gateway = false;
-        if (l->outbound) {
-          l->outbound = false;
-          warnings.push_back(where +
-                             ": a workloadSelector cannot select outbound traffic on a node proxy: it limits Gateway "
-                             "listeners only");
-        }
-      }
+      l->port = scope->port;
+      l->gateway = scope->gateway;
+      l->outbound = scope->outbound;
       if (p.operation != "INSERT_BEFORE")
         warnings.push_back(where + ": " + p.operation + ": the local rate limit runs just before the router");
       auto addStates = [&](bool onGateway, const std::vector<uint32_t>& ports) {

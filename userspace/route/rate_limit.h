@@ -78,6 +78,25 @@ struct LocalRateLimit {
   }
 };
 
+// Which of sluiced's HTTP listeners an EnvoyFilter patch reaches: Gateway
+// listeners (context GATEWAY or ANY, narrowed by the workloadSelector
+// when --gateway-labels says what this proxy is), the outbound listener
+// (SIDECAR_OUTBOUND or ANY, without a selector: a node proxy cannot tell
+// one pod's outbound traffic by labels), on every port or one.
+struct PatchScope {
+  bool gateway = false;
+  bool outbound = false;
+  uint32_t port = 0;  // 0: every port
+};
+// Null when it reaches none; `warnings` say why where that is a surprise.
+std::optional<PatchScope> patchScope(const config::EnvoyFilter& f, const config::EnvoyFilterPatch& p,
+                                     const std::optional<std::map<std::string, std::string>>& gatewayLabels,
+                                     const std::string& where, std::vector<std::string>& warnings);
+// EnvoyFilters in the order Istio applies them: priority, then load order.
+std::vector<const config::EnvoyFilter*> envoyFiltersInOrder(const std::vector<config::EnvoyFilter>& filters);
+// "EnvoyFilter ns/name (file:line)", for warnings about one patch.
+std::string patchWhere(const config::EnvoyFilter& f, const config::EnvoyFilterPatch& p);
+
 // The local rate limits of `filters`, in priority then load order, for a
 // proxy whose gateway workload has `gatewayLabels` (unset: every Gateway's
 // workload), with a bucket for each of `gatewayPorts` and `outboundPorts`

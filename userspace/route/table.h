@@ -27,6 +27,7 @@
 #include "http/parser.h"
 #include "route/cors.h"
 #include "route/fault.h"
+#include "route/global_rate_limit.h"
 #include "route/header_ops.h"
 #include "route/rate_limit.h"
 #include "route/retry.h"
@@ -350,6 +351,9 @@ class Snapshot {
 
   // EnvoyFilter local rate limits, in the order they apply (rate_limit.h).
   std::vector<std::shared_ptr<LocalRateLimit>> localRateLimits;
+  // EnvoyFilter global rate limits, in the order they apply
+  // (global_rate_limit.h).
+  std::vector<std::shared_ptr<const GlobalRateLimit>> globalRateLimits;
 
   // Gateway listeners, in the order their first server was loaded.
   std::vector<std::unique_ptr<GatewayListener>> gatewayListeners;

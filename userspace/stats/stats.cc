@@ -89,6 +89,13 @@ const char* counterName(Counter c) {
     case Counter::UpstreamCxHttp2Total: return "upstream_cx_http2_total";
     case Counter::UpstreamHttp2KeepaliveTimeout: return "upstream_http2.keepalive_timeout";
     case Counter::UpstreamCxProtocolError: return "upstream_cx_protocol_error";
+    case Counter::RateLimitOk: return "ratelimit.ok";
+    case Counter::RateLimitOverLimit: return "ratelimit.over_limit";
+    case Counter::RateLimitError: return "ratelimit.error";
+    case Counter::RateLimitFailureModeAllowed: return "ratelimit.failure_mode_allowed";
+    case Counter::RedisCxTotal: return "ratelimit.redis_cx_total";
+    case Counter::RedisCxConnectFail: return "ratelimit.redis_cx_connect_fail";
+    case Counter::RedisCxError: return "ratelimit.redis_cx_error";
     case Counter::kCount: break;
   }
   return "unknown";

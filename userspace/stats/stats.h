@@ -105,6 +105,14 @@ enum class Counter : size_t {
   UpstreamCxHttp2Total,       // HTTP/2 connections to upstreams
   UpstreamHttp2KeepaliveTimeout,  // HTTP/2 upstream connections closed: a keepalive PING went unanswered
   UpstreamCxProtocolError,    // ... closed for a framing or HPACK error of the upstream's
+  // Global rate limiting (Envoy's ratelimit.* names).
+  RateLimitOk,                // requests the global rate limit let through (under every limit)
+  RateLimitOverLimit,         // ... answered 429: a descriptor over its limit (shadow_mode: counted, not enforced)
+  RateLimitError,             // ... whose decision failed: Redis down, slow past the timeout, or an error reply
+  RateLimitFailureModeAllowed,  // ... of those, let through (failure_mode_deny unset)
+  RedisCxTotal,               // connections made to --redis
+  RedisCxConnectFail,         // ... that failed to connect (refused, timed out)
+  RedisCxError,               // ... lost: reset, closed by Redis, or a reply that was no integer
   kCount
 };
 

@@ -1,5 +1,6 @@
 // The request filters, each run against a real compiled route and a fake
 // session: what they answer, what they pause for, what they hand on.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 
 #include <memory>
@@ -63,9 +64,9 @@ spec:
 // A session that records what the filters ask of it.
 class FakeSession final : public FilterCallbacks {
  public:
-  explicit FakeSession(std::string_view rawHead) {
+  explicit FakeSession(std::string_view rawHead, std::string_view yaml = kYaml) {
     config::LoadReport report;
-    for (const auto& e : config::loadYaml(kYaml, "shop.yaml", report)) ADD_FAILURE() << e.str();
+    for (const auto& e : config::loadYaml(yaml, "shop.yaml", report)) ADD_FAILURE() << e.str();
     auto compiled = route::compile(report.resources, 1);
     EXPECT_TRUE(compiled.has_value());
     if (compiled) snapshot_ = *compiled;
@@ -85,6 +86,7 @@ class FakeSession final : public FilterCallbacks {
     view.authority = stream_->target.authority;
     view.port = stream_->port;
     view.headers = &stream_->headers;
+    stream_->vhost = vh;
     stream_->route = vh ? vh->match(view, &stream_->matched) : nullptr;
     EXPECT_NE(stream_->route, nullptr);
     if (stream_->route && !stream_->route->clusters.empty()) {
@@ -114,11 +116,27 @@ class FakeSession final : public FilterCallbacks {
     if (extraHeaders) extraHeaders->appendHttp1(replyHeaders);
   }
   void pauseFor(uint64_t ns) override { pausedNs = ns; }
+  bool countInRedis(std::vector<RedisClient::Increment> keys, uint64_t timeoutNs) override {
+    redisKeys.clear();
+    for (const auto& k : keys) redisKeys.push_back(k.key + "/" + std::to_string(k.ttlSeconds));
+    pausedNs = timeoutNs;
+    return redisUp;
+  }
+  uint64_t unixSeconds() const override { return 1'700'000'042; }
   void forwardUpstream() override { ++forwarded; }
+  // The Redis call's answer, as the session would deliver it.
+  FilterStatus answer(const RequestFilter& f, std::vector<int64_t> counts) {
+    stream_->rateLimit.state = Stream::RateLimitCall::State::Counted;
+    stream_->rateLimit.counts = std::move(counts);
+    return f.onResume(*this);
+  }
+  sockaddr_in& peer() { return peer_; }
 
   int replies = 0, replyStatus = 0, forwarded = 0;
   std::string replyBody, replyFlags, replyHeaders;
   uint64_t pausedNs = 0;
+  bool redisUp = true;
+  std::vector<std::string> redisKeys;
   stats::StatsShard stats_;
 
  private:
@@ -263,11 +281,144 @@ TEST(RouterFilter, AWebSocketRequestIsNotMirrored) {
 
 TEST(FilterChain, RunsTheRoutesOwnAnswersFirstAndTheRouterLast) {
   auto chain = requestFilters();
-  ASSERT_EQ(chain.size(), 5u);
+  ASSERT_EQ(chain.size(), 6u);
   EXPECT_EQ(chain.front()->name(), "direct_response");
-  // An EnvoyFilter's INSERT_BEFORE router: the rate limit runs last before it.
+  // EnvoyFilters' INSERT_BEFORE router: the rate limits run last before it.
   EXPECT_EQ(chain[3]->name(), "local_ratelimit");
+  EXPECT_EQ(chain[4]->name(), "ratelimit");
   EXPECT_EQ(chain.back()->name(), "router");
+}
+
+// The shop, with the global rate limit filter on the outbound listener, a
+// user's header and the client address as descriptors, and the ratelimit
+// service's configuration for the domain.
+constexpr std::string_view kGlobalYaml = R"yaml(
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: shop}
+spec:
+  hosts: [shop.test]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: ratelimit}
+spec:
+  configPatches:
+  - applyTo: HTTP_FILTER
+    match:
+      context: SIDECAR_OUTBOUND
+      listener: {filterChain: {filter: {name: envoy.filters.network.http_connection_manager, subFilter: {name: envoy.filters.http.router}}}}
+    patch:
+      operation: INSERT_BEFORE
+      value:
+        name: envoy.filters.http.ratelimit
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit
+          domain: shop
+          failure_mode_deny: {DENY}
+          timeout: 25ms
+  - applyTo: VIRTUAL_HOST
+    match: {context: SIDECAR_OUTBOUND}
+    patch:
+      operation: MERGE
+      value:
+        rate_limits:
+        - actions: [{request_headers: {header_name: x-user, descriptor_key: user}}]
+        - actions: [{remote_address: {}}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: ratelimit-config}
+data:
+  config.yaml: |
+    domain: shop
+    descriptors:
+    - key: user
+      value: vip
+      rate_limit: {unit: second, requests_per_unit: 100}
+    - key: user
+      rate_limit: {unit: minute, requests_per_unit: 2}
+    - key: remote_address
+      shadow_mode: true
+      rate_limit: {unit: hour, requests_per_unit: 1}
+)yaml";
+
+std::string globalYaml(bool deny) {
+  std::string y(kGlobalYaml);
+  y.replace(y.find("{DENY}"), 6, deny ? "true" : "false");
+  return y;
+}
+
+struct GlobalFixture {
+  explicit GlobalFixture(std::string_view extra = "", bool deny = false)
+      : raw(get("/items", extra)), yaml(globalYaml(deny)), cb(raw, yaml) {
+    inet_pton(AF_INET, "127.0.0.9", &cb.peer().sin_addr);
+  }
+  std::string raw, yaml;
+  FakeSession cb;
+};
+
+TEST(GlobalRateLimitFilter, CountsEachLimitedDescriptorUnderTheServicesKeys) {
+  GlobalFixture f("x-user: ann\r\n");
+  EXPECT_EQ(globalRateLimitFilter().onRequestHead(f.cb), FilterStatus::Stop);
+  // domain_key_value_windowStart, per descriptor the config limits; the
+  // TTL is the window.
+  EXPECT_EQ(f.cb.redisKeys, (std::vector<std::string>{"shop_user_ann_1700000040/60",
+                                                      "shop_remote_address_127.0.0.9_1699999200/3600"}));
+  EXPECT_EQ(f.cb.pausedNs, 25'000'000u);
+  // Under the limit (the remote address over its own, but in shadow mode).
+  EXPECT_EQ(f.cb.answer(globalRateLimitFilter(), {2, 7}), FilterStatus::Continue);
+  EXPECT_EQ(f.cb.replies, 0);
+  EXPECT_EQ(f.cb.stats_.get(stats::Counter::RateLimitOk), 1u);
+}
+
+TEST(GlobalRateLimitFilter, AValueOfItsOwnTakesItsOwnLimit) {
+  GlobalFixture f("x-user: vip\r\n");
+  EXPECT_EQ(globalRateLimitFilter().onRequestHead(f.cb), FilterStatus::Stop);
+  EXPECT_EQ(f.cb.redisKeys.front(), "shop_user_vip_1700000042/1");
+  EXPECT_EQ(f.cb.answer(globalRateLimitFilter(), {100, 1}), FilterStatus::Continue);
+}
+
+TEST(GlobalRateLimitFilter, OverTheLimitIsAnswered429WithTheHeader) {
+  GlobalFixture f("x-user: ann\r\n");
+  ASSERT_EQ(globalRateLimitFilter().onRequestHead(f.cb), FilterStatus::Stop);
+  EXPECT_EQ(f.cb.answer(globalRateLimitFilter(), {3, 1}), FilterStatus::Stop);
+  EXPECT_EQ(f.cb.replyStatus, 429);
+  EXPECT_EQ(f.cb.replyFlags, "RL");
+  EXPECT_NE(f.cb.replyHeaders.find("x-envoy-ratelimited: true"), std::string::npos);
+  EXPECT_EQ(f.cb.stats_.get(stats::Counter::RateLimitOverLimit), 1u);
+}
+
+TEST(GlobalRateLimitFilter, WithoutTheHeaderItsEntryMakesNoDescriptor) {
+  GlobalFixture f;
+  ASSERT_EQ(globalRateLimitFilter().onRequestHead(f.cb), FilterStatus::Stop);
+  EXPECT_EQ(f.cb.redisKeys, (std::vector<std::string>{"shop_remote_address_127.0.0.9_1699999200/3600"}));
+}
+
+TEST(GlobalRateLimitFilter, RedisDownFailsOpenOrAnswersWithFailureModeDeny) {
+  GlobalFixture open("x-user: ann\r\n");
+  open.cb.redisUp = false;
+  EXPECT_EQ(globalRateLimitFilter().onRequestHead(open.cb), FilterStatus::Continue);
+  EXPECT_EQ(open.cb.stats_.get(stats::Counter::RateLimitError), 1u);
+  EXPECT_EQ(open.cb.stats_.get(stats::Counter::RateLimitFailureModeAllowed), 1u);
+
+  GlobalFixture deny("x-user: ann\r\n", true);
+  deny.cb.redisUp = false;
+  EXPECT_EQ(globalRateLimitFilter().onRequestHead(deny.cb), FilterStatus::Stop);
+  EXPECT_EQ(deny.cb.replyStatus, 500);
+  EXPECT_EQ(deny.cb.replyFlags, "RLSE");
+}
+
+TEST(GlobalRateLimitFilter, ATimeoutIsAFailure) {
+  GlobalFixture f("x-user: ann\r\n", true);
+  ASSERT_EQ(globalRateLimitFilter().onRequestHead(f.cb), FilterStatus::Stop);
+  // The pause ended with the call still pending: the timer fired.
+  EXPECT_EQ(globalRateLimitFilter().onResume(f.cb), FilterStatus::Stop);
+  EXPECT_EQ(f.cb.replyStatus, 500);
+  EXPECT_EQ(f.cb.stats_.get(stats::Counter::RateLimitError), 1u);
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <string_view>
 
 #include "core/clock.h"
+#include "proxy/redis_client.h"
 #include "route/header_ops.h"
 #include "stats/stats.h"
 
@@ -38,6 +39,14 @@ class FilterCallbacks {
                               const http::HeaderMap* extraHeaders = nullptr) = 0;
   // Pauses the chain for `ns`; then the paused filter's onResume runs.
   virtual void pauseFor(uint64_t ns) = 0;
+  // Global rate limiting: sends the increments of `keys` to Redis and
+  // pauses the chain until their counts come back (in
+  // stream().rateLimit) or `timeoutNs` passes; then the paused filter's
+  // onResume runs. False, at once: no Redis (--redis), or it cannot take
+  // a call now.
+  virtual bool countInRedis(std::vector<RedisClient::Increment> keys, uint64_t timeoutNs) = 0;
+  // Wall-clock seconds since the epoch: shared counters' windows.
+  virtual uint64_t unixSeconds() const = 0;
   // The terminal step: the request goes to its cluster (router).
   virtual void forwardUpstream() = 0;
 

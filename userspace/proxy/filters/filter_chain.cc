@@ -1,7 +1,7 @@
 // The order Istio's sidecar listener uses for the filters sluiced has:
 // answers the route makes itself first, then CORS, fault injection, the
-// local rate limit an EnvoyFilter inserts before the router, and the router
-// last.
+// local and global rate limits EnvoyFilters insert before the router, and
+// the router last.
 #include "proxy/filters/filter.h"
 #include "proxy/filters/filters.h"
 
@@ -13,6 +13,7 @@ std::span<const RequestFilter* const> requestFilters() {
       &corsFilter(),
       &faultFilter(),
       &rateLimitFilter(),
+      &globalRateLimitFilter(),
       &routerFilter(),
   };
   return chain;

@@ -13,6 +13,9 @@ const RequestFilter& corsFilter();
 const RequestFilter& faultFilter();
 // EnvoyFilter local rate limits (route/rate_limit.h): 429 past the bucket.
 const RequestFilter& rateLimitFilter();
+// EnvoyFilter global rate limits (route/global_rate_limit.h): counters in
+// Redis, shared by every proxy using it (pauses the chain for the counts).
+const RequestFilter& globalRateLimitFilter();
 // The terminal filter: rewrite, header operations, retries, mirrors, then
 // the upstream.
 const RequestFilter& routerFilter();
