@@ -215,5 +215,76 @@ TEST_F(LocalRateLimitTest, AnOutboundLimitAppliesToItsPortOnly) {
   EXPECT_EQ(status(), 200) << "the Gateway's own bucket is untouched";
 }
 
+// Istio's per-route form: the filter in the chain without a bucket, and an
+// HTTP_ROUTE patch giving one route its own settings
+// (typed_per_filter_config), with a descriptor bucket for requests its
+// rate_limits actions tag. Other routes stay unlimited.
+TEST_F(LocalRateLimitTest, APerRouteLimitWithADescriptorBucket) {
+  ASSERT_NO_FATAL_FAILURE(start(1, "1000", "1000", "60s"));
+  ASSERT_OK(mesh_.applyConfig("per-route.yaml",
+                              "apiVersion: networking.istio.io/v1\n"
+                              "kind: VirtualService\n"
+                              "metadata: {name: frontend}\n"
+                              "spec:\n"
+                              "  hosts: [frontend.test]\n"
+                              "  http:\n"
+                              "  - name: api\n"
+                              "    match: [{uri: {prefix: /api/}}]\n"
+                              "    route: [{destination: {host: frontend.test, port: {number: 80}}}]\n"
+                              "  - name: rest\n"
+                              "    route: [{destination: {host: frontend.test, port: {number: 80}}}]\n"
+                              "---\n"
+                              "apiVersion: networking.istio.io/v1alpha3\n"
+                              "kind: EnvoyFilter\n"
+                              "metadata: {name: per-route, namespace: istio-system}\n"
+                              "spec:\n"
+                              "  configPatches:\n"
+                              "  - applyTo: HTTP_FILTER\n"
+                              "    match: {context: SIDECAR_OUTBOUND}\n"
+                              "    patch:\n"
+                              "      operation: INSERT_BEFORE\n"
+                              "      value:\n"
+                              "        name: envoy.filters.http.local_ratelimit\n"
+                              "        typed_config:\n"
+                              "          \"@type\": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit\n"
+                              "          stat_prefix: http_local_rate_limiter\n"
+                              "  - applyTo: HTTP_ROUTE\n"
+                              "    match: {context: SIDECAR_OUTBOUND, routeConfiguration: {vhost: {route: {name: api}}}}\n"
+                              "    patch:\n"
+                              "      operation: MERGE\n"
+                              "      value:\n"
+                              "        route:\n"
+                              "          rate_limits:\n"
+                              "          - actions: [{header_value_match: {descriptor_value: beta, headers: [{name: x-beta, present_match: true}]}}]\n"
+                              "        typed_per_filter_config:\n"
+                              "          envoy.filters.http.local_ratelimit:\n"
+                              "            \"@type\": type.googleapis.com/udpa.type.v1.TypedStruct\n"
+                              "            type_url: type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit\n"
+                              "            value:\n"
+                              "              stat_prefix: api_limit\n"
+                              "              token_bucket: {max_tokens: 4, tokens_per_fill: 4, fill_interval: 60s}\n"
+                              "              descriptors:\n"
+                              "              - entries: [{key: header_match, value: beta}]\n"
+                              "                token_bucket: {max_tokens: 1, tokens_per_fill: 1, fill_interval: 60s}\n"
+                              "              filter_enabled: {default_value: {numerator: 100}}\n"
+                              "              filter_enforced: {default_value: {numerator: 100}}\n"));
+  auto get = [&](const std::string& path, std::vector<Header> headers = {}) {
+    auto r = mesh_.get("frontend.test", path, std::move(headers));
+    return r ? r->status : -1;
+  };
+  // A beta request takes its descriptor's token and the route's default one
+  // (always_consume_default_token_bucket); the next beta one finds its
+  // descriptor bucket empty.
+  EXPECT_EQ(get("/api/a", {{"x-beta", "1"}}), 200);
+  EXPECT_EQ(get("/api/a", {{"x-beta", "1"}}), 429);
+  // The route's own bucket had 4, one taken: three more, then none.
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(get("/api/b"), 200) << i;
+  EXPECT_EQ(get("/api/b"), 429);
+  // The other route has no settings of its own, and the filter no bucket.
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(get("/home"), 200) << i;
+  EXPECT_EQ(mesh_.stat("api_limit.http_local_rate_limit.ok"), 4);
+  EXPECT_EQ(mesh_.stat("api_limit.http_local_rate_limit.rate_limited"), 2);
+}
+
 }  // namespace
 }  // namespace sluice::itest

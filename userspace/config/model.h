@@ -420,12 +420,24 @@ struct ServiceEntry {
 // inserts it into the HTTP filter chain.
 struct LocalRateLimitConfig {
   std::string statPrefix;
-  // No token_bucket (Envoy's per-route form, not supported yet): the filter
-  // limits nothing.
+  // No token_bucket: the filter is in the chain, and limits where a route's
+  // or virtual host's typed_per_filter_config (or a descriptor) says so.
   bool hasBucket = false;
   uint32_t maxTokens = 0;
   uint32_t tokensPerFill = 1;
   Duration fillInterval{};
+  // `descriptors`: a bucket of its own for the requests whose descriptors
+  // (from the route's rate_limits actions) include these entries exactly.
+  struct Descriptor {
+    std::vector<std::pair<std::string, std::string>> entries;
+    uint32_t maxTokens = 0;
+    uint32_t tokensPerFill = 1;
+    Duration fillInterval{};
+  };
+  std::vector<Descriptor> descriptors;
+  // always_consume_default_token_bucket (Envoy's default: true): the
+  // default bucket is taken from even when a descriptor's was.
+  bool alwaysConsumeDefault = true;
   // filter_enabled / filter_enforced default values, in parts per million
   // of requests (Envoy's default when unset: none).
   uint32_t enabledPpm = 0;
@@ -499,6 +511,9 @@ struct EnvoyFilterPatch {
   // and, for HTTP_ROUTE, the route's name.
   std::string vhostName;
   std::string routeName;
+  // The HTTP filter's name in the chain (an HTTP_FILTER insert's `name`),
+  // or the typed_per_filter_config key a route patch configures.
+  std::string filterName;
   std::string operation;
   std::optional<LocalRateLimitConfig> localRateLimit;
   std::optional<GlobalRateLimitConfig> globalRateLimit;

@@ -102,8 +102,61 @@ void parseHeaderToAdd(Ctx& c, const Node& n, const Path& path, LocalRateLimitCon
     c.error(n, join(path, "header.key"), "\"" + out.name + "\" cannot be set on a local reply");
 }
 
+// envoy.type.v3.TokenBucket.
+void parseTokenBucket(Ctx& c, const Node& v, const Path& p, uint32_t& maxTokens, uint32_t& tokensPerFill,
+                      Duration& fillInterval) {
+  std::optional<Duration> interval;
+  forProtoFields(c, v, p, [&](const std::string& k, const Node& bv, const Path& bp) {
+    if (k == "max_tokens") readInt(c, bv, bp, maxTokens, 1, kUint32Max);
+    else if (k == "tokens_per_fill") readInt(c, bv, bp, tokensPerFill, 1, kUint32Max);
+    else if (k == "fill_interval") readDuration(c, bv, bp, interval, false);
+    else return false;
+    return true;
+  });
+  if (maxTokens == 0) c.error(v, join(p, "max_tokens"), "must be at least 1");
+  if (!interval) {
+    c.error(v, join(p, "fill_interval"), "is required");
+  } else if (*interval < std::chrono::milliseconds(50)) {
+    c.error(v, join(p, "fill_interval"), "must be at least 50ms");
+  } else {
+    fillInterval = *interval;
+  }
+}
+
+// LocalRateLimit descriptors[]: {entries: [{key, value}], token_bucket}.
+void parseLocalDescriptor(Ctx& c, const Node& n, const Path& path, LocalRateLimitConfig::Descriptor& out) {
+  bool haveBucket = false;
+  forProtoFields(c, n, path, [&](const std::string& key, const Node& v, const Path& p) {
+    if (key == "entries") {
+      forList(c, v, p, [&](const Node& e, const Path& ep) {
+        auto& entry = out.entries.emplace_back();
+        forProtoFields(c, e, ep, [&](const std::string& k, const Node& ev, const Path& evp) {
+          if (k == "key") readString(c, ev, evp, entry.first);
+          else if (k == "value") readString(c, ev, evp, entry.second);
+          else return false;
+          return true;
+        });
+        if (entry.first.empty()) c.error(e, join(ep, "key"), "is required");
+        if (entry.second.empty()) c.error(e, join(ep, "value"), "is required");
+      });
+    } else if (key == "token_bucket") {
+      if (!expectMap(c, v, p)) return true;
+      haveBucket = true;
+      parseTokenBucket(c, v, p, out.maxTokens, out.tokensPerFill, out.fillInterval);
+    } else {
+      return false;
+    }
+    return true;
+  });
+  if (out.entries.empty()) c.error(n, join(path, "entries"), "at least one entry is required");
+  if (!haveBucket) c.error(n, join(path, "token_bucket"), "is required");
+}
+
 // `unsupported`: it asks for something Sluice does not do yet (reported).
-void parseLocalRateLimit(Ctx& c, const Node& n, const Path& path, LocalRateLimitConfig& out, bool& unsupported) {
+// `perRoute`: a route's or virtual host's typed_per_filter_config, which
+// Envoy requires to have a bucket.
+void parseLocalRateLimit(Ctx& c, const Node& n, const Path& path, LocalRateLimitConfig& out, bool& unsupported,
+                         bool perRoute) {
   bool haveBucket = false;
   forProtoFields(c, n, path, [&](const std::string& key, const Node& v, const Path& p) {
     if (key == "@type") {
@@ -113,22 +166,7 @@ void parseLocalRateLimit(Ctx& c, const Node& n, const Path& path, LocalRateLimit
     } else if (key == "token_bucket") {
       if (!expectMap(c, v, p)) return true;
       haveBucket = true;
-      std::optional<Duration> interval;
-      forProtoFields(c, v, p, [&](const std::string& k, const Node& bv, const Path& bp) {
-        if (k == "max_tokens") readInt(c, bv, bp, out.maxTokens, 1, kUint32Max);
-        else if (k == "tokens_per_fill") readInt(c, bv, bp, out.tokensPerFill, 1, kUint32Max);
-        else if (k == "fill_interval") readDuration(c, bv, bp, interval, false);
-        else return false;
-        return true;
-      });
-      if (out.maxTokens == 0) c.error(v, join(p, "max_tokens"), "must be at least 1");
-      if (!interval) {
-        c.error(v, join(p, "fill_interval"), "is required");
-      } else if (*interval < std::chrono::milliseconds(50)) {
-        c.error(v, join(p, "fill_interval"), "must be at least 50ms");
-      } else {
-        out.fillInterval = *interval;
-      }
+      parseTokenBucket(c, v, p, out.maxTokens, out.tokensPerFill, out.fillInterval);
     } else if (key == "filter_enabled") {
       parseRuntimeFraction(c, v, p, out.enabledPpm);
     } else if (key == "filter_enforced") {
@@ -142,8 +180,11 @@ void parseLocalRateLimit(Ctx& c, const Node& n, const Path& path, LocalRateLimit
                key == "request_headers_to_add_when_not_enforced" || key == "stage" || key == "vh_rate_limits" ||
                key == "local_cluster_rate_limit" || key == "max_dynamic_descriptors") {
       c.warn(v, p, "not supported yet: ignored");
-    } else if (key == "descriptors" || key == "rate_limits" || key == "always_consume_default_token_bucket" ||
-               key == "local_rate_limit_per_downstream_connection") {
+    } else if (key == "descriptors") {
+      readMessageList(c, v, p, out.descriptors, parseLocalDescriptor);
+    } else if (key == "always_consume_default_token_bucket") {
+      readBool(c, v, p, out.alwaysConsumeDefault);
+    } else if (key == "rate_limits" || key == "local_rate_limit_per_downstream_connection") {
       // Each changes which requests the bucket limits: enforcing the
       // plain bucket instead would limit what the filter does not.
       c.warn(v, p, "not supported yet: this filter is not applied");
@@ -155,39 +196,31 @@ void parseLocalRateLimit(Ctx& c, const Node& n, const Path& path, LocalRateLimit
   });
   if (out.statPrefix.empty()) c.error(n, join(path, "stat_prefix"), "is required");
   out.hasBucket = haveBucket;
-  if (!haveBucket) {
-    // Envoy's "off here, on per route" form: per-route limits are not
-    // supported yet, so this filter limits nothing.
-    c.warn(n, join(path, "token_bucket"), "absent: this filter limits nothing (per-route limits are not supported yet)");
-    unsupported = true;
+  if (perRoute && !haveBucket) c.error(n, join(path, "token_bucket"), "is required in a per-route config");
+  for (size_t i = 1; i < out.descriptors.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      if (out.descriptors[i].entries == out.descriptors[j].entries)
+        c.error(n, index(join(path, "descriptors"), i), "duplicate descriptor (same entries as descriptors[" +
+                                                            std::to_string(j) + "])");
+    }
   }
 }
 
-// patch.value of an HTTP_FILTER insert: {name, typed_config}. Returns true
-// when it is a rate limit filter (parsed into `patch`; left unset when it
-// asks for what Sluice does not do).
-bool parseHttpFilterValue(Ctx& c, const Node& n, const Path& path, std::string& name, EnvoyFilterPatch& patch) {
-  if (!n.isMap()) return false;
-  const Node* typed = nullptr;
-  Path typedPath;
-  for (const auto& [k, v] : n.entries()) {
-    const std::string key = snakeCase(k.scalar());
-    if (key == "name" && v.isScalar()) name = v.scalar();
-    if (key == "typed_config") {
-      typed = &v;
-      typedPath = join(path, k.scalar());
-    }
-  }
-  if (!typed || !typed->isMap()) return false;
+// A typed config (directly typed, or in a TypedStruct) of one of the rate
+// limit filters, parsed into `patch` (left unset when it asks for what
+// Sluice does not do). False: another type.
+bool parseTypedRateLimit(Ctx& c, const Node& typed, const Path& typedPath, EnvoyFilterPatch& patch,
+                         bool perRoute = false) {
+  if (!typed.isMap()) return false;
   std::string type;
-  const Node* body = typed;
+  const Node* body = &typed;
   Path bodyPath = typedPath;
-  for (const auto& [k, v] : typed->entries()) {
+  for (const auto& [k, v] : typed.entries()) {
     if (k.scalar() == "@type" && v.isScalar()) type = v.scalar();
   }
   if (type == "type.googleapis.com/udpa.type.v1.TypedStruct" || type == "type.googleapis.com/xds.type.v3.TypedStruct") {
     body = nullptr;
-    for (const auto& [k, v] : typed->entries()) {
+    for (const auto& [k, v] : typed.entries()) {
       const std::string key = snakeCase(k.scalar());
       if (key == "type_url" && v.isScalar()) type = v.scalar();
       if (key == "value") {
@@ -199,13 +232,13 @@ bool parseHttpFilterValue(Ctx& c, const Node& n, const Path& path, std::string& 
   const bool local = type == kLocalRateLimitType;
   if (!local && type != kGlobalRateLimitType) return false;
   if (!body || !body->isMap()) {
-    c.error(*typed, typedPath, local ? "a LocalRateLimit config is required" : "a RateLimit config is required");
+    c.error(typed, typedPath, local ? "a LocalRateLimit config is required" : "a RateLimit config is required");
     return true;
   }
   bool unsupported = false;
   if (local) {
     patch.localRateLimit = LocalRateLimitConfig{};
-    parseLocalRateLimit(c, *body, bodyPath, *patch.localRateLimit, unsupported);
+    parseLocalRateLimit(c, *body, bodyPath, *patch.localRateLimit, unsupported, perRoute);
     if (unsupported) patch.localRateLimit.reset();
   } else {
     patch.globalRateLimit = GlobalRateLimitConfig{};
@@ -215,23 +248,56 @@ bool parseHttpFilterValue(Ctx& c, const Node& n, const Path& path, std::string& 
   return true;
 }
 
-// patch.value of a VIRTUAL_HOST merge ({rate_limits}) or an HTTP_ROUTE one
-// ({route: {rate_limits}}). True when it merges rate_limits and nothing
-// else (Sluice has nothing else of a route or virtual host to patch).
-bool parseRateLimitsMerge(Ctx& c, const Node& n, const Path& path, bool route, EnvoyFilterPatch& patch) {
-  if (!n.isMap() || n.size() != 1) return false;
-  const auto& [k, v] = n.entries()[0];
-  Path p = join(path, k.scalar());
-  if (route) {
-    if (snakeCase(k.scalar()) != "route" || !v.isMap() || v.size() != 1) return false;
-    const auto& [rk, rv] = v.entries()[0];
-    if (snakeCase(rk.scalar()) != "rate_limits") return false;
-    parseRateLimitPolicies(c, rv, join(p, rk.scalar()), patch.rateLimits);
-  } else {
-    if (snakeCase(k.scalar()) != "rate_limits") return false;
-    parseRateLimitPolicies(c, v, p, patch.rateLimits);
+// patch.value of an HTTP_FILTER insert: {name, typed_config}. True when it
+// is a rate limit filter.
+bool parseHttpFilterValue(Ctx& c, const Node& n, const Path& path, std::string& name, EnvoyFilterPatch& patch) {
+  if (!n.isMap()) return false;
+  for (const auto& [k, v] : n.entries()) {
+    const std::string key = snakeCase(k.scalar());
+    if (key == "name" && v.isScalar()) name = v.scalar();
   }
-  patch.mergesRateLimits = true;
+  for (const auto& [k, v] : n.entries()) {
+    if (snakeCase(k.scalar()) == "typed_config") {
+      patch.filterName = name;
+      return parseTypedRateLimit(c, v, join(path, k.scalar()), patch);
+    }
+  }
+  return false;
+}
+
+// patch.value of a VIRTUAL_HOST merge ({rate_limits, typed_per_filter_config})
+// or an HTTP_ROUTE one ({route: {rate_limits}, typed_per_filter_config}),
+// where the per-filter config may be the local rate limit's. True when it
+// merges those and nothing else (Sluice has nothing else of a route or
+// virtual host to patch).
+bool parseRateLimitsMerge(Ctx& c, const Node& n, const Path& path, bool route, EnvoyFilterPatch& patch) {
+  if (!n.isMap() || n.size() == 0) return false;
+  for (const auto& [k, v] : n.entries()) {
+    const std::string key = snakeCase(k.scalar());
+    const Path p = join(path, k.scalar());
+    if (key == "typed_per_filter_config") {
+      // Keyed by the name the filter has in the chain (the HTTP_FILTER
+      // patch's `name`); only a local rate limit's is read.
+      if (!v.isMap() || v.size() != 1) return false;
+      const auto& [fk, fv] = v.entries()[0];
+      if (!parseTypedRateLimit(c, fv, join(p, fk.scalar()), patch, /*perRoute=*/true) || patch.globalRateLimit)
+        return false;
+      patch.filterName = fk.scalar();
+      // An unsupported one was reported by its parser and is left out; the
+      // rest of the merge still applies.
+    } else if (route && key == "route") {
+      if (!v.isMap() || v.size() != 1) return false;
+      const auto& [rk, rv] = v.entries()[0];
+      if (snakeCase(rk.scalar()) != "rate_limits") return false;
+      parseRateLimitPolicies(c, rv, join(p, rk.scalar()), patch.rateLimits);
+      patch.mergesRateLimits = true;
+    } else if (!route && key == "rate_limits") {
+      parseRateLimitPolicies(c, v, p, patch.rateLimits);
+      patch.mergesRateLimits = true;
+    } else {
+      return false;
+    }
+  }
   return true;
 }
 
@@ -363,7 +429,7 @@ void parseEnvoyFilterSpec(Ctx& c, const Node& n, const Path& path, EnvoyFilter& 
         } else if ((patch.applyTo == "VIRTUAL_HOST" || patch.applyTo == "HTTP_ROUTE") && patch.operation == "MERGE" &&
                    value) {
           rateLimit = parseRateLimitsMerge(c, *value, valuePath, patch.applyTo == "HTTP_ROUTE", patch);
-          name = "rate_limits";
+          name = "rate limit settings";
         }
         const bool applied = patch.localRateLimit || patch.globalRateLimit || patch.mergesRateLimits;
         if (rateLimit && applied && narrowing.empty()) return;

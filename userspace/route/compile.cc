@@ -566,8 +566,17 @@ std::vector<config::ConfigError> Compiler::run() {
   for (const auto& [port, rc] : snap_.routeConfigs) outboundPorts.push_back(port);
   snap_.localRateLimits = compileLocalRateLimits(res.envoyFilters, options_.gatewayLabels, gatewayPorts, outboundPorts,
                                                  core::SteadyClock().nowNs(), snap_.warnings);
-  snap_.globalRateLimits =
-      compileGlobalRateLimits(res.envoyFilters, res.rateLimitDomains, options_.gatewayLabels, snap_.warnings);
+  snap_.rateLimitPolicies = compileRateLimitPolicies(res.envoyFilters, options_.gatewayLabels, snap_.warnings);
+  snap_.globalRateLimits = compileGlobalRateLimits(res.envoyFilters, res.rateLimitDomains, snap_.rateLimitPolicies,
+                                                   options_.gatewayLabels, snap_.warnings);
+  // A patch both kinds read (a route's local limit and its rate_limits)
+  // would say the same thing twice.
+  std::unordered_set<std::string> seen;
+  std::vector<std::string> unique;
+  for (std::string& w : snap_.warnings) {
+    if (seen.insert(w).second) unique.push_back(std::move(w));
+  }
+  snap_.warnings = std::move(unique);
   return std::move(errors_);
 }
 

@@ -180,46 +180,64 @@ std::string rateLimitCacheKey(std::string_view domain, const Descriptor& d, uint
   return key;
 }
 
-void GlobalRateLimit::descriptors(bool onGateway, uint32_t listenerPort, std::string_view vhostName,
-                                  std::string_view routeName, const RateLimitRequest& req,
-                                  std::vector<Descriptor>& out) const {
-  auto covers = [&](const ScopedPolicy& p) {
+void RateLimitPolicies::descriptors(bool onGateway, uint32_t listenerPort, std::string_view vhostName,
+                                    std::string_view routeName, const RateLimitRequest& req,
+                                    std::vector<Descriptor>& out) const {
+  auto covers = [&](const Scoped& p) {
     return (onGateway ? p.gateway : p.outbound) && (!p.port || p.port == listenerPort) &&
            (p.vhostName.empty() || p.vhostName == vhostName) && (p.routeName.empty() || p.routeName == routeName);
   };
   bool routeHas = false;
-  for (const ScopedPolicy& p : policies) routeHas = routeHas || (p.routeLevel && covers(p));
-  for (const ScopedPolicy& p : policies) {
+  for (const Scoped& p : list) routeHas = routeHas || (p.routeLevel && covers(p));
+  for (const Scoped& p : list) {
     if (p.routeLevel == routeHas && covers(p)) p.policy.build(req, out);
   }
 }
 
+bool RateLimitPolicies::reaches(bool gateway, bool outbound) const {
+  for (const Scoped& p : list) {
+    if ((p.gateway && gateway) || (p.outbound && outbound)) return true;
+  }
+  return false;
+}
+
+RateLimitPolicies compileRateLimitPolicies(const std::vector<config::EnvoyFilter>& filters,
+                                           const std::optional<std::map<std::string, std::string>>& gatewayLabels,
+                                           std::vector<std::string>& warnings) {
+  RateLimitPolicies out;
+  for (const config::EnvoyFilter* f : envoyFiltersInOrder(filters)) {
+    for (const config::EnvoyFilterPatch& p : f->patches) {
+      if (!p.mergesRateLimits) continue;
+      const std::optional<PatchScope> scope = patchScope(*f, p, gatewayLabels, patchWhere(*f, p), warnings);
+      if (!scope) continue;
+      for (const auto& rl : p.rateLimits) {
+        RateLimitPolicies::Scoped sp;
+        sp.gateway = scope->gateway;
+        sp.outbound = scope->outbound;
+        sp.port = scope->port;
+        sp.vhostName = p.vhostName;
+        sp.routeName = p.routeName;
+        sp.routeLevel = p.applyTo == "HTTP_ROUTE";
+        sp.policy.actions = rl.actions;
+        out.list.push_back(std::move(sp));
+      }
+    }
+  }
+  return out;
+}
+
 std::vector<std::shared_ptr<const GlobalRateLimit>> compileGlobalRateLimits(
     const std::vector<config::EnvoyFilter>& filters, const std::vector<config::RateLimitDomainConfig>& domains,
-    const std::optional<std::map<std::string, std::string>>& gatewayLabels, std::vector<std::string>& warnings) {
-  std::vector<GlobalRateLimit::ScopedPolicy> policies;
-  std::vector<std::pair<GlobalRateLimit, std::string>> limits;  // and where each came from
+    const RateLimitPolicies& policies, const std::optional<std::map<std::string, std::string>>& gatewayLabels,
+    std::vector<std::string>& warnings) {
+  std::vector<std::shared_ptr<const GlobalRateLimit>> out;
   for (const config::EnvoyFilter* f : envoyFiltersInOrder(filters)) {
     for (size_t i = 0; i < f->patches.size(); ++i) {
       const config::EnvoyFilterPatch& p = f->patches[i];
-      if (!p.globalRateLimit && !p.mergesRateLimits) continue;
+      if (!p.globalRateLimit) continue;
       const std::string where = patchWhere(*f, p);
       const std::optional<PatchScope> scope = patchScope(*f, p, gatewayLabels, where, warnings);
       if (!scope) continue;
-      if (p.mergesRateLimits) {
-        for (const auto& rl : p.rateLimits) {
-          GlobalRateLimit::ScopedPolicy sp;
-          sp.gateway = scope->gateway;
-          sp.outbound = scope->outbound;
-          sp.port = scope->port;
-          sp.vhostName = p.vhostName;
-          sp.routeName = p.routeName;
-          sp.routeLevel = p.applyTo == "HTTP_ROUTE";
-          sp.policy.actions = rl.actions;
-          policies.push_back(std::move(sp));
-        }
-        continue;
-      }
       GlobalRateLimit l;
       l.origin = fmt::format("{}/{}#{}", f->metadata.namespace_, f->metadata.name, i);
       l.config = *p.globalRateLimit;
@@ -228,25 +246,18 @@ std::vector<std::shared_ptr<const GlobalRateLimit>> compileGlobalRateLimits(
       l.port = scope->port;
       if (p.operation != "INSERT_BEFORE")
         warnings.push_back(where + ": " + p.operation + ": the rate limit runs just before the router");
-      limits.emplace_back(std::move(l), where);
+      for (const auto& d : domains) {
+        if (d.domain == l.config.domain) l.domain = std::make_shared<RateLimitDomain>(d);
+      }
+      if (!l.domain) {
+        warnings.push_back(where + ": no rate limit configuration for domain \"" + l.config.domain +
+                           "\" (a ConfigMap or file with `domain: " + l.config.domain + "`): nothing is limited");
+      }
+      if (!policies.reaches(l.gateway, l.outbound))
+        warnings.push_back(where + ": no rate_limits actions reach its listeners: nothing is limited");
+      if (l.config.xEnvoyRateLimitedHeader) l.limitedHeaders.add("x-envoy-ratelimited", "true");
+      out.push_back(std::make_shared<const GlobalRateLimit>(std::move(l)));
     }
-  }
-  std::vector<std::shared_ptr<const GlobalRateLimit>> out;
-  for (auto& [l, where] : limits) {
-    for (const auto& d : domains) {
-      if (d.domain == l.config.domain) l.domain = std::make_shared<RateLimitDomain>(d);
-    }
-    if (!l.domain) {
-      warnings.push_back(where + ": no rate limit configuration for domain \"" + l.config.domain +
-                         "\" (a ConfigMap or file with `domain: " + l.config.domain + "`): nothing is limited");
-    }
-    for (const auto& p : policies) {
-      if ((p.gateway && l.gateway) || (p.outbound && l.outbound)) l.policies.push_back(p);
-    }
-    if (l.policies.empty())
-      warnings.push_back(where + ": no rate_limits actions reach its listeners: nothing is limited");
-    if (l.config.xEnvoyRateLimitedHeader) l.limitedHeaders.add("x-envoy-ratelimited", "true");
-    out.push_back(std::make_shared<const GlobalRateLimit>(std::move(l)));
   }
   return out;
 }

@@ -82,16 +82,10 @@ class RateLimitDomain {
 // writes it, so both count into one key.
 std::string rateLimitCacheKey(std::string_view domain, const Descriptor& d, uint32_t unitSeconds, uint64_t nowSec);
 
-// One EnvoyFilter patch's global rate limit filter, on the listeners it
-// applies to, with the rate_limits every patch merged into those
-// listeners' virtual hosts and routes.
-struct GlobalRateLimit {
-  std::string origin;  // "ns/name#patch"
-  config::GlobalRateLimitConfig config;
-  bool gateway = false;
-  bool outbound = false;
-  uint32_t port = 0;  // 0: every port
-  struct ScopedPolicy {
+// The `rate_limits` EnvoyFilter patches merged into virtual hosts and
+// routes, for both rate limit filters to build descriptors from.
+struct RateLimitPolicies {
+  struct Scoped {
     bool gateway = false, outbound = false;
     uint32_t port = 0;
     std::string vhostName;  // "" any
@@ -99,7 +93,27 @@ struct GlobalRateLimit {
     bool routeLevel = false;  // an HTTP_ROUTE merge
     RateLimitPolicy policy;
   };
-  std::vector<ScopedPolicy> policies;
+  std::vector<Scoped> list;
+  // The request's descriptors: its route's rate_limits, or when it has
+  // none its virtual host's, as Envoy applies them.
+  void descriptors(bool onGateway, uint32_t listenerPort, std::string_view vhostName, std::string_view routeName,
+                   const RateLimitRequest& req, std::vector<Descriptor>& out) const;
+  bool reaches(bool gateway, bool outbound) const;
+};
+
+// The rate_limits of `filters`' VIRTUAL_HOST and HTTP_ROUTE merges.
+RateLimitPolicies compileRateLimitPolicies(const std::vector<config::EnvoyFilter>& filters,
+                                           const std::optional<std::map<std::string, std::string>>& gatewayLabels,
+                                           std::vector<std::string>& warnings);
+
+// One EnvoyFilter patch's global rate limit filter, on the listeners it
+// applies to (its descriptors: RateLimitPolicies).
+struct GlobalRateLimit {
+  std::string origin;  // "ns/name#patch"
+  config::GlobalRateLimitConfig config;
+  bool gateway = false;
+  bool outbound = false;
+  uint32_t port = 0;  // 0: every port
   // The domain's configuration (null: none loaded, so nothing is limited).
   std::shared_ptr<const RateLimitDomain> domain;
   http::HeaderMap limitedHeaders;  // x-envoy-ratelimited (unless disabled)
@@ -107,16 +121,14 @@ struct GlobalRateLimit {
   bool appliesTo(bool onGateway, uint32_t listenerPort) const {
     return (onGateway ? gateway : outbound) && (!port || port == listenerPort);
   }
-  // The request's descriptors: the route's rate_limits, or when it has
-  // none the virtual host's, as Envoy applies them.
-  void descriptors(bool onGateway, uint32_t listenerPort, std::string_view vhostName, std::string_view routeName,
-                   const RateLimitRequest& req, std::vector<Descriptor>& out) const;
 };
 
 // The global rate limits of `filters` in priority then load order, each
-// with the domain configuration of its `domain` from `domains`.
+// with the domain configuration of its `domain` from `domains`; those
+// `policies` give no descriptor are reported.
 std::vector<std::shared_ptr<const GlobalRateLimit>> compileGlobalRateLimits(
     const std::vector<config::EnvoyFilter>& filters, const std::vector<config::RateLimitDomainConfig>& domains,
-    const std::optional<std::map<std::string, std::string>>& gatewayLabels, std::vector<std::string>& warnings);
+    const RateLimitPolicies& policies, const std::optional<std::map<std::string, std::string>>& gatewayLabels,
+    std::vector<std::string>& warnings);
 
 }  // namespace sluice::route

@@ -9,6 +9,75 @@
 
 namespace sluice::route {
 
+LocalRateLimitState::LocalRateLimitState(const config::LocalRateLimitConfig& c, uint64_t startNs) {
+  if (c.hasBucket)
+    bucket = std::make_unique<TokenBucket>(c.maxTokens, c.tokensPerFill, uint64_t(c.fillInterval.count()), startNs);
+  for (const auto& d : c.descriptors) {
+    descriptorBuckets.push_back(
+        std::make_unique<TokenBucket>(d.maxTokens, d.tokensPerFill, uint64_t(d.fillInterval.count()), startNs));
+    descriptorOrder.push_back(uint32_t(descriptorOrder.size()));
+  }
+  // Tokens per second, compared without division: a/b < c/d.
+  std::stable_sort(descriptorOrder.begin(), descriptorOrder.end(), [&](uint32_t x, uint32_t y) {
+    const auto& a = c.descriptors[x];
+    const auto& b = c.descriptors[y];
+    return __uint128_t(a.tokensPerFill) * uint64_t(b.fillInterval.count()) <
+           __uint128_t(b.tokensPerFill) * uint64_t(a.fillInterval.count());
+  });
+}
+
+bool LocalRateLimitState::take(const config::LocalRateLimitConfig& c, const std::vector<Descriptor>& descriptors,
+                               uint64_t nowNs) {
+  bool matched = false;
+  for (uint32_t i : descriptorOrder) {
+    const auto& want = c.descriptors[i].entries;
+    const bool hit = std::any_of(descriptors.begin(), descriptors.end(), [&](const Descriptor& d) {
+      return d.size() == want.size() &&
+             std::equal(d.begin(), d.end(), want.begin(), [](const DescriptorEntry& e, const auto& w) {
+               return e.key == w.first && e.value == w.second;
+             });
+    });
+    if (!hit) continue;
+    matched = true;
+    if (!descriptorBuckets[i]->take(nowNs)) return false;
+  }
+  if (bucket && (!matched || c.alwaysConsumeDefault)) return bucket->take(nowNs);
+  return true;
+}
+
+bool LocalRateLimit::sameBucket(const LocalRateLimit& o) const {
+  auto sameDescriptors = [](const config::LocalRateLimitConfig& a, const config::LocalRateLimitConfig& b) {
+    if (a.descriptors.size() != b.descriptors.size()) return false;
+    for (size_t i = 0; i < a.descriptors.size(); ++i) {
+      const auto &x = a.descriptors[i], &y = b.descriptors[i];
+      if (x.entries != y.entries || x.maxTokens != y.maxTokens || x.tokensPerFill != y.tokensPerFill ||
+          x.fillInterval != y.fillInterval)
+        return false;
+    }
+    return true;
+  };
+  return origin == o.origin && perRoute == o.perRoute && httpRoute == o.httpRoute && vhostName == o.vhostName &&
+         routeName == o.routeName && filterName == o.filterName && config.statPrefix == o.config.statPrefix &&
+         config.hasBucket == o.config.hasBucket &&
+         config.maxTokens == o.config.maxTokens && config.tokensPerFill == o.config.tokensPerFill &&
+         config.fillInterval == o.config.fillInterval && sameDescriptors(config, o.config);
+}
+
+const LocalRateLimit& effectiveLocalRateLimit(const LocalRateLimit& limit,
+                                              const std::vector<std::shared_ptr<LocalRateLimit>>& all,
+                                              bool onGateway, uint32_t port, std::string_view vhost,
+                                              std::string_view route) {
+  if (!limit.hasPerRoute) return limit;
+  const LocalRateLimit* best = nullptr;
+  for (const auto& l : all) {
+    if (!l->perRoute || l->filterName != limit.filterName || !l->covers(vhost, route) || !l->stateFor(onGateway, port))
+      continue;
+    // A route's beats a virtual host's; among equals, the one applied last.
+    if (!best || l->httpRoute || !best->httpRoute) best = l.get();
+  }
+  return best ? *best : limit;
+}
+
 bool TokenBucket::take(uint64_t nowNs) {
   // Credit the intervals that passed. One thread wins each advance of
   // fills_ and adds exactly those intervals' tokens; the others go on.
@@ -105,9 +174,10 @@ std::vector<std::shared_ptr<LocalRateLimit>> compileLocalRateLimits(
     for (size_t i = 0; i < f->patches.size(); ++i) {
       const config::EnvoyFilterPatch& p = f->patches[i];
       const std::string where = patchWhere(*f, p);
-      if (p.globalRateLimit || p.mergesRateLimits) continue;  // global_rate_limit.h's
       if (!p.localRateLimit) {
-        warnings.push_back(fmt::format("{}: {} is not supported by sluice: ignored", where, p.unsupported));
+        // A global filter or rate_limits alone: global_rate_limit.h's.
+        if (!p.globalRateLimit && !p.mergesRateLimits)
+          warnings.push_back(fmt::format("{}: {} is not supported by sluice: ignored", where, p.unsupported));
         continue;
       }
       const std::optional<PatchScope> scope = patchScope(*f, p, gatewayLabels, where, warnings);
@@ -118,7 +188,12 @@ std::vector<std::shared_ptr<LocalRateLimit>> compileLocalRateLimits(
       l->port = scope->port;
       l->gateway = scope->gateway;
       l->outbound = scope->outbound;
-      if (p.operation != "INSERT_BEFORE")
+      l->perRoute = p.applyTo != "HTTP_FILTER";
+      l->httpRoute = p.applyTo == "HTTP_ROUTE";
+      l->vhostName = p.vhostName;
+      l->routeName = p.routeName;
+      l->filterName = p.filterName;
+      if (!l->perRoute && p.operation != "INSERT_BEFORE")
         warnings.push_back(where + ": " + p.operation + ": the local rate limit runs just before the router");
       auto addStates = [&](bool onGateway, const std::vector<uint32_t>& ports) {
         for (uint32_t port : ports) {
@@ -133,6 +208,36 @@ std::vector<std::shared_ptr<LocalRateLimit>> compileLocalRateLimits(
       buildResponseHeaders(*l);
       out.push_back(std::move(l));
     }
+  }
+  // Which per-route limits can replace which listener filter's settings
+  // (same filter name, a listener in common); a filter with no bucket of
+  // its own limits only there, and a per-route limit no filter takes
+  // limits nothing.
+  auto shareListener = [](const LocalRateLimit& a, const LocalRateLimit& b) {
+    for (const auto& [key, state] : a.states) {
+      if (b.states.count(key)) return true;
+    }
+    return false;
+  };
+  for (const auto& r : out) {
+    if (!r->perRoute) continue;
+    bool taken = false;
+    for (const auto& l : out) {
+      if (l->perRoute || l->filterName != r->filterName || !shareListener(*l, *r)) continue;
+      l->hasPerRoute = true;
+      taken = true;
+    }
+    if (!taken)
+      warnings.push_back(fmt::format("EnvoyFilter {}: per-route local rate limit \"{}\" configures filter \"{}\", "
+                                     "which no listener it reaches has: it limits nothing",
+                                     r->origin, r->config.statPrefix, r->filterName));
+  }
+  for (const auto& l : out) {
+    if (l->perRoute || l->config.hasBucket || !l->config.descriptors.empty()) continue;
+    if (!l->hasPerRoute)
+      warnings.push_back(fmt::format("EnvoyFilter {}: local rate limit \"{}\" has no token_bucket and no per-route "
+                                     "limit reaches its listeners: it limits nothing",
+                                     l->origin, l->config.statPrefix));
   }
   return out;
 }

@@ -15,6 +15,7 @@
 
 #include "config/model.h"
 #include "http/header_map.h"
+#include "route/global_rate_limit.h"
 
 namespace sluice::route {
 
@@ -41,9 +42,17 @@ class TokenBucket {
 // next while the limit stays the same, so a reload neither refills the
 // bucket nor resets the counts.
 struct LocalRateLimitState {
-  LocalRateLimitState(const config::LocalRateLimitConfig& c, uint64_t startNs)
-      : bucket(c.maxTokens, c.tokensPerFill, uint64_t(c.fillInterval.count()), startNs) {}
-  TokenBucket bucket;
+  LocalRateLimitState(const config::LocalRateLimitConfig& c, uint64_t startNs);
+  // Takes a token from each bucket the request's `descriptors` match (a
+  // configured descriptor whose entries one of them is), then from the
+  // default bucket when none matched or always_consume_default_token_bucket
+  // says so; false at the first empty one, as Envoy's limiter.
+  bool take(const config::LocalRateLimitConfig& c, const std::vector<Descriptor>& descriptors, uint64_t nowNs);
+  std::unique_ptr<TokenBucket> bucket;  // token_bucket; null without one
+  std::vector<std::unique_ptr<TokenBucket>> descriptorBuckets;  // config.descriptors' own
+  // config.descriptors' indices, slowest-filling bucket first (Envoy's
+  // order: a request the strictest one refuses spends no other token).
+  std::vector<uint32_t> descriptorOrder;
   std::atomic<uint64_t> enabled{0}, ok{0}, rateLimited{0}, enforced{0};
 };
 
@@ -57,7 +66,20 @@ struct LocalRateLimit {
   config::LocalRateLimitConfig config;
   bool gateway = false;   // applies to requests on Gateway listeners
   bool outbound = false;  // ... and to the outbound (sidecar) listener's
-  uint32_t port = 0;      // listener.portNumber; 0: every port
+  uint32_t port = 0;      // the patch's portNumber; 0: every port
+  // From a VIRTUAL_HOST or HTTP_ROUTE patch's typed_per_filter_config:
+  // replaces the listener filter's own settings for the requests of the
+  // virtual host (by name, "" any) or route (by name) it names, as
+  // Envoy's per-route config does; the most specific one wins.
+  bool perRoute = false;
+  bool httpRoute = false;  // an HTTP_ROUTE patch's (beats a virtual host's)
+  std::string vhostName, routeName;
+  // The filter's name in the chain; for a per-route limit, the name of the
+  // filter it configures (typed_per_filter_config is keyed by it).
+  std::string filterName;
+  // A listener filter some per-route limit may replace (else
+  // effectiveLocalRateLimit need not look).
+  bool hasPerRoute = false;
   // The answer's extra fields: x-envoy-ratelimited, then the configured
   // response_headers_to_add (their append actions applied).
   http::HeaderMap responseHeaders;
@@ -70,13 +92,21 @@ struct LocalRateLimit {
     auto it = states.find(listenerKey(onGateway, listenerPort));
     return it == states.end() ? nullptr : it->second.get();
   }
-  // Same bucket settings and counters: a reload keeps the states.
-  bool sameBucket(const LocalRateLimit& o) const {
-    return origin == o.origin && config.statPrefix == o.config.statPrefix &&
-           config.maxTokens == o.config.maxTokens && config.tokensPerFill == o.config.tokensPerFill &&
-           config.fillInterval == o.config.fillInterval;
+  bool covers(std::string_view vhost, std::string_view route) const {
+    // (for a per-route limit)
+    return (vhostName.empty() || vhostName == vhost) && (routeName.empty() || routeName == route);
   }
+  // Same bucket settings and counters: a reload keeps the states.
+  bool sameBucket(const LocalRateLimit& o) const;
 };
+
+// The settings a request on listener (onGateway, port) gets from `limit`
+// (a listener's filter): the most specific per-route limit of `all` that
+// covers its virtual host and route, else `limit` itself.
+const LocalRateLimit& effectiveLocalRateLimit(const LocalRateLimit& limit,
+                                              const std::vector<std::shared_ptr<LocalRateLimit>>& all,
+                                              bool onGateway, uint32_t port, std::string_view vhost,
+                                              std::string_view route);
 
 // Which of sluiced's HTTP listeners an EnvoyFilter patch reaches: Gateway
 // listeners (context GATEWAY or ANY, narrowed by the workloadSelector

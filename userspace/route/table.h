@@ -352,8 +352,10 @@ class Snapshot {
   // EnvoyFilter local rate limits, in the order they apply (rate_limit.h).
   std::vector<std::shared_ptr<LocalRateLimit>> localRateLimits;
   // EnvoyFilter global rate limits, in the order they apply
-  // (global_rate_limit.h).
+  // (global_rate_limit.h), and the rate_limits both kinds build
+  // descriptors from.
   std::vector<std::shared_ptr<const GlobalRateLimit>> globalRateLimits;
+  RateLimitPolicies rateLimitPolicies;
 
   // Gateway listeners, in the order their first server was loaded.
   std::vector<std::unique_ptr<GatewayListener>> gatewayListeners;

@@ -240,7 +240,9 @@ spec:
 TEST(GlobalRateLimits, TheFilterAndItsActionsCompile) {
   config::LoadReport r = load(std::string(kFilters) + "---\n" + std::string(kSeedConfigMap));
   std::vector<std::string> warnings;
-  auto limits = compileGlobalRateLimits(r.resources.envoyFilters, r.resources.rateLimitDomains, std::nullopt, warnings);
+  const RateLimitPolicies policies = compileRateLimitPolicies(r.resources.envoyFilters, std::nullopt, warnings);
+  auto limits = compileGlobalRateLimits(r.resources.envoyFilters, r.resources.rateLimitDomains, policies, std::nullopt,
+                                        warnings);
   ASSERT_EQ(limits.size(), 1u);
   const GlobalRateLimit& l = *limits[0];
   EXPECT_EQ(l.config.domain, "production");
@@ -252,7 +254,7 @@ TEST(GlobalRateLimits, TheFilterAndItsActionsCompile) {
   EXPECT_FALSE(l.outbound);
   ASSERT_NE(l.domain, nullptr);
   // The masked_remote_address entry is left out, and said so.
-  ASSERT_EQ(l.policies.size(), 4u);
+  ASSERT_EQ(policies.list.size(), 4u);
   std::string all;
   for (const auto& w : r.warnings) all += w + "\n";
   EXPECT_NE(all.find("this action is not supported yet"), std::string::npos) << all;
@@ -266,11 +268,11 @@ TEST(GlobalRateLimits, TheFilterAndItsActionsCompile) {
   req.destinationCluster = "outbound|80||shop.default.svc.cluster.local";
   // Any other route: the virtual host's entries.
   std::vector<Descriptor> out;
-  l.descriptors(true, 80, "shop.example.com:80", "browse", req, out);
+  policies.descriptors(true, 80, "shop.example.com:80", "browse", req, out);
   EXPECT_EQ(out, (std::vector<Descriptor>{{{"header_match", "api"}}, {{"remote_address", "198.18.0.7"}}}));
   // The checkout route has entries of its own: only those apply.
   out.clear();
-  l.descriptors(true, 80, "shop.example.com:80", "checkout", req, out);
+  policies.descriptors(true, 80, "shop.example.com:80", "checkout", req, out);
   EXPECT_EQ(out, (std::vector<Descriptor>{
                      {{"generic_key", "checkout"}, {"tenant", "acme"}, {"destination_cluster", std::string(req.destinationCluster)}},
                      {{"header_match", "anon"}}}));
@@ -278,7 +280,7 @@ TEST(GlobalRateLimits, TheFilterAndItsActionsCompile) {
   headers.clear();
   headers.add("authorization", "Bearer x");
   out.clear();
-  l.descriptors(true, 80, "shop.example.com:80", "checkout", req, out);
+  policies.descriptors(true, 80, "shop.example.com:80", "checkout", req, out);
   EXPECT_EQ(out, (std::vector<Descriptor>{{{"generic_key", "checkout"}, {"destination_cluster", std::string(req.destinationCluster)}}}));
   // Not a gateway request: not this filter's.
   EXPECT_FALSE(l.appliesTo(false, 80));
@@ -340,7 +342,9 @@ spec:
           domain: nowhere
 )yaml");
   std::vector<std::string> warnings;
-  auto limits = compileGlobalRateLimits(r.resources.envoyFilters, r.resources.rateLimitDomains, std::nullopt, warnings);
+  const RateLimitPolicies policies = compileRateLimitPolicies(r.resources.envoyFilters, std::nullopt, warnings);
+  auto limits = compileGlobalRateLimits(r.resources.envoyFilters, r.resources.rateLimitDomains, policies, std::nullopt,
+                                        warnings);
   ASSERT_EQ(limits.size(), 1u);
   EXPECT_EQ(limits[0]->domain, nullptr);
   EXPECT_EQ(limits[0]->config.timeout, std::chrono::milliseconds(20));

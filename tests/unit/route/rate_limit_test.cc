@@ -202,16 +202,19 @@ TEST(LocalRateLimitConfig, OtherPatchesSelectorsAndInboundAreReported) {
   EXPECT_TRUE(inbound.limits.empty());
   ASSERT_EQ(inbound.warnings.size(), 1u);
   EXPECT_NE(inbound.warnings[0].find("SIDECAR_INBOUND"), std::string::npos);
-  // Without a bucket (Envoy's per-route form), with descriptors, or
-  // narrowed by a listener match Sluice cannot follow: reported, not applied.
+  // Without a bucket (Envoy's per-route form) and no per-route limit to
+  // give it one: in the chain, limiting nothing, and said so.
   auto noBucket = compileYaml(envoyFilter("GATEWAY", kDirect + "          stat_prefix: p\n"));
   EXPECT_TRUE(noBucket.errors.empty());
-  EXPECT_TRUE(noBucket.limits.empty());
+  EXPECT_EQ(noBucket.limits.size(), 1u);
   ASSERT_EQ(noBucket.warnings.size(), 1u);
-  EXPECT_NE(noBucket.warnings[0].find("with settings not supported yet"), std::string::npos) << noBucket.warnings[0];
-  EXPECT_NE(testing::PrintToString(noBucket.loadWarnings).find("limits nothing"), std::string::npos);
+  EXPECT_NE(noBucket.warnings[0].find("limits nothing"), std::string::npos) << noBucket.warnings[0];
+  // A descriptor needs its own bucket.
   auto descriptors = compileYaml(envoyFilter("GATEWAY", bucket + "          descriptors: [{entries: [{key: a, value: b}]}]\n"));
-  EXPECT_TRUE(descriptors.limits.empty());
+  std::string descriptorErrors;
+  for (const auto& e : descriptors.errors) descriptorErrors += e.str() + "\n";
+  EXPECT_NE(descriptorErrors.find("descriptors[0].token_bucket: is required"), std::string::npos) << descriptorErrors;
+  // Narrowed by a listener match Sluice cannot follow: reported, not applied.
   auto sni = compileYaml(
       "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: rl, namespace: istio-system}\n"
       "spec:\n  configPatches:\n  - applyTo: HTTP_FILTER\n"
@@ -242,6 +245,121 @@ TEST(LocalRateLimitConfig, OtherPatchesSelectorsAndInboundAreReported) {
       << other.warnings[0];
 }
 
+// A typed_per_filter_config patch of `applyTo` for virtual host `vhost`
+// and route `route`, with `bucket` tokens.
+std::string perRoute(const std::string& applyTo, const std::string& vhost, const std::string& route, int bucket,
+                     const std::string& extra = "") {
+  return "  - applyTo: " + applyTo + "\n"
+         "    match: {context: SIDECAR_OUTBOUND, routeConfiguration: {vhost: {name: \"" + vhost + "\", route: {name: \"" +
+         route + "\"}}}}\n"
+         "    patch:\n"
+         "      operation: MERGE\n"
+         "      value:\n"
+         "        typed_per_filter_config:\n"
+         "          envoy.filters.http.local_ratelimit:\n"
+         "            \"@type\": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit\n"
+         "            stat_prefix: p" + std::to_string(bucket) + "\n"
+         "            token_bucket: {max_tokens: " + std::to_string(bucket) + ", fill_interval: 60s}\n" + extra;
+}
+
+TEST(LocalRateLimitConfig, TheMostSpecificPerRouteSettingsWin) {
+  auto c = compileYaml(
+      "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: rl, namespace: istio-system}\n"
+      "spec:\n  configPatches:\n"
+      "  - applyTo: HTTP_FILTER\n    match: {context: SIDECAR_OUTBOUND}\n"
+      "    patch:\n      operation: INSERT_BEFORE\n      value:\n        name: envoy.filters.http.local_ratelimit\n"
+      "        typed_config:\n" + kDirect + "          stat_prefix: own\n"
+      "          token_bucket: {max_tokens: 1, fill_interval: 60s}\n" +
+      perRoute("VIRTUAL_HOST", "shop:80", "", 2) + perRoute("HTTP_ROUTE", "", "checkout", 3) +
+      perRoute("VIRTUAL_HOST", "", "", 4));
+  ASSERT_TRUE(c.errors.empty()) << testing::PrintToString(c.warnings);
+  ASSERT_EQ(c.limits.size(), 4u);
+  const LocalRateLimit& own = *c.limits[0];
+  EXPECT_FALSE(own.perRoute);
+  auto pick = [&](std::string_view vhost, std::string_view route) {
+    return effectiveLocalRateLimit(own, c.limits, false, 80, vhost, route).config.statPrefix;
+  };
+  // A route's beats any virtual host's; among virtual hosts' the one
+  // applied last (here the one for every virtual host).
+  EXPECT_EQ(pick("shop:80", "checkout"), "p3");
+  EXPECT_EQ(pick("shop:80", "browse"), "p4");
+  EXPECT_EQ(pick("other:80", "checkout"), "p3");
+  // A listener the per-route patches do not reach keeps the filter's own.
+  EXPECT_EQ(effectiveLocalRateLimit(own, c.limits, true, 80, "shop:80", "checkout").config.statPrefix, "own");
+}
+
+TEST(LocalRateLimitConfig, PerRouteSettingsAreCheckedAndKeptApart) {
+  const std::string head =
+      "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: rl, namespace: istio-system}\n"
+      "spec:\n  configPatches:\n"
+      "  - applyTo: HTTP_FILTER\n    match: {context: SIDECAR_OUTBOUND}\n"
+      "    patch:\n      operation: INSERT_BEFORE\n      value:\n        name: envoy.filters.http.local_ratelimit\n"
+      "        typed_config:\n" + kDirect + "          stat_prefix: own\n";
+  // Envoy refuses a per-route config without a bucket, and duplicate descriptors.
+  auto noBucket = compileYaml(head + perRoute("HTTP_ROUTE", "", "a", 2).substr(0, perRoute("HTTP_ROUTE", "", "a", 2).find("            token_bucket")));
+  std::string errs;
+  for (const auto& e : noBucket.errors) errs += e.str() + "\n";
+  EXPECT_NE(errs.find("token_bucket: is required in a per-route config"), std::string::npos) << errs;
+  auto dup = compileYaml(head + perRoute("HTTP_ROUTE", "", "a", 2,
+                                         "            descriptors:\n"
+                                         "            - {entries: [{key: k, value: v}], token_bucket: {max_tokens: 1, fill_interval: 1s}}\n"
+                                         "            - {entries: [{key: k, value: v}], token_bucket: {max_tokens: 2, fill_interval: 1s}}\n"));
+  errs.clear();
+  for (const auto& e : dup.errors) errs += e.str() + "\n";
+  EXPECT_NE(errs.find("descriptors[1]: duplicate descriptor"), std::string::npos) << errs;
+  // Two routes' identical settings: a reload that drops the first keeps
+  // each route's own bucket (the second does not inherit the first's).
+  auto both = compileYaml(head + perRoute("HTTP_ROUTE", "", "a", 2) + perRoute("HTTP_ROUTE", "", "b", 2));
+  ASSERT_EQ(both.limits.size(), 3u);
+  EXPECT_TRUE(both.limits[1]->stateFor(false, 80)->bucket->take(0));  // route a spends one
+  auto onlyB = compileYaml(head + perRoute("HTTP_ROUTE", "", "b", 2));
+  inheritRateLimitState(onlyB.limits, both.limits);
+  EXPECT_EQ(onlyB.limits[1]->stateFor(false, 80)->bucket->tokens(), 2u);
+  // A per-route config for a filter of another name replaces nothing, and says so.
+  auto other = compileYaml(head + perRoute("HTTP_ROUTE", "", "a", 2).replace(
+                                      perRoute("HTTP_ROUTE", "", "a", 2).find("envoy.filters.http.local_ratelimit:"),
+                                      35, "my.limit:"));
+  ASSERT_EQ(other.limits.size(), 2u);
+  EXPECT_FALSE(other.limits[0]->hasPerRoute);
+  EXPECT_NE(testing::PrintToString(other.warnings).find("configures filter \\\"my.limit\\\""), std::string::npos)
+      << testing::PrintToString(other.warnings);
+}
+
+TEST(LocalRateLimitState, TheSlowestDescriptorBucketIsTriedFirst) {
+  config::LocalRateLimitConfig cfg;
+  cfg.descriptors.push_back({{{"k", "fast"}}, 100, 100, std::chrono::seconds(1)});
+  cfg.descriptors.push_back({{{"k", "slow"}}, 1, 1, std::chrono::seconds(60)});
+  LocalRateLimitState st(cfg, 0);
+  const std::vector<Descriptor> both = {{{"k", "fast"}}, {{"k", "slow"}}};
+  EXPECT_TRUE(st.take(cfg, both, 0));
+  for (int i = 0; i < 10; ++i) EXPECT_FALSE(st.take(cfg, both, 0));
+  // The strict bucket refused them all before the loose one was touched.
+  EXPECT_EQ(st.descriptorBuckets[0]->tokens(), 99u);
+}
+
+TEST(LocalRateLimitState, DescriptorBucketsThenTheDefaultOne) {
+  config::LocalRateLimitConfig cfg;
+  cfg.hasBucket = true;
+  cfg.maxTokens = 3;
+  cfg.fillInterval = std::chrono::seconds(60);
+  cfg.descriptors.push_back({{{"user", "ann"}}, 1, 1, std::chrono::seconds(60)});
+  LocalRateLimitState st(cfg, 0);
+  const std::vector<Descriptor> ann = {{{"user", "ann"}}};
+  const std::vector<Descriptor> bob = {{{"user", "bob"}}};
+  EXPECT_TRUE(st.take(cfg, ann, 0));   // ann's token and a default one
+  EXPECT_FALSE(st.take(cfg, ann, 0));  // ann's bucket is empty (the default one untouched)
+  EXPECT_TRUE(st.take(cfg, bob, 0));   // no descriptor matches: the default bucket
+  EXPECT_TRUE(st.take(cfg, {}, 0));
+  EXPECT_FALSE(st.take(cfg, {}, 0));
+  // Without always_consume_default_token_bucket a matched descriptor spares the default bucket.
+  cfg.alwaysConsumeDefault = false;
+  cfg.maxTokens = 1;
+  LocalRateLimitState spare(cfg, 0);
+  EXPECT_TRUE(spare.take(cfg, ann, 0));
+  EXPECT_TRUE(spare.take(cfg, {}, 0));
+  EXPECT_FALSE(spare.take(cfg, {}, 0));
+}
+
 TEST(LocalRateLimitConfig, AReloadKeepsTheStateOfAnUnchangedBucketOnly) {
   const auto yaml = [](int max) {
     return envoyFilter("GATEWAY", kDirect + "          stat_prefix: p\n          token_bucket: {max_tokens: " +
@@ -251,13 +369,13 @@ TEST(LocalRateLimitConfig, AReloadKeepsTheStateOfAnUnchangedBucketOnly) {
   auto same = compileYaml(yaml(3));
   auto changed = compileYaml(yaml(4));
   ASSERT_EQ(before.limits.size(), 1u);
-  EXPECT_TRUE(before.limits[0]->stateFor(true, 80)->bucket.take(0));
+  EXPECT_TRUE(before.limits[0]->stateFor(true, 80)->bucket->take(0));
   inheritRateLimitState(same.limits, before.limits);
   inheritRateLimitState(changed.limits, before.limits);
   EXPECT_EQ(same.limits[0]->stateFor(true, 80), before.limits[0]->stateFor(true, 80));
-  EXPECT_EQ(same.limits[0]->stateFor(true, 80)->bucket.tokens(), 2u);
+  EXPECT_EQ(same.limits[0]->stateFor(true, 80)->bucket->tokens(), 2u);
   EXPECT_NE(changed.limits[0]->stateFor(true, 80), before.limits[0]->stateFor(true, 80));
-  EXPECT_EQ(changed.limits[0]->stateFor(true, 80)->bucket.tokens(), 4u);
+  EXPECT_EQ(changed.limits[0]->stateFor(true, 80)->bucket->tokens(), 4u);
 }
 
 }  // namespace

@@ -87,8 +87,9 @@ class GlobalRateLimitFilter final : public RequestFilter {
       const std::string ip = remoteIp(cb.downstreamRemote());
       req.remoteAddress = ip;
       if (s.cluster) req.destinationCluster = s.cluster->name;
-      limit.descriptors(s.onGateway, s.port, s.vhost ? std::string_view(s.vhost->name) : std::string_view{},
-                        s.route ? std::string_view(s.route->name) : std::string_view{}, req, descriptors);
+      s.snapshot->rateLimitPolicies.descriptors(
+          s.onGateway, s.port, s.vhost ? std::string_view(s.vhost->name) : std::string_view{},
+          s.route ? std::string_view(s.route->name) : std::string_view{}, req, descriptors);
       if (descriptors.empty()) continue;  // Envoy makes no call
       keys.clear();
       call.rules.clear();
