@@ -345,6 +345,81 @@ TEST(GlobalRateLimit, AnAnswerAfterTheTimeoutIsDroppedNotGivenToTheNextRequest) 
   EXPECT_TRUE(p.mesh_.daemon().running());
 }
 
+// Without --redis, the filter asks the rate limit service its
+// rate_limit_service names: a gRPC server of the test's own
+// (tests/integration/rls_peer.py, python3-grpcio) that allows 3 requests
+// per descriptor.
+TEST(GlobalRateLimit, WithoutRedisTheRateLimitServiceDecides) {
+  TempDir tmp;
+  const uint16_t rlsPort = freePort();
+  auto rls = Process::start({"/usr/bin/python3", (repoRoot() / "tests/integration/rls_peer.py").string(), "--port",
+                             std::to_string(rlsPort), "--limit", "3"},
+                            tmp.path() / "rls.log");
+  ASSERT_OK(rls);
+  ASSERT_TRUE(rls->waitForLog("listening on", 10000ms)) << rls->logText();
+  Proxy p;
+  ASSERT_OK(p.mesh_.startUpstreams({"frontend-service"}));
+  p.mesh_.setVar("FRONTEND_SERVICE_PORT", std::to_string(p.mesh_.upstreamPort("frontend-service")));
+  auto svc = renderTemplate(kService, p.mesh_.vars());
+  ASSERT_OK(svc);
+  ASSERT_OK(p.mesh_.writeConfig("frontend.yaml", *svc));
+  ASSERT_OK(p.mesh_.writeConfig(
+      "ratelimit-service.yaml",
+      "apiVersion: networking.istio.io/v1\n"
+      "kind: ServiceEntry\n"
+      "metadata: {name: ratelimit, namespace: istio-system}\n"
+      "spec:\n"
+      "  hosts: [ratelimit.istio-system.svc.cluster.local]\n"
+      "  ports: [{number: 8081, name: grpc, protocol: GRPC}]\n"
+      "  resolution: STATIC\n"
+      "  endpoints: [{address: 127.0.0.1, ports: {grpc: " + std::to_string(rlsPort) + "}}]\n"));
+  ASSERT_OK(p.mesh_.writeConfig("ratelimit-filter.yaml", envoyFilter(kApiAction + "\n        - actions: " + kAddressAction,
+                                                                     false, "2s")));
+  ASSERT_OK(p.mesh_.startDaemon(1));
+  Tally t = send(p.mesh_, "/api/items", 5);
+  EXPECT_EQ(t.ok, 3) << t.firstOther << p.mesh_.logs();
+  EXPECT_EQ(t.limited, 2);
+  // The service saw the domain and both descriptors of each request.
+  EXPECT_NE(rls->logText().find("request domain=production descriptors=header_match=api;remote_address=127.0.0.1 -> 1"),
+            std::string::npos)
+      << rls->logText();
+  EXPECT_EQ(p.mesh_.stat("ratelimit.ok"), 3);
+  EXPECT_EQ(p.mesh_.stat("ratelimit.over_limit"), 2);
+  // The service gone: let through (failure_mode_deny unset), counted.
+  rls->stop();
+  Tally down = send(p.mesh_, "/api/items", 2);
+  EXPECT_EQ(down.ok, 2) << down.firstOther;
+  EXPECT_EQ(p.mesh_.stat("ratelimit.failure_mode_allowed"), 2);
+}
+
+TEST(GlobalRateLimit, ARateLimitServiceThatNeverAnswersCostsOnlyTheTimeout) {
+  SilentListener silent;
+  Proxy p;
+  ASSERT_OK(p.mesh_.startUpstreams({"frontend-service"}));
+  p.mesh_.setVar("FRONTEND_SERVICE_PORT", std::to_string(p.mesh_.upstreamPort("frontend-service")));
+  auto svc = renderTemplate(kService, p.mesh_.vars());
+  ASSERT_OK(svc);
+  ASSERT_OK(p.mesh_.writeConfig("frontend.yaml", *svc));
+  ASSERT_OK(p.mesh_.writeConfig(
+      "ratelimit-service.yaml",
+      "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: ratelimit, namespace: istio-system}\n"
+      "spec:\n  hosts: [ratelimit.istio-system.svc.cluster.local]\n  ports: [{number: 8081, name: grpc, protocol: GRPC}]\n"
+      "  resolution: STATIC\n  endpoints: [{address: 127.0.0.1, ports: {grpc: " + std::to_string(silent.port()) + "}}]\n"));
+  ASSERT_OK(p.mesh_.writeConfig("ratelimit-filter.yaml", envoyFilter(kApiAction, false, "100ms")));
+  ASSERT_OK(p.mesh_.startDaemon(1));
+  for (int i = 0; i < 3; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto r = p.mesh_.get("frontend.test", "/api/slow");
+    const int64_t ms = proxy::msSince(t0);
+    ASSERT_OK(r);
+    EXPECT_EQ(r->status, 200);
+    EXPECT_GE(ms, 90);
+    EXPECT_LT(ms, 900);
+  }
+  EXPECT_EQ(p.mesh_.stat("ratelimit.failure_mode_allowed"), 3);
+  EXPECT_TRUE(p.mesh_.daemon().running());
+}
+
 TEST(GlobalRateLimit, ARedisThatNeverAnswersCostsOnlyTheTimeout) {
   // A listener that never accepts: the connect neither succeeds nor fails.
   SilentListener silent;

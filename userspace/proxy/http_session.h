@@ -273,6 +273,11 @@ class HttpExchange : public PoolWaiter, public H2StreamOwner, public RedisWaiter
                       const http::HeaderMap* extraHeaders) override;
   void pauseFor(uint64_t ns) override;
   bool countInRedis(std::vector<RedisClient::Increment> keys, uint64_t timeoutNs) override;
+  bool hasRedis() const override;
+  bool callRateLimitService(const route::Cluster& cluster, std::string_view domain,
+                            const std::vector<route::Descriptor>& descriptors, uint64_t timeoutNs) override;
+  // Forgets the stream's pending rate limit call (its answer is dropped).
+  void cancelRateLimitCall();
   uint64_t unixSeconds() const override;
   void forwardUpstream() override;
   // RedisWaiter: the counts of the stream's global rate limit call.

@@ -23,8 +23,9 @@ using stats::Counter;
 
 HttpExchange::HttpExchange(Worker& worker, DownstreamInfo& info) : wk_(worker), info_(info) {}
 HttpExchange::~HttpExchange() {
-  // Backstop: no Redis reply may reach an exchange that is gone.
+  // Backstop: no rate limit answer may reach an exchange that is gone.
   if (RedisClient* redis = wk_.redis()) redis->cancel(this);
+  wk_.rls().cancel(this);
 }
 
 namespace {
@@ -322,9 +323,9 @@ void HttpExchange::runFilters() {
 void HttpExchange::onFilterResume() {
   if (!stream_) return;
   if (stream_->rateLimit.state == Stream::RateLimitCall::State::Pending) {
-    // The filter's timeout came before Redis' answer: the answer, when it
+    // The filter's timeout came before the answer: the answer, when it
     // comes, is dropped.
-    if (RedisClient* redis = wk_.redis()) redis->cancel(stream_->rateLimit.id);
+    cancelRateLimitCall();
     stream_->rateLimit.state = Stream::RateLimitCall::State::Failed;
   }
   const std::span<const RequestFilter* const> chain = requestFilters();
@@ -344,6 +345,7 @@ bool HttpExchange::countInRedis(std::vector<RedisClient::Increment> keys, uint64
   const uint64_t id = redis ? redis->increment(std::move(keys), this) : 0;
   if (!id) return false;
   stream_->rateLimit.id = id;
+  stream_->rateLimit.viaService = false;
   // The filter's timeout; none (0): the stream idle timeout bounds the
   // wait, and the client drops a Redis that stops answering.
   if (timeoutNs) wk_.timers().schedule(stream_->resumeTimer, timeoutNs);
@@ -351,6 +353,29 @@ bool HttpExchange::countInRedis(std::vector<RedisClient::Increment> keys, uint64
 }
 
 uint64_t HttpExchange::unixSeconds() const { return uint64_t(::time(nullptr)); }
+
+bool HttpExchange::hasRedis() const { return wk_.redis() != nullptr; }
+
+bool HttpExchange::callRateLimitService(const route::Cluster& cluster, std::string_view domain,
+                                        const std::vector<route::Descriptor>& descriptors, uint64_t timeoutNs) {
+  // The call's own deadline: the filter's timeout, or (none) the stream
+  // idle timeout, so a service that never answers holds nothing forever.
+  const uint64_t deadline = timeoutNs ? timeoutNs : wk_.engine().options().streamIdleTimeoutNs;
+  const uint64_t id = wk_.rls().call(cluster, domain, descriptors, deadline, this);
+  if (!id) return false;
+  stream_->rateLimit.id = id;
+  stream_->rateLimit.viaService = true;
+  if (timeoutNs) wk_.timers().schedule(stream_->resumeTimer, timeoutNs);
+  return true;
+}
+
+void HttpExchange::cancelRateLimitCall() {
+  if (stream_->rateLimit.viaService) {
+    wk_.rls().cancel(stream_->rateLimit.id);
+  } else if (RedisClient* redis = wk_.redis()) {
+    redis->cancel(stream_->rateLimit.id);
+  }
+}
 
 void HttpExchange::onRedisCounts(uint64_t id, std::span<const int64_t> counts, bool ok) {
   if (!stream_ || stream_->rateLimit.state != Stream::RateLimitCall::State::Pending || stream_->rateLimit.id != id)

@@ -332,7 +332,7 @@ void HttpExchange::cancelTimers() {
   stream_->resumeTimer.cancel();
   if (stream_->rateLimit.state == Stream::RateLimitCall::State::Pending) {
     stream_->rateLimit.state = Stream::RateLimitCall::State::None;
-    if (RedisClient* redis = wk_.redis()) redis->cancel(stream_->rateLimit.id);
+    cancelRateLimitCall();
   }
 }
 

@@ -144,7 +144,8 @@ struct Stream {
   struct RateLimitCall {
     enum class State { None, Pending, Counted, Failed };
     State state = State::None;
-    uint64_t id = 0;  // the Redis call while Pending
+    uint64_t id = 0;  // the Redis or service call while Pending
+    bool viaService = false;  // the rate limit service's (gRPC), not Redis
     size_t limit = 0;
     std::vector<const route::RateLimitRule*> rules;
     std::vector<int64_t> counts;

@@ -442,6 +442,7 @@ void Worker::run() {
     }
   }
   if (redis_) redis_->shutdown();
+  rls_.shutdown();
   // Let cancellations settle so fds close cleanly.
   for (int i = 0; i < 3; ++i) {
     ring_.submitAndWait(1'000'000);

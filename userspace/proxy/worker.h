@@ -20,6 +20,7 @@
 #include "core/timer_wheel.h"
 #include "proxy/conn_pool.h"
 #include "proxy/redis_client.h"
+#include "proxy/rls_client.h"
 #include "proxy/shadow.h"
 #include "route/table.h"
 #include "stats/stats.h"
@@ -88,6 +89,8 @@ class Worker {
   ConnPool& pool() { return pool_; }
   // Global rate limiting's counters (--redis); null without one.
   RedisClient* redis() { return redis_.get(); }
+  // Global rate limiting's calls to a rate limit service (gRPC).
+  RlsClient& rls() { return rls_; }
   // Runs pool().onWake() on this worker's thread soon; callable from any
   // thread (an eventfd the ring reads).
   void wake();
@@ -160,6 +163,7 @@ class Worker {
   bool draining_ = false;
   uint64_t drainDeadlineNs_ = 0;
   std::unique_ptr<RedisClient> redis_;
+  RlsClient rls_{*this};
   // Last: destroyed first, while the ring and timer wheel its connections
   // use still exist.
   ShadowManager shadows_;

@@ -567,8 +567,9 @@ std::vector<config::ConfigError> Compiler::run() {
   snap_.localRateLimits = compileLocalRateLimits(res.envoyFilters, options_.gatewayLabels, gatewayPorts, outboundPorts,
                                                  core::SteadyClock().nowNs(), snap_.warnings);
   snap_.rateLimitPolicies = compileRateLimitPolicies(res.envoyFilters, options_.gatewayLabels, snap_.warnings);
-  snap_.globalRateLimits = compileGlobalRateLimits(res.envoyFilters, res.rateLimitDomains, snap_.rateLimitPolicies,
-                                                   options_.gatewayLabels, snap_.warnings);
+  snap_.globalRateLimits = compileGlobalRateLimits(
+      res.envoyFilters, res.rateLimitDomains, snap_.rateLimitPolicies, options_.gatewayLabels,
+      [&](std::string_view name) { return snap_.findCluster(name); }, snap_.warnings);
   // A patch both kinds read (a route's local limit and its rate_limits)
   // would say the same thing twice.
   std::unordered_set<std::string> seen;

@@ -229,7 +229,7 @@ RateLimitPolicies compileRateLimitPolicies(const std::vector<config::EnvoyFilter
 std::vector<std::shared_ptr<const GlobalRateLimit>> compileGlobalRateLimits(
     const std::vector<config::EnvoyFilter>& filters, const std::vector<config::RateLimitDomainConfig>& domains,
     const RateLimitPolicies& policies, const std::optional<std::map<std::string, std::string>>& gatewayLabels,
-    std::vector<std::string>& warnings) {
+    const std::function<const Cluster*(std::string_view)>& findCluster, std::vector<std::string>& warnings) {
   std::vector<std::shared_ptr<const GlobalRateLimit>> out;
   for (const config::EnvoyFilter* f : envoyFiltersInOrder(filters)) {
     for (size_t i = 0; i < f->patches.size(); ++i) {
@@ -251,7 +251,16 @@ std::vector<std::shared_ptr<const GlobalRateLimit>> compileGlobalRateLimits(
       }
       if (!l.domain) {
         warnings.push_back(where + ": no rate limit configuration for domain \"" + l.config.domain +
-                           "\" (a ConfigMap or file with `domain: " + l.config.domain + "`): nothing is limited");
+                           "\" (a ConfigMap or file with `domain: " + l.config.domain + "`): " +
+                           (l.config.serviceCluster.empty()
+                                ? "nothing is limited"
+                                : "only its rate_limit_service can decide (sluiced without --redis)"));
+      }
+      if (!l.config.serviceCluster.empty()) {
+        l.service = findCluster(l.config.serviceCluster);
+        if (!l.service)
+          warnings.push_back(where + ": rate_limit_service cluster \"" + l.config.serviceCluster +
+                             "\" is no cluster of this configuration: only --redis can decide its limits");
       }
       if (!policies.reaches(l.gateway, l.outbound))
         warnings.push_back(where + ": no rate_limits actions reach its listeners: nothing is limited");

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -22,6 +23,8 @@
 #include "http/header_map.h"
 
 namespace sluice::route {
+
+struct Cluster;
 
 struct DescriptorEntry {
   std::string key;
@@ -116,6 +119,9 @@ struct GlobalRateLimit {
   uint32_t port = 0;  // 0: every port
   // The domain's configuration (null: none loaded, so nothing is limited).
   std::shared_ptr<const RateLimitDomain> domain;
+  // The cluster rate_limit_service names (null: none, or not one of this
+  // configuration's): without --redis, it decides (proxy/rls_client.h).
+  const Cluster* service = nullptr;
   http::HeaderMap limitedHeaders;  // x-envoy-ratelimited (unless disabled)
 
   bool appliesTo(bool onGateway, uint32_t listenerPort) const {
@@ -126,9 +132,10 @@ struct GlobalRateLimit {
 // The global rate limits of `filters` in priority then load order, each
 // with the domain configuration of its `domain` from `domains`; those
 // `policies` give no descriptor are reported.
+// `findCluster` resolves rate_limit_service's cluster_name.
 std::vector<std::shared_ptr<const GlobalRateLimit>> compileGlobalRateLimits(
     const std::vector<config::EnvoyFilter>& filters, const std::vector<config::RateLimitDomainConfig>& domains,
     const RateLimitPolicies& policies, const std::optional<std::map<std::string, std::string>>& gatewayLabels,
-    std::vector<std::string>& warnings);
+    const std::function<const Cluster*(std::string_view)>& findCluster, std::vector<std::string>& warnings);
 
 }  // namespace sluice::route

@@ -123,6 +123,11 @@ class FakeSession final : public FilterCallbacks {
     return redisUp;
   }
   uint64_t unixSeconds() const override { return 1'700'000'042; }
+  bool hasRedis() const override { return true; }
+  bool callRateLimitService(const route::Cluster&, std::string_view, const std::vector<route::Descriptor>&,
+                            uint64_t) override {
+    return false;
+  }
   void forwardUpstream() override { ++forwarded; }
   // The Redis call's answer, as the session would deliver it.
   FilterStatus answer(const RequestFilter& f, std::vector<int64_t> counts) {

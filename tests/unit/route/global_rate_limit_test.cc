@@ -242,7 +242,7 @@ TEST(GlobalRateLimits, TheFilterAndItsActionsCompile) {
   std::vector<std::string> warnings;
   const RateLimitPolicies policies = compileRateLimitPolicies(r.resources.envoyFilters, std::nullopt, warnings);
   auto limits = compileGlobalRateLimits(r.resources.envoyFilters, r.resources.rateLimitDomains, policies, std::nullopt,
-                                        warnings);
+                                        [](std::string_view) { return nullptr; }, warnings);
   ASSERT_EQ(limits.size(), 1u);
   const GlobalRateLimit& l = *limits[0];
   EXPECT_EQ(l.config.domain, "production");
@@ -344,7 +344,7 @@ spec:
   std::vector<std::string> warnings;
   const RateLimitPolicies policies = compileRateLimitPolicies(r.resources.envoyFilters, std::nullopt, warnings);
   auto limits = compileGlobalRateLimits(r.resources.envoyFilters, r.resources.rateLimitDomains, policies, std::nullopt,
-                                        warnings);
+                                        [](std::string_view) { return nullptr; }, warnings);
   ASSERT_EQ(limits.size(), 1u);
   EXPECT_EQ(limits[0]->domain, nullptr);
   EXPECT_EQ(limits[0]->config.timeout, std::chrono::milliseconds(20));

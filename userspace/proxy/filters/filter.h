@@ -14,6 +14,7 @@
 
 #include "core/clock.h"
 #include "proxy/redis_client.h"
+#include "route/global_rate_limit.h"
 #include "route/header_ops.h"
 #include "stats/stats.h"
 
@@ -47,6 +48,13 @@ class FilterCallbacks {
   virtual bool countInRedis(std::vector<RedisClient::Increment> keys, uint64_t timeoutNs) = 0;
   // Wall-clock seconds since the epoch: shared counters' windows.
   virtual uint64_t unixSeconds() const = 0;
+  // Whether the daemon counts global limits in Redis itself (--redis).
+  virtual bool hasRedis() const = 0;
+  // Asks the rate limit service at `cluster` (gRPC ShouldRateLimit) about
+  // `descriptors` of `domain`, pausing the chain as countInRedis does;
+  // stream().rateLimit's one count is the answer's overall_code.
+  virtual bool callRateLimitService(const route::Cluster& cluster, std::string_view domain,
+                                    const std::vector<route::Descriptor>& descriptors, uint64_t timeoutNs) = 0;
   // The terminal step: the request goes to its cluster (router).
   virtual void forwardUpstream() = 0;
 

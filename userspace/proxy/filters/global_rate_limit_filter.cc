@@ -7,12 +7,16 @@
 // filter's timeout). A count past its limit answers the request
 // (rate_limited_status, x-envoy-ratelimited, flag RL) unless the limit is
 // in shadow_mode; a failed or late answer lets the request through, or
-// with failure_mode_deny answers status_on_error (flag RLSE).
+// with failure_mode_deny answers status_on_error (flag RLSE). Without
+// --redis, a filter whose rate_limit_service names a cluster of the
+// configuration asks that service instead (gRPC ShouldRateLimit, every
+// descriptor), and its overall_code decides.
 #include <arpa/inet.h>
 
 #include <algorithm>
 
 #include "proxy/filters/filters.h"
+#include "proxy/rls_client.h"
 #include "proxy/stream.h"
 #include "route/global_rate_limit.h"
 
@@ -50,9 +54,13 @@ class GlobalRateLimitFilter final : public RequestFilter {
       if (failed(cb, limit)) return FilterStatus::Stop;
     } else {
       bool over = false;
-      for (size_t i = 0; i < call.rules.size() && i < call.counts.size(); ++i) {
-        const route::RateLimitRule& r = *call.rules[i];
-        if (call.counts[i] > int64_t(r.requestsPerUnit) && !r.shadowMode) over = true;
+      if (call.viaService) {
+        over = !call.counts.empty() && call.counts[0] == kRlsOverLimit;  // the service's overall_code
+      } else {
+        for (size_t i = 0; i < call.rules.size() && i < call.counts.size(); ++i) {
+          const route::RateLimitRule& r = *call.rules[i];
+          if (call.counts[i] > int64_t(r.requestsPerUnit) && !r.shadowMode) over = true;
+        }
       }
       if (over) {
         cb.stats().inc(stats::Counter::RateLimitOverLimit);
@@ -76,7 +84,10 @@ class GlobalRateLimitFilter final : public RequestFilter {
     std::vector<RedisClient::Increment> keys;
     for (; call.limit < limits.size(); ++call.limit) {
       const route::GlobalRateLimit& limit = *limits[call.limit];
-      if (!limit.domain || !limit.appliesTo(s.onGateway, s.port)) continue;
+      if (!limit.appliesTo(s.onGateway, s.port)) continue;
+      // Without --redis, the rate limit service decides, when there is one.
+      const bool viaService = !cb.hasRedis() && limit.service;
+      if (!viaService && !limit.domain) continue;
       descriptors.clear();
       route::RateLimitRequest req;
       req.method = s.head.method;
@@ -91,6 +102,17 @@ class GlobalRateLimitFilter final : public RequestFilter {
           s.onGateway, s.port, s.vhost ? std::string_view(s.vhost->name) : std::string_view{},
           s.route ? std::string_view(s.route->name) : std::string_view{}, req, descriptors);
       if (descriptors.empty()) continue;  // Envoy makes no call
+      const uint64_t timeoutNs = uint64_t(std::max<int64_t>(0, limit.config.timeout.count()));  // 0: none
+      if (viaService) {
+        call.state = Call::State::Pending;
+        call.counts.clear();
+        call.rules.clear();
+        if (cb.callRateLimitService(*limit.service, limit.config.domain, descriptors, timeoutNs))
+          return FilterStatus::Stop;
+        call.state = Call::State::None;
+        if (failed(cb, limit)) return FilterStatus::Stop;
+        continue;
+      }
       keys.clear();
       call.rules.clear();
       const uint64_t now = cb.unixSeconds();
@@ -106,7 +128,6 @@ class GlobalRateLimitFilter final : public RequestFilter {
       }
       call.state = Call::State::Pending;
       call.counts.clear();
-      const uint64_t timeoutNs = uint64_t(std::max<int64_t>(0, limit.config.timeout.count()));  // 0: none
       if (cb.countInRedis(std::move(keys), timeoutNs)) return FilterStatus::Stop;
       call.state = Call::State::None;
       if (failed(cb, limit)) return FilterStatus::Stop;
