@@ -390,6 +390,9 @@ TEST(GlobalRateLimit, WithoutRedisTheRateLimitServiceDecides) {
   Tally down = send(p.mesh_, "/api/items", 2);
   EXPECT_EQ(down.ok, 2) << down.firstOther;
   EXPECT_EQ(p.mesh_.stat("ratelimit.failure_mode_allowed"), 2);
+  EXPECT_TRUE(eventually([&] { return p.mesh_.logs().find("rate limit service 127.0.0.1:") != std::string::npos; },
+                         2000ms))
+      << p.mesh_.logs();
 }
 
 TEST(GlobalRateLimit, ARateLimitServiceThatNeverAnswersCostsOnlyTheTimeout) {

@@ -95,8 +95,9 @@ int64_t decodeRateLimitOverallCode(std::string_view in) {
 // One ShouldRateLimit call: a stream on a side-channel connection.
 class RlsClient::Call final : public H2StreamOwner {
  public:
-  Call(RlsClient& client, uint64_t id, RedisWaiter* waiter, std::string head, std::string body)
-      : client_(client), id_(id), waiter_(waiter), head_(std::move(head)), body_(std::move(body)) {}
+  Call(RlsClient& client, uint64_t id, RedisWaiter* waiter, std::string endpoint, std::string head, std::string body)
+      : client_(client), id_(id), waiter_(waiter), endpoint_(std::move(endpoint)), head_(std::move(head)),
+        body_(std::move(body)) {}
   ~Call() {
     if (stream_) stream_->cancel();
   }
@@ -128,11 +129,13 @@ class RlsClient::Call final : public H2StreamOwner {
     stream_->write(body_, true);
     std::string().swap(body_);
   }
-  void onUpstreamConnectFailed(bool) override { end(-1); }
-  void onUpstreamClosed(int) override { end(-1); }
+  void onUpstreamConnectFailed(bool timedOut) override {
+    fail(true, timedOut ? "connect timed out" : "connect failed");
+  }
+  void onUpstreamClosed(int) override { fail(true, "connection lost"); }
   void onUpstreamDrained() override {}
   void onH2UpstreamHead(int status, std::vector<http::Header>& fields, bool endStream) override {
-    if (status != 200) return end(-1);
+    if (status != 200) return fail(false, "HTTP status " + std::to_string(status));
     if (endStream) finish(fields);  // trailers-only: an error status
   }
   void onH2UpstreamData() override {
@@ -140,10 +143,10 @@ class RlsClient::Call final : public H2StreamOwner {
     if (message_.size() + body.size() > kMaxMessage) return end(-1);
     message_.append(body);
     stream_->take(body.size());
-    if (stream_->responseEnded()) end(-1);  // no trailers, so no grpc-status
+    if (stream_->responseEnded()) fail(false, "no grpc-status");  // no trailers
   }
   void onH2UpstreamTrailers(std::vector<http::Header>& fields) override { finish(fields); }
-  void onH2UpstreamReset(uint32_t) override { end(-1); }
+  void onH2UpstreamReset(uint32_t) override { fail(false, "stream reset"); }
 
  private:
   static constexpr size_t kMaxMessage = 64 * 1024;
@@ -154,16 +157,24 @@ class RlsClient::Call final : public H2StreamOwner {
       if (h.name == "grpc-status") status = http::grpcStatusValue(h.value);
     }
     // One message: a 5-byte prefix (uncompressed) and the response.
-    if (status != 0 || message_.size() < 5 || message_[0] != 0) return end(-1);
+    if (status != 0) return fail(false, "grpc-status " + std::to_string(status));
+    if (message_.size() < 5 || message_[0] != 0) return fail(false, "no response message");
     const uint32_t len = (uint32_t(uint8_t(message_[1])) << 24) | (uint32_t(uint8_t(message_[2])) << 16) |
                          (uint32_t(uint8_t(message_[3])) << 8) | uint32_t(uint8_t(message_[4]));
-    if (message_.size() != 5 + size_t(len)) return end(-1);
+    if (message_.size() != 5 + size_t(len)) return fail(false, "a response message that is not one");
     const int64_t code = decodeRateLimitOverallCode(std::string_view(message_).substr(5));
+    if (code < 0) return fail(false, "an unreadable response");
+    client_.noteAnswer(endpoint_);
     // Anything but OVER_LIMIT lets the request through, as in Envoy
-    // (UNKNOWN or no code included); only an unreadable answer fails.
-    end(code < 0 ? -1 : code == kRlsOverLimit ? kRlsOverLimit : kRlsOk);
+    // (UNKNOWN or no code included).
+    end(code == kRlsOverLimit ? kRlsOverLimit : kRlsOk);
   }
-  void onDeadline() { end(-1); }
+  void onDeadline() { end(-1); }  // the filter's timeout says it first
+  void fail(bool connection, std::string_view why) {
+    if (ended_) return;
+    client_.noteFailure(endpoint_, connection, why);
+    end(-1);
+  }
 
   // `code` < 0: failed. The waiter hears it, the stream is let go, and the
   // call is freed on the next loop turn.
@@ -189,6 +200,7 @@ class RlsClient::Call final : public H2StreamOwner {
   RlsClient& client_;
   uint64_t id_;
   RedisWaiter* waiter_;
+  std::string endpoint_;
   std::string head_, body_, message_;
   bool https_ = false;
   bool ended_ = false;
@@ -213,6 +225,8 @@ uint64_t RlsClient::call(const route::Cluster& cluster, std::string_view domain,
   const int idx = worker_.pickEndpoint(cluster);
   if (idx < 0) return 0;
   const route::Endpoint& ep = cluster.endpoints[size_t(idx)];
+  if (auto it = backoff_.find(ep.key); it != backoff_.end() && worker_.clock().nowNs() < it->second.untilNs)
+    return 0;  // failed a moment ago: not tried again yet
   EndpointState& state = worker_.endpointState(ep);
   const route::UpstreamSettings& settings = cluster.upstream;
   H2UpstreamConn* conn = nullptr;
@@ -241,7 +255,7 @@ uint64_t RlsClient::call(const route::Cluster& cluster, std::string_view domain,
       kPath, cluster.serviceHost, body.size());
   // No waiter until it has started: a call that fails at once is this
   // function's 0, never a callback from inside it.
-  auto* c = new Call(*this, nextId_++, nullptr, std::move(head), std::move(body));
+  auto* c = new Call(*this, nextId_++, nullptr, ep.key, std::move(head), std::move(body));
   live_.push_back(c);
   c->begin(*conn, settings.tls, deadlineNs);
   if (fresh) {
@@ -270,6 +284,25 @@ void RlsClient::cancel(RedisWaiter* w) {
     if (c->waiter() == w) gone.push_back(c);
   }
   for (Call* c : gone) c->abandon();
+}
+
+void RlsClient::noteFailure(const std::string& endpointKey, bool connection, std::string_view why) {
+  const uint64_t now = worker_.clock().nowNs();
+  if (connection) {
+    Backoff& b = backoff_[endpointKey];
+    b.stepNs = b.stepNs ? std::min<uint64_t>(5'000'000'000, b.stepNs * 2) : 100'000'000;
+    b.untilNs = now + b.stepNs;
+  }
+  if (logged_ && now - lastLogNs_ < 10'000'000'000) return;
+  lastLogNs_ = now;
+  logged_ = true;
+  fmt::print(stderr, "sluiced: worker {}: rate limit service {}: {} (calls fail until it answers)\n",
+             worker_.index(), endpointKey, why);
+}
+
+void RlsClient::noteAnswer(const std::string& endpointKey) {
+  if (!backoff_.empty()) backoff_.erase(endpointKey);
+  logged_ = false;
 }
 
 void RlsClient::shutdown() {

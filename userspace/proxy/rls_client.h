@@ -9,7 +9,9 @@
 // (domain, descriptors' entries, hits_addend 1); the answer is the
 // response's overall_code, read once the trailers say grpc-status 0.
 // Anything else (no endpoint, a refused connection, a reset, another
-// status, garbage) is a failure. A call's waiter hears it once, never from
+// status, garbage) is a failure, logged at most once per 10 s per worker.
+// An endpoint whose connection failed is not tried again for a back-off
+// (100 ms, doubling to 5 s; an answer resets it): calls to it fail at once. A call's waiter hears it once, never from
 // inside call(); a finished call is freed on the next loop turn, never
 // during one of its connection's callbacks.
 #pragma once
@@ -17,6 +19,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "core/timer_wheel.h"
@@ -59,6 +62,17 @@ class RlsClient {
  private:
   class Call;
   void reap();
+  // A call to `endpointKey` failed (`connection`: to connect or stay up) or
+  // was answered.
+  void noteFailure(const std::string& endpointKey, bool connection, std::string_view why);
+  void noteAnswer(const std::string& endpointKey);
+  struct Backoff {
+    uint64_t untilNs = 0;
+    uint64_t stepNs = 0;
+  };
+  std::unordered_map<std::string, Backoff> backoff_;  // by endpoint key
+  uint64_t lastLogNs_ = 0;
+  bool logged_ = false;
   static constexpr size_t kMaxCalls = 1024;  // in flight per worker
   Worker& worker_;
   uint64_t nextId_ = uint64_t(1) << 62;  // apart from RedisClient's ids
