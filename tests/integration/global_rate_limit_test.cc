@@ -94,17 +94,39 @@ class Proxy {
   std::expected<void, std::string> start(const std::string& filter, uint16_t redisPort,
                                          const std::vector<std::pair<std::string, std::string>>& seedChanges = {},
                                          int workers = 2) {
-    if (auto r = mesh_.startUpstreams({"frontend-service"}); !r) return r;
-    mesh_.setVar("FRONTEND_SERVICE_PORT", std::to_string(mesh_.upstreamPort("frontend-service")));
-    auto svc = renderTemplate(kService, mesh_.vars());
-    if (!svc) return std::unexpected(svc.error());
-    if (auto r = mesh_.writeConfig("frontend.yaml", *svc); !r) return r;
-    if (auto r = mesh_.writeConfig("ratelimit-filter.yaml", filter); !r) return r;
+    if (auto r = writeService(filter); !r) return r;
     if (auto r = seedChanges.empty() ? mesh_.addSeed("ratelimit-config.yaml")
                                      : mesh_.addSeedVariant("ratelimit-config.yaml", seedChanges);
         !r)
       return r;
     return mesh_.startDaemon(workers, 10000ms, {"--redis", "127.0.0.1:" + std::to_string(redisPort)});
+  }
+  // Without --redis: the service and `filter`, whose rate_limit_service is
+  // a ServiceEntry (GRPC) with its endpoint on `servicePort`.
+  std::expected<void, std::string> startWithService(const std::string& filter, uint16_t servicePort) {
+    if (auto r = writeService(filter); !r) return r;
+    if (auto r = mesh_.writeConfig(
+            "ratelimit-service.yaml",
+            "apiVersion: networking.istio.io/v1\n"
+            "kind: ServiceEntry\n"
+            "metadata: {name: ratelimit, namespace: istio-system}\n"
+            "spec:\n"
+            "  hosts: [ratelimit.istio-system.svc.cluster.local]\n"
+            "  ports: [{number: 8081, name: grpc, protocol: GRPC}]\n"
+            "  resolution: STATIC\n"
+            "  endpoints: [{address: 127.0.0.1, ports: {grpc: " + std::to_string(servicePort) + "}}]\n");
+        !r)
+      return r;
+    return mesh_.startDaemon(1);
+  }
+  // The backend, its ServiceEntry and `filter`.
+  std::expected<void, std::string> writeService(const std::string& filter) {
+    if (auto r = mesh_.startUpstreams({"frontend-service"}); !r) return r;
+    mesh_.setVar("FRONTEND_SERVICE_PORT", std::to_string(mesh_.upstreamPort("frontend-service")));
+    auto svc = renderTemplate(kService, mesh_.vars());
+    if (!svc) return std::unexpected(svc.error());
+    if (auto r = mesh_.writeConfig("frontend.yaml", *svc); !r) return r;
+    return mesh_.writeConfig("ratelimit-filter.yaml", filter);
   }
   TempDir tmp_;
   Mesh mesh_{tmp_};
@@ -358,24 +380,8 @@ TEST(GlobalRateLimit, WithoutRedisTheRateLimitServiceDecides) {
   ASSERT_OK(rls);
   ASSERT_TRUE(rls->waitForLog("listening on", 10000ms)) << rls->logText();
   Proxy p;
-  ASSERT_OK(p.mesh_.startUpstreams({"frontend-service"}));
-  p.mesh_.setVar("FRONTEND_SERVICE_PORT", std::to_string(p.mesh_.upstreamPort("frontend-service")));
-  auto svc = renderTemplate(kService, p.mesh_.vars());
-  ASSERT_OK(svc);
-  ASSERT_OK(p.mesh_.writeConfig("frontend.yaml", *svc));
-  ASSERT_OK(p.mesh_.writeConfig(
-      "ratelimit-service.yaml",
-      "apiVersion: networking.istio.io/v1\n"
-      "kind: ServiceEntry\n"
-      "metadata: {name: ratelimit, namespace: istio-system}\n"
-      "spec:\n"
-      "  hosts: [ratelimit.istio-system.svc.cluster.local]\n"
-      "  ports: [{number: 8081, name: grpc, protocol: GRPC}]\n"
-      "  resolution: STATIC\n"
-      "  endpoints: [{address: 127.0.0.1, ports: {grpc: " + std::to_string(rlsPort) + "}}]\n"));
-  ASSERT_OK(p.mesh_.writeConfig("ratelimit-filter.yaml", envoyFilter(kApiAction + "\n        - actions: " + kAddressAction,
-                                                                     false, "2s")));
-  ASSERT_OK(p.mesh_.startDaemon(1));
+  ASSERT_OK(p.startWithService(envoyFilter(kApiAction + "\n        - actions: " + kAddressAction, false, "2s"),
+                               rlsPort));
   Tally t = send(p.mesh_, "/api/items", 5);
   EXPECT_EQ(t.ok, 3) << t.firstOther << p.mesh_.logs();
   EXPECT_EQ(t.limited, 2);
@@ -398,18 +404,7 @@ TEST(GlobalRateLimit, WithoutRedisTheRateLimitServiceDecides) {
 TEST(GlobalRateLimit, ARateLimitServiceThatNeverAnswersCostsOnlyTheTimeout) {
   SilentListener silent;
   Proxy p;
-  ASSERT_OK(p.mesh_.startUpstreams({"frontend-service"}));
-  p.mesh_.setVar("FRONTEND_SERVICE_PORT", std::to_string(p.mesh_.upstreamPort("frontend-service")));
-  auto svc = renderTemplate(kService, p.mesh_.vars());
-  ASSERT_OK(svc);
-  ASSERT_OK(p.mesh_.writeConfig("frontend.yaml", *svc));
-  ASSERT_OK(p.mesh_.writeConfig(
-      "ratelimit-service.yaml",
-      "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: ratelimit, namespace: istio-system}\n"
-      "spec:\n  hosts: [ratelimit.istio-system.svc.cluster.local]\n  ports: [{number: 8081, name: grpc, protocol: GRPC}]\n"
-      "  resolution: STATIC\n  endpoints: [{address: 127.0.0.1, ports: {grpc: " + std::to_string(silent.port()) + "}}]\n"));
-  ASSERT_OK(p.mesh_.writeConfig("ratelimit-filter.yaml", envoyFilter(kApiAction, false, "100ms")));
-  ASSERT_OK(p.mesh_.startDaemon(1));
+  ASSERT_OK(p.startWithService(envoyFilter(kApiAction, false, "100ms"), silent.port()));
   for (int i = 0; i < 3; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
     auto r = p.mesh_.get("frontend.test", "/api/slow");

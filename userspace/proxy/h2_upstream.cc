@@ -130,6 +130,13 @@ bool H2UpstreamConn::canOpen(const route::UpstreamSettings& s, bool forMirrors) 
   return true;
 }
 
+H2UpstreamConn* H2UpstreamConn::sideChannel(const EndpointState& state, const route::UpstreamSettings& s) {
+  for (H2UpstreamConn* c : state.h2) {
+    if (c->canOpen(s, /*forMirrors=*/true)) return c;
+  }
+  return nullptr;
+}
+
 std::shared_ptr<H2UpstreamStream> H2UpstreamConn::openStream(H2StreamOwner* owner) {
   ++streamsOpened_;
   idleTimer_.cancel();

@@ -128,6 +128,10 @@ class H2UpstreamConn final : public OutboundConnection {
   // and keepalive) now, or once connected? `forMirrors`: for a mirror.
   bool canOpen(const route::UpstreamSettings& s, bool forMirrors = false) const;
   std::shared_ptr<H2UpstreamStream> openStream(H2StreamOwner* owner);
+  // A side-channel connection (mirrors, rate limit service calls) of the
+  // endpoint with room for a stream of a cluster connecting as `s`; null
+  // when none has.
+  static H2UpstreamConn* sideChannel(const EndpointState& state, const route::UpstreamSettings& s);
   bool reused() const { return streamsOpened_ > 1; }
   nghttp2_session* session() { return session_; }
   void wantSend() { queueSend(); }

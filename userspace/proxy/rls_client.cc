@@ -229,13 +229,7 @@ uint64_t RlsClient::call(const route::Cluster& cluster, std::string_view domain,
     return 0;  // failed a moment ago: not tried again yet
   EndpointState& state = worker_.endpointState(ep);
   const route::UpstreamSettings& settings = cluster.upstream;
-  H2UpstreamConn* conn = nullptr;
-  for (H2UpstreamConn* c : state.h2) {
-    if (c->canOpen(settings, /*forMirrors=*/true)) {
-      conn = c;
-      break;
-    }
-  }
+  H2UpstreamConn* conn = H2UpstreamConn::sideChannel(state, settings);
   bool fresh = false;
   if (!conn) {
     const int fd = OutboundConnection::openSocket(settings);

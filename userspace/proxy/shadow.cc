@@ -606,13 +606,7 @@ std::unique_ptr<ShadowStream> ShadowManager::startH2(const route::Endpoint& ep, 
                                                      const route::UpstreamSettings& settings,
                                                      const std::shared_ptr<upstream::ClusterLimits>& limits) {
   EndpointState& state = worker_.endpointState(ep);
-  H2UpstreamConn* conn = nullptr;
-  for (H2UpstreamConn* c : state.h2) {
-    if (c->canOpen(settings, /*forMirrors=*/true)) {
-      conn = c;
-      break;
-    }
-  }
+  H2UpstreamConn* conn = H2UpstreamConn::sideChannel(state, settings);
   bool fresh = false;
   if (!conn) {
     // As for HTTP/1.1: a new connection within maxConnections, or shed.

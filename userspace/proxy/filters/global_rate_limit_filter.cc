@@ -26,13 +26,6 @@ namespace {
 
 using Call = Stream::RateLimitCall;
 
-// The request's remote address as the remote_address action reads it.
-std::string remoteIp(const sockaddr_in& a) {
-  char buf[INET_ADDRSTRLEN] = {};
-  inet_ntop(AF_INET, &a.sin_addr, buf, sizeof(buf));
-  return buf;
-}
-
 class GlobalRateLimitFilter final : public RequestFilter {
  public:
   std::string_view name() const override { return "ratelimit"; }
@@ -82,6 +75,7 @@ class GlobalRateLimitFilter final : public RequestFilter {
     Call& call = s.rateLimit;
     std::vector<route::Descriptor> descriptors;
     std::vector<RedisClient::Increment> keys;
+    char ip[INET_ADDRSTRLEN];
     for (; call.limit < limits.size(); ++call.limit) {
       const route::GlobalRateLimit& limit = *limits[call.limit];
       if (!limit.appliesTo(s.onGateway, s.port)) continue;
@@ -89,15 +83,7 @@ class GlobalRateLimitFilter final : public RequestFilter {
       const bool viaService = !cb.hasRedis() && limit.service;
       if (!viaService && !limit.domain) continue;
       descriptors.clear();
-      route::RateLimitRequest req;
-      req.method = s.head.method;
-      req.path = s.target.path;
-      req.authority = s.target.authority;
-      req.scheme = s.forwardedProto.empty() ? "http" : s.forwardedProto;
-      req.headers = &s.headers;
-      const std::string ip = remoteIp(cb.downstreamRemote());
-      req.remoteAddress = ip;
-      if (s.cluster) req.destinationCluster = s.cluster->name;
+      const route::RateLimitRequest req = rateLimitRequest(s, cb.downstreamRemote(), ip);
       s.snapshot->rateLimitPolicies.descriptors(
           s.onGateway, s.port, s.vhost ? std::string_view(s.vhost->name) : std::string_view{},
           s.route ? std::string_view(s.route->name) : std::string_view{}, req, descriptors);
@@ -148,6 +134,20 @@ class GlobalRateLimitFilter final : public RequestFilter {
 };
 
 }  // namespace
+
+route::RateLimitRequest rateLimitRequest(const Stream& s, const sockaddr_in& peer, char (&ip)[INET_ADDRSTRLEN]) {
+  route::RateLimitRequest req;
+  req.method = s.head.method;
+  req.path = s.target.path;
+  req.authority = s.target.authority;
+  req.scheme = s.forwardedProto.empty() ? "http" : s.forwardedProto;
+  req.headers = &s.headers;
+  ip[0] = '\0';
+  inet_ntop(AF_INET, &peer.sin_addr, ip, INET_ADDRSTRLEN);
+  req.remoteAddress = ip;
+  if (s.cluster) req.destinationCluster = s.cluster->name;
+  return req;
+}
 
 const RequestFilter& globalRateLimitFilter() {
   static const GlobalRateLimitFilter f;

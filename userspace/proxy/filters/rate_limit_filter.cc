@@ -52,16 +52,8 @@ class RateLimitFilter final : public RequestFilter {
       }
       if (!limit.config.descriptors.empty() && !haveDescriptors) {
         haveDescriptors = true;
-        route::RateLimitRequest req;
-        req.method = s.head.method;
-        req.path = s.target.path;
-        req.authority = s.target.authority;
-        req.scheme = s.forwardedProto.empty() ? "http" : s.forwardedProto;
-        req.headers = &s.headers;
-        char ip[INET_ADDRSTRLEN] = {};
-        inet_ntop(AF_INET, &cb.downstreamRemote().sin_addr, ip, sizeof(ip));
-        req.remoteAddress = ip;
-        if (s.cluster) req.destinationCluster = s.cluster->name;
+        char ip[INET_ADDRSTRLEN];
+        const route::RateLimitRequest req = rateLimitRequest(s, cb.downstreamRemote(), ip);
         s.snapshot->rateLimitPolicies.descriptors(s.onGateway, s.port, vhost, route, req, descriptors);
       }
       if (state.take(limit.config, descriptors, cb.clock().nowNs())) {
