@@ -22,24 +22,31 @@ Mesh::~Mesh() {
 
 std::expected<void, std::string> Mesh::startUpstreams(const std::vector<std::string>& names,
                                                      const std::vector<std::string>& extraArgs) {
+  std::vector<std::pair<std::string, std::string>> at;
+  for (const auto& name : names) at.emplace_back(name, "127.0.0.1:" + std::to_string(freePort()));
+  return startUpstreamsAt(at, extraArgs);
+}
+
+std::expected<void, std::string> Mesh::startUpstreamsAt(const std::vector<std::pair<std::string, std::string>>& at,
+                                                       const std::vector<std::string>& extraArgs) {
   const fs::path bin = binaryPath("sluice-upstream");
   if (!fs::exists(bin)) return std::unexpected(bin.string() + " not built (run make)");
-  for (const auto& name : names) {
-    if (ports_.contains(name)) return std::unexpected("upstream " + name + " started twice");
-    uint16_t port = freePort();
-    std::vector<std::string> argv = {bin.string(), "--listen", "127.0.0.1:" + std::to_string(port),
-                                     "--name", name};
+  for (const auto& [name, listen] : at) {
+    if (upstreams_.contains(name)) return std::unexpected("upstream " + name + " started twice");
+    std::vector<std::string> argv = {bin.string(), "--listen", listen, "--name", name};
     argv.insert(argv.end(), extraArgs.begin(), extraArgs.end());
     auto p = Process::start(argv, dir_ / ("upstream-" + name + ".log"), {}, cgroup_);
     if (!p) return std::unexpected(p.error());
-    ports_[name] = port;
+    // /__counter and friends reach the upstreams on 127.0.0.1 only.
+    if (listen.starts_with("127.0.0.1:")) ports_[name] = static_cast<uint16_t>(std::stoi(listen.substr(10)));
     upstreams_.emplace(name, std::move(*p));
   }
   // Start all first, then wait: they come up in parallel.
-  for (const auto& name : names) {
+  for (const auto& [name, listen] : at) {
     Process& p = upstreams_.at(name);
     if (!p.waitForLog("sluice-upstream " + name + " listening", 5000ms)) {
-      return std::unexpected("sluice-upstream " + name + " did not report listening:\n" + p.logText());
+      return std::unexpected("sluice-upstream " + name + " did not report listening on " + listen + ":\n" +
+                             p.logText());
     }
   }
   return {};

@@ -29,6 +29,10 @@ class Mesh {
   // for its "listening" line. Can be called more than once.
   std::expected<void, std::string> startUpstreams(const std::vector<std::string>& names,
                                                  const std::vector<std::string>& extraArgs = {});
+  // The same at given ADDR:PORTs (name, listen): pods at their own loopback
+  // addresses. Only those on 127.0.0.1 have counters (counter()).
+  std::expected<void, std::string> startUpstreamsAt(const std::vector<std::pair<std::string, std::string>>& at,
+                                                   const std::vector<std::string>& extraArgs = {});
   uint16_t upstreamPort(const std::string& name) const;
   // ${NAME_PORT} for every started upstream, plus any set with setVar().
   std::map<std::string, std::string> vars() const;

@@ -35,7 +35,8 @@ int analyze(const std::string& dir) {
   size_t n = loaded->resources.virtualServices.size() + loaded->resources.destinationRules.size() +
              loaded->resources.serviceEntries.size() + loaded->resources.workloadEntries.size() +
              loaded->resources.gateways.size() + loaded->resources.envoyFilters.size() +
-             loaded->resources.rateLimitDomains.size();
+             loaded->resources.rateLimitDomains.size() + loaded->resources.kubeServices.size() +
+             loaded->resources.endpointSlices.size() + loaded->resources.pods.size();
   auto snap = sluice::route::compile(std::move(loaded->resources), 1);
   if (!snap) return printErrors(snap.error());
   for (const auto& w : (*snap)->warnings) fprintf(stderr, "warning: %s\n", w.c_str());

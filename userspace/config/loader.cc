@@ -77,7 +77,8 @@ void parseMetadata(Ctx& c, const Node& n, ObjectMeta& out) {
       readStringMap(c, v, p, out.annotations);
     } else if (key == "uid" || key == "resourceVersion" || key == "generation" || key == "creationTimestamp" ||
                key == "managedFields" || key == "finalizers" || key == "ownerReferences" ||
-               key == "generateName" || key == "deletionTimestamp" || key == "selfLink") {
+               key == "generateName" || key == "deletionTimestamp" || key == "selfLink" ||
+               key == "deletionGracePeriodSeconds") {
       // Server-populated fields, present in `kubectl get -o yaml` output.
     } else {
       return false;
@@ -94,7 +95,7 @@ std::optional<std::string> scalarField(const Node& map, std::string_view key) {
 
 struct DocHeader {
   std::string apiVersion, kind;
-  Node metadata, spec;
+  Node metadata, spec, status, items;
   bool hasMetadata = false, hasSpec = false;
   int line = 0;
 };
@@ -141,8 +142,59 @@ bool loadRateLimitConfigMap(Ctx& c, const Node& doc, const DocHeader& h, LoadRep
   return any;
 }
 
+bool isKubernetesKind(const DocHeader& h) {
+  return (h.apiVersion == "v1" && (h.kind == "Service" || h.kind == "Pod")) ||
+         (h.apiVersion == "discovery.k8s.io/v1" && h.kind == "EndpointSlice");
+}
+
+void loadDocument(Ctx& c, const Node& doc, LoadReport& out, std::string_view itemApiVersion = {},
+                  std::string_view itemKind = {});
+
+// `kind: List` (what `kubectl get -o yaml` prints for several objects) or a
+// typed list such as ServiceList (what the API returns, whose items name no
+// kind): each item loads as a document of its own.
+void loadList(Ctx& c, const DocHeader& h, LoadReport& out) {
+  if (h.items.isNull()) return;
+  if (!h.items.isSequence()) {
+    c.setResource(h.kind, h.line);
+    c.error(h.items, "items", "must be a list");
+    return;
+  }
+  std::string itemKind = h.kind == "List" ? "" : h.kind.substr(0, h.kind.size() - 4);
+  for (const Node& item : h.items.items()) loadDocument(c, item, out, h.apiVersion, itemKind);
+}
+
+// A Kubernetes Service, EndpointSlice or Pod: the registry's inputs.
+void loadKubernetesObject(Ctx& c, const Node& doc, const DocHeader& h, ObjectMeta meta, LoadReport& out) {
+  const SourceRef src{c.file(), h.line};
+  static const yaml::NodeData kEmptyMap{yaml::Kind::Map};
+  Node spec(&kEmptyMap);
+  if (h.hasSpec && !h.spec.isNull()) spec.reset(h.spec);
+  if (h.kind == "Service") {
+    KubeService svc;
+    svc.metadata = std::move(meta);
+    svc.source = src;
+    detail::parseKubeServiceSpec(c, spec, svc);
+    out.resources.kubeServices.push_back(std::move(svc));
+  } else if (h.kind == "EndpointSlice") {
+    EndpointSlice slice;
+    slice.metadata = std::move(meta);
+    slice.source = src;
+    detail::parseEndpointSlice(c, doc, slice);
+    out.resources.endpointSlices.push_back(std::move(slice));
+  } else {
+    Pod pod;
+    pod.metadata = std::move(meta);
+    pod.source = src;
+    detail::parsePod(c, spec, h.status, pod);
+    out.resources.pods.push_back(std::move(pod));
+  }
+}
+
 // Appends the resource of one document to `out`; errors go through `c`.
-void loadDocument(Ctx& c, const Node& doc, LoadReport& out) {
+// A list's items inherit its apiVersion and, from a typed list, their kind.
+void loadDocument(Ctx& c, const Node& doc, LoadReport& out, std::string_view itemApiVersion,
+                  std::string_view itemKind) {
   const int docLine = c.line(doc);
   c.setResource("", docLine);
   if (doc.isNull()) return;  // empty document ("---" with nothing after it)
@@ -158,7 +210,11 @@ void loadDocument(Ctx& c, const Node& doc, LoadReport& out) {
     else if (key == "kind") h.kind = v.scalar();
     else if (key == "metadata") h.metadata.reset(v), h.hasMetadata = true;
     else if (key == "spec") h.spec.reset(v), h.hasSpec = true;
+    else if (key == "status") h.status.reset(v);
+    else if (key == "items") h.items.reset(v);
   }
+  if (h.apiVersion.empty()) h.apiVersion = itemApiVersion;
+  if (h.kind.empty()) h.kind = itemKind;
   if (h.kind.empty() && h.apiVersion.empty() && scalarField(doc, "domain")) {
     // envoyproxy/ratelimit's own file format, as its service reads it.
     RateLimitDomainConfig rl;
@@ -173,11 +229,16 @@ void loadDocument(Ctx& c, const Node& doc, LoadReport& out) {
     return;
   }
   if (h.kind == "ConfigMap" && h.apiVersion == "v1" && loadRateLimitConfigMap(c, doc, h, out)) return;
+  if (h.kind.ends_with("List") && itemKind.empty() && itemApiVersion.empty()) {
+    loadList(c, h, out);
+    return;
+  }
+  const bool kubernetes = isKubernetesKind(h);
   const bool networking = isIstioNetworking(h.apiVersion);
   const bool known = networking && (h.kind == "VirtualService" || h.kind == "DestinationRule" ||
                                     h.kind == "Gateway" || h.kind == "ServiceEntry" || h.kind == "WorkloadEntry");
   const bool envoyFilter = h.kind == "EnvoyFilter" && h.apiVersion == "networking.istio.io/v1alpha3";
-  if (!known && !envoyFilter) {
+  if (!known && !envoyFilter && !kubernetes) {
     std::string name = scalarField(h.metadata, "name").value_or("");
     out.warnings.push_back(c.file() + ":" + std::to_string(docLine) + ": skipping unsupported resource " +
                            h.apiVersion + " " + h.kind + (name.empty() ? "" : " " + name));
@@ -197,6 +258,14 @@ void loadDocument(Ctx& c, const Node& doc, LoadReport& out) {
   }
   c.setNamespace(meta.namespace_);
   if (meta.name.empty() && h.hasMetadata) c.error(h.metadata, "metadata.name", "is required");
+  if (kubernetes) {
+    if (h.hasSpec && !h.spec.isNull() && !h.spec.isMap()) {
+      c.error(h.spec, "spec", "must be a map");
+      return;
+    }
+    loadKubernetesObject(c, doc, h, std::move(meta), out);
+    return;
+  }
 
   // Top-level keys are checked here, once the resource has a name for the message.
   forFields(c, doc, "", [&](const std::string& key, const Node&, const std::string&) {
@@ -256,11 +325,12 @@ void loadDocument(Ctx& c, const Node& doc, LoadReport& out) {
 
 // Per-kind counts, so duplicate checks can look only at what a call added.
 struct Counts {
-  size_t vs = 0, dr = 0, gw = 0, se = 0, we = 0, ef = 0, rl = 0;
+  size_t vs = 0, dr = 0, gw = 0, se = 0, we = 0, ef = 0, rl = 0, ksvc = 0, eps = 0, pod = 0;
 };
 Counts countsOf(const Resources& r) {
   return {r.virtualServices.size(), r.destinationRules.size(), r.gateways.size(), r.serviceEntries.size(),
-          r.workloadEntries.size(), r.envoyFilters.size(),     r.rateLimitDomains.size()};
+          r.workloadEntries.size(), r.envoyFilters.size(),     r.rateLimitDomains.size(),
+          r.kubeServices.size(),    r.endpointSlices.size(),   r.pods.size()};
 }
 
 // Reports resources at index >= from.<kind> whose kind/namespace/name was
@@ -286,6 +356,9 @@ void checkDuplicates(const Resources& r, const Counts& from, std::vector<ConfigE
   check(r.serviceEntries, from.se, "ServiceEntry");
   check(r.workloadEntries, from.we, "WorkloadEntry");
   check(r.envoyFilters, from.ef, "EnvoyFilter");
+  check(r.kubeServices, from.ksvc, "Service");
+  check(r.endpointSlices, from.eps, "EndpointSlice");
+  check(r.pods, from.pod, "Pod");
   // One configuration per rate limit domain, as the ratelimit service
   // requires (it would refuse to start).
   std::unordered_map<std::string, const SourceRef*> domains;
@@ -313,8 +386,9 @@ std::vector<ConfigError> loadYamlNoDuplicateCheck(std::string_view text, const s
   return errors;
 }
 
-bool hasYamlExtension(const std::string& name) {
-  return name.ends_with(".yaml") || name.ends_with(".yml");
+// YAML, or JSON (`kubectl get -o json`), which the YAML parser reads too.
+bool hasConfigExtension(const std::string& name) {
+  return name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json");
 }
 
 // Collects config files below `dir`. Every dot-prefixed entry is skipped: that
@@ -354,13 +428,13 @@ void walk(const std::string& dir, int depth, std::set<std::pair<dev_t, ino_t>>& 
     struct stat est{};
     if (::stat(path.c_str(), &est) != 0) {
       // A dangling symlink mid-swap; the watcher fires again when it settles.
-      if (hasYamlExtension(name))
+      if (hasConfigExtension(name))
         errors.push_back(ConfigError{path, 0, "", "", std::string("cannot read file: ") + std::strerror(errno)});
       continue;
     }
     if (S_ISDIR(est.st_mode)) {
       walk(path, depth + 1, visited, files, errors);
-    } else if (!hasYamlExtension(name)) {
+    } else if (!hasConfigExtension(name)) {
       continue;
     } else if (!S_ISREG(est.st_mode)) {
       errors.push_back(ConfigError{path, 0, "", "", "not a regular file"});
@@ -435,11 +509,14 @@ void append(Resources& to, const Resources& from) {
   add(to.workloadEntries, from.workloadEntries);
   add(to.envoyFilters, from.envoyFilters);
   add(to.rateLimitDomains, from.rateLimitDomains);
+  add(to.kubeServices, from.kubeServices);
+  add(to.endpointSlices, from.endpointSlices);
+  add(to.pods, from.pods);
 }
 
 // walk() names a config file in the errors that concern one file, and a
 // directory in those that concern the whole tree.
-bool isFileError(const ConfigError& e) { return hasYamlExtension(e.file); }
+bool isFileError(const ConfigError& e) { return hasConfigExtension(e.file); }
 
 }  // namespace
 

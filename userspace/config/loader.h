@@ -37,7 +37,7 @@ struct LoadReport {
 // resources to `out`. Returns every error found (not just the first).
 std::vector<ConfigError> loadYaml(std::string_view text, const std::string& file, LoadReport& out);
 
-// Loads every *.yaml / *.yml below `dir` (recursively, following the
+// Loads every *.yaml / *.yml / *.json below `dir` (recursively, following the
 // Kubernetes ConfigMap `..data` symlink layout, skipping hidden `..<ts>` dirs
 // so files are not read twice). Any error rejects the whole load, including
 // a YAML name that is not a regular file (a FIFO would block the loader) and

@@ -414,6 +414,10 @@ struct ServiceEntry {
   std::vector<std::string> exportTo;
   std::vector<std::string> subjectAltNames;
   SourceRef source;
+  // Built by the Kubernetes registry from a Service (kube_registry.h), not
+  // written as a ServiceEntry: it takes precedence over ServiceEntries of
+  // the same host, as in istiod.
+  bool fromKubernetes = false;
 };
 
 // envoy.filters.http.local_ratelimit (LocalRateLimit v3), as an EnvoyFilter
@@ -556,6 +560,65 @@ struct RateLimitDomainConfig {
   SourceRef source;
 };
 
+// --- Kubernetes core objects (kube_objects.cc), trimmed to what the service
+// registry needs (kube_registry.h builds services from them as istiod does).
+// Fields kubectl prints that Sluice does not use are skipped, not refused.
+
+struct KubeServicePort {
+  std::string name;
+  std::string protocol = "TCP";  // TCP, UDP, SCTP
+  std::optional<std::string> appProtocol;
+  uint32_t port = 0;
+  // targetPort: a number, or the name of a container port (resolved per
+  // pod by the EndpointSlice controller; the slice carries the number).
+  uint32_t targetPortNumber = 0;
+  std::string targetPortName;
+};
+
+struct KubeService {
+  ObjectMeta metadata;
+  std::string type = "ClusterIP";  // ClusterIP, NodePort, LoadBalancer, ExternalName
+  // spec.clusterIPs (or spec.clusterIP): "None" makes the service headless.
+  std::vector<std::string> clusterIPs;
+  bool headless = false;
+  std::string externalName;
+  std::vector<KubeServicePort> ports;
+  std::map<std::string, std::string> selector;
+  bool publishNotReadyAddresses = false;
+  SourceRef source;
+};
+
+struct EndpointSlice {
+  ObjectMeta metadata;
+  std::string serviceName;  // label kubernetes.io/service-name
+  std::string addressType;  // IPv4, IPv6, FQDN
+  struct Port {
+    std::string name;  // the Service port's name ("" for an unnamed port)
+    uint32_t port = 0;
+    std::string protocol = "TCP";
+  };
+  std::vector<Port> ports;
+  struct Endpoint {
+    std::vector<std::string> addresses;
+    // conditions; an absent `ready` means ready, as the API says.
+    bool ready = true;
+    bool terminating = false;
+    // targetRef of kind Pod: whose labels the endpoint carries.
+    std::string podName, podNamespace;
+    std::string nodeName;
+  };
+  std::vector<Endpoint> endpoints;
+  SourceRef source;
+};
+
+struct Pod {
+  ObjectMeta metadata;
+  std::string nodeName;
+  std::vector<std::string> podIPs;  // status.podIPs (or status.podIP)
+  std::string phase;
+  SourceRef source;
+};
+
 // Every resource of one consistent configuration.
 struct Resources {
   std::vector<VirtualService> virtualServices;
@@ -565,6 +628,9 @@ struct Resources {
   std::vector<WorkloadEntry> workloadEntries;
   std::vector<EnvoyFilter> envoyFilters;
   std::vector<RateLimitDomainConfig> rateLimitDomains;
+  std::vector<KubeService> kubeServices;
+  std::vector<EndpointSlice> endpointSlices;
+  std::vector<Pod> pods;
   std::vector<std::string> files;  // every file read, sorted
 };
 

@@ -205,5 +205,10 @@ void parseVirtualServiceSpec(Ctx& c, const Node& spec, VirtualService& out);
 void parseDestinationRuleSpec(Ctx& c, const Node& spec, DestinationRule& out);
 void parseGatewaySpec(Ctx& c, const Node& spec, Gateway& out);
 void parseServiceEntrySpec(Ctx& c, const Node& spec, ServiceEntry& out);
+// Kubernetes objects (parse_kube_objects.cc). An EndpointSlice has no spec:
+// `doc` is the whole document, with out.metadata already read.
+void parseKubeServiceSpec(Ctx& c, const Node& spec, KubeService& out);
+void parseEndpointSlice(Ctx& c, const Node& doc, EndpointSlice& out);
+void parsePod(Ctx& c, const Node& spec, const Node& status, Pod& out);
 
 }  // namespace sluice::config::detail

@@ -108,9 +108,10 @@ bool ConfigManager::reload() {
   const auto& r = (*compiled)->resources;
   fprintf(stderr,
           "sluiced: config version %lu loaded: %zu VirtualService, %zu DestinationRule, %zu ServiceEntry, "
-          "%zu WorkloadEntry, %zu Gateway\n",
+          "%zu WorkloadEntry, %zu Gateway, %zu Kubernetes Service (%zu EndpointSlice, %zu Pod)\n",
           static_cast<unsigned long>(next), r.virtualServices.size(), r.destinationRules.size(),
-          r.serviceEntries.size(), r.workloadEntries.size(), r.gateways.size());
+          r.serviceEntries.size(), r.workloadEntries.size(), r.gateways.size(), r.kubeServices.size(),
+          r.endpointSlices.size(), r.pods.size());
   return true;
 }
 
@@ -274,14 +275,25 @@ std::string ConfigManager::dumpJson() const {
     v["subsets"] = subsets;
     res["destination_rules"].push_back(v);
   }
-  for (const auto& se : s.resources.serviceEntries) {
+  auto service = [&](const config::ServiceEntry& se) {
     json v = meta(se.metadata, se.source);
     v["hosts"] = se.hosts;
     v["addresses"] = se.addresses;
     json ports = json::array();
     for (const auto& p : se.ports) ports.push_back({{"number", p.number}, {"protocol", p.protocol}, {"name", p.name}});
     v["ports"] = ports;
-    res["service_entries"].push_back(v);
+    return v;
+  };
+  for (const auto& se : s.resources.serviceEntries) res["service_entries"].push_back(service(se));
+  // Services the Kubernetes registry built (Service + EndpointSlices + Pods).
+  res["kubernetes_services"] = json::array();
+  for (const auto& se : s.kubernetesServices) {
+    json v = service(se);
+    json endpoints = json::array();
+    for (const auto& e : se.endpoints)
+      endpoints.push_back({{"address", e.address}, {"ports", e.ports}, {"labels", e.labels}});
+    v["endpoints"] = endpoints;
+    res["kubernetes_services"].push_back(v);
   }
   for (const auto& we : s.resources.workloadEntries) {
     json v = meta(we.metadata, we.source);

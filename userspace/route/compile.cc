@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <unordered_set>
 
+#include "config/kube_registry.h"
 #include "core/clock.h"
 #include "route/compiler.h"
 
@@ -16,22 +17,26 @@ void Compiler::indexServices() {
   for (const config::WorkloadEntry& we : snap_.resources.workloadEntries) {
     workloadsByNs_[we.metadata.namespace_].push_back(&we);
   }
-  for (const config::ServiceEntry& se : snap_.resources.serviceEntries) {
+  // Kubernetes Services first: as in istiod, one takes precedence over a
+  // ServiceEntry of the same host (no squatting on a Service's name).
+  auto index = [&](const config::ServiceEntry& se) {
     if (se.ports.empty()) {
-      warn(resourceName("ServiceEntry", se.metadata) + ": no ports; ignored");
-      continue;
+      warn(serviceResourceName(se) + ": no ports; ignored");
+      return;
     }
     for (const std::string& raw : se.hosts) {
       std::string host = lowerCopy(raw);
       auto [it, inserted] = services_.try_emplace(host, Service{host, &se});
       if (!inserted) {
-        warn(resourceName("ServiceEntry", se.metadata) + ": host " + host + " already defined by " +
-             resourceName("ServiceEntry", it->second.se->metadata) + "; ignored");
+        warn(serviceResourceName(se) + ": host " + host + " already defined by " +
+             serviceResourceName(*it->second.se) + "; ignored");
         continue;
       }
       serviceOrder_.push_back(&it->second);
     }
-  }
+  };
+  for (const config::ServiceEntry& se : snap_.kubernetesServices) index(se);
+  for (const config::ServiceEntry& se : snap_.resources.serviceEntries) index(se);
 }
 
 void Compiler::indexDestinationRules() {
@@ -122,17 +127,24 @@ const config::DestinationRule* Compiler::destinationRuleFor(const std::string& h
 }
 
 void Compiler::addEndpoint(const config::WorkloadEntry& e, const config::ServiceEntry& se,
-                           const config::ServicePort& sp, std::vector<Endpoint>& out) {
+                           const config::ServicePort& sp, std::vector<Endpoint>& out, bool fromSlice) {
   Endpoint ep;
   if (inet_pton(AF_INET, e.address.c_str(), &ep.sockaddr.sin_addr) != 1) {
     if (badEndpointsWarned_.insert(&e).second) {
-      warn(resourceName("ServiceEntry", se.metadata) + ": endpoint address \"" + e.address +
+      warn(serviceResourceName(se) + ": endpoint address \"" + e.address +
            "\" is not an IPv4 address; skipped (only STATIC IPv4 endpoints are supported)");
     }
     return;
   }
   ep.address = e.address;
-  if (auto it = e.ports.find(sp.name); !sp.name.empty() && it != e.ports.end()) {
+  // By the port's name; an unnamed Kubernetes port's endpoints carry "".
+  auto it = e.ports.find(sp.name);
+  if (fromSlice && it == e.ports.end()) {
+    // Its EndpointSlice has no such port (a named targetPort this pod does
+    // not declare): as in istiod, no endpoint for it on this port.
+    return;
+  }
+  if ((!sp.name.empty() || fromSlice) && it != e.ports.end()) {
     ep.port = static_cast<uint16_t>(it->second);
   } else {
     ep.port = static_cast<uint16_t>(sp.targetPort ? sp.targetPort : sp.number);
@@ -150,7 +162,9 @@ const std::vector<Endpoint>& Compiler::serviceEndpoints(const Service& svc, cons
   auto [it, inserted] = endpointCache_.try_emplace(key);
   if (!inserted) return it->second;
   const config::ServiceEntry& se = *svc.se;
-  for (const config::WorkloadEntry& e : se.endpoints) addEndpoint(e, se, sp, it->second);
+  // A Kubernetes Service's own endpoints come from its EndpointSlices.
+  const bool fromSlices = se.fromKubernetes && se.resolution == "STATIC";
+  for (const config::WorkloadEntry& e : se.endpoints) addEndpoint(e, se, sp, it->second, fromSlices);
   if (!se.workloadSelector.empty()) {
     if (auto ws = workloadsByNs_.find(se.metadata.namespace_); ws != workloadsByNs_.end()) {
       for (const config::WorkloadEntry* we : ws->second) {
@@ -226,7 +240,7 @@ const Cluster* Compiler::cluster(const config::Destination& d, uint32_t vhostPor
   }
   if (!svc) {
     c->missing = true;
-    warn(context + ": destination host " + host + " matches no ServiceEntry; " + name + " has no endpoints");
+    warn(context + ": destination host " + host + " matches no Service or ServiceEntry; " + name + " has no endpoints");
   } else if (!sp) {
     c->missing = true;
     warn(context + ": " + host + " has no port " + std::to_string(port) + "; " + name + " has no endpoints");
@@ -470,7 +484,7 @@ void Compiler::buildServiceHosts() {
     if (vs) vsHostsUsed_.insert(svc->host);
     for (const config::ServicePort& sp : svc->se->ports) {
       // Every port gets its service-wide cluster (TCP proxying needs it too).
-      serviceCluster(svc->host, sp.number, resourceName("ServiceEntry", svc->se->metadata));
+      serviceCluster(svc->host, sp.number, serviceResourceName(*svc->se));
       if (!isHttpProtocol(sp.protocol)) {
         addCaptureVips(svc->host, svc->se->addresses, sp.number,
                        addTcpService(*svc, sp.number, tcpVirtualServiceFor(svc->host)));
@@ -545,12 +559,14 @@ std::vector<config::ConfigError> Compiler::run() {
   // Sized up front: rehashing tables of tens of thousands of strings is a
   // large share of compile time at 10k services.
   const config::Resources& res = snap_.resources;
-  services_.reserve(res.serviceEntries.size());
-  endpointCache_.reserve(res.serviceEntries.size());
+  snap_.kubernetesServices = config::kubernetesServices(res, snap_.warnings);
+  const size_t services = res.serviceEntries.size() + snap_.kubernetesServices.size();
+  services_.reserve(services);
+  endpointCache_.reserve(services);
   drByHost_.reserve(res.destinationRules.size());
   vsByHost_.reserve(res.virtualServices.size());
-  snap_.clusterIndex.reserve(2 * res.serviceEntries.size() + 2 * res.virtualServices.size());
-  domains_.reserve(5 * res.serviceEntries.size());
+  snap_.clusterIndex.reserve(2 * services + 2 * res.virtualServices.size());
+  domains_.reserve(5 * services);
   indexServices();
   indexDestinationRules();
   indexVirtualServices();

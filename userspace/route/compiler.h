@@ -98,8 +98,10 @@ class Compiler {
   const config::VirtualService* tcpVirtualServiceFor(const std::string& host) const;
   const config::DestinationRule* destinationRuleFor(const std::string& host) const;
   const std::vector<Endpoint>& serviceEndpoints(const Service& svc, const config::ServicePort& sp);
+  // `fromSlice`: an EndpointSlice endpoint, which serves only the ports its
+  // slice lists (by name); others fall back to targetPort, then the number.
   void addEndpoint(const config::WorkloadEntry& e, const config::ServiceEntry& se,
-                   const config::ServicePort& sp, std::vector<Endpoint>& out);
+                   const config::ServicePort& sp, std::vector<Endpoint>& out, bool fromSlice = false);
   const Cluster* cluster(const config::Destination& d, uint32_t vhostPort, const std::string& context);
   const Cluster* serviceCluster(const std::string& host, uint32_t port, const std::string& context);
   std::optional<config::TrafficPolicy> effectivePolicy(const config::DestinationRule* dr,
@@ -192,6 +194,11 @@ class Compiler {
 
 inline std::string resourceName(const char* kind, const config::ObjectMeta& m) {
   return std::string(kind) + " " + m.namespace_ + "/" + m.name;
+}
+// "ServiceEntry ns/name", or "Service ns/name" for one the Kubernetes
+// registry built.
+inline std::string serviceResourceName(const config::ServiceEntry& se) {
+  return resourceName(se.fromKubernetes ? "Service" : "ServiceEntry", se.metadata);
 }
 
 }  // namespace sluice::route::detail

@@ -320,6 +320,9 @@ struct CompileOptions {
 class Snapshot {
  public:
   config::Resources resources;
+  // The services config::kubernetesServices built from the Kubernetes
+  // Services, EndpointSlices and Pods in `resources`.
+  std::vector<config::ServiceEntry> kubernetesServices;
   std::vector<std::unique_ptr<VirtualHost>> virtualHosts;
   std::vector<std::unique_ptr<Cluster>> clusters;
   std::unordered_map<uint32_t, RouteConfig> routeConfigs;  // by port

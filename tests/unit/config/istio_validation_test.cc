@@ -9,6 +9,7 @@
 #include <map>
 #include <sstream>
 
+#include "../../common/repo_path.h"
 #include "config/loader.h"
 #include "route/table.h"
 
@@ -17,14 +18,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-fs::path dataDir() {
-  std::error_code ec;
-  for (fs::path p = fs::current_path(ec); !p.empty(); p = p.parent_path()) {
-    if (fs::exists(p / "tests/data/istio_validation", ec)) return p / "tests/data/istio_validation";
-    if (p == p.parent_path()) break;
-  }
-  return {};
-}
+fs::path dataDir() { return sluice::testing::repoPath("tests/data/istio_validation"); }
 
 // Known disagreements, by file name: what Sluice says instead, and why.
 const std::map<std::string, std::string> kExceptions = {

@@ -495,7 +495,7 @@ TEST(RouteClusters, UnknownSubsetAndUnknownHostAreMissing) {
   const Cluster* nowhere = s->findCluster("outbound|9080||nowhere.default.svc.cluster.local");
   ASSERT_NE(nowhere, nullptr);
   EXPECT_TRUE(nowhere->missing);
-  EXPECT_TRUE(hasWarning(*s, "nowhere.default.svc.cluster.local matches no ServiceEntry"));
+  EXPECT_TRUE(hasWarning(*s, "nowhere.default.svc.cluster.local matches no Service or ServiceEntry"));
   EXPECT_FALSE(s->findCluster("outbound|9080||reviews.default.svc.cluster.local")->missing);
 }
 

@@ -3,6 +3,10 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
+
+#include "../../common/repo_path.h"
 #include "builders.h"
 #include "config/loader.h"
 #include "core/clock.h"
@@ -301,6 +305,146 @@ spec:
       EXPECT_EQ(c->upstream.h2PingTimeoutNs, 5'000'000'000u);
     }
   }
+}
+
+}  // namespace
+}  // namespace sluice::route
+
+namespace sluice::route {
+namespace {
+
+namespace fs = std::filesystem;
+
+using sluice::testing::repoPath;
+
+std::vector<std::string> endpointKeys(const Cluster* c) {
+  std::vector<std::string> out;
+  if (c)
+    for (const auto& e : c->endpoints) out.push_back(e.key);
+  return out;
+}
+
+// Istio's bookinfo VirtualServices and DestinationRules, as written, over the
+// Kubernetes fixture (Services, EndpointSlices, Pods): subsets select pods by
+// the labels of the Pods behind the EndpointSlices.
+TEST(YamlCompile, BookinfoRoutesOverKubernetesServices) {
+  const fs::path fixture = repoPath("configs/kubernetes/bookinfo");
+  const fs::path samples = repoPath("tests/data/istio_bookinfo");
+  ASSERT_FALSE(fixture.empty() || samples.empty()) << "fixtures not found from " << fs::current_path();
+  config::LoadReport report;
+  for (const fs::path& f : {fixture / "services.yaml", fixture / "endpointslices.yaml", fixture / "pods.json",
+                            samples / "destination-rule-all.yaml", samples / "virtual-service-reviews-jason-v2-v3.yaml"}) {
+    std::ifstream in(f);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    for (const auto& e : config::loadYaml(text, f.string(), report)) ADD_FAILURE() << e.str();
+  }
+  auto compiled = compile(report.resources, 1);
+  ASSERT_TRUE(compiled.has_value());
+  const Snapshot& s = **compiled;
+  ASSERT_EQ(s.kubernetesServices.size(), 4u);
+
+  // The cluster IP is a capture VIP and a Host form; so are the short names.
+  uint32_t port = 0;
+  const VirtualHost* vh = s.findVirtualHost(0, "127.10.100.4", &port);
+  ASSERT_NE(vh, nullptr);
+  EXPECT_EQ(port, 9080u);
+  EXPECT_EQ(s.findVirtualHost(9080, "reviews"), vh);
+  EXPECT_EQ(s.findVirtualHost(9080, "reviews.default.svc"), vh);
+  Snapshot::Vip want;
+  inet_pton(AF_INET, "127.10.100.4", &want.addrBe);
+  want.port = 9080;
+  EXPECT_NE(std::find(s.captureVips.begin(), s.captureVips.end(), want), s.captureVips.end());
+
+  testing::Request jason;
+  jason.header("end-user", "jason");
+  const Route* r = vh->match(jason.view());
+  ASSERT_NE(r, nullptr);
+  ASSERT_EQ(r->clusters.size(), 1u);
+  EXPECT_EQ(r->clusters[0].cluster->name, "outbound|9080|v2|reviews.default.svc.cluster.local");
+  EXPECT_EQ(endpointKeys(r->clusters[0].cluster), std::vector<std::string>{"127.18.100.42:9080"});
+  testing::Request anon;
+  const Route* rest = vh->match(anon.view());
+  ASSERT_NE(rest, nullptr);
+  // v3's ready replica only: its second one is not ready.
+  EXPECT_EQ(endpointKeys(rest->clusters[0].cluster), std::vector<std::string>{"127.18.100.43:9080"});
+  // The service-wide cluster holds every ready pod.
+  EXPECT_EQ(endpointKeys(s.findCluster("outbound|9080||reviews.default.svc.cluster.local")),
+            (std::vector<std::string>{"127.18.100.41:9080", "127.18.100.42:9080", "127.18.100.43:9080"}));
+}
+
+// As in istiod, a Kubernetes Service keeps its name against a ServiceEntry
+// claiming the same host, whichever loaded first; an unnamed port's
+// endpoints use the slice's port.
+TEST(YamlCompile, KubernetesServiceTakesPrecedenceOverAServiceEntry) {
+  constexpr const char* kYaml = R"(
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: squatter, namespace: shop}
+spec:
+  hosts: [web.shop.svc.cluster.local]
+  addresses: [127.10.3.9]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.99}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: solo, namespace: shop}
+spec:
+  clusterIP: 127.10.3.2
+  ports: [{port: 70, targetPort: 7070}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: solo-1, namespace: shop, labels: {kubernetes.io/service-name: solo}}
+addressType: IPv4
+ports: [{port: 7071}]
+endpoints: [{addresses: [127.18.3.9]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  clusterIP: 127.10.3.1
+  ports: [{name: http, port: 80, targetPort: 8080}, {name: grpc, port: 90, targetPort: rpc}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: shop, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 8081}]
+endpoints: [{addresses: [127.18.3.1]}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-2, namespace: shop, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 8081}, {name: grpc, port: 9090}]
+endpoints: [{addresses: [127.18.3.2]}]
+)";
+  config::LoadReport report;
+  for (const auto& e : config::loadYaml(kYaml, "web.yaml", report)) ADD_FAILURE() << e.str();
+  auto compiled = compile(report.resources, 1);
+  ASSERT_TRUE(compiled.has_value());
+  const Snapshot& s = **compiled;
+  EXPECT_EQ(endpointKeys(s.findCluster("outbound|80||web.shop.svc.cluster.local")),
+            (std::vector<std::string>{"127.18.3.1:8081", "127.18.3.2:8081"}));
+  // An unnamed port: the slice's unnamed port.
+  EXPECT_EQ(endpointKeys(s.findCluster("outbound|70||solo.shop.svc.cluster.local")),
+            std::vector<std::string>{"127.18.3.9:7071"});
+  // A pod whose slice lacks a port (its named targetPort did not resolve)
+  // serves the others only, as in istiod: never the service port number.
+  EXPECT_EQ(endpointKeys(s.findCluster("outbound|90||web.shop.svc.cluster.local")),
+            std::vector<std::string>{"127.18.3.2:9090"});
+  EXPECT_NE(s.findVirtualHost(0, "127.10.3.1"), nullptr);
+  EXPECT_EQ(s.findVirtualHost(80, "127.10.3.9"), nullptr);
+  EXPECT_NE(std::find_if(s.warnings.begin(), s.warnings.end(),
+                         [](const std::string& w) {
+                           return w == "ServiceEntry shop/squatter: host web.shop.svc.cluster.local already defined "
+                                       "by Service shop/web; ignored";
+                         }),
+            s.warnings.end())
+      << ::testing::PrintToString(s.warnings);
 }
 
 }  // namespace
