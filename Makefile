@@ -1,6 +1,6 @@
-# Sluice build. `make` builds build/sluiced, build/sluicectl, build/sluice-upstream.
-# Sources are discovered by folder: every userspace/**/*.cc except the three
-# *_main.cc files goes into build/libsluice.a; tests/unit/**/*_test.cc and
+# Sluice build. `make` builds build/sluiced, build/sluicectl, build/sluice-upstream
+# and build/sluice-kube-sync. Sources are discovered by folder: every
+# userspace/**/*.cc except the *_main.cc files goes into build/libsluice.a; tests/unit/**/*_test.cc and
 # tests/integration/**/*_test.cc become one gtest binary each.
 
 SHELL := /bin/bash
@@ -16,7 +16,7 @@ PKGS := liburing libbpf yaml-0.1 yaml-cpp re2 fmt openssl libnghttp2 hiredis
 DEPS_STAMP := $(BUILD)/.deps-ok
 
 CXXFLAGS_BASE := -std=c++2b -O2 -g -Wall -Wextra -Werror -Wno-missing-field-initializers \
-  -fno-omit-frame-pointer -MMD -MP -Iinclude -Iuserspace -I$(BUILD)/bpf
+  -fno-omit-frame-pointer -MMD -MP -Iinclude -Iuserspace -I$(BUILD)/bpf -I$(BUILD)
 ifeq ($(SAN),1)
   # g++ 12 reports false maybe-uninitialized warnings inside libstdc++
   # (std::regex, std::function) only under the sanitizers at -O1.
@@ -30,7 +30,7 @@ LDLIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lxxhash -lpthread
 LDFLAGS += $(LDFLAGS_SAN)
 
 MAINS := userspace/daemon/sluiced_main.cc userspace/cli/sluicectl_main.cc \
-         userspace/upstream_server/upstream_main.cc
+         userspace/upstream_server/upstream_main.cc userspace/kubesync/sync_main.cc
 LIB_SRCS := $(filter-out $(MAINS),$(shell find userspace -name '*.cc' | sort))
 LIB_OBJS := $(LIB_SRCS:%.cc=$(BUILD)/obj/%.o)
 UNIT_SRCS := $(shell find tests/unit -name '*_test.cc' 2>/dev/null | sort)
@@ -43,18 +43,27 @@ BPF_SRCS := $(wildcard bpf/*.bpf.c)
 BPF_OBJS := $(BPF_SRCS:bpf/%.bpf.c=$(BUILD)/bpf/%.bpf.o)
 BPF_SKELS := $(BPF_SRCS:bpf/%.bpf.c=$(BUILD)/bpf/%.skel.h)
 
-BINS := $(BUILD)/sluiced $(BUILD)/sluicectl $(BUILD)/sluice-upstream
+BINS := $(BUILD)/sluiced $(BUILD)/sluicectl $(BUILD)/sluice-upstream $(BUILD)/sluice-kube-sync
+
+# `--version` of every binary: git describe of the tree built (a source
+# tarball without .git says "unknown"; `make VERSION=x` overrides).
+VERSION ?= $(shell git describe --always --dirty --tags 2>/dev/null || echo unknown)
+PREFIX ?= /usr/local
+DESTDIR ?=
 
 # Keep generated BPF objects and skeletons: they are not throw-away
 # intermediates (deleting them would rebuild every C++ object each time).
 .SECONDARY:
 
-.PHONY: all deps run test test-unit test-integration test-bpf test-asan bench bench-scale clean fuzz soak
+.PHONY: all deps run test test-unit test-integration test-bpf test-asan bench bench-scale clean fuzz soak \
+        install image FORCE
 all: $(DEPS_STAMP) $(BINS)
 
 # Installs packages only when one is missing (install-deps.sh is idempotent).
+# DEPS_ARGS=--build-only: the build's packages alone (the Dockerfile).
+DEPS_ARGS ?=
 $(DEPS_STAMP): scripts/install-deps.sh
-	@bash scripts/install-deps.sh
+	@bash scripts/install-deps.sh $(DEPS_ARGS)
 	@mkdir -p $(@D) && touch $@
 deps:
 	bash scripts/install-deps.sh
@@ -84,6 +93,32 @@ $(BUILD)/sluicectl: $(BUILD)/obj/userspace/cli/sluicectl_main.o $(BUILD)/libslui
 	$(CXX) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 $(BUILD)/sluice-upstream: $(BUILD)/obj/userspace/upstream_server/upstream_main.o $(BUILD)/libsluice.a
 	$(CXX) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+$(BUILD)/sluice-kube-sync: $(BUILD)/obj/userspace/kubesync/sync_main.o $(BUILD)/libsluice.a
+	$(CXX) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+# Rewritten only when the version changes, so only the mains rebuild then.
+$(BUILD)/version.h: FORCE
+	@mkdir -p $(@D)
+	@echo '#define SLUICE_VERSION "$(VERSION)"' > $@.tmp
+	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
+$(MAINS:%.cc=$(BUILD)/obj/%.o): $(BUILD)/version.h
+
+# The binaries, and a systemd unit for running sluiced outside Kubernetes
+# (deploy/systemd). BPF programs are inside sluiced (skeletons).
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/systemd/system
+	install -m 0755 $(BUILD)/sluiced $(BUILD)/sluicectl $(BUILD)/sluice-kube-sync $(DESTDIR)$(PREFIX)/bin/
+	sed 's|@PREFIX@|$(PREFIX)|g' deploy/systemd/sluiced.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/sluiced.service
+	chmod 0644 $(DESTDIR)$(PREFIX)/lib/systemd/system/sluiced.service
+
+# The image deploy/kubernetes runs (Dockerfile), where docker or podman exists.
+IMAGE ?= sluice/sluiced:dev
+image:
+	@tool=$$(command -v docker || command -v podman || true); \
+	if [ -z "$$tool" ]; then echo "make image: neither docker nor podman is installed; skipped"; exit 0; fi; \
+	if ! $$tool info >/dev/null 2>&1; then echo "make image: $$tool does not answer (no daemon?); skipped"; exit 0; fi; \
+	echo "$$tool build -t $(IMAGE) --build-arg VERSION=$(VERSION) ."; \
+	$$tool build -t $(IMAGE) --build-arg VERSION=$(VERSION) .
 
 GTEST_LIBS := -lgtest -lgmock -lgtest_main
 $(BUILD)/unit_tests: $(UNIT_SRCS:%.cc=$(BUILD)/obj/%.o) $(BUILD)/libsluice.a

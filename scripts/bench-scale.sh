@@ -12,7 +12,11 @@
 #     answers with the new x-rev.
 # One worker, explicit proxy mode, no eBPF. Loopback only; the service VIPs
 # (127.20.x.y) appear only in the config. Prints a table and writes
-# BUILD/bench-scale-results.md.
+# BUILD/bench-scale-results.md (REGISTRY=kubernetes: ...-kubernetes.md).
+#
+# REGISTRY=kubernetes describes each service as a cluster would: a Service,
+# an EndpointSlice with three ready pods (127.0.0.1-3, one backend on each)
+# and those three Pods, in place of the ServiceEntry.
 set -euo pipefail
 BUILD=${1:-build}
 cd "$(dirname "$0")/.."
@@ -20,6 +24,8 @@ cd "$(dirname "$0")/.."
 
 SERVICES=${SERVICES:-10000}
 RELOADS=${RELOADS:-20}
+REGISTRY=${REGISTRY:-serviceentry}
+case $REGISTRY in serviceentry|kubernetes) ;; *) echo "bench-scale: REGISTRY is serviceentry or kubernetes" >&2; exit 1 ;; esac
 for bin in sluiced sluice-upstream; do
   [ -x "$BUILD/$bin" ] || { echo "bench-scale: $BUILD/$bin missing" >&2; exit 1; }
 done
@@ -33,11 +39,20 @@ freePort backendPort; freePort proxyPort; freePort adminPort
 "$BUILD/sluice-upstream" --listen "127.0.0.1:$backendPort" --name scale --threads 1 2>"$work/upstream.log" &
 pids+=($!)
 waitHttp "http://127.0.0.1:$backendPort/__counter"
+if [ "$REGISTRY" = kubernetes ]; then
+  for ip in 127.0.0.2 127.0.0.3; do
+    "$BUILD/sluice-upstream" --listen "$ip:$backendPort" --name "scale-$ip" --threads 1 2>>"$work/upstream.log" &
+    pids+=($!)
+    waitHttp "http://$ip:$backendPort/__counter"
+  done
+fi
 
-# svcFile I REV: service I's resources; REV goes into the route's x-rev.
-svcFile() {
-  local i=$1 rev=$2 a=$(( $1 / 250 )) b=$(( $1 % 250 + 1 ))
-  cat <<EOF
+# registryDocs I: service I as a ServiceEntry, or as a Kubernetes Service,
+# its EndpointSlice and its Pods.
+registryDocs() {
+  local i=$1 a=$(( $1 / 250 )) b=$(( $1 % 250 + 1 ))
+  if [ "$REGISTRY" = serviceentry ]; then
+    cat <<EOF
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: svc$i, namespace: default}
@@ -49,6 +64,47 @@ spec:
   endpoints:
   - {address: 127.0.0.1, ports: {http: $backendPort}, labels: {version: v1}}
   - {address: 127.0.0.2, ports: {http: $backendPort}, labels: {version: v2}}
+EOF
+    return
+  fi
+  cat <<EOF
+apiVersion: v1
+kind: Service
+metadata: {name: svc$i, namespace: default, labels: {app: svc$i}}
+spec:
+  clusterIP: 127.20.$a.$b
+  ports: [{name: http, port: 80, protocol: TCP, targetPort: $backendPort}]
+  selector: {app: svc$i}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: svc$i-x1, namespace: default, labels: {kubernetes.io/service-name: svc$i}}
+addressType: IPv4
+ports: [{name: http, port: $backendPort, protocol: TCP}]
+endpoints:
+- {addresses: [127.0.0.1], conditions: {ready: true}, targetRef: {kind: Pod, name: svc$i-a}}
+- {addresses: [127.0.0.2], conditions: {ready: true}, targetRef: {kind: Pod, name: svc$i-b}}
+- {addresses: [127.0.0.3], conditions: {ready: true}, targetRef: {kind: Pod, name: svc$i-c}}
+EOF
+  local pod ip ver
+  for pod in a:1:v1 b:2:v1 c:3:v2; do
+    IFS=: read -r pod ip ver <<<"$pod"
+    cat <<EOF
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: svc$i-$pod, namespace: default, labels: {app: svc$i, version: $ver}}
+spec: {nodeName: node-a}
+status: {phase: Running, podIP: 127.0.0.$ip, podIPs: [{ip: 127.0.0.$ip}]}
+EOF
+  done
+}
+
+# svcFile I REV: service I's resources; REV goes into the route's x-rev.
+svcFile() {
+  local i=$1 rev=$2
+  registryDocs "$i"
+  cat <<EOF
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -121,9 +177,10 @@ done
 median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 maxOf() { printf '%s\n' "$@" | sort -n | tail -1; }
 rssLast=${rss[$((RELOADS - 1))]}
-out="$BUILD/bench-scale-results.md"
+suffix=; [ "$REGISTRY" = serviceentry ] || suffix=-$REGISTRY
+out="$BUILD/bench-scale-results$suffix.md"
 {
-  echo "## sluice scale bench: $SERVICES services (one file each), $RELOADS one-file reloads, $(date -u +%FT%TZ)"
+  echo "## sluice scale bench: $SERVICES services from $REGISTRY (one file each), $RELOADS one-file reloads, $(date -u +%FT%TZ)"
   echo
   echo "| what | value |"
   echo "|---|---:|"

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Installs every Debian package that Sluice's build, tests, demo and benchmarks
-# need. Idempotent: does nothing when everything is present. apt only.
+# need (--build-only: the build's alone). Idempotent: does nothing when
+# everything is present. apt only.
 set -euo pipefail
 
-PACKAGES=(
-  # build
+BUILD_PACKAGES=(
   make g++ clang llvm pkg-config libbpf-dev bpftool
   liburing-dev libssl-dev libyaml-dev libyaml-cpp-dev libre2-dev libnghttp2-dev
   libhiredis-dev libxxhash-dev libcli11-dev nlohmann-json3-dev libfmt-dev
+  # `--version` (git describe) and the image's runtime-library list (ldd)
+  git libc-bin
+)
+PACKAGES=(
+  "${BUILD_PACKAGES[@]}"
   # tests
   libgtest-dev libgmock-dev libbenchmark-dev curl redis-server openssl
   iproute2 procps util-linux
@@ -18,6 +23,9 @@ PACKAGES=(
   # benchmark peers
   haproxy nginx-light wrk nghttp2-client
 )
+
+# --build-only: what `make all` needs and nothing else (the Dockerfile).
+if [ "${1:-}" = --build-only ]; then PACKAGES=("${BUILD_PACKAGES[@]}"); fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

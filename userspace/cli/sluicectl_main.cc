@@ -15,6 +15,7 @@
 #include "cli/mesh.h"
 #include "config/loader.h"
 #include "route/table.h"
+#include "version.h"
 
 namespace {
 
@@ -150,6 +151,7 @@ int applyFile(const std::string& file, const std::string& dir) {
 
 int main(int argc, char** argv) {
   CLI::App app{"sluicectl: inspect and change Sluice configuration"};
+  app.set_version_flag("--version", SLUICE_VERSION);
   app.require_subcommand(1);
   std::string dir = "/etc/sluice/config";
   std::string file;

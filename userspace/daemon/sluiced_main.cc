@@ -21,6 +21,7 @@
 #include <thread>
 #include <tuple>
 
+#include "core/stop_signals.h"
 #include "admin/server.h"
 #include "bpf/datapath.h"
 #include "config/loader.h"
@@ -29,6 +30,7 @@
 #include "daemon/capture.h"
 #include "daemon/config_manager.h"
 #include "proxy/engine.h"
+#include "version.h"
 
 namespace {
 
@@ -142,6 +144,7 @@ static std::expected<std::map<std::string, std::string>, std::string> parseLabel
 
 int main(int argc, char** argv) {
   CLI::App app{"sluiced: Sluice node proxy (Istio traffic management without sidecars)"};
+  app.set_version_flag("--version", SLUICE_VERSION);
   std::string configDir = "/etc/sluice/config";
   std::string outbound = "127.0.0.1:15001";
   std::string adminAddr = "127.0.0.1:15000";
@@ -354,13 +357,7 @@ int main(int argc, char** argv) {
 
   // Signals are taken synchronously by the main thread; every other thread
   // inherits the blocked mask.
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGTERM);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  sigset_t sigs = sluice::core::blockStopSignals({SIGHUP});
 
   if (std::string e = dropCapabilities(capture != nullptr); !e.empty()) {
     fprintf(stderr, "sluiced: could not drop capabilities: %s\n", e.c_str());

@@ -6,12 +6,15 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
+#include "core/stop_signals.h"
 #include "istio/duration.h"
 #include "upstream_server/server.h"
+#include "version.h"
 
 int main(int argc, char** argv) {
   sluice::upstream_server::ServerOptions options;
   CLI::App app{"sluice-upstream: a small, fast HTTP/1.1 test server"};
+  app.set_version_flag("--version", SLUICE_VERSION);
   app.add_option("--listen", options.listen, "ADDR:PORT to listen on")->required();
   app.add_option("--name", options.name, "name echoed in every response")->required();
   app.add_option("--threads", options.threads, "worker threads, each with its own SO_REUSEPORT listener")
@@ -32,12 +35,7 @@ int main(int argc, char** argv) {
 
   // Block the stop signals before any thread starts so that every worker
   // inherits the mask and only sigwait() below sees them.
-  sigset_t stopSignals;
-  sigemptyset(&stopSignals);
-  sigaddset(&stopSignals, SIGTERM);
-  sigaddset(&stopSignals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stopSignals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  sigset_t stopSignals = sluice::core::blockStopSignals();
   // Benchmarks open many connections; take every descriptor we are allowed.
   rlimit nofile{};
   if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
