@@ -266,7 +266,7 @@ const Cluster* Compiler::cluster(const config::Destination& d, uint32_t vhostPor
       for (const Endpoint& ep : c->endpoints) {
         if (ep.weight != c->endpoints.front().weight) c->unequalWeights = true;
       }
-      c->policy = effectivePolicy(dr, subset, port);
+      if (auto p = effectivePolicy(dr, subset, port)) c->policy = std::make_shared<const config::TrafficPolicy>(std::move(*p));
       if (c->policy && c->policy->loadBalancer && c->policy->loadBalancer->simple) {
         using Simple = config::LoadBalancerSettings::Simple;
         switch (*c->policy->loadBalancer->simple) {

@@ -586,7 +586,7 @@ TEST(ClusterPolicy, DefaultsAndUnsupportedModes) {
   // d: no DR at all: Istio's default.
   const Cluster* d = s->findCluster("outbound|80||d.other.org");
   EXPECT_EQ(d->lb, LbPolicy::LeastRequest);
-  EXPECT_FALSE(d->policy.has_value());
+  EXPECT_EQ(d->policy, nullptr);
 }
 
 }  // namespace
