@@ -146,26 +146,26 @@ TEST(KubeSyncRender, TrimsToWhatSluicedReads) {
                 {"annotations", {{"a", "b"}}},
                 {"managedFields", json::array()}}},
               {"spec", {{"nodeName", "n1"}, {"containers", json::array({{{"name", "c"}}})}}},
-              {"status", {{"phase", "Running"}, {"podIP", "10.0.0.1"}, {"conditions", json::array()}}}};
+              {"status", {{"phase", "Running"}, {"podIP", "127.18.0.1"}, {"conditions", json::array()}}}};
   auto f = render(kindNamed("pods"), pod);
   ASSERT_TRUE(f);
   EXPECT_EQ(f->first, "pods/shop/p1.json");
   json out = json::parse(f->second);
   EXPECT_EQ(out, json::parse(R"({"apiVersion": "v1", "kind": "Pod",
     "metadata": {"name": "p1", "namespace": "shop", "labels": {"app": "web"}},
-    "spec": {"nodeName": "n1"}, "status": {"phase": "Running", "podIP": "10.0.0.1"}})"));
+    "spec": {"nodeName": "n1"}, "status": {"phase": "Running", "podIP": "127.18.0.1"}})"));
 
   json svc = {{"metadata",
                {{"name", "web"},
                 {"namespace", "shop"},
                 {"annotations",
                  {{"kubectl.kubernetes.io/last-applied-configuration", "{}"}, {"networking.istio.io/exportTo", "."}}}}},
-              {"spec", {{"clusterIP", "10.96.0.9"}}},
+              {"spec", {{"clusterIP", "127.10.0.9"}}},
               {"status", {{"loadBalancer", json::object()}}}};
   out = json::parse(render(kindNamed("services"), svc)->second);
   EXPECT_EQ(out["metadata"]["annotations"], json({{"networking.istio.io/exportTo", "."}}));
   EXPECT_FALSE(out.contains("status"));
-  EXPECT_EQ(out["spec"]["clusterIP"], "10.96.0.9");
+  EXPECT_EQ(out["spec"]["clusterIP"], "127.10.0.9");
 
   // Names that would not make a safe file name are not written.
   for (const char* bad : {"../x", ".hidden", "", "A", "a/b"}) {
