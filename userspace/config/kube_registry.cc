@@ -4,18 +4,13 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
-#include <cctype>
 #include <unordered_map>
+
+#include "config/parse_util.h"
 
 namespace sluice::config {
 
 namespace {
-
-std::string lowerCopy(std::string_view s) {
-  std::string out(s);
-  for (char& ch : out) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  return out;
-}
 
 bool isIpv4(const std::string& s) {
   in_addr a{};
@@ -39,7 +34,7 @@ std::string kubernetesPortProtocol(const KubeServicePort& p) {
     if (name == "kubernetes.io/ws") return "HTTP";
     if (name == "kubernetes.io/wss") return "HTTPS";
   }
-  std::string l = lowerCopy(name);
+  std::string l = detail::lower(name);
   if (l.starts_with("grpc-web")) return "GRPC-Web";
   if (size_t dash = l.find('-'); dash != std::string::npos) l.resize(dash);
   static const std::pair<const char*, const char*> kNames[] = {

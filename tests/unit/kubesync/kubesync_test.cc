@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "../config/test_util.h"
 #include "kubesync/api_client.h"
 #include "kubesync/mirror.h"
 #include "kubesync/reflector.h"
@@ -18,21 +19,7 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using namespace std::chrono_literals;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "sluice-kubesync-XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using config::testing::TempDir;
 
 std::string read(const fs::path& p) {
   std::ifstream in(p);
@@ -43,13 +30,13 @@ std::string read(const fs::path& p) {
 
 TEST(KubeSyncMirror, WritesOnlyWhatChangedAndRemovesWhatWent) {
   TempDir d;
-  Mirror m(d.path().string(), 0ms, 0ms);
+  Mirror m(d.path(), 0ms, 0ms);
   ASSERT_TRUE(m.scan());
   m.put("services/shop/a.json", "A1");
   m.put("services/shop/b.json", "B1");
   m.put("pods/shop/p.json", "P1");
   ASSERT_TRUE(m.flush());
-  EXPECT_EQ(read(d.path() / "services/shop/a.json"), "A1");
+  EXPECT_EQ(read(fs::path(d.path()) / "services/shop/a.json"), "A1");
   EXPECT_EQ(m.counters().written, 3u);
   // The same content again: nothing to write.
   m.put("services/shop/a.json", "A1");
@@ -61,61 +48,61 @@ TEST(KubeSyncMirror, WritesOnlyWhatChangedAndRemovesWhatWent) {
   // A list that no longer has b: it goes; other kinds stay.
   m.replaceUnder("services", {{"services/shop/a.json", "A3"}});
   ASSERT_TRUE(m.flush());
-  EXPECT_EQ(read(d.path() / "services/shop/a.json"), "A3");
-  EXPECT_FALSE(fs::exists(d.path() / "services/shop/b.json"));
-  EXPECT_TRUE(fs::exists(d.path() / "pods/shop/p.json"));
+  EXPECT_EQ(read(fs::path(d.path()) / "services/shop/a.json"), "A3");
+  EXPECT_FALSE(fs::exists(fs::path(d.path()) / "services/shop/b.json"));
+  EXPECT_TRUE(fs::exists(fs::path(d.path()) / "pods/shop/p.json"));
   EXPECT_EQ(m.counters().removed, 1u);
   // No temporary is left behind.
-  EXPECT_FALSE(fs::exists(d.path() / "services/shop/.sluice-kube-sync.tmp"));
+  EXPECT_FALSE(fs::exists(fs::path(d.path()) / "services/shop/.sluice-kube-sync.tmp"));
 }
 
 TEST(KubeSyncMirror, ARestartTakesInTheFilesAlreadyThere) {
   TempDir d;
   {
-    Mirror m(d.path().string(), 0ms, 0ms);
+    Mirror m(d.path(), 0ms, 0ms);
     ASSERT_TRUE(m.scan());
     m.put("services/shop/a.json", "A1");
     m.put("services/shop/b.json", "B1");
     ASSERT_TRUE(m.flush());
   }
   // A temporary from a sync killed mid-write, and a ConfigMap's ..data folder.
-  std::ofstream(d.path() / "services/shop/.sluice-kube-sync.tmp") << "half";
-  fs::create_directories(d.path() / "..2026_12_08/x");
-  std::ofstream(d.path() / "..2026_12_08/x/c.json") << "{}";
-  Mirror m(d.path().string(), 0ms, 0ms);
+  std::ofstream(fs::path(d.path()) / "services/shop/.sluice-kube-sync.tmp") << "half";
+  fs::create_directories(fs::path(d.path()) / "..2026_12_08/x");
+  std::ofstream(fs::path(d.path()) / "..2026_12_08/x/c.json") << "{}";
+  Mirror m(d.path(), 0ms, 0ms);
   ASSERT_TRUE(m.scan());
-  EXPECT_FALSE(fs::exists(d.path() / "services/shop/.sluice-kube-sync.tmp"));
+  EXPECT_FALSE(fs::exists(fs::path(d.path()) / "services/shop/.sluice-kube-sync.tmp"));
   // Unchanged: not written again. Gone from the new list: removed.
   m.replaceUnder("services", {{"services/shop/a.json", "A1"}});
   ASSERT_TRUE(m.flush());
   EXPECT_EQ(m.counters().written, 0u);
   EXPECT_EQ(m.counters().removed, 1u);
-  EXPECT_FALSE(fs::exists(d.path() / "services/shop/b.json"));
-  EXPECT_TRUE(fs::exists(d.path() / "..2026_12_08/x/c.json"));
+  EXPECT_FALSE(fs::exists(fs::path(d.path()) / "services/shop/b.json"));
+  EXPECT_TRUE(fs::exists(fs::path(d.path()) / "..2026_12_08/x/c.json"));
 }
 
 TEST(KubeSyncMirror, AFailedWriteIsTriedAgain) {
   TempDir d;
-  Mirror m(d.path().string(), 0ms, 0ms);
+  Mirror m(d.path(), 0ms, 0ms);
   ASSERT_TRUE(m.scan());
   // A file where the kind's folder should be: the write cannot happen.
-  std::ofstream(d.path() / "pods") << "in the way";
+  std::ofstream(fs::path(d.path()) / "pods") << "in the way";
   m.put("pods/shop/p.json", "P1");
   EXPECT_FALSE(m.flush());
   EXPECT_EQ(m.counters().failures, 1u);
-  fs::remove(d.path() / "pods");
+  fs::remove(fs::path(d.path()) / "pods");
   // Queued again: the next batch writes it, with no new put.
   EXPECT_TRUE(m.flush());
-  EXPECT_EQ(read(d.path() / "pods/shop/p.json"), "P1");
+  EXPECT_EQ(read(fs::path(d.path()) / "pods/shop/p.json"), "P1");
   // And a removal of it is not lost either.
   m.remove("pods/shop/p.json");
   EXPECT_TRUE(m.flush());
-  EXPECT_FALSE(fs::exists(d.path() / "pods/shop/p.json"));
+  EXPECT_FALSE(fs::exists(fs::path(d.path()) / "pods/shop/p.json"));
 }
 
 TEST(KubeSyncMirror, TheWriterHoldsABurstUntilItPauses) {
   TempDir d;
-  Mirror m(d.path().string(), 300ms, 5000ms);
+  Mirror m(d.path(), 300ms, 5000ms);
   ASSERT_TRUE(m.scan());
   std::atomic<bool> stop{false};
   std::thread writer([&] { m.run(stop); });
